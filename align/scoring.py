@@ -1,0 +1,68 @@
+"""Scoring conversations with a reward model, formatted exactly as the reward stage trained it.
+
+TRL's RewardTrainer tokenizes a conversational pair as `apply_chat_template(prompt + chosen)`;
+scoring must use the same text, or the score head reads a different last token (the chat template
+ends each message with `<|im_end|>` and a newline, and the classifier scores the last non-pad token).
+Batches are sorted by length so little compute goes to padding (the CPU forward runs near its FLOP
+peak, so padded tokens cost as much as real ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tqdm.auto import tqdm
+
+Messages = list[dict[str, str]]
+
+
+def conversation_ids(tokenizer, conversation: Messages) -> list[int]:
+    ids = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=False)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def reward_scores(
+    model,
+    tokenizer,
+    conversations: list[Messages],
+    batch_size: int = 8,
+    max_length: int | None = None,
+    desc: str = "scoring",
+) -> list[float]:
+    """One scalar per conversation. Conversations longer than `max_length` are cut from the left
+    (keeping the reply, which is what is being judged)."""
+    import torch
+
+    encoded = [conversation_ids(tokenizer, c) for c in conversations]
+    if max_length:
+        encoded = [ids[-max_length:] for ids in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    scores: list[Any] = [None] * len(encoded)
+    pad = tokenizer.pad_token_id
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
+            idx = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            # Right padding: the sequence-classification head scores the last non-pad token.
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+                mask[row, : len(encoded[i])] = 1
+            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            for row, i in enumerate(idx):
+                scores[i] = float(logits[row, 0])
+    return scores
+
+
+def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict[str, float]:
+    """Accuracy (ties count half) and mean margin of chosen over rejected."""
+    n = len(chosen)
+    if n == 0:
+        return {"accuracy": float("nan"), "mean_margin": float("nan"), "pairs": 0}
+    wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected))
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    return {"accuracy": wins / n, "mean_margin": sum(margins) / n, "pairs": n}
