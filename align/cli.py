@@ -162,8 +162,11 @@ def print_summary(name: str, manifest: dict) -> None:
         return
     print(f"{name}: run written to {manifest['path']} ({manifest.get('wall_time_s', 0):.0f} s)")
     metrics = manifest.get("metrics") or {}
-    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not k.startswith("_")}
-    for key, value in list(shown.items())[:12]:
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+    # Held-out figures first: they are what the run is judged by.
+    keys = sorted(shown, key=lambda k: (not k.startswith(("test_", "rm_", "accuracy", "mean_margin")), k))
+    for key in keys[:14]:
+        value = shown[key]
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
 
 

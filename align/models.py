@@ -306,9 +306,14 @@ def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, **kwarg
 
 def merge_adapter(model, adapter_dir: Path):
     """Apply a saved LoRA adapter and fold it into the weights."""
-    from peft import PeftModel
+    from peft import PeftConfig, PeftModel
 
-    peft_model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=False)
+    config = PeftConfig.from_pretrained(adapter_dir)
+    if config.task_type == "CAUSAL_LM" and not hasattr(model, "prepare_inputs_for_generation"):
+        # A policy's adapter merged into a classifier built from that policy (reward model from SFT):
+        # the layers are the same; only the task wrapper differs, and it is dropped by the merge.
+        config.task_type = None
+    peft_model = PeftModel.from_pretrained(model, adapter_dir, config=config, is_trainable=False)
     return peft_model.merge_and_unload()
 
 

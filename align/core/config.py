@@ -184,17 +184,20 @@ def dump_yaml(cfg: Any) -> str:
 
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings (the string literal right under a field) of a dataclass."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
     docs: dict[str, str] = {}
-    body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
-                if isinstance(nxt.value.value, str):
-                    docs[node.target.id] = " ".join(nxt.value.value.split())
+    for klass in reversed(cls.__mro__):  # base classes first, so a subclass can re-document a field
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant):
+                    if isinstance(nxt.value.value, str):
+                        docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from align.core import runs
 from align.core.config import check_passthrough
 from align.core.errors import AlignError
-from align.models import Dtype
+from align.models import Dtype, LoraConfig, ModelSource, model_output
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +26,51 @@ RESERVED_TRAINING_ARGS = {"output_dir", "logging_dir", "report_to", "save_strate
 
 
 @dataclass
-class ModelSettings:
-    """How the model is loaded (shared by every training stage)."""
+class TrainStageConfig:
+    """Fields every training stage has. Stages subclass this and add `data` and their own options."""
 
+    model: str = "embedded"
+    """Starting model: `embedded`, a local Hugging Face directory, an earlier run directory, or a hub id."""
     dtype: Dtype = "float32"
     """Weights dtype. float32 on CPUs without bf16 units; bfloat16 on recent GPUs."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint. Off unless you trust its source."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA adapter settings (`lora.enabled: false` for full fine-tuning)."""
+    max_length: int = 512
+    """Token budget per example (chat template included); longer examples are counted and left out."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """Arguments passed to the TRL trainer config (learning_rate, max_steps, per_device_train_batch_size, ...)."""
+    runs_dir: str = "runs"
+    """Where run directories are written."""
+    name: str | None = None
+    """Run directory name (default: <stage>-<timestamp>-<random>)."""
+    seed: int = 42
+    """Seed for adapter initialisation, data order and dropout."""
+
+    def __post_init__(self):
+        if self.max_length < 8:
+            raise AlignError(f"'max_length' must be at least 8 tokens, got {self.max_length}")
 
 
-def training_arguments(cls: type, section: dict[str, Any], output_dir: str, defaults: dict[str, Any]):
-    """`cls` (a TRL config) from align's defaults, then the user's `training:` section over them."""
+def save_model(run, model, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
+    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors."""
+    out = Path(run.path) / runs.MODEL_DIR
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    model_output(run, runs.MODEL_DIR, source, lora, task)
+
+
+def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any]):
+    """`cls` (a TRL config) from align's defaults, then the user's `training:` section over them.
+
+    Built before the run directory exists, so a rejected value fails before anything is written;
+    the stage points `output_dir` into its run afterwards (`bind_output_dir`).
+    """
     check_passthrough(section, cls, "training", RESERVED_TRAINING_ARGS)
-    kwargs = {**defaults, **section}
+    kwargs = {"bf16": _bf16_available(), **defaults, **section}
     kwargs.update(
-        output_dir=output_dir,
+        output_dir="unset-align-sets-this",
         report_to=[],
         save_strategy="no",  # align saves the final model itself, into the run directory
         include_num_input_tokens_seen="all",
@@ -49,13 +81,16 @@ def training_arguments(cls: type, section: dict[str, Any], output_dir: str, defa
         raise AlignError(f"training arguments rejected by {cls.__name__}: {str(exc).splitlines()[0]}") from None
 
 
-def check_training_section(cls_path: str, section: dict[str, Any]) -> None:
-    """Check `training:` keys early (before a run directory is created)."""
-    module, name = cls_path.rsplit(".", 1)
-    import importlib
+def _bf16_available() -> bool:
+    # TRL defaults to bf16 mixed precision, which fails on a CPU; use it only where a GPU supports it.
+    import torch
 
-    cls = getattr(importlib.import_module(module), name)
-    check_passthrough(section, cls, "training", RESERVED_TRAINING_ARGS)
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def bind_output_dir(args, run) -> None:
+    """Point the trainer's scratch output_dir into the run (removed again by discard_trainer_scratch)."""
+    args.output_dir = str(Path(run.path) / "trainer")
 
 
 def step_logger(run, metric_names: dict[str, str]):
@@ -86,8 +121,8 @@ def step_logger(run, metric_names: dict[str, str]):
                 record["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
             self.last_time, self.last_tokens = now, tokens
             run.log_metrics(record, step=state.global_step)
-            if state.global_step == 0 or "train_runtime" in logs:
-                return
+            if state.global_step == 0 or "train_loss" in logs or any(k.startswith("eval_") for k in logs):
+                return  # the end-of-training summary and evaluations get no step line
             parts = [f"step {state.global_step}/{state.max_steps}"]
             for key, label in metric_names.items():
                 if key in logs and isinstance(logs[key], (int, float)):
@@ -100,6 +135,20 @@ def step_logger(run, metric_names: dict[str, str]):
             log.info(" | ".join(parts))
 
     return StepLogger()
+
+
+def attach_logging(trainer, run, metric_names: dict[str, str]) -> None:
+    """Our one-line-per-step log instead of the trainer's printed dicts; its progress bar (ETA) stays."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.remove_callback(ProgressCallback)
+    if not trainer.args.disable_tqdm:
+        trainer.add_callback(BarOnly)
+    trainer.add_callback(step_logger(run, metric_names))
 
 
 def format_seconds(seconds: float) -> str:
@@ -129,3 +178,10 @@ def count_trainable(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     return {"trainable_params": trainable, "total_params": total}
 
+
+
+def discard_trainer_scratch(run) -> None:
+    """Remove the trainer's output_dir: align saves the model itself, so it only holds scratch."""
+    import shutil
+
+    shutil.rmtree(Path(run.path) / "trainer", ignore_errors=True)

@@ -59,8 +59,12 @@ class PreferenceDataConfig:
     """pairwise-label column names: prompt, response_a, response_b, label (defaults input, output_1, output_2, label)."""
     seed: int = 0
     """Seed of the held-out split and of the samples."""
+    min_agreement: float | None = None
+    """Train only on pairs whose annotator `agreement` (from `annotate pull`) is at least this."""
 
     def __post_init__(self):
+        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
+            raise AlignError(f"'data.min_agreement' must be in [0, 1], got {self.min_agreement}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise AlignError(f"'data.test_fraction' must be in [0, 1), got {self.test_fraction}")
         unknown = set(self.columns) - set(DEFAULT_COLUMNS)
@@ -302,6 +306,8 @@ def load_splits(cfg: PreferenceDataConfig) -> tuple[PreferenceData, PreferenceDa
     if not cfg.train:
         raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
     data = load_preference_pairs(cfg.train, cfg.format, cfg.columns)
+    if cfg.min_agreement is not None:
+        data.rows = filter_agreement(data.rows, cfg.min_agreement, cfg.train, data.report)
     train_rows, test_rows = split_pairs(data.rows, cfg.test_fraction, cfg.seed)
     test = None
     if cfg.test:
@@ -320,3 +326,16 @@ def load_splits(cfg: PreferenceDataConfig) -> tuple[PreferenceData, PreferenceDa
         test.report["used"] = len(test.rows)
     data.report["train_pairs_used"] = len(train_rows)
     return PreferenceData(train_rows, data.report), test
+
+
+def filter_agreement(rows: list[dict[str, Any]], threshold: float, path: str, report: dict) -> list[dict[str, Any]]:
+    """Keep pairs whose annotator agreement is >= threshold. Data without agreement is an error:
+    the user asked for a filter that cannot apply."""
+    if not any("agreement" in r for r in rows):
+        raise AlignError(
+            f"data.min_agreement={threshold} but {path} has no 'agreement' field "
+            "(it comes from `align annotate pull`); remove min_agreement for this data"
+        )
+    kept = [r for r in rows if r.get("agreement") is not None and r["agreement"] >= threshold]
+    report["below_min_agreement"] = len(rows) - len(kept)
+    return kept

@@ -1,0 +1,92 @@
+"""The `hf` rollout engine: transformers' batched `generate`.
+
+Prompts are sorted by length and left-padded in batches of `batch_size` sequences (prompts x n), so
+padding costs little (on a CPU padded tokens cost as much as real ones). Sampling uses an explicit
+`GenerationConfig` built from `SamplingSettings` only: the checkpoint's generation_config.json and
+transformers' own defaults (top_k=50) are not applied, so what the manifest records is what ran.
+The global torch RNG is seeded once per call and batches are formed deterministically, so the same
+seed and settings give the same outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tqdm.auto import tqdm
+
+from align.models import ModelSource, load_policy
+from align.rollout import Completion, SamplingSettings, cut_at_stop
+
+log = logging.getLogger(__name__)
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(self, source: ModelSource, tokenizer, dtype: str = "float32", batch_size: int = 64,
+                 trust_remote_code: bool = False):
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.model = load_policy(source, dtype, trust_remote_code).eval()
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.eos_ids = sorted({*eos, tokenizer.eos_token_id} - {None})
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
+        import torch
+
+        config = self._generation_config(sampling)
+        pad = self.tokenizer.pad_token_id
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        per_batch = max(1, self.batch_size // sampling.n)
+        results: list[list[Completion]] = [[] for _ in prompt_ids]
+        torch.manual_seed(sampling.seed)
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(order), per_batch), desc="generating (hf)", unit="batch", leave=False):
+                idx = order[start:start + per_batch]
+                width = max(len(prompt_ids[i]) for i in idx)
+                input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
+                    input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
+                    mask[row, width - len(prompt_ids[i]):] = 1
+                out = self.model.generate(
+                    input_ids=input_ids.to(self.model.device),
+                    attention_mask=mask.to(self.model.device),
+                    generation_config=config,
+                    tokenizer=self.tokenizer if sampling.stop else None,
+                )
+                new = out[:, width:].tolist()
+                # num_return_sequences keeps each prompt's n samples together, in order.
+                for row, i in enumerate(idx):
+                    for k in range(sampling.n):
+                        results[i].append(self._completion(new[row * sampling.n + k], sampling))
+        return results
+
+    def _generation_config(self, sampling: SamplingSettings):
+        from transformers import GenerationConfig
+
+        kwargs = dict(
+            max_new_tokens=sampling.max_tokens,
+            num_return_sequences=sampling.n,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=sampling.stop or None,
+        )
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=sampling.top_k or None)
+        else:
+            kwargs.update(do_sample=False, top_k=None, top_p=None, temperature=None)
+        return GenerationConfig(**kwargs)
+
+    def _completion(self, ids: list[int], sampling: SamplingSettings) -> Completion:
+        ended = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
+        kept = ids if ended is None else ids[:ended + 1]
+        text = self.tokenizer.decode(kept[:-1] if ended is not None else kept, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, sampling.stop)
+        finish = "stop" if ended is not None or stopped else "length"
+        return Completion(text=text, tokens=len(kept), finish_reason=finish)
+
+    def close(self) -> None:
+        self.model = None

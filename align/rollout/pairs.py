@@ -1,0 +1,75 @@
+"""Choosing which two of a prompt's N responses annotators should compare.
+
+Rules (`selection:`):
+- `random`: two distinct responses drawn with a seeded RNG (seeded per prompt, so a prompt's pair
+  does not change when other prompts are added or removed);
+- `least_sure`: the two responses whose reward-model scores are closest, i.e. the comparison the
+  reward model is least sure about and a human label teaches it most;
+- `best_vs_worst`: the highest- and lowest-scored responses (clear contrasts, e.g. for a DPO warm-up).
+
+Identical responses (after trimming whitespace) are merged before choosing, keeping the first; a
+prompt with fewer than two distinct responses yields no pair and is counted by the caller.
+The two responses are shown in a seeded random order (not best-first), so position carries no hint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Literal
+
+Selection = Literal["random", "least_sure", "best_vs_worst"]
+NEEDS_SCORES = ("least_sure", "best_vs_worst")
+
+
+@dataclass
+class Candidate:
+    text: str
+    score: float | None
+
+
+@dataclass
+class Choice:
+    a: Candidate
+    b: Candidate
+
+
+def distinct(texts: list[str], scores: list[float] | None) -> list[Candidate]:
+    """Responses with duplicates (same text up to surrounding whitespace) merged, first kept."""
+    seen: set[str] = set()
+    out = []
+    for i, text in enumerate(texts):
+        key = text.strip()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(Candidate(text, None if scores is None else float(scores[i])))
+    return out
+
+
+def choose_pair(candidates: list[Candidate], selection: str, rng: random.Random) -> Choice | None:
+    """Two of `candidates` by the rule `selection`, or None when fewer than two are given."""
+    if len(candidates) < 2:
+        return None
+    if selection == "random":
+        first, second = rng.sample(range(len(candidates)), 2)
+        return Choice(candidates[first], candidates[second])
+    if any(c.score is None for c in candidates):
+        raise ValueError(f"selection {selection!r} needs a score for every response")
+    ranked = sorted(candidates, key=lambda c: c.score)
+    if selection == "best_vs_worst":
+        low, high = ranked[0], ranked[-1]
+    elif selection == "least_sure":
+        # Neighbours in score order include the closest pair; the first smallest gap wins ties.
+        k = min(range(len(ranked) - 1), key=lambda j: ranked[j + 1].score - ranked[j].score)
+        low, high = ranked[k], ranked[k + 1]
+    else:
+        raise ValueError(f"unknown selection {selection!r}")
+    return Choice(high, low) if rng.random() < 0.5 else Choice(low, high)
+
+
+def prompt_rng(seed: int, prompt_key: str) -> random.Random:
+    """An RNG for one prompt: depends on the seed and the prompt only."""
+    digest = hashlib.sha256(f"{seed}:{prompt_key}".encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))

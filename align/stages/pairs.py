@@ -1,0 +1,114 @@
+"""Build candidate pairs for annotators from a generation run: `align pairs GENERATIONS_RUN`.
+
+One pair per prompt, chosen from its N responses by `selection` (align/rollout/pairs.py): `random`,
+or, on a run scored with `align score`, `least_sure` (smallest reward gap) or `best_vs_worst`.
+Identical responses are merged first; prompts left with fewer than two distinct responses are
+counted in the manifest and logged, not silently dropped.
+
+Output `pairs` = pairs.jsonl, the input of `align annotate push`, one row per pair:
+
+    {"prompt": [messages], "response_a": "...", "response_b": "...",
+     "policy": "<model ref or run path>", "sampling": {...}, "scores": [a, b] | null,
+     "source": "file:line", "prompt_id": "...", "selection": "random"}
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from align.core import runs
+from align.core.config import to_dict
+from align.core.errors import AlignError
+from align.data.records import write_jsonl
+from align.rollout.pairs import NEEDS_SCORES, Selection, choose_pair, distinct, prompt_rng
+from align.stages.score import read_generations
+
+log = logging.getLogger(__name__)
+
+PAIRS = "pairs.jsonl"
+
+
+@dataclass
+class Config:
+    """Config of `align pairs`."""
+
+    generations: str = ""
+    """A generation run (`align generate`), or a score run (`align score`) for the score-based rules."""
+    selection: Selection = "random"
+    """random | least_sure (smallest reward gap; needs scores) | best_vs_worst (needs scores)."""
+    seed: int = 0
+    """Seed of the random choices (which pair, and which response is shown as A)."""
+    runs_dir: str = "runs"
+    """Where run directories are written."""
+    name: str | None = None
+    """Run directory name (default: pairs-<timestamp>-<random>)."""
+
+
+def run(cfg: Config) -> dict:
+    if not cfg.generations:
+        raise AlignError("'generations' is required: a run directory written by `align generate` or `align score`")
+    manifest, rows = read_generations(cfg.generations)
+    notes = manifest.get("notes", {})
+    sampling = notes.get("sampling") or {}
+    n = sampling.get("n", max(len(r["responses"]) for r in rows))
+    if n < 2:
+        raise AlignError(
+            f"{cfg.generations}: sampled n={n} response per prompt; a pair needs at least 2. "
+            "Re-run `align generate` with sampling.n=2 or more"
+        )
+    scored = all(isinstance(r.get("scores"), list) and len(r["scores"]) == len(r["responses"]) for r in rows)
+    if cfg.selection in NEEDS_SCORES and not scored:
+        raise AlignError(
+            f"selection '{cfg.selection}' needs reward scores, but {cfg.generations} has none; "
+            f"run `align score {cfg.generations} reward_model=RUN` and give that run, or use selection=random"
+        )
+    policy = notes.get("policy") or str(Path(cfg.generations).resolve())
+
+    with runs.new_run("pairs", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
+        run.add_input("generations", cfg.generations)
+        pairs, duplicates, too_few = [], 0, []
+        for row in rows:
+            candidates = distinct(row["responses"], row["scores"] if scored else None)
+            duplicates += len(row["responses"]) - len(candidates)
+            rng = prompt_rng(cfg.seed, str(row.get("prompt_id", row.get("source", ""))))
+            choice = choose_pair(candidates, cfg.selection, rng)
+            if choice is None:
+                too_few.append(row.get("source", "?"))
+                continue
+            pairs.append({
+                "prompt": row["prompt"],
+                "response_a": choice.a.text,
+                "response_b": choice.b.text,
+                "policy": policy,
+                "sampling": sampling,
+                "scores": [choice.a.score, choice.b.score] if scored else None,
+                "source": row.get("source"),
+                "prompt_id": row.get("prompt_id"),
+                "selection": cfg.selection,
+            })
+        if not pairs:
+            raise AlignError(
+                f"{cfg.generations}: no prompt has two distinct responses ({len(rows)} prompts); "
+                "sample with a higher sampling.temperature or a larger sampling.n"
+            )
+        if too_few:
+            log.warning("%d of %d prompts have fewer than 2 distinct responses and give no pair (first: %s)",
+                        len(too_few), len(rows), too_few[0])
+        write_jsonl(Path(run.path) / PAIRS, pairs)
+        run.add_output("pairs", PAIRS, rows=len(pairs))
+        run.notes.update(policy=policy, sampling=sampling, prompts_without_pair=too_few[:100])
+        gaps = [abs(p["scores"][0] - p["scores"][1]) for p in pairs if p["scores"]]
+        metrics = {
+            "prompts": len(rows),
+            "pairs": len(pairs),
+            "prompts_fewer_than_2_distinct": len(too_few),
+            "duplicate_responses_merged": duplicates,
+            "mean_score_gap": round(statistics.fmean(gaps), 4) if gaps else None,
+        }
+        run.metrics.update(metrics)
+        run.log_metrics(metrics)
+        log.info("%d pairs from %d prompts (selection %s)", len(pairs), len(rows), cfg.selection)
+        return runs.finish(run)

@@ -1,0 +1,127 @@
+"""Add reward-model scores to a generation run: `align score GENERATIONS_RUN reward_model=RUN`.
+
+Runs are immutable, so scoring writes a new run whose `generations.jsonl` is the input's rows with
+`scores` (one float per response, in response order) added. Each response is scored as the reward
+stage trains: the chat template of prompt + reply (align/scoring.py). The new run's manifest keeps
+the policy and sampling settings of the generation run, so `align pairs` can read either run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from align.core import runs
+from align.core.config import to_dict
+from align.core.errors import AlignError
+from align.data.records import write_jsonl
+from align.models import Dtype, load_reward_model, load_tokenizer, resolve_model
+from align.scoring import reward_scores
+from align.stages.generate import GENERATIONS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Config:
+    """Config of `align score`."""
+
+    generations: str = ""
+    """A generation run (`align generate`) or an earlier score run."""
+    reward_model: str = ""
+    """Reward model: a reward run directory, or a Hugging Face sequence-classification directory."""
+    batch_size: int = 8
+    """Conversations per forward pass."""
+    max_length: int | None = None
+    """Cut longer conversations from the left (keeping the reply); unset keeps them whole."""
+    dtype: Dtype = "float32"
+    """Weights dtype."""
+    trust_remote_code: bool = False
+    """Run model code shipped with a checkpoint. Off unless you trust its source."""
+    runs_dir: str = "runs"
+    """Where run directories are written."""
+    name: str | None = None
+    """Run directory name (default: score-<timestamp>-<random>)."""
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise AlignError(f"'batch_size' must be >= 1, got {self.batch_size}")
+
+
+def run(cfg: Config) -> dict:
+    if not cfg.generations:
+        raise AlignError("'generations' is required: a run directory written by `align generate`")
+    if not cfg.reward_model:
+        raise AlignError("'reward_model' is required: a reward run directory (align reward) or a classifier directory")
+    parent, rows = read_generations(cfg.generations)
+    source = resolve_model(cfg.reward_model, cfg.trust_remote_code)
+    check_reward_model(source)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+
+    with runs.new_run("score", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
+        run.add_input("generations", cfg.generations)
+        run.add_input_record("reward_model", source.record)
+        model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+        conversations = [
+            row["prompt"] + [{"role": "assistant", "content": text}] for row in rows for text in row["responses"]
+        ]
+        flat = reward_scores(model, tokenizer, conversations, cfg.batch_size, cfg.max_length)
+        at = 0
+        for row in rows:
+            row["scores"] = flat[at:at + len(row["responses"])]
+            at += len(row["responses"])
+        write_jsonl(Path(run.path) / GENERATIONS, rows)
+        run.add_output("generations", GENERATIONS, rows=len(rows))
+
+        parent_notes = parent.get("notes", {})
+        run.notes.update(
+            policy=parent_notes.get("policy"),
+            sampling=parent_notes.get("sampling"),
+            reward_model=source.stable_ref,
+        )
+        gaps = [max(r["scores"]) - min(r["scores"]) for r in rows if len(r["scores"]) >= 2]
+        metrics = {
+            "responses_scored": len(flat),
+            "score_mean": round(statistics.fmean(flat), 4) if flat else None,
+            "score_std": round(statistics.pstdev(flat), 4) if flat else None,
+            "mean_score_range_per_prompt": round(statistics.fmean(gaps), 4) if gaps else None,
+        }
+        run.metrics.update(metrics)
+        run.log_metrics(metrics)
+        log.info("scored %d responses of %d prompts (mean %.3f)", len(flat), len(rows), metrics["score_mean"] or 0)
+        return runs.finish(run)
+
+
+def read_generations(path: str) -> tuple[dict, list[dict]]:
+    """The manifest and rows of a generation (or score) run, checked."""
+    manifest = runs.read_manifest(path)
+    file = runs.output_path(path, manifest, "generations")
+    rows = []
+    with open(file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AlignError(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
+                raise AlignError(f"{file}:{lineno}: a generation row needs 'prompt' (messages) and 'responses' (list)")
+            rows.append(row)
+    if not rows:
+        raise AlignError(f"{file}: the generation run has no rows")
+    return manifest, rows
+
+
+def check_reward_model(source) -> None:
+    if source.task == "reward":
+        return
+    config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        raise AlignError(
+            f"'{source.ref}' is not a reward model (its weights are a {source.task} model, whose score head "
+            "would be random); give a run of `align reward` or a sequence-classification checkpoint"
+        )
