@@ -49,6 +49,7 @@ COMMANDS: dict[str, Command] = {
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
+    handle_termination()
     try:
         return dispatch(argv)
     except AlignError as exc:
@@ -184,6 +185,16 @@ def usage() -> str:
         Every stage writes one run directory with manifest.json; `align <command> --help` lists its config keys.
         Exit codes: 0 done, 2 bad input or config, 1 unexpected failure."""
     ).replace("{lines}", "  " + lines.lstrip())
+
+
+def handle_termination() -> None:
+    """SIGTERM (a scheduler, `kill`, CI timeout) unwinds like Ctrl-C, so partial runs are removed."""
+    import signal
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
 
 
 def setup_logging() -> None:

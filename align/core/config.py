@@ -170,6 +170,8 @@ def type_name(tp: Any) -> str:
         return "|".join(map(str, typing.get_args(tp)))
     if dataclasses.is_dataclass(tp):
         return "section"
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -62,13 +62,17 @@ class Run:
         self.config = scrub_secrets(config)
         self.runs_dir = Path(runs_dir)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.name = name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}"
+        # Under `accelerate launch` every process runs the stage: they agree on rank 0's name and
+        # only rank 0 writes (see _distributed).
+        self.world_size, self.is_main = _distributed()
+        self.name = _agree(name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size)
         if "/" in self.name or self.name.startswith("."):
             raise AlignError(f"run name '{self.name}' must be a plain directory name (no '/', not starting with '.')")
         self.final_path = self.runs_dir / self.name
         if self.final_path.exists():
             raise AlignError(f"run directory {self.final_path} already exists; choose another `name` or remove it")
-        self.path = self.runs_dir / f".{self.name}.partial-{os.getpid()}"
+        suffix = "" if self.world_size > 1 else f"-{os.getpid()}"
+        self.path = self.runs_dir / f".{self.name}.partial{suffix}"
         self.inputs: list[dict[str, Any]] = []
         self.outputs: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, Any] = {}
@@ -96,6 +100,8 @@ class Run:
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Append one line to metrics.jsonl."""
+        if not self.is_main:
+            return
         if self._step_metrics is None:
             self._step_metrics = open(self.path / METRICS, "a", encoding="utf-8")
         line = {"step": step, "time": round(time.time() - self._start, 3), **metrics}
@@ -104,6 +110,8 @@ class Run:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _open(self) -> None:
+        if not self.is_main:
+            return
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             shutil.rmtree(self.path)
@@ -114,6 +122,8 @@ class Run:
     def _close(self) -> dict[str, Any]:
         if self._step_metrics is not None:
             self._step_metrics.close()
+        if not self.is_main:
+            return {"path": str(self.final_path), "stage": self.stage, "metrics": self.metrics}
         for name, out in self.outputs.items():
             target = self.path / out["path"]
             if not target.exists():
@@ -142,6 +152,8 @@ class Run:
     def _discard(self) -> None:
         if self._step_metrics is not None:
             self._step_metrics.close()
+        if not self.is_main:
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -166,6 +178,25 @@ def finish(run: Run) -> dict[str, Any]:
         raise
     log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
     return manifest
+
+
+def _distributed() -> tuple[int, bool]:
+    """(world size, is this the main process) from the launcher's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world, int(os.environ.get("RANK", "0")) == 0
+
+
+def _agree(name: str, world_size: int) -> str:
+    """Rank 0's run name on every rank (a no-op in a single process)."""
+    if world_size <= 1:
+        return name
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    PartialState()  # initialises the process group the launcher described
+    names = [name]
+    broadcast_object_list(names, from_process=0)
+    return names[0]
 
 
 # -- reading runs ---------------------------------------------------------------------------------

@@ -26,15 +26,21 @@ RESERVED_TRAINING_ARGS = {"output_dir", "logging_dir", "report_to", "save_strate
 
 
 @dataclass
-class TrainStageConfig:
-    """Fields every training stage has. Stages subclass this and add `data` and their own options."""
+class ModelLoading:
+    """How models are loaded (every stage that loads one)."""
 
-    model: str = "embedded"
-    """Starting model: `embedded`, a local Hugging Face directory, an earlier run directory, or a hub id."""
     dtype: Dtype = "float32"
     """Weights dtype. float32 on CPUs without bf16 units; bfloat16 on recent GPUs."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint. Off unless you trust its source."""
+
+
+@dataclass
+class TrainStageConfig(ModelLoading):
+    """Fields every training stage has. Stages subclass this and add `data` and their own options."""
+
+    model: str = "embedded"
+    """Starting model: `embedded`, a local Hugging Face directory, an earlier run directory, or a hub id."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA adapter settings (`lora.enabled: false` for full fine-tuning)."""
     max_length: int = 512
@@ -53,11 +59,17 @@ class TrainStageConfig:
             raise AlignError(f"'max_length' must be at least 8 tokens, got {self.max_length}")
 
 
-def save_model(run, model, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
-    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors."""
+def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
+    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors.
+
+    Through `trainer.save_model`, which gathers FSDP/DeepSpeed shards and writes on the main process only.
+    """
     out = Path(run.path) / runs.MODEL_DIR
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+    trainer.save_model(str(out))
+    if run.is_main:
+        tokenizer.save_pretrained(out)
+        # The trainer also pickles its arguments here; the resolved config is already in the run.
+        (out / "training_args.bin").unlink(missing_ok=True)
     model_output(run, runs.MODEL_DIR, source, lora, task)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from align.core.errors import AlignError
-from align.data.preferences import as_messages, load_preference_pairs, sample
+from align.data.preferences import as_messages, load_preference_pairs, sample, split_pairs
 from align.data.records import read_records
 
 Format = Literal["auto", "messages", "prompt-completion", "preference-chosen"]
@@ -30,12 +30,18 @@ class SFTDataConfig:
     """auto | messages | prompt-completion | preference-chosen (see align/data/conversations.py)."""
     max_examples: int | None = None
     """Use at most this many examples (a seeded sample), e.g. to fit a time budget."""
+    test_fraction: float = 0.0
+    """Leave out this fraction of prompts, chosen by the same prompt hash the preference stages use to
+    hold out their test split: with equal `test_fraction` and `seed`, SFT never sees those prompts."""
     seed: int = 0
-    """Seed of the sample."""
+    """Seed of the held-out split and of the sample."""
 
 
-def load_sft_examples(cfg: SFTDataConfig) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows `{prompt: messages, completion: messages}` and a report of what was read."""
+def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Rows `{prompt: messages, completion: messages}` and a report of what was read.
+
+    `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling.
+    """
     if not cfg.train:
         raise AlignError("'data.train' is required: a conversation file, datasets directory or run directory")
     fmt = cfg.format
@@ -56,6 +62,11 @@ def load_sft_examples(cfg: SFTDataConfig) -> tuple[list[dict[str, Any]], dict[st
     if not rows:
         raise AlignError(f"{cfg.train}: no usable SFT examples")
     report["examples_read"] = len(rows)
+    rows, held_out = split_pairs(rows, cfg.test_fraction, cfg.seed)
+    report["examples_held_out"] = len(held_out)
+    if fits is not None:
+        rows, budget = fits(rows, "examples")
+        report.update(budget)
     rows = sample(rows, cfg.max_examples, cfg.seed)
     report["examples_used"] = len(rows)
     return rows, report

@@ -44,3 +44,8 @@ def within_budget(rows: list[dict[str, Any]], tokenizer, max_length: int, parts:
             f"(shortest is {min(lengths)}); raise max_length"
         )
     return kept, report
+
+
+def token_budget(tokenizer, max_length: int, parts: tuple[str, ...] = ("chosen", "rejected")):
+    """`fits(rows, what)` for `load_splits`: the budget applied to prompt + each of `parts`."""
+    return lambda rows, what: within_budget(rows, tokenizer, max_length, parts, what)

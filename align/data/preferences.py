@@ -301,8 +301,12 @@ def sample(rows: list, n: int | None, seed: int) -> list:
     return [rows[i] for i in keep]
 
 
-def load_splits(cfg: PreferenceDataConfig) -> tuple[PreferenceData, PreferenceData | None]:
-    """Train and held-out pairs per the config; held-out never overlaps train by prompt."""
+def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, PreferenceData | None]:
+    """Train and held-out pairs per the config; held-out never overlaps train by prompt.
+
+    `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling, so
+    `max_train_pairs` counts pairs that are actually trained on.
+    """
     if not cfg.train:
         raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
     data = load_preference_pairs(cfg.train, cfg.format, cfg.columns)
@@ -320,6 +324,12 @@ def load_splits(cfg: PreferenceDataConfig) -> tuple[PreferenceData, PreferenceDa
         test = PreferenceData(test_rows, {"pairs": len(test_rows), "held_out_from": cfg.train})
     if not train_rows:
         raise AlignError(f"{cfg.train}: no training pairs left after holding out the test split")
+    if fits is not None:
+        train_rows, budget = fits(train_rows, "pairs")
+        data.report.update(budget)
+        if test is not None:
+            test.rows, budget = fits(test.rows, "test_pairs")
+            test.report.update(budget)
     train_rows = sample(train_rows, cfg.max_train_pairs, cfg.seed)
     if test is not None:
         test.rows = sample(test.rows, cfg.max_test_pairs, cfg.seed)

@@ -159,6 +159,9 @@ class VllmSettings:
     """Most sequences scheduled in one step (continuous batching)."""
     cpu_threads_bind: str = "auto"
     """CPU: cores the model's OpenMP threads are bound to (VLLM_CPU_OMP_THREADS_BIND), e.g. `0-1`."""
+    cpu_reserved: int | None = 0
+    """CPU: cores kept free of model threads for vLLM's scheduler (VLLM_CPU_NUM_OF_RESERVED_CPU). vLLM
+    reserves one by default, which on a 2-core machine leaves the model a single core; unset = vLLM's default."""
     enforce_eager: bool = False
     """Skip graph compilation: faster engine start, usually slower decoding."""
     multiprocessing: bool = True
@@ -175,3 +178,5 @@ class VllmSettings:
             raise AlignError(f"'vllm.gpu_memory_utilization' must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.max_num_seqs < 1:
             raise AlignError(f"'vllm.max_num_seqs' must be >= 1, got {self.max_num_seqs}")
+        if self.cpu_reserved is not None and self.cpu_reserved < 0:
+            raise AlignError(f"'vllm.cpu_reserved' must be >= 0 or unset, got {self.cpu_reserved}")

@@ -38,6 +38,10 @@ class VllmEngine:
                  seed: int = 0, trust_remote_code: bool = False):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
+        if settings.cpu_reserved is not None:
+            os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.cpu_reserved)
+        else:
+            os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
         from vllm import LLM
         from vllm.platforms import current_platform
 

@@ -36,7 +36,7 @@ from align.core.training import (
     save_model,
     training_arguments,
 )
-from align.data.length import within_budget
+from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model
 
@@ -108,7 +108,8 @@ def run(cfg: Config) -> dict:
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     if reward_source is not None and reward_source.task != "reward":
         raise AlignError(f"reward_model {cfg.reward_model} is a {reward_source.task} run, not a reward model")
-    train, test = load_splits(cfg.data)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
@@ -118,13 +119,11 @@ def run(cfg: Config) -> dict:
         if cfg.data.test:
             run_dir.add_input("data.test", cfg.data.test)
 
-        tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-        rows, budget = within_budget(train.rows, tokenizer, cfg.max_length, ("chosen", "rejected"), "pairs")
-        run_dir.notes["data"] = {**train.report, **budget, "pairs_trained": len(rows)}
-        test_rows = None
+        rows = train.rows
+        run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
+        test_rows = test.rows if test is not None else None
         if test is not None:
-            test_rows, test_budget = within_budget(test.rows, tokenizer, cfg.max_length, ("chosen", "rejected"), "test_pairs")
-            run_dir.notes["test_data"] = {**test.report, **test_budget}
+            run_dir.notes["test_data"] = test.report
 
         from datasets import Dataset
         from transformers import set_seed
@@ -151,7 +150,7 @@ def run(cfg: Config) -> dict:
                  run_dir.notes["parameters"])
         trainer.train()
 
-        save_model(run_dir, trainer.model, tokenizer, source, cfg.lora, task="causal_lm")
+        save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update(final_train_metrics(trainer))
         if test_rows:

@@ -32,7 +32,7 @@ from align.core.training import (
     save_model,
     training_arguments,
 )
-from align.data.length import within_budget
+from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.models import load_reward_model, load_tokenizer, peft_config, resolve_model
 from align.scoring import pairwise_metrics, reward_scores
@@ -66,7 +66,8 @@ def run(cfg: Config) -> dict:
 
     args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
     source = resolve_model(cfg.model, cfg.trust_remote_code)
-    train, test = load_splits(cfg.data)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
     rows = [_with_margin(r, cfg.margin) for r in train.rows]
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
@@ -75,9 +76,7 @@ def run(cfg: Config) -> dict:
         if cfg.data.test:
             run_dir.add_input("data.test", cfg.data.test)
 
-        tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-        rows, budget = within_budget(rows, tokenizer, cfg.max_length, ("chosen", "rejected"), "pairs")
-        run_dir.notes["data"] = {**train.report, **budget, "pairs_trained": len(rows)}
+        run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
 
         from datasets import Dataset
         from transformers import set_seed
@@ -98,12 +97,13 @@ def run(cfg: Config) -> dict:
         log.info("reward: %d pairs, %s", len(rows), run_dir.notes["parameters"])
         trainer.train()
 
-        save_model(run_dir, trainer.model, tokenizer, source, cfg.lora, task="reward")
+        save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="reward")
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update({f"train_{k}" if not k.startswith("train_") else k: v
                                 for k, v in final_train_metrics(trainer).items()})
         if test is not None:
             held_out = evaluate_pairs(trainer.model, tokenizer, test.rows, cfg.max_length, cfg.eval_batch_size)
+            held_out["pairs"] = len(test.rows)
             run_dir.metrics.update({f"test_{k}": v for k, v in held_out.items()})
             run_dir.notes["test_data"] = test.report
             log.info("reward model on %d held-out pairs: accuracy %.3f, mean margin %.3f",

@@ -28,7 +28,7 @@ from align.core.training import (
     training_arguments,
 )
 from align.data.conversations import SFTDataConfig, load_sft_examples
-from align.data.length import within_budget
+from align.data.length import token_budget
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,14 @@ def run(cfg: Config) -> dict:
 
     args = training_arguments(SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
     source = resolve_model(cfg.model, cfg.trust_remote_code)
-    rows, data_report = load_sft_examples(cfg.data)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    rows, data_report = load_sft_examples(cfg.data, fits=token_budget(tokenizer, cfg.max_length, ("completion",)))
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
         run_dir.add_input("data.train", cfg.data.train)
 
-        tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-        rows, budget = within_budget(rows, tokenizer, cfg.max_length, ("completion",), "examples")
-        run_dir.notes["data"] = {**data_report, **budget, "examples_trained": len(rows)}
+        run_dir.notes["data"] = {**data_report, "examples_trained": len(rows)}
 
         from datasets import Dataset
         from transformers import set_seed
@@ -86,7 +85,7 @@ def run(cfg: Config) -> dict:
         log.info("sft: %d examples, %s", len(rows), run_dir.notes["parameters"])
         trainer.train()
 
-        save_model(run_dir, trainer.model, tokenizer, source, cfg.lora, task="causal_lm")
+        save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update(final_train_metrics(trainer))
         return runs.finish(run_dir)

@@ -1,0 +1,125 @@
+"""The main job: SFT -> reward model -> DPO on the embedded model with HH-RLHF harmless pairs.
+
+    python -m recipes.hh_harmless.run [--runs-dir runs] [--resume DIR] [STAGE.key=value ...]
+
+Composes the stages by run-directory path (no training code here): the reward model starts from
+the SFT run, DPO starts from the SFT run and is judged by the reward run, so `align lineage` on the
+DPO run shows the whole chain. All three runs go under one pipeline directory; `--resume DIR` skips
+the stages whose run is already complete there. Overrides address a stage: `dpo.beta=0.2`,
+`reward.training.max_steps=2`, `all.model=/path/to/model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+
+from align.cli import handle_termination, setup_logging
+from align.core import runs
+from align.core.config import load_config
+from align.core.errors import AlignError
+from align.stages import dpo, reward, sft
+
+HERE = Path(__file__).resolve().parent
+STAGES = {"sft": sft, "reward": reward, "dpo": dpo}
+RUN_NAMES = {"sft": "1-sft", "reward": "2-reward", "dpo": "3-dpo"}
+log = logging.getLogger("align.recipes.hh_harmless")
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    handle_termination()
+    parser = argparse.ArgumentParser(prog="python -m recipes.hh_harmless.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", default="runs", help="where the pipeline directory is created")
+    parser.add_argument("--resume", help="an earlier pipeline directory: complete stages are reused")
+    parser.add_argument("overrides", nargs="*", metavar="STAGE.key=value")
+    args = parser.parse_args(argv)
+    try:
+        summary = run_pipeline(args.runs_dir, args.resume, args.overrides)
+    except AlignError as exc:
+        print(f"align: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("align: interrupted; complete stages are kept, resume with --resume", file=sys.stderr)
+        return 130
+    print_summary(summary)
+    return 0
+
+
+def run_pipeline(runs_dir: str, resume: str | None, overrides: list[str]) -> dict:
+    per_stage = split_overrides(overrides)
+    root = Path(resume) if resume else Path(runs_dir) / f"hh-harmless-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if resume and not root.is_dir():
+        raise AlignError(f"--resume {resume}: no such pipeline directory")
+    wiring = {
+        "sft": [],
+        "reward": [f"model={root / RUN_NAMES['sft']}"],
+        "dpo": [f"model={root / RUN_NAMES['sft']}", f"reward_model={root / RUN_NAMES['reward']}"],
+    }
+    # Load (and so validate) every stage's config before the first one trains: a typo in the DPO
+    # section should not cost a finished SFT run's time.
+    configs = {
+        name: load_config(module.Config, HERE / f"{name}.yaml",
+                          per_stage["all"] + wiring[name] + per_stage[name]
+                          + [f"runs_dir={root}", f"name={RUN_NAMES[name]}"])
+        for name, module in STAGES.items()
+    }
+    manifests = {}
+    for name, module in STAGES.items():
+        path = root / RUN_NAMES[name]
+        if runs.is_run(path):
+            log.info("%s: reusing the complete run %s", name, path)
+            manifests[name] = runs.read_manifest(path)
+            continue
+        log.info("=== stage %s ===", name)
+        manifests[name] = module.run(configs[name])
+    summary = {
+        "pipeline": str(root),
+        "runs": {n: m["path"] for n, m in manifests.items()},
+        "wall_time_s": {n: m.get("wall_time_s") for n, m in manifests.items()},
+        "reward_model": _pick(manifests["reward"]["metrics"], "test_accuracy", "test_mean_margin", "test_pairs"),
+        "dpo": _pick(manifests["dpo"]["metrics"], "test_rewards/accuracies", "test_rewards/margins", "test_pairs",
+                     "rm_policy_mean_reward", "rm_reference_mean_reward", "rm_policy_win_rate"),
+    }
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def split_overrides(overrides: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"all": [], **{n: [] for n in STAGES}}
+    for item in overrides:
+        stage, _, rest = item.partition(".")
+        if stage not in out or not rest:
+            raise AlignError(f"override '{item}' must start with a stage: {', '.join(out)} (e.g. dpo.beta=0.2)")
+        out[stage].append(rest)
+    return out
+
+
+def _pick(metrics: dict, *keys: str) -> dict:
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def print_summary(summary: dict) -> None:
+    print(f"\nPipeline: {summary['pipeline']}")
+    for name, path in summary["runs"].items():
+        print(f"  {name:<7} {path}  ({summary['wall_time_s'][name]:.0f} s)")
+    rm = summary["reward_model"]
+    if rm:
+        print(f"Reward model, {rm.get('test_pairs')} held-out pairs: accuracy {rm.get('test_accuracy', float('nan')):.3f}, "
+              f"mean margin {rm.get('test_mean_margin', float('nan')):.3f}")
+    d = summary["dpo"]
+    if "test_rewards/accuracies" in d:
+        print(f"DPO, {d.get('test_pairs')} held-out pairs: implicit reward accuracy {d['test_rewards/accuracies']:.3f}, "
+              f"margin {d.get('test_rewards/margins', float('nan')):.4f}")
+    if "rm_policy_mean_reward" in d:
+        print(f"Reward model on policy vs reference replies: {d['rm_policy_mean_reward']:.3f} vs "
+              f"{d['rm_reference_mean_reward']:.3f} (policy win rate {d['rm_policy_win_rate']:.2f})")
+    print(f"Lineage: align lineage {summary['runs']['dpo']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The annotation round trip against a real local Argilla: push, two annotators, pull, status.
+
+Annotators answer by the position they see (A/B); the pulled rows must speak of candidates (a/b)
+with the display swap undone. Covers: no duplicates on a second push, a tie, a disagreement, a
+discard, a draft, agreement numbers, chosen/rejected, the preference loader reading the run, the
+journal surviving a deleted dataset, and clear errors for a wrong key and a mismatched template.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align.annotate import pull, push, status
+from align.annotate.votes import record_id
+from align.cli import main as cli_main
+from align.core.errors import AlignError
+from align.data.preferences import load_preference_pairs
+
+pytestmark = pytest.mark.integration
+
+TOPICS = ["the weather", "a refund", "my password", "the meeting", "the invoice", "a delivery"]
+
+
+def write_pairs(path: Path, n: int = 6, tag: str = "") -> Path:
+    rows = []
+    for i, topic in enumerate(TOPICS[:n]):
+        rows.append({
+            "prompt": [{"role": "user", "content": f"Can you help me with {topic}?{tag}"}],
+            "response_a": f"Of course! Here is what I know about {topic}.",
+            "response_b": f"No. Look {topic} up yourself.",
+            "policy": "runs/sft-test",
+            "sampling": {"temperature": 0.7, "max_new_tokens": 64},
+            "scores": [1.5, -0.5],
+            "source": "test",
+        })
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def server_records(argilla, dataset: str) -> dict[str, dict]:
+    """external id -> the record as the server holds it."""
+    with argilla.owner() as conn:
+        ds = conn.dataset(dataset, "align")
+        return {r["external_id"]: r for r in conn.records(ds["id"], responses=True)}
+
+
+def shown_label(record: dict, candidate: str) -> str:
+    """The position (A or B) where `candidate` (a or b) is displayed in this record."""
+    return "A" if record["metadata"]["shown_as_a"] == candidate else "B"
+
+
+@pytest.fixture(scope="module")
+def labelled(argilla, tmp_path_factory):
+    """Push 6 pairs twice, then alice and bob label them; returns what the tests check against."""
+    tmp = tmp_path_factory.mktemp("roundtrip")
+    pairs = write_pairs(tmp / "pairs.jsonl")
+    cfg = push.Config(pairs=str(pairs), dataset="roundtrip", argilla=argilla.argilla_config(),
+                      runs_dir=str(tmp / "runs"), guidelines="brand_voice")
+    first = push.run(cfg)
+    second = push.run(cfg)
+    recs = server_records(argilla, "roundtrip")
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    ids = [record_id(r["prompt"], r["response_a"], r["response_b"], 1) for r in rows]
+    alice, bob = argilla.annotator("alice"), argilla.annotator("bob")
+    r = [recs[i] for i in ids]
+    # record 0: both prefer candidate a        -> chosen a, agreement 1
+    alice.respond(r[0]["id"], preference=shown_label(r[0], "a"), strength=3, rating_a=4, rating_b=2)
+    bob.respond(r[0]["id"], preference=shown_label(r[0], "a"), strength=2)
+    # record 1: alice a, bob b                   -> no majority, agreement 0.5
+    alice.respond(r[1]["id"], preference=shown_label(r[1], "a"))
+    bob.respond(r[1]["id"], preference=shown_label(r[1], "b"), reason="shorter")
+    # record 2: both tie                         -> tie kept, chosen null
+    alice.respond(r[2]["id"], preference="tie")
+    bob.respond(r[2]["id"], preference="tie")
+    # record 3: alice b, bob discards            -> chosen b from one vote; one discard
+    alice.respond(r[3]["id"], preference=shown_label(r[3], "b"), strength=1)
+    bob.respond(r[3]["id"], status="discarded")
+    # record 4: alice's draft only               -> ignored
+    alice.respond(r[4]["id"], status="draft", preference="A")
+    # record 5: untouched
+    return {"tmp": tmp, "pairs": pairs, "first": first, "second": second, "ids": ids, "rows": rows, "records": r}
+
+
+def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
+    assert labelled["first"]["metrics"]["records_new"] == 6
+    assert labelled["second"]["metrics"]["records_new"] == 0
+    assert labelled["second"]["metrics"]["records_already_there"] == 6
+    recs = server_records(argilla, "roundtrip")
+    assert sorted(recs) == sorted(labelled["ids"])  # six records, no duplicates
+    shown = set()
+    for rid, row in zip(labelled["ids"], labelled["rows"]):
+        rec = recs[rid]
+        first = rec["metadata"]["shown_as_a"]
+        shown.add(first)
+        expect_a = row["response_a"] if first == "a" else row["response_b"]
+        assert rec["fields"]["response_a"] == expect_a
+        assert rec["fields"]["prompt"] == row["prompt"]
+        assert rec["metadata"]["round"] == 1 and rec["metadata"]["policy"] == "runs/sft-test"
+    assert shown == {"a", "b"}, "the test data should exercise both display orders"
+    records_file = Path(labelled["first"]["path"]) / "records.jsonl"
+    assert len(records_file.read_text().splitlines()) == 6
+
+
+def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
+    journal_dir = tmp_path / "journal"
+    manifest = pull.run(pull.Config(dataset="roundtrip", argilla=argilla.argilla_config(),
+                                    journal_dir=str(journal_dir), runs_dir=str(tmp_path / "runs")))
+    rows = {r["record_id"]: r for r in map(json.loads, (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines())}
+    ids, src = labelled["ids"], labelled["rows"]
+    assert set(rows) == set(ids[:4])  # the draft-only and untouched records have no votes
+
+    r0 = rows[ids[0]]
+    assert [(v["annotator"], v["choice"], v["strength"]) for v in r0["votes"]] == [("alice", "a", 3), ("bob", "a", 2)]
+    assert (r0["votes"][0]["rating_a"], r0["votes"][0]["rating_b"]) == (4, 2)  # ratings follow the candidates
+    assert r0["majority"] == "a" and r0["agreement"] == 1.0 and r0["strength"] == 2.5
+    assert r0["chosen"] == [{"role": "assistant", "content": src[0]["response_a"]}]
+    assert r0["rejected"] == [{"role": "assistant", "content": src[0]["response_b"]}]
+    assert (r0["response_a"], r0["response_b"]) == (src[0]["response_a"], src[0]["response_b"])
+    assert r0["prompt"] == src[0]["prompt"] and r0["sampling"] == src[0]["sampling"]
+
+    r1 = rows[ids[1]]
+    assert [(v["annotator"], v["choice"]) for v in r1["votes"]] == [("alice", "a"), ("bob", "b")]
+    assert r1["votes"][1]["reason"] == "shorter"
+    assert r1["majority"] is None and r1["agreement"] == 0.5 and r1["chosen"] is None and r1["rejected"] is None
+
+    r2 = rows[ids[2]]
+    assert r2["counts"] == {"a": 0, "b": 0, "tie": 2} and r2["majority"] == "tie" and r2["agreement"] == 1.0
+    assert r2["chosen"] is None and r2["rejected"] is None
+
+    r3 = rows[ids[3]]
+    assert [(v["annotator"], v["choice"]) for v in r3["votes"]] == [("alice", "b")]
+    assert r3["discards"] == 1 and r3["n_votes"] == 1
+    assert r3["chosen"][0]["content"] == src[3]["response_b"]
+
+    m = manifest["metrics"]
+    assert (m["records"], m["votes"], m["discards"], m["pairs"], m["ties"], m["no_majority"]) == (4, 7, 1, 2, 1, 1)
+    assert m["drafts_ignored"] == 1
+    assert m["pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-3)
+    assert "api_key" not in json.dumps(manifest) or "***" in json.dumps(manifest)
+    assert json.loads(argilla.credentials.read_text())["api_key"] not in (Path(manifest["path"]) / "manifest.json").read_text()
+
+    # The trainers' loader reads the run: two pairs, the tie and the split counted, not trained on.
+    data = load_preference_pairs(manifest["path"])
+    assert data.report["pairs"] == 2 and data.report["ties_or_no_majority"] == 2
+
+    # Pulling again journals nothing new and gives the same rows.
+    again = pull.run(pull.Config(dataset="roundtrip", argilla=argilla.argilla_config(),
+                                 journal_dir=str(journal_dir), runs_dir=str(tmp_path / "runs")))
+    assert again["metrics"]["responses_journaled"] == 0
+    assert (Path(again["path"]) / "preferences.jsonl").read_text() == (Path(manifest["path"]) / "preferences.jsonl").read_text()
+
+
+def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
+    report = status.run(status.Config(dataset="roundtrip", argilla=argilla.argilla_config()))
+    assert report["records"] == 6 and report["completed"] == 1  # only record 0.. see below
+    # min_submitted is 2: records 0, 1 and 2 have two submissions; 3 has one plus a discard
+    assert report["annotators"]["alice"] == {"submitted": 4, "discarded": 0, "draft": 1, "agrees_with_majority": 0.6667}
+    assert report["annotators"]["bob"]["submitted"] == 3 and report["annotators"]["bob"]["discarded"] == 1
+    assert report["pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-3)
+    out = capsys.readouterr().out
+    assert "alice" in out and "Krippendorff" in out
+
+
+def test_labels_survive_a_deleted_dataset(argilla, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (deleted)")
+    push.run(push.Config(pairs=str(pairs), dataset="to-delete", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    recs = list(server_records(argilla, "to-delete").values())
+    argilla.annotator("alice").respond(recs[0]["id"], preference="A")
+    cfg = dict(dataset="to-delete", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"))
+    before = pull.run(pull.Config(**cfg))
+    with argilla.owner() as conn:
+        conn.request("DELETE", f"/api/v1/datasets/{conn.dataset('to-delete', 'align')['id']}")
+    with pytest.raises(AlignError, match="offline=true"):
+        pull.run(pull.Config(**cfg))
+    after = pull.run(pull.Config(**cfg, offline=True))
+    assert (Path(after["path"]) / "preferences.jsonl").read_text() == (Path(before["path"]) / "preferences.jsonl").read_text()
+
+
+def test_wrong_api_key_exits_2_and_says_so(argilla, tmp_path, capsys):
+    creds = tmp_path / "creds.json"
+    creds.write_text(json.dumps({"api_url": argilla.api_url, "api_key": "not-the-key"}))
+    creds.chmod(0o600)
+    code = cli_main(["annotate", "status", "dataset=roundtrip", f"argilla.credentials={creds}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "rejected the API key" in err and "not-the-key" not in err
+
+
+def test_unreachable_server_exits_1_naming_the_url_and_writes_nothing(argilla, tmp_path, capsys):
+    from tests.annotate.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=1)
+    code = cli_main(["annotate", "push", str(pairs), "dataset=x", f"argilla.api_url={url}",
+                     f"argilla.credentials={argilla.credentials}", "argilla.retry_seconds=1.5",
+                     f"runs_dir={tmp_path / 'runs'}"])
+    assert code == 1
+    assert url in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_template_mismatch_is_a_clear_error(argilla, labelled, tmp_path):
+    from align.annotate.template import TEMPLATES_DIR
+
+    other = tmp_path / "other.yaml"
+    other.write_text((TEMPLATES_DIR / "pairwise.yaml").read_text().replace("values: [1, 2, 3]\n", "values: [1, 2, 3, 4]\n"))
+    with pytest.raises(AlignError, match=r"does not match template 'other'.*strength"):
+        push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", template=str(other),
+                             argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    with pytest.raises(AlignError, match="does not match template"):
+        pull.run(pull.Config(dataset="roundtrip", template=str(other), argilla=argilla.argilla_config(),
+                             journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs")))
+    assert not (tmp_path / "j").exists()

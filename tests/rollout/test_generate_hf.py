@@ -1,0 +1,61 @@
+"""`align generate` with the hf engine on the tiny model: output contract, manifest, reproducibility."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from align.cli import main
+from align.core import runs
+from tests.conftest import write_jsonl
+
+PROMPTS = ["Name a colour.", "What is two plus two?", "Say hello in French, please, in one short word.",
+           {"messages": [{"role": "user", "content": "Tell me a fact."}]}]
+
+
+def generate(tmp_path: Path, tiny_model: Path, name: str, *overrides: str) -> dict:
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
+    code = main(["generate", f"prompts={prompts}", f"policy={tiny_model}", "engine=hf", "sampling.n=3",
+                 "sampling.max_tokens=6", "batch_size=4", f"runs_dir={tmp_path / 'runs'}", f"name={name}", *overrides])
+    assert code == 0
+    return runs.read_manifest(tmp_path / "runs" / name)
+
+
+def rows(manifest: dict) -> list[dict]:
+    path = runs.output_path(manifest["path"], manifest, "generations")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generate_writes_the_contract(tmp_path, tiny_model):
+    manifest = generate(tmp_path, tiny_model, "gen")
+    out = rows(manifest)
+    assert len(out) == len(PROMPTS)
+    assert out[0]["prompt"] == [{"role": "user", "content": "Name a colour."}]
+    assert out[0]["source"].endswith("prompts.jsonl:1") and out[3]["source"].endswith("prompts.jsonl:4")
+    for row in out:
+        assert len(row["responses"]) == 3 and all(isinstance(r, str) for r in row["responses"])
+        assert all(1 <= t <= 6 for t in row["response_tokens"])
+        assert set(row["finish_reasons"]) <= {"stop", "length"}
+    metrics = manifest["metrics"]
+    assert metrics["prompts"] == 4 and metrics["responses"] == 12
+    assert metrics["new_tokens"] == sum(sum(r["response_tokens"]) for r in out)
+    assert metrics["tokens_per_s"] > 0 and metrics["prompts_per_s"] > 0
+    assert manifest["notes"]["engine"] == "hf"
+    assert manifest["notes"]["sampling"]["n"] == 3 and manifest["notes"]["sampling"]["max_tokens"] == 6
+    assert manifest["notes"]["policy"] == str(tiny_model.resolve())
+    assert {i["role"] for i in manifest["inputs"]} == {"prompts", "policy"}
+
+
+def test_same_seed_same_outputs_other_seed_differs(tmp_path, tiny_model):
+    first = rows(generate(tmp_path, tiny_model, "a", "sampling.seed=3", "sampling.temperature=1.0"))
+    again = rows(generate(tmp_path, tiny_model, "b", "sampling.seed=3", "sampling.temperature=1.0"))
+    other = rows(generate(tmp_path, tiny_model, "c", "sampling.seed=4", "sampling.temperature=1.0"))
+    assert [r["responses"] for r in first] == [r["responses"] for r in again]
+    assert [r["responses"] for r in first] != [r["responses"] for r in other]
+
+
+def test_greedy_ignores_batching(tmp_path, tiny_model):
+    """Greedy decoding with left padding gives the same text whatever the batch: padding is masked."""
+    one = rows(generate(tmp_path, tiny_model, "g1", "sampling.temperature=0", "sampling.n=1", "batch_size=1"))
+    many = rows(generate(tmp_path, tiny_model, "g4", "sampling.temperature=0", "sampling.n=1", "batch_size=4"))
+    assert [r["responses"] for r in one] == [r["responses"] for r in many]
