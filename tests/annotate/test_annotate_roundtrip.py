@@ -155,11 +155,13 @@ def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
 
 def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
     report = status.run(status.Config(dataset="roundtrip", argilla=argilla.argilla_config()))
-    assert report["records"] == 6 and report["completed"] == 1  # only record 0.. see below
     # min_submitted is 2: records 0, 1 and 2 have two submissions; 3 has one plus a discard
+    assert (report["records"], report["completed"], report["pending"]) == (6, 3, 3)
     assert report["annotators"]["alice"] == {"submitted": 4, "discarded": 0, "draft": 1, "agrees_with_majority": 0.6667}
     assert report["annotators"]["bob"]["submitted"] == 3 and report["annotators"]["bob"]["discarded"] == 1
     assert report["pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-3)
+    # units [a,a], [a,b], [tie,tie] (+ a single vote): alpha = 1 - (6-1)*2 / (2*(3*1 + 3*2 + 1*2)) = 0.5455
+    assert report["krippendorff_alpha"] == 0.5455
     out = capsys.readouterr().out
     assert "alice" in out and "Krippendorff" in out
 
