@@ -1,0 +1,69 @@
+"""The server stops in the middle of a pull: a clear error, nothing written, and nothing lost.
+
+The stop is real (the server, its worker and Redis are terminated by pid); only the moment is
+chosen, by stopping it just before the pull asks for its second page of records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align.annotate import connection, pull, push
+from align.core.errors import ServiceError
+
+pytestmark = pytest.mark.integration
+
+
+def test_server_stopped_mid_pull_then_a_later_pull_completes(argilla, tmp_path, monkeypatch):
+    rows = [{"prompt": [{"role": "user", "content": f"Name a colour, please ({i})"}],
+             "response_a": f"Blue, number {i}.", "response_b": "I will not.", "source": "faults"} for i in range(6)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    push.run(push.Config(pairs=str(pairs), dataset="faults", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    alice, bob = argilla.annotator("alice"), argilla.annotator("bob")
+    with argilla.owner() as conn:
+        records = list(conn.records(conn.dataset("faults", "align")["id"]))
+    for rec in records:
+        alice.respond(rec["id"], preference="A")
+        bob.respond(rec["id"], preference="B" if rec["metadata"]["shown_as_a"] == "a" else "A")
+
+    runs_dir = tmp_path / "pull-runs"
+    reference = pull.run(pull.Config(dataset="faults", argilla=argilla.argilla_config(),
+                                     journal_dir=str(tmp_path / "reference-journal"), runs_dir=str(tmp_path / "ref-runs")))
+
+    monkeypatch.setattr(connection, "PAGE", 2)
+    real_request = connection.Connection.request
+    stopped = []
+
+    def request(self, method, path, **kwargs):
+        if path.endswith("/records") and (kwargs.get("params") or {}).get("offset", 0) >= 2 and not stopped:
+            argilla.stop()
+            stopped.append(True)
+        return real_request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(connection.Connection, "request", request)
+    journal_dir = tmp_path / "journal"
+    cfg = pull.Config(dataset="faults", argilla=argilla.argilla_config(retry_seconds=2), journal_dir=str(journal_dir),
+                      runs_dir=str(runs_dir))
+    try:
+        with pytest.raises(ServiceError, match=argilla.api_url):
+            pull.run(cfg)
+        assert stopped
+        assert not runs_dir.exists() or not any(runs_dir.iterdir())  # no run, not even a partial one
+        journal = journal_dir / "align" / "faults" / "journal.jsonl"
+        kinds = [json.loads(line)["kind"] for line in journal.read_text().splitlines()]
+        assert kinds.count("response") == 4  # the first page (2 records x 2 annotators) was kept
+    finally:
+        monkeypatch.undo()
+        if stopped:
+            argilla.start()
+
+    resumed = pull.run(pull.Config(dataset="faults", argilla=argilla.argilla_config(), journal_dir=str(journal_dir),
+                                   runs_dir=str(runs_dir)))
+    assert resumed["metrics"]["responses_journaled"] == 8  # only what the failed pull had not kept
+    got = (Path(resumed["path"]) / "preferences.jsonl").read_text()
+    assert got == (Path(reference["path"]) / "preferences.jsonl").read_text()
+    assert len(got.splitlines()) == 6
