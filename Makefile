@@ -3,15 +3,19 @@
 #   make test   the test suite (sets up everything it needs first)
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast clean-runs
+.PHONY: setup demo test test-fast clean-runs argilla-server
 
 setup:
 	@bash scripts/setup.sh
 
+# The local Argilla's own venv, redis-server and chromium for the annotate tests (~2 min once; then a no-op).
+argilla-server:
+	@bash scripts/setup-argilla-server.sh --with-browser
+
 demo: setup
 	$(PY) -m recipes.hh_harmless.run
 
-test: setup
+test: setup argilla-server
 	$(PY) -m pytest -q
 
 test-fast: setup
