@@ -124,8 +124,8 @@ def detect_format(rec: Any, where: str) -> str:
     keys = set(rec)
     if "message_tree_id" in keys or ("prompt" in keys and isinstance(rec.get("prompt"), dict) and "replies" in rec["prompt"]):
         return "oasst"
-    if {"prompt", "chosen", "rejected"} <= keys:
-        return "conversational"
+    if "prompt" in keys and keys & {"chosen", "rejected"}:
+        return "conversational"  # a missing chosen/rejected is reported by the converter, with file:line
     if {"chosen", "rejected"} <= keys:
         if isinstance(rec["chosen"], str) and "Assistant:" in rec["chosen"]:
             return "hh-rlhf"

@@ -37,6 +37,8 @@ class VllmEngine:
     def __init__(self, source: ModelSource, tokenizer, dtype: str, settings: VllmSettings, max_model_len: int,
                  seed: int = 0, trust_remote_code: bool = False):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
+        # vLLM logs every start-up step at INFO; align logs the start itself. VLLM_LOGGING_LEVEL=INFO restores them.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
         if settings.cpu_reserved is not None:
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.cpu_reserved)

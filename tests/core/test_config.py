@@ -119,3 +119,12 @@ def test_accelerate_configs_are_valid(path):
     data = yaml.safe_load(path.read_text())
     assert data["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED")
     assert path.read_text().startswith("# accelerate launch --config_file")
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    # YAML 1.1 would read `1e-4` as a string and TRL would fail deep inside the optimizer.
+    f = tmp_path / "c.yaml"
+    f.write_text("training:\n  learning_rate: 1e-4\n")
+    cfg = load_config(sft.Config, f)
+    assert cfg.training["learning_rate"] == 1e-4
+    assert load_config(dpo.Config, None, ["beta=2e-1"]).beta == 0.2

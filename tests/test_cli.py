@@ -1,0 +1,128 @@
+"""The command line: exit code 2 and one clear line for bad input, and no run directory left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from align.cli import COMMANDS, main
+from tests.conftest import write_jsonl
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_lines(err: str) -> list[str]:
+    return [l for l in err.splitlines() if l.startswith("align: error:")]
+
+
+@pytest.fixture
+def good_pairs(tmp_path):
+    return write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q2", "chosen": "yes", "rejected": "no"}])
+
+
+def test_misspelt_config_key(tmp_path, capsys, good_pairs):
+    cfg = tmp_path / "dpo.yaml"
+    cfg.write_text(f"data:\n  train: {good_pairs}\nbetta: 0.1\n")
+    code, _, err = run_cli(["dpo", "--config", str(cfg), f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2
+    assert error_lines(err) == ["align: error: unknown config key 'betta' (did you mean 'beta'?)"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_jsonl_line(tmp_path, capsys, tiny_model):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q2", "chosen": \n')
+    code, _, err = run_cli(["reward", f"model={tiny_model}", f"data.train={bad}", f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert f"{bad}:2: malformed JSON" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_field(tmp_path, capsys, tiny_model):
+    bad = write_jsonl(tmp_path / "m.jsonl", [{"prompt": "q", "chosen": "a"}])
+    code, _, err = run_cli(["dpo", f"model={tiny_model}", f"data.train={bad}", f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert f"{bad}:1: missing field 'rejected'" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_path_that_does_not_exist(tmp_path, capsys, good_pairs):
+    code, _, err = run_cli(["sft", "model=./no/such/model", f"data.train={good_pairs}",
+                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert "model path does not exist: ./no/such/model" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_hub_id_without_a_hub_fails_clearly(tmp_path, capsys, good_pairs, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(["sft", "model=someorg/some-model", f"data.train={good_pairs}",
+                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2
+    (line,) = error_lines(err)
+    assert "'someorg/some-model' is not a local directory and could not be fetched from the hub" in line
+
+
+def test_weights_must_be_safetensors(tmp_path, capsys, good_pairs):
+    model = tmp_path / "pickled"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "pytorch_model.bin").write_bytes(b"\x80")
+    code, _, err = run_cli(["sft", f"model={model}", f"data.train={good_pairs}"], capsys)
+    assert code == 2 and "no .safetensors weights" in err
+
+
+def test_unknown_command_and_missing_subcommand(capsys):
+    assert run_cli(["dop"], capsys)[0] == 2
+    code, _, err = run_cli(["evaluate"], capsys)
+    assert code == 2 and "needs a subcommand" in err
+
+
+def test_stages_lists_every_command(capsys):
+    code, out, _ = run_cli(["stages"], capsys)
+    assert code == 0
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", ["sft", "reward", "dpo", "evaluate reward"])
+def test_help_lists_documented_keys(name, capsys):
+    code, out, _ = run_cli([*name.split(), "--help"], capsys)
+    assert code == 0
+    assert "config keys" in out and "runs_dir" in out
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    code, out, _ = run_cli(["dpo", "beta=0.3", "--dry-run"], capsys)
+    assert code == 0 and "beta: 0.3" in out
+
+
+def test_lineage_command(tmp_path, capsys):
+    from align.core import runs
+
+    with runs.new_run("sft", {}, tmp_path, "r") as run:
+        runs.finish(run)
+    code, out, _ = run_cli(["lineage", str(tmp_path / "r")], capsys)
+    assert code == 0 and out.startswith("sft")
+    code, out, _ = run_cli(["lineage", "--json", str(tmp_path / "r")], capsys)
+    assert json.loads(out)["stage"] == "sft"
+    assert run_cli(["lineage", str(tmp_path)], capsys)[0] == 2
+
+
+def test_import_align_does_not_import_heavy_dependencies():
+    code = ("import sys, align, align.cli, align.core.config, align.core.runs; "
+            "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'argilla') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
