@@ -88,6 +88,12 @@ def test_every_field_is_documented():
 def _config_class_for(path: Path):
     """configs/<stage>/x.yaml and recipes/<recipe>/<stage>.yaml -> the stage's Config class."""
     stage = path.parent.name if path.parts[-3] == "configs" else path.stem
+    group = f"{stage} {path.stem}"  # configs/annotate/pull.yaml -> `annotate pull`
+    if group in COMMANDS:
+        try:
+            return importlib.import_module(COMMANDS[group].module).Config
+        except ModuleNotFoundError:
+            return None
     for name, cmd in COMMANDS.items():
         module = cmd.module.rsplit(".", 1)[-1]
         if stage in (name.replace(" ", "_"), name.split()[-1], module, name.split()[0]):
