@@ -23,10 +23,10 @@ CONVERSATIONS = [[{"role": "user", "content": text}] for text in
 
 
 @pytest.fixture(scope="module")
-def engine_and_ids(tiny_model):
+def engine_and_ids(vllm_tiny_model):
     from align.rollout.vllm_engine import VllmEngine
 
-    source = resolve_model(str(tiny_model))
+    source = resolve_model(str(vllm_tiny_model))
     tokenizer = load_tokenizer(source)
     ids = encode_prompts(tokenizer, CONVERSATIONS)
     settings = VllmSettings(kv_cache_gib=1, enforce_eager=True, max_num_seqs=16)
@@ -52,13 +52,13 @@ def test_vllm_samples_n_per_prompt_reproducibly(engine_and_ids):
     assert [[c.text for c in outs] for outs in other] != [[c.text for c in outs] for outs in first]
 
 
-def test_vllm_greedy_matches_hf_greedy_on_first_tokens(engine_and_ids, tiny_model):
+def test_vllm_greedy_matches_hf_greedy_on_first_tokens(engine_and_ids, vllm_tiny_model):
     """Both engines see the same token ids: greedy continuations agree (fp32, a few tokens)."""
     from align.rollout.hf_engine import HFEngine
 
     engine, ids = engine_and_ids
     greedy = SamplingSettings(n=1, temperature=0, max_tokens=4)
-    source = resolve_model(str(tiny_model))
+    source = resolve_model(str(vllm_tiny_model))
     hf = HFEngine(source, load_tokenizer(source), batch_size=8)
     v = [outs[0].text for outs in engine.generate(ids, greedy)]
     h = [outs[0].text for outs in hf.generate(ids, greedy)]
