@@ -216,3 +216,31 @@ def test_template_mismatch_is_a_clear_error(argilla, labelled, tmp_path):
         pull.run(pull.Config(dataset="roundtrip", template=str(other), argilla=argilla.argilla_config(),
                              journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs")))
     assert not (tmp_path / "j").exists()
+
+
+def test_team_invite_creates_users_once_and_keeps_passwords_private(argilla, tmp_path, capsys):
+    import stat
+
+    from align.annotate import team
+
+    spec = tmp_path / "team.yaml"
+    spec.write_text("workspace: team-ws\nannotators: [carol, dave]\nadmins: [lead]\n")
+    passwords = tmp_path / "team.json"
+    args = [str(spec), "--credentials", str(argilla.credentials), "--passwords", str(passwords)]
+    assert team.main(args) == 0
+    saved = json.loads(passwords.read_text())
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    assert sorted(k for k in saved if k.startswith("password:")) == ["password:carol", "password:dave", "password:lead"]
+    out = capsys.readouterr().out
+    assert saved["password:carol"] not in out
+    assert team.main(args) == 0  # again: nobody created, nobody added
+    assert "created nobody; added nobody" in capsys.readouterr().out
+    with argilla.owner() as conn:
+        ws = conn.workspace_id("team-ws")
+        members = {u["username"]: u["role"] for u in conn.get(f"/api/v1/workspaces/{ws}/users")["items"]}
+    assert members == {"carol": "annotator", "dave": "annotator", "lead": "admin"}
+    # carol can log in with the generated password
+    import httpx
+
+    token = httpx.post(f"{argilla.api_url}/api/v1/token", data={"username": "carol", "password": saved["password:carol"]})
+    assert token.status_code == 201

@@ -1,0 +1,93 @@
+"""Invite an annotation team: users and a workspace from a small YAML file.
+
+    python -m align.annotate.team annotation/team.example.yaml [--credentials FILE]
+
+The file names a workspace and the users to put in it, by role (`annotators`, `admins`). Users that
+do not exist yet are created with a generated password; those passwords are written to a file
+readable by its owner only (never printed), for the annotation lead to hand out. Existing users are
+only added to the workspace. Connection as for every `align annotate` command (ARGILLA_API_URL /
+ARGILLA_API_KEY, `--credentials`, or the local server); an owner's API key is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from align.annotate import local
+from align.annotate.connection import ArgillaConfig, connect
+from align.core.errors import AlignError
+
+ROLES = {"annotators": "annotator", "admins": "admin"}
+
+
+def read_team(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise AlignError(f"team file not found: {path}")
+    team = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(team) - {"workspace", *ROLES}
+    if unknown:
+        raise AlignError(f"{path}: unknown key(s) {sorted(unknown)}; a team file has workspace, annotators, admins")
+    if not team.get("workspace"):
+        raise AlignError(f"{path}: `workspace` is required")
+    for key in ROLES:
+        names = team.get(key) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise AlignError(f"{path}: `{key}` must be a list of usernames")
+    return team
+
+
+def invite(team: dict[str, Any], cfg: ArgillaConfig, passwords_file: Path) -> dict[str, Any]:
+    """Create missing users, add everyone to the workspace. Returns {created, added, workspace}."""
+    created: dict[str, str] = {}
+    added = []
+    with connect(cfg) as conn:
+        ws_id = conn.workspace_id(team["workspace"], create=True)
+        users = {u["username"]: u for u in conn.get("/api/v1/users")["items"]}
+        members = {u["id"] for u in conn.get(f"/api/v1/workspaces/{ws_id}/users")["items"]}
+        for key, role in ROLES.items():
+            for name in team.get(key) or []:
+                user = users.get(name)
+                if user is None:
+                    password = secrets.token_urlsafe(12)
+                    user = conn.request("POST", "/api/v1/users", json={
+                        "first_name": name, "username": name, "password": password, "role": role})
+                    created[name] = password
+                if user["id"] not in members:
+                    conn.request("POST", f"/api/v1/workspaces/{ws_id}/users", json={"user_id": user["id"]})
+                    added.append(name)
+        api_url = conn.api_url
+    if created:
+        existing = local.read_credentials(passwords_file) if passwords_file.exists() else {}
+        local.write_private_json(passwords_file, {**existing, "api_url": api_url, **{f"password:{n}": p for n, p in created.items()}})
+    return {"workspace": team["workspace"], "created": sorted(created), "added": added, "api_url": api_url}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m align.annotate.team", description=__doc__.splitlines()[0])
+    ap.add_argument("team", help="team YAML: workspace, annotators, admins")
+    ap.add_argument("--credentials", default="", help="owner credentials JSON (default: env, then the local server's)")
+    ap.add_argument("--passwords", default="", help="where new users' passwords go (mode 0600)")
+    args = ap.parse_args(argv)
+    try:
+        team = read_team(args.team)
+        out = Path(args.passwords) if args.passwords else local.cache_root() / "annotate" / f"team-{team['workspace']}.json"
+        result = invite(team, ArgillaConfig(credentials=args.credentials, workspace=team["workspace"]), out)
+    except AlignError as exc:
+        print(f"align: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"workspace '{result['workspace']}' at {result['api_url']}: created {', '.join(result['created']) or 'nobody'}; "
+          f"added {', '.join(result['added']) or 'nobody'}")
+    if result["created"]:
+        print(f"new users' passwords are in {out} (mode 0600): hand each annotator their own, and the URL")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
