@@ -57,6 +57,10 @@ class NotFound(Exception):
     """A 404 from Argilla; callers that expect it turn it into a clear message."""
 
 
+class Forbidden(AlignError):
+    """A 403 from Argilla: the key's user lacks the role for this call."""
+
+
 class Connection:
     """REST calls with one retry and error policy. Use `connect(cfg)`."""
 
@@ -112,7 +116,7 @@ class Connection:
                 "Set ARGILLA_API_KEY to a valid key (Argilla UI: My settings -> API key)"
             )
         if code == 403:
-            raise AlignError(
+            raise Forbidden(
                 f"Argilla at {self.api_url} refused {method} {path} (403 Forbidden): the API key's user lacks the "
                 "role; push, pull and status need an owner or admin key"
             )
@@ -134,12 +138,15 @@ class Connection:
     def username(self, user_id: str) -> str:
         """An annotator's username (cached); the id itself if the user was deleted."""
         if not self._users:
-            for user in self.get("/api/v1/users")["items"]:
-                self._users[user["id"]] = user["username"]
+            try:
+                for user in self.get("/api/v1/users")["items"]:
+                    self._users[user["id"]] = user["username"]
+            except Forbidden:  # an admin key may not list users: fall back to one lookup each
+                self._users[""] = ""
         if user_id not in self._users:
             try:
                 self._users[user_id] = self.get(f"/api/v1/users/{user_id}")["username"]
-            except NotFound:
+            except (NotFound, Forbidden):  # deleted, or not visible to this key: the id names them
                 self._users[user_id] = user_id
         return self._users[user_id]
 

@@ -192,9 +192,11 @@ def test_wrong_api_key_exits_2_and_says_so(argilla, tmp_path, capsys):
 
 
 def test_unreachable_server_exits_1_naming_the_url_and_writes_nothing(argilla, tmp_path, capsys):
-    from tests.annotate.conftest import free_port
+    import socket
 
-    url = f"http://127.0.0.1:{free_port()}"
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=1)
     code = cli_main(["annotate", "push", str(pairs), "dataset=x", f"argilla.api_url={url}",
                      f"argilla.credentials={argilla.credentials}", "argilla.retry_seconds=1.5",
