@@ -77,8 +77,8 @@ def run(cfg: Config) -> dict[str, Any]:
     rows, counts = build_rows(journal)
     if not rows:
         raise AlignError(
-            f"dataset '{cfg.dataset}': no submitted labels yet ({counts['records_without_votes']} record(s) seen, "
-            f"{counts['discards']} discard(s)); `align annotate status dataset={cfg.dataset}` shows progress"
+            f"dataset '{cfg.dataset}': no submitted labels yet ({fetched.get('records_read', len(journal.records))} "
+            f"record(s), {counts['discards']} discard(s)); `align annotate status dataset={cfg.dataset}` shows progress"
         )
 
     with runs.new_run("annotate pull", to_dict(cfg), cfg.runs_dir, cfg.name) as run_:

@@ -246,3 +246,12 @@ def test_team_invite_creates_users_once_and_keeps_passwords_private(argilla, tmp
 
     token = httpx.post(f"{argilla.api_url}/api/v1/token", data={"username": "carol", "password": saved["password:carol"]})
     assert token.status_code == 201
+
+
+def test_pull_before_any_label_says_so_and_writes_no_run(argilla, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (unlabelled)")
+    push.run(push.Config(pairs=str(pairs), dataset="unlabelled", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    with pytest.raises(AlignError, match=r"no submitted labels yet \(2 record"):
+        pull.run(pull.Config(dataset="unlabelled", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"),
+                             runs_dir=str(tmp_path / "pull-runs")))
+    assert not (tmp_path / "pull-runs").exists() or not any((tmp_path / "pull-runs").iterdir())
