@@ -120,9 +120,15 @@ def run_generate(overrides: list[str]) -> dict:
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    code = proc.wait()
+    try:
+        code = proc.wait()
+    except BaseException:  # interrupted: take vLLM's engine processes down with the child
+        for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
+            p.kill()
+        raise
     watcher.join()
-    result = {"exit_code": code, "wall_s": round(time.time() - start, 1), "peak_rss_mb": round(peak[0] / 2**20)}
+    result = {"exit_code": code, "wall_s": round(time.time() - start, 1), "peak_rss_mb": round(peak[0] / 2**20),
+              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     log.seek(0)
     text = log.read()
     run_dir = next((line.split("run written to ")[1].split(" (")[0] for line in text.splitlines()

@@ -7,8 +7,9 @@ Rules (`selection:`):
   reward model is least sure about and a human label teaches it most;
 - `best_vs_worst`: the highest- and lowest-scored responses (clear contrasts, e.g. for a DPO warm-up).
 
-Identical responses (after trimming whitespace) are merged before choosing, keeping the first; a
-prompt with fewer than two distinct responses yields no pair and is counted by the caller.
+Empty responses are dropped and identical ones (after trimming whitespace) merged before choosing,
+keeping the first; a prompt with fewer than two distinct non-empty responses yields no pair and is
+counted by the caller.
 The two responses are shown in a seeded random order (not best-first), so position carries no hint.
 """
 
@@ -36,12 +37,12 @@ class Choice:
 
 
 def distinct(texts: list[str], scores: list[float] | None) -> list[Candidate]:
-    """Responses with duplicates (same text up to surrounding whitespace) merged, first kept."""
+    """Non-empty responses with duplicates (same text up to surrounding whitespace) merged, first kept."""
     seen: set[str] = set()
     out = []
     for i, text in enumerate(texts):
         key = text.strip()
-        if key in seen:
+        if not key or key in seen:
             continue
         seen.add(key)
         out.append(Candidate(text, None if scores is None else float(scores[i])))

@@ -2,8 +2,8 @@
 
 One pair per prompt, chosen from its N responses by `selection` (align/rollout/pairs.py): `random`,
 or, on a run scored with `align score`, `least_sure` (smallest reward gap) or `best_vs_worst`.
-Identical responses are merged first; prompts left with fewer than two distinct responses are
-counted in the manifest and logged, not silently dropped.
+Empty responses are dropped and identical ones merged first; prompts left with fewer than two
+distinct responses are counted in the manifest and logged, not silently dropped.
 
 Output `pairs` = pairs.jsonl, the input of `align annotate push`, one row per pair:
 
@@ -69,9 +69,10 @@ def run(cfg: Config) -> dict:
 
     with runs.new_run("pairs", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
         run.add_input("generations", cfg.generations)
-        pairs, duplicates, too_few = [], 0, []
+        pairs, duplicates, empty, too_few = [], 0, 0, []
         for row in rows:
             candidates = distinct(row["responses"], row["scores"] if scored else None)
+            empty += sum(1 for text in row["responses"] if not text.strip())
             duplicates += len(row["responses"]) - len(candidates)
             rng = prompt_rng(cfg.seed, str(row.get("prompt_id", row.get("source", ""))))
             choice = choose_pair(candidates, cfg.selection, rng)
@@ -105,7 +106,8 @@ def run(cfg: Config) -> dict:
             "prompts": len(rows),
             "pairs": len(pairs),
             "prompts_fewer_than_2_distinct": len(too_few),
-            "duplicate_responses_merged": duplicates,
+            "duplicate_responses_merged": duplicates - empty,
+            "empty_responses_dropped": empty,
             "mean_score_gap": round(statistics.fmean(gaps), 4) if gaps else None,
         }
         run.metrics.update(metrics)

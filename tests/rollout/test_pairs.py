@@ -45,7 +45,7 @@ def test_random_pairs_are_distinct_and_seeded():
 
 
 def test_duplicates_are_merged_before_choosing():
-    merged = distinct(["same", " same\n", "other", "same"], [1.0, 9.0, 2.0, 3.0])
+    merged = distinct(["same", " same\n", "", "other", "  ", "same"], [1.0, 9.0, 8.0, 2.0, 7.0, 3.0])
     assert [(c.text, c.score) for c in merged] == [("same", 1.0), ("other", 2.0)]
     assert choose_pair(distinct(["x", "x "], None), "random", random.Random(0)) is None
 
@@ -75,7 +75,7 @@ def test_pairs_stage_least_sure_and_counts(tmp_path):
          "prompt_id": "p0", "source": "f.jsonl:1"},
         {"prompt": prompt(1), "responses": ["same", "same", "same", "same"], "scores": [1.0, 1.0, 1.0, 1.0],
          "prompt_id": "p1", "source": "f.jsonl:2"},
-        {"prompt": prompt(2), "responses": ["x", "x", "y", "z"], "scores": [0.0, 0.0, 3.0, 10.0],
+        {"prompt": prompt(2), "responses": ["x", "x", "y", "z", ""], "scores": [0.0, 0.0, 3.0, 10.0, 3.0],
          "prompt_id": "p2", "source": "f.jsonl:3"},
     ]
     gen = make_generation_run(tmp_path, rows)
@@ -91,6 +91,7 @@ def test_pairs_stage_least_sure_and_counts(tmp_path):
     assert {pairs[1]["response_a"], pairs[1]["response_b"]} == {"x", "y"}  # the duplicate x merged first
     metrics = runs.read_manifest(tmp_path / "runs" / "pairs")["metrics"]
     assert metrics["prompts_fewer_than_2_distinct"] == 1 and metrics["duplicate_responses_merged"] == 4
+    assert metrics["empty_responses_dropped"] == 1
     assert metrics["pairs"] == 2
 
 
