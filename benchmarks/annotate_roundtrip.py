@@ -46,12 +46,12 @@ def main() -> int:
         home = tmp / "argilla"
         scfg = serve.Config(home=str(home), port=free_port(), redis_port=free_port(), worker=False)
         t0 = time.time()
-        serve.run(scfg)
+        state = serve.run(scfg)
         start_s = time.time() - t0
         try:
             result = roundtrip(tmp, home, scfg, args.pairs)
-        finally:
-            serve.stop_processes(home, serve.read_state(home) or {})
+        finally:  # stop by the pids serve returned, whatever happened to the state file
+            serve.stop_processes(home, state)
     result["server_start_s"] = round(start_s, 1)
     # Other work on the machine slows every figure: compare runs only at a similar load.
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
