@@ -1,0 +1,60 @@
+"""A pull run goes straight into the reward and DPO stages, with agreement used as documented:
+`data.min_agreement` filters, the reward stage's `margin=agreement` feeds TRL's margin term."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from align.annotate import pull, push
+from align.core import runs
+from align.core.config import load_config
+
+pytestmark = pytest.mark.integration
+
+FAST = ["max_length=128", "training.max_steps=1", "training.logging_steps=1", "training.per_device_train_batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def pulled(argilla, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train-on-labels")
+    rows = [{"prompt": [{"role": "user", "content": f"Please help me plan day {i} of a trip."}],
+             "response_a": f"Gladly: start with breakfast near the station on day {i}.",
+             "response_b": "No.", "source": "training-test"} for i in range(4)]
+    pairs = tmp / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    push.run(push.Config(pairs=str(pairs), dataset="train-on-labels", argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
+    with argilla.owner() as conn:
+        records = list(conn.records(conn.dataset("train-on-labels", "align")["id"]))
+    erin, frank = argilla.annotator("erin"), argilla.annotator("frank")
+    for i, rec in enumerate(records):
+        polite = "A" if rec["metadata"]["shown_as_a"] == "a" else "B"
+        curt = "B" if polite == "A" else "A"
+        erin.respond(rec["id"], preference=polite, strength=3)
+        frank.respond(rec["id"], preference=polite if i < 3 else curt, strength=2)  # one split
+    m = pull.run(pull.Config(dataset="train-on-labels", argilla=argilla.argilla_config(),
+                             journal_dir=str(tmp / "journal"), runs_dir=str(tmp / "runs")))
+    assert (m["metrics"]["pairs"], m["metrics"]["no_majority"]) == (3, 1)
+    return m["path"], tmp
+
+
+def test_reward_stage_trains_on_a_pull_run_with_agreement_margin(pulled, tiny_model):
+    from align.stages import reward
+
+    path, tmp = pulled
+    m = reward.run(load_config(reward.Config, None, [
+        f"model={tiny_model}", f"data.train={path}", "data.min_agreement=1.0", "margin=agreement",
+        f"runs_dir={tmp / 'reward-runs'}", *FAST]))
+    on_disk = runs.read_manifest(m["path"])
+    assert any(i.get("kind") == "run" and i.get("stage") == "annotate pull" for i in on_disk["inputs"])
+
+
+def test_dpo_stage_trains_on_a_pull_run(pulled, tiny_model):
+    from align.stages import dpo
+
+    path, tmp = pulled
+    m = dpo.run(load_config(dpo.Config, None, [
+        f"model={tiny_model}", f"data.train={path}", "training.label_smoothing=0.1",
+        f"runs_dir={tmp / 'dpo-runs'}", *FAST]))
+    assert runs.read_manifest(m["path"])["stage"] == "dpo"
