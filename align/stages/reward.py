@@ -68,7 +68,7 @@ def run(cfg: Config) -> dict:
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
-    rows = [_with_margin(r, cfg.margin) for r in train.rows]
+    rows, missing_margin = _with_margins(train.rows, cfg.margin)
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
@@ -77,6 +77,8 @@ def run(cfg: Config) -> dict:
             run_dir.add_input("data.test", cfg.data.test)
 
         run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
+        if cfg.margin != "none":
+            run_dir.notes["data"]["pairs_without_margin"] = missing_margin
 
         from datasets import Dataset
         from transformers import set_seed
@@ -118,15 +120,20 @@ def evaluate_pairs(model, tokenizer, rows, max_length: int, batch_size: int) -> 
     return pairwise_metrics(chosen, rejected)
 
 
-def _with_margin(row: dict, margin: str) -> dict:
+def _with_margins(rows: list[dict], margin: str) -> tuple[list[dict], int]:
+    """Attach TRL's `margin` column from a pulled field. A pair without the field (strength is an
+    optional question) gets margin 0, i.e. the plain Bradley-Terry loss; how many is counted."""
     if margin == "none":
-        return row
-    if row.get(margin) is None:
+        return rows, 0
+    if not any(r.get(margin) is not None for r in rows):
         raise AlignError(
-            f"margin={margin} needs a '{margin}' field on every pair (from `align annotate pull`); "
-            f"a pair without it: {str(row.get('prompt'))[:80]}"
+            f"margin={margin} but no training pair has a '{margin}' field (it comes from `align annotate pull`); "
+            "use margin=none for this data"
         )
-    return {**row, "margin": float(row[margin])}
+    missing = sum(1 for r in rows if r.get(margin) is None)
+    if missing:
+        log.warning("%d of %d pairs have no '%s'; they train with margin 0", missing, len(rows), margin)
+    return [{**r, "margin": float(r.get(margin) or 0.0)} for r in rows], missing
 
 
 def _trainer_rows(rows: list[dict]) -> list[dict]:
