@@ -15,7 +15,6 @@ only as safetensors and `trust_remote_code` stays off unless the config turns it
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 import os
@@ -240,7 +239,6 @@ def embedded_record(path: Path) -> dict[str, Any]:
 
 # -- loading --------------------------------------------------------------------------------------
 
-DTYPES = ("float32", "bfloat16", "float16")
 Dtype = Literal["float32", "bfloat16", "float16"]
 
 
@@ -337,6 +335,3 @@ def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, tas
     else:
         run.add_output(runs.MODEL_DIR, model_dir, format="full", task=task)
 
-
-def asdict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
