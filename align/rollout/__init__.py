@@ -151,8 +151,9 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 class VllmSettings:
     """vLLM engine settings. Defaults are the fastest measured on a 2-core AVX2 CPU (see README)."""
 
-    kv_cache_gib: int = 4
-    """CPU: GiB of RAM reserved for the KV cache (vLLM's kv_cache_memory_bytes; VLLM_CPU_KVCACHE_SPACE)."""
+    kv_cache_gib: int = 2
+    """CPU: GiB of RAM reserved for the KV cache (vLLM's kv_cache_memory_bytes; VLLM_CPU_KVCACHE_SPACE).
+    1 and 4 GiB ran at the same speed; 2 GiB holds ~45k tokens of SmolLM2-135M in fp32."""
     gpu_memory_utilization: float = 0.9
     """GPU: fraction of GPU memory vLLM may use. Not used on a CPU, where kv_cache_gib decides."""
     max_num_seqs: int = 256
@@ -164,9 +165,11 @@ class VllmSettings:
     reserves one by default, which on a 2-core machine leaves the model a single core; unset = vLLM's default."""
     enforce_eager: bool = False
     """Skip graph compilation: faster engine start, usually slower decoding."""
-    multiprocessing: bool = True
-    """Run vLLM's engine core in a spawned process (vLLM's default). The calling script then needs an
-    `if __name__ == "__main__":` guard; `align` and `python -m align` have one."""
+    multiprocessing: bool = False
+    """Run vLLM's engine core in spawned processes (vLLM's default) instead of in this process. In-process
+    was the fastest on 2 CPU cores (no scheduler process competing for them), makes scheduling
+    deterministic and needs no `if __name__ == "__main__":` guard; on a GPU, true overlaps scheduling
+    with the model."""
     lora: Literal["auto", "serve", "merge"] = "auto"
     """Adapters of a training run: `serve` the last one with a LoRARequest (earlier ones merged),
     `merge` all into a temporary checkpoint, or `auto` (serve where the platform supports LoRA)."""

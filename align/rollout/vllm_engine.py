@@ -10,8 +10,10 @@ This is the only module in align that imports vllm.
   would otherwise reserve that fraction of *all* RAM); on a GPU `gpu_memory_utilization` applies.
 - Seeds: each prompt's request gets its own seed (`sampling.seed` + prompt index), so a prompt's
   samples do not depend on how vLLM happened to batch it with others.
-- Engine processes are spawned (vLLM's default on CPU), so a script that starts this engine needs an
-  `if __name__ == "__main__":` guard; `vllm.multiprocessing: false` runs the engine core in-process.
+- Processes: by default the engine core runs in this process (`vllm.multiprocessing: false`), the
+  fastest setting measured on 2 CPU cores. With `vllm.multiprocessing: true` (vLLM's own default)
+  engine processes are spawned, so a script that starts the engine needs an
+  `if __name__ == "__main__":` guard (`align` and `python -m align` have one).
 """
 
 from __future__ import annotations
