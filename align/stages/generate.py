@@ -1,6 +1,6 @@
 """Sample N responses per prompt from a policy: the candidates annotators compare.
 
-`align generate --config configs/generate/embedded_oasst.yaml` reads a prompt set, formats each
+`align generate --config configs/generate/default.yaml` reads a prompt set, formats each
 prompt with the policy's chat template, samples `sampling.n` responses with the chosen engine
 (`vllm`, `hf` or `auto`, see align/rollout) and writes one run:
 
@@ -96,7 +96,9 @@ def run(cfg: Config) -> dict:
         run.add_input_record("policy", source.record)
 
         load_start = time.time()
-        engine = make_engine(engine_name, cfg, source, tokenizer, max_model_len=max(map(len, prompt_ids)) + cfg.sampling.max_tokens)
+        # vLLM sizes its KV blocks for the longest request this run can make, not the model's full context.
+        max_model_len = max(map(len, prompt_ids)) + cfg.sampling.max_tokens
+        engine = make_engine(engine_name, cfg, source, tokenizer, max_model_len)
         load_s = time.time() - load_start
         try:
             gen_start = time.time()
