@@ -153,7 +153,7 @@ class VllmSettings:
 
     kv_cache_gib: int = 2
     """CPU: GiB of RAM reserved for the KV cache (vLLM's kv_cache_memory_bytes; VLLM_CPU_KVCACHE_SPACE).
-    1 and 4 GiB ran at the same speed; 2 GiB holds ~45k tokens of SmolLM2-135M in fp32."""
+    1 and 4 GiB ran at the same speed; 2 GiB holds ~27k tokens of SmolLM2-135M in fp32 (vLLM's count)."""
     gpu_memory_utilization: float = 0.9
     """GPU: fraction of GPU memory vLLM may use. Not used on a CPU, where kv_cache_gib decides."""
     max_num_seqs: int = 256
