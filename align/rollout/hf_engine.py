@@ -73,11 +73,11 @@ class HFEngine:
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=sampling.stop or None,
         )
+        # top_k=0 is "off": None would let transformers apply its default of 50.
         if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k or None)
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         else:
-            kwargs.update(do_sample=False, top_k=None, top_p=None, temperature=None)
+            kwargs.update(do_sample=False, top_k=0, top_p=1.0, temperature=1.0)
         return GenerationConfig(**kwargs)
 
     def _completion(self, ids: list[int], sampling: SamplingSettings) -> Completion:

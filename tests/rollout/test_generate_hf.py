@@ -59,3 +59,31 @@ def test_greedy_ignores_batching(tmp_path, tiny_model):
     one = rows(generate(tmp_path, tiny_model, "g1", "sampling.temperature=0", "sampling.n=1", "batch_size=1"))
     many = rows(generate(tmp_path, tiny_model, "g4", "sampling.temperature=0", "sampling.n=1", "batch_size=4"))
     assert [r["responses"] for r in one] == [r["responses"] for r in many]
+
+
+def test_top_k_is_what_the_config_says(tiny_model):
+    """top_k=0 samples from the whole vocabulary (transformers' default top_k=50 is not applied)."""
+    import torch
+
+    from align.models import load_tokenizer, resolve_model
+    from align.rollout import SamplingSettings, encode_prompts
+    from align.rollout.hf_engine import HFEngine
+
+    source = resolve_model(str(tiny_model))
+    tokenizer = load_tokenizer(source)
+    engine = HFEngine(source, tokenizer, batch_size=64)
+    ids = encode_prompts(tokenizer, [[{"role": "user", "content": "Pick a word."}]])
+    with torch.inference_mode():
+        logits = engine.model(torch.tensor(ids)).logits[0, -1]
+    top50 = set(logits.topk(50).indices.tolist())
+
+    def first_tokens(top_k):
+        engine.eos_ids = []  # keep every sampled first token, end of turn included
+        out = engine.generate(ids, SamplingSettings(n=64, temperature=1.0, top_p=1.0, top_k=top_k, max_tokens=1))
+        return [tokenizer.encode(c.text, add_special_tokens=False) for c in out[0]]
+
+    # The random tiny model's next-token distribution is nearly flat over ~49k tokens.
+    unrestricted = [t[0] for t in first_tokens(0) if t]
+    assert sum(t not in top50 for t in unrestricted) > len(unrestricted) // 2
+    restricted = [t[0] for t in first_tokens(50) if t]
+    assert restricted and all(t in top50 for t in restricted)
