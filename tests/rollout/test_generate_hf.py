@@ -87,3 +87,20 @@ def test_top_k_is_what_the_config_says(tiny_model):
     assert sum(t not in top50 for t in unrestricted) > len(unrestricted) // 2
     restricted = [t[0] for t in first_tokens(50) if t]
     assert restricted and all(t in top50 for t in restricted)
+
+
+def test_auto_falls_back_to_hf_without_vllm(monkeypatch, caplog):
+    import logging
+    import sys
+
+    import pytest
+
+    from align.core.errors import AlignError
+    from align.rollout import choose_engine
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if vllm were not installed
+    with caplog.at_level(logging.INFO, logger="align"):
+        assert choose_engine("auto") == "hf"
+    assert "using hf because the vllm package is not installed" in caplog.text
+    with pytest.raises(AlignError, match="engine 'vllm' requested but"):
+        choose_engine("vllm")
