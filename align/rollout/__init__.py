@@ -34,7 +34,7 @@ class SamplingSettings:
     n: int = 2
     """Responses per prompt."""
     temperature: float = 0.8
-    """Softmax temperature; 0 is greedy decoding (then all n responses are the same)."""
+    """Softmax temperature; 0 is greedy decoding (then n must be 1)."""
     top_p: float = 0.95
     """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off)."""
     top_k: int = 0
@@ -51,6 +51,11 @@ class SamplingSettings:
             raise AlignError(f"'sampling.n' must be >= 1, got {self.n}")
         if self.temperature < 0:
             raise AlignError(f"'sampling.temperature' must be >= 0, got {self.temperature}")
+        if self.temperature == 0 and self.n > 1:
+            raise AlignError(
+                f"sampling.temperature=0 is greedy decoding, so all sampling.n={self.n} responses would be identical; "
+                "set sampling.n=1 or a temperature above 0"
+            )
         if not 0 < self.top_p <= 1:
             raise AlignError(f"'sampling.top_p' must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:

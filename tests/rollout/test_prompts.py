@@ -95,3 +95,9 @@ def test_prompt_longer_than_context_exits_2(tmp_path, tiny_model, capsys):
     assert main(["generate", f"prompts={path}", f"policy={tiny_model}", "engine=hf", "sampling.max_tokens=100",
                  f"runs_dir={tmp_path / 'runs'}"]) == 2
     assert "sampling.max_tokens=100" in capsys.readouterr().err
+
+
+def test_greedy_with_several_samples_exits_2(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "p.jsonl", ["hi"])
+    assert main(["generate", f"prompts={path}", "engine=hf", "sampling.temperature=0", "sampling.n=2"]) == 2
+    assert "greedy decoding" in capsys.readouterr().err
