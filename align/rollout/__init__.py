@@ -165,11 +165,10 @@ class VllmSettings:
     reserves one by default, which on a 2-core machine leaves the model a single core; unset = vLLM's default."""
     enforce_eager: bool = False
     """Skip graph compilation: faster engine start, usually slower decoding."""
-    multiprocessing: bool = False
-    """Run vLLM's engine core in spawned processes (vLLM's default) instead of in this process. In-process
-    was the fastest on 2 CPU cores (no scheduler process competing for them), makes scheduling
-    deterministic and needs no `if __name__ == "__main__":` guard; on a GPU, true overlaps scheduling
-    with the model."""
+    multiprocessing: bool | None = None
+    """Run vLLM's engine core in spawned processes (true) or in this process (false). Unset: in-process on
+    a CPU (fastest on 2 cores: no scheduler process competing for them; deterministic scheduling; no
+    `if __name__ == "__main__":` guard needed), spawned on a GPU (vLLM's default, overlaps scheduling)."""
     lora: Literal["auto", "serve", "merge"] = "auto"
     """Adapters of a training run: `serve` the last one with a LoRARequest (earlier ones merged),
     `merge` all into a temporary checkpoint, or `auto` (serve where the platform supports LoRA)."""

@@ -10,10 +10,10 @@ This is the only module in align that imports vllm.
   would otherwise reserve that fraction of *all* RAM); on a GPU `gpu_memory_utilization` applies.
 - Seeds: each prompt's request gets its own seed (`sampling.seed` + prompt index), so a prompt's
   samples do not depend on how vLLM happened to batch it with others.
-- Processes: by default the engine core runs in this process (`vllm.multiprocessing: false`), the
-  fastest setting measured on 2 CPU cores. With `vllm.multiprocessing: true` (vLLM's own default)
-  engine processes are spawned, so a script that starts the engine needs an
-  `if __name__ == "__main__":` guard (`align` and `python -m align` have one).
+- Processes: on a CPU the engine core runs in this process by default, the fastest setting measured
+  on 2 cores; on a GPU vLLM's own default (engine processes spawned) is kept. With spawned processes
+  a script that starts the engine needs an `if __name__ == "__main__":` guard (`align` and
+  `python -m align` have one).
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ class VllmEngine:
 
     def __init__(self, source: ModelSource, tokenizer, dtype: str, settings: VllmSettings, max_model_len: int,
                  seed: int = 0, trust_remote_code: bool = False):
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if settings.multiprocessing else "0"
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        multiprocessing = settings.multiprocessing if settings.multiprocessing is not None else not on_cpu
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocessing else "0"
         # vLLM logs every start-up step at INFO; align logs the start itself. VLLM_LOGGING_LEVEL=INFO restores them.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
@@ -47,39 +51,43 @@ class VllmEngine:
             os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.cpu_reserved)
         else:
             os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
-        from vllm import LLM
-        from vllm.platforms import current_platform
 
         self._tmp: Path | None = None
         self.lora_request = None
-        on_cpu = current_platform.is_cpu()
-        model_dir, adapter = self._weights(source, settings, dtype, trust_remote_code)
-        kwargs = dict(
-            model=str(model_dir),
-            tokenizer=str(source.tokenizer_dir),
-            dtype=dtype,
-            seed=seed,
-            max_model_len=max_model_len,
-            max_num_seqs=settings.max_num_seqs,
-            enforce_eager=settings.enforce_eager,
-            trust_remote_code=trust_remote_code,
-        )
-        if on_cpu:
-            kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib * 2**30
-        else:
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-        if adapter is not None:
-            from vllm.lora.request import LoRARequest
+        try:
+            model_dir, adapter = self._weights(source, settings, dtype, trust_remote_code)
+            kwargs = dict(
+                model=str(model_dir),
+                tokenizer=str(source.tokenizer_dir),
+                dtype=dtype,
+                seed=seed,
+                max_model_len=max_model_len,
+                max_num_seqs=settings.max_num_seqs,
+                enforce_eager=settings.enforce_eager,
+                trust_remote_code=trust_remote_code,
+            )
+            if on_cpu:
+                kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib * 2**30
+            else:
+                kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+            if adapter is not None:
+                from vllm.lora.request import LoRARequest
 
-            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
-            self.lora_request = LoRARequest("policy", 1, str(adapter))
+                kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
+                self.lora_request = LoRARequest("policy", 1, str(adapter))
+        except BaseException:
+            self._remove_tmp()
+            raise
         self.details = {
             "vllm_version": _vllm_version(),
             "platform": "cpu" if on_cpu else current_platform.device_name,
             "lora": "served" if adapter is not None else "merged" if self._tmp else "none",
             "engine_args": {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")},
+            "multiprocessing": multiprocessing,
         }
         log.info("starting vLLM (%s, %s, lora %s)", self.details["platform"], dtype, self.details["lora"])
+        from vllm import LLM
+
         try:
             self.llm = LLM(**kwargs)
         except BaseException:
