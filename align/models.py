@@ -299,6 +299,10 @@ def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, **kwarg
         transformers.logging.set_verbosity(verbosity)
     for adapter in source.adapters:
         model = merge_adapter(model, adapter)
+    if source.adapters:
+        # Loading an adapter for merging freezes the base weights; the merged model is a fresh
+        # starting point whose weights full fine-tuning must be able to train.
+        model.requires_grad_(True)
     return model
 
 

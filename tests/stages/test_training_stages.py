@@ -135,3 +135,12 @@ def test_dpo_learns_an_easy_preference(tiny_model, tmp_path):
     acc = m["metrics"]["test_rewards/accuracies"]
     assert acc >= 0.9, f"held-out DPO reward accuracy {acc} on an easy preference"
     assert m["metrics"]["test_rewards/margins"] > 0
+
+
+def test_full_fine_tuning_from_an_adapter_run_trains_every_weight(chain, tmp_path):
+    """A model with an earlier stage's adapter merged in must come back trainable (peft freezes it)."""
+    m = reward.run(load_config(reward.Config, None, [
+        f"model={chain['sft']['path']}", f"data.train={chain['data']}", "lora.enabled=false",
+        f"runs_dir={tmp_path}", *FAST]))
+    params = m["notes"]["parameters"]
+    assert params["trainable_params"] == params["total_params"] > 0
