@@ -49,23 +49,10 @@ def compare_with_reward_model(
 
 
 def greedy_replies(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy replies with left padding (a decoder continues from the right end of each row)."""
-    import torch
-    from tqdm.auto import tqdm
+    """Greedy replies of an in-memory policy through the hf rollout engine."""
+    from align.rollout import SamplingSettings, encode_prompts
+    from align.rollout.hf_engine import HFEngine
 
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    replies: list[str] = []
-    try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc="generating", unit="batch", leave=False):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                     for p in prompts[start:start + batch_size]]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with torch.inference_mode():
-                out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-            new = out[:, batch["input_ids"].shape[1]:]
-            replies.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-    return replies
+    engine = HFEngine(None, tokenizer, batch_size=batch_size, model=model)
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=max_new_tokens)
+    return [c[0].text.strip() for c in engine.generate(encode_prompts(tokenizer, prompts), greedy)]

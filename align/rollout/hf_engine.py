@@ -24,10 +24,12 @@ class HFEngine:
     name = "hf"
 
     def __init__(self, source: ModelSource, tokenizer, dtype: str = "float32", batch_size: int = 64,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, model=None):
+        """Loads the policy from `source`, or uses `model` when given (an in-memory policy being
+        trained or evaluated, e.g. by the DPO stage)."""
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.model = load_policy(source, dtype, trust_remote_code).eval()
+        self.model = (model if model is not None else load_policy(source, dtype, trust_remote_code)).eval()
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = sorted({*eos, tokenizer.eos_token_id} - {None})
