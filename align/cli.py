@@ -48,15 +48,20 @@ COMMANDS: dict[str, Command] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    return run_guarded(lambda: dispatch(argv))
+
+
+def run_guarded(action, interrupted_hint: str = "") -> int:
+    """Run `action` with align's logging and its exit codes (also used by recipes)."""
     setup_logging()
     handle_termination()
     try:
-        return dispatch(argv)
+        return action()
     except AlignError as exc:
         print(f"align: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("align: interrupted; no run directory was left half-written", file=sys.stderr)
+        print(f"align: interrupted; no run directory was left half-written{interrupted_hint}", file=sys.stderr)
         return 130
     except Exception:
         log.exception("unexpected failure")

@@ -46,7 +46,7 @@ PREFERENCES = "preferences.jsonl"
 
 
 @dataclass
-class Config:
+class Config(runs.RunOutput):
     dataset: str = ""
     """Argilla dataset to pull from."""
     template: str = "pairwise"
@@ -57,10 +57,6 @@ class Config:
     """Build the run from the journal alone, without contacting Argilla (e.g. after the dataset was deleted)."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
-    runs_dir: str = "runs"
-    """Where the run directory is written."""
-    name: str | None = None
-    """Run directory name (default: annotate-pull-<time>)."""
 
 
 def run(cfg: Config) -> dict[str, Any]:

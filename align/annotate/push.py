@@ -37,7 +37,7 @@ RECORDS = "records.jsonl"
 
 
 @dataclass
-class Config:
+class Config(runs.RunOutput):
     pairs: str = ""
     """Candidate pairs: an `align pairs` run, a pairs JSONL, or a preference file (chosen/rejected -> 2 candidates)."""
     dataset: str = ""
@@ -56,10 +56,6 @@ class Config:
     """Format of a preference-file input (auto, conversational, hh-rlhf, ...); ignored for pairs."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
-    runs_dir: str = "runs"
-    """Where the run directory is written."""
-    name: str | None = None
-    """Run directory name (default: annotate-push-<time>)."""
 
     def __post_init__(self):
         if self.annotators_per_record < 1:

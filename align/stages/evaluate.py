@@ -42,7 +42,7 @@ class EvalDataConfig:
 
 
 @dataclass
-class Config(ModelLoading):
+class Config(runs.RunOutput, ModelLoading):
     """`align evaluate reward` settings."""
 
     reward_model: str = ""
@@ -53,10 +53,6 @@ class Config(ModelLoading):
     """Token budget per conversation; longer ones keep their last max_length tokens."""
     batch_size: int = 8
     """Scoring batch size."""
-    runs_dir: str = "runs"
-    """Where run directories are written."""
-    name: str | None = None
-    """Run directory name."""
 
 
 def run(cfg: Config) -> dict:

@@ -25,9 +25,10 @@ from pathlib import Path
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
+from align.core.training import ModelLoading
 from align.data.prompts import load_prompts
 from align.data.records import write_jsonl
-from align.models import Dtype, load_tokenizer, resolve_model
+from align.models import load_tokenizer, resolve_model
 from align.rollout import (
     EngineName,
     SamplingSettings,
@@ -44,7 +45,7 @@ GENERATIONS = "generations.jsonl"
 
 
 @dataclass
-class Config:
+class Config(runs.RunOutput, ModelLoading):
     """Config of `align generate`."""
 
     prompts: str = ""
@@ -59,18 +60,10 @@ class Config:
     """auto (vLLM when it imports, else hf) | vllm | hf."""
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     """Sampling settings, recorded in the manifest."""
-    dtype: Dtype = "float32"
-    """Weights dtype. float32 on CPUs without bf16 units (bf16 is ~5x slower there); bfloat16 on GPUs."""
     batch_size: int = 64
     """hf engine: sequences (prompts x n) per generate call."""
     vllm: VllmSettings = field(default_factory=VllmSettings)
     """vLLM engine settings (KV cache, threads, LoRA serving)."""
-    trust_remote_code: bool = False
-    """Run model code shipped with a checkpoint. Off unless you trust its source."""
-    runs_dir: str = "runs"
-    """Where run directories are written."""
-    name: str | None = None
-    """Run directory name (default: generate-<timestamp>-<random>)."""
 
     def __post_init__(self):
         if self.batch_size < 1:

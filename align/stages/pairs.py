@@ -32,7 +32,7 @@ PAIRS = "pairs.jsonl"
 
 
 @dataclass
-class Config:
+class Config(runs.RunOutput):
     """Config of `align pairs`."""
 
     generations: str = ""
@@ -41,10 +41,6 @@ class Config:
     """random | least_sure (smallest reward gap; needs scores) | best_vs_worst (needs scores)."""
     seed: int = 0
     """Seed of the random choices (which pair, and which response is shown as A)."""
-    runs_dir: str = "runs"
-    """Where run directories are written."""
-    name: str | None = None
-    """Run directory name (default: pairs-<timestamp>-<random>)."""
 
 
 def run(cfg: Config) -> dict:

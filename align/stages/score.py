@@ -17,8 +17,9 @@ from pathlib import Path
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
+from align.core.training import ModelLoading
 from align.data.records import write_jsonl
-from align.models import Dtype, load_reward_model, load_tokenizer, resolve_model
+from align.models import load_reward_model, load_tokenizer, resolve_model
 from align.scoring import reward_scores
 from align.stages.generate import GENERATIONS
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Config:
+class Config(runs.RunOutput, ModelLoading):
     """Config of `align score`."""
 
     generations: str = ""
@@ -37,14 +38,6 @@ class Config:
     """Conversations per forward pass."""
     max_length: int | None = None
     """Cut longer conversations from the left (keeping the reply); unset keeps them whole."""
-    dtype: Dtype = "float32"
-    """Weights dtype."""
-    trust_remote_code: bool = False
-    """Run model code shipped with a checkpoint. Off unless you trust its source."""
-    runs_dir: str = "runs"
-    """Where run directories are written."""
-    name: str | None = None
-    """Run directory name (default: score-<timestamp>-<random>)."""
 
     def __post_init__(self):
         if self.batch_size < 1:

@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from align.cli import handle_termination, setup_logging
+from align.cli import run_guarded
 from align.core import runs
 from align.core.config import load_config
 from align.core.errors import AlignError
@@ -31,23 +31,17 @@ log = logging.getLogger("align.recipes.hh_harmless")
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    handle_termination()
     parser = argparse.ArgumentParser(prog="python -m recipes.hh_harmless.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", default="runs", help="where the pipeline directory is created")
     parser.add_argument("--resume", help="an earlier pipeline directory: complete stages are reused")
     parser.add_argument("overrides", nargs="*", metavar="STAGE.key=value")
     args = parser.parse_args(argv)
-    try:
-        summary = run_pipeline(args.runs_dir, args.resume, args.overrides)
-    except AlignError as exc:
-        print(f"align: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("align: interrupted; complete stages are kept, resume with --resume", file=sys.stderr)
-        return 130
-    print_summary(summary)
-    return 0
+
+    def pipeline() -> int:
+        print_summary(run_pipeline(args.runs_dir, args.resume, args.overrides))
+        return 0
+
+    return run_guarded(pipeline, interrupted_hint="; complete stages are kept: rerun with --resume")
 
 
 def run_pipeline(runs_dir: str, resume: str | None, overrides: list[str]) -> dict:
