@@ -23,6 +23,7 @@ Formats read (chosen with `format:`, or detected from the first record's fields)
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
@@ -98,7 +99,7 @@ def load_preference_pairs(
     report = {"records_read": 0, "pairs": 0, "ties_or_no_majority": 0, "identical_dropped": 0}
     rows: list[dict[str, Any]] = []
     first_identical = None
-    for where, rec in _chain([first], records):
+    for where, rec in itertools.chain([first], records):
         report["records_read"] += 1
         for row in convert(rec, where, cols, report):
             if row["chosen"] is None or row["rejected"] is None:
@@ -269,11 +270,6 @@ def _text(messages: list[dict[str, str]]) -> str:
 def _why(report: dict[str, int]) -> str:
     reasons = [f"{v} {k.replace('_', ' ')}" for k, v in report.items() if k not in ("records_read", "pairs") and v]
     return ", ".join(reasons) or "no pairs in the records"
-
-
-def _chain(first, rest):
-    yield from first
-    yield from rest
 
 
 def pair_key(row: dict[str, Any]) -> str:
