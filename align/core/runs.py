@@ -62,7 +62,13 @@ class RunOutput:
     """Run directory name (default: <stage>-<timestamp>-<random>)."""
 
 
-_SECRET_KEY = re.compile(r"(api_?key|token|password|secret)", re.IGNORECASE)
+# Whole key names only: `max_new_tokens`, `pad_token` or `stop_token_ids` are settings a run must keep
+# (a scrubbed config.yaml would not re-run), while api keys, passwords and credential tokens are not.
+_SECRET_KEY = re.compile(
+    r"^(?:\w*_)?(?:api_?key|secret_?key|password|passwd|secret)$"
+    r"|^(?:(?:hf|hub|api|auth|access|refresh|bearer|push_to_hub|github|wandb)_)?token$",
+    re.IGNORECASE,
+)
 
 
 class Run:

@@ -108,3 +108,15 @@ def test_directory_hash_depends_on_content_and_names(tmp_path):
     h2 = runs.hash_path(d)
     (d / "a").rename(d / "b")
     assert len({h1, h2, runs.hash_path(d)}) == 3
+
+
+def test_only_secret_keys_are_scrubbed_not_settings_that_mention_tokens(tmp_path):
+    config = {"reward_eval": {"max_new_tokens": 48}, "sampling": {"max_tokens": 64, "stop_token_ids": [2]},
+              "training": {"hub_token": "hf_abc", "pad_token": "<pad>"}, "hf_token": "hf_xyz",
+              "argilla": {"api_key": "k1", "ARGILLA_API_KEY": "k2", "access_token": "t"}, "db_password": "pw"}
+    scrubbed = runs.scrub_secrets(config)
+    assert scrubbed["reward_eval"] == {"max_new_tokens": 48}
+    assert scrubbed["sampling"] == {"max_tokens": 64, "stop_token_ids": [2]}
+    assert scrubbed["training"] == {"hub_token": "***", "pad_token": "<pad>"}
+    assert scrubbed["hf_token"] == "***" and scrubbed["db_password"] == "***"
+    assert set(scrubbed["argilla"].values()) == {"***"}
