@@ -80,20 +80,90 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
     """`cls` (a TRL config) from align's defaults, then the user's `training:` section over them.
 
     Built before the run directory exists, so a rejected value fails before anything is written;
-    the stage points `output_dir` into its run afterwards (`bind_output_dir`).
+    the stage points `output_dir` into its run afterwards (`bind_output_dir`). TRL's config classes
+    check only some values when constructed; others (a negative learning rate, an optimizer beta of
+    2, a batch size of 0, scheduler arguments) fail only when the trainer builds its optimizer or
+    starts its loop. So the user's values are type-checked against the config's annotations, and the
+    optimizer and scheduler are built here once on a one-element parameter: whatever TRL or torch
+    rejects becomes an AlignError naming the `training.` key that caused it.
     """
     check_passthrough(section, cls, "training", RESERVED_TRAINING_ARGS)
-    kwargs = {"bf16": _bf16_available(), **defaults, **section}
-    kwargs.update(
-        output_dir="unset-align-sets-this",
-        report_to=[],
-        save_strategy="no",  # align saves the final model itself, into the run directory
-        include_num_input_tokens_seen="all",
-    )
+    _check_types(cls, section)
+
+    def build(user: dict[str, Any]):
+        kwargs = {"bf16": _bf16_available(), **defaults, **user}
+        kwargs.update(
+            output_dir="unset-align-sets-this",
+            report_to=[],
+            save_strategy="no",  # align saves the final model itself, into the run directory
+            include_num_input_tokens_seen="all",
+        )
+        args = cls(**kwargs)
+        _build_optimization(args)
+        return args
+
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise AlignError(f"training arguments rejected by {cls.__name__}: {str(exc).splitlines()[0]}") from None
+        return build(section)
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        key = _culprit(build, section)
+        what = f"training.{key}={section[key]}" if key else "the training arguments"
+        raise AlignError(f"{what} is not accepted by TRL's {cls.__name__} or the optimizer it sets up: {reason}") from None
+
+
+# Counts the trainer divides by or batches with; TRL's configs accept 0 and fail inside the loop.
+_POSITIVE_COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+# Optimizers built from torch/transformers alone; others (bitsandbytes, GaLore, ...) need packages
+# or the real model to build, so they are left to the trainer.
+_CHECKABLE_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "sgd", "adagrad", "rmsprop", "adafactor"}
+
+
+def _build_optimization(args) -> None:
+    """Build the optimizer and LR scheduler the trainer will build, on a one-element parameter."""
+    import torch
+    from transformers import Trainer
+    from transformers.optimization import get_scheduler
+
+    for name in _POSITIVE_COUNTS:
+        value = getattr(args, name, 1)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if str(getattr(args.optim, "value", args.optim)) not in _CHECKABLE_OPTIMIZERS:
+        return
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    optimizer_kwargs.pop("fused", None)  # a device choice, not a value to check; the probe is on the CPU
+    optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **optimizer_kwargs)
+    steps = 100
+    get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(steps),
+        num_training_steps=steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+
+
+def _culprit(build, section: dict[str, Any]) -> str | None:
+    """The user key whose removal (back to align's or TRL's default) makes `build` succeed."""
+    for key in section:
+        try:
+            build({k: v for k, v in section.items() if k != key})
+        except Exception:
+            continue
+        return key
+    return None
+
+
+def _check_types(cls: type, section: dict[str, Any]) -> None:
+    """Each user value against the config field's annotation (TRL's dataclasses do not check types)."""
+    import typing
+
+    from align.core.config import coerce
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: leave the values to TRL
+        return
+    for key, value in section.items():
+        if key in hints:
+            coerce(hints[key], value, f"training.{key}")
 
 
 def _bf16_available() -> bool:
