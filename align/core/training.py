@@ -21,7 +21,9 @@ from align.core.errors import AlignError
 log = logging.getLogger(__name__)
 
 # Arguments align sets itself; a user setting them in `training:` gets an error, not a silent override.
-RESERVED_TRAINING_ARGS = {"output_dir", "logging_dir", "report_to", "save_strategy", "push_to_hub"}
+RESERVED_TRAINING_ARGS = {"output_dir", "save_strategy", "push_to_hub"}
+# Where TensorBoard's event files go inside a run (`training.report_to: [tensorboard]`).
+TENSORBOARD_DIR = "tensorboard"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 
@@ -91,10 +93,10 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
     _check_types(cls, section)
 
     def build(user: dict[str, Any]):
-        kwargs = {"bf16": _bf16_available(), **defaults, **user}
+        # No tracker unless `training.report_to` names one; metrics.jsonl is written either way.
+        kwargs = {"bf16": _bf16_available(), "report_to": [], **defaults, **user}
         kwargs.update(
             output_dir="unset-align-sets-this",
-            report_to=[],
             save_strategy="no",  # align saves the final model itself, into the run directory
             include_num_input_tokens_seen="all",
         )
@@ -178,11 +180,12 @@ def bind_output_dir(args, run) -> None:
     args.output_dir = str(Path(run.path) / "trainer")
 
 
-def step_logger(run, metric_names: dict[str, str]):
+def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None):
     """A transformers callback: one log line per logging step, and the same numbers in metrics.jsonl.
 
     `metric_names` maps a trainer log key to the short label shown in the line (e.g.
-    {"rewards/accuracies": "acc"}).
+    {"rewards/accuracies": "acc"}). `callbacks` (the trainer's list) is searched for trackers when
+    training begins, to record them in the manifest.
     """
     from transformers import TrainerCallback
 
@@ -194,6 +197,10 @@ def step_logger(run, metric_names: dict[str, str]):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = self.last_time = time.time()
+            # This callback comes after the trackers' own, so their runs exist by now.
+            trackers = tracker_records(callbacks or [])
+            if trackers:
+                run.notes["trackers"] = trackers
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or self.start is None:
@@ -223,7 +230,11 @@ def step_logger(run, metric_names: dict[str, str]):
 
 
 def attach_logging(trainer, run, metric_names: dict[str, str]) -> None:
-    """Our one-line-per-step log instead of the trainer's printed dicts; its progress bar (ETA) stays."""
+    """Our one-line-per-step log instead of the trainer's printed dicts; its progress bar (ETA) stays.
+
+    Trackers named in `training.report_to` keep their own callbacks; TensorBoard writes into the
+    run (`tensorboard/`), and each tracker's name and run id or log dir go into the manifest's notes.
+    """
     from transformers.trainer_callback import ProgressCallback
 
     class BarOnly(ProgressCallback):
@@ -233,7 +244,40 @@ def attach_logging(trainer, run, metric_names: dict[str, str]) -> None:
     trainer.remove_callback(ProgressCallback)
     if not trainer.args.disable_tqdm:
         trainer.add_callback(BarOnly)
-    trainer.add_callback(step_logger(run, metric_names))
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback":
+            # transformers would write under output_dir, the trainer scratch align removes.
+            callback.logging_dir = str(Path(run.path) / TENSORBOARD_DIR)
+    trainer.add_callback(step_logger(run, metric_names, trainer.callback_handler.callbacks))
+
+
+def tracker_records(callbacks) -> dict[str, dict[str, Any]]:
+    """Name and run id or local directory of each tracker callback (TensorBoard, W&B, MLflow, ...)."""
+    records: dict[str, dict[str, Any]] = {}
+    for callback in callbacks:
+        name = type(callback).__name__
+        if not name.endswith("Callback") or name in _OWN_CALLBACKS:
+            continue
+        tracker = name.removesuffix("Callback").lower()
+        if tracker == "tensorboard":
+            records[tracker] = {"log_dir": TENSORBOARD_DIR}
+        elif tracker == "wandb":
+            import wandb
+
+            records[tracker] = {"run_id": wandb.run.id, "project": wandb.run.project, "url": wandb.run.url} if wandb.run else {}
+        elif tracker == "mlflow":
+            import mlflow
+
+            active = mlflow.active_run()
+            records[tracker] = {"run_id": active.info.run_id if active else None, "tracking_uri": mlflow.get_tracking_uri()}
+        else:
+            records[tracker] = {}
+    return records
+
+
+# The trainer's own callbacks (and align's); anything else in the list is a tracker from report_to.
+_OWN_CALLBACKS = {"DefaultFlowCallback", "ProgressCallback", "PrinterCallback", "BarOnly", "StepLogger",
+                  "EarlyStoppingCallback"}
 
 
 def format_seconds(seconds: float) -> str:
