@@ -103,13 +103,35 @@ def _resolve_run(path: Path, trust_remote_code: bool) -> ModelSource:
     task = out.get("task", "causal_lm")
     record = runs.describe_input(path)
     if out.get("format") == "adapter":
-        base_ref = out.get("base")
-        if not base_ref:
-            raise AlignError(f"run {path}: adapter output does not name its base model in the manifest")
+        base_ref = _adapter_base(path, out)
         base = resolve_model(base_ref, trust_remote_code)
         return ModelSource(str(path), base.base_dir, [*base.adapters, model_dir], record, task)
     _check_hf_dir(model_dir)
     return ModelSource(str(path), model_dir, [], record, task)
+
+
+def _adapter_base(path: Path, out: dict[str, Any]) -> str:
+    """The base an adapter run was trained on: a run beside it (found by its relative path first,
+    so moved pipelines load), else the recorded reference (absolute path, `embedded` or hub id)."""
+    base_ref = out.get("base")
+    if not base_ref:
+        raise AlignError(f"run {path}: adapter output does not name its base model in the manifest")
+    if not out.get("base_run"):
+        return base_ref
+    candidates = [path / out["base_run"], Path(base_ref)]
+    found = next((c for c in candidates if runs.is_run(c)), None)
+    if found is None:
+        raise AlignError(
+            f"run {path} is an adapter on run {out['base_run']} (relative to it; originally {base_ref}), "
+            "which is not there; copy or move runs together with the runs they were trained from"
+        )
+    expected = out.get("base_manifest_sha256")
+    if expected and runs.hash_file(found / runs.MANIFEST) != expected:
+        raise AlignError(
+            f"run {path} was trained on a base run whose manifest hash was {expected[:12]}, but {found} "
+            "has a different manifest; it is not the run this adapter was trained on"
+        )
+    return str(os.path.normpath(found))
 
 
 def _check_hf_dir(path: Path) -> None:
@@ -313,7 +335,13 @@ def peft_config(lora: LoraConfig, task_type: str):
 def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, task: str) -> None:
     """Declare a run's `model` output so later stages (and `resolve_model`) can load it."""
     if lora.enabled:
-        run.add_output(runs.MODEL_DIR, model_dir, format="adapter", base=source.stable_ref, task=task)
+        base: dict[str, Any] = {"base": source.stable_ref}
+        if source.record.get("kind") == "run":
+            # Relative to this run, so a pipeline directory copied or moved elsewhere still loads;
+            # the absolute path and the base manifest's hash stay for the record (and are checked).
+            base["base_run"] = os.path.relpath(Path(source.ref).resolve(), Path(run.final_path).resolve())
+            base["base_manifest_sha256"] = source.record.get("sha256")
+        run.add_output(runs.MODEL_DIR, model_dir, format="adapter", task=task, **base)
     else:
         run.add_output(runs.MODEL_DIR, model_dir, format="full", task=task)
 
