@@ -120,3 +120,74 @@ def test_only_secret_keys_are_scrubbed_not_settings_that_mention_tokens(tmp_path
     assert scrubbed["training"] == {"hub_token": "***", "pad_token": "<pad>"}
     assert scrubbed["hf_token"] == "***" and scrubbed["db_password"] == "***"
     assert set(scrubbed["argilla"].values()) == {"***"}
+
+
+def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, easy_pairs, tmp_path, caplog):
+    """A real `align sft` killed with SIGKILL mid-training leaves its partial dir; the next run removes
+    it, and leaves alone a live stage's partial dir and one without an owner file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    runs_dir = tmp_path / "runs"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def start_sft(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "align", "sft", f"model={tiny_model}", f"data.train={easy_pairs}",
+             "data.format=preference-chosen", "max_length=64", "training.max_steps=100000",
+             "training.logging_steps=1", f"runs_dir={runs_dir}", f"name={name}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for_training(proc: subprocess.Popen, name: str) -> Path:
+        partial = runs_dir / f".{name}.partial-{proc.pid}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = partial / runs.METRICS
+            if metrics.exists() and metrics.read_text().strip():
+                return partial
+            assert proc.poll() is None, "the stage ended before it was killed"
+            time.sleep(0.2)
+        raise AssertionError("training did not start in 120 s")
+
+    killed, alive = start_sft("killed"), start_sft("alive")
+    try:
+        killed_dir = wait_for_training(killed, "killed")
+        alive_dir = wait_for_training(alive, "alive")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert killed_dir.exists()  # SIGKILL gives no chance to clean up
+        foreign = runs_dir / ".multi.partial"
+        foreign.mkdir()  # no owner file: whose it is cannot be known, so it stays
+        (foreign / "weights.bin").write_bytes(b"x")
+        caplog.set_level("INFO", logger="align.core.runs")
+        with runs.new_run("sft", {}, runs_dir, "next") as run:
+            runs.finish(run)
+        assert not killed_dir.exists()
+        assert alive_dir.exists() and foreign.exists()
+        assert f"left by process {killed.pid}" in caplog.text
+    finally:
+        for proc in (killed, alive):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_writers_partial_dir(tmp_path):
+    import os
+
+    stale = tmp_path / ".old.partial-1"
+    stale.mkdir()
+    # This process's pid is alive, but a process started at another time wrote the directory.
+    (stale / runs.OWNER).write_text(json.dumps({"host": __import__("platform").node(), "pid": os.getppid(),
+                                                "started": "1"}))
+    assert runs.remove_stale_partials(tmp_path) == [stale]
+    assert not stale.exists()
+    with runs.new_run("sft", {}, tmp_path, "done") as run:
+        assert (run.path / runs.OWNER).exists()
+        runs.finish(run)
+    assert not (tmp_path / "done" / runs.OWNER).exists()
