@@ -192,11 +192,19 @@ def embedded_model_dir() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from tqdm.auto import tqdm
+
     start = time.time()
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    # One bar over the conversion's steps (elapsed and ETA); transformers adds its own per-tensor bar
+    # inside the dequantising step.
+    steps = tqdm(total=3, desc=f"converting {EMBEDDED_NAME} from GGUF", unit="step")
     try:
+        steps.set_postfix_str("reading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        steps.update()
+        steps.set_postfix_str("dequantising the weights")
         # dequantize=True: transformers 5 otherwise keeps packed weights that cannot be saved or trained.
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
@@ -204,8 +212,12 @@ def embedded_model_dir() -> Path:
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
             model.hf_quantizer = None
+        steps.update()
+        steps.set_postfix_str("writing safetensors")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        steps.update()
+        steps.set_postfix_str("done")
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # another process won the race; theirs is as good as ours
             shutil.rmtree(tmp, ignore_errors=True)
@@ -214,6 +226,8 @@ def embedded_model_dir() -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        steps.close()
     log.info("embedded model ready at %s (%.0f s)", target, time.time() - start)
     return target
 

@@ -50,3 +50,15 @@ def test_a_different_run_in_the_base_place_is_refused(chain):
     (chain / "1-sft" / runs.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(AlignError, match="not the run this adapter was trained on"):
         resolve_model(str(chain / "3-dpo"))
+
+
+@pytest.mark.slow
+def test_converting_the_embedded_model_shows_progress(tmp_path, monkeypatch, capsys):
+    """The one-off GGUF -> Hugging Face conversion (~35 s) shows a bar over its steps."""
+    from align.models import embedded_model_dir
+
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path))
+    path = embedded_model_dir()
+    err = capsys.readouterr().err
+    assert (path / "model.safetensors").exists() and str(path).startswith(str(tmp_path))
+    assert "converting SmolLM2-135M-Instruct from GGUF" in err and "3/3" in err, err[-2000:]

@@ -383,34 +383,56 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
 
 # -- hashing and versions -------------------------------------------------------------------------
 
-def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+# Hashing more than this many bytes (model weights) shows a progress bar in bytes.
+HASH_PROGRESS_BYTES = 100 * 1024 * 1024
+
+
+def hash_file(path: str | Path, chunk: int = 1 << 20, progress=None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+            if progress is not None:
+                progress.update(len(block))
     return h.hexdigest()
 
 
 def hash_path(path: str | Path) -> str:
     """sha256 of a file, or of a directory as the sorted (relative path, file hash) list."""
     path = Path(path)
-    if path.is_file():
-        return _cached_file_hash(path)
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(file.relative_to(path)).encode() + b"\0" + _cached_file_hash(file).encode() + b"\n")
-    return h.hexdigest()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    todo = sum(f.stat().st_size for f in files if _hash_cache_key(f) not in _HASH_CACHE)
+    progress = None
+    if todo > HASH_PROGRESS_BYTES:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=todo, desc=f"hashing {path.name}", unit="B", unit_scale=True, unit_divisor=1024,
+                        leave=False)
+    try:
+        if path.is_file():
+            return _cached_file_hash(path, progress)
+        h = hashlib.sha256()
+        for file in files:
+            h.update(str(file.relative_to(path)).encode() + b"\0" + _cached_file_hash(file, progress).encode() + b"\n")
+        return h.hexdigest()
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def _cached_file_hash(path: Path) -> str:
+def _hash_cache_key(path: Path) -> tuple[str, int, int]:
     # Model weights are hashed by several stages in one process; (path, size, mtime) is a safe key.
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _cached_file_hash(path: Path, progress=None) -> str:
+    key = _hash_cache_key(path)
     if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = hash_file(path)
+        _HASH_CACHE[key] = hash_file(path, progress=progress)
     return _HASH_CACHE[key]
 
 

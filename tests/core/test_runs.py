@@ -191,3 +191,20 @@ def test_a_reused_pid_does_not_keep_a_dead_writers_partial_dir(tmp_path):
         assert (run.path / runs.OWNER).exists()
         runs.finish(run)
     assert not (tmp_path / "done" / runs.OWNER).exists()
+
+
+def test_hashing_large_files_shows_a_byte_progress_bar(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "a.safetensors").write_bytes(b"a" * 3000)
+    (d / "b.safetensors").write_bytes(b"b" * 2000)
+    small = tmp_path / "small.txt"
+    small.write_text("x")
+    monkeypatch.setattr(runs, "HASH_PROGRESS_BYTES", 4000)
+    runs.hash_path(small)
+    assert "hashing" not in capsys.readouterr().err
+    digest = runs.hash_path(d)
+    err = capsys.readouterr().err
+    assert "hashing model" in err and "4.88k" in err, err  # 5,000 bytes in KiB
+    # Already hashed (same size and mtime): no bar, same digest.
+    assert runs.hash_path(d) == digest and "hashing" not in capsys.readouterr().err
