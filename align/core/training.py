@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 # Arguments align sets itself; a user setting them in `training:` gets an error, not a silent override.
 RESERVED_TRAINING_ARGS = {"output_dir", "save_strategy", "push_to_hub"}
+# Arguments the trainers accept but align's stages cannot honour, with the reason given to the user.
+UNSUPPORTED_TRAINING_ARGS = {
+    "eval_strategy": "align measures the held-out split itself after training (data.test or "
+                     "data.test_fraction); the trainer is given no eval dataset",
+}
 # Where TensorBoard's event files go inside a run (`training.report_to: [tensorboard]`).
 TENSORBOARD_DIR = "tensorboard"
 
@@ -90,6 +95,9 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
     rejects becomes an AlignError naming the `training.` key that caused it.
     """
     check_passthrough(section, cls, "training", RESERVED_TRAINING_ARGS)
+    for key, reason in UNSUPPORTED_TRAINING_ARGS.items():
+        if section.get(key, "no") not in ("no", None):
+            raise AlignError(f"'training.{key}={section[key]}' is not supported: {reason}; remove it")
     _check_types(cls, section)
 
     def build(user: dict[str, Any]):
