@@ -121,8 +121,10 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
         raise AlignError(f"{what} is not accepted by TRL's {cls.__name__} or the optimizer it sets up: {reason}") from None
 
 
-# Counts the trainer divides by or batches with; TRL's configs accept 0 and fail inside the loop.
-_POSITIVE_COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+# Counts TRL's configs accept out of range and the trainer then fails on inside its loop (the data
+# loader, or a division by the accumulation steps): name -> smallest valid value.
+_COUNT_MINIMUMS = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+                   "gradient_accumulation_steps": 1, "dataloader_num_workers": 0}
 # Optimizers built from torch/transformers alone; others (bitsandbytes, GaLore, ...) need packages
 # or the real model to build, so they are left to the trainer.
 _CHECKABLE_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "sgd", "adagrad", "rmsprop", "adafactor"}
@@ -134,10 +136,10 @@ def _build_optimization(args) -> None:
     from transformers import Trainer
     from transformers.optimization import get_scheduler
 
-    for name in _POSITIVE_COUNTS:
-        value = getattr(args, name, 1)
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    for name, minimum in _COUNT_MINIMUMS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
     if str(getattr(args.optim, "value", args.optim)) not in _CHECKABLE_OPTIMIZERS:
         return
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)

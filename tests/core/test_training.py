@@ -20,6 +20,7 @@ from align.cli import main
     ("sft", "training.max_steps=abc", "training.max_steps"),
     ("reward", "training.lr_scheduler_kwargs={foo: 1}", "training.lr_scheduler_kwargs"),
     ("reward", "training.eval_strategy=steps", "training.eval_strategy"),
+    ("sft", "training.dataloader_num_workers=-1", "training.dataloader_num_workers"),
 ])
 def test_rejected_training_values_exit_2_naming_the_key(stage, override, key, tiny_model, easy_pairs, tmp_path, capsys):
     data = [f"data.train={easy_pairs}"] + (["data.format=preference-chosen"] if stage == "sft" else [])
