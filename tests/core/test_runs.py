@@ -154,10 +154,16 @@ def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, e
             time.sleep(0.2)
         raise AssertionError("training did not start in 120 s")
 
-    killed, alive = start_sft("killed"), start_sft("alive")
+    killed = start_sft("killed")
+    # A live writer: a process holding a run open (only align.core imported, so it starts fast).
+    alive = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom align.core import runs\n"
+         f"with runs.new_run('sft', {{}}, {str(runs_dir)!r}, 'alive') as run:\n"
+         "    print(run.path, flush=True)\n    time.sleep(600)\n"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
+        alive_dir = Path(alive.stdout.readline().strip())
         killed_dir = wait_for_training(killed, "killed")
-        alive_dir = wait_for_training(alive, "alive")
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert killed_dir.exists()  # SIGKILL gives no chance to clean up
