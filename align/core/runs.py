@@ -232,7 +232,7 @@ def _agree(name: str, world_size: int) -> str:
 # -- partial directories of stages that died --------------------------------------------------------
 
 OWNER = ".align-owner.json"
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial(?:-(?P<pid>\d+))?$")
+_PARTIAL = re.compile(r"^\..+\.partial(?:-\d+)?$")  # single-process runs add -<pid>
 
 
 def _write_owner(path: Path) -> None:
