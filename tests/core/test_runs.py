@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -108,3 +109,108 @@ def test_directory_hash_depends_on_content_and_names(tmp_path):
     h2 = runs.hash_path(d)
     (d / "a").rename(d / "b")
     assert len({h1, h2, runs.hash_path(d)}) == 3
+
+
+def test_only_secret_keys_are_scrubbed_not_settings_that_mention_tokens(tmp_path):
+    config = {"reward_eval": {"max_new_tokens": 48}, "sampling": {"max_tokens": 64, "stop_token_ids": [2]},
+              "training": {"hub_token": "hf_abc", "pad_token": "<pad>"}, "hf_token": "hf_xyz",
+              "argilla": {"api_key": "k1", "ARGILLA_API_KEY": "k2", "access_token": "t"}, "db_password": "pw"}
+    scrubbed = runs.scrub_secrets(config)
+    assert scrubbed["reward_eval"] == {"max_new_tokens": 48}
+    assert scrubbed["sampling"] == {"max_tokens": 64, "stop_token_ids": [2]}
+    assert scrubbed["training"] == {"hub_token": "***", "pad_token": "<pad>"}
+    assert scrubbed["hf_token"] == "***" and scrubbed["db_password"] == "***"
+    assert set(scrubbed["argilla"].values()) == {"***"}
+
+
+def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, easy_pairs, tmp_path, caplog):
+    """A real `align sft` killed with SIGKILL mid-training leaves its partial dir; the next run removes
+    it, and leaves alone a live stage's partial dir and one without an owner file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    runs_dir = tmp_path / "runs"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def start_sft(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "align", "sft", f"model={tiny_model}", f"data.train={easy_pairs}",
+             "data.format=preference-chosen", "max_length=64", "training.max_steps=100000",
+             "training.logging_steps=1", f"runs_dir={runs_dir}", f"name={name}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait_for_training(proc: subprocess.Popen, name: str) -> Path:
+        partial = runs_dir / f".{name}.partial-{proc.pid}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            metrics = partial / runs.METRICS
+            if metrics.exists() and metrics.read_text().strip():
+                return partial
+            assert proc.poll() is None, "the stage ended before it was killed"
+            time.sleep(0.2)
+        raise AssertionError("training did not start in 120 s")
+
+    killed = start_sft("killed")
+    # A live writer: a process holding a run open (only align.core imported, so it starts fast).
+    alive = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom align.core import runs\n"
+         f"with runs.new_run('sft', {{}}, {str(runs_dir)!r}, 'alive') as run:\n"
+         "    print(run.path, flush=True)\n    time.sleep(600)\n"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        alive_dir = Path(alive.stdout.readline().strip())
+        killed_dir = wait_for_training(killed, "killed")
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert killed_dir.exists()  # SIGKILL gives no chance to clean up
+        foreign = runs_dir / ".multi.partial"
+        foreign.mkdir()  # no owner file: whose it is cannot be known, so it stays
+        (foreign / "weights.bin").write_bytes(b"x")
+        caplog.set_level("INFO", logger="align.core.runs")
+        with runs.new_run("sft", {}, runs_dir, "next") as run:
+            runs.finish(run)
+        assert not killed_dir.exists()
+        assert alive_dir.exists() and foreign.exists()
+        assert f"left by process {killed.pid}" in caplog.text
+    finally:
+        for proc in (killed, alive):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process start times come from Linux /proc")
+def test_a_reused_pid_does_not_keep_a_dead_writers_partial_dir(tmp_path):
+
+    stale = tmp_path / ".old.partial-1"
+    stale.mkdir()
+    # This process's pid is alive, but a process started at another time wrote the directory.
+    (stale / runs.OWNER).write_text(json.dumps({"host": __import__("platform").node(), "pid": os.getppid(),
+                                                "started": "1"}))
+    assert runs.remove_stale_partials(tmp_path) == [stale]
+    assert not stale.exists()
+    with runs.new_run("sft", {}, tmp_path, "done") as run:
+        assert (run.path / runs.OWNER).exists()
+        runs.finish(run)
+    assert not (tmp_path / "done" / runs.OWNER).exists()
+
+
+def test_hashing_large_files_shows_a_byte_progress_bar(tmp_path, monkeypatch, capsys):
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "a.safetensors").write_bytes(b"a" * 3000)
+    (d / "b.safetensors").write_bytes(b"b" * 2000)
+    small = tmp_path / "small.txt"
+    small.write_text("x")
+    monkeypatch.setattr(runs, "HASH_PROGRESS_BYTES", 4000)
+    runs.hash_path(small)
+    assert "hashing" not in capsys.readouterr().err
+    digest = runs.hash_path(d)
+    err = capsys.readouterr().err
+    assert "hashing model" in err and "4.88k" in err, err  # 5,000 bytes in KiB
+    # Already hashed (same size and mtime): no bar, same digest.
+    assert runs.hash_path(d) == digest and "hashing" not in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from align.core import runs
 from recipes.hh_harmless import run as recipe
@@ -33,6 +34,30 @@ def test_recipe_runs_sft_reward_dpo_and_resumes(tiny_model, shared_data, tmp_pat
     assert code == 0
     again = json.loads((pipeline / "summary.json").read_text())
     assert again["runs"] == summary["runs"] and again["wall_time_s"] == summary["wall_time_s"]
+    capsys.readouterr()
+
+    # A changed setting is not answered with the old run: exit 2 naming the key and both values.
+    code = recipe.main(["--resume", str(pipeline), f"all.model={tiny_model}", *SMALL, "reward.training.max_steps=3"])
+    err = capsys.readouterr().err
+    assert code == 2 and "reward in" in err and "training.max_steps=2 in the run, 3 now" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+    # A moved pipeline resumes from its new place (paths inside it compare relative to it).
+    moved = tmp_path / "moved" / pipeline.name
+    shutil.copytree(pipeline, moved)
+    assert recipe.main(["--resume", str(moved), f"all.model={tiny_model}", *SMALL]) == 0
+    assert json.loads((moved / "summary.json").read_text())["wall_time_s"] == summary["wall_time_s"]
+
+    # A stage trained on an earlier run that was replaced since is not reused.
+    sft_manifest = moved / "1-sft" / runs.MANIFEST
+    sft_manifest.write_text(sft_manifest.read_text().replace('"stage": "sft"', '"stage": "sft", "edited": true'))
+    assert recipe.main(["--resume", str(moved), f"all.model={tiny_model}", *SMALL]) == 2
+    assert "reward in" in capsys.readouterr().err
+
+    # Nor is one downstream of a stage that would be trained again; nothing trains.
+    shutil.rmtree(pipeline / "2-reward")
+    assert recipe.main(["--resume", str(pipeline), f"all.model={tiny_model}", *SMALL]) == 2
+    assert "dpo in" in capsys.readouterr().err and not (pipeline / "2-reward").exists()
 
 
 def test_recipe_rejects_an_override_without_a_stage(capsys):

@@ -1,0 +1,35 @@
+"""The file generation runs hand over: `generations.jsonl`, written by `align generate` (and, with
+scores added, by `align score`), read by `align score` and `align pairs`.
+
+It lives here, below the stages, so stages share it without importing one another.
+"""
+
+from __future__ import annotations
+
+import json
+
+from align.core import runs
+from align.core.errors import AlignError
+
+GENERATIONS = "generations.jsonl"
+
+
+def read_generations(path: str) -> tuple[dict, list[dict]]:
+    """The manifest and rows of a generation (or score) run, checked."""
+    manifest = runs.read_manifest(path)
+    file = runs.output_path(path, manifest, "generations")
+    rows = []
+    with open(file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AlignError(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
+                raise AlignError(f"{file}:{lineno}: a generation row needs 'prompt' (messages) and 'responses' (list)")
+            rows.append(row)
+    if not rows:
+        raise AlignError(f"{file}: the generation run has no rows")
+    return manifest, rows

@@ -1,0 +1,42 @@
+"""Training arguments TRL, transformers or torch would reject fail before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+
+from align.cli import main
+
+
+@pytest.mark.parametrize("stage, override, key", [
+    ("sft", "training.learning_rate=-1", "training.learning_rate"),
+    ("reward", "training.learning_rate=-1", "training.learning_rate"),
+    ("dpo", "training.learning_rate=-1", "training.learning_rate"),
+    ("sft", "training.lr_scheduler_type=cosin", "training.lr_scheduler_type"),
+    ("reward", "training.warmup_steps=-3", "training.warmup_steps"),
+    ("dpo", "training.adam_beta1=2", "training.adam_beta1"),
+    ("sft", "training.adam_epsilon=-1", "training.adam_epsilon"),
+    ("reward", "training.per_device_train_batch_size=0", "training.per_device_train_batch_size"),
+    ("dpo", "training.gradient_accumulation_steps=0", "training.gradient_accumulation_steps"),
+    ("sft", "training.max_steps=abc", "training.max_steps"),
+    ("reward", "training.lr_scheduler_kwargs={foo: 1}", "training.lr_scheduler_kwargs"),
+    ("reward", "training.eval_strategy=steps", "training.eval_strategy"),
+    ("sft", "training.dataloader_num_workers=-1", "training.dataloader_num_workers"),
+])
+def test_rejected_training_values_exit_2_naming_the_key(stage, override, key, tiny_model, easy_pairs, tmp_path, capsys):
+    data = [f"data.train={easy_pairs}"] + (["data.format=preference-chosen"] if stage == "sft" else [])
+    code = main([stage, f"model={tiny_model}", *data, "max_length=64", "training.max_steps=1",
+                 override, f"runs_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("align: error: ") and key in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_valid_non_default_optimizer_settings_still_pass():
+    from trl import SFTConfig
+
+    from align.core.training import training_arguments
+
+    args = training_arguments(SFTConfig, {"optim": "sgd", "learning_rate": 0.1, "lr_scheduler_type": "constant",
+                                          "warmup_steps": 0.1, "max_steps": 3}, {})
+    assert args.optim == "sgd" and args.learning_rate == 0.1
