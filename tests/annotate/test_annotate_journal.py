@@ -32,14 +32,16 @@ def test_append_after_a_cut_last_line_heals_it(tmp_path, caplog):
     path = tmp_path / "journal.jsonl"
     Journal(path).append([response(1), response(2), response(3)])
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 25])  # a crash in the middle of the third line
+    cut = data[: len(data) - 25]  # a crash in the middle of the third line
+    path.write_bytes(cut)
     torn = Journal(path)
     assert sorted(torn.responses) == [("r1", "u1"), ("r2", "u1")]
     with caplog.at_level(logging.WARNING, logger="align.annotate.journal"):
         torn.append([response(4)])
-    assert "removing a cut last line" in caplog.text
     healed = Journal(path)  # before the fix this raised: line 3 was the torn one merged with the new one
     assert sorted(healed.responses) == [("r1", "u1"), ("r2", "u1"), ("r4", "u1")]
+    torn_bytes = len(cut) - (cut.rfind(b"\n") + 1)
+    assert f"removing a cut last line ({torn_bytes} bytes" in caplog.text
     assert all(json.loads(line) for line in path.read_text().splitlines())
     assert path.read_bytes().endswith(b"\n")
 
@@ -159,7 +161,7 @@ def test_withdrawn_responses_stop_counting_and_the_journal_keeps_them(argilla, t
     journal_dir = tmp_path / "journal"
     first, rows = _pull(argilla, tmp_path, "withdrawals", journal_dir)
     assert [rows[r["external_id"]]["n_votes"] for r in records] == [2, 2, 2]
-    assert "pulling 'withdrawals'" in capsys.readouterr().err  # the progress bar
+    progress = capsys.readouterr().err
 
     r0, r1, r2 = records
     alice.update(answers[(r0["id"], "alice")]["id"], status="draft", preference="B")  # back to draft
@@ -167,11 +169,11 @@ def test_withdrawn_responses_stop_counting_and_the_journal_keeps_them(argilla, t
     with argilla.owner() as conn:
         conn.request("DELETE", f"/api/v1/records/{r2['id']}")  # record deleted
     second, rows = _pull(argilla, tmp_path, "withdrawals", journal_dir)
-    assert second["metrics"]["responses_withdrawn"] == 4
-    assert set(rows) == {r0["external_id"], r1["external_id"]}
     assert [v["annotator"] for v in rows[r0["external_id"]]["votes"]] == ["bob"]
     assert [v["annotator"] for v in rows[r1["external_id"]]["votes"]] == ["alice"]
     assert rows[r0["external_id"]]["counts"] == {"a": 1, "b": 0, "tie": 0} and rows[r0["external_id"]]["n_votes"] == 1
+    assert set(rows) == {r0["external_id"], r1["external_id"]}
+    assert second["metrics"]["responses_withdrawn"] == 4
 
     [path] = journal_dir.glob("*/align/withdrawals-*/journal.jsonl")
     history = [json.loads(line) for line in path.read_text().splitlines()]
@@ -190,3 +192,4 @@ def test_withdrawn_responses_stop_counting_and_the_journal_keeps_them(argilla, t
     third, rows = _pull(argilla, tmp_path, "withdrawals", journal_dir)
     assert third["metrics"]["responses_journaled"] == 1 and third["metrics"]["responses_withdrawn"] == 0
     assert sorted(v["annotator"] for v in rows[r0["external_id"]]["votes"]) == ["alice", "bob"]
+    assert "pulling 'withdrawals'" in progress and "3/3" in progress  # the progress bar, with counts

@@ -190,19 +190,21 @@ def test_labels_survive_a_deleted_dataset(argilla, tmp_path):
 
 
 def test_push_with_other_guidelines_replaces_them_and_records_both(argilla, labelled, tmp_path):
-    from align.annotate.template import GUIDELINES_DIR, text_hash
+    from align.annotate.template import GUIDELINES_DIR
 
     brand_voice, safety = ((GUIDELINES_DIR / f"{n}.md").read_text().strip() for n in ("brand_voice", "safety"))
-    assert server_dataset(argilla, "roundtrip")["guidelines"] == brand_voice
+    assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == brand_voice
     m = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="safety",
                              argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
-    assert server_dataset(argilla, "roundtrip")["guidelines"] == safety  # what annotators now see
+    assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == safety  # what annotators now see
+    from align.annotate.template import text_hash
+
     assert m["notes"]["guidelines_sha256"] == text_hash(safety)
     assert m["notes"]["guidelines_replaced_sha256"] == text_hash(brand_voice)
     assert m["metrics"]["records_new"] == 0
     again = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="brand_voice",
                                  argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
-    assert server_dataset(argilla, "roundtrip")["guidelines"] == brand_voice
+    assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == brand_voice
     same = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="brand_voice",
                                 argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
     assert "guidelines_replaced_sha256" in again["notes"] and "guidelines_replaced_sha256" not in same["notes"]
@@ -284,6 +286,24 @@ def test_team_invite_creates_users_once_and_keeps_passwords_private(argilla, tmp
 
     token = httpx.post(f"{argilla.api_url}/api/v1/token", data={"username": "carol", "password": saved["password:carol"]})
     assert token.status_code == 201
+
+
+def test_team_passwords_live_under_the_server_home(argilla, tmp_path, monkeypatch, capsys):
+    import stat
+
+    from align.annotate import team
+
+    home, cache = tmp_path / "server-home", tmp_path / "cache"
+    monkeypatch.setenv("ALIGN_ARGILLA_HOME", str(home))
+    monkeypatch.setenv("ALIGN_CACHE", str(cache))
+    spec = tmp_path / "team.yaml"
+    spec.write_text("workspace: home-ws\nannotators: [hana]\n")
+    assert team.main([str(spec), "--credentials", str(argilla.credentials)]) == 0
+    passwords = home / "team-home-ws.json"
+    assert "password:hana" in json.loads(passwords.read_text())
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600 and stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert not cache.exists()
+    assert str(passwords) in capsys.readouterr().out
 
 
 def test_pull_before_any_label_says_so_and_writes_no_run(argilla, tmp_path):
