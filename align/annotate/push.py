@@ -113,7 +113,7 @@ def run(cfg: Config) -> dict[str, Any]:
                              for r in new[i: i + UPSERT_BATCH]]
                     # An upsert by record id: sending a batch twice leaves the same records, so it may be retried.
                     conn.call(f"PUT records of '{cfg.dataset}'",
-                              lambda: ds.records.log(batch, user_id=owner_id, batch_size=UPSERT_BATCH))
+                              lambda: ds.records.log(batch, user_id=owner_id, batch_size=len(batch)))
                     bar.update(len(batch))
             log.info("pushed %d new records to '%s'", len(new), cfg.dataset)
         seconds = time.time() - start

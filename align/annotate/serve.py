@@ -82,11 +82,11 @@ def run(cfg: Config) -> dict[str, Any]:
     state["redis_pid"] = _wait_pidfile(home / "redis.pid")
     write_state(home, state)
     try:
-        for step in (["database", "migrate"], ["create-owner", str(local.credentials_path(home))]):
-            done = subprocess.run([python, str(LAUNCHER), *step], env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-                raise AlignError(f"argilla-server `{' '.join(step[:2])}` failed in {home}:\n{tail}")
+        done = subprocess.run([python, str(LAUNCHER), "init", str(local.credentials_path(home))], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+            raise AlignError(f"argilla-server database migration or owner creation failed in {home}:\n{tail}")
         state["server_pid"] = _spawn(python, ["start", "--host", "127.0.0.1", "--port", str(cfg.port),
                                               "--no-access-log"], env, home / "server.log")
         if cfg.worker:

@@ -116,9 +116,10 @@ class Annotator:
         import httpx
 
         self.username = username
-        token = httpx.post(f"{api_url}/api/v1/token", data={"username": username, "password": password})
+        token = httpx.post(f"{api_url}/api/v1/token", data={"username": username, "password": password}, timeout=60)
         token.raise_for_status()
-        self.http = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        self.http = httpx.Client(base_url=api_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {token.json()['access_token']}"})
 
     def respond(self, argilla_record_id: str, status: str = "submitted", **answers) -> dict:
         """Answer by *shown* position (preference A/B/tie) as an annotator would; `values` always present."""
