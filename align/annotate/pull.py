@@ -149,13 +149,12 @@ def fetch_into_journal(cfg: Config, notes: dict[str, Any]) -> tuple[Journal, dic
         active: dict[str, dict[str, dict[str, Any]]] = {}
         for (rid, user), resp in journal.active().items():
             active.setdefault(rid, {})[user] = resp
-        total = conn.call("GET progress", ds.progress).get("total")
         page: list[dict[str, Any]] = []
         page_records: set[str] = set()
         seen_records: set[str] = set()
-        bar = tqdm(total=total, desc=f"pulling '{cfg.dataset}'", unit="record", mininterval=1.0)
+        bar = tqdm(desc=f"pulling '{cfg.dataset}'", unit="record", mininterval=1.0)
         try:
-            for record in conn.records(dataset_id, responses=True):
+            for record in conn.records(dataset_id, responses=True, bar=bar):
                 seen += 1
                 bar.update(1)
                 rid = record.get("external_id") or record["id"]

@@ -18,9 +18,11 @@ Argilla stays unreachable (nothing is written locally then).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,8 @@ def run(cfg: Config) -> dict[str, Any]:
         if new:
             rg = sdk()
             owner_id = conn.client.me.id  # log() would otherwise ask the server once per batch
-            with tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar:
+            with tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar, \
+                    _without_sdk_bar():
                 for i in range(0, len(new), UPSERT_BATCH):
                     batch = [rg.Record(id=r["external_id"], fields=r["fields"], metadata=r["metadata"])
                              for r in new[i: i + UPSERT_BATCH]]
@@ -214,6 +217,19 @@ def _preference_rows(path, fmt):
             "source": Path(path).name.split(".")[0],
             "where": f"{path}:pair {i + 1}",
         }
+
+
+@contextmanager
+def _without_sdk_bar():
+    """`records.log` draws a bar of its own per call (counting batches of one); align's counts records."""
+    from argilla.records import _dataset_records
+
+    real = _dataset_records.tqdm
+    _dataset_records.tqdm = functools.partial(real, disable=True)
+    try:
+        yield
+    finally:
+        _dataset_records.tqdm = real
 
 
 def _chain(first, rest):

@@ -193,3 +193,19 @@ def test_withdrawn_responses_stop_counting_and_the_journal_keeps_them(argilla, t
     assert third["metrics"]["responses_journaled"] == 1 and third["metrics"]["responses_withdrawn"] == 0
     assert sorted(v["annotator"] for v in rows[r0["external_id"]]["votes"]) == ["alice", "bob"]
     assert "pulling 'withdrawals'" in progress and "3/3" in progress  # the progress bar, with counts
+
+
+def test_offline_pull_asks_which_journal_when_a_dataset_name_was_reused(tmp_path):
+    url = "http://10.0.0.9:6900"
+    ids = [DATASET_ID, DATASET_ID.replace("0b7c", "2222")]
+    for i, dataset_id in enumerate(ids):
+        record = {"kind": "record", "record_id": f"r{i}", "argilla_id": "x", "metadata": {"shown_as_a": "a"},
+                  "fields": {"prompt": [{"role": "user", "content": f"Q{i}"}], "response_a": "yes", "response_b": "no"}}
+        Journal(journal_path(tmp_path / "j", url, "align", "reused", dataset_id)).append([record, response(i)])
+    cfg = dict(dataset="reused", journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"), offline=True,
+               argilla=pull.ArgillaConfig(api_url=url))
+    with pytest.raises(AlignError, match=f"2 journals .* choose one with dataset_id= one of {ids[0]}, {ids[1]}"):
+        pull.run(pull.Config(**cfg))
+    m = pull.run(pull.Config(**cfg, dataset_id=ids[1]))
+    rows = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
+    assert [r["record_id"] for r in rows] == ["r1"] and m["notes"]["dataset_id"] == ids[1]
