@@ -83,7 +83,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
     with connect(cfg.argilla) as conn:
         ds = conn.find_dataset(cfg.dataset, cfg.argilla.workspace)
-        guidelines_before = None
+        guidelines_before, replaced = None, False
         if ds is None or ds._model.status == "draft":
             ds = templates.create_dataset(conn, cfg.dataset, cfg.argilla.workspace, tpl, guidelines,
                                           cfg.annotators_per_record)
@@ -91,9 +91,10 @@ def run(cfg: Config) -> dict[str, Any]:
         else:
             templates.check_dataset(ds, tpl)
             guidelines_before = ds.settings.guidelines
-            if guidelines_before != guidelines:
+            if (guidelines_before or "").strip() != guidelines:  # datasets made before may keep a final newline
                 # Annotators must see what the run records: the new guidelines replace the old ones.
                 templates.update_guidelines(conn, ds, guidelines)
+                replaced = True
                 log.warning("dataset '%s': guidelines replaced by '%s' (sha256 %s, were %s); annotators see the new "
                             "ones from their next page load", cfg.dataset, cfg.guidelines,
                             templates.text_hash(guidelines), templates.text_hash(guidelines_before))
@@ -108,7 +109,7 @@ def run(cfg: Config) -> dict[str, Any]:
         start = time.time()
         if new:
             rg = sdk()
-            owner_id = conn.client.me.id  # log() would otherwise ask the server once per batch
+            owner_id = conn.call("GET /api/v1/me", lambda: conn.client.me.id)  # log() would ask once per batch
             with tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar, \
                     _without_sdk_bar():
                 for i in range(0, len(new), UPSERT_BATCH):
@@ -132,7 +133,7 @@ def run(cfg: Config) -> dict[str, Any]:
         run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
                            "dataset_id": dataset_id, "template": str(tpl.path),
                            "guidelines_sha256": templates.text_hash(guidelines)})
-        if guidelines_before is not None and guidelines_before != guidelines:
+        if replaced:
             run_.notes["guidelines_replaced_sha256"] = templates.text_hash(guidelines_before)
         run_.metrics.update({
             **report,
