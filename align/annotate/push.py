@@ -50,7 +50,7 @@ class Config(runs.RunOutput):
     template: str = "pairwise"
     """Dataset template: a name in align/annotate/templates/ (pairwise) or a YAML path."""
     guidelines: str = "safety"
-    """Guidelines shown to annotators: a name in align/annotate/guidelines/ (safety, brand_voice) or a Markdown path. Pushing to an existing dataset with other guidelines replaces them there."""
+    """Guidelines shown to annotators (safety, brand_voice, or a Markdown path); replace an existing dataset's if they differ."""
     annotators_per_record: int = 2
     """Submitted responses needed before a record counts as complete (Argilla task distribution); 2+ measures agreement."""
     round: int = 1

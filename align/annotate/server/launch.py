@@ -2,9 +2,9 @@
 
 Run with the server venv's python (`align annotate serve` does this):
 
-    .venv-argilla-server/bin/python align/annotate/server/launch.py start --host 127.0.0.1 --port 6900
-    .venv-argilla-server/bin/python align/annotate/server/launch.py create-owner CREDENTIALS.json
-    .venv-argilla-server/bin/python align/annotate/server/launch.py init CREDENTIALS.json
+    $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py start --host 127.0.0.1 --port 6900
+    $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py create-owner CREDENTIALS.json
+    $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py init CREDENTIALS.json
 
 Every argilla-server command works (`database migrate`, `worker`, ...). `create-owner` adds the owner
 user from a credentials file, so the password and API key never appear on a command line; `init`
