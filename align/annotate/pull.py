@@ -111,6 +111,11 @@ def offline_journal(cfg: Config, api_url: str) -> Path:
     if cfg.dataset_id:
         found = [p for p in found if p.parent.name.endswith(cfg.dataset_id)]
     where = f"{_journal_dir(cfg)} for dataset '{cfg.dataset}' of workspace '{cfg.argilla.workspace}' at {api_url}"
+    legacy = _journal_dir(cfg) / cfg.argilla.workspace / cfg.dataset / "journal.jsonl"
+    if not found and not cfg.dataset_id and legacy.exists():  # kept by align before journals were per server
+        log.warning("offline pull: using %s, a journal from before journals were kept per server and dataset id",
+                    legacy)
+        return legacy
     if not found:
         raise AlignError(f"offline pull: no journal in {where}"
                          + (f" with dataset_id={cfg.dataset_id}" if cfg.dataset_id else "")

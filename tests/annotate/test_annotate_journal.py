@@ -209,3 +209,14 @@ def test_offline_pull_asks_which_journal_when_a_dataset_name_was_reused(tmp_path
     m = pull.run(pull.Config(**cfg, dataset_id=ids[1]))
     rows = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
     assert [r["record_id"] for r in rows] == ["r1"] and m["notes"]["dataset_id"] == ids[1]
+
+
+def test_offline_pull_reads_a_journal_from_before_journals_were_per_server(tmp_path):
+    record = {"kind": "record", "record_id": "r1", "argilla_id": "x", "metadata": {"shown_as_a": "b"},
+              "fields": {"prompt": [{"role": "user", "content": "Q"}], "response_a": "yes", "response_b": "no"}}
+    Journal(tmp_path / "j" / "align" / "old-round" / "journal.jsonl").append([record, response(1)])
+    m = pull.run(pull.Config(dataset="old-round", journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"),
+                             offline=True, argilla=pull.ArgillaConfig(api_url="http://10.0.0.9:6900")))
+    [row] = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
+    # the vote is for shown A, which was candidate b
+    assert row["majority"] == "b" and row["response_b"] == "yes" and row["chosen"][0]["content"] == "yes"
