@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what the local Argilla server needs (idempotent; seconds when already done):
-#   - .venv-argilla-server: argilla-server 2.8.0 in its own venv (it pins fastapi/pydantic/typer
-#     versions that must not meet the training stack);
+#   - argilla-server 2.8.0 in its own venv (it pins fastapi/pydantic/typer versions that must not
+#     meet the training stack), at $ALIGN_ARGILLA_SERVER_VENV, else <align cache>/argilla-server-venv
+#     (~/.cache/align/argilla-server-venv): where `align annotate serve` looks, installed or not;
 #   - redis-server from Debian (started by `align annotate serve` on loopback, never as a service).
 # Usage: scripts/setup-argilla-server.sh [--with-browser]   (--with-browser adds Debian's chromium
 # for the screenshot test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${ALIGN_ARGILLA_SERVER_VENV:-.venv-argilla-server}
+VENV=${ALIGN_ARGILLA_SERVER_VENV:-${ALIGN_CACHE:-$HOME/.cache/align}/argilla-server-venv}
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
@@ -26,6 +27,7 @@ stamp_hash=$(sha1sum scripts/setup-argilla-server.sh | cut -c1-16)
 stamp="$VENV/.align-argilla-server-$stamp_hash"
 if [ -f "$stamp" ]; then exit 0; fi
 echo "[argilla-server] creating $VENV (about 90 s)" >&2
+mkdir -p "$(dirname "$VENV")"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 # click<8.2: with newer click every argilla-server CLI command fails ("Secondary flag is not valid
 # for non-boolean flag"). huggingface_hub<1 and datasets<4 are what argilla-server 2.8 was built against.

@@ -6,6 +6,7 @@
     <home>/*.log              server, worker and Redis logs
 
 `<home>` is $ALIGN_ARGILLA_HOME, else `<align cache>/argilla-server` ($ALIGN_CACHE or ~/.cache/align).
+The server's own virtual environment is $ALIGN_ARGILLA_SERVER_VENV, else `<align cache>/argilla-server-venv`.
 """
 
 from __future__ import annotations
@@ -32,13 +33,31 @@ def default_home() -> Path:
     return Path(os.environ.get("ALIGN_ARGILLA_HOME") or cache_root() / "argilla-server")
 
 
+def server_venv() -> Path:
+    """The argilla-server virtual environment: $ALIGN_ARGILLA_SERVER_VENV, else <align cache>/argilla-server-venv
+    (where `make argilla-server` / scripts/setup-argilla-server.sh create it). Never looked up in the
+    source tree, so an installed (non-editable) align finds it too."""
+    return Path(os.environ.get("ALIGN_ARGILLA_SERVER_VENV") or cache_root() / "argilla-server-venv").expanduser()
+
+
+def private_dirs(folder: Path) -> None:
+    """Create `folder` and its missing parents with mode 0700 (they hold labels, names and secrets)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
 def credentials_path(home: str | Path | None = None) -> Path:
     return Path(home or default_home()) / CREDENTIALS
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON readable by the owner only (0600 from the start: never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

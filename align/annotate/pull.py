@@ -1,11 +1,14 @@
 """Pull submitted labels into a preference run: `align annotate pull dataset=NAME`.
 
-Order of work: (1) page through the dataset's records with their responses and append every new
-submitted or discarded response (and each record's content, once) to the local journal, fsynced per
-page, before anything else; (2) build one row per record from the whole journal, so labels pulled
-earlier count even if the dataset has since been deleted (`offline=true` skips step 1); (3) write the
-run. If Argilla stops answering in (1), the pull fails with a ServiceError after the retry window,
-the journal keeps what was read, and no run is written; the next pull reads on from there.
+Order of work: (1) page through the dataset's records with their responses and journal every change
+since the last pull (new or changed submitted/discarded responses, each record's content once, and a
+`withdrawn` line for a journaled response that is back to draft or deleted on the server), fsynced per
+batch, before anything else; (2) build one row per record from the journal's current state, which
+after (1) is the server's current state; (3) write the run. If Argilla stops answering in (1), the
+pull fails with a ServiceError after the retry window, the journal keeps what was read, and no run is
+written; the next pull reads on from there. `offline=true` skips (1): the run is built from the
+journal's latest state (e.g. after the dataset was deleted). The journal is kept per server and
+dataset id (see journal.py).
 
 Rows of `preferences.jsonl` (the canonical preference row plus the annotation):
 
@@ -27,13 +30,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from align.annotate import template as templates
-from align.annotate.connection import ArgillaConfig, connect
-from align.annotate.journal import Journal, journal_path
+from align.annotate.connection import ArgillaConfig, connect, resolve_url
+from align.annotate.journal import Journal, find_journals, journal_path
 from align.annotate.local import cache_root
 from align.annotate.votes import aggregate, krippendorff_alpha, pairwise_agreement, vote_from_answers
 from align.core import runs
@@ -43,6 +49,7 @@ from align.core.errors import AlignError
 log = logging.getLogger(__name__)
 
 PREFERENCES = "preferences.jsonl"
+JOURNAL_BATCH = 500  # journal lines per append + fsync
 
 
 @dataclass
@@ -55,6 +62,8 @@ class Config(runs.RunOutput):
     """Folder of the local journals (default: <align cache>/annotate, i.e. ~/.cache/align/annotate)."""
     offline: bool = False
     """Build the run from the journal alone, without contacting Argilla (e.g. after the dataset was deleted)."""
+    dataset_id: str = ""
+    """offline=true only: which journal, when a dataset of this name was deleted and created again."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
 
@@ -62,14 +71,18 @@ class Config(runs.RunOutput):
 def run(cfg: Config) -> dict[str, Any]:
     if not cfg.dataset:
         raise AlignError("'dataset' is required: the Argilla dataset to pull labels from")
-    journal = Journal(journal_path(_journal_dir(cfg), cfg.argilla.workspace, cfg.dataset))
-    notes: dict[str, Any] = {"journal": str(journal.path), "dataset": cfg.dataset, "workspace": cfg.argilla.workspace}
+    api_url = resolve_url(cfg.argilla)
+    if not api_url:
+        raise AlignError("no Argilla URL: set ARGILLA_API_URL, argilla.api_url=URL or argilla.credentials=FILE "
+                         "(the journal is kept per server, so even offline=true needs to know which one)")
+    notes: dict[str, Any] = {"dataset": cfg.dataset, "workspace": cfg.argilla.workspace, "api_url": api_url}
     fetched: dict[str, Any] = {}
     if cfg.offline:
-        if not journal.path.exists():
-            raise AlignError(f"offline pull: no journal at {journal.path}; pull once with the server up first")
+        journal = Journal(offline_journal(cfg, api_url))
     else:
-        fetched = fetch_into_journal(cfg, journal, notes)
+        journal, fetched = fetch_into_journal(cfg, notes)
+    notes["journal"] = str(journal.path)
+    notes.setdefault("dataset_id", journal.path.parent.name[len(cfg.dataset) + 1:])
     rows, counts = build_rows(journal)
     if not rows:
         raise AlignError(
@@ -92,32 +105,74 @@ def _journal_dir(cfg: Config) -> Path:
     return Path(cfg.journal_dir).expanduser() if cfg.journal_dir else cache_root() / "annotate"
 
 
-def fetch_into_journal(cfg: Config, journal: Journal, notes: dict[str, Any]) -> dict[str, Any]:
-    """Append every new submitted/discarded response of the dataset to the journal, page by page."""
+def offline_journal(cfg: Config, api_url: str) -> Path:
+    """The journal of `cfg.dataset` on this server, without asking the server which dataset id it is."""
+    found = find_journals(_journal_dir(cfg), api_url, cfg.argilla.workspace, cfg.dataset)
+    if cfg.dataset_id:
+        found = [p for p in found if p.parent.name.endswith(cfg.dataset_id)]
+    where = f"{_journal_dir(cfg)} for dataset '{cfg.dataset}' of workspace '{cfg.argilla.workspace}' at {api_url}"
+    legacy = _journal_dir(cfg) / cfg.argilla.workspace / cfg.dataset / "journal.jsonl"
+    if not found and not cfg.dataset_id and legacy.exists():  # kept by align before journals were per server
+        log.warning("offline pull: using %s, a journal from before journals were kept per server and dataset id",
+                    legacy)
+        return legacy
+    if not found:
+        raise AlignError(f"offline pull: no journal in {where}"
+                         + (f" with dataset_id={cfg.dataset_id}" if cfg.dataset_id else "")
+                         + "; pull once with the server up first")
+    if len(found) > 1:
+        ids = ", ".join(p.parent.name[len(cfg.dataset) + 1:] for p in found)
+        raise AlignError(f"offline pull: {len(found)} journals in {where} (the dataset was deleted and created "
+                         f"again); choose one with dataset_id= one of {ids}")
+    return found[0]
+
+
+def fetch_into_journal(cfg: Config, notes: dict[str, Any]) -> tuple[Journal, dict[str, Any]]:
+    """Journal every change of the dataset's responses since the last pull, a batch at a time.
+
+    New or changed submitted/discarded responses are appended; a journaled response that is now a
+    draft or gone from the server (or whose record is gone) gets a `withdrawn` line, so the run
+    reflects the server's current state while the journal keeps the history.
+    """
     tpl = templates.load_template(cfg.template)
     start = time.time()
-    seen = appended = drafts = 0
+    seen = appended = drafts = withdrawn = 0
     with connect(cfg.argilla) as conn:
         ds = conn.find_dataset(cfg.dataset, cfg.argilla.workspace)
         if ds is None:
-            if journal.path.exists():
+            if find_journals(_journal_dir(cfg), conn.api_url, cfg.argilla.workspace, cfg.dataset):
                 raise AlignError(
                     f"no dataset '{cfg.dataset}' in workspace '{cfg.argilla.workspace}' at {conn.api_url}; the labels "
-                    f"pulled so far are kept in {journal.path}: `align annotate pull dataset={cfg.dataset} "
+                    f"pulled so far are kept in {_journal_dir(cfg)}: `align annotate pull dataset={cfg.dataset} "
                     "offline=true` builds a run from them"
                 )
             conn.dataset(cfg.dataset, cfg.argilla.workspace)  # raises, listing the datasets there are
-        templates.check_dataset(conn, ds, tpl)
-        notes.update({"api_url": conn.api_url, "dataset_id": ds["id"]})
+        templates.check_dataset(ds, tpl)
+        dataset_id = str(ds.id)
+        journal = Journal(journal_path(_journal_dir(cfg), conn.api_url, cfg.argilla.workspace, cfg.dataset, dataset_id))
+        notes.update({"api_url": conn.api_url, "dataset_id": dataset_id})
+        active: dict[str, dict[str, dict[str, Any]]] = {}
+        for (rid, user), resp in journal.active().items():
+            active.setdefault(rid, {})[user] = resp
         page: list[dict[str, Any]] = []
         page_records: set[str] = set()
+        seen_records: set[str] = set()
+        bar = tqdm(desc=f"pulling '{cfg.dataset}'", unit="record", mininterval=1.0)
         try:
-            for record in conn.records(ds["id"], responses=True):
+            for record in conn.records(dataset_id, responses=True, bar=bar):
                 seen += 1
+                bar.update(1)
                 rid = record.get("external_id") or record["id"]
+                seen_records.add(rid)
+                journaled = active.get(rid, {})
+                on_server = set()
                 for resp in record.get("responses") or []:
+                    on_server.add(resp["user_id"])
                     if resp["status"] == "draft":
                         drafts += 1
+                        if resp["user_id"] in journaled:
+                            page.append(_withdrawn(journaled[resp["user_id"]], "back to draft", resp["updated_at"]))
+                            withdrawn += 1
                         continue
                     entry = {
                         "kind": "response", "record_id": rid, "user_id": resp["user_id"],
@@ -132,21 +187,40 @@ def fetch_into_journal(cfg: Config, journal: Journal, notes: dict[str, Any]) -> 
                                      "fields": record["fields"], "metadata": record.get("metadata") or {}})
                     page.append(entry)
                     appended += 1
-                if len(page) >= 500:
+                for user, resp in journaled.items():
+                    if user not in on_server:
+                        page.append(_withdrawn(resp, "response deleted", None))
+                        withdrawn += 1
+                if len(page) >= JOURNAL_BATCH:
                     journal.append(page)
                     page, page_records = [], set()
+            # Only after a complete pass: a record missing from it was deleted from the dataset.
+            for rid in sorted(set(active) - seen_records):
+                for resp in active[rid].values():
+                    page.append(_withdrawn(resp, "record deleted", None))
+                    withdrawn += 1
         finally:  # what was read before a failure is kept
+            bar.close()
             journal.append(page)
     seconds = time.time() - start
-    log.info("read %d records from '%s'; %d new response(s) journaled in %s", seen, cfg.dataset, appended, journal.path)
-    return {"records_read": seen, "responses_journaled": appended, "drafts_ignored": drafts,
-            "pull_records_per_s": round(seen / seconds, 1) if seconds > 0 else None}
+    log.info("pulled '%s': %d records read, %d new or changed response(s), %d withdrawn, %d draft(s) ignored; "
+             "journal %s", cfg.dataset, seen, appended, withdrawn, drafts, journal.path)
+    return journal, {"records_read": seen, "responses_journaled": appended, "responses_withdrawn": withdrawn,
+                     "drafts_ignored": drafts, "pull_records_per_s": round(seen / seconds, 1) if seconds > 0 else None}
+
+
+def _withdrawn(resp: dict[str, Any], why: str, updated_at: str | None) -> dict[str, Any]:
+    """The journal line ending a response that no longer counts (the old line stays as history)."""
+    return {"kind": "response", "record_id": resp["record_id"], "user_id": resp["user_id"],
+            "username": resp["username"], "status": "withdrawn", "values": {}, "updated_at": updated_at,
+            "was": resp["status"], "why": why,
+            "withdrawn_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def build_rows(journal: Journal) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One preference row per journaled record with at least one submitted vote, plus counts."""
     by_record: dict[str, list[dict[str, Any]]] = {}
-    for (rid, _user), resp in journal.responses.items():
+    for (rid, _user), resp in journal.active().items():
         by_record.setdefault(rid, []).append(resp)
     rows = []
     counts = {"records": 0, "records_without_votes": 0, "votes": 0, "discards": 0, "pairs": 0, "ties": 0,

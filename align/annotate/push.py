@@ -7,7 +7,8 @@ demonstrate the loop before generation exists).
 
 What it does, in order: reads and checks every pair (nothing is sent if the input is bad); connects
 and creates the dataset from the template if it does not exist, or checks that an existing one
-matches the template; derives each record's id from its content (prompt, both responses, round) and
+matches the template (and replaces its guidelines if they differ, recording old and new hashes);
+derives each record's id from its content (prompt, both responses, round) and
 sends only records the dataset does not have yet, so pushing twice never duplicates; shows candidate
 b as A on a random half of the records (seeded by the record id; `shown_as_a` in the metadata); then
 writes a run with `records.jsonl` (record id, which candidate is shown as A, input line).
@@ -17,15 +18,19 @@ Argilla stays unreachable (nothing is written locally then).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from align.annotate import template as templates
-from align.annotate.connection import UPSERT_BATCH, ArgillaConfig, connect
+from align.annotate.connection import UPSERT_BATCH, ArgillaConfig, connect, sdk
 from align.annotate.votes import record_id, shown_as_a
 from align.core import runs
 from align.core.config import to_dict
@@ -43,9 +48,9 @@ class Config(runs.RunOutput):
     dataset: str = ""
     """Argilla dataset name (created from the template if missing)."""
     template: str = "pairwise"
-    """Dataset template: a name in annotation/templates/ or a YAML path."""
+    """Dataset template: a name in align/annotate/templates/ (pairwise) or a YAML path."""
     guidelines: str = "safety"
-    """Guidelines shown to annotators: a name in annotation/guidelines/ (safety, brand_voice) or a Markdown path."""
+    """Guidelines shown to annotators (safety, brand_voice, or a Markdown path); replace an existing dataset's if they differ."""
     annotators_per_record: int = 2
     """Submitted responses needed before a record counts as complete (Argilla task distribution); 2+ measures agreement."""
     round: int = 1
@@ -78,25 +83,43 @@ def run(cfg: Config) -> dict[str, Any]:
 
     with connect(cfg.argilla) as conn:
         ds = conn.find_dataset(cfg.dataset, cfg.argilla.workspace)
-        if ds is None or ds["status"] == "draft":
+        guidelines_before, replaced = None, False
+        if ds is None or ds._model.status == "draft":
             ds = templates.create_dataset(conn, cfg.dataset, cfg.argilla.workspace, tpl, guidelines,
                                           cfg.annotators_per_record)
             log.info("created dataset '%s' in workspace '%s' at %s", cfg.dataset, cfg.argilla.workspace, conn.api_url)
         else:
-            templates.check_dataset(conn, ds, tpl)
-            have = ds.get("distribution", {}).get("min_submitted")
+            templates.check_dataset(ds, tpl)
+            guidelines_before = ds.settings.guidelines
+            if (guidelines_before or "").strip() != guidelines:  # datasets made before may keep a final newline
+                # Annotators must see what the run records: the new guidelines replace the old ones.
+                templates.update_guidelines(conn, ds, guidelines)
+                replaced = True
+                log.warning("dataset '%s': guidelines replaced by '%s' (sha256 %s, were %s); annotators see the new "
+                            "ones from their next page load", cfg.dataset, cfg.guidelines,
+                            templates.text_hash(guidelines), templates.text_hash(guidelines_before))
+            have = ds.distribution.min_submitted
             if have != cfg.annotators_per_record:
                 log.warning("dataset '%s' keeps annotators_per_record=%s (set when it was created); change it in "
                             "the Argilla UI (dataset settings) if you meant %d", cfg.dataset, have,
                             cfg.annotators_per_record)
-        existing = {r["external_id"] for r in conn.records(ds["id"], responses=False)}
+        dataset_id = str(ds.id)
+        existing = {r["external_id"] for r in conn.records(dataset_id, responses=False)}
         new = [r for r in unique.values() if r["external_id"] not in existing]
         start = time.time()
-        for i in range(0, len(new), UPSERT_BATCH):
-            batch = new[i: i + UPSERT_BATCH]
-            conn.request("PUT", f"/api/v1/datasets/{ds['id']}/records/bulk",
-                         json={"items": [{k: r[k] for k in ("external_id", "fields", "metadata")} for r in batch]})
-            log.info("pushed %d/%d new records", min(i + UPSERT_BATCH, len(new)), len(new))
+        if new:
+            rg = sdk()
+            owner_id = conn.call("GET /api/v1/me", lambda: conn.client.me.id)  # log() would ask once per batch
+            with tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar, \
+                    _without_sdk_bar():
+                for i in range(0, len(new), UPSERT_BATCH):
+                    batch = [rg.Record(id=r["external_id"], fields=r["fields"], metadata=r["metadata"])
+                             for r in new[i: i + UPSERT_BATCH]]
+                    # An upsert by record id: sending a batch twice leaves the same records, so it may be retried.
+                    conn.call(f"PUT records of '{cfg.dataset}'",
+                              lambda: ds.records.log(batch, user_id=owner_id, batch_size=len(batch)))
+                    bar.update(len(batch))
+            log.info("pushed %d new records to '%s'", len(new), cfg.dataset)
         seconds = time.time() - start
         api_url = conn.api_url
 
@@ -108,7 +131,10 @@ def run(cfg: Config) -> dict[str, Any]:
                                     "round": cfg.round, "input": r["where"]}) + "\n")
         run_.add_output("records", RECORDS)
         run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
-                           "dataset_id": ds["id"], "template": str(tpl.path)})
+                           "dataset_id": dataset_id, "template": str(tpl.path),
+                           "guidelines_sha256": templates.text_hash(guidelines)})
+        if replaced:
+            run_.notes["guidelines_replaced_sha256"] = templates.text_hash(guidelines_before)
         run_.metrics.update({
             **report,
             "records": len(unique),
@@ -119,7 +145,7 @@ def run(cfg: Config) -> dict[str, Any]:
         })
         manifest = runs.finish(run_)
     print(f"pushed {len(new)} new records to '{cfg.dataset}' ({len(unique) - len(new)} were already there); "
-          f"annotators open {api_url}/dataset/{ds['id']}/annotation-mode")
+          f"annotators open {api_url}/dataset/{dataset_id}/annotation-mode")
     return manifest
 
 
@@ -192,6 +218,19 @@ def _preference_rows(path, fmt):
             "source": Path(path).name.split(".")[0],
             "where": f"{path}:pair {i + 1}",
         }
+
+
+@contextmanager
+def _without_sdk_bar():
+    """`records.log` draws a bar of its own per call (counting batches of one); align's counts records."""
+    from argilla.records import _dataset_records
+
+    real = _dataset_records.tqdm
+    _dataset_records.tqdm = functools.partial(real, disable=True)
+    try:
+        yield
+    finally:
+        _dataset_records.tqdm = real
 
 
 def _chain(first, rest):

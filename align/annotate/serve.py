@@ -1,9 +1,10 @@
 """Start a local Argilla for laptops, demos and tests: `align annotate serve`.
 
-Runs the real argilla-server 2.8.0 from its own virtual environment (`make argilla-server` creates
-it), with SQLite for the database, Redis on loopback, and a search engine backed by the server's
-own SQL database (align/annotate/server/sql_engine.py, registered as `align-sql`: Elasticsearch and
-OpenSearch cannot be installed here). The owner's credentials are generated once and kept in
+Runs the real argilla-server 2.8.0 from its own virtual environment ($ALIGN_ARGILLA_SERVER_VENV,
+else ~/.cache/align/argilla-server-venv; `make argilla-server` creates it), with SQLite for the
+database, Redis on loopback, and a search engine backed by the server's own SQL database
+(align/annotate/server/sql_engine.py, registered as `align-sql`: Elasticsearch and OpenSearch cannot
+be installed here). The owner's credentials are generated once and kept in
 `<home>/credentials.json` with mode 0600; they are never printed in full and never written into a
 manifest. Every other `align annotate` command finds them by itself.
 Departures from a production Argilla are listed in sql_engine.py; production runs with
@@ -28,7 +29,6 @@ from align.core.errors import AlignError, ServiceError
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = Path(__file__).resolve().parent / "server" / "launch.py"
 ENGINE_NAME = "align-sql"
 
@@ -42,7 +42,7 @@ class Config:
     redis_port: int = 6390
     """Port of the server's own Redis on 127.0.0.1."""
     server_venv: str = ""
-    """Virtual environment with argilla-server (default $ALIGN_ARGILLA_SERVER_VENV or .venv-argilla-server in the repo)."""
+    """Virtual environment with argilla-server (default $ALIGN_ARGILLA_SERVER_VENV, else ~/.cache/align/argilla-server-venv)."""
     worker: bool = True
     """Also start Argilla's background worker (needed to change a dataset's distribution once it has responses)."""
     wait_seconds: float = 120.0
@@ -70,7 +70,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if _answers(api_url):
         raise AlignError(f"port {cfg.port} is already serving something at {api_url}; choose another with port=N")
 
-    home.mkdir(parents=True, exist_ok=True)
+    local.private_dirs(home)
     os.chmod(home, 0o700)
     creds = local.ensure_credentials(home, api_url)
     env = server_env(home, cfg.redis_port)
@@ -82,11 +82,11 @@ def run(cfg: Config) -> dict[str, Any]:
     state["redis_pid"] = _wait_pidfile(home / "redis.pid")
     write_state(home, state)
     try:
-        for step in (["database", "migrate"], ["create-owner", str(local.credentials_path(home))]):
-            done = subprocess.run([python, str(LAUNCHER), *step], env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
-                raise AlignError(f"argilla-server `{' '.join(step[:2])}` failed in {home}:\n{tail}")
+        done = subprocess.run([python, str(LAUNCHER), "init", str(local.credentials_path(home))], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+            raise AlignError(f"argilla-server database migration or owner creation failed in {home}:\n{tail}")
         state["server_pid"] = _spawn(python, ["start", "--host", "127.0.0.1", "--port", str(cfg.port),
                                               "--no-access-log"], env, home / "server.log")
         if cfg.worker:
@@ -118,11 +118,12 @@ def server_env(home: Path, redis_port: int) -> dict[str, str]:
 
 
 def _server_python(cfg: Config) -> str:
-    venv = Path(cfg.server_venv or os.environ.get("ALIGN_ARGILLA_SERVER_VENV") or REPO / ".venv-argilla-server")
+    venv = Path(cfg.server_venv).expanduser() if cfg.server_venv else local.server_venv()
     python = venv.expanduser() / "bin" / "python"
     if not python.exists():
         raise AlignError(f"no argilla-server environment at {venv}: create it with `make argilla-server` "
-                         "(scripts/setup-argilla-server.sh), or set server_venv=PATH")
+                         "(scripts/setup-argilla-server.sh), or point $ALIGN_ARGILLA_SERVER_VENV or server_venv=PATH "
+                         "at one")
     return str(python)
 
 

@@ -33,11 +33,11 @@ def run(cfg: Config) -> dict[str, Any]:
         raise AlignError("'dataset' is required: the Argilla dataset to report on")
     with connect(cfg.argilla) as conn:
         ds = conn.dataset(cfg.dataset, cfg.argilla.workspace)
-        progress = conn.get(f"/api/v1/datasets/{ds['id']}/progress")
+        progress = conn.call("GET progress", ds.progress)
         annotators: dict[str, dict[str, Any]] = defaultdict(lambda: {"submitted": 0, "discarded": 0, "draft": 0,
                                                                       "matched_majority": 0, "compared": 0})
         units = []
-        for record in conn.records(ds["id"], responses=True):
+        for record in conn.records(str(ds.id), responses=True):
             shown_a = (record.get("metadata") or {}).get("shown_as_a", "a")
             votes = []
             for resp in record.get("responses") or []:
@@ -61,7 +61,7 @@ def run(cfg: Config) -> dict[str, Any]:
     report = {
         "dataset": cfg.dataset,
         "api_url": conn.api_url,
-        "annotators_per_record": ds.get("distribution", {}).get("min_submitted"),
+        "annotators_per_record": ds.distribution.min_submitted,
         "records": progress.get("total", 0),
         "completed": progress.get("completed", 0),
         "pending": progress.get("pending", 0),

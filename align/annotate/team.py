@@ -4,7 +4,9 @@
 
 The file names a workspace and the users to put in it, by role (`annotators`, `admins`). Users that
 do not exist yet are created with a generated password; those passwords are written to a file
-readable by its owner only (never printed), for the annotation lead to hand out. Existing users are
+readable by its owner only (never printed), for the annotation lead to hand out:
+`<server home>/team-<workspace>.json` (the server home is $ALIGN_ARGILLA_HOME, else
+~/.cache/align/argilla-server), or `--passwords FILE`. Existing users are
 only added to the workspace. Connection as for every `align annotate` command (ARGILLA_API_URL /
 ARGILLA_API_KEY, `--credentials`, or the local server); an owner's API key is needed.
 """
@@ -20,7 +22,7 @@ from typing import Any
 import yaml
 
 from align.annotate import local
-from align.annotate.connection import ArgillaConfig, connect
+from align.annotate.connection import ArgillaConfig, connect, sdk
 from align.core.errors import AlignError
 
 ROLES = {"annotators": "annotator", "admins": "admin"}
@@ -44,28 +46,33 @@ def read_team(path: str | Path) -> dict[str, Any]:
 
 
 def invite(team: dict[str, Any], cfg: ArgillaConfig, passwords_file: Path) -> dict[str, Any]:
-    """Create missing users, add everyone to the workspace. Returns {created, added, workspace}."""
-    created: dict[str, str] = {}
+    """Create missing users, add everyone to the workspace. Returns {created, added, workspace}.
+
+    Each new user's password is written to `passwords_file` as soon as the user exists, so an
+    interrupted invite never leaves a user nobody knows the password of.
+    """
+    rg = sdk()
+    created: list[str] = []
     added = []
     with connect(cfg) as conn:
-        ws_id = conn.workspace_id(team["workspace"], create=True)
-        users = {u["username"]: u for u in conn.get("/api/v1/users")["items"]}
-        members = {u["id"] for u in conn.get(f"/api/v1/workspaces/{ws_id}/users")["items"]}
+        ws = conn.workspace(team["workspace"], create=True)
+        users = {u.username: u for u in conn.call("GET users", lambda: list(conn.client.users))}
+        members = {u.id for u in conn.call(f"GET users of workspace {ws.name}", lambda: list(ws.users))}
         for key, role in ROLES.items():
             for name in team.get(key) or []:
                 user = users.get(name)
                 if user is None:
                     password = secrets.token_urlsafe(12)
-                    user = conn.request("POST", "/api/v1/users", json={
-                        "first_name": name, "username": name, "password": password, "role": role})
-                    created[name] = password
-                if user["id"] not in members:
-                    conn.request("POST", f"/api/v1/workspaces/{ws_id}/users", json={"user_id": user["id"]})
+                    new = rg.User(username=name, first_name=name, password=password, role=role, client=conn.client)
+                    user = conn.call(f"POST user {name}", new.create, idempotent=False)
+                    existing = local.read_credentials(passwords_file) if passwords_file.exists() else {}
+                    local.write_private_json(passwords_file, {**existing, "api_url": conn.api_url,
+                                                              f"password:{name}": password})
+                    created.append(name)
+                if user.id not in members:
+                    conn.call(f"POST user {name} to workspace {ws.name}", lambda: ws.add_user(user), idempotent=False)
                     added.append(name)
         api_url = conn.api_url
-    if created:
-        existing = local.read_credentials(passwords_file) if passwords_file.exists() else {}
-        local.write_private_json(passwords_file, {**existing, "api_url": api_url, **{f"password:{n}": p for n, p in created.items()}})
     return {"workspace": team["workspace"], "created": sorted(created), "added": added, "api_url": api_url}
 
 
@@ -73,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m align.annotate.team", description=__doc__.splitlines()[0])
     ap.add_argument("team", help="team YAML: workspace, annotators, admins")
     ap.add_argument("--credentials", default="", help="owner credentials JSON (default: env, then the local server's)")
-    ap.add_argument("--passwords", default="", help="where new users' passwords go (mode 0600)")
+    ap.add_argument("--passwords", default="", help="where new users' passwords go (mode 0600; default: "
+                    "<server home>/team-<workspace>.json, the server home being $ALIGN_ARGILLA_HOME or "
+                    "~/.cache/align/argilla-server)")
     args = ap.parse_args(argv)
     try:
         team = read_team(args.team)
-        out = Path(args.passwords) if args.passwords else local.cache_root() / "annotate" / f"team-{team['workspace']}.json"
+        out = Path(args.passwords) if args.passwords else local.default_home() / f"team-{team['workspace']}.json"
         result = invite(team, ArgillaConfig(credentials=args.credentials, workspace=team["workspace"]), out)
     except AlignError as exc:
         print(f"align: error: {exc}", file=sys.stderr)

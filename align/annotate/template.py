@@ -1,13 +1,16 @@
-"""Dataset templates: the fields, questions and metadata annotators see, from annotation/templates/.
+"""Dataset templates: the fields, questions and metadata annotators see, from align/annotate/templates/.
 
-A template is YAML data (see annotation/templates/pairwise.yaml). `load_template` validates it;
-`create_dataset` turns it into the REST calls that create and publish an Argilla dataset;
-`check_dataset` compares an existing dataset with it, so pushing into (or pulling from) a dataset
-built for another task fails with a clear message instead of a crash halfway through.
+A template is YAML data (see align/annotate/templates/pairwise.yaml; shipped inside the package, like
+the guidelines in align/annotate/guidelines/, so a non-editable install finds them). `load_template`
+validates it; `settings` turns it into `rg.Settings` (fields, questions, metadata, guidelines, task
+distribution); `create_dataset` creates and publishes a dataset with them; `check_dataset` compares
+an existing dataset with the template, so pushing into (or pulling from) a dataset built for another
+task fails with a clear message instead of a crash halfway through.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +18,13 @@ from typing import Any
 
 import yaml
 
+from align.annotate.connection import sdk
 from align.core.errors import AlignError, nearest
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_DIR = Path(__file__).resolve().parents[2] / "annotation"
-TEMPLATES_DIR = ANNOTATION_DIR / "templates"
-GUIDELINES_DIR = ANNOTATION_DIR / "guidelines"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+GUIDELINES_DIR = Path(__file__).resolve().parent / "guidelines"
 
 # What push and pull rely on; everything else in a template is free to change.
 REQUIRED_FIELDS = {"prompt": "chat", "response_a": "text", "response_b": "text"}
@@ -45,7 +48,7 @@ class Template:
 
 
 def find_file(ref: str, folder: Path, suffixes: tuple[str, ...], what: str) -> Path:
-    """A file given as a path, or by name in `folder` (annotation/templates, annotation/guidelines)."""
+    """A file given as a path, or by name in `folder` (the shipped templates or guidelines)."""
     path = Path(ref).expanduser()
     if path.is_file():
         return path
@@ -101,91 +104,98 @@ def _validate(tpl: Template) -> None:
 
 
 def guidelines_text(ref: str) -> str:
-    return find_file(ref, GUIDELINES_DIR, (".md", ".txt"), "guidelines").read_text(encoding="utf-8")
+    """Guidelines as Argilla stores them (it strips surrounding whitespace), so texts compare equal."""
+    return find_file(ref, GUIDELINES_DIR, (".md", ".txt"), "guidelines").read_text(encoding="utf-8").strip()
 
 
-# -- REST payloads ---------------------------------------------------------------------------------
-
-def field_payload(f: dict[str, Any]) -> dict[str, Any]:
-    settings = {"type": f["type"], "use_markdown": bool(f.get("markdown", f["type"] == "chat"))}
-    return {"name": f["name"], "title": f.get("title", f["name"]), "required": bool(f.get("required", True)),
-            "settings": settings}
+def text_hash(text: str | None) -> str | None:
+    """Short content hash of guidelines, as recorded in push runs."""
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def question_payload(q: dict[str, Any]) -> dict[str, Any]:
-    kind = QUESTION_TYPES[q["type"]]
-    if kind == "label_selection":
-        labels = q["labels"]
-        options = [{"value": str(v), "text": str(t)} for v, t in (labels.items() if isinstance(labels, dict) else
-                                                                    ((x, x) for x in labels))]
-        settings: dict[str, Any] = {"type": kind, "options": options}
-    elif kind == "rating":
-        settings = {"type": kind, "options": [{"value": int(v)} for v in q["values"]]}
-    else:
-        settings = {"type": kind, "use_markdown": bool(q.get("markdown", False))}
-    payload = {"name": q["name"], "title": q.get("title", q["name"]), "required": bool(q.get("required", False)),
-               "settings": settings}
-    if q.get("description"):
-        payload["description"] = q["description"]
-    return payload
+# -- SDK settings ----------------------------------------------------------------------------------
+
+def settings(tpl: Template, guidelines: str, min_submitted: int):
+    """`rg.Settings` for a template: fields, questions, metadata (hidden where the template says)."""
+    rg = sdk()
+    fields = []
+    for f in tpl.fields:
+        kind = rg.ChatField if f["type"] == "chat" else rg.TextField
+        fields.append(kind(name=f["name"], title=f.get("title", f["name"]), required=bool(f.get("required", True)),
+                           use_markdown=bool(f.get("markdown", f["type"] == "chat"))))
+    questions = []
+    for q in tpl.questions:
+        common = {"name": q["name"], "title": q.get("title", q["name"]), "description": q.get("description"),
+                  "required": bool(q.get("required", False))}
+        if q["type"] == "label":
+            labels = q["labels"]
+            labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else [str(x) for x in labels]
+            questions.append(rg.LabelQuestion(labels=labels, **common))
+        elif q["type"] == "rating":
+            questions.append(rg.RatingQuestion(values=[int(v) for v in q["values"]], **common))
+        else:
+            questions.append(rg.TextQuestion(use_markdown=bool(q.get("markdown", False)), **common))
+    kinds = {"terms": rg.TermsMetadataProperty, "integer": rg.IntegerMetadataProperty, "float": rg.FloatMetadataProperty}
+    metadata = [kinds[m["type"]](name=m["name"], title=m.get("title", m["name"]),
+                                 visible_for_annotators=bool(m.get("visible", True))) for m in tpl.metadata]
+    return rg.Settings(fields=fields, questions=questions, metadata=metadata, guidelines=guidelines,
+                       allow_extra_metadata=True, distribution=rg.TaskDistribution(min_submitted=min_submitted))
 
 
-def metadata_payload(m: dict[str, Any]) -> dict[str, Any]:
-    return {"name": m["name"], "title": m.get("title", m["name"]), "settings": {"type": m["type"]},
-            "visible_for_annotators": bool(m.get("visible", True))}
-
-
-def create_dataset(conn, name: str, workspace: str, tpl: Template, guidelines: str, min_submitted: int) -> dict[str, Any]:
+def create_dataset(conn, name: str, workspace: str, tpl: Template, guidelines: str, min_submitted: int):
     """Create and publish a dataset from a template. A draft left by an interrupted create is replaced."""
+    rg = sdk()
     existing = conn.find_dataset(name, workspace)
     if existing is not None:
-        if existing["status"] != "draft":
+        if existing._model.status != "draft":
             return existing
         log.info("dataset '%s' was left as a draft by an interrupted push; recreating it", name)
-        conn.request("DELETE", f"/api/v1/datasets/{existing['id']}")
-    ws_id = conn.workspace_id(workspace, create=True)
-    ds = conn.request("POST", "/api/v1/datasets", json={
-        "name": name, "workspace_id": ws_id, "guidelines": guidelines, "allow_extra_metadata": True,
-        "distribution": {"strategy": "overlap", "min_submitted": min_submitted},
-    })
-    base = f"/api/v1/datasets/{ds['id']}"
-    for f in tpl.fields:
-        conn.request("POST", f"{base}/fields", json=field_payload(f))
-    for q in tpl.questions:
-        conn.request("POST", f"{base}/questions", json=question_payload(q))
-    for m in tpl.metadata:
-        conn.request("POST", f"{base}/metadata-properties", json=metadata_payload(m))
-    return conn.request("PUT", f"{base}/publish")
+        conn.call(f"DELETE dataset {name}", existing.delete)
+    ws = conn.workspace(workspace, create=True)
+    ds = rg.Dataset(name=name, workspace=ws, settings=settings(tpl, guidelines, min_submitted), client=conn.client)
+    # Not retried once sent: a second create could meet a half-made first one (the next push replaces a draft).
+    return conn.call(f"POST dataset {name}", ds.create, idempotent=False)
 
 
-def check_dataset(conn, ds: dict[str, Any], tpl: Template) -> None:
-    """Raise an AlignError if dataset `ds` does not have the template's fields and questions."""
-    base = f"/api/v1/datasets/{ds['id']}"
-    have_fields = {f["name"]: f["settings"]["type"] for f in conn.get(f"{base}/fields")["items"]}
-    have_questions = {q["name"]: q["settings"] for q in conn.get(f"{base}/questions")["items"]}
+def update_guidelines(conn, ds, guidelines: str) -> None:
+    """Replace the guidelines annotators see (the dataset's other settings are left as they are)."""
+    ds.settings.guidelines = guidelines
+    conn.call(f"PATCH dataset {ds.name} settings", ds.update)
+
+
+def _options(question) -> list[str]:
+    values = getattr(question, "labels", None) if question.type == "label_selection" else getattr(question, "values", None)
+    return [str(v) for v in values or []]
+
+
+def check_dataset(ds, tpl: Template) -> None:
+    """Raise an AlignError if dataset `ds` (an `rg.Dataset`) does not have the template's fields and questions."""
+    have_fields = {f.name: f.type for f in ds.settings.fields}
+    have_questions = {q.name: q for q in ds.settings.questions}
     problems = []
     for f in tpl.fields:
         if have_fields.get(f["name"]) != f["type"]:
             problems.append(f"field '{f['name']}' ({f['type']}) is "
                             + ("missing" if f["name"] not in have_fields else f"of type {have_fields[f['name']]}"))
     for q in tpl.questions:
-        want = question_payload(q)["settings"]
+        want_type = QUESTION_TYPES[q["type"]]
         have = have_questions.get(q["name"])
         if have is None:
             problems.append(f"question '{q['name']}' is missing")
-        elif have["type"] != want["type"]:
-            problems.append(f"question '{q['name']}' is of type {have['type']}, the template has {want['type']}")
-        elif want["type"] in ("label_selection", "rating"):
-            have_values = [str(o["value"]) for o in have.get("options", [])]
-            want_values = [str(o["value"]) for o in want["options"]]
-            if have_values != want_values:
-                problems.append(f"question '{q['name']}' has options {have_values}, the template has {want_values}")
+        elif have.type != want_type:
+            problems.append(f"question '{q['name']}' is of type {have.type}, the template has {want_type}")
+        elif want_type in ("label_selection", "rating"):
+            labels = q.get("labels") or {}
+            want = [str(v) for v in (q["values"] if want_type == "rating" else
+                                     (labels.keys() if isinstance(labels, dict) else labels))]
+            if _options(have) != want:
+                problems.append(f"question '{q['name']}' has options {_options(have)}, the template has {want}")
     extra = sorted(set(have_questions) - {q["name"] for q in tpl.questions})
     if extra:
         problems.append(f"questions not in the template: {', '.join(extra)}")
     if problems:
         raise AlignError(
-            f"Argilla dataset '{ds['name']}' does not match template '{tpl.name}' ({tpl.path}): "
+            f"Argilla dataset '{ds.name}' does not match template '{tpl.name}' ({tpl.path}): "
             + "; ".join(problems)
             + ". Use another dataset name, or the template the dataset was created with"
         )

@@ -94,30 +94,19 @@ def pairwise_agreement(units: Iterable[list[str]]) -> float | None:
 
 
 def krippendorff_alpha(units: Iterable[list[str]]) -> float | None:
-    """Krippendorff's alpha for nominal labels; units are the votes of one record each.
+    """Krippendorff's alpha for nominal labels (the `krippendorff` package); units are the votes of one record each.
 
-    alpha = 1 - (n - 1) * sum_{c != k} o_ck / sum_{c != k} n_c n_k, with o the coincidence matrix over
-    records with 2+ votes. 1 is perfect agreement, 0 is chance level. None when fewer than two votes
-    are pairable or every vote is the same label (agreement is then undefined, not perfect).
+    1 is perfect agreement, 0 is chance level. Computed from per-record vote counts, so annotators
+    need not label the same records. None when no record has 2+ votes or every vote is the same label
+    (agreement is then undefined, not perfect).
     """
-    coincidences: Counter = Counter()
-    for unit in units:
-        m = len(unit)
-        if m < 2:
-            continue
-        counts = Counter(unit)
-        for c, nc in counts.items():
-            for k, nk in counts.items():
-                pairs = nc * (nk - 1) if c == k else nc * nk
-                coincidences[(c, k)] += pairs / (m - 1)
-    n_c: Counter = Counter()
-    for (c, _k), o in coincidences.items():
-        n_c[c] += o
-    n = sum(n_c.values())
-    if n < 2:
+    import krippendorff
+    import numpy as np
+
+    counts = np.array([[Counter(unit)[c] for c in CHOICES] for unit in units if len(unit) >= 2], dtype=float)
+    if counts.size == 0:
         return None
-    observed = sum(o for (c, k), o in coincidences.items() if c != k)
-    expected = sum(n_c[c] * n_c[k] for c in n_c for k in n_c if c != k)
-    if expected == 0:
+    counts = counts[:, counts.sum(axis=0) > 0]  # labels nobody used are not part of the domain
+    if counts.shape[1] < 2:
         return None
-    return round(1.0 - (n - 1) * observed / expected, 4)
+    return round(float(krippendorff.alpha(value_counts=counts, level_of_measurement="nominal")), 4)

@@ -1,9 +1,12 @@
 """A real local Argilla for the annotate integration tests, started once per session.
 
-The server is the one `align annotate serve` starts (argilla-server 2.8.0 in .venv-argilla-server,
-SQLite, Redis, the SQL-backed search engine), on free loopback ports with a temporary home.
-`make argilla-server` installs what it needs. Annotators act through the REST API exactly as the web
-UI does: log in at /api/v1/token, then POST /api/v1/records/{id}/responses.
+The server is the one `align annotate serve` starts (argilla-server 2.8.0 in its own venv:
+$ALIGN_ARGILLA_SERVER_VENV, ~/.cache/align/argilla-server-venv, or .venv-argilla-server in the
+checkout; SQLite, Redis, the SQL-backed search engine), on free loopback ports with a temporary
+home. `make argilla-server` installs what it needs. Annotators act through the REST API exactly as
+the web UI does: log in at /api/v1/token, then POST /api/v1/records/{id}/responses. The owner's
+side of the fixtures (making users, reading records back) is plain REST too, independent of the
+SDK code under test.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from align.annotate import local, serve
-from align.annotate.connection import ArgillaConfig, Connection
+from align.annotate.connection import ArgillaConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def server_venv() -> str:
+    """Where the tests find argilla-server: as `align annotate serve` does, else the checkout's venv."""
+    found = local.server_venv()
+    return str(found if (found / "bin" / "python").exists() else REPO / ".venv-argilla-server")
 
 
 def free_port() -> int:
@@ -27,7 +38,8 @@ def free_port() -> int:
 class LocalArgilla:
     def __init__(self, home: Path):
         self.home = home
-        self.cfg = serve.Config(home=str(home), port=free_port(), redis_port=free_port(), worker=False)
+        self.cfg = serve.Config(home=str(home), port=free_port(), redis_port=free_port(), worker=False,
+                                server_venv=server_venv())
         self.credentials = local.credentials_path(home)
 
     def start(self) -> None:
@@ -45,9 +57,9 @@ class LocalArgilla:
     def argilla_config(self, **overrides) -> ArgillaConfig:
         return ArgillaConfig(credentials=str(self.credentials), **overrides)
 
-    def owner(self) -> Connection:
+    def owner(self) -> "OwnerREST":
         creds = json.loads(self.credentials.read_text())
-        return Connection(self.api_url, creds["api_key"], "test", retry_seconds=5)
+        return OwnerREST(self.api_url, creds["api_key"])
 
     def annotator(self, username: str) -> "Annotator":
         """An annotator user in the `align` workspace (created on first use), logged in like the UI."""
@@ -62,20 +74,69 @@ class LocalArgilla:
         return Annotator(self.api_url, username, f"{username}-pass-1234")
 
 
+class OwnerREST:
+    """The owner's REST calls the fixtures need (what the UI's settings pages call)."""
+
+    def __init__(self, api_url: str, api_key: str):
+        import httpx
+
+        self.http = httpx.Client(base_url=api_url, headers={"X-Argilla-Api-Key": api_key}, timeout=60)
+
+    def __enter__(self) -> "OwnerREST":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs):
+        resp = self.http.request(method, path, **kwargs)
+        assert resp.status_code < 400, f"{method} {path}: {resp.status_code} {resp.text}"
+        return resp.json() if resp.content else None
+
+    def get(self, path: str, **params):
+        return self.request("GET", path, params=params or None)
+
+    def workspace_id(self, name: str, create: bool = False) -> str | None:
+        for ws in self.get("/api/v1/me/workspaces")["items"]:
+            if ws["name"] == name:
+                return ws["id"]
+        return self.request("POST", "/api/v1/workspaces", json={"name": name})["id"] if create else None
+
+    def dataset(self, name: str, workspace: str = "align") -> dict:
+        ws = self.workspace_id(workspace)
+        return next(d for d in self.get("/api/v1/me/datasets")["items"] if d["name"] == name and d["workspace_id"] == ws)
+
+    def records(self, dataset_id: str, responses: bool = True) -> list[dict]:
+        params = {"limit": 1000, **({"include": "responses"} if responses else {})}
+        return self.get(f"/api/v1/datasets/{dataset_id}/records", **params)["items"]
+
+
 class Annotator:
     def __init__(self, api_url: str, username: str, password: str):
         import httpx
 
         self.username = username
-        token = httpx.post(f"{api_url}/api/v1/token", data={"username": username, "password": password})
+        token = httpx.post(f"{api_url}/api/v1/token", data={"username": username, "password": password}, timeout=60)
         token.raise_for_status()
-        self.http = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        self.http = httpx.Client(base_url=api_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {token.json()['access_token']}"})
 
-    def respond(self, argilla_record_id: str, status: str = "submitted", **answers) -> None:
+    def respond(self, argilla_record_id: str, status: str = "submitted", **answers) -> dict:
         """Answer by *shown* position (preference A/B/tie) as an annotator would; `values` always present."""
         values = {name: {"value": value} for name, value in answers.items()}
         resp = self.http.post(f"/api/v1/records/{argilla_record_id}/responses", json={"values": values, "status": status})
         assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    def update(self, response_id: str, status: str, **answers) -> None:
+        """Change one's own response (e.g. back to draft), as the UI does: PUT /api/v1/responses/{id}."""
+        values = {name: {"value": value} for name, value in answers.items()}
+        resp = self.http.put(f"/api/v1/responses/{response_id}", json={"values": values, "status": status})
+        assert resp.status_code == 200, resp.text
+
+    def delete(self, response_id: str) -> None:
+        resp = self.http.delete(f"/api/v1/responses/{response_id}")
+        assert resp.status_code == 200, resp.text
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,11 @@ def server_records(argilla, dataset: str) -> dict[str, dict]:
         return {r["external_id"]: r for r in conn.records(ds["id"], responses=True)}
 
 
+def server_dataset(argilla, name: str) -> dict:
+    with argilla.owner() as conn:
+        return conn.dataset(name)
+
+
 def shown_label(record: dict, candidate: str) -> str:
     """The position (A or B) where `candidate` (a or b) is displayed in this record."""
     return "A" if record["metadata"]["shown_as_a"] == candidate else "B"
@@ -139,8 +144,11 @@ def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
     assert (m["records"], m["votes"], m["discards"], m["pairs"], m["ties"], m["no_majority"]) == (4, 7, 1, 2, 1, 1)
     assert m["drafts_ignored"] == 1
     assert m["pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-3)
-    assert "api_key" not in json.dumps(manifest) or "***" in json.dumps(manifest)
-    assert json.loads(argilla.credentials.read_text())["api_key"] not in (Path(manifest["path"]) / "manifest.json").read_text()
+    # The owner's key appears in no file push or pull wrote (runs, journal).
+    key = json.loads(argilla.credentials.read_text())["api_key"]
+    written = [p for folder in (Path(manifest["path"]), Path(labelled["first"]["path"]), journal_dir)
+               for p in folder.rglob("*") if p.is_file()]
+    assert len(written) >= 5 and not [p for p in written if key in p.read_text(errors="replace")]
 
     # The trainers' loader reads the run: two pairs, the tie and the split counted, not trained on.
     data = load_preference_pairs(manifest["path"])
@@ -179,6 +187,38 @@ def test_labels_survive_a_deleted_dataset(argilla, tmp_path):
         pull.run(pull.Config(**cfg))
     after = pull.run(pull.Config(**cfg, offline=True))
     assert (Path(after["path"]) / "preferences.jsonl").read_text() == (Path(before["path"]) / "preferences.jsonl").read_text()
+
+
+def test_push_with_other_guidelines_replaces_them_and_records_both(argilla, labelled, tmp_path):
+    from align.annotate.template import GUIDELINES_DIR
+
+    brand_voice, safety = ((GUIDELINES_DIR / f"{n}.md").read_text().strip() for n in ("brand_voice", "safety"))
+    assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == brand_voice
+    m = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="safety",
+                             argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == safety  # what annotators now see
+    from align.annotate.template import text_hash
+
+    assert m["notes"]["guidelines_sha256"] == text_hash(safety)
+    assert m["notes"]["guidelines_replaced_sha256"] == text_hash(brand_voice)
+    assert m["metrics"]["records_new"] == 0
+    again = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="brand_voice",
+                                 argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == brand_voice
+    same = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="brand_voice",
+                                argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    assert "guidelines_replaced_sha256" in again["notes"] and "guidelines_replaced_sha256" not in same["notes"]
+
+
+def test_stock_server_lets_an_annotator_read_other_annotators_votes(argilla, labelled):
+    """The README's warning, checked: the UI shows only one's own response, the API shows all (2.8)."""
+    bob = argilla.annotator("bob")
+    record = labelled["records"][1]  # alice voted a, bob b, with a reason
+    resp = bob.http.get(f"/api/v1/records/{record['id']}", params={"include": "responses"})
+    assert resp.status_code == 200
+    others = [r for r in resp.json()["responses"] if r["values"].get("reason") is None]
+    assert len(resp.json()["responses"]) == 2  # bob's own and alice's
+    assert [r["values"]["preference"]["value"] for r in others] == [shown_label(record, "a")]  # alice's vote
 
 
 def test_wrong_api_key_exits_2_and_says_so(argilla, tmp_path, capsys):
@@ -246,6 +286,24 @@ def test_team_invite_creates_users_once_and_keeps_passwords_private(argilla, tmp
 
     token = httpx.post(f"{argilla.api_url}/api/v1/token", data={"username": "carol", "password": saved["password:carol"]})
     assert token.status_code == 201
+
+
+def test_team_passwords_live_under_the_server_home(argilla, tmp_path, monkeypatch, capsys):
+    import stat
+
+    from align.annotate import team
+
+    home, cache = tmp_path / "server-home", tmp_path / "cache"
+    monkeypatch.setenv("ALIGN_ARGILLA_HOME", str(home))
+    monkeypatch.setenv("ALIGN_CACHE", str(cache))
+    spec = tmp_path / "team.yaml"
+    spec.write_text("workspace: home-ws\nannotators: [hana]\n")
+    assert team.main([str(spec), "--credentials", str(argilla.credentials)]) == 0
+    passwords = home / "team-home-ws.json"
+    assert "password:hana" in json.loads(passwords.read_text())
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600 and stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert not cache.exists()
+    assert str(passwords) in capsys.readouterr().out
 
 
 def test_pull_before_any_label_says_so_and_writes_no_run(argilla, tmp_path):

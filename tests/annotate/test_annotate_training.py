@@ -1,9 +1,10 @@
 """A pull run goes straight into the reward and DPO stages, with agreement used as documented:
-`data.min_agreement` filters, the reward stage's `margin=agreement` feeds TRL's margin term."""
+`data.min_agreement` filters (here 1.0 keeps the 2 unanimous of 4 majority pairs), the reward stage's `margin=agreement` feeds TRL's margin term."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -26,16 +27,19 @@ def pulled(argilla, tmp_path_factory):
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     push.run(push.Config(pairs=str(pairs), dataset="train-on-labels", argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
     with argilla.owner() as conn:
-        records = list(conn.records(conn.dataset("train-on-labels", "align")["id"]))
-    erin, frank = argilla.annotator("erin"), argilla.annotator("frank")
+        records = conn.records(conn.dataset("train-on-labels")["id"])
+    erin, frank, gina = argilla.annotator("erin"), argilla.annotator("frank"), argilla.annotator("gina")
     for i, rec in enumerate(records):
         polite = "A" if rec["metadata"]["shown_as_a"] == "a" else "B"
         curt = "B" if polite == "A" else "A"
         erin.respond(rec["id"], preference=polite, strength=3)
-        frank.respond(rec["id"], preference=polite if i < 3 else curt, strength=2)  # one split
+        frank.respond(rec["id"], preference=polite, strength=2)
+        gina.respond(rec["id"], preference=polite if i < 2 else curt, strength=1)  # two pairs at 2 of 3
     m = pull.run(pull.Config(dataset="train-on-labels", argilla=argilla.argilla_config(),
                              journal_dir=str(tmp / "journal"), runs_dir=str(tmp / "runs")))
-    assert (m["metrics"]["pairs"], m["metrics"]["no_majority"]) == (3, 1)
+    assert m["metrics"]["pairs"] == 4
+    rows = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
+    assert sorted((r["counts"]["a"], r["counts"]["b"], r["n_votes"]) for r in rows) == [(2, 1, 3), (2, 1, 3), (3, 0, 3), (3, 0, 3)]
     return m["path"], tmp
 
 
@@ -47,6 +51,7 @@ def test_reward_stage_trains_on_a_pull_run_with_agreement_margin(pulled, tiny_mo
         f"model={tiny_model}", f"data.train={path}", "data.min_agreement=1.0", "margin=agreement",
         f"runs_dir={tmp / 'reward-runs'}", *FAST]))
     on_disk = runs.read_manifest(m["path"])
+    assert on_disk["notes"]["data"]["pairs_trained"] == 2  # the two unanimous pairs; 4 without the filter
     assert any(i.get("kind") == "run" and i.get("stage") == "annotate pull" for i in on_disk["inputs"])
 
 

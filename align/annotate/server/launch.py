@@ -2,11 +2,13 @@
 
 Run with the server venv's python (`align annotate serve` does this):
 
-    .venv-argilla-server/bin/python align/annotate/server/launch.py start --host 127.0.0.1 --port 6900
-    .venv-argilla-server/bin/python align/annotate/server/launch.py create-owner CREDENTIALS.json
+    $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py start --host 127.0.0.1 --port 6900
+    $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py create-owner CREDENTIALS.json
+    $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py init CREDENTIALS.json
 
 Every argilla-server command works (`database migrate`, `worker`, ...). `create-owner` adds the owner
-user from a credentials file, so the password and API key never appear on a command line.
+user from a credentials file, so the password and API key never appear on a command line; `init`
+migrates the database to the current schema, then does `create-owner`.
 This file runs in the server's virtual environment: it imports nothing from align.
 """
 
@@ -79,6 +81,12 @@ def main() -> None:
         _tune_sqlite()
     _skip_events_nobody_listens_to()
     if sys.argv[1:2] == ["create-owner"]:
+        _create_owner(sys.argv[2])
+        return
+    if sys.argv[1:2] == ["init"]:  # migrate + create-owner in one process: one interpreter start less
+        from argilla_server.cli.database.migrate import migrate_db
+
+        migrate_db(revision="head")
         _create_owner(sys.argv[2])
         return
     from argilla_server.cli import app
