@@ -18,7 +18,7 @@ from align.core.training import ModelLoading
 from align.data.preferences import DEFAULT_COLUMNS, Format, load_preference_pairs, sample
 from align.data.records import write_jsonl
 from align.models import load_reward_model, load_tokenizer, resolve_model
-from align.scoring import conversation_ids, pairwise_metrics, reward_scores
+from align.scoring import check_reward_model, conversation_ids, pairwise_metrics, reward_scores
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ def run(cfg: Config) -> dict:
     if not cfg.data.path:
         raise AlignError("'data.path' is required: the preference pairs to score")
     source = resolve_model(cfg.reward_model, cfg.trust_remote_code)
-    if source.task != "reward" and source.adapters:
-        raise AlignError(f"{cfg.reward_model} is a {source.task} run, not a reward model")
+    check_reward_model(source)
     data = load_preference_pairs(cfg.data.path, cfg.data.format, {**DEFAULT_COLUMNS, **cfg.data.columns})
     rows = sample(data.rows, cfg.data.max_pairs, cfg.data.seed)
 

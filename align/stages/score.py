@@ -20,7 +20,7 @@ from align.core.errors import AlignError
 from align.core.training import ModelLoading
 from align.data.records import write_jsonl
 from align.models import load_reward_model, load_tokenizer, resolve_model
-from align.scoring import reward_scores
+from align.scoring import check_reward_model, reward_scores
 from align.stages.generate import GENERATIONS
 
 log = logging.getLogger(__name__)
@@ -108,13 +108,3 @@ def read_generations(path: str) -> tuple[dict, list[dict]]:
         raise AlignError(f"{file}: the generation run has no rows")
     return manifest, rows
 
-
-def check_reward_model(source) -> None:
-    if source.task == "reward":
-        return
-    config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
-    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-        raise AlignError(
-            f"'{source.ref}' is not a reward model (its weights are a {source.task} model, whose score head "
-            "would be random); give a run of `align reward` or a sequence-classification checkpoint"
-        )
