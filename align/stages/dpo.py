@@ -10,7 +10,8 @@ of them combined with `training.loss_weights`. Pairs over `max_length` are count
 After training the stage reports TRL's implicit-reward accuracy and margin on the held-out split.
 
 `reward_model` (optional, e.g. the reward run of the same pipeline): after training, the policy and
-the reference answer up to `reward_eval.prompts` held-out prompts (greedy) and the reward model
+the reference answer up to `reward_eval.prompts` held-out prompts (greedy; without a held-out split
+the stage refuses rather than score training prompts) and the reward model
 scores both; the manifest gets their mean rewards and the policy's win rate. This is the reward-model
 view of the change, and it ties the reward run into the DPO run's lineage.
 
@@ -20,6 +21,7 @@ Agreement from pulled annotations: `data.min_agreement` filters pairs; TRL's glo
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 
@@ -110,6 +112,13 @@ def run(cfg: Config) -> dict:
         raise AlignError(f"reward_model {cfg.reward_model} is a {reward_source.task} run, not a reward model")
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    if reward_source is not None and cfg.reward_eval.prompts > 0 and (test is None or not test.rows):
+        # Scoring replies to prompts the policy was just trained on would say nothing about held-out behaviour.
+        raise AlignError(
+            f"reward_model is set but there are no held-out prompts to compare policy and reference on "
+            f"(data.test unset, data.test_fraction={cfg.data.test_fraction}); set data.test_fraction (e.g. 0.1) "
+            "or data.test, or turn the comparison off with reward_eval.prompts=0"
+        )
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
@@ -161,7 +170,9 @@ def run(cfg: Config) -> dict:
             log.info("dpo on %d held-out pairs: reward accuracy %.3f, margin %.3f", len(test_rows),
                      held_out.get("eval_rewards/accuracies", float("nan")), held_out.get("eval_rewards/margins", float("nan")))
         if reward_source is not None and cfg.reward_eval.prompts > 0:
-            prompts = [r["prompt"] for r in (test_rows or rows)][: cfg.reward_eval.prompts]
+            # One reply per distinct prompt: a prompt with several pairs would otherwise count several times.
+            distinct = {json.dumps(r["prompt"], sort_keys=True): r["prompt"] for r in test_rows}
+            prompts = list(distinct.values())[: cfg.reward_eval.prompts]
             from align.evaluation.policy_reward import compare_with_reward_model
 
             run_dir.metrics.update(compare_with_reward_model(
