@@ -62,6 +62,9 @@ class PreferenceDataConfig:
     """pairwise-label column names: prompt, response_a, response_b, label (defaults input, output_1, output_2, label)."""
     seed: int = 0
     """Seed of the held-out split and of the samples."""
+    check_upstream_split: bool = True
+    """Refuse when an upstream run (the model's SFT/reward/DPO runs) trained on prompts held out here;
+    false skips the check (recorded in the manifest)."""
     min_agreement: float | str | None = None
     """Train only on pairs at least this share of annotators agreed on: an exact fraction ("2/3") or a
     decimal read to two places (0.67 keeps 2-of-3 pairs); see `agreement_threshold`."""
@@ -81,6 +84,8 @@ class PreferenceData:
     rows: list[dict[str, Any]]
     report: dict[str, int] = field(default_factory=dict)
     """Counts of what was read and what was left out, and why: goes into the manifest."""
+    prompts: list[Any] = field(default_factory=list)
+    """Held-out data only: the prompts of the whole held-out split (what upstream runs must not train on)."""
 
 
 def load_preference_pairs(
@@ -304,8 +309,29 @@ def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, P
     """Train and held-out pairs per the config; held-out never overlaps train by prompt.
 
     `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling, so
-    `max_train_pairs` counts pairs that are actually trained on.
+    `max_train_pairs` counts pairs that are actually trained on. The held-out data's `prompts` are
+    the prompts of the whole held-out split (before the budget and sample), for the upstream check.
     """
+    data, train_rows, test = training_pool(cfg)
+    if not train_rows:
+        raise AlignError(f"{cfg.train}: no training pairs left after holding out the test split")
+    if fits is not None:
+        train_rows, budget = fits(train_rows, "pairs")
+        data.report.update(budget)
+        if test is not None:
+            test.rows, budget = fits(test.rows, "test_pairs")
+            test.report.update(budget)
+    train_rows = sample(train_rows, cfg.max_train_pairs, cfg.seed)
+    if test is not None:
+        test.rows = sample(test.rows, cfg.max_test_pairs, cfg.seed)
+        test.report["used"] = len(test.rows)
+    data.report["train_pairs_used"] = len(train_rows)
+    return PreferenceData(train_rows, data.report), test
+
+
+def training_pool(cfg: PreferenceDataConfig) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
+    """(everything read, the pairs training may draw from, the held-out pairs): the split alone,
+    before the token budget and samples. Also used to recompute what an upstream run trained on."""
     if not cfg.train:
         raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
     data = load_preference_pairs(cfg.train, cfg.format, cfg.columns)
@@ -321,20 +347,9 @@ def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, P
         data.report["train_prompts_in_test_dropped"] = before - len(train_rows)
     elif test_rows:
         test = PreferenceData(test_rows, {"pairs": len(test_rows), "held_out_from": cfg.train})
-    if not train_rows:
-        raise AlignError(f"{cfg.train}: no training pairs left after holding out the test split")
-    if fits is not None:
-        train_rows, budget = fits(train_rows, "pairs")
-        data.report.update(budget)
-        if test is not None:
-            test.rows, budget = fits(test.rows, "test_pairs")
-            test.report.update(budget)
-    train_rows = sample(train_rows, cfg.max_train_pairs, cfg.seed)
     if test is not None:
-        test.rows = sample(test.rows, cfg.max_test_pairs, cfg.seed)
-        test.report["used"] = len(test.rows)
-    data.report["train_pairs_used"] = len(train_rows)
-    return PreferenceData(train_rows, data.report), test
+        test.prompts = [r["prompt"] for r in test.rows]
+    return data, train_rows, test
 
 
 # A decimal min_agreement is read as written to two places: 0.67 means "two thirds or more", so it must

@@ -40,6 +40,7 @@ from align.core.training import (
 )
 from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
+from align.data.splits import check_upstream
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ def run(cfg: Config) -> dict:
         raise AlignError(f"reward_model {cfg.reward_model} is a {reward_source.task} run, not a reward model")
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [],
+                           [source.record, reward_source.record if reward_source is not None else None])
     if reward_source is not None and cfg.reward_eval.prompts > 0 and (test is None or not test.rows):
         # Scoring replies to prompts the policy was just trained on would say nothing about held-out behaviour.
         raise AlignError(
@@ -130,6 +133,7 @@ def run(cfg: Config) -> dict:
 
         rows = train.rows
         run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
+        run_dir.notes["split"] = split
         test_rows = test.rows if test is not None else None
         if test is not None:
             run_dir.notes["test_data"] = test.report

@@ -34,6 +34,7 @@ from align.core.training import (
 )
 from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
+from align.data.splits import check_upstream
 from align.models import load_reward_model, load_tokenizer, peft_config, resolve_model
 from align.scoring import pairwise_metrics, reward_scores
 
@@ -68,6 +69,7 @@ def run(cfg: Config) -> dict:
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [], [source.record])
     rows, missing_margin = _with_margins(train.rows, cfg.margin)
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
@@ -77,6 +79,7 @@ def run(cfg: Config) -> dict:
             run_dir.add_input("data.test", cfg.data.test)
 
         run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
+        run_dir.notes["split"] = split
         if cfg.margin != "none":
             run_dir.notes["data"]["pairs_without_margin"] = missing_margin
 

@@ -29,6 +29,7 @@ from align.core.training import (
 )
 from align.data.conversations import SFTDataConfig, load_sft_examples
 from align.data.length import token_budget
+from align.data.splits import check_upstream
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,15 @@ def run(cfg: Config) -> dict:
     args = training_arguments(SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    rows, data_report = load_sft_examples(cfg.data, fits=token_budget(tokenizer, cfg.max_length, ("completion",)))
+    rows, data_report, held_out = load_sft_examples(cfg.data, fits=token_budget(tokenizer, cfg.max_length, ("completion",)))
+    split = check_upstream(STAGE, cfg.data, held_out, [source.record])
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
         run_dir.add_input("data.train", cfg.data.train)
 
         run_dir.notes["data"] = {**data_report, "examples_trained": len(rows)}
+        run_dir.notes["split"] = split
 
         from datasets import Dataset
         from transformers import set_seed

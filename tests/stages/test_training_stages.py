@@ -3,7 +3,6 @@ manifest, runs chained by path (SFT -> reward -> DPO) with lineage back to the m
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -52,7 +51,8 @@ def chain(tiny_model, shared_data, tmp_path_factory):
     data = hh_sample(shared_data, tmp)
     out = {"data": data, "runs": tmp / "runs"}
     common = [f"runs_dir={out['runs']}", f"data.train={data}", *FAST]
-    out["sft"] = sft.run(load_config(sft.Config, None, [f"model={tiny_model}", "data.format=preference-chosen", *common]))
+    out["sft"] = sft.run(load_config(sft.Config, None, [
+        f"model={tiny_model}", "data.format=preference-chosen", "data.test_fraction=0.3", *common]))
     out["reward"] = reward.run(load_config(reward.Config, None, [f"model={out['sft']['path']}", "data.test_fraction=0.3", *common]))
     out["dpo"] = dpo.run(load_config(dpo.Config, None, [
         f"model={out['sft']['path']}", f"reward_model={out['reward']['path']}", "data.test_fraction=0.3",
