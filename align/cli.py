@@ -117,7 +117,8 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"align {name}", add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--config", "-c", help="YAML config file (see configs/)")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config, read and count the inputs (no model weights loaded), and exit")
     for key in cmd.positional:
         parser.add_argument(key, nargs="?", help=f"sets `{key}`")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -141,6 +142,14 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     cfg = load_config(module.Config, args.config, overrides)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
+        # Reading the inputs is the point of a dry run: a missing or broken data file fails here (exit 2).
+        check = getattr(module, "check", None)
+        if check is not None:
+            import yaml
+
+            counts = json.loads(json.dumps(check(cfg), default=str))
+            print("# inputs, read and counted (no model weights loaded):")
+            print(yaml.safe_dump({"inputs": counts}, sort_keys=False, allow_unicode=True), end="")
         return 0
     manifest = module.run(cfg)
     print_summary(name, manifest)

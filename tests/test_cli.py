@@ -135,9 +135,38 @@ def test_help_lists_documented_keys(name, capsys):
     assert "config keys" in out and "runs_dir" in out
 
 
-def test_dry_run_prints_resolved_config(capsys):
-    code, out, _ = run_cli(["dpo", "beta=0.3", "--dry-run"], capsys)
+def test_dry_run_prints_resolved_config_and_counts_the_inputs(tmp_path, capsys, good_pairs, tiny_model, monkeypatch):
+    import align.models
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a dry run must not load model weights")
+
+    monkeypatch.setattr(align.models, "_load", no_weights)
+    code, out, _ = run_cli(["dpo", "beta=0.3", f"model={tiny_model}", f"data.train={good_pairs}",
+                            f"runs_dir={tmp_path / 'runs'}", "--dry-run"], capsys)
     assert code == 0 and "beta: 0.3" in out
+    assert out.index("beta: 0.3") < out.index("# inputs")
+    assert "records_read: 2" in out and "pairs_trained: 2" in out and f"model: {tiny_model}" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["dpo"],                                                   # data.train unset
+    ["dpo", "data.train=does-not-exist.jsonl"],
+    ["sft", "data.train=does-not-exist.jsonl"],
+    ["evaluate", "reward", "reward_model=does-not-exist"],
+    ["generate", "prompts=does-not-exist.jsonl"],
+])
+def test_dry_run_fails_on_bad_input(argv, capsys, tiny_model):
+    code, _, err = run_cli([*argv, f"model={tiny_model}" if argv[0] in ("sft", "dpo") else "runs_dir=runs",
+                            "--dry-run"], capsys)
+    assert code == 2 and len(error_lines(err)) == 1
+
+
+def test_dry_run_counts_prompts_for_generate(tmp_path, capsys, tiny_model):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", ["Hello?", "Name a colour."])
+    code, out, _ = run_cli(["generate", f"prompts={prompts}", f"policy={tiny_model}", "sampling.n=3", "--dry-run"], capsys)
+    assert code == 0 and "prompts: 2" in out and "responses: 6" in out
 
 
 def test_lineage_command(tmp_path, capsys):

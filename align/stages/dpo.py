@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -42,6 +43,7 @@ from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.data.splits import check_upstream
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model
+from align.scoring import check_reward_model
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +100,13 @@ class Config(TrainStageConfig):
             raise AlignError(f"'beta' must be > 0, got {self.beta}")
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
+    # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import DPOConfig
 
     if {"loss_type", "beta", "max_length"} & set(cfg.training):
@@ -109,8 +117,8 @@ def run(cfg: Config) -> dict:
     })
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
-    if reward_source is not None and reward_source.task != "reward":
-        raise AlignError(f"reward_model {cfg.reward_model} is a {reward_source.task} run, not a reward model")
+    if reward_source is not None:
+        check_reward_model(reward_source)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
     split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [],
@@ -122,6 +130,17 @@ def run(cfg: Config) -> dict:
             f"(data.test unset, data.test_fraction={cfg.data.test_fraction}); set data.test_fraction (e.g. 0.1) "
             "or data.test, or turn the comparison off with reward_eval.prompts=0"
         )
+    report = {"model": source.stable_ref, "reward_model": reward_source.stable_ref if reward_source else None,
+              "data": {**train.report, "pairs_trained": len(train.rows)},
+              "test_data": test.report if test is not None else None, "split": split}
+    return SimpleNamespace(args=args, source=source, reward_source=reward_source, tokenizer=tokenizer,
+                           train=train, test=test, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    args, source, reward_source, tokenizer = ready.args, ready.source, ready.reward_source, ready.tokenizer
+    train, test = ready.train, ready.test
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
@@ -132,8 +151,8 @@ def run(cfg: Config) -> dict:
             run_dir.add_input("data.test", cfg.data.test)
 
         rows = train.rows
-        run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
-        run_dir.notes["split"] = split
+        run_dir.notes["data"] = ready.report["data"]
+        run_dir.notes["split"] = ready.report["split"]
         test_rows = test.rows if test is not None else None
         if test is not None:
             run_dir.notes["test_data"] = test.report

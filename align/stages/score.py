@@ -13,6 +13,7 @@ import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -44,7 +45,12 @@ class Config(runs.RunOutput, ModelLoading):
             raise AlignError(f"'batch_size' must be >= 1, got {self.batch_size}")
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
     if not cfg.generations:
         raise AlignError("'generations' is required: a run directory written by `align generate`")
     if not cfg.reward_model:
@@ -53,6 +59,13 @@ def run(cfg: Config) -> dict:
     source = resolve_model(cfg.reward_model, cfg.trust_remote_code)
     check_reward_model(source)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    report = {"reward_model": source.stable_ref, "prompts": len(rows), "responses": sum(len(r["responses"]) for r in rows)}
+    return SimpleNamespace(parent=parent, rows=rows, source=source, tokenizer=tokenizer, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    parent, rows, source, tokenizer = ready.parent, ready.rows, ready.source, ready.tokenizer
 
     with runs.new_run("score", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
         run.add_input("generations", cfg.generations)
