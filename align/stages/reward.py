@@ -7,7 +7,8 @@ as fast per pair on CPU and more accurate; LoRA's gain is memory on large models
 
 Pairs over `max_length` tokens are counted and left out before training (TRL would drop them with
 only a progress-bar line). After training, pairwise accuracy and mean margin are measured on the
-held-out split (`data.test` or `data.test_fraction`) with exactly the training formatting.
+held-out split (`data.test` or `data.test_fraction`) with exactly the training formatting; the
+stage refuses to start when a run it builds on trained on those prompts (align/data/splits.py).
 
 `margin`: with pulled annotations, TRL's margin term (loss = -log sigmoid(r_c - r_r - m)) can ask
 for a larger gap on pairs annotators agreed on (`agreement`) or marked as strong (`strength`).

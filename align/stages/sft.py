@@ -7,7 +7,8 @@ replies, not to imitate users. Examples over `max_length` tokens are counted and
 than truncated (truncation would cut the reply the loss is on).
 
 Writes a run with `model/` (adapter or full weights + tokenizer), `metrics.jsonl`, `manifest.json`.
-Raises AlignError (exit 2) for a bad config, data or model path, before any run directory exists.
+Raises AlignError (exit 2) for a bad config, data or model path, or when prompts it leaves out were
+trained on by the run it starts from (align/data/splits.py), before any run directory exists.
 """
 
 from __future__ import annotations
