@@ -77,7 +77,10 @@ def check_reward_model(source) -> None:
     score would be noise."""
     if source.task == "reward":
         return
-    config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
+    try:
+        config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AlignError(f"{source.base_dir / 'config.json'}: not a readable JSON model config ({exc})") from None
     architectures = config.get("architectures") or []
     labels = config.get("num_labels") or len(config.get("id2label") or {}) or None
     if source.adapters or not any(a.endswith("ForSequenceClassification") for a in architectures):

@@ -8,7 +8,6 @@ the policy and sampling settings of the generation run, so `align pairs` can rea
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
-from align.data.records import write_jsonl
+from align.data.records import read_records, write_jsonl
 from align.models import load_reward_model, load_tokenizer, resolve_model
 from align.scoring import check_reward_model, reward_scores
 from align.stages.generate import GENERATIONS
@@ -106,17 +105,11 @@ def read_generations(path: str) -> tuple[dict, list[dict]]:
     manifest = runs.read_manifest(path)
     file = runs.output_path(path, manifest, "generations")
     rows = []
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlignError(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
-                raise AlignError(f"{file}:{lineno}: a generation row needs 'prompt' (messages) and 'responses' (list)")
-            rows.append(row)
+    # read_records turns a damaged file (not UTF-8, NUL bytes, bad JSON) into one line naming file:line.
+    for where, row in read_records(file):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
+            raise AlignError(f"{where}: a generation row needs 'prompt' (messages) and 'responses' (list)")
+        rows.append(row)
     if not rows:
         raise AlignError(f"{file}: the generation run has no rows")
     return manifest, rows
