@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from align.core import runs
 from align.core.config import load_config
-from align.stages import dpo, evaluate, reward, sft
+from align.stages import dpo, reward, sft
 from tests.conftest import write_jsonl
 
 FAST = ["max_length=128", "training.max_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2"]
