@@ -15,7 +15,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 
-from align.core.errors import AlignError
+from align.core.errors import AlignError, nearest
 
 log = logging.getLogger("align")
 
@@ -83,6 +83,9 @@ def dispatch(argv: list[str]) -> int:
         return 0
     if argv[0] == "lineage":
         return lineage_command(argv[1:])
+    if argv[0] in command_groups() and (len(argv) == 1 or argv[1] in ("-h", "--help", "help")):
+        print(group_usage(argv[0]))
+        return 0
     name, rest = match_command(argv)
     return stage_command(name, COMMANDS[name], rest)
 
@@ -92,22 +95,30 @@ def match_command(argv: list[str]) -> tuple[str, list[str]]:
         return f"{argv[0]} {argv[1]}", argv[2:]
     if argv[0] in COMMANDS:
         return argv[0], argv[1:]
-    groups = {n.split()[0] for n in COMMANDS if " " in n}
-    if argv[0] in groups:
+    if argv[0] in command_groups():
         subs = sorted(n.split()[1] for n in COMMANDS if n.startswith(argv[0] + " "))
-        given = f" '{argv[1]}'" if len(argv) > 1 else ""
-        raise AlignError(f"'{argv[0]}' needs a subcommand{given and ', not' + given}: one of {', '.join(subs)}")
-    from align.core.errors import nearest
-
+        raise AlignError(f"unknown subcommand '{argv[0]} {argv[1]}'{nearest(argv[1], subs)}: one of {', '.join(subs)}")
     names = sorted({n.split()[0] for n in COMMANDS} | {"stages", "lineage"})
     raise AlignError(f"unknown command '{argv[0]}'{nearest(argv[0], names)}; run `align stages` to list them")
+
+
+def command_groups() -> set[str]:
+    """Commands with subcommands (`annotate`, `evaluate`)."""
+    return {n.split()[0] for n in COMMANDS if " " in n}
+
+
+def group_usage(group: str) -> str:
+    lines = "\n".join(f"  {n:<18} {c.summary}" for n, c in COMMANDS.items() if n.startswith(group + " "))
+    return f"usage: align {group} <subcommand> [--config FILE] [key=value ...]\n\nsubcommands:\n{lines}\n\n" \
+           f"`align {group} <subcommand> --help` lists its config keys."
 
 
 def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"align {name}", add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--config", "-c", help="YAML config file (see configs/)")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved config, read and count the inputs (no model weights loaded), and exit")
     for key in cmd.positional:
         parser.add_argument(key, nargs="?", help=f"sets `{key}`")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -131,6 +142,14 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     cfg = load_config(module.Config, args.config, overrides)
     if args.dry_run:
         print(dump_yaml(cfg), end="")
+        # Reading the inputs is the point of a dry run: a missing or broken data file fails here (exit 2).
+        check = getattr(module, "check", None)
+        if check is not None:
+            import yaml
+
+            counts = json.loads(json.dumps(check(cfg), default=str))
+            print("# inputs, read and counted (no model weights loaded):")
+            print(yaml.safe_dump({"inputs": counts}, sort_keys=False, allow_unicode=True), end="")
         return 0
     manifest = module.run(cfg)
     print_summary(name, manifest)

@@ -9,7 +9,10 @@ peak, so padded tokens cost as much as real ones).
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from align.core.errors import AlignError
 
 from tqdm.auto import tqdm
 
@@ -66,3 +69,28 @@ def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict[str, fl
     wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected))
     margins = [c - r for c, r in zip(chosen, rejected)]
     return {"accuracy": wins / n, "mean_margin": sum(margins) / n, "pairs": n}
+
+
+def check_reward_model(source) -> None:
+    """Refuse weights that are not a one-output reward model: loading a causal LM (or a classifier
+    with several labels) as a reward model gives a freshly initialised, random score head, so every
+    score would be noise."""
+    if source.task == "reward":
+        return
+    try:
+        config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AlignError(f"{source.base_dir / 'config.json'}: not a readable JSON model config ({exc})") from None
+    architectures = config.get("architectures") or []
+    labels = config.get("num_labels") or len(config.get("id2label") or {}) or None
+    if source.adapters or not any(a.endswith("ForSequenceClassification") for a in architectures):
+        what = f"a {source.task} run" if source.adapters else f"a {', '.join(architectures) or 'model without architectures'}"
+        raise AlignError(
+            f"'{source.ref}' is not a reward model ({what}, whose score head would be random); "
+            "give a run of `align reward` or a sequence-classification checkpoint with one label"
+        )
+    if labels not in (None, 1):
+        raise AlignError(
+            f"'{source.ref}' is a classifier with {labels} labels, not a one-output reward model; "
+            "give a run of `align reward` or a checkpoint with num_labels=1"
+        )

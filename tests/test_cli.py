@@ -83,10 +83,42 @@ def test_weights_must_be_safetensors(tmp_path, capsys, good_pairs):
     assert code == 2 and "no .safetensors weights" in err
 
 
-def test_unknown_command_and_missing_subcommand(capsys):
+def test_unknown_command_and_unknown_subcommand(capsys):
     assert run_cli(["dop"], capsys)[0] == 2
-    code, _, err = run_cli(["evaluate"], capsys)
-    assert code == 2 and "needs a subcommand" in err
+    code, _, err = run_cli(["annotate", "pusj"], capsys)
+    assert code == 2 and error_lines(err) and "did you mean 'push'" in err
+
+
+@pytest.mark.parametrize("group", sorted({n.split()[0] for n in COMMANDS if " " in n}))
+@pytest.mark.parametrize("flag", [[], ["--help"], ["-h"]])
+def test_command_group_lists_its_subcommands(group, flag, capsys):
+    code, out, err = run_cli([group, *flag], capsys)
+    assert code == 0 and not error_lines(err)
+    for name in COMMANDS:
+        if name.startswith(group + " "):
+            assert name in out
+
+
+def test_evaluate_reward_refuses_a_causal_lm(tmp_path, capsys, good_pairs, tiny_model):
+    """A plain causal LM loaded as a classifier gets a random score head: refuse, as `align score` does."""
+    code, _, err = run_cli(["evaluate", "reward", f"reward_model={tiny_model}", f"data.path={good_pairs}",
+                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2 and len(error_lines(err)) == 1 and "not a reward model" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_reward_refuses_a_two_label_classifier(tmp_path, capsys, good_pairs, tiny_model):
+    import shutil
+
+    model = tmp_path / "two-labels"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(architectures=["LlamaForSequenceClassification"], id2label={"0": "A", "1": "B"},
+                  label2id={"A": 0, "B": 1})
+    (model / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(["evaluate", "reward", f"reward_model={model}", f"data.path={good_pairs}",
+                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    assert code == 2 and "2 labels" in err
 
 
 def test_stages_lists_every_command(capsys):
@@ -103,9 +135,38 @@ def test_help_lists_documented_keys(name, capsys):
     assert "config keys" in out and "runs_dir" in out
 
 
-def test_dry_run_prints_resolved_config(capsys):
-    code, out, _ = run_cli(["dpo", "beta=0.3", "--dry-run"], capsys)
+def test_dry_run_prints_resolved_config_and_counts_the_inputs(tmp_path, capsys, good_pairs, tiny_model, monkeypatch):
+    import align.models
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("a dry run must not load model weights")
+
+    monkeypatch.setattr(align.models, "_load", no_weights)
+    code, out, _ = run_cli(["dpo", "beta=0.3", f"model={tiny_model}", f"data.train={good_pairs}",
+                            f"runs_dir={tmp_path / 'runs'}", "--dry-run"], capsys)
     assert code == 0 and "beta: 0.3" in out
+    assert out.index("beta: 0.3") < out.index("# inputs")
+    assert "records_read: 2" in out and "pairs_trained: 2" in out and f"model: {tiny_model}" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["dpo"],                                                   # data.train unset
+    ["dpo", "data.train=does-not-exist.jsonl"],
+    ["sft", "data.train=does-not-exist.jsonl"],
+    ["evaluate", "reward", "reward_model=does-not-exist"],
+    ["generate", "prompts=does-not-exist.jsonl"],
+])
+def test_dry_run_fails_on_bad_input(argv, capsys, tiny_model):
+    code, _, err = run_cli([*argv, f"model={tiny_model}" if argv[0] in ("sft", "dpo") else "runs_dir=runs",
+                            "--dry-run"], capsys)
+    assert code == 2 and len(error_lines(err)) == 1
+
+
+def test_dry_run_counts_prompts_for_generate(tmp_path, capsys, tiny_model):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", ["Hello?", "Name a colour."])
+    code, out, _ = run_cli(["generate", f"prompts={prompts}", f"policy={tiny_model}", "sampling.n=3", "--dry-run"], capsys)
+    assert code == 0 and "prompts: 2" in out and "responses: 6" in out
 
 
 def test_lineage_command(tmp_path, capsys):

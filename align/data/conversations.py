@@ -35,13 +35,28 @@ class SFTDataConfig:
     hold out their test split: with equal `test_fraction` and `seed`, SFT never sees those prompts."""
     seed: int = 0
     """Seed of the held-out split and of the sample."""
+    check_upstream_split: bool = True
+    """Refuse when an upstream run trained on prompts left out here; false skips the check (recorded)."""
 
 
-def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Rows `{prompt: messages, completion: messages}` and a report of what was read.
+def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any]], dict[str, int], list[Any]]:
+    """Rows `{prompt: messages, completion: messages}`, a report of what was read, and the prompts
+    left out by `test_fraction` (for the upstream-split check).
 
     `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling.
     """
+    rows, held_out, report = sft_pool(cfg)
+    if fits is not None:
+        rows, budget = fits(rows, "examples")
+        report.update(budget)
+    rows = sample(rows, cfg.max_examples, cfg.seed)
+    report["examples_used"] = len(rows)
+    return rows, report, [r["prompt"] for r in held_out]
+
+
+def sft_pool(cfg: SFTDataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """(examples training may draw from, examples left out, report): the split alone, before the
+    token budget and sample. Also used to recompute what an upstream SFT run trained on."""
     if not cfg.train:
         raise AlignError("'data.train' is required: a conversation file, datasets directory or run directory")
     fmt = cfg.format
@@ -64,12 +79,7 @@ def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any
     report["examples_read"] = len(rows)
     rows, held_out = split_pairs(rows, cfg.test_fraction, cfg.seed)
     report["examples_held_out"] = len(held_out)
-    if fits is not None:
-        rows, budget = fits(rows, "examples")
-        report.update(budget)
-    rows = sample(rows, cfg.max_examples, cfg.seed)
-    report["examples_used"] = len(rows)
-    return rows, report
+    return rows, held_out, report
 
 
 def _detect(rec: Any) -> str:

@@ -27,7 +27,9 @@ import itertools
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Iterable, Literal
 
 from align.core.errors import AlignError
@@ -60,12 +62,16 @@ class PreferenceDataConfig:
     """pairwise-label column names: prompt, response_a, response_b, label (defaults input, output_1, output_2, label)."""
     seed: int = 0
     """Seed of the held-out split and of the samples."""
-    min_agreement: float | None = None
-    """Train only on pairs whose annotator `agreement` (from `annotate pull`) is at least this."""
+    check_upstream_split: bool = True
+    """Refuse when an upstream run (the model's SFT/reward/DPO runs) trained on prompts held out here;
+    false skips the check (recorded in the manifest)."""
+    min_agreement: float | str | None = None
+    """Train only on pairs at least this share of annotators agreed on: an exact fraction ("2/3") or a
+    decimal read to two places (0.67 keeps 2-of-3 pairs); see `agreement_threshold`."""
 
     def __post_init__(self):
-        if self.min_agreement is not None and not 0.0 <= self.min_agreement <= 1.0:
-            raise AlignError(f"'data.min_agreement' must be in [0, 1], got {self.min_agreement}")
+        if self.min_agreement is not None:
+            agreement_threshold(self.min_agreement)  # raises on a bad value, before any data is read
         if not 0.0 <= self.test_fraction < 1.0:
             raise AlignError(f"'data.test_fraction' must be in [0, 1), got {self.test_fraction}")
         unknown = set(self.columns) - set(DEFAULT_COLUMNS)
@@ -78,6 +84,8 @@ class PreferenceData:
     rows: list[dict[str, Any]]
     report: dict[str, int] = field(default_factory=dict)
     """Counts of what was read and what was left out, and why: goes into the manifest."""
+    prompts: list[Any] = field(default_factory=list)
+    """Held-out data only: the prompts of the whole held-out split (what upstream runs must not train on)."""
 
 
 def load_preference_pairs(
@@ -301,23 +309,10 @@ def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, P
     """Train and held-out pairs per the config; held-out never overlaps train by prompt.
 
     `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling, so
-    `max_train_pairs` counts pairs that are actually trained on.
+    `max_train_pairs` counts pairs that are actually trained on. The held-out data's `prompts` are
+    the prompts of the whole held-out split (before the budget and sample), for the upstream check.
     """
-    if not cfg.train:
-        raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
-    data = load_preference_pairs(cfg.train, cfg.format, cfg.columns)
-    if cfg.min_agreement is not None:
-        data.rows = filter_agreement(data.rows, cfg.min_agreement, cfg.train, data.report)
-    train_rows, test_rows = split_pairs(data.rows, cfg.test_fraction, cfg.seed)
-    test = None
-    if cfg.test:
-        test = load_preference_pairs(cfg.test, cfg.format, cfg.columns)
-        held_out = {json.dumps(r["prompt"], sort_keys=True) for r in test.rows}
-        before = len(train_rows)
-        train_rows = [r for r in train_rows if json.dumps(r["prompt"], sort_keys=True) not in held_out]
-        data.report["train_prompts_in_test_dropped"] = before - len(train_rows)
-    elif test_rows:
-        test = PreferenceData(test_rows, {"pairs": len(test_rows), "held_out_from": cfg.train})
+    data, train_rows, test = training_pool(cfg)
     if not train_rows:
         raise AlignError(f"{cfg.train}: no training pairs left after holding out the test split")
     if fits is not None:
@@ -334,14 +329,76 @@ def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, P
     return PreferenceData(train_rows, data.report), test
 
 
-def filter_agreement(rows: list[dict[str, Any]], threshold: float, path: str, report: dict) -> list[dict[str, Any]]:
-    """Keep pairs whose annotator agreement is >= threshold. Data without agreement is an error:
-    the user asked for a filter that cannot apply."""
-    if not any("agreement" in r for r in rows):
+def training_pool(cfg: PreferenceDataConfig) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
+    """(everything read, the pairs training may draw from, the held-out pairs): the split alone,
+    before the token budget and samples. Also used to recompute what an upstream run trained on."""
+    if not cfg.train:
+        raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
+    data = load_preference_pairs(cfg.train, cfg.format, cfg.columns)
+    if cfg.min_agreement is not None:
+        data.rows = filter_agreement(data.rows, cfg.min_agreement, cfg.train, data.report)
+    train_rows, test_rows = split_pairs(data.rows, cfg.test_fraction, cfg.seed)
+    test = None
+    if cfg.test:
+        test = load_preference_pairs(cfg.test, cfg.format, cfg.columns)
+        held_out = {json.dumps(r["prompt"], sort_keys=True) for r in test.rows}
+        before = len(train_rows)
+        train_rows = [r for r in train_rows if json.dumps(r["prompt"], sort_keys=True) not in held_out]
+        data.report["train_prompts_in_test_dropped"] = before - len(train_rows)
+    elif test_rows:
+        test = PreferenceData(test_rows, {"pairs": len(test_rows), "held_out_from": cfg.train})
+    if test is not None:
+        test.prompts = [r["prompt"] for r in test.rows]
+    return data, train_rows, test
+
+
+# A decimal min_agreement is read as written to two places: 0.67 means "two thirds or more", so it must
+# keep a 2-of-3 pair (0.6667). Exact fractions ("2/3") need no tolerance; the pulled `agreement` float
+# is rounded to four places, so rows that only have that float get that much slack.
+DECIMAL_TOLERANCE = Fraction(1, 200)
+ROUNDED_FLOAT_TOLERANCE = Fraction(1, 20000)
+
+
+def agreement_threshold(value: float | str) -> tuple[Fraction, Fraction]:
+    """(threshold, tolerance) for `min_agreement`: a pair is kept when its share of votes for the
+    winning choice is >= threshold - tolerance. "k/n" is exact; a decimal d keeps every k/n >= d - 0.005."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+        if not match or int(match[2]) == 0 or int(match[1]) > int(match[2]):
+            raise AlignError(f"'data.min_agreement' must be a fraction k/n with k <= n (e.g. 2/3) or a number in [0, 1], got {value!r}")
+        return Fraction(int(match[1]), int(match[2])), Fraction(0)
+    if not 0.0 <= value <= 1.0:
+        raise AlignError(f"'data.min_agreement' must be in [0, 1] (or a fraction such as 2/3), got {value}")
+    return Fraction(str(value)), DECIMAL_TOLERANCE
+
+
+def vote_share(row: dict[str, Any]) -> tuple[Fraction, bool] | None:
+    """(share of votes for the most common choice, exact?) of a pulled row: exact from `counts`
+    ({a, b, tie}), else the rounded `agreement` float; None when the row has neither."""
+    counts = row.get("counts")
+    if isinstance(counts, dict) and counts and all(isinstance(v, int) for v in counts.values()) and sum(counts.values()) > 0:
+        return Fraction(max(counts.values()), sum(counts.values())), True
+    if row.get("agreement") is None:
+        return None
+    return Fraction(str(row["agreement"])), False
+
+
+def filter_agreement(rows: list[dict[str, Any]], threshold: float | str, path: str, report: dict) -> list[dict[str, Any]]:
+    """Keep pairs whose annotator agreement is >= threshold (see `agreement_threshold`). Data without
+    agreement is an error: the user asked for a filter that cannot apply."""
+    if not any("agreement" in r or "counts" in r for r in rows):
         raise AlignError(
             f"data.min_agreement={threshold} but {path} has no 'agreement' field "
             "(it comes from `align annotate pull`); remove min_agreement for this data"
         )
-    kept = [r for r in rows if r.get("agreement") is not None and r["agreement"] >= threshold]
+    minimum, tolerance = agreement_threshold(threshold)
+    kept = []
+    for row in rows:
+        share = vote_share(row)
+        if share is None:
+            continue
+        value, exact = share
+        if value >= minimum - tolerance - (Fraction(0) if exact else ROUNDED_FLOAT_TOLERANCE):
+            kept.append(row)
     report["below_min_agreement"] = len(rows) - len(kept)
     return kept

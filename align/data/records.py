@@ -5,14 +5,18 @@ string for error messages. Containers: JSON Lines (optionally .gz), a JSON array
 (header row), plain text (one string per line), a `datasets` directory saved with `save_to_disk`, and
 an align run directory (its `output` named by the caller). No file name is special-cased: what a
 file holds is decided by its extension and its fields, never by its name.
+
+A file that cannot be read (a `.gz` that is not gzip or is cut short, text that is not UTF-8, a CSV
+with NUL bytes, a truncated Parquet file...) is an AlignError naming the file and, where known, the
+line: every reader goes through `read_records`, which turns these into one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,8 +45,40 @@ def resolve_data_path(path: str | Path, run_output: str | None = None) -> Path:
     return p
 
 
+# What a damaged or mis-named file raises while being read: a .gz that is not gzip (BadGzipFile, an
+# OSError), one cut short (EOFError), corrupt deflate data (zlib.error), bytes that are not UTF-8, a
+# CSV with NUL bytes (csv.Error).
+UNREADABLE = (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error)
+
+
 def read_records(path: str | Path, run_output: str | None = None) -> Iterator[tuple[str, Any]]:
     p = resolve_data_path(path, run_output)
+    last = None
+    try:
+        for where, record in _records(p):
+            last = where
+            yield where, record
+    except UNREADABLE as exc:
+        after = f" after {last}" if last else ""
+        raise AlignError(f"{p}: cannot read the file{after}: {unreadable_reason(exc)}") from None
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """A short reason for one of the UNREADABLE errors, with the fix where there is an obvious one."""
+    if isinstance(exc, gzip.BadGzipFile):
+        return "not a gzip file although its name ends in .gz (rename it or compress it with gzip)"
+    if isinstance(exc, EOFError):
+        return "the compressed file ends early (truncated download or copy?)"
+    if isinstance(exc, zlib.error):
+        return f"corrupt compressed data ({exc})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); convert it to UTF-8"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _records(p: Path) -> Iterator[tuple[str, Any]]:
     name = p.name.lower()
     if p.is_dir():
         yield from _read_datasets_dir(p)
@@ -60,26 +96,33 @@ def read_records(path: str | Path, run_output: str | None = None) -> Iterator[tu
         raise AlignError(f"{p}: unknown data file type; use one of {', '.join(SUFFIXES)} or a datasets directory")
 
 
-def _open_text(p: Path):
-    if p.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
-    return open(p, encoding="utf-8", newline="")
+def _lines(p: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, optionally gzipped; decoded line by line so an
+    encoding error names its line. A NUL byte is an error: Python's csv module would pass it on
+    inside a field, and it means a binary or UTF-16 file."""
+    with (gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")) as f:
+        for lineno, raw in enumerate(f, 1):
+            if b"\0" in raw:
+                raise AlignError(f"{p}:{lineno}: contains a NUL byte (a binary or UTF-16 file?); give UTF-8 text")
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise AlignError(f"{p}:{lineno}: {unreadable_reason(exc)}") from None
 
 
 def _read_jsonl(p: Path) -> Iterator[tuple[str, Any]]:
-    with _open_text(p) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{p}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlignError(f"{p}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    for lineno, line in _lines(p):
+        if not line.strip():
+            continue
+        try:
+            yield f"{p}:{lineno}", json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AlignError(f"{p}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def _read_json_array(p: Path) -> Iterator[tuple[str, Any]]:
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(p.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise AlignError(f"{p}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     if isinstance(data, dict):
@@ -106,19 +149,22 @@ def _read_parquet(p: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_csv(p: Path, delimiter: str) -> Iterator[tuple[str, Any]]:
-    with _open_text(p) as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+    # csv wants text lines; _lines decodes them one by one so a bad byte names its line.
+    lines = (line for _, line in _lines(p))
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    try:
         if not reader.fieldnames:
             raise AlignError(f"{p}: empty file (a header row is needed)")
         for rec in reader:
             yield f"{p}:{reader.line_num}", {k: v for k, v in rec.items() if k is not None}
+    except csv.Error as exc:
+        raise AlignError(f"{p}:{reader.line_num + 1}: not readable as CSV ({exc})") from None
 
 
 def _read_text(p: Path) -> Iterator[tuple[str, Any]]:
-    with _open_text(p) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield f"{p}:{lineno}", line.rstrip("\n")
+    for lineno, line in _lines(p):
+        if line.strip():
+            yield f"{p}:{lineno}", line.rstrip("\r\n")
 
 
 def _read_datasets_dir(p: Path) -> Iterator[tuple[str, Any]]:
@@ -126,7 +172,10 @@ def _read_datasets_dir(p: Path) -> Iterator[tuple[str, Any]]:
         raise AlignError(f"{p} is a directory but not a `datasets` save_to_disk directory or run directory")
     from datasets import DatasetDict, load_from_disk
 
-    ds = load_from_disk(str(p))
+    try:
+        ds = load_from_disk(str(p))
+    except Exception as exc:  # datasets and pyarrow raise many types for a damaged directory
+        raise AlignError(f"{p}: not a readable `datasets` directory ({type(exc).__name__}: {exc})") from None
     if isinstance(ds, DatasetDict):
         if "train" not in ds:
             raise AlignError(f"{p}: a DatasetDict needs a 'train' split (has: {', '.join(ds)})")

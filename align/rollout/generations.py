@@ -6,10 +6,9 @@ It lives here, below the stages, so stages share it without importing one anothe
 
 from __future__ import annotations
 
-import json
-
 from align.core import runs
 from align.core.errors import AlignError
+from align.data.records import read_records
 
 GENERATIONS = "generations.jsonl"
 
@@ -19,17 +18,11 @@ def read_generations(path: str) -> tuple[dict, list[dict]]:
     manifest = runs.read_manifest(path)
     file = runs.output_path(path, manifest, "generations")
     rows = []
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlignError(f"{file}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
-                raise AlignError(f"{file}:{lineno}: a generation row needs 'prompt' (messages) and 'responses' (list)")
-            rows.append(row)
+    # read_records turns a damaged file (not UTF-8, NUL bytes, bad JSON) into one line naming file:line.
+    for where, row in read_records(file):
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
+            raise AlignError(f"{where}: a generation row needs 'prompt' (messages) and 'responses' (list)")
+        rows.append(row)
     if not rows:
         raise AlignError(f"{file}: the generation run has no rows")
     return manifest, rows

@@ -2,14 +2,17 @@
 
 Prompts are sorted by length and left-padded in batches of `batch_size` sequences (prompts x n), so
 padding costs little (on a CPU padded tokens cost as much as real ones). Sampling uses an explicit
-`GenerationConfig` built from `SamplingSettings` only: the checkpoint's generation_config.json and
-transformers' own defaults (top_k=50) are not applied, so what the manifest records is what ran.
+`GenerationConfig` built from `SamplingSettings` only: the checkpoint's generation_config.json (e.g.
+a `repetition_penalty` or `no_repeat_ngram_size` the config never set) and transformers' own
+defaults (top_k=50) are not applied, so what the manifest records is what ran. Only the checkpoint's
+eos ids are read from it, to know where a reply ends.
 The global torch RNG is seeded once per call and batches are formed deterministically, so the same
 seed and settings give the same outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from tqdm.auto import tqdm
@@ -43,7 +46,7 @@ class HFEngine:
         per_batch = max(1, self.batch_size // sampling.n)
         results: list[list[Completion]] = [[] for _ in prompt_ids]
         torch.manual_seed(sampling.seed)
-        with torch.inference_mode():
+        with torch.inference_mode(), _without_checkpoint_defaults(self.model):
             for start in tqdm(range(0, len(order), per_batch), desc="generating (hf)", unit="batch", leave=False):
                 idx = order[start:start + per_batch]
                 width = max(len(prompt_ids[i]) for i in idx)
@@ -92,3 +95,21 @@ class HFEngine:
 
     def close(self) -> None:
         self.model = None
+
+
+@contextlib.contextmanager
+def _without_checkpoint_defaults(model):
+    """transformers 5 fills every field our GenerationConfig leaves unset from
+    `model.generation_config` (the checkpoint's generation_config.json): swap in an empty one for the
+    call. Under peft the transformers model is the one `generate` reads it from."""
+    from transformers import GenerationConfig
+
+    targets = {id(m): m for m in (model, getattr(model, "get_base_model", lambda: model)())}.values()
+    saved = [(m, m.generation_config) for m in targets if getattr(m, "generation_config", None) is not None]
+    try:
+        for m, _ in saved:
+            m.generation_config = GenerationConfig()
+        yield
+    finally:
+        for m, config in saved:
+            m.generation_config = config

@@ -10,7 +10,8 @@ of them combined with `training.loss_weights`. Pairs over `max_length` are count
 After training the stage reports TRL's implicit-reward accuracy and margin on the held-out split.
 
 `reward_model` (optional, e.g. the reward run of the same pipeline): after training, the policy and
-the reference answer up to `reward_eval.prompts` held-out prompts (greedy) and the reward model
+the reference answer up to `reward_eval.prompts` held-out prompts (greedy; without a held-out split
+the stage refuses rather than score training prompts) and the reward model
 scores both; the manifest gets their mean rewards and the policy's win rate. This is the reward-model
 view of the change, and it ties the reward run into the DPO run's lineage.
 
@@ -20,8 +21,10 @@ Agreement from pulled annotations: `data.min_agreement` filters pairs; TRL's glo
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -37,7 +40,9 @@ from align.core.training import (
 )
 from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
+from align.data.splits import check_upstream
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model, save_model
+from align.scoring import check_reward_model
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +99,13 @@ class Config(TrainStageConfig):
             raise AlignError(f"'beta' must be > 0, got {self.beta}")
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
+    # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import DPOConfig
 
     if {"loss_type", "beta", "max_length"} & set(cfg.training):
@@ -105,10 +116,30 @@ def run(cfg: Config) -> dict:
     })
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
-    if reward_source is not None and reward_source.task != "reward":
-        raise AlignError(f"reward_model {cfg.reward_model} is a {reward_source.task} run, not a reward model")
+    if reward_source is not None:
+        check_reward_model(reward_source)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [],
+                           [source.record, reward_source.record if reward_source is not None else None])
+    if reward_source is not None and cfg.reward_eval.prompts > 0 and (test is None or not test.rows):
+        # Scoring replies to prompts the policy was just trained on would say nothing about held-out behaviour.
+        raise AlignError(
+            f"reward_model is set but there are no held-out prompts to compare policy and reference on "
+            f"(data.test unset, data.test_fraction={cfg.data.test_fraction}); set data.test_fraction (e.g. 0.1) "
+            "or data.test, or turn the comparison off with reward_eval.prompts=0"
+        )
+    report = {"model": source.stable_ref, "reward_model": reward_source.stable_ref if reward_source else None,
+              "data": {**train.report, "pairs_trained": len(train.rows)},
+              "test_data": test.report if test is not None else None, "split": split}
+    return SimpleNamespace(args=args, source=source, reward_source=reward_source, tokenizer=tokenizer,
+                           train=train, test=test, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    args, source, reward_source, tokenizer = ready.args, ready.source, ready.reward_source, ready.tokenizer
+    train, test = ready.train, ready.test
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
@@ -119,7 +150,8 @@ def run(cfg: Config) -> dict:
             run_dir.add_input("data.test", cfg.data.test)
 
         rows = train.rows
-        run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
+        run_dir.notes["data"] = ready.report["data"]
+        run_dir.notes["split"] = ready.report["split"]
         test_rows = test.rows if test is not None else None
         if test is not None:
             run_dir.notes["test_data"] = test.report
@@ -160,7 +192,9 @@ def run(cfg: Config) -> dict:
             log.info("dpo on %d held-out pairs: reward accuracy %.3f, margin %.3f", len(test_rows),
                      held_out.get("eval_rewards/accuracies", float("nan")), held_out.get("eval_rewards/margins", float("nan")))
         if reward_source is not None and cfg.reward_eval.prompts > 0:
-            prompts = [r["prompt"] for r in (test_rows or rows)][: cfg.reward_eval.prompts]
+            # One reply per distinct prompt: a prompt with several pairs would otherwise count several times.
+            distinct = {json.dumps(r["prompt"], sort_keys=True): r["prompt"] for r in test_rows}
+            prompts = list(distinct.values())[: cfg.reward_eval.prompts]
             from align.evaluation.policy_reward import compare_with_reward_model
 
             run_dir.metrics.update(compare_with_reward_model(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -18,7 +19,7 @@ from align.core.training import ModelLoading
 from align.data.preferences import DEFAULT_COLUMNS, Format, load_preference_pairs, sample
 from align.data.records import write_jsonl
 from align.models import load_reward_model, load_tokenizer, resolve_model
-from align.scoring import conversation_ids, pairwise_metrics, reward_scores
+from align.scoring import check_reward_model, conversation_ids, pairwise_metrics, reward_scores
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +56,37 @@ class Config(runs.RunOutput, ModelLoading):
     """Scoring batch size."""
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
     if not cfg.reward_model:
         raise AlignError("'reward_model' is required: the reward run directory to evaluate")
     if not cfg.data.path:
         raise AlignError("'data.path' is required: the preference pairs to score")
     source = resolve_model(cfg.reward_model, cfg.trust_remote_code)
-    if source.task != "reward" and source.adapters:
-        raise AlignError(f"{cfg.reward_model} is a {source.task} run, not a reward model")
+    check_reward_model(source)
     data = load_preference_pairs(cfg.data.path, cfg.data.format, {**DEFAULT_COLUMNS, **cfg.data.columns})
     rows = sample(data.rows, cfg.data.max_pairs, cfg.data.seed)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    over = sum(
+        1 for r in rows
+        if max(len(conversation_ids(tokenizer, r["prompt"] + r[k])) for k in ("chosen", "rejected")) > cfg.max_length
+    )
+    report = {"reward_model": source.stable_ref, "data": {**data.report, "pairs_scored": len(rows), "pairs_left_truncated": over}}
+    return SimpleNamespace(source=source, tokenizer=tokenizer, rows=rows, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    source, tokenizer, rows = ready.source, ready.tokenizer, ready.rows
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("reward_model", source.record)
         run_dir.add_input("data", cfg.data.path)
-        tokenizer = load_tokenizer(source, cfg.trust_remote_code)
         model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
-        over = sum(
-            1 for r in rows
-            if max(len(conversation_ids(tokenizer, r["prompt"] + r[k])) for k in ("chosen", "rejected")) > cfg.max_length
-        )
         chosen = reward_scores(model, tokenizer, [r["prompt"] + r["chosen"] for r in rows], cfg.batch_size, cfg.max_length, "scoring chosen")
         rejected = reward_scores(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows], cfg.batch_size, cfg.max_length, "scoring rejected")
         write_jsonl(run_dir.path / "scores.jsonl", [
@@ -82,7 +94,7 @@ def run(cfg: Config) -> dict:
         ])
         run_dir.add_output("scores", "scores.jsonl")
         run_dir.metrics.update(pairwise_metrics(chosen, rejected))
-        run_dir.notes["data"] = {**data.report, "pairs_scored": len(rows), "pairs_left_truncated": over}
+        run_dir.notes["data"] = ready.report["data"]
         log.info("reward model on %d pairs: accuracy %.3f, mean margin %.3f",
                  len(rows), run_dir.metrics["accuracy"], run_dir.metrics["mean_margin"])
         return runs.finish(run_dir)

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -69,7 +70,12 @@ class Config(runs.RunOutput, ModelLoading):
             raise AlignError(f"'batch_size' must be >= 1, got {self.batch_size}")
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
     if not cfg.prompts:
         raise AlignError("'prompts' is required: a prompt file, datasets directory or run directory")
     # Inputs first: a bad prompt file or an over-long prompt fails in seconds, before a model loads.
@@ -79,6 +85,16 @@ def run(cfg: Config) -> dict:
     prompt_ids = encode_prompts(tokenizer, [p.messages for p in prompts])
     context = context_length(source.base_dir)
     check_context(prompt_ids, [p.source for p in prompts], cfg.sampling.max_tokens, context)
+    report = {"policy": source.stable_ref, "prompts": len(prompts), "prompt_tokens": sum(map(len, prompt_ids)),
+              "longest_prompt_tokens": max(map(len, prompt_ids)), "context_length": context,
+              "responses": len(prompts) * cfg.sampling.n}
+    return SimpleNamespace(prompts=prompts, source=source, tokenizer=tokenizer, prompt_ids=prompt_ids,
+                           context=context, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    prompts, source, tokenizer, prompt_ids, context = ready.prompts, ready.source, ready.tokenizer, ready.prompt_ids, ready.context
     engine_name = choose_engine(cfg.engine)
     log.info("generate: %d prompts x %d samples, engine %s, policy %s",
              len(prompts), cfg.sampling.n, engine_name, source.stable_ref)

@@ -43,7 +43,15 @@ class Config(runs.RunOutput):
     """Seed of the random choices (which pair, and which response is shown as A)."""
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted (what `--dry-run` prints)."""
+    _, rows, scored = prepare(cfg)
+    return {"generations": str(Path(cfg.generations).resolve()), "prompts": len(rows),
+            "responses": sum(len(r["responses"]) for r in rows), "scored": scored}
+
+
+def prepare(cfg: Config) -> tuple[dict, list[dict], bool]:
+    """(the generation run's manifest, its rows, whether every row has scores), checked."""
     if not cfg.generations:
         raise AlignError("'generations' is required: a run directory written by `align generate` or `align score`")
     manifest, rows = read_generations(cfg.generations)
@@ -61,6 +69,13 @@ def run(cfg: Config) -> dict:
             f"selection '{cfg.selection}' needs reward scores, but {cfg.generations} has none; "
             f"run `align score {cfg.generations} reward_model=RUN` and give that run, or use selection=random"
         )
+    return manifest, rows, scored
+
+
+def run(cfg: Config) -> dict:
+    manifest, rows, scored = prepare(cfg)
+    notes = manifest.get("notes", {})
+    sampling = notes.get("sampling") or {}
     policy = notes.get("policy") or str(Path(cfg.generations).resolve())
 
     with runs.new_run("pairs", to_dict(cfg), cfg.runs_dir, cfg.name) as run:

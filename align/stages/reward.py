@@ -7,7 +7,8 @@ as fast per pair on CPU and more accurate; LoRA's gain is memory on large models
 
 Pairs over `max_length` tokens are counted and left out before training (TRL would drop them with
 only a progress-bar line). After training, pairwise accuracy and mean margin are measured on the
-held-out split (`data.test` or `data.test_fraction`) with exactly the training formatting.
+held-out split (`data.test` or `data.test_fraction`) with exactly the training formatting; the
+stage refuses to start when a run it builds on trained on those prompts (align/data/splits.py).
 
 `margin`: with pulled annotations, TRL's margin term (loss = -log sigmoid(r_c - r_r - m)) can ask
 for a larger gap on pairs annotators agreed on (`agreement`) or marked as strong (`strength`).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Literal
 
 from align.core import runs
@@ -33,6 +35,7 @@ from align.core.training import (
 )
 from align.data.length import token_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
+from align.data.splits import check_upstream
 from align.models import load_reward_model, load_tokenizer, peft_config, resolve_model, save_model
 from align.scoring import pairwise_metrics, reward_scores
 
@@ -60,14 +63,32 @@ class Config(TrainStageConfig):
     """Batch size for scoring the held-out pairs."""
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
+    # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import RewardConfig
 
     args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [], [source.record])
     rows, missing_margin = _with_margins(train.rows, cfg.margin)
+    data = {**train.report, "pairs_trained": len(rows)}
+    if cfg.margin != "none":
+        data["pairs_without_margin"] = missing_margin
+    report = {"model": source.stable_ref, "data": data, "test_data": test.report if test is not None else None,
+              "split": split}
+    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, test=test, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    args, source, tokenizer, rows, test = ready.args, ready.source, ready.tokenizer, ready.rows, ready.test
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
@@ -75,9 +96,8 @@ def run(cfg: Config) -> dict:
         if cfg.data.test:
             run_dir.add_input("data.test", cfg.data.test)
 
-        run_dir.notes["data"] = {**train.report, "pairs_trained": len(rows)}
-        if cfg.margin != "none":
-            run_dir.notes["data"]["pairs_without_margin"] = missing_margin
+        run_dir.notes["data"] = ready.report["data"]
+        run_dir.notes["split"] = ready.report["split"]
 
         from datasets import Dataset
         from transformers import set_seed

@@ -8,11 +8,11 @@ the policy and sampling settings of the generation run, so `align pairs` can rea
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -21,7 +21,7 @@ from align.core.training import ModelLoading
 from align.data.records import write_jsonl
 from align.models import load_reward_model, load_tokenizer, resolve_model
 from align.rollout.generations import GENERATIONS, read_generations
-from align.scoring import reward_scores
+from align.scoring import check_reward_model, reward_scores
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,12 @@ class Config(runs.RunOutput, ModelLoading):
             raise AlignError(f"'batch_size' must be >= 1, got {self.batch_size}")
 
 
-def run(cfg: Config) -> dict:
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
     if not cfg.generations:
         raise AlignError("'generations' is required: a run directory written by `align generate`")
     if not cfg.reward_model:
@@ -53,6 +58,13 @@ def run(cfg: Config) -> dict:
     source = resolve_model(cfg.reward_model, cfg.trust_remote_code)
     check_reward_model(source)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    report = {"reward_model": source.stable_ref, "prompts": len(rows), "responses": sum(len(r["responses"]) for r in rows)}
+    return SimpleNamespace(parent=parent, rows=rows, source=source, tokenizer=tokenizer, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    parent, rows, source, tokenizer = ready.parent, ready.rows, ready.source, ready.tokenizer
 
     with runs.new_run("score", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
         run.add_input("generations", cfg.generations)
@@ -88,12 +100,3 @@ def run(cfg: Config) -> dict:
         return runs.finish(run)
 
 
-def check_reward_model(source) -> None:
-    if source.task == "reward":
-        return
-    config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
-    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-        raise AlignError(
-            f"'{source.ref}' is not a reward model (its weights are a {source.task} model, whose score head "
-            "would be random); give a run of `align reward` or a sequence-classification checkpoint"
-        )

@@ -7,13 +7,15 @@ replies, not to imitate users. Examples over `max_length` tokens are counted and
 than truncated (truncation would cut the reply the loss is on).
 
 Writes a run with `model/` (adapter or full weights + tokenizer), `metrics.jsonl`, `manifest.json`.
-Raises AlignError (exit 2) for a bad config, data or model path, before any run directory exists.
+Raises AlignError (exit 2) for a bad config, data or model path, or when prompts it leaves out were
+trained on by the run it starts from (align/data/splits.py), before any run directory exists.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from align.core import runs
 from align.core.config import to_dict
@@ -28,6 +30,7 @@ from align.core.training import (
 )
 from align.data.conversations import SFTDataConfig, load_sft_examples
 from align.data.length import token_budget
+from align.data.splits import check_upstream
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model, save_model
 
 log = logging.getLogger(__name__)
@@ -50,20 +53,34 @@ class Config(TrainStageConfig):
     """Conversations to fine-tune on."""
 
 
-def run(cfg: Config) -> dict:
-    # Everything that can fail on user input is checked before the run directory exists.
+def check(cfg: Config) -> dict:
+    """The inputs read, checked and counted without loading model weights (what `--dry-run` prints)."""
+    return prepare(cfg).report
+
+
+def prepare(cfg: Config) -> SimpleNamespace:
+    # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import SFTConfig
 
     args = training_arguments(SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    rows, data_report = load_sft_examples(cfg.data, fits=token_budget(tokenizer, cfg.max_length, ("completion",)))
+    rows, data_report, held_out = load_sft_examples(cfg.data, fits=token_budget(tokenizer, cfg.max_length, ("completion",)))
+    split = check_upstream(STAGE, cfg.data, held_out, [source.record])
+    report = {"model": source.stable_ref, "data": {**data_report, "examples_trained": len(rows)}, "split": split}
+    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, report=report)
+
+
+def run(cfg: Config) -> dict:
+    ready = prepare(cfg)
+    args, source, tokenizer, rows = ready.args, ready.source, ready.tokenizer, ready.rows
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
         run_dir.add_input("data.train", cfg.data.train)
 
-        run_dir.notes["data"] = {**data_report, "examples_trained": len(rows)}
+        run_dir.notes["data"] = ready.report["data"]
+        run_dir.notes["split"] = ready.report["split"]
 
         from datasets import Dataset
         from transformers import set_seed

@@ -163,3 +163,39 @@ def test_reads_oasst_trees(shared_data):
     assert data.report["records_read"] == 100
     assert 300 < len(data.rows) < 2000
     assert all(r["chosen"] != r["rejected"] for r in data.rows)
+
+
+def pulled(prompt, a, b, tie=0):
+    """A row as `align annotate pull` writes it: counts per choice, n_votes, agreement rounded to 4 places."""
+    n = a + b + tie
+    return dict(convo(prompt, "good", "bad"), counts={"a": a, "b": b, "tie": tie}, n_votes=n,
+                agreement=round(max(a, b, tie) / n, 4))
+
+
+@pytest.mark.parametrize("threshold, kept", [
+    (0.67, {"2of3", "3of4", "3of3"}),      # the README's "two of three annotators"
+    ("2/3", {"2of3", "3of4", "3of3"}),
+    (0.75, {"3of4", "3of3"}),
+    ("3/4", {"3of4", "3of3"}),
+    (0.5, {"1of2", "2of3", "3of4", "3of3"}),
+    (1.0, {"3of3"}),
+])
+def test_min_agreement_compares_vote_fractions(tmp_path, threshold, kept):
+    rows = [pulled("1of2", 1, 1), pulled("2of3", 2, 1), pulled("3of4", 3, 1), pulled("3of3", 3, 0)]
+    f = write_jsonl(tmp_path / "pulled.jsonl", rows)
+    tr, _ = load_splits(PreferenceDataConfig(train=str(f), min_agreement=threshold))
+    assert {r["prompt"][0]["content"] for r in tr.rows} == kept
+    assert tr.report["below_min_agreement"] == 4 - len(kept)
+
+
+def test_min_agreement_decimal_is_not_looser_than_two_places(tmp_path):
+    # 5 of 8 = 0.625 is below 0.67 even with the two-place reading.
+    f = write_jsonl(tmp_path / "pulled.jsonl", [pulled("5of8", 5, 3), pulled("2of3", 2, 1)])
+    tr, _ = load_splits(PreferenceDataConfig(train=str(f), min_agreement=0.67))
+    assert [r["prompt"][0]["content"] for r in tr.rows] == ["2of3"]
+
+
+@pytest.mark.parametrize("bad", ["3/2", "2/0", "two thirds", 1.5, -0.1])
+def test_min_agreement_bad_values(bad):
+    with pytest.raises(AlignError, match="min_agreement"):
+        PreferenceDataConfig(train="x", min_agreement=bad)

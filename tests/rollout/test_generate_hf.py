@@ -104,3 +104,45 @@ def test_auto_falls_back_to_hf_without_vllm(monkeypatch, caplog):
     assert "using hf because the vllm package is not installed" in caplog.text
     with pytest.raises(AlignError, match="engine 'vllm' requested but"):
         choose_engine("vllm")
+
+
+def test_checkpoint_generation_defaults_are_not_applied(tmp_path, tiny_model):
+    """A generation_config.json with repetition_penalty / no_repeat_ngram_size the config never set
+    must not change the outputs: they equal those of the same weights without that file."""
+    import shutil
+
+    from align.models import load_tokenizer, resolve_model
+    from align.rollout import SamplingSettings, encode_prompts
+    from align.rollout.hf_engine import HFEngine
+
+    with_defaults = tmp_path / "with-defaults"
+    shutil.copytree(tiny_model, with_defaults)
+    (with_defaults / "generation_config.json").unlink(missing_ok=True)
+    without = tmp_path / "without"
+    shutil.copytree(with_defaults, without)
+    defaults = json.loads((tiny_model / "config.json").read_text())
+    (with_defaults / "generation_config.json").write_text(json.dumps({
+        "eos_token_id": defaults["eos_token_id"], "pad_token_id": defaults["pad_token_id"],
+        "repetition_penalty": 5.0, "no_repeat_ngram_size": 1}))
+
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
+    outputs = {}
+    for settings in (SamplingSettings(n=1, temperature=0, max_tokens=12), SamplingSettings(n=2, temperature=1.0, max_tokens=12, seed=4)):
+        for path in (with_defaults, without):
+            source = resolve_model(str(path))
+            tokenizer = load_tokenizer(source)
+            engine = HFEngine(source, tokenizer, batch_size=4)
+            outputs[path.name] = [[c.text for c in outs] for outs in engine.generate(encode_prompts(tokenizer, conversations), settings)]
+            if path is with_defaults:
+                # The file is really there and would change greedy decoding if it were applied.
+                assert engine.model.generation_config.no_repeat_ngram_size == 1
+        assert outputs["with-defaults"] == outputs["without"]
+    # Without the fix the file would matter: transformers' own merge gives other outputs.
+    import torch
+
+    engine = HFEngine(resolve_model(str(with_defaults)), tokenizer, batch_size=4)
+    ids = torch.tensor([encode_prompts(tokenizer, conversations[:1])[0]])
+    merged = engine.model.generate(input_ids=ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
+    plain = HFEngine(resolve_model(str(without)), tokenizer, batch_size=4).model.generate(
+        input_ids=ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
+    assert merged != plain

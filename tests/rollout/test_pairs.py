@@ -160,3 +160,13 @@ def test_score_refuses_a_policy(tmp_path, tiny_model, capsys):
     gen = make_generation_run(tmp_path, [{"prompt": prompt(0), "responses": ["a", "b"]}], n=2)
     assert main(["score", str(gen), f"reward_model={tiny_model}", f"runs_dir={tmp_path / 'runs'}"]) == 2
     assert "not a reward model" in capsys.readouterr().err
+
+
+def test_damaged_generations_file_exits_2_naming_the_line(tmp_path, capsys):
+    gen = make_generation_run(tmp_path, [{"prompt": prompt(i), "responses": ["a", "b"]} for i in range(3)])
+    file = gen / "generations.jsonl"
+    lines = file.read_bytes().splitlines(keepends=True)
+    file.write_bytes(lines[0] + lines[1].replace(b'"a"', b'"\xe9"') + lines[2])
+    assert main(["pairs", str(gen), f"runs_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{file}:2: not UTF-8" in err

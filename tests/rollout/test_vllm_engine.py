@@ -6,6 +6,8 @@ eager mode so no torch.compile time is spent on a model this small.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from align.core.errors import AlignError
@@ -30,9 +32,30 @@ def engine_and_ids(vllm_tiny_model):
     tokenizer = load_tokenizer(source)
     ids = encode_prompts(tokenizer, CONVERSATIONS)
     settings = VllmSettings(kv_cache_gib=1, enforce_eager=True, max_num_seqs=16)
-    engine = VllmEngine(source, tokenizer, "float32", settings, max_model_len=max(map(len, ids)) + 16, seed=0)
+    logger = logging.getLogger("align.rollout.vllm_engine")
+    handler, level = logging.Handler(), logger.level
+    handler.emit = START_LOG.append
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        engine = VllmEngine(source, tokenizer, "float32", settings, max_model_len=max(map(len, ids)) + 16, seed=0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     yield engine, ids
     engine.close()
+
+
+START_LOG: list[logging.LogRecord] = []
+
+
+def test_engine_start_is_announced_and_timed(engine_and_ids):
+    """The start-up is long and vLLM's own logs are quiet: a line before it, the elapsed time after."""
+    engine, _ = engine_and_ids
+    messages = [r.getMessage() for r in START_LOG]
+    assert any(m.startswith("starting vLLM") and "eager mode" in m for m in messages), messages
+    assert f"vLLM engine ready in {engine.details['start_s']:.0f} s" in messages
+    assert engine.details["start_s"] > 0
 
 
 def test_vllm_samples_n_per_prompt_reproducibly(engine_and_ids):
@@ -62,8 +85,7 @@ def test_vllm_greedy_matches_hf_greedy_on_first_tokens(engine_and_ids, vllm_tiny
     hf = HFEngine(source, load_tokenizer(source), batch_size=8)
     v = [outs[0].text for outs in engine.generate(ids, greedy)]
     h = [outs[0].text for outs in hf.generate(ids, greedy)]
-    agree = sum(a == b for a, b in zip(v, h))
-    assert agree >= len(ids) - 1, (v, h)
+    assert v == h
 
 
 def test_auto_picks_vllm_when_it_imports():

@@ -3,7 +3,6 @@ manifest, runs chained by path (SFT -> reward -> DPO) with lineage back to the m
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -11,7 +10,7 @@ from safetensors.torch import load_file
 
 from align.core import runs
 from align.core.config import load_config
-from align.stages import dpo, evaluate, reward, sft
+from align.stages import dpo, reward, sft
 from tests.conftest import write_jsonl
 
 FAST = ["max_length=128", "training.max_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2"]
@@ -52,7 +51,8 @@ def chain(tiny_model, shared_data, tmp_path_factory):
     data = hh_sample(shared_data, tmp)
     out = {"data": data, "runs": tmp / "runs"}
     common = [f"runs_dir={out['runs']}", f"data.train={data}", *FAST]
-    out["sft"] = sft.run(load_config(sft.Config, None, [f"model={tiny_model}", "data.format=preference-chosen", *common]))
+    out["sft"] = sft.run(load_config(sft.Config, None, [
+        f"model={tiny_model}", "data.format=preference-chosen", "data.test_fraction=0.3", *common]))
     out["reward"] = reward.run(load_config(reward.Config, None, [f"model={out['sft']['path']}", "data.test_fraction=0.3", *common]))
     out["dpo"] = dpo.run(load_config(dpo.Config, None, [
         f"model={out['sft']['path']}", f"reward_model={out['reward']['path']}", "data.test_fraction=0.3",
@@ -71,7 +71,8 @@ def test_sft_smoke(chain):
 def test_reward_smoke_reports_held_out_accuracy(chain):
     m = assert_complete_manifest(chain["reward"], "reward")
     assert math.isfinite(m["metrics"]["train_loss"])
-    assert 0.0 <= m["metrics"]["test_accuracy"] <= 1.0 and m["metrics"]["test_pairs"] > 0
+    # The accuracy's value is checked where it can be wrong: tests/stages/test_reward_learning.py.
+    assert math.isfinite(m["metrics"]["test_accuracy"]) and m["metrics"]["test_pairs"] > 0
     assert lora_b_changed(chain["reward"]["path"])
     assert m["outputs"]["model"]["task"] == "reward"
     # The score head is trained and saved with the adapter (peft modules_to_save).
@@ -97,16 +98,6 @@ def test_lineage_dpo_to_reward_to_sft_to_model_and_data(chain, tiny_model):
     # The reward run's own parent is the SFT run, nested one level deeper.
     reward_line = next(i for i, l in enumerate(lines) if "reward_model: reward" in l)
     assert "model: sft" in lines[reward_line + 1]
-
-
-def test_evaluate_reward_matches_its_own_scores(chain, tmp_path):
-    m = evaluate.run(load_config(evaluate.Config, None, [
-        f"reward_model={chain['reward']['path']}", f"data.path={chain['data']}", "max_length=128",
-        f"runs_dir={tmp_path}"]))
-    rows = [json.loads(l) for l in (runs.Path(m["path"]) / "scores.jsonl").read_text().splitlines()]
-    wins = sum(1.0 if r["margin"] > 0 else 0.5 if r["margin"] == 0 else 0.0 for r in rows)
-    assert m["metrics"]["accuracy"] == pytest.approx(wins / len(rows))
-    assert m["metrics"]["pairs"] == len(rows) == 40
 
 
 def test_full_fine_tuning_changes_base_weights(tiny_model, easy_pairs, tmp_path):
