@@ -264,11 +264,15 @@ def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, pro
 
         max_model_len = max(map(len, prompt_ids)) + cfg.sampling.max_tokens
         engine = VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len, cfg.sampling.seed, cfg.trust_remote_code)
+    loaded = time.time()
     try:
         completions = engine.generate(prompt_ids, cfg.sampling)
     finally:
         engine.close()
-    timing[f"{role}_generation_s"] = round(time.time() - start, 2)
+    done = time.time()
+    new_tokens = sum(c[0].tokens for c in completions)
+    timing.update({f"{role}_engine_load_s": round(loaded - start, 2), f"{role}_generation_s": round(done - loaded, 2),
+                   f"{role}_new_tokens": new_tokens, f"{role}_tokens_per_s": round(new_tokens / max(done - loaded, 1e-9), 2)})
     return [c[0] for c in completions]
 
 
