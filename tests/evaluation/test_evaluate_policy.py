@@ -82,6 +82,8 @@ def test_a_model_without_a_base_is_compared_with_itself(tmp_path, tiny_model, pr
 
 def test_base_of_follows_adapters_to_the_first_base(policy_chain, tiny_model):
     assert base_of(str(policy_chain["policy"])) == str(tiny_model.resolve())
+    # The reward run was trained from the SFT run: followed through it to the same first base.
+    assert base_of(str(policy_chain["reward"])) == str(tiny_model.resolve())
     assert base_of("embedded") == "embedded"
 
 
