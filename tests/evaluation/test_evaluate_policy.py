@@ -118,3 +118,12 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, policy_chain, prompt_fil
     assert code == 2 and message in err, err
     assert len([line for line in err.splitlines() if line.startswith("align: error")]) == 1
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_greedy_one_reply_survives_a_partial_sampling_override():
+    """Overriding one sampling key must not bring back generation's defaults (n=2, temperature 0.8)."""
+    from align.core.config import load_config
+    from align.stages.evaluate_policy import Config
+
+    cfg = load_config(Config, None, ["policy=embedded", "sampling.max_tokens=8"])
+    assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.max_tokens) == (1, 0.0, 8)
