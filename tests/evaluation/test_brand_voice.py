@@ -105,3 +105,19 @@ def test_bad_rubric_is_a_clear_error(tmp_path, body, message):
     path.write_text(body)
     with pytest.raises(AlignError, match=message):
         BrandRubric.load(path)
+
+
+def test_the_reference_replies_written_to_the_guide_pass_every_rule(rubric):
+    """sft_train.jsonl: one reply per training prompt, written by hand to the style guide. Each must
+    score 1.0 (a rubric that fails replies written to its own guide is wrong) and not read as a refusal."""
+    from align.evaluation.refusal import detect_refusal
+
+    prompts = [json.loads(line) for line in (BRAND / "prompts_train.jsonl").read_text().splitlines()]
+    examples = [json.loads(line) for line in (BRAND / "sft_train.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in examples] == [p["id"] for p in prompts]
+    for prompt, example in zip(prompts, examples):
+        user, assistant = example["messages"]
+        assert user == {"role": "user", "content": prompt["prompt"]}
+        judgement = rubric.judge(user["content"], assistant["content"])
+        assert judgement.score == 1.0, (prompt["id"], judgement.rules)
+        assert not detect_refusal(assistant["content"]).refused, prompt["id"]
