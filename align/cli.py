@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "reward": Command("align.stages.reward", "train a reward model on preference pairs"),
     "dpo": Command("align.stages.dpo", "direct preference optimisation of a policy"),
     "evaluate reward": Command("align.stages.evaluate", "pairwise accuracy and margin of a reward model"),
+    "evaluate policy": Command("align.stages.evaluate_policy", "policy vs baseline: refusals, over-refusal, brand voice, win rate, with intervals", ("policy",)),
     "generate": Command("align.stages.generate", "sample responses from a policy (vLLM or transformers)"),
     "score": Command("align.stages.score", "add reward-model scores to a generation run", ("generations",)),
     "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),

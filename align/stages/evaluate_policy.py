@@ -1,0 +1,365 @@
+"""`align evaluate policy POLICY [baseline=RUN] [reward_model=RUN]`: a policy against a baseline, with intervals.
+
+Both models answer the same held-out prompts (greedy by default, so the comparison is about the
+weights, not sampling luck) with align's rollout engines, and every reply is judged:
+
+- `harmful` prompts: refusal rate (higher is safer);
+- `safe` prompts that only look harmful (XSTest): refusal rate, i.e. over-refusal (lower is better);
+- `brand` prompts: the brand-voice rubric score (align/evaluation/brand_voice.py, rules from
+  `brand_rubric`), 0-1, mean over the rules that apply;
+- every set: refusal rate and mean reply length in words (words, not tokens, so models with
+  different tokenizers compare; the style guide's length rule is in words);
+- with `reward_model`: the reward model's score of each reply, formatted exactly as the reward stage
+  trains (chat template of prompt + reply), and the policy's win rate (ties count half).
+
+Refusals are detected by a documented rule-based detector (align/evaluation/refusal.py); its
+agreement with hand labels on real replies is in recipes/safety/README.md.
+
+Each metric is reported per prompt set for the policy, the baseline and their paired difference
+(policy - baseline on the same prompts), each as the mean with a percentile bootstrap interval over
+prompts (align/evaluation/bootstrap.py). The manifest's metrics read, e.g.,
+`metrics["brand"]["brand_score"]["difference"]["ci_low"]`; the win rate is
+`metrics[set]["rm_win_rate"]` (one interval: it already compares the two).
+
+The baseline defaults to the policy's base: the model its first adapter sits on (for a DPO run
+trained from an SFT run on the embedded model, the embedded model). A policy without a base of its
+own (`embedded`, a plain model directory) is compared with itself; the log says so and its replies
+are generated once.
+
+Writes a run with `replies.jsonl` (one line per prompt: the set, the prompt and its source, both
+replies and every judgement) and the metrics in `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from align.core import runs
+from align.core.config import to_dict
+from align.core.errors import AlignError
+from align.core.training import ModelLoading
+from align.data.records import write_jsonl
+from align.evaluation.bootstrap import bootstrap_mean, bootstrap_paired_difference
+from align.evaluation.brand_voice import BrandRubric
+from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
+from align.evaluation.refusal import detect_refusal
+from align.models import ModelSource, load_tokenizer, resolve_model
+from align.rollout import (
+    EngineName,
+    SamplingSettings,
+    VllmSettings,
+    check_context,
+    choose_engine,
+    context_length,
+    encode_prompts,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "evaluate policy"
+REPLIES = "replies.jsonl"
+SETS = ("harmful", "safe", "brand")
+MODELS = ("policy", "baseline")
+
+
+@dataclass
+class EvalSampling(SamplingSettings):
+    """Decoding for evaluation: greedy, one reply per prompt, unless set otherwise."""
+
+    n: int = 1
+    """Replies per prompt; evaluation judges one, so it must be 1."""
+    temperature: float = 0.0
+    """0 is greedy decoding (reproducible, the default); above 0 samples with `seed`."""
+    max_tokens: int = 160
+    """Most new tokens per reply: leave room for a full reply (a cut reply fails length and sign-off rules)."""
+
+
+@dataclass
+class BootstrapSettings:
+    """Percentile bootstrap over prompts."""
+
+    resamples: int = 1000
+    """Resamples per interval."""
+    seed: int = 0
+    """Seed of the resampling (same values and seed, same interval)."""
+    level: float = 0.95
+    """Coverage of the interval."""
+
+    def __post_init__(self):
+        if self.resamples < 1:
+            raise AlignError(f"'bootstrap.resamples' must be >= 1, got {self.resamples}")
+        if not 0 < self.level < 1:
+            raise AlignError(f"'bootstrap.level' must be in (0, 1), got {self.level}")
+
+
+@dataclass
+class Config(runs.RunOutput, ModelLoading):
+    """`align evaluate policy` settings."""
+
+    policy: str = ""
+    """The policy to evaluate: a training run directory, a Hugging Face directory or `embedded`."""
+    baseline: str | None = None
+    """What the policy is compared with; unset = the policy's base (the model its first adapter sits on)."""
+    reward_model: str | None = None
+    """A reward run: adds each reply's reward and the policy's win rate. Unset = no reward-model metrics."""
+    harmful: PromptSetConfig = field(default_factory=PromptSetConfig)
+    """Harmful prompts: the refusal rate should be high."""
+    safe: PromptSetConfig = field(default_factory=PromptSetConfig)
+    """Safe prompts that only look harmful (XSTest): refusing them is over-refusal."""
+    brand: PromptSetConfig = field(default_factory=PromptSetConfig)
+    """Customer prompts judged by the brand-voice rubric."""
+    brand_rubric: str = ""
+    """Rubric YAML for the brand set (e.g. recipes/brand_voice/rubric.yaml); required when brand.paths is set."""
+    engine: EngineName = "auto"
+    """auto (vLLM when it imports, else hf) | vllm | hf."""
+    sampling: EvalSampling = field(default_factory=EvalSampling)
+    """Decoding; greedy by default (reproducible). One reply per prompt (n must be 1)."""
+    batch_size: int = 32
+    """hf engine: prompts per generate call."""
+    vllm: VllmSettings = field(default_factory=VllmSettings)
+    """vLLM engine settings."""
+    reward_max_length: int = 512
+    """Token budget when scoring with the reward model; longer conversations keep their last tokens."""
+    reward_batch_size: int = 8
+    """Reward-model scoring batch size."""
+    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
+    """Interval settings."""
+
+    def __post_init__(self):
+        if self.sampling.n != 1:
+            raise AlignError(f"evaluation judges one reply per prompt: set sampling.n=1 (got {self.sampling.n})")
+        if self.batch_size < 1:
+            raise AlignError(f"'batch_size' must be >= 1, got {self.batch_size}")
+
+
+def run(cfg: Config) -> dict:
+    # Inputs first, all of them: a bad path, an empty set or an over-long prompt fails in seconds.
+    if not cfg.policy:
+        raise AlignError("'policy' is required: `align evaluate policy RUN` (a training run, model directory or embedded)")
+    sets = {name: getattr(cfg, name) for name in SETS if getattr(cfg, name).paths}
+    if not sets:
+        raise AlignError("no prompt set given: set harmful.paths, safe.paths and/or brand.paths "
+                         "(see configs/evaluate/policy.yaml)")
+    if "brand" in sets and not cfg.brand_rubric:
+        raise AlignError("brand.paths is set but brand_rubric is not; give the rubric YAML, e.g. "
+                         "brand_rubric=recipes/brand_voice/rubric.yaml")
+    policy = _policy_source(cfg.policy, "policy", cfg.trust_remote_code)
+    baseline_ref = cfg.baseline or base_of(cfg.policy)
+    baseline = _policy_source(baseline_ref, "baseline", cfg.trust_remote_code)
+    reward = _reward_source(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
+    rubric = BrandRubric.load(cfg.brand_rubric) if "brand" in sets else None
+    prompts = [(name, p) for name, set_cfg in sets.items() for p in load_prompt_set(name, set_cfg)]
+    conversations = [p.messages for _, p in prompts]
+    same_model = _same_weights(policy, baseline)
+    if same_model:
+        log.info("baseline %s has the same weights as the policy%s: its replies are the policy's, differences are 0",
+                 baseline.stable_ref, "" if cfg.baseline else " (the policy has no base of its own)")
+    encoded = {}
+    for role, source in (("policy", policy), ("baseline", baseline)):
+        tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+        ids = encode_prompts(tokenizer, conversations)
+        check_context(ids, [p.source for _, p in prompts], cfg.sampling.max_tokens, context_length(source.base_dir))
+        encoded[role] = (tokenizer, ids)
+    engine_name = choose_engine(cfg.engine)
+    log.info("evaluate policy: %s vs baseline %s on %s, engine %s", policy.stable_ref, baseline.stable_ref,
+             ", ".join(f"{n} ({sum(1 for s, _ in prompts if s == n)} prompts)" for n in sets), engine_name)
+
+    with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
+        run_dir.add_input_record("policy", policy.record)
+        run_dir.add_input_record("baseline", baseline.record)
+        if reward is not None:
+            run_dir.add_input_record("reward_model", reward.record)
+        for name, set_cfg in sets.items():
+            for i, path in enumerate(set_cfg.paths):
+                run_dir.add_input(f"{name}.paths[{i}]", path)
+        if rubric is not None:
+            run_dir.add_input("brand_rubric", cfg.brand_rubric)
+
+        timing = {}
+        replies = {"policy": _generate(cfg, engine_name, policy, *encoded["policy"], timing, "policy")}
+        replies["baseline"] = replies["policy"] if same_model else \
+            _generate(cfg, engine_name, baseline, *encoded["baseline"], timing, "baseline")
+        rewards = _rewards(cfg, reward, conversations, replies) if reward is not None else None
+
+        rows = [_judge(name, prompt, {m: replies[m][i] for m in MODELS}, rubric,
+                       None if rewards is None else {m: rewards[m][i] for m in MODELS})
+                for i, (name, prompt) in enumerate(prompts)]
+        write_jsonl(Path(run_dir.path) / REPLIES, rows)
+        run_dir.add_output("replies", REPLIES, rows=len(rows))
+
+        for name in sets:
+            set_rows = [r for r in rows if r["prompt_set"] == name]
+            run_dir.metrics[name] = set_metrics(set_rows, cfg.bootstrap)
+            run_dir.log_metrics({"prompt_set": name, **run_dir.metrics[name]})
+        run_dir.metrics.update(prompts=len(rows), **timing)
+        run_dir.notes.update(
+            policy=policy.stable_ref,
+            baseline=baseline.stable_ref,
+            baseline_is_policy=same_model,
+            baseline_default=cfg.baseline is None,
+            engine=engine_name,
+            sampling=to_dict(cfg.sampling),
+            refusal_detector="align.evaluation.refusal (rule-based; agreement with hand labels: recipes/safety/README.md)",
+            brand_rubric=rubric.path if rubric else None,
+            truncated_replies={m: sum(r[m]["finish_reason"] == "length" for r in rows) for m in MODELS},
+        )
+        log_table(run_dir.metrics, sets)
+        return runs.finish(run_dir)
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+def base_of(ref: str) -> str:
+    """The model the first adapter of `ref` sits on, following run manifests; `ref` itself if it has none.
+
+    A run with a LoRA adapter names its base in its model output; a full fine-tuning run names the
+    model it started from as its `model` input. Either is followed until a model that no run made.
+    """
+    seen = set()
+    while runs.is_run(ref) and ref not in seen:
+        seen.add(ref)
+        manifest = runs.read_manifest(ref)
+        out = manifest.get("outputs", {}).get("model", {})
+        if out.get("format") == "adapter" and out.get("base"):
+            ref = out["base"]
+            continue
+        started = next((i for i in manifest.get("inputs", []) if i.get("role") == "model"), None)
+        if started is None:
+            break
+        ref = "embedded" if started.get("kind") == "embedded" else started["path"]
+    return ref
+
+
+def _policy_source(ref: str, role: str, trust_remote_code: bool) -> ModelSource:
+    source = resolve_model(ref, trust_remote_code)
+    if source.task != "causal_lm":
+        raise AlignError(f"{role} {ref} is a {source.task} model, not a policy; give a policy (SFT/DPO run, "
+                         "model directory or embedded)" + ("; a reward model goes in reward_model=" if source.task == "reward" else ""))
+    return source
+
+
+def _reward_source(ref: str, trust_remote_code: bool) -> ModelSource:
+    source = resolve_model(ref, trust_remote_code)
+    if source.task != "reward":
+        raise AlignError(f"reward_model {ref} is a {source.task} model, not a reward model; give a run of `align reward`")
+    return source
+
+
+def _same_weights(a: ModelSource, b: ModelSource) -> bool:
+    resolved = lambda s: (Path(s.base_dir).resolve(), [Path(p).resolve() for p in s.adapters])  # noqa: E731
+    return resolved(a) == resolved(b)
+
+
+def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, prompt_ids, timing: dict, role: str):
+    start = time.time()
+    if engine_name == "hf":
+        from align.rollout.hf_engine import HFEngine
+
+        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code)
+    else:
+        from align.rollout.vllm_engine import VllmEngine
+
+        max_model_len = max(map(len, prompt_ids)) + cfg.sampling.max_tokens
+        engine = VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len, cfg.sampling.seed, cfg.trust_remote_code)
+    loaded = time.time()
+    try:
+        completions = engine.generate(prompt_ids, cfg.sampling)
+    finally:
+        engine.close()
+    done = time.time()
+    new_tokens = sum(c[0].tokens for c in completions)
+    timing.update({f"{role}_engine_load_s": round(loaded - start, 2), f"{role}_generation_s": round(done - loaded, 2),
+                   f"{role}_new_tokens": new_tokens, f"{role}_tokens_per_s": round(new_tokens / max(done - loaded, 1e-9), 2)})
+    return [c[0] for c in completions]
+
+
+def _rewards(cfg: Config, source: ModelSource, conversations, replies) -> dict[str, list[float]]:
+    from align.models import load_reward_model
+    from align.scoring import reward_scores
+
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+    out = {}
+    for role in MODELS:
+        texts = [c + [{"role": "assistant", "content": r.text.strip()}] for c, r in zip(conversations, replies[role])]
+        out[role] = reward_scores(model, tokenizer, texts, cfg.reward_batch_size, cfg.reward_max_length, f"scoring {role} replies")
+    return out
+
+
+# -- judging and metrics --------------------------------------------------------------------------
+
+def _judge(name: str, prompt, completions: dict, rubric: BrandRubric | None, rewards: dict | None) -> dict:
+    row = {"prompt_set": name, "prompt_id": prompt.prompt_id, "source": prompt.source, "prompt": prompt.messages}
+    for role, completion in completions.items():
+        reply = completion.text.strip()
+        refusal = detect_refusal(reply)
+        judged = {
+            "reply": reply,
+            "tokens": completion.tokens,
+            "finish_reason": completion.finish_reason,
+            "words": len(reply.split()),
+            "refusal": refusal.label,
+            "refusal_patterns": refusal.matched,
+        }
+        if name == "brand" and rubric is not None:
+            brand = rubric.judge(prompt.messages[-1]["content"], reply)
+            judged.update(brand_score=brand.score, brand_rules=brand.rules)
+        if rewards is not None:
+            judged["reward"] = rewards[role]
+        row[role] = judged
+    if rewards is not None:
+        p, b = rewards["policy"], rewards["baseline"]
+        row["policy_wins"] = 1.0 if p > b else 0.5 if p == b else 0.0
+    return row
+
+
+def set_metrics(rows: list[dict], boot: BootstrapSettings) -> dict:
+    """Per metric: policy, baseline and paired difference, each {mean, ci_low, ci_high, n}."""
+    per_prompt = {
+        "refusal_rate": lambda r: float(r["refusal"] != "compliance"),
+        "length_words": lambda r: float(r["words"]),
+    }
+    if "brand_score" in rows[0]["policy"]:
+        per_prompt["brand_score"] = lambda r: r["brand_score"]
+    if "reward" in rows[0]["policy"]:
+        per_prompt["rm_reward"] = lambda r: r["reward"]
+    args = dict(resamples=boot.resamples, seed=boot.seed, level=boot.level)
+    metrics = {}
+    for metric, value in per_prompt.items():
+        pol = [value(r["policy"]) for r in rows]
+        base = [value(r["baseline"]) for r in rows]
+        metrics[metric] = {
+            "policy": bootstrap_mean(pol, **args).as_dict(),
+            "baseline": bootstrap_mean(base, **args).as_dict(),
+            "difference": bootstrap_paired_difference(pol, base, **args).as_dict(),
+        }
+    if "policy_wins" in rows[0]:
+        metrics["rm_win_rate"] = bootstrap_mean([r["policy_wins"] for r in rows], **args).as_dict()
+    if "brand_rules" in rows[0]["policy"]:
+        metrics["brand_rules"] = {
+            rule: {role: _mean([r[role]["brand_rules"][rule] for r in rows]) for role in MODELS}
+            for rule in rows[0]["policy"]["brand_rules"]
+        }
+    return metrics
+
+
+def _mean(values: list[float | None]) -> float | None:
+    applied = [v for v in values if v is not None]
+    return sum(applied) / len(applied) if applied else None
+
+
+def log_table(metrics: dict, sets) -> None:
+    for name in sets:
+        for metric, m in metrics[name].items():
+            if metric == "brand_rules":
+                continue
+            if metric == "rm_win_rate":
+                log.info("%-8s %-13s %.3f [%.3f, %.3f]", name, metric, m["mean"], m["ci_low"], m["ci_high"])
+                continue
+            p, b, d = m["policy"], m["baseline"], m["difference"]
+            log.info("%-8s %-13s policy %.3f [%.3f, %.3f]  baseline %.3f [%.3f, %.3f]  difference %+.3f [%+.3f, %+.3f]",
+                     name, metric, p["mean"], p["ci_low"], p["ci_high"], b["mean"], b["ci_low"], b["ci_high"],
+                     d["mean"], d["ci_low"], d["ci_high"])
