@@ -7,6 +7,7 @@ log, and seeds.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 import logging
 import math
 import time
@@ -176,6 +177,31 @@ def _check_types(cls: type, section: dict[str, Any]) -> None:
     for key, value in section.items():
         if key in hints:
             coerce(hints[key], value, f"training.{key}")
+
+
+@contextmanager
+def trainer_refusals(trainer_name: str, section: dict[str, Any], building: bool):
+    """Settings a trainer accepts in its config but refuses later, as exit 2 instead of a traceback.
+
+    `training_arguments` catches what can be checked before any run directory exists. Some settings
+    fail only when the trainer is built (`torch_compile_backend=nonexistent` is a ValueError inside
+    accelerate) or when training starts (`use_liger_kernel=true` without the liger-kernel package is an
+    ImportError). Around construction (`building=True`) ValueError, TypeError and ImportError are the
+    settings' fault; around `train()` only ImportError is: a ValueError there can be align's own bug
+    and keeps its traceback. The run directory is discarded by `new_run` as for any failure.
+    """
+    errors: tuple[type[BaseException], ...] = (ValueError, TypeError, ImportError) if building else (ImportError,)
+    try:
+        yield
+    except errors as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        named = [k for k, v in section.items()
+                 if k in message or (isinstance(v, str) and len(v) > 2 and v.lower() in message.lower())]
+        keys = named or list(section)
+        where = (f"set by training.{', training.'.join(keys)}" if keys
+                 else "with align's defaults (no `training:` keys set)")
+        what = "a package it needs is not installed" if isinstance(exc, ImportError) else "it refused a setting"
+        raise AlignError(f"{trainer_name}: {what} ({message}); {where}") from None
 
 
 def _bf16_available() -> bool:

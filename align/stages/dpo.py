@@ -36,6 +36,7 @@ from align.core.training import (
     count_trainable,
     discard_trainer_scratch,
     final_train_metrics,
+    trainer_refusals,
     training_arguments,
 )
 from align.data.length import token_budget
@@ -165,21 +166,23 @@ def run(cfg: Config) -> dict:
         # LoRA: reference = adapter disabled (TRL does this when ref_model is None and peft_config is set).
         ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
         bind_output_dir(args, run_dir)
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=ref_model,
-            args=args,
-            train_dataset=Dataset.from_list(_trainer_rows(rows)),
-            processing_class=tokenizer,
-            peft_config=peft_config(cfg.lora, "CAUSAL_LM") if cfg.lora.enabled else None,
-        )
+        with trainer_refusals("DPOTrainer", cfg.training, building=True):
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=ref_model,
+                args=args,
+                train_dataset=Dataset.from_list(_trainer_rows(rows)),
+                processing_class=tokenizer,
+                peft_config=peft_config(cfg.lora, "CAUSAL_LM") if cfg.lora.enabled else None,
+            )
         attach_logging(trainer, run_dir, {
             "loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin",
         })
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("dpo: %d pairs, loss %s, beta %s, %s", len(rows), "+".join(cfg.loss_type), cfg.beta,
                  run_dir.notes["parameters"])
-        trainer.train()
+        with trainer_refusals("DPOTrainer", cfg.training, building=False):
+            trainer.train()
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)

@@ -31,6 +31,7 @@ from align.core.training import (
     count_trainable,
     discard_trainer_scratch,
     final_train_metrics,
+    trainer_refusals,
     training_arguments,
 )
 from align.data.length import token_budget
@@ -106,17 +107,19 @@ def run(cfg: Config) -> dict:
         set_seed(cfg.seed)
         model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
         bind_output_dir(args, run_dir)
-        trainer = RewardTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(_trainer_rows(rows)),
-            processing_class=tokenizer,
-            peft_config=peft_config(cfg.lora, "SEQ_CLS") if cfg.lora.enabled else None,
-        )
+        with trainer_refusals("RewardTrainer", cfg.training, building=True):
+            trainer = RewardTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_list(_trainer_rows(rows)),
+                processing_class=tokenizer,
+                peft_config=peft_config(cfg.lora, "SEQ_CLS") if cfg.lora.enabled else None,
+            )
         attach_logging(trainer, run_dir, {"loss": "loss", "accuracy": "acc", "margin": "margin"})
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("reward: %d pairs, %s", len(rows), run_dir.notes["parameters"])
-        trainer.train()
+        with trainer_refusals("RewardTrainer", cfg.training, building=False):
+            trainer.train()
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="reward")
         discard_trainer_scratch(run_dir)

@@ -26,6 +26,7 @@ from align.core.training import (
     count_trainable,
     discard_trainer_scratch,
     final_train_metrics,
+    trainer_refusals,
     training_arguments,
 )
 from align.data.conversations import SFTDataConfig, load_sft_examples
@@ -89,17 +90,19 @@ def run(cfg: Config) -> dict:
         set_seed(cfg.seed)
         model = load_policy(source, cfg.dtype, cfg.trust_remote_code)
         bind_output_dir(args, run_dir)
-        trainer = SFTTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=peft_config(cfg.lora, "CAUSAL_LM") if cfg.lora.enabled else None,
-        )
+        with trainer_refusals("SFTTrainer", cfg.training, building=True):
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_list(rows),
+                processing_class=tokenizer,
+                peft_config=peft_config(cfg.lora, "CAUSAL_LM") if cfg.lora.enabled else None,
+            )
         attach_logging(trainer, run_dir, {"loss": "loss", "mean_token_accuracy": "token_acc"})
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("sft: %d examples, %s", len(rows), run_dir.notes["parameters"])
-        trainer.train()
+        with trainer_refusals("SFTTrainer", cfg.training, building=False):
+            trainer.train()
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)

@@ -40,3 +40,32 @@ def test_valid_non_default_optimizer_settings_still_pass():
     args = training_arguments(SFTConfig, {"optim": "sgd", "learning_rate": 0.1, "lr_scheduler_type": "constant",
                                           "warmup_steps": 0.1, "max_steps": 3}, {})
     assert args.optim == "sgd" and args.learning_rate == 0.1
+
+
+def _liger_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+@pytest.mark.parametrize("stage, override, key", [
+    # Accepted by the config, refused by accelerate while the trainer is built (a ValueError).
+    ("reward", "training.torch_compile_backend=nonexistent", "training.torch_compile_backend"),
+    ("dpo", "training.torch_compile_backend=nonexistent", "training.torch_compile_backend"),
+    # Accepted by the config and the trainer, refused when training starts (an ImportError).
+    pytest.param("sft", "training.use_liger_kernel=true", "training.use_liger_kernel",
+                 marks=pytest.mark.skipif(_liger_installed(), reason="liger-kernel is installed here")),
+])
+def test_settings_refused_by_the_trainer_itself_exit_2(stage, override, key, tiny_model, easy_pairs, tmp_path, capsys):
+    data = [f"data.train={easy_pairs}"] + (["data.format=preference-chosen"] if stage == "sft" else [])
+    code = main([stage, f"model={tiny_model}", *data, "max_length=64", "training.max_steps=1",
+                 override, f"runs_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    # These fail after the stage has started logging: the error is the one `align: error:` line, last.
+    errors = [line for line in err.splitlines() if line.startswith("align: error: ")]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0] and key in errors[0], err
+    assert "Traceback" not in err
+    assert "training.max_steps" not in errors[0]  # the key at fault is named, not every key set
+    runs_dir = tmp_path / "runs"
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
