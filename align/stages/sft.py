@@ -70,7 +70,7 @@ def run(cfg: Config) -> dict:
         from trl import SFTTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code)
+        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
         bind_output_dir(args, run_dir)
         trainer = SFTTrainer(
             model=model,
