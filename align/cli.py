@@ -112,7 +112,7 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     for key in cmd.positional:
         parser.add_argument(key, nargs="?", help=f"sets `{key}`")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_intermixed_args(argv)  # options may follow the positional
     if unknown:
         raise AlignError(f"unknown option(s) for `align {name}`: {' '.join(unknown)} (overrides are key=value)")
     module = importlib.import_module(cmd.module)

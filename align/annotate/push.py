@@ -63,7 +63,7 @@ class Config(runs.RunOutput):
     """Push at most this many pairs (the first ones of the input)."""
     format: str = "auto"
     """Format of a preference-file input (auto, conversational, hh-rlhf, ...); ignored for pairs."""
-    redaction: str = "redact"
+    redaction: str | bool = "redact"
     """Personal data in prompts and responses: redact (placeholders like [EMAIL]), drop (the pair) or off."""
     redaction_patterns: dict[str, str] = field(default_factory=dict)
     """Extra types to redact: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
@@ -77,6 +77,8 @@ class Config(runs.RunOutput):
             raise AlignError(f"'annotators_per_record' must be >= 1, got {self.annotators_per_record}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise AlignError(f"'max_pairs' must be >= 1, got {self.max_pairs}")
+        if self.redaction is False:  # YAML 1.1 reads a bare `off` as false
+            self.redaction = "off"
         privacy.check_mode(self.redaction)
 
 

@@ -205,5 +205,5 @@ def findings_in(redactor: Redactor, value: Any, path: str = "") -> Iterator[tupl
 
 
 def check_mode(mode: str, key: str = "redaction") -> None:
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise AlignError(f"'{key}' must be one of {', '.join(MODES)}, got '{mode}'")

@@ -19,6 +19,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 from align.core import runs
 from align.core.config import to_dict
@@ -38,16 +39,12 @@ class Config(runs.RunOutput):
 
     input: str = ""
     """Data to redact: a JSONL/JSON/Parquet/CSV/TSV/text file, a datasets directory or a run directory."""
-    mode: str = "redact"
+    mode: Literal["redact", "drop"] = "redact"
     """redact (typed placeholders such as [EMAIL]) or drop (leave out every record with a finding)."""
     patterns: dict[str, str] = field(default_factory=dict)
     """Types of your own: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
     phone_region: str = "US"
     """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
-
-    def __post_init__(self):
-        if self.mode not in ("redact", "drop"):
-            raise AlignError(f"'mode' must be redact or drop, got '{self.mode}'")
 
 
 def run(cfg: Config) -> dict:

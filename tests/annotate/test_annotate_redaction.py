@@ -147,3 +147,20 @@ def test_annotation_page_shows_placeholders(argilla, pushed, tmp_path):
     shot.unlink(missing_ok=True)
     subprocess.run([*browser, f"--screenshot={shot}", page], capture_output=True, timeout=90, check=True)
     assert shot.stat().st_size > 20_000
+
+
+def test_off_is_accepted_as_written_on_the_command_line(tmp_path, capsys):
+    """`redaction=off` (which YAML reads as false) means off, and the resolved config says so."""
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    assert cli_main(["annotate", "push", str(pairs), "dataset=x", "redaction=off", "--dry-run"]) == 0
+    assert "redaction: 'off'" in capsys.readouterr().out
+    assert push.Config(pairs=str(pairs), dataset="x", redaction=False).redaction == "off"
+
+
+def test_off_sends_the_text_as_it_is(argilla, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    manifest = push.run(push.Config(pairs=str(pairs), dataset="redaction-off", redaction="off",
+                                    argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    assert manifest["metrics"]["redaction"]["findings"] == {}
+    prompts = {r["fields"]["prompt"][0]["content"] for r in server_records(argilla, "redaction-off").values()}
+    assert PAIRS[0]["prompt"][0]["content"] in prompts

@@ -62,7 +62,7 @@ def test_drop_mode_leaves_out_records_with_findings(tmp_path):
 def test_dry_run_shows_masked_changes_and_writes_nothing(tmp_path, capsys):
     data = write(tmp_path)
     runs = tmp_path / "runs"
-    assert main(["redact", str(data), f"runs_dir={runs}", "--dry-run"]) == 0
+    assert main(["redact", str(data), "--dry-run", f"runs_dir={runs}"]) == 0  # options after FILE, then overrides
     out = capsys.readouterr().out
     assert not runs.exists()
     assert f"{data}:1  messages[0].content  EMAIL  j******************m  -> [EMAIL]" in out
@@ -76,7 +76,7 @@ def test_bad_mode_and_missing_file_exit_2_with_one_line(tmp_path, capsys):
     data = write(tmp_path)
     assert main(["redact", str(data), "mode=mask", f"runs_dir={tmp_path / 'runs'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "align: error: 'mode' must be redact or drop, got 'mask'"
+    assert err[-1] == "align: error: 'mode' must be one of redact, drop; got 'mask'"
     assert main(["redact", str(tmp_path / "nope.jsonl"), f"runs_dir={tmp_path / 'runs'}"]) == 2
     assert "data not found" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
