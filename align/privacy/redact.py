@@ -2,15 +2,17 @@
 
 Detectors, each validated rather than pattern-only, so look-alikes survive:
 - EMAIL: `local@domain.tld` (a regex; the domain needs a dot and a 2+ letter top-level label);
-- PHONE: `phonenumbers`' PhoneNumberMatcher at its VALID leniency, for national numbers of
-  `phone_region` and any `+`-prefixed international number;
+- PHONE: `phonenumbers`' PhoneNumberMatcher (valid numbers, grouped as the region writes them), for
+  national numbers of `phone_region` and any `+`-prefixed international number; a national number
+  written as a bare run of digits (4155552671) is left alone, as ids and integers look the same;
 - CARD: 13-19 digits, unbroken or grouped as cards are printed (4-4-4-4, 4-6-5, ...), with a card
   network's prefix and a valid Luhn check digit (`stdnum.luhn`);
 - IBAN: country code, check digits and account, validated by `stdnum.iban` (country length and mod-97);
-- IP: IPv4 and IPv6 addresses that `ipaddress` accepts (so 2.13.0 or 10:30:00 are left alone);
+- IP: IPv4 and IPv6 addresses that `ipaddress` accepts (so 2.13.0 or 10:30:00 are left alone),
+  except loopback and unspecified ones (127.0.0.1, ::1, 0.0.0.0), which identify no machine;
 - user patterns: `{TYPE: regex}`, each match replaced by `[TYPE]`.
 
-What it does not catch: personal names, street addresses and places in free text, dates of birth,
+What it does not catch: national phone numbers written as a bare run of digits, personal names, street addresses and places in free text, dates of birth,
 national ids other than the above, account numbers without a checksum, numbers written out in words
 or split by unusual separators, phone numbers of other regions written without their `+` prefix,
 and anything inside images or encoded text. A four-part version number (1.2.3.4) is redacted as an
@@ -37,7 +39,7 @@ BUILTIN_TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "IP")
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 # Digits in groups separated by at most one space or dash; the validator decides.
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_CARD = re.compile(r"(?<![\w.,-])\d(?:[ -]?\d){12,18}(?![\w-]|[.,]\d)")
 # Issuer prefixes (IIN ranges) of the card networks: Visa, Mastercard, Amex, Discover, Diners, JCB,
 # UnionPay, Maestro. A Luhn-valid number outside them (1 in 10 random numbers is) is not a card.
 _CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|6(?:011|4[4-9]|5|2)|3(?:0[0-5]|6|8|9)|35|5[06-9]|6\d)")
@@ -49,6 +51,7 @@ _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 # Hex groups and colons (and a dotted IPv4 tail); `ipaddress` decides what is an address.
 _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}(?![\w:])")
+_DOTTED_SINGLE_DIGIT = re.compile(r"(?:^|\D)\d\.|\.\d(?:\D|$)")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -116,7 +119,15 @@ class Redactor:
     def _phones(self, text: str) -> Iterator[Finding]:
         import phonenumbers
 
-        for m in phonenumbers.PhoneNumberMatcher(text, self.phone_region, leniency=phonenumbers.Leniency.VALID):
+        leniency = phonenumbers.Leniency.STRICT_GROUPING
+        for m in phonenumbers.PhoneNumberMatcher(text, self.phone_region, leniency=leniency):
+            raw = m.raw_string
+            if not raw.startswith("+"):
+                # A bare run of digits is far more often an id, a count or an integer (2147483647) than
+                # a phone number; dots next to a one-digit group mean a version (25.1.8937393) or a
+                # list item ("7.  123456789"). Both fool the matcher on real data.
+                if raw.isdigit() or _DOTTED_SINGLE_DIGIT.search(raw):
+                    continue
             yield Finding(m.start, m.end, "PHONE")
 
     def _cards(self, text: str) -> Iterator[Finding]:
@@ -160,10 +171,11 @@ class Redactor:
 
 def _is_ip(candidate: str, cls) -> bool:
     try:
-        cls(candidate)
+        address = cls(candidate)
     except ValueError:
         return False
-    return True
+    # 127.0.0.1, ::1, 0.0.0.0 are the same on every machine and identify nobody; code needs them intact.
+    return not (address.is_loopback or address.is_unspecified)
 
 
 def mask(value: str) -> str:

@@ -15,6 +15,8 @@ PII = [
     ("mail: J_Smith@mail-server.example.org.", "J_Smith@mail-server.example.org", "EMAIL"),
     ("call (415) 555-2671 after six", "(415) 555-2671", "PHONE"),
     ("my cell is 415.555.2671", "415.555.2671", "PHONE"),
+    ("dial +1.415.555.2671 now", "+1.415.555.2671", "PHONE"),
+    ("or +442079460958 unspaced", "+442079460958", "PHONE"),
     ("reach me on +44 20 7946 0958 in London", "+44 20 7946 0958", "PHONE"),
     ("Büro: +49 30 901820, werktags", "+49 30 901820", "PHONE"),
     ("card 4111 1111 1111 1111 exp 12/29", "4111 1111 1111 1111", "CARD"),
@@ -23,6 +25,7 @@ PII = [
     ("IBAN DE89 3704 0044 0532 0130 00 FOR RENT", "DE89 3704 0044 0532 0130 00", "IBAN"),
     ("pay to GB82WEST12345698765432.", "GB82WEST12345698765432", "IBAN"),
     ("server at 192.168.1.20 is down", "192.168.1.20", "IP"),
+    ("from 8.8.8.8:53 over udp", "8.8.8.8", "IP"),
     ("v6 2001:db8::8a2e:370:7334 answers", "2001:db8::8a2e:370:7334", "IP"),
     ("mapped ::ffff:192.0.2.1 too", "::ffff:192.0.2.1", "IP"),
 ]
@@ -39,6 +42,13 @@ LOOK_ALIKES = [
     "not an IBAN: DE89 3704 0044 0532 0130 01",
     "not an address: 999.1.1.1 or 1:2:3",
     "a@b is no e-mail, nor is user@localhost",
+    "bind to 127.0.0.1:8080, ::1 or 0.0.0.0",
+    # Found in the shared data (Arena-Hard, HH-RLHF): a versioned path and a numbered list.
+    "C:/Users/x/AppData/Local/Android/Sdk/ndk/25.1.8937393/build/core",
+    "6.  12345\n7.  123456789\n8.  1234567",
+    # Found in the shared data (Stack Exchange politeness): a long decimal, ids and integers.
+    "score -0.68312777640528421 and 0.25362758080312087",
+    "id 3109434, INT_MAX is 2147483647, input = 22936722 49.",
 ]
 
 
