@@ -63,6 +63,8 @@ def run(cfg: Config) -> dict:
         else:
             changed += 1
             rows.append(redacted)
+    if not read:
+        raise AlignError(f"{cfg.input}: no records to redact (the file is empty)")
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
         run_.add_input("data", cfg.input)

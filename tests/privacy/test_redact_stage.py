@@ -79,4 +79,7 @@ def test_bad_mode_and_missing_file_exit_2_with_one_line(tmp_path, capsys):
     assert err[-1] == "align: error: 'mode' must be one of redact, drop; got 'mask'"
     assert main(["redact", str(tmp_path / "nope.jsonl"), f"runs_dir={tmp_path / 'runs'}"]) == 2
     assert "data not found" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["redact", str(tmp_path / "empty.jsonl"), f"runs_dir={tmp_path / 'runs'}"]) == 2
+    assert "no records to redact" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
