@@ -90,3 +90,29 @@ def test_each_stage_loads_its_base_quantized(stage, tiny_model, easy_pairs, tmp_
     assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
     assert bnb.llm_int8_skip_modules == (["score"] if stage == "reward" else None)
     assert seen["device_map"] == {"": 0}
+
+
+def test_quantized_load_freezes_the_base_for_adapters(tiny_model, monkeypatch):
+    """After the quantized load, peft's prepare_model_for_kbit_training leaves no base weight trainable.
+
+    bitsandbytes needs CUDA, so the stand-in loads the tiny model unquantized; what is checked is what
+    align does with the model it gets back.
+    """
+    from transformers import AutoModelForCausalLM
+
+    real = AutoModelForCausalLM.from_pretrained.__func__
+    seen = {}
+
+    def unquantized(cls, *args, **kwargs):
+        seen["quantization_config"] = kwargs.pop("quantization_config", None)
+        kwargs.pop("device_map", None)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(unquantized))
+    source = models.resolve_model(str(tiny_model))
+    plain = models.load_policy(source)
+    assert all(p.requires_grad for p in plain.parameters()) and seen["quantization_config"] is None
+    prepared = models.load_policy(source, quantization="4bit")
+    assert seen["quantization_config"].load_in_4bit
+    assert not any(p.requires_grad for p in prepared.parameters())
+    assert all(p.dtype == torch.float32 for p in prepared.parameters())
