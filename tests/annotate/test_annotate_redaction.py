@@ -89,7 +89,7 @@ def test_labels_pulled_back_refer_to_the_redacted_text(argilla, pushed, tmp_path
     records = server_records(argilla, "redacted")
     first = records[record_id(*REDACTED[0], 1)]
     # The annotator prefers the candidate shown as A; which candidate that is depends on the swap.
-    argilla.annotator("carol").respond(first["id"], preference="A")
+    argilla.annotator("redaction_annotator").respond(first["id"], preference="A")
     journal = tmp_path / "journal"
     manifest = pull.run(pull.Config(dataset="redacted", argilla=argilla.argilla_config(),
                                     journal_dir=str(journal), runs_dir=str(tmp_path / "runs")))
