@@ -39,6 +39,8 @@ LOOK_ALIKES = [
     "it costs $1,299.99 or 1.299,00 EUR",
     "unix time 1764583200, build 20261201103000",
     "not a card: 4111 1111 1111 1112 (bad check digit)",
+    "tracking 9123456789012348 (Luhn-valid, no card network starts with 9)",
+    "account 4000 0000 0000 000 2 (grouped as no card is printed)",
     "not an IBAN: DE89 3704 0044 0532 0130 01",
     "not an address: 999.1.1.1 or 1:2:3",
     "a@b is no e-mail, nor is user@localhost",
