@@ -151,6 +151,8 @@ def run(cfg: Config) -> dict[str, Any]:
         run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
                            "dataset_id": dataset_id, "template": str(tpl.path),
                            "guidelines_sha256": templates.text_hash(guidelines)})
+        if redactor is not None:
+            run_.notes["redaction_detectors"] = privacy.detector_versions()
         if replaced:
             run_.notes["guidelines_replaced_sha256"] = templates.text_hash(guidelines_before)
         run_.metrics.update({

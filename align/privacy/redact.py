@@ -215,6 +215,13 @@ def findings_in(redactor: Redactor, value: Any, path: str = "") -> Iterator[tupl
             yield from findings_in(redactor, v, f"{path}.{k}" if path else str(k))
 
 
+def detector_versions() -> dict[str, str]:
+    """Versions of the packages whose data decides what is found (phone metadata changes often)."""
+    from importlib import metadata
+
+    return {name: metadata.version(name) for name in ("phonenumbers", "python-stdnum")}
+
+
 def check_mode(mode: str, key: str = "redaction") -> None:
     if not isinstance(mode, str) or mode not in MODES:
         raise AlignError(f"'{key}' must be one of {', '.join(MODES)}, got '{mode}'")

@@ -25,7 +25,7 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import read_records
-from align.privacy.redact import Redactor, findings_in, mask, redact_value
+from align.privacy.redact import Redactor, detector_versions, findings_in, mask, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def run(cfg: Config) -> dict:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         run_.add_output("records", RECORDS)
+        run_.notes["detectors"] = detector_versions()
         run_.metrics.update({
             "records_read": read,
             "records_written": len(rows),

@@ -44,6 +44,7 @@ def test_redact_writes_a_redacted_run_with_counts_and_no_values(tmp_path):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["metrics"]["findings"] == {"CARD": 1, "EMAIL": 1, "EMPLOYEE_ID": 1, "IBAN": 1, "IP": 1, "PHONE": 1}
     assert (manifest["metrics"]["records_read"], manifest["metrics"]["records_redacted"]) == (4, 3)
+    assert set(manifest["notes"]["detectors"]) == {"phonenumbers", "python-stdnum"}
     written = files_under(run)
     assert len(written) >= 3
     for value in VALUES:
