@@ -39,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("align.stages.generate", "sample responses from a policy (vLLM or transformers)"),
     "score": Command("align.stages.score", "add reward-model scores to a generation run", ("generations",)),
     "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),
+    "redact": Command("align.stages.redact", "redact e-mails, phones, cards, IBANs, IPs in a data file", ("input",)),
     "annotate push": Command("align.annotate.push", "push candidate pairs to Argilla for annotators", ("pairs",)),
     "annotate pull": Command("align.annotate.pull", "pull submitted labels into a preference dataset run"),
     "annotate status": Command("align.annotate.status", "annotation progress and inter-annotator agreement"),
@@ -123,7 +124,7 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     for key in cmd.positional:
         parser.add_argument(key, nargs="?", help=f"sets `{key}`")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = parser.parse_known_intermixed_args(argv)  # options may follow the positional
     if unknown:
         raise AlignError(f"unknown option(s) for `align {name}`: {' '.join(unknown)} (overrides are key=value)")
     module = importlib.import_module(cmd.module)
@@ -142,6 +143,8 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
                 overrides.insert(0, f"{key}={value}")
     cfg = load_config(module.Config, args.config, overrides)
     if args.dry_run:
+        if hasattr(module, "dry_run"):  # a stage whose dry run previews its effect (align redact)
+            return module.dry_run(cfg)
         print(dump_yaml(cfg), end="")
         # Reading the inputs is the point of a dry run: a missing or broken data file fails here (exit 2).
         check = getattr(module, "check", None)

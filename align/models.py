@@ -271,31 +271,60 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_policy(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False):
+def load_policy(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False,
+                quantization: str = "none"):
     """A causal LM with every earlier adapter merged in."""
     from transformers import AutoModelForCausalLM
 
     if source.task != "causal_lm":
         raise AlignError(f"{source.ref} is a {source.task} model, not a policy (causal LM)")
-    return _load(AutoModelForCausalLM, source, dtype, trust_remote_code)
+    return _load(AutoModelForCausalLM, source, dtype, trust_remote_code, quantization)
 
 
-def load_reward_model(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False, pad_token_id=None):
+def load_reward_model(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False, pad_token_id=None,
+                      quantization: str = "none"):
     """A sequence classifier with one output. From a policy, the score head starts fresh."""
     from transformers import AutoModelForSequenceClassification
 
-    model = _load(AutoModelForSequenceClassification, source, dtype, trust_remote_code, num_labels=1)
+    # The fresh score head stays in full precision: LoRA's SEQ_CLS task trains it as a whole module.
+    model = _load(AutoModelForSequenceClassification, source, dtype, trust_remote_code, quantization,
+                  skip_modules=["score"], num_labels=1)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model
 
 
-def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, **kwargs):
+def quantization_config(quantization: str, skip_modules: list[str] | None = None):
+    """transformers' BitsAndBytesConfig for `quantization` (4bit or 8bit); None for `none`.
+
+    4bit follows QLoRA (Dettmers et al., 2023): NF4 weights, double quantization of the scales, and
+    bf16 compute. `skip_modules` stay unquantized (a reward model's score head).
+    """
+    if quantization == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=skip_modules)
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
+    raise AlignError(f"'quantization' must be none, 4bit or 8bit, got '{quantization}'")
+
+
+def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, quantization: str = "none",
+          skip_modules: list[str] | None = None, **kwargs):
     import torch
     import transformers
 
-    log.info("loading %s from %s%s", cls.__name__, source.base_dir,
-             f" + {len(source.adapters)} adapter(s)" if source.adapters else "")
+    log.info("loading %s from %s%s%s", cls.__name__, source.base_dir,
+             f" + {len(source.adapters)} adapter(s)" if source.adapters else "",
+             f", quantized to {quantization}" if quantization != "none" else "")
+    bnb = quantization_config(quantization, skip_modules)
+    if bnb is not None:
+        # One full copy per process, on that process's GPU (bitsandbytes weights cannot be moved later).
+        kwargs.update(quantization_config=bnb, device_map={"": int(os.environ.get("LOCAL_RANK", 0))})
     verbosity = transformers.logging.get_verbosity()
     # A policy loaded as a classifier has no score head yet: transformers warns about it at length.
     transformers.logging.set_verbosity_error()
@@ -312,7 +341,14 @@ def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, **kwarg
     finally:
         transformers.logging.set_verbosity(verbosity)
     for adapter in source.adapters:
+        # Into quantized weights, peft dequantizes, adds the adapter and quantizes again (rounding).
         model = merge_adapter(model, adapter)
+    if bnb is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # Freezes the base and casts its norms and embeddings to fp32, as in QLoRA. Gradient
+        # checkpointing stays the trainer's setting (`training.gradient_checkpointing`), not forced on here.
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if source.adapters:
         # Loading an adapter for merging freezes the base weights; the merged model is a fresh
         # starting point whose weights full fine-tuning must be able to train.

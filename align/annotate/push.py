@@ -8,7 +8,10 @@ demonstrate the loop before generation exists).
 What it does, in order: reads and checks every pair (nothing is sent if the input is bad); connects
 and creates the dataset from the template if it does not exist, or checks that an existing one
 matches the template (and replaces its guidelines if they differ, recording old and new hashes);
-derives each record's id from its content (prompt, both responses, round) and
+redacts personal data in prompts and responses (`redaction`, align/privacy/redact.py: e-mails,
+phone numbers, payment cards, IBANs, IP addresses and `redaction_patterns` become [EMAIL], [PHONE],
+...; `drop` leaves such pairs out; counts per type go in the manifest, never the values); derives each record's id from its content as annotators see it (redacted prompt, both responses, round), so
+labels pulled back refer to the redacted text, and
 sends only records the dataset does not have yet, so pushing twice never duplicates; shows candidate
 b as A on a random half of the records (seeded by the record id; `shown_as_a` in the metadata); then
 writes a run with `records.jsonl` (record id, which candidate is shown as A, input line).
@@ -35,6 +38,7 @@ from align.annotate.votes import record_id, shown_as_a
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
+from align.privacy import redact as privacy
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,12 @@ class Config(runs.RunOutput):
     """Push at most this many pairs (the first ones of the input)."""
     format: str = "auto"
     """Format of a preference-file input (auto, conversational, hh-rlhf, ...); ignored for pairs."""
+    redaction: str | bool = "redact"
+    """Personal data in prompts and responses: redact (placeholders like [EMAIL]), drop (the pair) or off."""
+    redaction_patterns: dict[str, str] = field(default_factory=dict)
+    """Extra types to redact: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
+    phone_region: str = "US"
+    """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
 
@@ -67,6 +77,9 @@ class Config(runs.RunOutput):
             raise AlignError(f"'annotators_per_record' must be >= 1, got {self.annotators_per_record}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise AlignError(f"'max_pairs' must be >= 1, got {self.max_pairs}")
+        if self.redaction is False:  # YAML 1.1 reads a bare `off` as false
+            self.redaction = "off"
+        privacy.check_mode(self.redaction)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -76,7 +89,12 @@ def run(cfg: Config) -> dict[str, Any]:
         raise AlignError("'dataset' is required: the Argilla dataset to push to, e.g. dataset=harmless-round1")
     tpl = templates.load_template(cfg.template)
     guidelines = templates.guidelines_text(cfg.guidelines)
+    redactor = None if cfg.redaction == "off" else privacy.Redactor(cfg.phone_region, cfg.redaction_patterns)
     pairs, report = read_candidates(cfg.pairs, cfg.format, cfg.max_pairs)
+    pairs, report["redaction"] = redact_pairs(pairs, redactor, cfg.redaction)
+    if not pairs:
+        raise AlignError(f"{cfg.pairs}: no pairs left to annotate after redaction={cfg.redaction} "
+                         f"({report['redaction']})")
     records = [to_record(p, cfg.round) for p in pairs]
     unique = {r["external_id"]: r for r in records}
     report["duplicates_in_input"] = len(records) - len(unique)
@@ -133,6 +151,8 @@ def run(cfg: Config) -> dict[str, Any]:
         run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
                            "dataset_id": dataset_id, "template": str(tpl.path),
                            "guidelines_sha256": templates.text_hash(guidelines)})
+        if redactor is not None:
+            run_.notes["redaction_detectors"] = privacy.detector_versions()
         if replaced:
             run_.notes["guidelines_replaced_sha256"] = templates.text_hash(guidelines_before)
         run_.metrics.update({
@@ -147,6 +167,44 @@ def run(cfg: Config) -> dict[str, Any]:
     print(f"pushed {len(new)} new records to '{cfg.dataset}' ({len(unique) - len(new)} were already there); "
           f"annotators open {api_url}/dataset/{dataset_id}/annotation-mode")
     return manifest
+
+
+# -- redaction -------------------------------------------------------------------------------------
+
+# The parts of a pair annotators see; `where` (file:line) and align's own metadata are left alone.
+_SHOWN = ("prompt", "response_a", "response_b", "source")
+
+
+def redact_pairs(pairs: list[dict[str, Any]], redactor, mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Pairs with personal data redacted (or left out with `drop`), and counts per type (no values)."""
+    report: dict[str, Any] = {"mode": mode, "findings": {}, "pairs_redacted": 0, "pairs_dropped": 0,
+                              "skipped_identical_after_redaction": 0}
+    if redactor is None:
+        return pairs, report
+    from collections import Counter
+
+    counts: Counter = Counter()
+    kept = []
+    for pair in pairs:
+        found: Counter = Counter()
+        redacted = {**pair, **{k: privacy.redact_value(redactor, pair[k], found) for k in _SHOWN if k in pair}}
+        counts.update(found)
+        if not found:
+            kept.append(pair)
+        elif mode == "drop":
+            report["pairs_dropped"] += 1
+        elif redacted["response_a"].strip() == redacted["response_b"].strip():
+            # Candidates that differed only in personal data give annotators nothing to choose between.
+            report["skipped_identical_after_redaction"] += 1
+        else:
+            report["pairs_redacted"] += 1
+            kept.append(redacted)
+    report["findings"] = dict(sorted(counts.items()))
+    if counts:
+        log.info("redaction=%s: %s in %d pair(s)%s", mode, ", ".join(f"{k} {v}" for k, v in report["findings"].items()),
+                 report["pairs_redacted"] + report["pairs_dropped"] + report["skipped_identical_after_redaction"],
+                 f"; {report['pairs_dropped']} dropped" if mode == "drop" else "")
+    return kept, report
 
 
 # -- input -----------------------------------------------------------------------------------------

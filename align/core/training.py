@@ -32,6 +32,7 @@ UNSUPPORTED_TRAINING_ARGS = {
 TENSORBOARD_DIR = "tensorboard"
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+Quantization = Literal["none", "4bit", "8bit"]
 
 
 @dataclass
@@ -78,10 +79,31 @@ class TrainStageConfig(runs.RunOutput, ModelLoading):
     """Arguments passed to the TRL trainer config (learning_rate, max_steps, per_device_train_batch_size, ...)."""
     seed: int = 42
     """Seed for adapter initialisation, data order and dropout."""
+    quantization: Quantization = "none"
+    """QLoRA: load the frozen base in 4bit (NF4, double quantization, bf16 compute) or 8bit with bitsandbytes; CUDA and LoRA only."""
 
     def __post_init__(self):
         if self.max_length < 8:
             raise AlignError(f"'max_length' must be at least 8 tokens, got {self.max_length}")
+        if self.quantization != "none":
+            check_quantization(self.quantization, self.lora.enabled)
+
+
+def check_quantization(quantization: str, lora_enabled: bool) -> None:
+    """Refuse a quantized load this machine or config cannot train, before any run or weights exist."""
+    import importlib.util
+
+    if not lora_enabled:
+        raise AlignError(f"'quantization={quantization}' trains a LoRA adapter on frozen quantized weights (QLoRA); "
+                         "it cannot train all weights: set lora.enabled=true or quantization=none")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AlignError(f"'quantization={quantization}' needs a CUDA GPU (bitsandbytes quantizes on the GPU) and "
+                         "none is available here; set quantization=none to train unquantized on this machine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise AlignError(f"'quantization={quantization}' needs the bitsandbytes package: pip install 'align[qlora]' "
+                         "(or pip install bitsandbytes)")
 
 
 def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any]):

@@ -162,7 +162,7 @@ def run(cfg: Config) -> dict:
         from trl import DPOTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code)
+        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
         # LoRA: reference = adapter disabled (TRL does this when ref_model is None and peft_config is set).
         ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
         bind_output_dir(args, run_dir)

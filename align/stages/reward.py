@@ -105,7 +105,8 @@ def run(cfg: Config) -> dict:
         from trl import RewardTrainer
 
         set_seed(cfg.seed)
-        model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+        model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                                  quantization=cfg.quantization)
         bind_output_dir(args, run_dir)
         with trainer_refusals("RewardTrainer", cfg.training, building=True):
             trainer = RewardTrainer(

@@ -88,7 +88,7 @@ def run(cfg: Config) -> dict:
         from trl import SFTTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code)
+        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
         bind_output_dir(args, run_dir)
         with trainer_refusals("SFTTrainer", cfg.training, building=True):
             trainer = SFTTrainer(

@@ -1,0 +1,1 @@
+"""Personal data kept away from annotators and datasets: see `redact.py`."""

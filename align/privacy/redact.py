@@ -1,0 +1,227 @@
+"""Find and redact personal data in text before annotators or datasets see it.
+
+Detectors, each validated rather than pattern-only, so look-alikes survive:
+- EMAIL: `local@domain.tld` (a regex; the domain needs a dot and a 2+ letter top-level label);
+- PHONE: `phonenumbers`' PhoneNumberMatcher (valid numbers, grouped as the region writes them), for
+  national numbers of `phone_region` and any `+`-prefixed international number; a national number
+  written as a bare run of digits (4155552671) is left alone, as ids and integers look the same;
+- CARD: 13-19 digits, unbroken or grouped as cards are printed (4-4-4-4, 4-6-5, ...), with a card
+  network's prefix and a valid Luhn check digit (`stdnum.luhn`);
+- IBAN: country code, check digits and account, validated by `stdnum.iban` (country length and mod-97);
+- IP: IPv4 and IPv6 addresses that `ipaddress` accepts (so 2.13.0 or 10:30:00 are left alone),
+  except loopback and unspecified ones (127.0.0.1, ::1, 0.0.0.0), which identify no machine;
+- user patterns: `{TYPE: regex}`, each match replaced by `[TYPE]`.
+
+What it does not catch: national phone numbers written as a bare run of digits, personal names, street addresses and places in free text, dates of birth,
+national ids other than the above, account numbers without a checksum, numbers written out in words
+or split by unusual separators, phone numbers of other regions written without their `+` prefix,
+and anything inside images or encoded text. A four-part version number (1.2.3.4) is redacted as an
+IP address. Add user patterns for what a data set is known to hold; review samples before sharing.
+
+Modes: `redact` replaces each finding with its typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`,
+`[IBAN]`, `[IP]`, `[TYPE]`); `drop` leaves out a record with any finding; `off` does nothing.
+Counts per type are reported; the values found are never logged or written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from align.core.errors import AlignError
+
+MODES = ("redact", "drop", "off")
+
+_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
+# Digits in groups separated by at most one space or dash; the validator decides.
+_CARD = re.compile(r"(?<![\w.,-])\d(?:[ -]?\d){12,18}(?![\w-]|[.,]\d)")
+# Issuer prefixes (IIN ranges) of the card networks: Visa 4; Mastercard 51-55 and 2221-2720; Maestro
+# 50, 56-69; Discover and UnionPay 6; Amex 34, 37; JCB 35; Diners 30, 36, 38, 39. A Luhn-valid number
+# outside them (1 in 10 random numbers is Luhn-valid) is not a card.
+_CARD_PREFIX = re.compile(r"^(?:[456]|3[04-9]|2(?:2[2-9]|[3-6]\d|7[01]|720))")
+# How card numbers are printed when grouped: 4-4-4-4 (and 4-4-4-4-3 for 19 digits), 4-6-5 (Amex),
+# 4-6-4 (Diners). Other groupings of 13-19 digits (account or order numbers) are not cards.
+_CARD_GROUPS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)}
+_NO_SEPARATORS = str.maketrans("", "", " -")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+# Hex groups and colons (and a dotted IPv4 tail); `ipaddress` decides what is an address.
+_IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}(?![\w:])")
+_DOTTED_SINGLE_DIGIT = re.compile(r"(?:^|\D)\d\.|\.\d(?:\D|$)")
+_TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    start: int
+    end: int
+    type: str
+
+
+class Redactor:
+    """Detectors for the built-in types plus user patterns; `find`, `redact` and `mask` text."""
+
+    def __init__(self, phone_region: str = "US", patterns: dict[str, str] | None = None):
+        import phonenumbers
+
+        region = (phone_region or "").upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise AlignError(f"phone region '{phone_region}' is not a region phonenumbers knows; use a two-letter "
+                             "country code such as US, GB, DE")
+        self.phone_region = region
+        self.patterns: dict[str, re.Pattern] = {}
+        for name, pattern in (patterns or {}).items():
+            if not isinstance(name, str) or not _TYPE_NAME.match(name):
+                raise AlignError(f"redaction pattern name '{name}' must be upper case letters, digits and _ "
+                                 "(it becomes the placeholder, e.g. EMPLOYEE_ID -> [EMPLOYEE_ID])")
+            try:
+                self.patterns[name] = re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise AlignError(f"redaction pattern {name}: '{pattern}' is not a valid regular expression ({exc})") from None
+            if self.patterns[name].search(""):
+                raise AlignError(f"redaction pattern {name}: '{pattern}' matches the empty string; it would match everywhere")
+
+    def find(self, text: str) -> list[Finding]:
+        """Non-overlapping findings in text order; where two overlap, the longer one wins."""
+        found = [*self._emails(text), *self._phones(text), *self._cards(text), *self._ibans(text),
+                 *self._ips(text), *self._user(text)]
+        found.sort(key=lambda f: (f.start, -(f.end - f.start)))
+        kept: list[Finding] = []
+        for f in found:
+            if kept and f.start < kept[-1].end:
+                if f.end - f.start > kept[-1].end - kept[-1].start:
+                    kept[-1] = f
+                continue
+            kept.append(f)
+        return kept
+
+    def redact(self, text: str) -> tuple[str, Counter]:
+        """`text` with each finding replaced by `[TYPE]`, and the count per type."""
+        findings = self.find(text)
+        out, pos = [], 0
+        for f in findings:
+            out.append(text[pos:f.start])
+            out.append(f"[{f.type}]")
+            pos = f.end
+        out.append(text[pos:])
+        return "".join(out), Counter(f.type for f in findings)
+
+    # -- detectors ---------------------------------------------------------------------------------
+
+    def _emails(self, text: str) -> Iterator[Finding]:
+        for m in _EMAIL.finditer(text):
+            yield Finding(m.start(), m.end(), "EMAIL")
+
+    def _phones(self, text: str) -> Iterator[Finding]:
+        import phonenumbers
+
+        leniency = phonenumbers.Leniency.STRICT_GROUPING
+        for m in phonenumbers.PhoneNumberMatcher(text, self.phone_region, leniency=leniency):
+            raw = m.raw_string
+            if not raw.startswith("+"):
+                # A bare run of digits is far more often an id, a count or an integer (2147483647) than
+                # a phone number; dots next to a one-digit group mean a version (25.1.8937393) or a
+                # list item ("7.  123456789"). Both fool the matcher on real data.
+                if raw.isdigit() or _DOTTED_SINGLE_DIGIT.search(raw):
+                    continue
+            yield Finding(m.start, m.end, "PHONE")
+
+    def _cards(self, text: str) -> Iterator[Finding]:
+        from stdnum import luhn
+
+        for m in _CARD.finditer(text):
+            groups = tuple(len(g) for g in re.split(r"[ -]", m.group()))
+            digits = m.group().translate(_NO_SEPARATORS)
+            if (len(groups) == 1 or groups in _CARD_GROUPS) and 13 <= len(digits) <= 19 \
+                    and _CARD_PREFIX.match(digits) and luhn.is_valid(digits):
+                yield Finding(m.start(), m.end(), "CARD")
+
+    def _ibans(self, text: str) -> Iterator[Finding]:
+        from stdnum import iban
+
+        for m in _IBAN.finditer(text):
+            # The pattern runs on into following words in capitals: try shorter ends until one validates.
+            candidate = m.group()
+            for end in range(len(candidate), 14, -1):
+                if candidate[end - 1] == " ":
+                    continue
+                if iban.is_valid(candidate[:end]):
+                    yield Finding(m.start(), m.start() + end, "IBAN")
+                    break
+
+    def _ips(self, text: str) -> Iterator[Finding]:
+        for m in _IPV4.finditer(text):
+            if _is_ip(m.group(), ipaddress.IPv4Address):
+                yield Finding(m.start(), m.end(), "IP")
+        for m in _IPV6.finditer(text):
+            candidate = m.group().rstrip(".")
+            if _is_ip(candidate, ipaddress.IPv6Address):
+                yield Finding(m.start(), m.start() + len(candidate), "IP")
+
+    def _user(self, text: str) -> Iterator[Finding]:
+        for name, pattern in self.patterns.items():
+            for m in pattern.finditer(text):
+                if m.end() > m.start():
+                    yield Finding(m.start(), m.end(), name)
+
+
+def _is_ip(candidate: str, cls) -> bool:
+    try:
+        address = cls(candidate)
+    except ValueError:
+        return False
+    # 127.0.0.1, ::1, 0.0.0.0 are the same on every machine and identify nobody; code needs them intact.
+    return not (address.is_loopback or address.is_unspecified)
+
+
+def mask(value: str) -> str:
+    """A finding shown without its value: first and last character, the rest as `*`."""
+    if len(value) <= 4:
+        return "*" * len(value)
+    return value[0] + "*" * (len(value) - 2) + value[-1]
+
+
+# -- records --------------------------------------------------------------------------------------
+
+def redact_value(redactor: Redactor, value: Any, counts: Counter) -> Any:
+    """`value` (a string, or lists and dicts of them, e.g. chat messages) with every string redacted.
+
+    Keys are left as they are: they name fields, and a record's structure must survive.
+    """
+    if isinstance(value, str):
+        text, found = redactor.redact(value)
+        counts.update(found)
+        return text
+    if isinstance(value, list):
+        return [redact_value(redactor, v, counts) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_value(redactor, v, counts) for k, v in value.items()}
+    return value
+
+
+def findings_in(redactor: Redactor, value: Any, path: str = "") -> Iterator[tuple[str, str, Finding]]:
+    """(field path, the string, finding) for every finding in `value`, for previews."""
+    if isinstance(value, str):
+        for f in redactor.find(value):
+            yield path or "(text)", value, f
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from findings_in(redactor, v, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from findings_in(redactor, v, f"{path}.{k}" if path else str(k))
+
+
+def detector_versions() -> dict[str, str]:
+    """Versions of the packages whose data decides what is found (phone metadata changes often)."""
+    from importlib import metadata
+
+    return {name: metadata.version(name) for name in ("phonenumbers", "python-stdnum")}
+
+
+def check_mode(mode: str, key: str = "redaction") -> None:
+    if not isinstance(mode, str) or mode not in MODES:
+        raise AlignError(f"'{key}' must be one of {', '.join(MODES)}, got '{mode}'")
