@@ -278,7 +278,9 @@ def _scores_table(rounds: list[RoundSummary]) -> str:
                 diff = node["difference"]
                 cells.append(f"<td class='num'>{_ci(node['policy'], m)}<br><small>vs baseline {_ci(diff, m, signed=True)}"
                              f", n={diff['n']}</small></td>")
-        rows.append(f"<tr><th>{_e(SET_LABELS[s])}</th><th>{_e(METRIC_LABELS[m])}</th>{''.join(cells)}</tr>")
+        span = sum(1 for k in keys if k[0] == s)
+        first = f"<th rowspan='{span}'>{_e(SET_LABELS[s])}</th>" if (s, m) == next(k for k in keys if k[0] == s) else ""
+        rows.append(f"<tr>{first}<th>{_e(METRIC_LABELS[m])}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>prompt set</th><th>metric</th>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -302,7 +304,7 @@ def _labels_table(rounds: list[RoundSummary]) -> str:
 
 
 def _time_table(rounds: list[RoundSummary]) -> str:
-    steps = list(dict.fromkeys(step for r in rounds for step in r.wall_time_s))
+    steps = _steps(rounds)
     if not steps:
         return "<p class='muted'>No step timed yet.</p>"
     head = "".join(f"<th>round {r.round}</th>" for r in rounds)
@@ -406,7 +408,7 @@ def _interval_plot(plt, rounds, title, ylabel, series: dict[str, list[dict | Non
         hx = [x for x, h in zip(xs, held) if h]
         hy = [y for y, h in zip(ys, held) if h]
         if hx:
-            ax.plot(hx, hy, "o", markersize=8, markerfacecolor="white", markeredgecolor=color)
+            ax.plot(hx, hy, "o", markersize=9, markerfacecolor="white", markeredgecolor=color, markeredgewidth=2, zorder=5)
     if line is not None:
         ax.axhline(line, color="#888", linestyle="--", linewidth=1)
     _round_axis(ax, rounds)
@@ -415,12 +417,12 @@ def _interval_plot(plt, rounds, title, ylabel, series: dict[str, list[dict | Non
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=min(len(series), 3), frameon=False)
     return title, _png(plt, fig)
 
 
 def _time_plot(plt, rounds):
-    steps = list(dict.fromkeys(step for r in rounds for step in r.wall_time_s))
+    steps = _steps(rounds)
     total = max(sum(r.wall_time_s.values()) for r in rounds)
     scale, unit = (60.0, "minutes") if total >= 120 else (1.0, "seconds")
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
@@ -436,6 +438,12 @@ def _time_plot(plt, rounds):
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return "Wall time per step", _png(plt, fig)
+
+
+def _steps(rounds: list[RoundSummary]) -> list[str]:
+    """Steps in the order a full round ran them (round 0 only evaluates, so it must not set the order)."""
+    fullest = max(rounds, key=lambda r: len(r.wall_time_s))
+    return list(dict.fromkeys([*fullest.wall_time_s, *(step for r in rounds for step in r.wall_time_s)]))
 
 
 def _round_axis(ax, rounds) -> None:
