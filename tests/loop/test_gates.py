@@ -147,3 +147,10 @@ def test_a_gates_file_with_a_stray_key_is_an_error(tmp_path):
     path.write_text("gate:\n  - name: g\n")
     with pytest.raises(AlignError, match="unknown key 'gate' \\(did you mean 'gates'\\?\\)"):
         load_gates(path)
+
+
+def test_a_number_that_is_not_finite_fails_the_gate():
+    m = manifest(harmful=rows([1, 1], [0, 0]))
+    m["metrics"]["harmful"]["refusal_rate"]["policy"]["mean"] = float("nan")
+    result = evaluate_gates([GateSpec(name="g", metric="harmful.refusal_rate.policy.mean", op="<=", value=1.0)], m)
+    assert not result.passed and result.reasons == ["g: harmful.refusal_rate.policy.mean is missing (not a finite number: nan), needs <= 1"]

@@ -101,11 +101,11 @@ def test_writes_are_atomic(tmp_path, rounds, monkeypatch):
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file written here, not mkstemp's 0600
 
-    def broken_plots(_rounds):
-        raise RuntimeError("killed while drawing")
+    def dies(_fd):  # the process dies with the new page written but not yet on disk
+        raise RuntimeError("killed while writing")
 
-    monkeypatch.setattr(report, "_plots", broken_plots)
-    with pytest.raises(RuntimeError):
+    monkeypatch.setattr(report.os, "fsync", dies)
+    with pytest.raises(RuntimeError, match="killed while writing"):
         write_report(path, rounds, {})
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # no temporary file left behind
@@ -182,3 +182,15 @@ def test_the_plots_render_in_chromium(tmp_path, rounds):
     rgb = (pixels.reshape(-1, 3) * 255).astype(np.uint32)
     colours = np.unique(rgb[:, 0] << 16 | rgb[:, 1] << 8 | rgb[:, 2])
     assert len(colours) > 200 and pixels.std() > 0.05
+
+
+def test_examples_come_from_an_evaluate_policy_run(tmp_path):
+    run = tmp_path / "eval"
+    run.mkdir()
+    lines = [{"prompt_set": s, "prompt": [{"role": "user", "content": f"{s} {i}"}],
+              "policy": {"reply": f"p {s} {i}"}, "baseline": {"reply": f"b {s} {i}"}} for s in ("harmful", "brand") for i in range(3)]
+    (run / "replies.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "manifest.json").write_text(json.dumps({"stage": "evaluate policy", "outputs": {"replies": {"path": "replies.jsonl"}}}))
+    assert report.examples_from_replies(run, per_set=2) == [
+        ExampleReply("harmful", "harmful 0", "b harmful 0", "p harmful 0"), ExampleReply("harmful", "harmful 1", "b harmful 1", "p harmful 1"),
+        ExampleReply("brand", "brand 0", "b brand 0", "p brand 0"), ExampleReply("brand", "brand 1", "b brand 1", "p brand 1")]
