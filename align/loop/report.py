@@ -234,7 +234,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
         "<h2>Scores per round</h2>",
         "<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
         "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>",
-        _plots(rounds), _scores_table(rounds),
+        _plots(rounds), _scores_table(rounds), _rules_table(rounds),
         "<h2>Labels per round</h2>", _labels_table(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
         "<h2>Gates</h2>", _gates_table(rounds),
@@ -282,6 +282,20 @@ def _scores_table(rounds: list[RoundSummary]) -> str:
         first = f"<th rowspan='{span}'>{_e(SET_LABELS[s])}</th>" if (s, m) == next(k for k in keys if k[0] == s) else ""
         rows.append(f"<tr>{first}<th>{_e(METRIC_LABELS[m])}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>prompt set</th><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _rules_table(rounds: list[RoundSummary]) -> str:
+    """Per brand-voice rule, the policy's mean score per round: which rules moved the brand score."""
+    per_round = [r.metrics().get("brand", {}).get("brand_rules", {}) for r in rounds]
+    rules = list(dict.fromkeys(rule for pr in per_round for rule in pr))
+    if not rules:
+        return ""
+    head = "".join(f"<th>round {r.round}</th>" for r in rounds)
+    rows = "".join(f"<tr><th>{_e(rule)}</th>" + "".join(
+        f"<td class='num'>{_rule(pr.get(rule, {}).get('policy'))}</td>" for pr in per_round) + "</tr>"
+        for rule in rules)
+    return ("<p>Brand-voice rules: the policy's mean score per rule (— where no prompt of the set applies the rule).</p>"
+            f"<table><tr><th>rule</th>{head}</tr>{rows}</table>")
 
 
 def _labels_table(rounds: list[RoundSummary]) -> str:
@@ -424,7 +438,7 @@ def _interval_plot(plt, rounds, title, ylabel, series: dict[str, list[dict | Non
 def _time_plot(plt, rounds):
     steps = _steps(rounds)
     total = max(sum(r.wall_time_s.values()) for r in rounds)
-    scale, unit = (60.0, "minutes") if total >= 120 else (1.0, "seconds")
+    scale, unit = (3600.0, "hours") if total >= 7200 else (60.0, "minutes") if total >= 120 else (1.0, "seconds")
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
     bottom = [0.0] * len(rounds)
     x = [r.round for r in rounds]
@@ -478,6 +492,10 @@ def _num(x: float | int | None) -> str:
     return str(x) if isinstance(x, int) else format(x, ".4g")
 
 
+def _rule(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
 def _ci(node: dict, metric: str, signed: bool = False) -> str:
     f = (".1f" if metric == "length_words" else ".3f")
     f = ("+" if signed else "") + f
@@ -485,4 +503,7 @@ def _ci(node: dict, metric: str, signed: bool = False) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    # Waiting for people to label can take days; training takes minutes.
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -75,6 +75,8 @@ def test_the_page_holds_the_numbers_gates_labels_and_times(tmp_path, rounds):
     # Labels: counts, agreement, alpha, annotators, simulated.
     assert ">122<" in page and ">42<" in page and "0.4321" in page and "sim-alice, sim-bob, sim-carol" in page
     assert "simulated" in page and "starting policy: no labels" in page
+    # Per-rule brand scores of the policy (greeting: the mean of round 1's scores, 0.75 + 0.02 * 7 / 8 = 0.7675).
+    assert "<th>greeting</th>" in page and ">0.767<" in page
     # Wall time per step, round totals in minutes.
     assert ">dpo<" in page and "10.7 min" in page and "8.5 min" in page  # dpo 640 s; round 0 total 512 s
     # The held-back round says which gate held it back, in the overview and the gates table.
@@ -112,9 +114,11 @@ def test_writes_are_atomic(tmp_path, rounds, monkeypatch):
 
 
 def test_a_round_before_its_evaluation_and_bad_round_lists(tmp_path, rounds):
-    started = RoundSummary(3, "runs/dpo-round-3", wall_time_s={"generate": 280.0})
+    started = RoundSummary(3, "runs/dpo-round-3", wall_time_s={"generate": 280.0, "labels": 3 * 86400.0})
     page = write_report(tmp_path / "report.html", [*rounds, started], {}).read_text()
     assert "in progress" in page and "round 3" in page
+    assert ">72.0 h<" in page  # people labelling for three days, in hours
+    assert page.count("<td class='num muted'>—</td>") >= 13  # round 3 has no scores yet: a dash per metric
     with pytest.raises(ValueError, match="in order without repeats"):
         write_report(tmp_path / "r.html", [rounds[1], rounds[0]], {})
     with pytest.raises(ValueError, match="at least one round"):
