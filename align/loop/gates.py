@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from align.core import runs
 from align.core.config import build, read_yaml
@@ -135,7 +136,7 @@ def parse_metric(metric: str, label: str) -> tuple[str, ...]:
     name = parts[1] if len(parts) > 1 else ""
     if name not in names:
         hint = nearest(name, [*METRICS, WIN_RATE])
-        extra = f" (brand_score exists only for the brand set)" if name == "brand_score" else ""
+        extra = " (brand_score exists only for the brand set)" if name == "brand_score" else ""
         raise AlignError(f"{label}: metric '{metric}': unknown metric '{name}' for prompt set '{prompt_set}'"
                          f"{hint if not extra else extra}; valid: {', '.join(names)}")
     want = 3 if name == WIN_RATE else 4
@@ -174,7 +175,7 @@ def load_gates(path: str | Path, sets: tuple[str, ...] | None = None) -> list[Ga
     data = read_yaml(path)
     unknown = set(data) - {"gates"}
     if unknown:
-        key = sorted(unknown)[0]
+        key = min(unknown)
         raise AlignError(f"{path}: unknown key '{key}'{nearest(key, ['gates'])}; a gates file holds one list, `gates:`")
     return parse_gates(data.get("gates"), str(path), sets)
 

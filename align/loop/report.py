@@ -227,13 +227,13 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
     info_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_text(v))}</td></tr>" for k, v in loop_info.items() if k != "title")
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     sections = [
-        f"<h1>{_e(title)}</h1><p class='muted'>Written {generated}; {len(rounds) - 1} round(s) after the starting "
-        f"policy. Intervals are 95% percentile bootstrap intervals over prompts.</p>",
+        (f"<h1>{_e(title)}</h1><p class='muted'>Written {generated}; {len(rounds) - 1} round(s) after the starting "
+         f"policy. Intervals are 95% percentile bootstrap intervals over prompts.</p>"),
         f"<table>{info_rows}</table>" if info_rows else "",
         "<h2>Rounds</h2>", _overview(rounds),
         "<h2>Scores per round</h2>",
-        "<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
-        "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>",
+        ("<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
+         "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
         _plots(rounds), _scores_table(rounds), _rules_table(rounds),
         "<h2>Labels per round</h2>", _labels_table(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
@@ -486,7 +486,7 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _num(x: float | int | None) -> str:
+def _num(x: float | None) -> str:
     if x is None:
         return "—"
     return str(x) if isinstance(x, int) else format(x, ".4g")
