@@ -154,8 +154,14 @@ def parse_metric(metric: str, label: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def parse_gates(data: Any, where: str, sets: tuple[str, ...] | None = None) -> list[GateSpec]:
-    """Gates from a YAML list of mappings; `sets`: the prompt sets the loop evaluates (others are an error)."""
+def parse_gates(data: Any, where: str, sets: tuple[str, ...] | None = None,
+                reward_model: bool | None = None) -> list[GateSpec]:
+    """Gates from a YAML list of mappings, checked against what the loop will evaluate when it says.
+
+    `sets`: the prompt sets the loop evaluates; a gate on another is an error. `reward_model=False`:
+    the loop never evaluates with a reward model, so a gate on rm_* could never pass: an error.
+    None (either): not checked here; a number missing at evaluation still fails its gate.
+    """
     if not isinstance(data, list) or not data:
         raise AlignError(f"{where}: 'gates' must be a non-empty list of gates (name, metric, op, value), got {data!r}")
     specs = [build(GateSpec, item, prefix=f"gates[{i}].") for i, item in enumerate(data)]
@@ -167,17 +173,20 @@ def parse_gates(data: Any, where: str, sets: tuple[str, ...] | None = None) -> l
         if sets is not None and spec.path[0] not in sets:
             raise AlignError(f"{where}: gate '{spec.name}' reads prompt set '{spec.path[0]}', which is not evaluated "
                              f"(evaluated: {', '.join(sets) or 'none'}); add its paths to the evaluation config or drop the gate")
+        if reward_model is False and spec.path[1].startswith("rm_"):
+            raise AlignError(f"{where}: gate '{spec.name}' reads {spec.metric}, a reward-model metric, but no reward "
+                             "model is evaluated; give the evaluation a reward_model or drop the gate")
     return specs
 
 
-def load_gates(path: str | Path, sets: tuple[str, ...] | None = None) -> list[GateSpec]:
+def load_gates(path: str | Path, sets: tuple[str, ...] | None = None, reward_model: bool | None = None) -> list[GateSpec]:
     """The `gates:` list of a YAML file (e.g. recipes/brand_voice/gates.yaml)."""
     data = read_yaml(path)
     unknown = set(data) - {"gates"}
     if unknown:
         key = min(unknown)
         raise AlignError(f"{path}: unknown key '{key}'{nearest(key, ['gates'])}; a gates file holds one list, `gates:`")
-    return parse_gates(data.get("gates"), str(path), sets)
+    return parse_gates(data.get("gates"), str(path), sets, reward_model)
 
 
 def evaluate_gates(specs: list[GateSpec], manifest: dict[str, Any] | str | Path) -> GateResult:

@@ -121,6 +121,11 @@ def test_gate_lists_are_checked_as_a_whole():
         parse_gates([], "gates.yaml")
     with pytest.raises(AlignError, match="reads prompt set 'safe', which is not evaluated"):
         parse_gates([{"name": "g", "metric": "safe.refusal_rate.policy.mean"}], "gates.yaml", sets=("brand",))
+    win = [{"name": "rm prefers policy", "metric": "brand.rm_win_rate.ci_low", "op": ">", "value": 0.5}]
+    with pytest.raises(AlignError, match="gate 'rm prefers policy' reads brand.rm_win_rate.ci_low, a reward-model metric, "
+                                         "but no reward model is evaluated"):
+        parse_gates(win, "gates.yaml", reward_model=False)
+    assert parse_gates(win, "gates.yaml", reward_model=True)[0].metric == "brand.rm_win_rate.ci_low"
 
 
 def test_gates_read_only_evaluate_policy_runs():
@@ -138,7 +143,7 @@ def test_gates_read_a_run_directory(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["brand_voice", "safety"])
 def test_recipe_gate_files_load(recipe):
-    specs = load_gates(ROOT / "recipes" / recipe / "gates.yaml", sets=("harmful", "safe", "brand"))
+    specs = load_gates(ROOT / "recipes" / recipe / "gates.yaml", sets=("harmful", "safe", "brand"), reward_model=False)
     assert specs and all(isinstance(s, GateSpec) for s in specs)
 
 
