@@ -41,6 +41,7 @@ COMMANDS: dict[str, Command] = {
     "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),
     "annotate push": Command("align.annotate.push", "push candidate pairs to Argilla for annotators", ("pairs",)),
     "annotate pull": Command("align.annotate.pull", "pull submitted labels into a preference dataset run"),
+    "annotate simulate": Command("align.annotate.simulate", "simulated annotators (demos, tests, CI): real Argilla users answering by a judge"),
     "annotate status": Command("align.annotate.status", "annotation progress and inter-annotator agreement"),
     "annotate serve": Command("align.annotate.serve", "start a local Argilla server (SQLite, no Elasticsearch)"),
     "annotate stop": Command("align.annotate.stop", "stop the local Argilla server"),
