@@ -177,12 +177,12 @@ def test_a_person_next_to_simulated_annotators_is_counted_as_human(argilla, tmp)
     records = {r["external_id"]: r for r in server_responses(argilla, "sim-mixed").values()}
     first = next(r for r in records.values() if r["fields"]["response_a"] in (GOOD, BAD) and "mixed 0" in
                  r["fields"]["prompt"][-1]["content"])
-    person = argilla.annotator("carol")
+    person = argilla.annotator("olga")
     person.respond(first["id"], preference="tie")
     simulate.run(sim_config(argilla, tmp, "sim-mixed", ["sim-gil", "sim-hal"]))
     manifest, rows = pull_run(argilla, tmp, "sim-mixed")
     row = rows[GOOD + "|" + BAD]
-    assert {v["annotator"]: v["simulated"] for v in row["votes"]} == {"carol": False, "sim-gil": True}
+    assert {v["annotator"]: v["simulated"] for v in row["votes"]} == {"olga": False, "sim-gil": True}
     assert manifest["metrics"]["human_votes"] == 1
     assert manifest["metrics"]["simulated_votes"] == 2 * 3 - 1
     assert manifest["notes"]["simulated_annotators"] == ["sim-gil", "sim-hal"]
@@ -190,9 +190,9 @@ def test_a_person_next_to_simulated_annotators_is_counted_as_human(argilla, tmp)
 
 def test_a_person_s_username_is_refused_and_nothing_is_answered(argilla, tmp):
     push_pairs(argilla, tmp, "sim-refuse", PAIRS[:2], per_record=1)
-    argilla.annotator("dora")  # a person's account
-    cfg = sim_config(argilla, tmp, "sim-refuse", ["sim-ivy", "dora"])
-    with pytest.raises(AlignError, match="dora already exist"):
+    argilla.annotator("pete")  # a person's account
+    cfg = sim_config(argilla, tmp, "sim-refuse", ["sim-ivy", "pete"])
+    with pytest.raises(AlignError, match="pete already exist"):
         simulate.run(cfg)
     assert all(not r["responses"] for r in server_responses(argilla, "sim-refuse").values())
 
