@@ -232,3 +232,33 @@ def test_bad_input_is_exit_2_with_one_line(override, message, tmp, capsys, argil
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_reward_model_judge_follows_the_reward_runs_scores_on_the_shown_order(argilla, tmp, tiny_model):
+    from align.core.config import load_config
+    from align.models import load_reward_model, load_tokenizer, resolve_model
+    from align.scoring import reward_scores
+    from align.stages import reward
+    from tests.conftest import write_jsonl
+
+    train = write_jsonl(tmp / "train.jsonl", [
+        {"prompt": [{"role": "user", "content": f"Question {i}?"}],
+         "chosen": [{"role": "assistant", "content": "Happy to help with that."}],
+         "rejected": [{"role": "assistant", "content": "No."}]} for i in range(4)])
+    rm = reward.run(load_config(reward.Config, None, [
+        f"model={tiny_model}", f"data.train={train}", f"runs_dir={tmp / 'runs'}", "max_length=96",
+        "training.max_steps=1", "training.per_device_train_batch_size=2"]))
+    push_pairs(argilla, tmp, "sim-reward", PAIRS, per_record=1)
+    cfg = sim_config(argilla, tmp, "sim-reward", ["sim-rex"], judge="reward_model", reward_model=rm["path"],
+                     tie_margin=0.0)
+    assert simulate.run(cfg)["answered"] == len(PAIRS)
+
+    # The reward run's own scores, on the pairs as pushed (candidates a and b, not the shown order).
+    source = resolve_model(rm["path"])
+    tokenizer = load_tokenizer(source)
+    model = load_reward_model(source, pad_token_id=tokenizer.pad_token_id)
+    _, rows = pull_run(argilla, tmp, "sim-reward")
+    for row in rows.values():
+        a, b = reward_scores(model, tokenizer, [row["prompt"] + [{"role": "assistant", "content": r.strip()}]
+                                                for r in (row["response_a"], row["response_b"])], max_length=512)
+        assert row["majority"] == ("a" if a > b else "b"), (a, b)
