@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -194,8 +195,6 @@ def make_judge(cfg: Config) -> Score:
     if cfg.judge == "brand_voice":
         from align.evaluation.brand_voice import BrandRubric
 
-        if not cfg.rubric or not Path(cfg.rubric).is_file():
-            raise AlignError(f"judge=brand_voice needs rubric=FILE (e.g. recipes/brand_voice/rubric.yaml); not found: '{cfg.rubric}'")
         rubric = BrandRubric.load(cfg.rubric)
 
         def brand(prompts, shown):
@@ -207,9 +206,6 @@ def make_judge(cfg: Config) -> Score:
         from align.evaluation.prompt_sets import load_prompt_set
         from align.evaluation.refusal import detect_refusal
 
-        if not cfg.harmful.paths and not cfg.safe.paths:
-            raise AlignError("judge=safety needs harmful.paths and/or safe.paths: the prompt sets saying which prompts "
-                             "should be refused (e.g. harmful.paths=[../shared/data/safety/advbench_harmful_behaviors.csv])")
         kinds: dict[str, str] = {}
         for kind, set_cfg in (("harmful", cfg.harmful), ("safe", cfg.safe)):
             if set_cfg.paths:
@@ -233,8 +229,6 @@ def make_judge(cfg: Config) -> Score:
 
         return safety
     if cfg.judge == "reward_model":
-        if not cfg.reward_model:
-            raise AlignError("judge=reward_model needs reward_model=RUN (an `align reward` run)")
         from align.models import load_reward_model, load_tokenizer, resolve_model
         from align.scoring import reward_scores
 
@@ -309,23 +303,41 @@ PENDING_FOR_ME = {"filters": {"and": [
 class Session:
     """One annotator logged in as in the web UI (a Bearer token from the login form)."""
 
-    def __init__(self, api_url: str, username: str, password: str, timeout: float):
+    def __init__(self, api_url: str, username: str, password: str, timeout: float, retry_seconds: float):
         import httpx
 
-        self.api_url, self.username = api_url, username
-        try:
-            token = httpx.post(f"{api_url}/api/v1/token", data={"username": username, "password": password}, timeout=timeout)
-        except httpx.TransportError as exc:
-            raise ServiceError(f"Argilla at {api_url} is not answering the login of '{username}' ({exc})") from None
+        self.api_url, self.username, self.retry_seconds = api_url, username, retry_seconds
+        self.http = httpx.Client(base_url=api_url, timeout=timeout)
+        token = self._send("POST", "/api/v1/token", data={"username": username, "password": password})
         if token.status_code == 401:
             raise AlignError(f"simulated annotator '{username}' cannot log in at {api_url} (401): its password in the "
                              "registry no longer matches; delete the user in Argilla and run again")
         self._check(token, "POST /api/v1/token")
-        self.http = httpx.Client(base_url=api_url, timeout=timeout,
-                                 headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
     def close(self) -> None:
         self.http.close()
+
+    def _send(self, method: str, path: str, **kwargs):
+        """One request, retried on transport errors and 5xx for `retry_seconds`. Every call here may be
+        repeated safely: a response POSTed twice is refused with 409, which `respond` expects."""
+        import httpx
+
+        deadline, delay = time.monotonic() + self.retry_seconds, 0.5
+        while True:
+            try:
+                resp = self.http.request(method, path, **kwargs)
+                if resp.status_code < 500:
+                    return resp
+                problem = f"HTTP {resp.status_code}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                raise ServiceError(f"Argilla at {self.api_url} is not answering {method} {path} for simulated annotator "
+                                   f"'{self.username}' ({problem}); what was answered so far is kept, run again to go on")
+            log.warning("Argilla at %s: %s; retrying in %.1f s", self.api_url, problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
 
     def _check(self, resp, what: str) -> None:
         if resp.status_code >= 500:
@@ -335,10 +347,10 @@ class Session:
                              f"({resp.status_code}): {resp.text[:300]}")
 
     def dataset_id(self, name: str, workspace: str) -> str:
-        resp = self.http.get("/api/v1/me/workspaces")
+        resp = self._send("GET", "/api/v1/me/workspaces")
         self._check(resp, "GET /api/v1/me/workspaces")
         ws = [w["id"] for w in resp.json()["items"] if w["name"] == workspace]
-        resp = self.http.get("/api/v1/me/datasets")
+        resp = self._send("GET", "/api/v1/me/datasets")
         self._check(resp, "GET /api/v1/me/datasets")
         for ds in resp.json()["items"]:
             if ds["name"] == name and ds["workspace_id"] in ws:
@@ -348,14 +360,14 @@ class Session:
 
     def pending(self, dataset_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
         """Records this user has not answered and that are not complete, as the annotation page asks."""
-        resp = self.http.post(f"/api/v1/me/datasets/{dataset_id}/records/search",
-                              params={"limit": limit, "offset": offset}, json=PENDING_FOR_ME)
+        resp = self._send("POST", f"/api/v1/me/datasets/{dataset_id}/records/search",
+                          params={"limit": limit, "offset": offset}, json=PENDING_FOR_ME)
         self._check(resp, "POST records/search (pending)")
         return [item["record"] for item in resp.json()["items"]]
 
     def respond(self, record_id: str, answer: dict[str, Any]) -> bool:
         """POST the response; False when this user had already answered (another run got there first)."""
-        resp = self.http.post(f"/api/v1/records/{record_id}/responses", json=answer)
+        resp = self._send("POST", f"/api/v1/records/{record_id}/responses", json=answer)
         if resp.status_code == 409:
             return False
         self._check(resp, f"POST /api/v1/records/{record_id}/responses")
@@ -374,6 +386,13 @@ def check(cfg: Config) -> dict[str, Any]:
     annotators = read_annotators(cfg.annotators)
     if cfg.judge not in ("brand_voice", "safety", "reward_model"):
         raise AlignError(f"unknown judge '{cfg.judge}': one of brand_voice, safety, reward_model")
+    if cfg.judge == "brand_voice" and not Path(cfg.rubric).is_file():
+        raise AlignError(f"judge=brand_voice needs rubric=FILE (e.g. recipes/brand_voice/rubric.yaml); not found: '{cfg.rubric}'")
+    if cfg.judge == "safety" and not cfg.harmful.paths and not cfg.safe.paths:
+        raise AlignError("judge=safety needs harmful.paths and/or safe.paths: the prompt sets saying which prompts "
+                         "should be refused (e.g. harmful.paths=[../shared/data/safety/advbench_harmful_behaviors.csv])")
+    if cfg.judge == "reward_model" and not cfg.reward_model:
+        raise AlignError("judge=reward_model needs reward_model=RUN (an `align reward` run)")
     return {"annotators": [a.username for a in annotators], "judge": cfg.judge}
 
 
@@ -383,8 +402,8 @@ def run(cfg: Config) -> dict[str, Any]:
     judge = make_judge(cfg)  # a missing rubric, prompt set or reward run fails before any user is made
     passwords = ensure_users(cfg, [a.username for a in annotators])
     api_url = passwords["api_url"]
-    sessions = {a.username: Session(api_url, a.username, passwords[f"password:{a.username}"], cfg.argilla.timeout)
-                for a in annotators}
+    sessions = {a.username: Session(api_url, a.username, passwords[f"password:{a.username}"], cfg.argilla.timeout,
+                                    cfg.argilla.retry_seconds) for a in annotators}
     stats = {a.username: {"submitted": 0, "discarded": 0, "ties": 0, "already_answered": 0} for a in annotators}
     unjudged: dict[str, set[str]] = {a.username: set() for a in annotators}
     try:

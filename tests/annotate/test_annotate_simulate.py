@@ -224,6 +224,9 @@ def test_safety_judge_prefers_refusing_harmful_and_answering_safe_prompts(argill
     ("noise=1.5", "'noise' must be a probability"),
     ("judge=oracle", "judge"),
     ("annotators=missing.yaml", "annotators file not found"),
+    ("rubric=missing.yaml", "judge=brand_voice needs rubric=FILE"),
+    ("judge=safety", "judge=safety needs harmful.paths"),
+    ("judge=reward_model", "judge=reward_model needs reward_model=RUN"),
 ])
 def test_bad_input_is_exit_2_with_one_line(override, message, tmp, capsys, argilla):
     path = annotators_file(tmp / "a.yaml", ["sim-kim"])
@@ -232,6 +235,8 @@ def test_bad_input_is_exit_2_with_one_line(override, message, tmp, capsys, argil
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    with argilla.owner() as conn:  # refused before any user was made
+        assert "sim-kim" not in {u["username"] for u in conn.get("/api/v1/users")["items"]}
 
 
 def test_reward_model_judge_follows_the_reward_runs_scores_on_the_shown_order(argilla, tmp, tiny_model):
