@@ -61,6 +61,7 @@ from align.evaluation.prompt_sets import PromptSetConfig
 log = logging.getLogger(__name__)
 
 REGISTRY = "simulated-annotators.json"
+SEARCH_LIMIT = 1000  # the records search endpoint's largest page
 JudgeName = Literal["brand_voice", "safety", "reward_model"]
 Score = Callable[[list[dict[str, Any]], list[tuple[str, str]]], list[tuple[float, float] | None]]
 
@@ -106,7 +107,7 @@ class Config:
     seed: int = 0
     """Seed of every choice (with the annotator's name and the record id)."""
     batch: int = 20
-    """Records each annotator takes per turn (annotators take turns, as people working side by side)."""
+    """Records each annotator takes per turn, 1-1000 (annotators take turns, as people working side by side)."""
     max_per_annotator: int | None = None
     """Stop each annotator after this many answers in this run (unset: until nothing is pending)."""
     journal_dir: str = ""
@@ -122,8 +123,8 @@ class Config:
         gaps = self.strength_gaps
         if len(gaps) != 2 or not 0 <= gaps[0] <= gaps[1]:
             raise AlignError(f"'strength_gaps' must be two increasing gaps [for 2, for 3], got {gaps}")
-        if self.batch < 1:
-            raise AlignError(f"'batch' must be >= 1, got {self.batch}")
+        if not 1 <= self.batch <= SEARCH_LIMIT:
+            raise AlignError(f"'batch' must be in [1, {SEARCH_LIMIT}], got {self.batch}")
         if self.max_per_annotator is not None and self.max_per_annotator < 1:
             raise AlignError(f"'max_per_annotator' must be >= 1 or unset, got {self.max_per_annotator}")
 
@@ -358,7 +359,7 @@ class Session:
         raise AlignError(f"annotator '{self.username}' sees no dataset '{name}' in workspace '{workspace}' at "
                          f"{self.api_url}; push it first with `align annotate push`")
 
-    def pending(self, dataset_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    def pending(self, dataset_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         """Records this user has not answered and that are not complete, as the annotation page asks."""
         resp = self._send("POST", f"/api/v1/me/datasets/{dataset_id}/records/search",
                           params={"limit": limit, "offset": offset}, json=PENDING_FOR_ME)
@@ -442,7 +443,10 @@ def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, 
     if limit <= 0:
         return True
     skipped = unjudged[annotator.username]
-    records = session.pending(dataset_id, limit, len(skipped))
+    # The skipped records stay pending for this user; ask for enough to see past them wherever they sort
+    # (a person may meanwhile complete some of them, so an offset could jump over unanswered records).
+    page = min(limit + len(skipped), SEARCH_LIMIT)  # past 1,000 unjudged records this annotator stops
+    records = [r for r in session.pending(dataset_id, page) if r["id"] not in skipped][:limit]
     if not records:
         return True
     scores = judge([r["fields"]["prompt"] for r in records],

@@ -188,6 +188,14 @@ def test_a_person_next_to_simulated_annotators_is_counted_as_human(argilla, tmp)
     assert manifest["notes"]["simulated_annotators"] == ["sim-gil", "sim-hal"]
 
 
+def test_max_per_annotator_stops_early_and_a_rerun_goes_on_from_there(argilla, tmp):
+    push_pairs(argilla, tmp, "sim-slow", PAIRS[:5], per_record=1)
+    cfg = sim_config(argilla, tmp, "sim-slow", ["sim-liv", "sim-mo"], max_per_annotator=1, batch=3)
+    assert [simulate.run(cfg)["answered"] for _ in range(4)] == [2, 2, 1, 0]
+    records = server_responses(argilla, "sim-slow").values()
+    assert sorted(len(r["responses"]) for r in records) == [1] * 5  # one vote each: distribution respected
+
+
 def test_a_person_s_username_is_refused_and_nothing_is_answered(argilla, tmp):
     push_pairs(argilla, tmp, "sim-refuse", PAIRS[:2], per_record=1)
     argilla.annotator("pete")  # a person's account
