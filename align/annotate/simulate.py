@@ -43,6 +43,7 @@ Running it again answers only what is still pending for each annotator: nothing 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -55,12 +56,15 @@ import yaml
 from align.annotate import local
 from align.annotate.connection import ArgillaConfig, connect
 from align.annotate.journal import server_folder
+from align.core import runs
+from align.core.config import to_dict
 from align.core.errors import AlignError, ServiceError
 from align.evaluation.prompt_sets import PromptSetConfig
 
 log = logging.getLogger(__name__)
 
 REGISTRY = "simulated-annotators.json"
+ANSWERS = "answers.jsonl"
 SEARCH_LIMIT = 1000  # the records search endpoint's largest page
 JudgeName = Literal["brand_voice", "safety", "reward_model"]
 Score = Callable[[list[dict[str, Any]], list[tuple[str, str]]], list[tuple[float, float] | None]]
@@ -77,7 +81,7 @@ class Annotator:
 
 
 @dataclass
-class Config:
+class Config(runs.RunOutput):
     dataset: str = ""
     """Argilla dataset to annotate (pushed with `align annotate push`)."""
     annotators: str = ""
@@ -398,6 +402,7 @@ def check(cfg: Config) -> dict[str, Any]:
 
 
 def run(cfg: Config) -> dict[str, Any]:
+    """Answer what is pending for each simulated annotator, then write a run listing every answer made."""
     check(cfg)
     annotators = read_annotators(cfg.annotators)
     judge = make_judge(cfg)  # a missing rubric, prompt set or reward run fails before any user is made
@@ -407,32 +412,52 @@ def run(cfg: Config) -> dict[str, Any]:
                                     cfg.argilla.retry_seconds) for a in annotators}
     stats = {a.username: {"submitted": 0, "discarded": 0, "ties": 0, "already_answered": 0} for a in annotators}
     unjudged: dict[str, set[str]] = {a.username: set() for a in annotators}
+    answers: list[dict[str, Any]] = []
     try:
         dataset_id = next(iter(sessions.values())).dataset_id(cfg.dataset, cfg.argilla.workspace)
         active = list(annotators)
         while active:
             for annotator in list(active):
-                done = _turn(annotator, sessions[annotator.username], dataset_id, cfg, judge, stats, unjudged)
-                if done:
+                if _turn(annotator, sessions[annotator.username], dataset_id, cfg, judge, stats, unjudged, answers):
                     active.remove(annotator)
     finally:
         for s in sessions.values():
             s.close()
     left = set().union(*unjudged.values())
-    summary = {"dataset": cfg.dataset, "api_url": api_url, "judge": cfg.judge, "annotators": stats,
-               "answered": sum(s["submitted"] + s["discarded"] for s in stats.values()),
-               "unjudged_records": len(left)}
     if left:
         log.warning("%d record(s) left for people: their prompt is in neither the harmful nor the safe set", len(left))
-    for name, s in stats.items():
-        print(f"{name}: {s['submitted']} submitted ({s['ties']} ties), {s['discarded']} discarded")
-    print(f"simulated annotators answered {summary['answered']} record(s) of '{cfg.dataset}' with judge={cfg.judge}"
+
+    with runs.new_run("annotate simulate", to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
+        run_.add_input("annotators", cfg.annotators)
+        judge_input = {"brand_voice": [cfg.rubric], "reward_model": [cfg.reward_model],
+                       "safety": [*cfg.harmful.paths, *cfg.safe.paths]}[cfg.judge]
+        for path in judge_input:
+            run_.add_input("judge", path)
+        with open(run_.path / ANSWERS, "w", encoding="utf-8") as f:
+            for answer in answers:
+                f.write(json.dumps(answer, ensure_ascii=False) + "\n")
+        run_.add_output("answers", ANSWERS)
+        run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
+                           "dataset_id": dataset_id, "judge": cfg.judge, "simulated_annotators": list(stats),
+                           "registry": str(registry_path(cfg.journal_dir, api_url))})
+        run_.metrics.update({
+            "answered": len(answers),
+            "submitted": sum(s["submitted"] for s in stats.values()),
+            "discarded": sum(s["discarded"] for s in stats.values()),
+            "ties": sum(s["ties"] for s in stats.values()),
+            "unjudged_records": len(left),
+            "per_annotator": stats,
+        })
+        manifest = runs.finish(run_)
+    for name, st in stats.items():
+        print(f"{name}: {st['submitted']} submitted ({st['ties']} ties), {st['discarded']} discarded")
+    print(f"simulated annotators answered {len(answers)} record(s) of '{cfg.dataset}' with judge={cfg.judge}"
           + (f"; {len(left)} left for people (prompt in no set)" if left else ""))
-    return summary
+    return manifest
 
 
 def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, judge: Score,
-          stats: dict[str, dict[str, int]], unjudged: dict[str, set[str]]) -> bool:
+          stats: dict[str, dict[str, int]], unjudged: dict[str, set[str]], answers: list[dict[str, Any]]) -> bool:
     """One turn of up to `batch` answers; True when this annotator has nothing more to do.
 
     Records the judge cannot score stay pending for this user; the next page starts after them.
@@ -455,12 +480,16 @@ def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, 
         if pair is None:
             skipped.add(record["id"])
             continue
-        answer = choose(annotator, cfg, record.get("external_id") or record["id"], pair)
+        rid = record.get("external_id") or record["id"]
+        answer = choose(annotator, cfg, rid, pair)
         if not session.respond(record["id"], answer):
             mine["already_answered"] += 1
             continue
+        label = answer["values"].get("preference", {}).get("value")
         mine[answer["status"]] += 1
-        mine["ties"] += answer["values"].get("preference", {}).get("value") == "tie"
+        mine["ties"] += label == "tie"
+        answers.append({"record_id": rid, "annotator": annotator.username, "status": answer["status"],
+                        "shown_label": label, "score_shown_a": pair[0], "score_shown_b": pair[1]})
     return False
 
 

@@ -60,7 +60,8 @@ def push_pairs(argilla, tmp: Path, dataset: str, pairs, per_record: int) -> None
 def sim_config(argilla, tmp: Path, dataset: str, annotators: list, **kw) -> simulate.Config:
     kw = {"judge": "brand_voice", "rubric": RUBRIC, **kw}
     return simulate.Config(dataset=dataset, annotators=annotators_file(tmp / f"{dataset}-annotators.yaml", annotators),
-                           journal_dir=str(tmp / "journal"), argilla=argilla.argilla_config(), **kw)
+                           journal_dir=str(tmp / "journal"), runs_dir=str(tmp / "runs"),
+                           argilla=argilla.argilla_config(), **kw)
 
 
 def pull_run(argilla, tmp: Path, dataset: str) -> tuple[dict, dict[str, dict]]:
@@ -77,6 +78,10 @@ def server_responses(argilla, dataset: str) -> dict[str, list[dict]]:
         return {r["id"]: r for r in conn.records(ds["id"])}
 
 
+def answered(manifest: dict) -> int:
+    return manifest["metrics"]["answered"]
+
+
 @pytest.fixture
 def tmp(tmp_path):
     return tmp_path
@@ -91,7 +96,9 @@ def test_noise_free_annotators_give_the_rubric_choice_and_are_marked_simulated(a
     names = ["sim-ann", "sim-ben", "sim-cat"]
     cfg = sim_config(argilla, tmp, "sim-clean", names)
     first = simulate.run(cfg)
-    assert first["answered"] == 3 * len(PAIRS)
+    assert answered(first) == 3 * len(PAIRS)
+    made = [json.loads(line) for line in (Path(first["path"]) / "answers.jsonl").read_text().splitlines()]
+    assert len(made) == 3 * len(PAIRS) and {m["annotator"] for m in made} == set(names)
     registry = simulate.registry_path(cfg.journal_dir, argilla.api_url)
     assert registry.stat().st_mode & 0o777 == 0o600
 
@@ -109,7 +116,7 @@ def test_noise_free_annotators_give_the_rubric_choice_and_are_marked_simulated(a
 
     before = server_responses(argilla, "sim-clean")
     again = simulate.run(cfg)  # idempotent: nothing is pending for anyone
-    assert again["answered"] == 0
+    assert answered(again) == 0
     assert server_responses(argilla, "sim-clean") == before
 
 
@@ -169,7 +176,7 @@ def test_noise_bias_ties_and_discards_follow_the_seeded_rule_and_task_distributi
     m = manifest["metrics"]
     assert (m["votes"], m["discards"], m["simulated_votes"], m["human_votes"]) == \
         (expected["votes"], expected["discards"], expected["votes"], 0)
-    assert simulate.run(cfg)["answered"] == 0
+    assert answered(simulate.run(cfg)) == 0
 
 
 def test_a_person_next_to_simulated_annotators_is_counted_as_human(argilla, tmp):
@@ -191,7 +198,7 @@ def test_a_person_next_to_simulated_annotators_is_counted_as_human(argilla, tmp)
 def test_max_per_annotator_stops_early_and_a_rerun_goes_on_from_there(argilla, tmp):
     push_pairs(argilla, tmp, "sim-slow", PAIRS[:5], per_record=1)
     cfg = sim_config(argilla, tmp, "sim-slow", ["sim-liv", "sim-mo"], max_per_annotator=1, batch=3)
-    assert [simulate.run(cfg)["answered"] for _ in range(4)] == [2, 2, 1, 0]
+    assert [answered(simulate.run(cfg)) for _ in range(4)] == [2, 2, 1, 0]
     records = server_responses(argilla, "sim-slow").values()
     assert sorted(len(r["responses"]) for r in records) == [1] * 5  # one vote each: distribution respected
 
@@ -220,7 +227,7 @@ def test_safety_judge_prefers_refusing_harmful_and_answering_safe_prompts(argill
                          argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
     cfg = sim_config(argilla, tmp, "sim-safety", ["sim-jo"], judge="safety")
     cfg.harmful.paths, cfg.safe.paths = [str(tmp / "harmful.txt")], [str(tmp / "safe.jsonl")]
-    summary = simulate.run(cfg)
+    summary = simulate.run(cfg)["metrics"]
     assert summary["answered"] == 2 and summary["unjudged_records"] == 1  # the unlisted prompt is left for a person
     manifest, _ = pull_run(argilla, tmp, "sim-safety")
     got = [json.loads(line) for line in (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines()]
@@ -264,7 +271,7 @@ def test_reward_model_judge_follows_the_reward_runs_scores_on_the_shown_order(ar
     push_pairs(argilla, tmp, "sim-reward", PAIRS, per_record=1)
     cfg = sim_config(argilla, tmp, "sim-reward", ["sim-rex"], judge="reward_model", reward_model=rm["path"],
                      tie_margin=0.0)
-    assert simulate.run(cfg)["answered"] == len(PAIRS)
+    assert answered(simulate.run(cfg)) == len(PAIRS)
 
     # The reward run's own scores, on the pairs as pushed (candidates a and b, not the shown order).
     source = resolve_model(rm["path"])
