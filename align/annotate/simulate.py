@@ -38,6 +38,8 @@ their name, and a username that exists on the server but not in the registry (a 
 made elsewhere) is refused rather than answered for.
 
 Running it again answers only what is still pending for each annotator: nothing is answered twice.
+Each run writes a run directory with `answers.jsonl`: every answer it made, with the judge's scores
+of the shown A and B.
 """
 
 from __future__ import annotations

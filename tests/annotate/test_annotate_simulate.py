@@ -282,3 +282,23 @@ def test_reward_model_judge_follows_the_reward_runs_scores_on_the_shown_order(ar
         a, b = reward_scores(model, tokenizer, [row["prompt"] + [{"role": "assistant", "content": r.strip()}]
                                                 for r in (row["response_a"], row["response_b"])], max_length=512)
         assert row["majority"] == ("a" if a > b else "b"), (a, b)
+
+
+def test_the_example_annotators_file_reads():
+    annotators = simulate.read_annotators(str(Path(__file__).resolve().parents[2] / "annotation" /
+                                              "simulated_annotators.example.yaml"))
+    assert [a.username for a in annotators] == ["sim-careful", "sim-hasty", "sim-first-pick"]
+    assert annotators[2].bias_a == 0.2 and annotators[1].discard == 0.05
+
+
+@pytest.mark.parametrize("content, message", [
+    ("annotators: []", "non-empty `annotators:`"),
+    ("annotators: [{username: a, nois: 0.1}]", "unknown key(s) ['nois']"),
+    ("annotators: [{username: a, noise: 2}]", "must be a probability"),
+    ("annotators: [a, a]", "listed twice"),
+])
+def test_a_bad_annotators_file_is_refused(tmp, content, message):
+    (tmp / "a.yaml").write_text(content)
+    with pytest.raises(AlignError) as exc:
+        simulate.read_annotators(str(tmp / "a.yaml"))
+    assert message in str(exc.value)
