@@ -49,9 +49,10 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -436,8 +437,7 @@ def run(cfg: Config) -> dict[str, Any]:
         for path in judge_input:
             run_.add_input("judge", path)
         with open(run_.path / ANSWERS, "w", encoding="utf-8") as f:
-            for answer in answers:
-                f.write(json.dumps(answer, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(answer, ensure_ascii=False) + "\n" for answer in answers)
         run_.add_output("answers", ANSWERS)
         run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
                            "dataset_id": dataset_id, "judge": cfg.judge, "simulated_annotators": list(stats),
