@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "redact": Command("align.stages.redact", "redact e-mails, phones, cards, IBANs, IPs in a data file", ("input",)),
     "annotate push": Command("align.annotate.push", "push candidate pairs to Argilla for annotators", ("pairs",)),
     "annotate pull": Command("align.annotate.pull", "pull submitted labels into a preference dataset run"),
+    "annotate simulate": Command("align.annotate.simulate", "simulated annotators (demos, tests, CI): real Argilla users answering by a judge"),
     "annotate status": Command("align.annotate.status", "annotation progress and inter-annotator agreement"),
     "annotate serve": Command("align.annotate.serve", "start a local Argilla server (SQLite, no Elasticsearch)"),
     "annotate stop": Command("align.annotate.stop", "stop the local Argilla server"),

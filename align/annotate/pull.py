@@ -14,7 +14,8 @@ Rows of `preferences.jsonl` (the canonical preference row plus the annotation):
 
     prompt, chosen, rejected     chosen/rejected: the majority candidate; null for a tie or no majority
     response_a, response_b       the two candidates as pushed (the A/B display swap undone)
-    votes                        every submitted vote: annotator, choice (a|b|tie), strength, ratings, reason
+    votes                        every submitted vote: annotator, choice (a|b|tie), strength, ratings, reason,
+                                 simulated (true for `align annotate simulate`'s users, by user id)
     counts, majority             votes per choice; a | b | tie | null (no choice has more than half)
     agreement                    share of votes for the most common choice, in [0, 1]
     strength                     mean strength (1-3) given by the majority's voters, or null
@@ -41,6 +42,7 @@ from align.annotate import template as templates
 from align.annotate.connection import ArgillaConfig, connect, resolve_url
 from align.annotate.journal import Journal, find_journals, journal_path
 from align.annotate.local import cache_root
+from align.annotate.simulate import simulated_users
 from align.annotate.votes import aggregate, krippendorff_alpha, pairwise_agreement, vote_from_answers
 from align.core import runs
 from align.core.config import to_dict
@@ -83,7 +85,9 @@ def run(cfg: Config) -> dict[str, Any]:
         journal, fetched = fetch_into_journal(cfg, notes)
     notes["journal"] = str(journal.path)
     notes.setdefault("dataset_id", journal.path.parent.name[len(cfg.dataset) + 1:])
-    rows, counts = build_rows(journal)
+    simulated = simulated_users(cfg.journal_dir, api_url)
+    rows, counts = build_rows(journal, simulated)
+    notes["simulated_annotators"] = counts.pop("simulated_annotators")
     if not rows:
         raise AlignError(
             f"dataset '{cfg.dataset}': no submitted labels yet ({fetched.get('records_read', len(journal.records))} "
@@ -217,14 +221,20 @@ def _withdrawn(resp: dict[str, Any], why: str, updated_at: str | None) -> dict[s
             "withdrawn_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def build_rows(journal: Journal) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One preference row per journaled record with at least one submitted vote, plus counts."""
+def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One preference row per journaled record with at least one submitted vote, plus counts.
+
+    `simulated` maps the user ids of simulated annotators to their names (see simulate.py); their
+    votes are marked and counted apart from people's.
+    """
+    simulated = simulated or {}
     by_record: dict[str, list[dict[str, Any]]] = {}
     for (rid, _user), resp in journal.active().items():
         by_record.setdefault(rid, []).append(resp)
     rows = []
     counts = {"records": 0, "records_without_votes": 0, "votes": 0, "discards": 0, "pairs": 0, "ties": 0,
-              "no_majority": 0}
+              "no_majority": 0, "simulated_votes": 0, "human_votes": 0}
+    simulated_seen: set[str] = set()
     units = []
     for rid, record in journal.records.items():
         meta = record["metadata"]
@@ -234,12 +244,15 @@ def build_rows(journal: Journal) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                                   else (fields["response_b"], fields["response_a"]))
         votes, discards = [], 0
         for resp in sorted(by_record.get(rid, []), key=lambda r: r["username"]):
+            is_simulated = resp["user_id"] in simulated
+            if is_simulated:
+                simulated_seen.add(resp["username"])
             if resp["status"] == "discarded":
                 discards += 1
                 continue
             vote = vote_from_answers(resp["values"], shown_a)
             if vote is not None:
-                votes.append({"annotator": resp["username"], **vote})
+                votes.append({"annotator": resp["username"], **vote, "simulated": is_simulated})
         counts["discards"] += discards
         if not votes:
             counts["records_without_votes"] += 1
@@ -267,9 +280,12 @@ def build_rows(journal: Journal) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         units.append([v["choice"] for v in votes])
         counts["records"] += 1
         counts["votes"] += len(votes)
+        counts["simulated_votes"] += sum(v["simulated"] for v in votes)
+        counts["human_votes"] += sum(not v["simulated"] for v in votes)
         counts["pairs"] += winner is not None
         counts["ties"] += majority == "tie"
         counts["no_majority"] += majority is None
     counts["pairwise_agreement"] = pairwise_agreement(units)
     counts["krippendorff_alpha"] = krippendorff_alpha(units)
+    counts["simulated_annotators"] = sorted(simulated_seen)
     return rows, counts

@@ -46,7 +46,7 @@ def read_team(path: str | Path) -> dict[str, Any]:
 
 
 def invite(team: dict[str, Any], cfg: ArgillaConfig, passwords_file: Path) -> dict[str, Any]:
-    """Create missing users, add everyone to the workspace. Returns {created, added, workspace}.
+    """Create missing users, add everyone to the workspace. Returns {created, added, workspace, ids}.
 
     Each new user's password is written to `passwords_file` as soon as the user exists, so an
     interrupted invite never leaves a user nobody knows the password of.
@@ -54,6 +54,7 @@ def invite(team: dict[str, Any], cfg: ArgillaConfig, passwords_file: Path) -> di
     rg = sdk()
     created: list[str] = []
     added = []
+    ids: dict[str, str] = {}
     with connect(cfg) as conn:
         ws = conn.workspace(team["workspace"], create=True)
         users = {u.username: u for u in conn.call("GET users", lambda: list(conn.client.users))}
@@ -69,11 +70,12 @@ def invite(team: dict[str, Any], cfg: ArgillaConfig, passwords_file: Path) -> di
                     local.write_private_json(passwords_file, {**existing, "api_url": conn.api_url,
                                                               f"password:{name}": password})
                     created.append(name)
+                ids[name] = str(user.id)
                 if user.id not in members:
                     conn.call(f"POST user {name} to workspace {ws.name}", lambda: ws.add_user(user), idempotent=False)
                     added.append(name)
         api_url = conn.api_url
-    return {"workspace": team["workspace"], "created": sorted(created), "added": added, "api_url": api_url}
+    return {"workspace": team["workspace"], "created": sorted(created), "added": added, "api_url": api_url, "ids": ids}
 
 
 def main(argv: list[str] | None = None) -> int:
