@@ -49,8 +49,10 @@ def check_run(manifest, setup):
     on_disk = runs.read_manifest(manifest["path"])
     assert on_disk["stage"] == "ppo"
     roles = {i["role"]: i for i in on_disk["inputs"]}
-    assert roles["reward_model"]["path"] == str(setup["reward"]) or roles["reward_model"].get("name")
     assert {"model", "reward_model", "prompts"} <= set(roles)
+    assert roles["reward_model"]["kind"] == "run" and roles["reward_model"]["stage"] == "reward"
+    assert roles["reward_model"]["path"] == str(runs.Path(setup["reward"]).resolve())
+    assert roles["model"]["path"] == str(runs.Path(setup["model"]).resolve())
     assert on_disk["outputs"]["model"]["sha256"] and on_disk["outputs"]["model"]["format"] == "adapter"
     assert lora_b_changed(manifest["path"])
     assert on_disk["metrics"]["rm_eval_prompts"] == 2
