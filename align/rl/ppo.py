@@ -211,6 +211,23 @@ class PPOTrainer:
                     totals[key].append(value.item())
         return {k: sum(v) / len(v) for k, v in totals.items()}
 
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue as if it had not stopped: both adapters, the
+        optimizer and the torch RNG (sampling and minibatch order draw from it)."""
+        from peft import get_peft_model_state_dict
+
+        return {"policy": get_peft_model_state_dict(self.policy), "value_model": get_peft_model_state_dict(self.value_model),
+                "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.policy, state["policy"])
+        set_peft_model_state_dict(self.value_model, state["value_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+
     # -- model calls ------------------------------------------------------------------------------
     def _generate(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, int]:
         from transformers import GenerationConfig

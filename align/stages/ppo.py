@@ -19,8 +19,9 @@ training, policy and reference answer them greedily and the reward model scores 
 
 Writes the policy adapter (`model/`), metrics.jsonl (one line per step: reward raw and with KL, KL,
 entropy, response length, clip fraction, value loss for PPO, tokens/s, generation/scoring/training
-seconds) and a manifest with the policy and reward model as parents. Save and resume from a
-checkpoint are not implemented yet.
+seconds) and a manifest with the policy and reward model as parents. PPO writes checkpoints every
+`checkpoint_every` steps into `checkpoint_dir` and continues from one with `resume_from` (same
+settings, same results as not stopping); RLOO and GRPO do not checkpoint yet.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ class Config(TrainStageConfig):
     """Batch size for scoring responses with the reward model (PPO)."""
     eval: HeldOutEval = field(default_factory=HeldOutEval)
     """Held-out evaluation against the reference after training."""
+    checkpoint_every: int = 0
+    """PPO: write a checkpoint every N steps into `checkpoint_dir` (0: never)."""
+    checkpoint_dir: str | None = None
+    """Where checkpoints go; outside the run directory, which exists only once the run is complete."""
+    resume_from: str | None = None
+    """PPO: a checkpoint (`checkpoint_dir/step-N`) of an earlier run with the same settings to continue from."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -106,12 +113,15 @@ class Config(TrainStageConfig):
             raise AlignError(f"'kl_coef' must be >= 0, got {self.kl_coef}")
         if self.learning_rate <= 0:
             raise AlignError(f"'learning_rate' must be > 0, got {self.learning_rate}")
+        if self.checkpoint_every < 0:
+            raise AlignError(f"'checkpoint_every' must be >= 0 (0: never), got {self.checkpoint_every}")
 
 
 def run(cfg: Config, reward_fn=None) -> dict:
     """Train; `reward_fn(prompts, responses) -> scores` replaces the reward model's scores in PPO
     rollouts (tests use a scripted reward). The reward model still initialises the value model."""
     check_settings(cfg)
+    resume = read_checkpoint(cfg) if cfg.resume_from else None
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     reward_source = resolve_reward_model(cfg.reward_model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
@@ -128,6 +138,8 @@ def run(cfg: Config, reward_fn=None) -> dict:
         run_dir.add_input_record("model", source.record)
         run_dir.add_input_record("reward_model", reward_source.record)
         run_dir.add_input("prompts", cfg.prompts)
+        if resume is not None:
+            run_dir.add_input("resume_from", cfg.resume_from, step=resume["step"])
         run_dir.notes["prompts"] = {"train": len(train_prompts), "held_out": len(held_out)}
 
         from transformers import set_seed
@@ -135,7 +147,7 @@ def run(cfg: Config, reward_fn=None) -> dict:
         set_seed(cfg.seed)
         start = time.time()
         if cfg.algorithm == "ppo":
-            policy = _train_ppo(cfg, source, reward_source, tokenizer, train_prompts, run_dir, reward_fn)
+            policy = _train_ppo(cfg, source, reward_source, tokenizer, train_prompts, run_dir, reward_fn, resume)
         else:
             from align.rl.trl_online import train_trl
 
@@ -156,7 +168,7 @@ def run(cfg: Config, reward_fn=None) -> dict:
         return runs.finish(run_dir)
 
 
-def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, reward_fn):
+def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, reward_fn, resume):
     from peft import get_peft_model
 
     from align.rl.ppo import PPOTrainer, reward_model_scorer
@@ -173,13 +185,20 @@ def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, 
     run_dir.notes["parameters"] = {"policy": count_trainable(policy), "value_model": count_trainable(value_model)}
     trainer = PPOTrainer(policy, value_model, tokenizer, reward_fn, cfg.ppo, cfg.kl_coef, cfg.learning_rate,
                          cfg.max_new_tokens, cfg.temperature)
+    begin = 1
+    if resume is not None:
+        import torch
+
+        trainer.load_state_dict(torch.load(Path(cfg.resume_from) / CHECKPOINT_STATE, weights_only=True))
+        begin = resume["step"] + 1
+        log.info("resumed from %s at step %d", cfg.resume_from, resume["step"])
     per_step = cfg.batch_size // cfg.num_generations
     log.info("ppo: %d steps x %d responses (%d prompts x %d), %d ppo epochs, %s", cfg.steps, cfg.batch_size,
              per_step, cfg.num_generations, cfg.ppo.ppo_epochs, run_dir.notes["parameters"]["policy"])
     totals = {"time_generation": 0.0, "time_scoring": 0.0, "time_training": 0.0}
     start = time.time()
     first = last = None
-    for step in range(1, cfg.steps + 1):
+    for step in range(begin, cfg.steps + 1):
         chosen = [prompts[(i + (step - 1) * per_step) % len(prompts)] for i in range(per_step)]
         batch = [p for p in chosen for _ in range(cfg.num_generations)]
         metrics = trainer.step([p.messages for p in batch], [p.ids for p in batch])
@@ -188,18 +207,68 @@ def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, 
             totals[key] += metrics[key]
         first = first or metrics
         last = metrics
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            write_checkpoint(cfg, trainer, step)
         elapsed = time.time() - start
         log.info("step %d/%d | reward %.4g | reward+kl %.4g | kl %.4g | entropy %.3g | len %.1f | clip %.3f | "
                  "vloss %.4g | %.0f tok/s | gen %.1fs train %.1fs | ETA %s", step, cfg.steps, metrics["reward"],
                  metrics["reward_with_kl"], metrics["kl"], metrics["entropy"], metrics["response_length"],
                  metrics["clip_fraction"], metrics["value_loss"], metrics["tokens_per_s"], metrics["time_generation"],
-                 metrics["time_training"], format_seconds(elapsed / step * (cfg.steps - step)))
+                 metrics["time_training"], format_seconds(elapsed / (step - begin + 1) * (cfg.steps - step)))
     run_dir.metrics.update({f"train_{k}": v for k, v in last.items()})
-    run_dir.metrics.update({"train_first_reward": first["reward"], "global_step": cfg.steps,
+    run_dir.metrics.update({"train_first_reward": first["reward"], "global_step": cfg.steps, "first_step": begin,
                             **{f"total_{k}_s": round(v, 2) for k, v in totals.items()}})
     value_model.save_pretrained(str(Path(run_dir.path) / VALUE_MODEL_DIR))
     run_dir.add_output(VALUE_MODEL_DIR, VALUE_MODEL_DIR, format="adapter", task="reward")
     return policy
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+CHECKPOINT_STATE = "state.pt"
+CHECKPOINT_INFO = "checkpoint.json"
+# Settings a resumed run must share with the run that wrote the checkpoint.
+RESUME_KEYS = ("model", "reward_model", "prompts", "prompt_field", "max_prompts", "batch_size", "num_generations",
+               "max_new_tokens", "temperature", "lora", "seed")
+
+
+def write_checkpoint(cfg: Config, trainer, step: int) -> Path:
+    """`checkpoint_dir/step-N/`: trainer state and the settings it was trained with, written beside
+    and renamed into place so a half-written checkpoint never looks complete."""
+    import shutil
+
+    import torch
+
+    target = Path(cfg.checkpoint_dir) / f"step-{step}"
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(trainer.state_dict(), tmp / CHECKPOINT_STATE)
+    settings = to_dict(cfg)
+    (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "config": {k: settings[k] for k in RESUME_KEYS}}, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("checkpoint written: %s", target)
+    return target
+
+
+def read_checkpoint(cfg: Config) -> dict:
+    path = Path(cfg.resume_from)
+    info = path / CHECKPOINT_INFO
+    if not info.exists() or not (path / CHECKPOINT_STATE).exists():
+        raise AlignError(f"resume_from={cfg.resume_from} is not a PPO checkpoint (no {CHECKPOINT_INFO} and "
+                         f"{CHECKPOINT_STATE}); give a `checkpoint_dir/step-N` directory")
+    record = json.loads(info.read_text(encoding="utf-8"))
+    settings = to_dict(cfg)
+    changed = [k for k in RESUME_KEYS if record["config"].get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise AlignError(f"resume_from={cfg.resume_from} was written with {k}={record['config'].get(k)!r}, this run has "
+                         f"{k}={settings[k]!r}; resume with the same settings ({', '.join(changed)} differ)")
+    if record["step"] >= cfg.steps:
+        raise AlignError(f"resume_from={cfg.resume_from} is at step {record['step']}, not before steps={cfg.steps}; "
+                         "raise steps to train further")
+    return record
 
 
 # -- checks before any run directory ------------------------------------------------------------
@@ -225,6 +294,10 @@ def check_settings(cfg: Config) -> None:
         if cfg.ppo.minibatch_size > cfg.batch_size:
             raise AlignError(f"ppo.minibatch_size={cfg.ppo.minibatch_size} is larger than batch_size={cfg.batch_size}; "
                              "lower it or raise batch_size")
+    if cfg.algorithm != "ppo" and (cfg.resume_from or cfg.checkpoint_every):
+        raise AlignError(f"checkpoint_every / resume_from are implemented for algorithm=ppo only, not {cfg.algorithm}")
+    if cfg.checkpoint_every and not cfg.checkpoint_dir:
+        raise AlignError(f"checkpoint_every={cfg.checkpoint_every} needs checkpoint_dir (a directory outside runs_dir)")
     if cfg.max_new_tokens >= cfg.max_length:
         raise AlignError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt in "
                          f"max_length={cfg.max_length}; raise max_length or lower max_new_tokens")

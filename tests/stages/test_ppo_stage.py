@@ -135,3 +135,27 @@ def test_refuses_a_reward_model_on_another_tokenizer(setup, capsys):
 ])
 def test_refuses_impossible_settings(setup, capsys, extra, message):
     assert message in refused(setup, capsys, *extra)
+
+
+def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
+    ckpt = setup["tmp"] / "checkpoints"
+    straight = ppo.run(load_config(ppo.Config, None, overrides(
+        setup, "steps=3", "eval.prompts=0", "checkpoint_every=1", f"checkpoint_dir={ckpt}")))
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-1", "step-2"]
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(
+        setup, "steps=3", "eval.prompts=0", f"resume_from={ckpt / 'step-1'}")))
+    read = lambda m: [runs.json.loads(x) for x in (runs.Path(m["path"]) / runs.METRICS).read_text().splitlines()]  # noqa: E731
+    a, b = read(straight)[1:], read(resumed)
+    assert [x["step"] for x in b] == [2, 3]
+    for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
+        assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
+    assert any(i["role"] == "resume_from" for i in runs.read_manifest(resumed["path"])["inputs"])
+
+
+def test_refuses_resume_with_other_settings(setup, capsys):
+    ckpt = setup["tmp"] / "checkpoints" / "step-1"
+    if not ckpt.exists():
+        pytest.skip("needs the resume test's checkpoint")
+    assert "batch_size" in refused(setup, capsys, "steps=3", f"resume_from={ckpt}", "batch_size=2", "num_generations=1",
+                                   "ppo.minibatch_size=2")
+    assert "not a PPO checkpoint" in refused(setup, capsys, "steps=3", f"resume_from={setup['tmp']}")
