@@ -63,7 +63,8 @@ def check_run(manifest, setup):
 
 
 def test_ppo_smoke(setup):
-    m = ppo.run(load_config(ppo.Config, None, overrides(setup, "algorithm=ppo")))
+    m = ppo.run(load_config(ppo.Config, None, overrides(
+        setup, "algorithm=ppo", "checkpoint_every=1", f"checkpoint_dir={setup['tmp'] / 'checkpoints'}")))
     on_disk, steps = check_run(m, setup)
     assert [s["step"] for s in steps] == [1, 2]
     for key in ("reward", "reward_with_kl", "kl", "entropy", "response_length", "clip_fraction", "value_loss",
@@ -72,7 +73,7 @@ def test_ppo_smoke(setup):
     assert on_disk["outputs"]["value_model"]["sha256"]
     # The lineage reaches the reward run, and through it the model the reward model was trained from.
     assert any("reward_model: reward" in line for line in runs.lineage(m["path"]))
-    setup["ppo_run"] = m["path"]
+    setup["ppo_run"] = m
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
@@ -107,7 +108,7 @@ def test_refuses_a_policy_as_reward_model(setup, capsys):
 def test_refuses_a_run_that_is_not_a_reward_model(setup, capsys):
     if "ppo_run" not in setup:
         pytest.skip("needs the PPO smoke run")
-    assert "not a reward model" in refused(setup, capsys, f"reward_model={setup['ppo_run']}")
+    assert "not a reward model" in refused(setup, capsys, f"reward_model={setup['ppo_run']['path']}")
 
 
 def test_refuses_a_reward_model_on_another_tokenizer(setup, capsys):
@@ -138,15 +139,15 @@ def test_refuses_impossible_settings(setup, capsys, extra, message):
 
 
 def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
+    if "ppo_run" not in setup:
+        pytest.skip("needs the PPO smoke run and its checkpoint")
     ckpt = setup["tmp"] / "checkpoints"
-    straight = ppo.run(load_config(ppo.Config, None, overrides(
-        setup, "steps=3", "eval.prompts=0", "checkpoint_every=1", f"checkpoint_dir={ckpt}")))
-    assert sorted(p.name for p in ckpt.iterdir()) == ["step-1", "step-2"]
-    resumed = ppo.run(load_config(ppo.Config, None, overrides(
-        setup, "steps=3", "eval.prompts=0", f"resume_from={ckpt / 'step-1'}")))
+    # The smoke run (2 steps) checkpointed after step 1 only: the last step needs none.
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, "eval.prompts=0", f"resume_from={ckpt / 'step-1'}")))
     read = lambda m: [runs.json.loads(x) for x in (runs.Path(m["path"]) / runs.METRICS).read_text().splitlines()]  # noqa: E731
-    a, b = read(straight)[1:], read(resumed)
-    assert [x["step"] for x in b] == [2, 3]
+    a, b = read(setup["ppo_run"])[1:], read(resumed)
+    assert [x["step"] for x in b] == [2]
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
         assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
     assert any(i["role"] == "resume_from" for i in runs.read_manifest(resumed["path"])["inputs"])
@@ -155,7 +156,7 @@ def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
 def test_refuses_resume_with_other_settings(setup, capsys):
     ckpt = setup["tmp"] / "checkpoints" / "step-1"
     if not ckpt.exists():
-        pytest.skip("needs the resume test's checkpoint")
-    assert "batch_size" in refused(setup, capsys, "steps=3", f"resume_from={ckpt}", "batch_size=2", "num_generations=1",
-                                   "ppo.minibatch_size=2")
-    assert "not a PPO checkpoint" in refused(setup, capsys, "steps=3", f"resume_from={setup['tmp']}")
+        pytest.skip("needs the PPO smoke run's checkpoint")
+    assert "batch_size" in refused(setup, capsys, f"resume_from={ckpt}", "batch_size=2", "num_generations=1")
+    assert "not before steps=1" in refused(setup, capsys, f"resume_from={ckpt}", "steps=1")
+    assert "not a PPO checkpoint" in refused(setup, capsys, f"resume_from={setup['tmp']}")
