@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from align.core import runs  # noqa: E402
-from align.core.config import load_config  # noqa: E402
-from align.stages import ppo  # noqa: E402
+from align.core import runs
+from align.core.config import load_config
+from align.stages import ppo
 
 PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
 

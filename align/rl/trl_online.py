@@ -18,8 +18,14 @@ import logging
 import time
 
 from align.core.errors import AlignError
-from align.core.training import attach_logging, bind_output_dir, count_trainable, discard_trainer_scratch, \
-    final_train_metrics, training_arguments
+from align.core.training import (
+    attach_logging,
+    bind_output_dir,
+    count_trainable,
+    discard_trainer_scratch,
+    final_train_metrics,
+    training_arguments,
+)
 from align.models import load_policy, load_reward_model, peft_config
 
 log = logging.getLogger(__name__)

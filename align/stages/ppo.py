@@ -38,7 +38,15 @@ from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import TrainStageConfig, count_trainable, format_seconds
 from align.data.prompts import load_prompts
-from align.models import ModelSource, load_policy, load_reward_model, load_tokenizer, model_output, peft_config, resolve_model
+from align.models import (
+    ModelSource,
+    load_policy,
+    load_reward_model,
+    load_tokenizer,
+    model_output,
+    peft_config,
+    resolve_model,
+)
 from align.rl.ppo import PPOSettings
 from align.rollout import encode_prompts
 
@@ -117,9 +125,7 @@ class Config(TrainStageConfig):
             raise AlignError(f"'checkpoint_every' must be >= 0 (0: never), got {self.checkpoint_every}")
 
 
-def run(cfg: Config, reward_fn=None) -> dict:
-    """Train; `reward_fn(prompts, responses) -> scores` replaces the reward model's scores in PPO
-    rollouts (tests use a scripted reward). The reward model still initialises the value model."""
+def run(cfg: Config) -> dict:
     check_settings(cfg)
     resume = read_checkpoint(cfg) if cfg.resume_from else None
     source = resolve_model(cfg.model, cfg.trust_remote_code)
@@ -147,7 +153,7 @@ def run(cfg: Config, reward_fn=None) -> dict:
         set_seed(cfg.seed)
         start = time.time()
         if cfg.algorithm == "ppo":
-            policy = _train_ppo(cfg, source, reward_source, tokenizer, train_prompts, run_dir, reward_fn, resume)
+            policy = _train_ppo(cfg, source, reward_source, tokenizer, train_prompts, run_dir, resume)
         else:
             from align.rl.trl_online import train_trl
 
@@ -168,7 +174,7 @@ def run(cfg: Config, reward_fn=None) -> dict:
         return runs.finish(run_dir)
 
 
-def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, reward_fn, resume):
+def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, resume):
     from peft import get_peft_model
 
     from align.rl.ppo import PPOTrainer, reward_model_scorer
@@ -178,10 +184,9 @@ def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, 
         load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id),
         peft_config(cfg.lora, "SEQ_CLS"),
     )
-    if reward_fn is None:
-        # The reward model is the value model with its adapter off: one copy of the reward weights.
-        reward_fn = reward_model_scorer(value_model, tokenizer, cfg.max_length, cfg.reward_batch_size,
-                                        adapter_off=value_model.disable_adapter)
+    # The reward model is the value model with its adapter off: one copy of the reward weights.
+    reward_fn = reward_model_scorer(value_model, tokenizer, cfg.max_length, cfg.reward_batch_size,
+                                    adapter_off=value_model.disable_adapter)
     run_dir.notes["parameters"] = {"policy": count_trainable(policy), "value_model": count_trainable(value_model)}
     trainer = PPOTrainer(policy, value_model, tokenizer, reward_fn, cfg.ppo, cfg.kl_coef, cfg.learning_rate,
                          cfg.max_new_tokens, cfg.temperature)

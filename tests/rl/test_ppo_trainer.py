@@ -39,7 +39,11 @@ def boosted_model(tiny_model, tmp_path_factory):
 
 def build(path, reward_fn, kl_coef, seed=0, **settings):
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(path)

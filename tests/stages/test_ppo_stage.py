@@ -4,7 +4,6 @@ scripted reward."""
 from __future__ import annotations
 
 import math
-import shutil
 
 import pytest
 from safetensors.torch import load_file
@@ -60,6 +59,10 @@ def check_run(manifest, setup):
     lines = (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()
     assert lines
     return on_disk, [runs.json.loads(line) for line in lines]
+
+
+def step_lines(manifest):
+    return [runs.json.loads(x) for x in (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()]
 
 
 def test_ppo_smoke(setup):
@@ -145,8 +148,7 @@ def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
     # The smoke run (2 steps) checkpointed after step 1 only: the last step needs none.
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
     resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, "eval.prompts=0", f"resume_from={ckpt / 'step-1'}")))
-    read = lambda m: [runs.json.loads(x) for x in (runs.Path(m["path"]) / runs.METRICS).read_text().splitlines()]  # noqa: E731
-    a, b = read(setup["ppo_run"])[1:], read(resumed)
+    a, b = step_lines(setup["ppo_run"])[1:], step_lines(resumed)
     assert [x["step"] for x in b] == [2]
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
         assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
