@@ -1,0 +1,364 @@
+"""Online RL from a reward model: PPO (align's own), RLOO and GRPO (TRL), behind one config.
+
+`align ppo --config configs/ppo/default.yaml` samples responses to a prompt set with the policy,
+scores them with a reward model (an `align reward` run or any one-output sequence-classification
+directory, scored with the reward stage's exact formatting) and updates the policy's LoRA adapter:
+
+- `algorithm: ppo`: PPO with a value model initialised from the reward model, the per-token KL
+  penalty folded into the reward, GAE and clipped policy and value losses (`align.rl.ppo`, whose
+  docstring lists where it departs from InstructGPT and Huang et al. 2024). Settings under `ppo:`.
+- `algorithm: rloo` / `grpo`: TRL's RLOOTrainer / GRPOTrainer with the reward model as reward
+  function (`align.rl.trl_online`). `training:` passes TRL arguments through (e.g. `use_vllm`,
+  `vllm_mode: colocate` on a GPU); on a CPU they generate with transformers.
+
+In every case the reference is the starting policy with the new adapter disabled (so LoRA is
+required: `lora.enabled: false` is refused), one step consumes `batch_size` responses
+(`batch_size / num_generations` prompts, each sampled `num_generations` times), and `kl_coef` is
+the KL weight (TRL's `beta`). The last `eval.prompts` prompts of the set are held out: after
+training, policy and reference answer them greedily and the reward model scores both.
+
+Writes the policy adapter (`model/`), metrics.jsonl (one line per step: reward raw and with KL, KL,
+entropy, response length, clip fraction, value loss for PPO, tokens/s, generation/scoring/training
+seconds) and a manifest with the policy and reward model as parents. PPO writes checkpoints every
+`checkpoint_every` steps into `checkpoint_dir` and continues from one with `resume_from` (same
+settings, same results as not stopping); RLOO and GRPO do not checkpoint yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from align.core import runs
+from align.core.config import to_dict
+from align.core.errors import AlignError
+from align.core.training import TrainStageConfig, count_trainable, format_seconds
+from align.data.prompts import load_prompts
+from align.models import (
+    ModelSource,
+    load_policy,
+    load_reward_model,
+    load_tokenizer,
+    model_output,
+    peft_config,
+    resolve_model,
+)
+from align.rl.ppo import PPOSettings
+from align.rollout import encode_prompts
+
+log = logging.getLogger(__name__)
+
+STAGE = "ppo"
+ALGORITHMS = ("ppo", "rloo", "grpo")
+VALUE_MODEL_DIR = "value_model"
+
+
+@dataclass
+class HeldOutEval:
+    """Policy vs reference on held-out prompts, scored by the reward model after training."""
+
+    prompts: int = 8
+    """Prompts held out from the end of the prompt set (0: no held-out evaluation)."""
+    max_new_tokens: int = 48
+    """Reply length budget (greedy)."""
+    batch_size: int = 8
+    """Generation and scoring batch size."""
+
+
+@dataclass
+class Config(TrainStageConfig):
+    """`align ppo` settings."""
+
+    algorithm: Literal["ppo", "rloo", "grpo"] = "ppo"
+    """ppo (align's, with a value model) | rloo | grpo (TRL's trainers)."""
+    reward_model: str = ""
+    """The reward model: an `align reward` run or a one-output sequence-classification directory."""
+    prompts: str = ""
+    """Prompt set (any container `align generate` reads)."""
+    prompt_field: str | None = None
+    """Field or column holding the prompt; unset tries messages, prompt, goal, then turns."""
+    max_prompts: int | None = None
+    """Use only the first N prompts of the set (file order; held-out prompts come from these)."""
+    steps: int = 20
+    """Optimisation steps; each samples and scores `batch_size` fresh responses."""
+    batch_size: int = 8
+    """Responses per step."""
+    num_generations: int = 1
+    """Responses per prompt (the group RLOO and GRPO compare within; at least 2 for them)."""
+    max_new_tokens: int = 48
+    """Most new tokens per response."""
+    temperature: float = 0.7
+    """Sampling temperature of the rollouts."""
+    kl_coef: float = 0.05
+    """Weight of the KL penalty to the reference (PPO: per token in the reward; TRL's `beta`)."""
+    learning_rate: float = 5e-5
+    """Adam learning rate of the adapter(s)."""
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    """PPO's own settings (algorithm: ppo)."""
+    reward_batch_size: int = 8
+    """Batch size for scoring responses with the reward model (PPO)."""
+    eval: HeldOutEval = field(default_factory=HeldOutEval)
+    """Held-out evaluation against the reference after training."""
+    checkpoint_every: int = 0
+    """PPO: write a checkpoint every N steps into `checkpoint_dir` (0: never)."""
+    checkpoint_dir: str | None = None
+    """Where checkpoints go; outside the run directory, which exists only once the run is complete."""
+    resume_from: str | None = None
+    """PPO: a checkpoint (`checkpoint_dir/step-N`) of an earlier run with the same settings to continue from."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("steps", "batch_size", "num_generations", "max_new_tokens", "reward_batch_size"):
+            if getattr(self, name) < 1:
+                raise AlignError(f"'{name}' must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise AlignError(f"'temperature' must be > 0 (online RL samples), got {self.temperature}")
+        if self.kl_coef < 0:
+            raise AlignError(f"'kl_coef' must be >= 0, got {self.kl_coef}")
+        if self.learning_rate <= 0:
+            raise AlignError(f"'learning_rate' must be > 0, got {self.learning_rate}")
+        if self.checkpoint_every < 0:
+            raise AlignError(f"'checkpoint_every' must be >= 0 (0: never), got {self.checkpoint_every}")
+
+
+def run(cfg: Config) -> dict:
+    check_settings(cfg)
+    resume = read_checkpoint(cfg) if cfg.resume_from else None
+    source = resolve_model(cfg.model, cfg.trust_remote_code)
+    reward_source = resolve_reward_model(cfg.reward_model, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    reward_tokenizer = load_tokenizer(reward_source, cfg.trust_remote_code)
+    check_same_tokenizer(tokenizer, reward_tokenizer, cfg.model, cfg.reward_model)
+    train_prompts, held_out = _prompt_split(cfg, tokenizer)
+    trl_args = None
+    if cfg.algorithm != "ppo":
+        from align.rl.trl_online import trl_arguments
+
+        trl_args = trl_arguments(cfg)
+
+    with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
+        run_dir.add_input_record("model", source.record)
+        run_dir.add_input_record("reward_model", reward_source.record)
+        run_dir.add_input("prompts", cfg.prompts)
+        if resume is not None:
+            run_dir.add_input("resume_from", cfg.resume_from, step=resume["step"])
+        run_dir.notes["prompts"] = {"train": len(train_prompts), "held_out": len(held_out)}
+
+        from transformers import set_seed
+
+        set_seed(cfg.seed)
+        start = time.time()
+        if cfg.algorithm == "ppo":
+            policy = _train_ppo(cfg, source, reward_source, tokenizer, train_prompts, run_dir, resume)
+        else:
+            from align.rl.trl_online import train_trl
+
+            policy = train_trl(cfg, trl_args, source, reward_source, tokenizer, reward_tokenizer, train_prompts, run_dir)
+        run_dir.metrics["train_wall_time_s"] = round(time.time() - start, 2)
+
+        out = Path(run_dir.path) / runs.MODEL_DIR
+        policy.save_pretrained(str(out))
+        tokenizer.save_pretrained(out)
+        model_output(run_dir, runs.MODEL_DIR, source, cfg.lora, task="causal_lm")
+        if held_out:
+            from align.evaluation.policy_reward import compare_with_reward_model
+
+            run_dir.metrics.update(compare_with_reward_model(
+                policy, tokenizer, reward_source, [p.messages for p in held_out], cfg.eval, cfg.dtype,
+                cfg.max_length, disable_adapter=True,
+            ))
+        return runs.finish(run_dir)
+
+
+def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, resume):
+    from peft import get_peft_model
+
+    from align.rl.ppo import PPOTrainer, reward_model_scorer
+
+    policy = get_peft_model(load_policy(source, cfg.dtype, cfg.trust_remote_code), peft_config(cfg.lora, "CAUSAL_LM"))
+    value_model = get_peft_model(
+        load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id),
+        peft_config(cfg.lora, "SEQ_CLS"),
+    )
+    # The reward model is the value model with its adapter off: one copy of the reward weights.
+    reward_fn = reward_model_scorer(value_model, tokenizer, cfg.max_length, cfg.reward_batch_size,
+                                    adapter_off=value_model.disable_adapter)
+    run_dir.notes["parameters"] = {"policy": count_trainable(policy), "value_model": count_trainable(value_model)}
+    trainer = PPOTrainer(policy, value_model, tokenizer, reward_fn, cfg.ppo, cfg.kl_coef, cfg.learning_rate,
+                         cfg.max_new_tokens, cfg.temperature)
+    begin = 1
+    if resume is not None:
+        import torch
+
+        trainer.load_state_dict(torch.load(Path(cfg.resume_from) / CHECKPOINT_STATE, weights_only=True))
+        begin = resume["step"] + 1
+        log.info("resumed from %s at step %d", cfg.resume_from, resume["step"])
+    per_step = cfg.batch_size // cfg.num_generations
+    log.info("ppo: %d steps x %d responses (%d prompts x %d), %d ppo epochs, %s", cfg.steps, cfg.batch_size,
+             per_step, cfg.num_generations, cfg.ppo.ppo_epochs, run_dir.notes["parameters"]["policy"])
+    totals = {"time_generation": 0.0, "time_scoring": 0.0, "time_training": 0.0}
+    start = time.time()
+    first = last = None
+    for step in range(begin, cfg.steps + 1):
+        chosen = [prompts[(i + (step - 1) * per_step) % len(prompts)] for i in range(per_step)]
+        batch = [p for p in chosen for _ in range(cfg.num_generations)]
+        metrics = trainer.step([p.messages for p in batch], [p.ids for p in batch])
+        run_dir.log_metrics({k: round(v, 6) for k, v in metrics.items()}, step=step)
+        for key in totals:
+            totals[key] += metrics[key]
+        first = first or metrics
+        last = metrics
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            write_checkpoint(cfg, trainer, step)
+        elapsed = time.time() - start
+        log.info("step %d/%d | reward %.4g | reward+kl %.4g | kl %.4g | entropy %.3g | len %.1f | clip %.3f | "
+                 "vloss %.4g | %.0f tok/s | gen %.1fs train %.1fs | ETA %s", step, cfg.steps, metrics["reward"],
+                 metrics["reward_with_kl"], metrics["kl"], metrics["entropy"], metrics["response_length"],
+                 metrics["clip_fraction"], metrics["value_loss"], metrics["tokens_per_s"], metrics["time_generation"],
+                 metrics["time_training"], format_seconds(elapsed / (step - begin + 1) * (cfg.steps - step)))
+    run_dir.metrics.update({f"train_{k}": v for k, v in last.items()})
+    run_dir.metrics.update({"train_first_reward": first["reward"], "global_step": cfg.steps, "first_step": begin,
+                            **{f"total_{k}_s": round(v, 2) for k, v in totals.items()}})
+    value_model.save_pretrained(str(Path(run_dir.path) / VALUE_MODEL_DIR))
+    run_dir.add_output(VALUE_MODEL_DIR, VALUE_MODEL_DIR, format="adapter", task="reward")
+    return policy
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+CHECKPOINT_STATE = "state.pt"
+CHECKPOINT_INFO = "checkpoint.json"
+# Settings a resumed run must share with the run that wrote the checkpoint.
+RESUME_KEYS = ("model", "reward_model", "prompts", "prompt_field", "max_prompts", "batch_size", "num_generations",
+               "max_new_tokens", "temperature", "lora", "seed")
+
+
+def write_checkpoint(cfg: Config, trainer, step: int) -> Path:
+    """`checkpoint_dir/step-N/`: trainer state and the settings it was trained with, written beside
+    and renamed into place so a half-written checkpoint never looks complete."""
+    import shutil
+
+    import torch
+
+    target = Path(cfg.checkpoint_dir) / f"step-{step}"
+    tmp = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(trainer.state_dict(), tmp / CHECKPOINT_STATE)
+    settings = to_dict(cfg)
+    (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "config": {k: settings[k] for k in RESUME_KEYS}}, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log.info("checkpoint written: %s", target)
+    return target
+
+
+def read_checkpoint(cfg: Config) -> dict:
+    path = Path(cfg.resume_from)
+    info = path / CHECKPOINT_INFO
+    if not info.exists() or not (path / CHECKPOINT_STATE).exists():
+        raise AlignError(f"resume_from={cfg.resume_from} is not a PPO checkpoint (no {CHECKPOINT_INFO} and "
+                         f"{CHECKPOINT_STATE}); give a `checkpoint_dir/step-N` directory")
+    record = json.loads(info.read_text(encoding="utf-8"))
+    settings = to_dict(cfg)
+    changed = [k for k in RESUME_KEYS if record["config"].get(k) != settings[k]]
+    if changed:
+        k = changed[0]
+        raise AlignError(f"resume_from={cfg.resume_from} was written with {k}={record['config'].get(k)!r}, this run has "
+                         f"{k}={settings[k]!r}; resume with the same settings ({', '.join(changed)} differ)")
+    if record["step"] >= cfg.steps:
+        raise AlignError(f"resume_from={cfg.resume_from} is at step {record['step']}, not before steps={cfg.steps}; "
+                         "raise steps to train further")
+    return record
+
+
+# -- checks before any run directory ------------------------------------------------------------
+
+def check_settings(cfg: Config) -> None:
+    if not cfg.reward_model:
+        raise AlignError("'reward_model' is empty; give an `align reward` run directory (reward_model=runs/reward-...)")
+    if not cfg.prompts:
+        raise AlignError("'prompts' is empty; give a prompt set (prompts=path/to/prompts.jsonl)")
+    if not cfg.lora.enabled:
+        raise AlignError("lora.enabled=false is not supported by `align ppo`: the reference policy is the starting "
+                         "model with the adapter disabled; keep lora.enabled=true")
+    if cfg.batch_size % cfg.num_generations:
+        raise AlignError(f"batch_size={cfg.batch_size} is not divisible by num_generations={cfg.num_generations}; "
+                         "each step samples whole groups of num_generations responses per prompt")
+    if cfg.algorithm in ("rloo", "grpo") and cfg.num_generations < 2:
+        raise AlignError(f"algorithm={cfg.algorithm} compares responses within a group: num_generations must be >= 2, "
+                         f"got {cfg.num_generations}")
+    if cfg.algorithm == "ppo":
+        if cfg.training:
+            raise AlignError(f"'training.{next(iter(cfg.training))}': the training: section passes arguments to TRL's "
+                             "trainers (algorithm rloo or grpo); PPO's settings are under ppo:")
+        if cfg.ppo.minibatch_size > cfg.batch_size:
+            raise AlignError(f"ppo.minibatch_size={cfg.ppo.minibatch_size} is larger than batch_size={cfg.batch_size}; "
+                             "lower it or raise batch_size")
+    if cfg.algorithm != "ppo" and (cfg.resume_from or cfg.checkpoint_every):
+        raise AlignError(f"checkpoint_every / resume_from are implemented for algorithm=ppo only, not {cfg.algorithm}")
+    if cfg.checkpoint_every and not cfg.checkpoint_dir:
+        raise AlignError(f"checkpoint_every={cfg.checkpoint_every} needs checkpoint_dir (a directory outside runs_dir)")
+    if cfg.max_new_tokens >= cfg.max_length:
+        raise AlignError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt in "
+                         f"max_length={cfg.max_length}; raise max_length or lower max_new_tokens")
+
+
+def resolve_reward_model(ref: str, trust_remote_code: bool) -> ModelSource:
+    """The reward model, refused unless it is a one-output sequence classifier."""
+    source = resolve_model(ref, trust_remote_code)
+    if source.record.get("kind") == "run" or runs.is_run(ref):
+        if source.task != "reward":
+            raise AlignError(f"reward_model {ref} is a {source.task} run, not a reward model; give an `align reward` run")
+        return source
+    config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)  # transformers' default is 2
+    if not any(a.endswith("ForSequenceClassification") for a in architectures) or labels != 1:
+        raise AlignError(f"reward_model {ref} is not a one-output sequence classifier (architectures: "
+                         f"{', '.join(architectures) or 'none'}, {labels} labels); give an `align reward` run")
+    source.task = "reward"
+    return source
+
+
+def check_same_tokenizer(policy_tokenizer, reward_tokenizer, policy_ref: str, reward_ref: str) -> None:
+    """The reward model reads the policy's responses as text re-tokenised with its own tokenizer;
+    a different vocabulary or chat template means it scores text formatted unlike its training."""
+    differences = []
+    if policy_tokenizer.get_vocab() != reward_tokenizer.get_vocab():
+        differences.append(f"vocabulary ({len(policy_tokenizer)} vs {len(reward_tokenizer)} tokens)")
+    if policy_tokenizer.chat_template != reward_tokenizer.chat_template:
+        differences.append("chat template")
+    if policy_tokenizer.eos_token != reward_tokenizer.eos_token:
+        differences.append(f"eos token ({policy_tokenizer.eos_token!r} vs {reward_tokenizer.eos_token!r})")
+    if differences:
+        raise AlignError(f"reward_model {reward_ref} was built on a different tokenizer than the policy {policy_ref} "
+                         f"({', '.join(differences)}); train the reward model from the same base as the policy")
+
+
+@dataclass
+class TrainPrompt:
+    messages: list
+    ids: list[int]
+    source: str
+
+
+def _prompt_split(cfg: Config, tokenizer) -> tuple[list[TrainPrompt], list[TrainPrompt]]:
+    """Training prompts and the held-out tail; prompts too long for max_length are counted and left out."""
+    prompts = load_prompts(cfg.prompts, cfg.prompt_field, cfg.max_prompts)
+    ids = encode_prompts(tokenizer, [p.messages for p in prompts])
+    budget = cfg.max_length - cfg.max_new_tokens
+    kept = [TrainPrompt(p.messages, i, p.source) for p, i in zip(prompts, ids) if len(i) <= budget]
+    if len(kept) < len(prompts):
+        log.warning("%d of %d prompts are longer than max_length - max_new_tokens = %d tokens; left out",
+                    len(prompts) - len(kept), len(prompts), budget)
+    held = min(cfg.eval.prompts, max(len(kept) - 1, 0))
+    train, held_out = (kept[:-held], kept[-held:]) if held else (kept, [])
+    if not train:
+        raise AlignError(f"{cfg.prompts}: no prompt fits max_length={cfg.max_length} with max_new_tokens="
+                         f"{cfg.max_new_tokens}; raise max_length or lower max_new_tokens")
+    return train, held_out

@@ -1,0 +1,100 @@
+"""Seconds per step of `align ppo` for each algorithm, split into generation, scoring and training.
+
+    .venv/bin/python benchmarks/online_rl.py --reward-model RUN [--model embedded] [--steps 3]
+        [--algorithms ppo rloo grpo] [--out benchmarks/results/online_rl.json]
+
+Runs the stage itself (`align.stages.ppo.run`) once per algorithm at small CPU settings (8 responses
+of up to 32 tokens per step, 4 prompts x 2 for RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts,
+and reads the per-step timings each run logs to metrics.jsonl: generation (`generate`), scoring (the
+reward model), training (everything else: log-prob and value forwards, the update). Also reported:
+the reward on the first and last step, the KL, and the held-out reward of policy vs reference.
+Generation goes through transformers in every algorithm here (TRL's vLLM modes need a GPU), so
+there is no vLLM-vs-transformers comparison in this run. Compare figures only within one run: the
+machine's other load changes absolute speeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from align.core import runs
+from align.core.config import load_config
+from align.stages import ppo
+
+PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
+
+
+def measure(algorithm: str, args, runs_dir: Path) -> dict:
+    overrides = [
+        f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
+        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", "batch_size=8",
+        f"num_generations={1 if algorithm == 'ppo' else 2}", f"max_new_tokens={args.max_new_tokens}",
+        "max_length=256", f"max_prompts={args.prompts_used}", f"eval.prompts={args.eval_prompts}",
+        f"eval.max_new_tokens={args.max_new_tokens}", "ppo.ppo_epochs=2",
+    ]
+    start = time.time()
+    manifest = ppo.run(load_config(ppo.Config, None, overrides))
+    wall = time.time() - start
+    lines = [json.loads(x) for x in (Path(manifest["path"]) / runs.METRICS).read_text().splitlines()]
+    steps = [x for x in lines if "time_generation" in x]
+    split = {k: sum(s[k] for s in steps) / len(steps) for k in ("time_generation", "time_scoring", "time_training")}
+    per_step = sum(split.values())
+    metrics = manifest["metrics"]
+    return {
+        "steps": len(steps),
+        "seconds_per_step": round(per_step, 2),
+        "generation_s": round(split["time_generation"], 2),
+        "scoring_s": round(split["time_scoring"], 2),
+        "training_s": round(split["time_training"], 2),
+        "generation_share": round(split["time_generation"] / per_step, 3),
+        "reward_first_step": steps[0].get("reward"),
+        "reward_last_step": steps[-1].get("reward"),
+        "kl_last_step": steps[-1].get("kl"),
+        "held_out_policy_reward": metrics.get("rm_policy_mean_reward"),
+        "held_out_reference_reward": metrics.get("rm_reference_mean_reward"),
+        "held_out_prompts": metrics.get("rm_eval_prompts"),
+        "wall_time_s": round(wall, 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reward-model", required=True, help="an `align reward` run on the same base as --model")
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--prompts", default=str(PROMPTS))
+    ap.add_argument("--prompts-used", type=int, default=64)
+    ap.add_argument("--eval-prompts", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--algorithms", nargs="+", default=list(ppo.ALGORITHMS), choices=ppo.ALGORITHMS)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "online_rl.json"))
+    args = ap.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="align-bench-rl-") as tmp:
+        for algorithm in args.algorithms:
+            results[algorithm] = measure(algorithm, args, Path(tmp))
+            print(algorithm, json.dumps(results[algorithm]), flush=True)
+    report = {
+        "benchmark": "online_rl",
+        "settings": {"model": args.model, "steps": args.steps, "responses_per_step": 8,
+                     "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "generation": "transformers generate"},
+        "host": {"platform": platform.platform(), "python": platform.python_version()},
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""`align ppo` on the tiny model: a smoke test per algorithm, the refusals, and PPO learning a
+scripted reward."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from safetensors.torch import load_file
+
+from align.cli import main
+from align.core import runs
+from align.core.config import load_config
+from align.stages import ppo, reward
+from tests.conftest import write_jsonl
+
+SMALL = ["max_length=128", "steps=2", "batch_size=4", "num_generations=2", "max_new_tokens=6",
+         "eval.prompts=2", "eval.max_new_tokens=4", "ppo.ppo_epochs=1", "ppo.minibatch_size=2", "lora.r=4"]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    """A reward run trained from the tiny model on an easy rule, and a prompt set."""
+    tmp = tmp_path_factory.mktemp("ppo")
+    pairs = write_jsonl(tmp / "pairs.jsonl", [
+        {"prompt": [{"role": "user", "content": f"Help me with task {i}"}],
+         "chosen": [{"role": "assistant", "content": "Of course, happy to help!"}],
+         "rejected": [{"role": "assistant", "content": "No."}]} for i in range(8)])
+    prompts = write_jsonl(tmp / "prompts.jsonl", [{"prompt": f"Tell me about topic {i}"} for i in range(8)])
+    reward_run = reward.run(load_config(reward.Config, None, [
+        f"model={tiny_model}", f"data.train={pairs}", f"runs_dir={tmp / 'runs'}", "max_length=64",
+        "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4"]))
+    return {"tmp": tmp, "runs": tmp / "runs", "prompts": prompts, "reward": reward_run["path"], "model": tiny_model}
+
+
+def overrides(setup, *extra):
+    return [f"model={setup['model']}", f"reward_model={setup['reward']}", f"prompts={setup['prompts']}",
+            f"runs_dir={setup['runs']}", *SMALL, *extra]
+
+
+def lora_b_changed(run_path):
+    weights = load_file(str(runs.Path(run_path) / "model" / "adapter_model.safetensors"))
+    lora_b = [t for k, t in weights.items() if "lora_B" in k]
+    return bool(lora_b) and any(t.abs().sum() > 0 for t in lora_b)
+
+
+def check_run(manifest, setup):
+    on_disk = runs.read_manifest(manifest["path"])
+    assert on_disk["stage"] == "ppo"
+    roles = {i["role"]: i for i in on_disk["inputs"]}
+    assert {"model", "reward_model", "prompts"} <= set(roles)
+    assert roles["reward_model"]["kind"] == "run" and roles["reward_model"]["stage"] == "reward"
+    assert roles["reward_model"]["path"] == str(runs.Path(setup["reward"]).resolve())
+    assert roles["model"]["path"] == str(runs.Path(setup["model"]).resolve())
+    assert on_disk["outputs"]["model"]["sha256"] and on_disk["outputs"]["model"]["format"] == "adapter"
+    assert lora_b_changed(manifest["path"])
+    assert on_disk["metrics"]["rm_eval_prompts"] == 2
+    assert math.isfinite(on_disk["metrics"]["rm_policy_mean_reward"])
+    lines = (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()
+    assert lines
+    return on_disk, [runs.json.loads(line) for line in lines]
+
+
+def step_lines(manifest):
+    return [runs.json.loads(x) for x in (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()]
+
+
+def test_ppo_smoke(setup):
+    m = ppo.run(load_config(ppo.Config, None, overrides(
+        setup, "algorithm=ppo", "checkpoint_every=1", f"checkpoint_dir={setup['tmp'] / 'checkpoints'}")))
+    on_disk, steps = check_run(m, setup)
+    assert [s["step"] for s in steps] == [1, 2]
+    for key in ("reward", "reward_with_kl", "kl", "entropy", "response_length", "clip_fraction", "value_loss",
+                "policy_loss", "tokens_per_s", "time_generation", "time_scoring", "time_training"):
+        assert all(math.isfinite(s[key]) for s in steps), key
+    assert on_disk["outputs"]["value_model"]["sha256"]
+    # The lineage reaches the reward run, and through it the model the reward model was trained from.
+    assert any("reward_model: reward" in line for line in runs.lineage(m["path"]))
+    setup["ppo_run"] = m
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
+def test_trl_algorithms_smoke(setup, algorithm):
+    m = ppo.run(load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}")))
+    on_disk, steps = check_run(m, setup)
+    logged = [s for s in steps if "loss" in s]
+    assert len(logged) == 2 and all(math.isfinite(s["loss"]) and math.isfinite(s["reward"]) for s in logged)
+    for key in ("reward_with_kl", "kl", "entropy", "time_generation", "time_scoring", "time_training"):
+        assert key in logged[-1], key
+    assert on_disk["metrics"]["total_time_generation_s"] > 0
+
+
+def refused(setup, capsys, *extra):
+    before = sorted(p.name for p in setup["runs"].iterdir())
+    code = main(["ppo", *overrides(setup, *extra)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert sorted(p.name for p in setup["runs"].iterdir()) == before, "a run directory was written"
+    return err
+
+
+def test_refuses_missing_reward_model(setup, capsys):
+    assert "does not exist" in refused(setup, capsys, f"reward_model={setup['tmp'] / 'no-such-run'}")
+
+
+def test_refuses_a_policy_as_reward_model(setup, capsys):
+    err = refused(setup, capsys, f"reward_model={setup['model']}")
+    assert "not a one-output sequence classifier" in err
+
+
+def test_refuses_a_run_that_is_not_a_reward_model(setup, capsys):
+    if "ppo_run" not in setup:
+        pytest.skip("needs the PPO smoke run")
+    assert "not a reward model" in refused(setup, capsys, f"reward_model={setup['ppo_run']['path']}")
+
+
+def test_refuses_a_reward_model_on_another_tokenizer(setup, capsys):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    other = setup["tmp"] / "other-tokenizer-rm"
+    if not other.exists():
+        model = AutoModelForSequenceClassification.from_pretrained(setup["model"], num_labels=1)
+        model.save_pretrained(other)
+        tokenizer = AutoTokenizer.from_pretrained(setup["model"])
+        tokenizer.add_tokens(["<extra-token>"])
+        tokenizer.save_pretrained(other)
+    err = refused(setup, capsys, f"reward_model={other}")
+    assert "different tokenizer" in err and "vocabulary" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["batch_size=5", "num_generations=2"], "not divisible by num_generations"),
+    (["algorithm=grpo", "num_generations=1"], "num_generations must be >= 2"),
+    (["algorithm=ppo", "training.learning_rate=1e-4"], "ppo:"),
+    (["algorithm=rloo", "training.beta=0.1"], "kl_coef"),
+    (["lora.enabled=false"], "adapter disabled"),
+    (["ppo.minibatch_size=8"], "minibatch_size"),
+    (["max_new_tokens=200"], "no room for the prompt"),
+])
+def test_refuses_impossible_settings(setup, capsys, extra, message):
+    assert message in refused(setup, capsys, *extra)
+
+
+def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
+    if "ppo_run" not in setup:
+        pytest.skip("needs the PPO smoke run and its checkpoint")
+    ckpt = setup["tmp"] / "checkpoints"
+    # The smoke run (2 steps) checkpointed after step 1 only: the last step needs none.
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, "eval.prompts=0", f"resume_from={ckpt / 'step-1'}")))
+    a, b = step_lines(setup["ppo_run"])[1:], step_lines(resumed)
+    assert [x["step"] for x in b] == [2]
+    for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
+        assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
+    assert any(i["role"] == "resume_from" for i in runs.read_manifest(resumed["path"])["inputs"])
+
+
+def test_refuses_resume_with_other_settings(setup, capsys):
+    ckpt = setup["tmp"] / "checkpoints" / "step-1"
+    if not ckpt.exists():
+        pytest.skip("needs the PPO smoke run's checkpoint")
+    assert "batch_size" in refused(setup, capsys, f"resume_from={ckpt}", "batch_size=2", "num_generations=1")
+    assert "not before steps=1" in refused(setup, capsys, f"resume_from={ckpt}", "steps=1")
+    assert "not a PPO checkpoint" in refused(setup, capsys, f"resume_from={setup['tmp']}")
