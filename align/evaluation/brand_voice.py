@@ -88,7 +88,7 @@ class BrandRubric:
 # -- checks: (score function, required parameters) ------------------------------------------------
 
 def _phrase(phrase: str) -> re.Pattern:
-    return re.compile(rf"(?<![\w'])" + re.escape(phrase.lower()) + r"(?![\w'])")
+    return re.compile(r"(?<![\w'])" + re.escape(phrase.lower()) + r"(?![\w'])")
 
 
 def _text(s: str) -> str:

@@ -10,7 +10,6 @@ import torch
 from align import models
 from align.cli import main
 from align.core import training
-from align.core.errors import AlignError
 
 STAGES = ["sft", "reward", "dpo"]
 
