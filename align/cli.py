@@ -154,7 +154,7 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
             import yaml
 
             counts = json.loads(json.dumps(check(cfg), default=str))
-            print("# inputs, read and counted (no model weights loaded):")
+            print("# inputs, read and counted (no model weights loaded, nothing sent):")
             print(yaml.safe_dump({"inputs": counts}, sort_keys=False, allow_unicode=True), end="")
         return 0
     manifest = module.run(cfg)

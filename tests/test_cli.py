@@ -187,3 +187,20 @@ def test_import_align_does_not_import_heavy_dependencies():
             "print(heavy); sys.exit(1 if heavy else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dry_run_reads_and_redacts_push_input_without_contacting_argilla(tmp_path, capsys, monkeypatch):
+    # An unreachable URL: a dry run that tried to connect would fail (exit 1), not print counts.
+    monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ARGILLA_API_KEY", "not-used")
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": "Mail me at jane.doe@example.com", "response_a": "Sure.", "response_b": "No."},
+        {"prompt": "Hi", "response_a": "Hello!", "response_b": "Hey."},
+        {"prompt": "Same", "response_a": "Twin", "response_b": "Twin"},
+    ])
+    code, out, _ = run_cli(["annotate", "push", str(pairs), "dataset=d", "--dry-run"], capsys)
+    assert code == 0, out
+    assert "pairs_read: 3" in out and "records: 2" in out and "skipped_identical_responses: 1" in out
+    assert "EMAIL: 1" in out and "jane.doe" not in out.split("# inputs")[1]
+    code, _, err = run_cli(["annotate", "push", str(tmp_path / "missing.jsonl"), "dataset=d", "--dry-run"], capsys)
+    assert code == 2 and len(error_lines(err)) == 1

@@ -82,7 +82,15 @@ class Config(runs.RunOutput):
         privacy.check_mode(self.redaction)
 
 
-def run(cfg: Config) -> dict[str, Any]:
+def check(cfg: Config) -> dict[str, Any]:
+    """What `--dry-run` prints: the pairs read, redacted and counted, the template and guidelines
+    loaded; Argilla is not contacted."""
+    _tpl, _guidelines, _redactor, _records, unique, report = prepare(cfg)
+    return {**report, "records": len(unique), "template": cfg.template, "guidelines": cfg.guidelines}
+
+
+def prepare(cfg: Config):
+    """Everything push checks before it connects: bad input fails here, before anything is sent."""
     if not cfg.pairs:
         raise AlignError("give the candidate pairs: `align annotate push RUN_OR_FILE dataset=NAME`")
     if not cfg.dataset:
@@ -98,6 +106,11 @@ def run(cfg: Config) -> dict[str, Any]:
     records = [to_record(p, cfg.round) for p in pairs]
     unique = {r["external_id"]: r for r in records}
     report["duplicates_in_input"] = len(records) - len(unique)
+    return tpl, guidelines, redactor, records, unique, report
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    tpl, guidelines, redactor, records, unique, report = prepare(cfg)
 
     with connect(cfg.argilla) as conn:
         ds = conn.find_dataset(cfg.dataset, cfg.argilla.workspace)
