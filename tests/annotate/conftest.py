@@ -11,14 +11,17 @@ SDK code under test.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from align.annotate import local, serve
 from align.annotate.connection import ArgillaConfig
+from tests.browser import headless_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -60,6 +63,22 @@ class LocalArgilla:
     def owner(self) -> "OwnerREST":
         creds = json.loads(self.credentials.read_text())
         return OwnerREST(self.api_url, creds["api_key"])
+
+    def records_by_id(self, dataset: str) -> dict[str, dict]:
+        """external id -> the record as the server holds it, with its responses."""
+        with self.owner() as conn:
+            ds = conn.dataset(dataset, "align")
+            return {r["external_id"]: r for r in conn.records(ds["id"], responses=True)}
+
+    def signed_in_browser(self, profile: Path) -> list[str]:
+        """Headless Chromium signed in as the owner the way Argilla's UI supports (`?auth=` base64
+        user:password); the session stays in `profile`, so later calls with the command open pages."""
+        creds = json.loads(self.credentials.read_text())
+        auth = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
+        browser = headless_chromium(profile, "1400,1000", 15000)
+        subprocess.run([*browser, "--dump-dom", f"{self.api_url}/sign-in?auth={auth}"], capture_output=True,
+                       timeout=90, check=True)
+        return browser
 
     def annotator(self, username: str) -> "Annotator":
         """An annotator user in the `align` workspace (created on first use), logged in like the UI."""

@@ -40,13 +40,6 @@ def write_pairs(path: Path, n: int = 6, tag: str = "") -> Path:
     return path
 
 
-def server_records(argilla, dataset: str) -> dict[str, dict]:
-    """external id -> the record as the server holds it."""
-    with argilla.owner() as conn:
-        ds = conn.dataset(dataset, "align")
-        return {r["external_id"]: r for r in conn.records(ds["id"], responses=True)}
-
-
 def server_dataset(argilla, name: str) -> dict:
     with argilla.owner() as conn:
         return conn.dataset(name)
@@ -66,7 +59,7 @@ def labelled(argilla, tmp_path_factory):
                       runs_dir=str(tmp / "runs"), guidelines="brand_voice")
     first = push.run(cfg)
     second = push.run(cfg)
-    recs = server_records(argilla, "roundtrip")
+    recs = argilla.records_by_id("roundtrip")
     rows = [json.loads(line) for line in pairs.read_text().splitlines()]
     ids = [record_id(r["prompt"], r["response_a"], r["response_b"], 1) for r in rows]
     alice, bob = argilla.annotator("alice"), argilla.annotator("bob")
@@ -93,7 +86,7 @@ def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
     assert labelled["first"]["metrics"]["records_new"] == 6
     assert labelled["second"]["metrics"]["records_new"] == 0
     assert labelled["second"]["metrics"]["records_already_there"] == 6
-    recs = server_records(argilla, "roundtrip")
+    recs = argilla.records_by_id("roundtrip")
     assert sorted(recs) == sorted(labelled["ids"])  # six records, no duplicates
     shown = set()
     for rid, row in zip(labelled["ids"], labelled["rows"]):
@@ -177,7 +170,7 @@ def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
 def test_labels_survive_a_deleted_dataset(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (deleted)")
     push.run(push.Config(pairs=str(pairs), dataset="to-delete", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
-    recs = list(server_records(argilla, "to-delete").values())
+    recs = list(argilla.records_by_id("to-delete").values())
     argilla.annotator("alice").respond(recs[0]["id"], preference="A")
     cfg = dict(dataset="to-delete", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"))
     before = pull.run(pull.Config(**cfg))

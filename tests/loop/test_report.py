@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from align.loop import report
 from align.loop.gates import evaluate_gates, parse_gates
 from align.loop.report import ExampleReply, LabelSummary, RoundSummary, write_report
+from tests.browser import headless_chromium
 from tests.loop.conftest import manifest, rows
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "loop"
@@ -150,13 +150,6 @@ def test_label_summary_from_a_pull_run(tmp_path):
                                annotators=["alice", "bob", "carol"], simulated=True, discards=1, ties=1, run=str(run))
 
 
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium); the report's rendering is not checked")
-    return path
-
-
 def test_the_plots_render_in_chromium(tmp_path, rounds):
     page = write_report(tmp_path / "report.html", rounds, {"title": "brand_voice loop"}).read_text()
     # The test's own copy gets a script that writes each image's decoded size into the DOM.
@@ -165,10 +158,7 @@ def test_the_plots_render_in_chromium(tmp_path, rounds):
                                   "document.createElement('pre'); out.id = 'sizes'; out.textContent = JSON.stringify("
                                   "[...document.images].map(i => [i.naturalWidth, i.naturalHeight])); "
                                   "document.body.appendChild(out); });</script></body>"))
-    browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}",
-               "--window-size=1280,2400", "--virtual-time-budget=5000"]
+    browser = headless_chromium(tmp_path / "profile", "1280,2400", 5000, required=False)
     dom = subprocess.run([*browser, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60, check=True).stdout
     sizes = json.loads(re.search(r"<pre id=\"sizes\">(.*?)</pre>", dom).group(1))
     assert sizes == [[640, 380]] * 5  # every PNG decoded at the size matplotlib drew it
