@@ -87,6 +87,10 @@ def dispatch(argv: list[str]) -> int:
         return 0
     if argv[0] == "lineage":
         return lineage_command(argv[1:])
+    if argv[0] == "loop":  # its own flags (--until, --allow-config-change) and `align loop status`
+        from align.loop.run import main as loop_main
+
+        return loop_main(argv[1:])
     if argv[0] in command_groups() and (len(argv) == 1 or argv[1] in ("-h", "--help", "help")):
         print(group_usage(argv[0]))
         return 0
@@ -102,7 +106,7 @@ def match_command(argv: list[str]) -> tuple[str, list[str]]:
     if argv[0] in command_groups():
         subs = sorted(n.split()[1] for n in COMMANDS if n.startswith(argv[0] + " "))
         raise AlignError(f"unknown subcommand '{argv[0]} {argv[1]}'{nearest(argv[1], subs)}: one of {', '.join(subs)}")
-    names = sorted({n.split()[0] for n in COMMANDS} | {"stages", "lineage"})
+    names = sorted({n.split()[0] for n in COMMANDS} | {"stages", "lineage", "loop"})
     raise AlignError(f"unknown command '{argv[0]}'{nearest(argv[0], names)}; run `align stages` to list them")
 
 
@@ -209,6 +213,8 @@ def usage() -> str:
 
         commands:
         {lines}
+          loop               the feedback loop: rounds of generate, label, train, evaluate, gate
+          loop status DIR    where a loop stands
           stages             list the stage commands
           lineage RUN        the chain of runs, models and data behind RUN
 

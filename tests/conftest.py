@@ -79,3 +79,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def argilla(tmp_path_factory):
+    """A real local Argilla (tests/annotate/conftest.py's LocalArgilla), one per test session."""
+    from tests.annotate.conftest import LocalArgilla
+
+    server = LocalArgilla(tmp_path_factory.mktemp("argilla-home"))
+    server.start()
+    yield server
+    server.stop()

@@ -84,6 +84,10 @@ class Config(TrainStageConfig):
     """TRL DPO loss(es): sigmoid, ipo, hinge, robust, apo_zero, ... (a list combines them)."""
     beta: float = 0.1
     """Strength of the KL penalty to the reference (higher: stay closer)."""
+    reference: str | None = None
+    """The reference policy: unset = the starting `model` (with LoRA, the new adapter disabled); or a run or
+    model directory, e.g. the first SFT policy while `model` is the previous round's (the feedback loop's
+    `reference: start`). Must share the model's tokenizer."""
     reward_model: str | None = None
     """Optional reward-model run used to score policy vs reference replies after training."""
     reward_eval: RewardEvalConfig = field(default_factory=RewardEvalConfig)
@@ -119,7 +123,15 @@ def prepare(cfg: Config) -> SimpleNamespace:
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     if reward_source is not None:
         check_reward_model(reward_source)
+    reference = resolve_model(cfg.reference, cfg.trust_remote_code) if cfg.reference else None
+    if reference is not None and reference.task != "causal_lm":
+        raise AlignError(f"reference={cfg.reference} is a {reference.task} model, not a policy; give an SFT/DPO run or model directory")
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
+    if reference is not None:
+        ref_vocab = load_tokenizer(reference, cfg.trust_remote_code).get_vocab()
+        if ref_vocab != tokenizer.get_vocab():
+            raise AlignError(f"reference={cfg.reference} has a different tokenizer than model={cfg.model}; "
+                             "DPO compares their log-probabilities token by token, so they must share one")
     train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
     split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [],
                            [source.record, reward_source.record if reward_source is not None else None])
@@ -133,7 +145,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
     report = {"model": source.stable_ref, "reward_model": reward_source.stable_ref if reward_source else None,
               "data": {**train.report, "pairs_trained": len(train.rows)},
               "test_data": test.report if test is not None else None, "split": split}
-    return SimpleNamespace(args=args, source=source, reward_source=reward_source, tokenizer=tokenizer,
+    return SimpleNamespace(args=args, source=source, reward_source=reward_source, reference=reference, tokenizer=tokenizer,
                            train=train, test=test, report=report)
 
 
@@ -146,6 +158,8 @@ def run(cfg: Config) -> dict:
         run_dir.add_input_record("model", source.record)
         if reward_source is not None:
             run_dir.add_input_record("reward_model", reward_source.record)
+        if ready.reference is not None:
+            run_dir.add_input_record("reference", ready.reference.record)
         run_dir.add_input("data.train", cfg.data.train)
         if cfg.data.test:
             run_dir.add_input("data.test", cfg.data.test)
@@ -163,8 +177,12 @@ def run(cfg: Config) -> dict:
 
         set_seed(cfg.seed)
         model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
-        # LoRA: reference = adapter disabled (TRL does this when ref_model is None and peft_config is set).
-        ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
+        # LoRA: reference = adapter disabled (TRL does this when ref_model is None and peft_config is set),
+        # unless another reference is named.
+        if ready.reference is not None:
+            ref_model = load_policy(ready.reference, cfg.dtype, cfg.trust_remote_code)
+        else:
+            ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
         bind_output_dir(args, run_dir)
         with trainer_refusals("DPOTrainer", cfg.training, building=True):
             trainer = DPOTrainer(
@@ -202,7 +220,7 @@ def run(cfg: Config) -> dict:
 
             run_dir.metrics.update(compare_with_reward_model(
                 trainer.model, tokenizer, reward_source, prompts, cfg.reward_eval, cfg.dtype, cfg.max_length,
-                disable_adapter=cfg.lora.enabled, reference=ref_model,
+                disable_adapter=cfg.lora.enabled and ref_model is None, reference=ref_model,
             ))
         return runs.finish(run_dir)
 

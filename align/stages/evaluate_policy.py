@@ -24,7 +24,9 @@ prompts (align/evaluation/bootstrap.py). The manifest's metrics read, e.g.,
 The baseline defaults to the policy's base: the model its first adapter sits on (for a DPO run
 trained from an SFT run on the embedded model, the embedded model). A policy without a base of its
 own (`embedded`, a plain model directory) is compared with itself; the log says so and its replies
-are generated once.
+are generated once. `baseline_replies` reuses the baseline's replies from an earlier evaluation in
+which it was the policy (decoding is greedy and seeded, so regenerating them would give the same
+text): the feedback loop's round N compares with round N-1's policy at the cost of one model.
 
 Writes a run with `replies.jsonl` (one line per prompt: the set, the prompt and its source, both
 replies and every judgement) and the metrics in `manifest.json`.
@@ -32,6 +34,7 @@ replies and every judgement) and the metrics in `manifest.json`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 from align.evaluation.refusal import detect_refusal
 from align.models import ModelSource, load_tokenizer, resolve_model
 from align.rollout import (
+    Completion,
     EngineName,
     SamplingSettings,
     VllmSettings,
@@ -103,6 +107,10 @@ class Config(runs.RunOutput, ModelLoading):
     """The policy to evaluate: a training run directory, a Hugging Face directory or `embedded`."""
     baseline: str | None = None
     """What the policy is compared with; unset = the policy's base (the model its first adapter sits on)."""
+    baseline_replies: str | None = None
+    """An earlier evaluate-policy run whose *policy* was this baseline, on the same prompts, engine, dtype and
+    sampling: its replies are reused instead of generating the baseline again (the loop sets it to the
+    previous round's evaluation). Refused when any of those differ."""
     reward_model: str | None = None
     """A reward run: adds each reply's reward and the policy's win rate. Unset = no reward-model metrics."""
     harmful: PromptSetConfig = field(default_factory=PromptSetConfig)
@@ -164,6 +172,9 @@ def run(cfg: Config) -> dict:
         check_context(ids, [p.source for _, p in prompts], cfg.sampling.max_tokens, context_length(source.base_dir))
         encoded[role] = (tokenizer, ids)
     engine_name = choose_engine(cfg.engine)
+    reused = None
+    if cfg.baseline_replies and not same_model:
+        reused = reuse_replies(cfg.baseline_replies, baseline, prompts, cfg, engine_name)
     log.info("evaluate policy: %s vs baseline %s on %s, engine %s", policy.stable_ref, baseline.stable_ref,
              ", ".join(f"{n} ({sum(1 for s, _ in prompts if s == n)} prompts)" for n in sets), engine_name)
 
@@ -177,11 +188,17 @@ def run(cfg: Config) -> dict:
                 run_dir.add_input(f"{name}.paths[{i}]", path)
         if rubric is not None:
             run_dir.add_input("brand_rubric", cfg.brand_rubric)
+        if reused is not None:
+            run_dir.add_input("baseline_replies", cfg.baseline_replies)
 
         timing = {}
         replies = {"policy": _generate(cfg, engine_name, policy, *encoded["policy"], timing, "policy")}
-        replies["baseline"] = replies["policy"] if same_model else \
-            _generate(cfg, engine_name, baseline, *encoded["baseline"], timing, "baseline")
+        if same_model:
+            replies["baseline"] = replies["policy"]
+        elif reused is not None:
+            replies["baseline"] = reused
+        else:
+            replies["baseline"] = _generate(cfg, engine_name, baseline, *encoded["baseline"], timing, "baseline")
         rewards = _rewards(cfg, reward, conversations, replies) if reward is not None else None
 
         rows = [_judge(name, prompt, {m: replies[m][i] for m in MODELS}, rubric,
@@ -199,6 +216,7 @@ def run(cfg: Config) -> dict:
             policy=policy.stable_ref,
             baseline=baseline.stable_ref,
             baseline_is_policy=same_model,
+            baseline_replies_reused_from=cfg.baseline_replies if reused is not None else None,
             baseline_default=cfg.baseline is None,
             engine=engine_name,
             sampling=to_dict(cfg.sampling),
@@ -208,6 +226,37 @@ def run(cfg: Config) -> dict:
         )
         log_table(run_dir.metrics, sets)
         return runs.finish(run_dir)
+
+
+def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, engine_name: str) -> list[Completion]:
+    """The policy replies of evaluation run `path`, when its policy is `baseline` and it answered the same
+    prompts the same way; otherwise an AlignError naming what differs."""
+    manifest = runs.read_manifest(path)
+    if manifest.get("stage") != STAGE:
+        raise AlignError(f"baseline_replies={path} is a '{manifest.get('stage')}' run, not an '{STAGE}' run")
+    then = next((i for i in manifest.get("inputs", []) if i.get("role") == "policy"), {})
+    fix = "; leave baseline_replies unset to generate the baseline's replies"
+    if (then.get("kind"), then.get("sha256")) != (baseline.record.get("kind"), baseline.record.get("sha256")):
+        raise AlignError(f"baseline_replies={path} holds the replies of {manifest.get('notes', {}).get('policy')}, "
+                         f"not of the baseline {baseline.stable_ref}{fix}")
+    notes, config = manifest.get("notes", {}), manifest.get("config", {})
+    same = {"engine": (notes.get("engine"), engine_name), "dtype": (config.get("dtype"), cfg.dtype),
+            "sampling": (notes.get("sampling"), to_dict(cfg.sampling))}
+    differ = [f"{k} {a!r} there, {b!r} now" for k, (a, b) in same.items() if a != b]
+    if differ:
+        raise AlignError(f"baseline_replies={path} was generated differently: {'; '.join(differ)}{fix}")
+    with open(runs.output_path(path, manifest, "replies"), encoding="utf-8") as f:
+        earlier = {(r["prompt_set"], r["prompt_id"]): r for r in map(json.loads, f)}
+    out = []
+    for name, prompt in prompts:
+        row = earlier.get((name, prompt.prompt_id))
+        if row is None or row["prompt"] != prompt.messages:
+            raise AlignError(f"baseline_replies={path} did not answer {name} prompt {prompt.prompt_id} "
+                             f"({prompt.source}) as given now{fix}")
+        mine = row["policy"]
+        out.append(Completion(mine["reply"], mine["tokens"], mine["finish_reason"]))
+    log.info("baseline replies: %d reused from %s (its policy is the baseline)", len(out), path)
+    return out
 
 
 # -- models ---------------------------------------------------------------------------------------

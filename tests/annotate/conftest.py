@@ -158,12 +158,7 @@ class Annotator:
         assert resp.status_code == 200, resp.text
 
 
-@pytest.fixture(scope="session")
-def argilla(tmp_path_factory):
-    server = LocalArgilla(tmp_path_factory.mktemp("argilla-home"))
-    server.start()
-    yield server
-    server.stop()
+# The `argilla` fixture (one local server per test session) is in tests/conftest.py: the loop tests share it.
 
 
 @pytest.fixture

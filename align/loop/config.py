@@ -1,0 +1,220 @@
+"""The loop's config (`recipes/<name>/loop.yaml`) and the stage configs it makes each round.
+
+A loop config names the starting policy, how many rounds, the gates, and one section per step.
+A step section is that stage's own settings: `config:` (a stage YAML, e.g. configs/generate/default.yaml)
+plus any of the stage's keys, which override the file. The loop adds the wiring (which policy,
+which run to read, where to write), so a section never names run directories:
+
+    generate: {config: configs/generate/default.yaml, prompts: recipes/brand_voice/prompts_train.jsonl}
+    dpo: {config: configs/dpo/default.yaml, beta: 0.1, training: {num_train_epochs: 2}}
+
+Every stage config is built (so every key checked by the stage's own dataclass) when the loop
+starts, with placeholder wiring: an unknown key, a missing prompt file or a gate on a metric the
+evaluation cannot produce is exit 2 before anything runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from align.annotate.connection import ArgillaConfig
+from align.core.config import build, read_yaml, set_dotted
+from align.core.errors import AlignError
+
+# Stage modules per step, imported when a config is built (the loop itself stays light to import).
+STAGE_MODULES = {
+    "generate": "align.stages.generate",
+    "score": "align.stages.score",
+    "pairs": "align.stages.pairs",
+    "push": "align.annotate.push",
+    "simulate": "align.annotate.simulate",
+    "pull": "align.annotate.pull",
+    "reward": "align.stages.reward",
+    "dpo": "align.stages.dpo",
+    "ppo": "align.stages.ppo",
+    "evaluate": "align.stages.evaluate_policy",
+}
+TRAIN_STAGES = ("reward", "dpo", "ppo")
+POLICY_STAGES = ("dpo", "ppo")
+# Keys the loop sets itself; a section that sets them would be silently overridden, so it is refused.
+WIRED = {
+    "generate": ("policy", "runs_dir", "name"),
+    "score": ("generations", "reward_model", "runs_dir", "name"),
+    "pairs": ("generations", "runs_dir", "name"),
+    "push": ("pairs", "dataset", "round", "argilla", "runs_dir", "name"),
+    "simulate": ("dataset", "argilla", "runs_dir", "name"),
+    "pull": ("dataset", "argilla", "runs_dir", "name"),
+    "reward": ("data.train", "runs_dir", "name"),
+    "dpo": ("model", "data.train", "runs_dir", "name"),
+    "ppo": ("model", "reward_model", "runs_dir", "name"),
+    "evaluate": ("policy", "baseline", "baseline_replies", "runs_dir", "name"),
+}
+
+
+@dataclass
+class WaitSettings:
+    """When the loop stops waiting for labels and pulls."""
+
+    min_records: int | None = None
+    """Records that must be complete (all their submissions in) before the pull; unset = every record pushed this round."""
+    deadline_minutes: float | None = None
+    """Stop waiting this long after the push; the loop then pulls what is labelled (and stops if nothing is). Unset = no deadline."""
+    poll_seconds: float = 30.0
+    """Seconds between progress checks."""
+
+    def __post_init__(self):
+        if self.min_records is not None and self.min_records < 1:
+            raise AlignError(f"'wait.min_records' must be >= 1 or unset, got {self.min_records}")
+        if self.poll_seconds <= 0:
+            raise AlignError(f"'wait.poll_seconds' must be > 0, got {self.poll_seconds}")
+
+
+@dataclass
+class TrainSettings:
+    """What a round trains, on which labels."""
+
+    stages: list[str] = field(default_factory=lambda: ["dpo"])
+    """Stages in order: [dpo], [reward, dpo], [reward, ppo] (ppo: algorithm ppo, rloo or grpo in its section)."""
+    labels: Literal["round", "all"] = "all"
+    """Train on this round's labels only, or on every round's so far."""
+    reference: Literal["previous", "start"] = "previous"
+    """DPO reference: the policy the round starts from, or the loop's starting policy."""
+    min_pairs: int = 4
+    """Fewer usable pairs (ties and records without a majority do not count) hold the round back."""
+
+    def __post_init__(self):
+        if not self.stages:
+            raise AlignError("'train.stages' is empty; e.g. [dpo] or [reward, dpo]")
+        for name in self.stages:
+            if name not in TRAIN_STAGES:
+                from align.core.errors import nearest
+
+                raise AlignError(f"'train.stages' names unknown stage '{name}'{nearest(name, TRAIN_STAGES)}; "
+                                 f"one of {', '.join(TRAIN_STAGES)}")
+        if len(set(self.stages)) != len(self.stages):
+            raise AlignError(f"'train.stages' repeats a stage: {self.stages}")
+        policies = [s for s in self.stages if s in POLICY_STAGES]
+        if len(policies) != 1 or self.stages[-1] not in POLICY_STAGES:
+            raise AlignError(f"'train.stages' must end with exactly one policy stage (dpo or ppo), got {self.stages}")
+        if self.min_pairs < 1:
+            raise AlignError(f"'train.min_pairs' must be >= 1, got {self.min_pairs}")
+
+
+@dataclass
+class LoopConfig:
+    """`align loop` settings (see recipes/brand_voice/loop.yaml)."""
+
+    recipe: str = ""
+    """The recipe's name: shown in the report and part of each round's Argilla dataset name."""
+    loop_dir: str = ""
+    """The loop's directory: state, one folder per round, report.html. Default runs/<recipe>-loop."""
+    rounds: int = 2
+    """Rounds after round 0 (the starting policy, evaluated only)."""
+    policy: str = "embedded"
+    """The starting policy: embedded, a model directory, or an SFT/DPO run."""
+    reward_model: str | None = None
+    """A reward run to score round 1's candidates with (later rounds use the loop's newest reward model)."""
+    gates: str = ""
+    """Gates YAML (align/loop/gates.py): a round's policy is promoted only when all hold."""
+    annotators: Literal["people", "simulated"] = "people"
+    """people: wait for people in the Argilla web UI; simulated: `align annotate simulate` answers (demos, tests, CI)."""
+    argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
+    """Which Argilla server (shared by push, simulate, pull and the wait)."""
+    wait: WaitSettings = field(default_factory=WaitSettings)
+    """When to stop waiting for labels."""
+    train: TrainSettings = field(default_factory=TrainSettings)
+    """What each round trains."""
+    generate: dict[str, Any] = field(default_factory=dict)
+    """`align generate` settings (config: FILE plus overrides); the loop sets policy."""
+    score: dict[str, Any] = field(default_factory=dict)
+    """`align score` settings, used when the loop has a reward model; the loop sets generations and reward_model."""
+    pairs: dict[str, Any] = field(default_factory=dict)
+    """`align pairs` settings; selection defaults to least_sure when scored, else random."""
+    push: dict[str, Any] = field(default_factory=dict)
+    """`align annotate push` settings; the loop sets pairs, dataset (<recipe>-<loop id>-r<round>) and round."""
+    simulate: dict[str, Any] = field(default_factory=dict)
+    """`align annotate simulate` settings (annotators file, judge, noise, ...) when annotators=simulated."""
+    pull: dict[str, Any] = field(default_factory=dict)
+    """`align annotate pull` settings; journal_dir defaults to <loop_dir>/journal."""
+    reward: dict[str, Any] = field(default_factory=dict)
+    """`align reward` settings; model defaults to the starting policy."""
+    dpo: dict[str, Any] = field(default_factory=dict)
+    """`align dpo` settings; the loop sets model (the current policy) and data.train (the labels)."""
+    ppo: dict[str, Any] = field(default_factory=dict)
+    """`align ppo` settings (algorithm ppo, rloo or grpo); the loop sets model and reward_model."""
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    """`align evaluate policy` settings: the held-out prompt sets the gates read."""
+
+    def __post_init__(self):
+        if not self.recipe:
+            raise AlignError("'recipe' is required: a short name for the loop (e.g. brand_voice)")
+        if not self.recipe.replace("_", "").replace("-", "").isalnum():
+            raise AlignError(f"'recipe' must be letters, digits, '-' or '_' (it names Argilla datasets), got {self.recipe!r}")
+        if self.rounds < 1:
+            raise AlignError(f"'rounds' must be >= 1, got {self.rounds}")
+        if not self.gates:
+            raise AlignError("'gates' is required: a gates YAML (e.g. recipes/brand_voice/gates.yaml); a loop "
+                             "that promotes every round needs no evaluation")
+        if not self.loop_dir:
+            self.loop_dir = f"runs/{self.recipe}-loop"
+        if self.annotators == "simulated" and not self.simulate.get("annotators"):
+            raise AlignError("annotators=simulated needs 'simulate.annotators': a YAML list of simulated annotators "
+                             "(e.g. recipes/brand_voice/annotators.yaml)")
+
+
+def stage_config(step: str, section: dict[str, Any], wiring: dict[str, Any]):
+    """The stage's Config from its section (config file + overrides) and the loop's wiring."""
+    module = importlib.import_module(STAGE_MODULES[step])
+    section = dict(section)
+    file = section.pop("config", None)
+    data: dict[str, Any] = read_yaml(file) if file else {}
+    for key, value in flatten(section).items():
+        if key in WIRED[step] or any(key.startswith(w + ".") for w in WIRED[step]):
+            raise AlignError(f"'{step}.{key}' is set by the loop each round; remove it from the loop config")
+        set_dotted(data, key, value)
+    for key, value in wiring.items():
+        set_dotted(data, key, value)
+    try:
+        return build(module.Config, data)
+    except AlignError as exc:
+        raise AlignError(f"loop section '{step}'{f' (config {file})' if file else ''}: {exc}") from None
+
+
+def config_files(cfg: LoopConfig) -> list[str]:
+    """Every file the loop config points at whose content decides what the loop does."""
+    files = [cfg.gates]
+    for step in STAGE_MODULES:
+        section = getattr(cfg, step)
+        if section.get("config"):
+            files.append(section["config"])
+    if cfg.simulate.get("annotators"):
+        files.append(cfg.simulate["annotators"])
+    return files
+
+
+def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; training passthrough dicts are flattened too (set_dotted rebuilds them)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def describe_change(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for every dotted key that differs."""
+    a, b = flatten(then), flatten(now)
+    missing = object()
+    return [f"{k}: {json.dumps(a.get(k)) if k in a else '(not set)'} -> {json.dumps(b.get(k)) if k in b else '(not set)'}"
+            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+
+
+def resolve_dir(cfg: LoopConfig) -> Path:
+    return Path(cfg.loop_dir).expanduser()

@@ -1,0 +1,488 @@
+"""`align loop --config recipes/<name>/loop.yaml`: rounds of generate -> label -> train -> evaluate -> gate.
+
+Round 0 evaluates the starting policy. Each round after it:
+
+    generate    the current policy answers the recipe's training prompts (`align generate`, vLLM when installed)
+    score       the newest reward model scores the candidates (when the loop has one)
+    pairs       candidate pairs for annotators (least_sure when scored, else random)
+    push        one Argilla dataset per round: <recipe>-<loop id>-r<round>
+    simulate    simulated annotators answer (annotators: simulated; demos, tests and CI only)
+    wait        poll Argilla until `wait.min_records` records are complete, or `wait.deadline_minutes`
+    pull        the labels, journaled before anything else (`align annotate pull`)
+    labels      the pairs the round trains on: this round's labels or every round's so far
+    reward/dpo/ppo   the recipe's training stages, on those labels
+    evaluate    `align evaluate policy`: the new policy against the current one on held-out prompts
+    gate        the recipe's gates; all hold: the new policy becomes current (promoted); else it is
+                held back, the current policy stays, and the report and exit status say which gates failed
+
+Every step except wait and gate writes an ordinary run directory (`<loop_dir>/round-<n>/<step>`) with
+its manifest, so `align lineage` walks from any policy through the rounds, label pulls, data files
+and base model. The loop's state (`loop.json`, align/loop/state.py) is written before and after every
+step; run the same command again after a kill -9, a crash, a reboot or `--until labels`, and it goes
+on from the last finished step: finished steps are not redone (their run directories say they are
+done), a push is never repeated (push sends only records the dataset lacks), labels are journaled by
+the pull, and no step is skipped. report.html is rewritten after every round.
+
+The newest reward model always becomes the loop's reward model (it is trained on people's labels and
+judged by its own held-out accuracy); the policy advances only through the gates.
+
+Exit status: 0 when the last round was promoted (or the loop stopped on purpose, `--until labels`);
+3 when it was held back by a gate (the failing gates are printed); 2 bad config, input or a changed
+loop; 1 a service that stayed down (the state is intact: run the command again to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import json
+import logging
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from align.core import runs
+from align.core.config import load_config, to_dict
+from align.core.errors import AlignError, ServiceError
+from align.loop.config import (
+    LoopConfig,
+    config_files,
+    describe_change,
+    resolve_dir,
+    stage_config,
+)
+from align.loop.gates import GateResult, evaluate_gates, load_gates
+from align.loop.labels import since_start, usable_pairs, write_labels_run
+from align.loop.state import LoopState
+
+log = logging.getLogger(__name__)
+
+HELD_BACK = 3
+LOCK = ".lock"
+
+
+class Stopped(Exception):
+    """The loop stopped on purpose (e.g. --until labels); the state says where."""
+
+
+# -- the command --------------------------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    """`align loop ...` and `align loop status LOOP_DIR` (called by align.cli)."""
+    if argv and argv[0] == "status":
+        parser = argparse.ArgumentParser(prog="align loop status", description="where a loop stands")
+        parser.add_argument("loop_dir")
+        parser.add_argument("--json", action="store_true", help="print the state file as JSON")
+        args = parser.parse_args(argv[1:])
+        return status(Path(args.loop_dir), args.json)
+    parser = argparse.ArgumentParser(prog="align loop", add_help=False)
+    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("--config", "-c", help="the loop's YAML (e.g. recipes/brand_voice/loop.yaml)")
+    parser.add_argument("--until", choices=["labels"],
+                        help="labels: stop after pushing a round's candidates (label for days, then run again)")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="continue a loop whose config changed since it started (the change is recorded)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args, unknown = parser.parse_known_intermixed_args(argv)
+    if unknown:
+        raise AlignError(f"unknown option(s) for `align loop`: {' '.join(unknown)} (overrides are key=value)")
+    if args.help:
+        from align.core.config import describe
+
+        print("usage: align loop --config FILE [--until labels] [--allow-config-change] [key=value ...]\n"
+              "       align loop status LOOP_DIR\n\n" + (__doc__ or "").strip() + "\n\nconfig keys:\n"
+              + "\n".join("  " + line for line in describe(LoopConfig)))
+        return 0
+    if not args.config:
+        raise AlignError("`align loop` needs --config: a loop YAML such as recipes/brand_voice/loop.yaml")
+    cfg = load_config(LoopConfig, args.config, args.overrides)
+    return run(cfg, until=args.until, allow_config_change=args.allow_config_change)
+
+
+def run(cfg: LoopConfig, until: str | None = None, allow_config_change: bool = False) -> int:
+    loop = Loop(cfg, until, allow_config_change)
+    try:
+        loop.go()
+    except Stopped as stop:
+        print(str(stop))
+        return 0
+    finally:
+        loop.release()
+    return loop.finish()
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+class Loop:
+    def __init__(self, cfg: LoopConfig, until: str | None, allow_config_change: bool):
+        self.cfg = cfg
+        self.until = until
+        self.dir = resolve_dir(cfg)
+        self.specs, self.sets = preflight(cfg)  # everything checkable, before any directory is made
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.dir / LOCK, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlignError(f"another `align loop` is running in {self.dir}; wait for it or stop it first") from None
+        self.state = self._open_state(allow_config_change)
+
+    def release(self) -> None:
+        self._lock.close()
+
+    def _open_state(self, allow_config_change: bool) -> LoopState:
+        config = runs.scrub_secrets(to_dict(self.cfg))
+        files = {f: runs.hash_file(f) for f in config_files(self.cfg)}
+        state = LoopState.load(self.dir)
+        if state is None:
+            if any(p.name != LOCK for p in self.dir.iterdir()):
+                raise AlignError(f"{self.dir} is not empty and holds no loop (no loop.json); give a new loop_dir")
+            state = LoopState(self.dir, {
+                "version": 1, "recipe": self.cfg.recipe, "loop_id": secrets.token_hex(3),
+                "created": _now(), "config": config, "files": files, "config_changes": [], "phase": "running",
+                "current": {"policy": self.cfg.policy, "evaluation": None, "reward_model": self.cfg.reward_model,
+                            "round": 0},
+                "rounds": [],
+            })
+            state.save()
+            log.info("loop %s: new loop in %s", state.data["loop_id"], self.dir)
+            return state
+        if state.data["recipe"] != self.cfg.recipe:
+            raise AlignError(f"{self.dir} holds a loop of recipe '{state.data['recipe']}', not '{self.cfg.recipe}'; "
+                             "give another loop_dir")
+        changes = describe_change(state.data["config"], config)
+        changes += [f"{f}: content changed" if f in state.data["files"] else f"{f}: new file"
+                    for f, h in files.items() if state.data["files"].get(f) != h]
+        if changes:
+            if not allow_config_change:
+                raise AlignError(f"the loop in {self.dir} was started with a different config: {'; '.join(changes)}; "
+                                 "run it with the config it started with, or pass --allow-config-change to go on "
+                                 "with the new one (recorded in loop.json and the report)")
+            state.data["config_changes"].append({"at": _now(), "before_round": len(state.rounds), "changes": changes})
+            state.data.update(config=config, files=files)
+            log.warning("loop config changed (recorded): %s", "; ".join(changes))
+        state.data["phase"] = "running"
+        state.save()
+        log.info("loop %s: continuing in %s", state.data["loop_id"], self.dir)
+        return state
+
+    # -- rounds -------------------------------------------------------------------------------------
+    def go(self) -> None:
+        self.round_zero()
+        for n in range(1, self.cfg.rounds + 1):
+            rnd = self.state.round(n)
+            if rnd.get("decided"):
+                continue
+            self.round(n, rnd)
+            self.write_report()
+        self.state.data["phase"] = "finished"
+        self.state.save()
+
+    def round_zero(self) -> None:
+        rnd = self.state.round(0)
+        if rnd.get("decided"):
+            return
+        start = self.cfg.policy
+        wiring = {"policy": start, "baseline": start, "runs_dir": str(self.round_dir(0)), "name": "evaluate"}
+        if self.cfg.reward_model and "reward_model" not in self.cfg.evaluate:
+            wiring["reward_model"] = self.cfg.reward_model
+        manifest = self.step(rnd, "evaluate", "evaluate", wiring)
+        self.state.current["evaluation"] = self.state.rel(manifest["path"])
+        rnd.update(policy=start, decided=True, reasons=["starting policy"])
+        self.state.save()
+        self.write_report()
+
+    def round(self, n: int, rnd: dict[str, Any]) -> None:
+        cfg, state = self.cfg, self.state
+        rd = str(self.round_dir(n))
+        policy = state.abs(state.current["policy"])
+        reward_model = state.abs(state.current.get("reward_model"))
+        rnd["starts_from"] = state.current["policy"]
+        log.info("=== round %d of %d: policy %s ===", n, cfg.rounds, policy)
+
+        candidates = self.step(rnd, "generate", "generate", {"policy": policy, "runs_dir": rd, "name": "generate"})
+        scored = False
+        if reward_model:
+            candidates = self.step(rnd, "score", "score", {"generations": candidates["path"],
+                                                           "reward_model": reward_model, "runs_dir": rd, "name": "score"})
+            scored = True
+        pairs_wiring = {"generations": candidates["path"], "runs_dir": rd, "name": "pairs"}
+        if "selection" not in cfg.pairs:
+            pairs_wiring["selection"] = "least_sure" if scored else "random"
+        pairs = self.step(rnd, "pairs", "pairs", pairs_wiring)
+        dataset = rnd.setdefault("dataset", f"{cfg.recipe}-{state.data['loop_id']}-r{n}")
+        argilla = to_dict(cfg.argilla)
+        push = self.step(rnd, "push", "push", {"pairs": pairs["path"], "dataset": dataset, "round": n,
+                                               "argilla": argilla, "runs_dir": rd, "name": "push"})
+        if self.until == "labels" and rnd["steps"].get("wait", {}).get("status") != "done":
+            state.data["phase"] = "waiting_for_labels"
+            state.save()
+            raise Stopped(f"round {n}: {push['metrics'].get('records', '?')} records in Argilla dataset '{dataset}' "
+                          f"wait for annotators; see `align loop status {self.dir}`, and run the same `align loop` "
+                          "command again to go on once they are labelled")
+        if cfg.annotators == "simulated":
+            self.step(rnd, "simulate", "simulate", {"dataset": dataset, "argilla": argilla, "runs_dir": rd,
+                                                    "name": "simulate", "journal_dir": self.journal_dir()})
+        self.wait_for_labels(rnd, dataset, push)
+        pull = self.step(rnd, "pull", "pull", {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "name": "pull",
+                                               "journal_dir": self.journal_dir()})
+        labels = self.labels(n, rnd, pull)
+        usable = usable_pairs(labels["path"])
+        if usable < cfg.train.min_pairs:
+            return self.decide(n, rnd, None, None, [f"only {usable} usable labelled pair(s) to train on "
+                                                    f"(train.min_pairs={cfg.train.min_pairs}): label more and add a round"])
+
+        candidate, new_reward = None, None
+        for stage in cfg.train.stages:
+            wiring: dict[str, Any] = {"runs_dir": rd, "name": stage}
+            if stage == "reward":
+                wiring["data.train"] = labels["path"]
+                if "model" not in cfg.reward:
+                    wiring["model"] = cfg.policy
+                new_reward = self.step(rnd, stage, stage, wiring)["path"]
+            elif stage == "dpo":
+                wiring.update({"model": policy, "data.train": labels["path"]})
+                if cfg.train.reference == "start" and policy != cfg.policy:
+                    wiring["reference"] = cfg.policy
+                candidate = self.step(rnd, stage, stage, wiring)["path"]
+            else:  # ppo / rloo / grpo: online, from the newest reward model
+                wiring.update({"model": policy, "reward_model": new_reward or reward_model})
+                candidate = self.step(rnd, stage, stage, wiring)["path"]
+        rnd["policy"] = state.rel(candidate)
+
+        newest_reward = new_reward or reward_model
+        wiring = {"policy": candidate, "baseline": policy, "baseline_replies": state.abs(state.current["evaluation"]),
+                  "runs_dir": rd, "name": "evaluate"}
+        if newest_reward and "reward_model" not in cfg.evaluate:
+            wiring["reward_model"] = newest_reward
+        evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
+        rnd["since_start"] = since_start(state.abs(state.rounds[0]["steps"]["evaluate"]["run"]), evaluation["path"])
+        gates = evaluate_gates(self.specs, evaluation)
+        self.decide(n, rnd, candidate, evaluation, gates.reasons if not gates.passed else [], gates, new_reward)
+
+    def decide(self, n: int, rnd: dict[str, Any], candidate: str | None, evaluation: dict | None,
+               failures: list[str], gates: GateResult | None = None, new_reward: str | None = None) -> None:
+        state = self.state
+        promoted = candidate is not None and not failures
+        rnd.update(promoted=promoted, decided=True, decided_at=_now(),
+                   gates=gates.as_dict() if gates is not None else None,
+                   reasons=[f"all {len(gates.gates)} gates held"] if promoted else failures)
+        if promoted:
+            state.current.update(policy=state.rel(candidate), evaluation=state.rel(evaluation["path"]), round=n)
+        if new_reward:
+            state.current["reward_model"] = state.rel(new_reward)
+        state.save()
+        if promoted:
+            log.info("round %d: promoted %s (%s)", n, candidate, rnd["reasons"][0])
+        else:
+            log.warning("round %d: held back; the current policy stays %s: %s", n, state.abs(state.current["policy"]),
+                        "; ".join(failures))
+
+    # -- steps --------------------------------------------------------------------------------------
+    def step(self, rnd: dict[str, Any], name: str, section: str, wiring: dict[str, Any]) -> dict[str, Any]:
+        """Run step `name` of a round once, recording it before and after; a finished step is read back."""
+        return self._step(rnd, name, lambda: _stage_run(section, stage_config(section, getattr(self.cfg, section), wiring)))
+
+    def _step(self, rnd: dict[str, Any], name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        record = rnd["steps"].get(name)
+        path = self.round_dir(rnd["round"]) / name
+        if record and record.get("status") == "done":
+            return runs.read_manifest(self.state.abs(record["run"]))
+        if runs.is_run(path):
+            # Finished, but killed before loop.json said so: the run directory is the proof.
+            manifest = runs.read_manifest(path)
+            rnd["steps"][name] = {"status": "done", "run": self.state.rel(path), "wall_time_s": manifest.get("wall_time_s"),
+                                  "finished": manifest.get("created"), "recovered": True}
+            self.state.save()
+            log.info("round %d, %s: already complete in %s", rnd["round"], name, path)
+            return manifest
+        rerun = bool(record)
+        rnd["steps"][name] = {"status": "started", "started": _now(), "attempts": (record or {}).get("attempts", 0) + 1}
+        self.state.save()
+        if rerun:
+            log.info("round %d, %s: started before but did not finish; running it again", rnd["round"], name)
+        start = time.time()
+        manifest = make()
+        rnd["steps"][name].update(status="done", run=self.state.rel(manifest["path"]),
+                                  wall_time_s=round(time.time() - start, 1), finished=_now())
+        self.state.save()
+        return manifest
+
+    def labels(self, n: int, rnd: dict[str, Any], pull: dict[str, Any]) -> dict[str, Any]:
+        rounds = range(1, n + 1) if self.cfg.train.labels == "all" else [n]
+        pulls, pushes = [], []
+        for k in rounds:
+            steps = self.state.round(k)["steps"]
+            if steps.get("pull", {}).get("status") != "done":
+                continue  # a round that ended before its pull (none today) has no labels to add
+            pulls.append((k, self.state.abs(steps["pull"]["run"])))
+            pushes.append((k, self.state.abs(steps["push"]["run"])))
+        config = {"rounds": list(rounds), "labels": self.cfg.train.labels}
+        return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config))
+
+    def wait_for_labels(self, rnd: dict[str, Any], dataset: str, push: dict[str, Any]) -> None:
+        record = rnd["steps"].get("wait")
+        if record and record.get("status") == "done":
+            return
+        from tqdm.auto import tqdm
+
+        wait = self.cfg.wait
+        if not record:
+            record = rnd["steps"]["wait"] = {"status": "started", "started": _now(), "since": time.time()}
+            self.state.save()
+        since = record["since"]
+        deadline = since + wait.deadline_minutes * 60 if wait.deadline_minutes is not None else None
+        progress = self.progress(dataset, rnd["round"])
+        target = min(wait.min_records or progress["total"], progress["total"])
+        with tqdm(total=target, desc=f"round {rnd['round']}: records labelled", unit="record") as bar:
+            while True:
+                bar.n = min(progress["completed"], target)
+                bar.refresh()
+                if progress["completed"] >= target:
+                    break
+                if deadline is not None and time.time() >= deadline:
+                    if progress["completed"] == 0:
+                        raise AlignError(f"round {rnd['round']}: wait.deadline_minutes={wait.deadline_minutes} passed and "
+                                         f"no record of '{dataset}' is labelled; the loop state is intact: label, then "
+                                         "run the same command again (or raise the deadline with --allow-config-change)")
+                    log.warning("round %d: deadline passed with %d of %d records complete; pulling what is labelled",
+                                rnd["round"], progress["completed"], target)
+                    break
+                time.sleep(wait.poll_seconds)
+                progress = self.progress(dataset, rnd["round"])
+        record.update(status="done", finished=_now(), completed=progress["completed"], total=progress["total"],
+                      wall_time_s=round(time.time() - since, 1))
+        self.state.save()
+
+    def progress(self, dataset: str, n: int) -> dict[str, int]:
+        """The dataset's progress from Argilla (total, completed, pending); a ServiceError keeps the state."""
+        from align.annotate.connection import connect
+
+        try:
+            with connect(self.cfg.argilla) as conn:
+                ds = conn.dataset(dataset, self.cfg.argilla.workspace)
+                progress = conn.call("GET progress", ds.progress)
+        except ServiceError as exc:
+            raise ServiceError(f"round {n}: Argilla did not answer while waiting for labels ({exc}); the loop state is "
+                               "intact: run the same command again to go on") from None
+        return {"total": int(progress.get("total", 0)), "completed": int(progress.get("completed", 0)),
+                "pending": int(progress.get("pending", 0))}
+
+    # -- paths, report, summary ---------------------------------------------------------------------
+    def round_dir(self, n: int) -> Path:
+        return self.dir / f"round-{n}"
+
+    def journal_dir(self) -> str:
+        return self.cfg.pull.get("journal_dir") or str(self.dir / "journal")
+
+    def write_report(self) -> Path:
+        from align.loop.summary import loop_info, round_summaries
+        from align.loop.report import REPORT, write_report
+
+        return write_report(self.dir / REPORT, round_summaries(self.state), loop_info(self.state, self.cfg))
+
+    def finish(self) -> int:
+        from align.loop.report import REPORT
+        from align.loop.summary import score_table
+
+        report = self.write_report()
+        print(f"\nLoop {self.dir} ({self.cfg.recipe}): {len(self.state.rounds) - 1} round(s)")
+        print(score_table(self.state))
+        print(f"Report: {report.resolve()}")
+        print(f"Current policy: {self.state.abs(self.state.current['policy'])}  "
+              f"(lineage: align lineage {self.state.abs(self.state.current['policy'])})")
+        last = self.state.rounds[-1]
+        if last["round"] > 0 and not last.get("promoted"):
+            print(f"align loop: round {last['round']} was held back: {'; '.join(last['reasons'])}", file=sys.stderr)
+            return HELD_BACK
+        assert (self.dir / REPORT).exists()
+        return 0
+
+
+def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
+    """Build every stage config with placeholder wiring and read every input the loop will need."""
+    from align.annotate import simulate as simulate_stage
+    from align.evaluation.prompt_sets import load_prompt_set
+    from align.stages import generate
+
+    placeholder = cfg.policy
+    has_reward = bool(cfg.reward_model) or "reward" in cfg.train.stages
+    gen = stage_config("generate", cfg.generate, {"policy": cfg.policy, "runs_dir": ".", "name": "x"})
+    if not gen.prompts:
+        raise AlignError("loop section 'generate' needs 'prompts': the recipe's training prompts")
+    generate.load_prompts(gen.prompts, gen.prompt_field, gen.max_prompts)
+    if has_reward:
+        stage_config("score", cfg.score, {"generations": placeholder, "reward_model": placeholder, "runs_dir": ".", "name": "x"})
+    stage_config("pairs", cfg.pairs, {"generations": placeholder, "runs_dir": ".", "name": "x"})
+    argilla = to_dict(cfg.argilla)
+    stage_config("push", cfg.push, {"pairs": placeholder, "dataset": "x", "round": 1, "argilla": argilla, "runs_dir": ".", "name": "x"})
+    stage_config("pull", cfg.pull, {"dataset": "x", "argilla": argilla, "runs_dir": ".", "name": "x"})
+    if cfg.annotators == "simulated":
+        sim = stage_config("simulate", cfg.simulate, {"dataset": "x", "argilla": argilla, "runs_dir": ".", "name": "x"})
+        simulate_stage.read_annotators(sim.annotators)
+        simulate_stage.make_judge(sim)
+    for stage in cfg.train.stages:
+        wiring = {"runs_dir": ".", "name": "x", "data.train": placeholder, "model": placeholder,
+                  "reward_model": placeholder}
+        if stage == "reward":
+            wiring.pop("reward_model")
+        if stage == "ppo":
+            wiring.pop("data.train")
+            if not has_reward:
+                raise AlignError("train.stages has ppo but the loop has no reward model: add reward before it "
+                                 "(train.stages=[reward, ppo]) or set reward_model")
+        stage_config(stage, getattr(cfg, stage), wiring)
+    ev = stage_config("evaluate", cfg.evaluate, {"policy": placeholder, "baseline": placeholder, "runs_dir": ".", "name": "x"})
+    sets = tuple(name for name in ("harmful", "safe", "brand") if getattr(ev, name).paths)
+    if not sets:
+        raise AlignError("loop section 'evaluate' has no prompt set: give harmful/safe/brand paths (e.g. "
+                         "config: configs/evaluate/policy.yaml)")
+    for name in sets:
+        load_prompt_set(name, getattr(ev, name))
+    if "brand" in sets and not Path(ev.brand_rubric).is_file():
+        raise AlignError(f"evaluate.brand_rubric: no such file {ev.brand_rubric!r}")
+    specs = load_gates(cfg.gates, sets=sets, reward_model=has_reward or bool(cfg.evaluate.get("reward_model")))
+    return specs, sets
+
+
+def _stage_run(section: str, config) -> dict[str, Any]:
+    import importlib
+
+    from align.loop.config import STAGE_MODULES
+
+    log.info("--- %s ---", section)
+    return importlib.import_module(STAGE_MODULES[section]).run(config)
+
+
+def status(loop_dir: Path, as_json: bool = False) -> int:
+    from align.loop.summary import status_text
+
+    state = LoopState.load(loop_dir)
+    if state is None:
+        raise AlignError(f"{loop_dir} holds no loop (no loop.json); give the loop_dir of an `align loop`")
+    if as_json:
+        print(json.dumps(state.data, indent=2, default=str))
+        return 0
+    print(status_text(state))
+    waiting = next((r for r in state.rounds if r.get("dataset") and r["steps"].get("wait", {}).get("status") != "done"), None)
+    if waiting is not None:
+        from align.annotate.connection import ArgillaConfig, connect
+        from align.core.config import build
+
+        argilla = build(ArgillaConfig, dict(state.data["config"].get("argilla", {}), retry_seconds=5.0))
+        try:
+            with connect(argilla) as conn:
+                ds = conn.dataset(waiting["dataset"], argilla.workspace)
+                progress = conn.call("GET progress", ds.progress)
+            print(f"round {waiting['round']} labels: {progress.get('completed', 0)}/{progress.get('total', 0)} records "
+                  f"complete, {progress.get('pending', 0)} pending (Argilla dataset '{waiting['dataset']}')")
+        except AlignError as exc:
+            print(f"round {waiting['round']} labels: Argilla not reachable now ({exc})")
+    return 0
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,116 @@
+"""The loop's state turned into what people read: the report's rounds, the score table, `align loop status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from align.core import runs
+from align.loop.gates import GateResult
+from align.loop.report import LabelSummary, RoundSummary, examples_from_replies
+from align.loop.state import LoopState
+
+# (prompt set, metric, column title) of the printed score table.
+TABLE = (("brand", "brand_score", "brand score"), ("harmful", "refusal_rate", "harmful refused"),
+         ("safe", "refusal_rate", "over-refusal"), ("brand", "length_words", "words"))
+STEP_ORDER = ("generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo", "evaluate")
+
+
+def round_summaries(state: LoopState) -> list[RoundSummary]:
+    out = []
+    for rnd in state.rounds:
+        steps = rnd["steps"]
+        evaluation = _done(state, steps, "evaluate")
+        pull = _done(state, steps, "pull")
+        out.append(RoundSummary(
+            round=rnd["round"],
+            policy=state.abs(rnd.get("policy")) or "(not trained yet)",
+            evaluation=evaluation,
+            labels=LabelSummary.from_pull_run(pull) if pull else None,
+            gates=GateResult.from_dict(rnd["gates"]) if rnd.get("gates") else None,
+            promoted=rnd.get("promoted") if rnd["round"] > 0 and rnd.get("decided") else None,
+            reasons=list(rnd.get("reasons", [])),
+            wall_time_s={k: float(v["wall_time_s"]) for k, v in sorted(steps.items(), key=lambda kv: _order(kv[0]))
+                         if v.get("status") == "done" and v.get("wall_time_s") is not None},
+            examples=examples_from_replies(evaluation, 2) if evaluation and rnd["round"] > 0 else [],
+        ))
+    return out
+
+
+def loop_info(state: LoopState, cfg) -> dict[str, Any]:
+    data = state.data
+    info: dict[str, Any] = {
+        "title": f"Feedback loop: {data['recipe']}",
+        "recipe": data["recipe"],
+        "loop directory": str(state.loop_dir.resolve()),
+        "loop id": data["loop_id"],
+        "started": data["created"],
+        "starting policy": cfg.policy,
+        "current policy": f"{state.abs(data['current']['policy'])} (round {data['current']['round']})",
+        "annotators": "simulated (demo/test: not people)" if cfg.annotators == "simulated" else "people (Argilla web UI)",
+        "training": f"{' -> '.join(cfg.train.stages)} on {cfg.train.labels} labels, reference: {cfg.train.reference}",
+        "gates": cfg.gates,
+    }
+    last = next((r for r in reversed(state.rounds) if r.get("since_start")), None)
+    if last is not None:
+        for prompt_set, metric, title in TABLE:
+            d = last["since_start"].get(prompt_set, {}).get(metric)
+            if d:
+                info[f"{title}, round {last['round']} policy minus round 0"] = (
+                    f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (n={d['n']}, paired bootstrap)")
+    for change in data.get("config_changes", []):
+        info[f"config changed before round {change['before_round']}"] = "; ".join(change["changes"])
+    return info
+
+
+def score_table(state: LoopState) -> str:
+    """Each round's policy on the held-out sets: mean [95% interval], plus the gate outcome."""
+    header = f"{'round':>5}  {'outcome':<11}" + "".join(f"  {t:>22}" for _, _, t in TABLE)
+    lines = [header]
+    for rnd in state.rounds:
+        run = _done(state, rnd["steps"], "evaluate")
+        metrics = runs.read_manifest(run)["metrics"] if run else {}
+        outcome = "start" if rnd["round"] == 0 else ("promoted" if rnd.get("promoted") else
+                                                     "held back" if rnd.get("decided") else "in progress")
+        cells = []
+        for prompt_set, metric, _ in TABLE:
+            m = metrics.get(prompt_set, {}).get(metric, {}).get("policy")
+            cells.append(f"{m['mean']:.3f} [{m['ci_low']:.3f},{m['ci_high']:.3f}]" if m else "-")
+        lines.append(f"{rnd['round']:>5}  {outcome:<11}" + "".join(f"  {c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
+def status_text(state: LoopState) -> str:
+    data = state.data
+    lines = [f"loop {data['loop_id']} ({data['recipe']}) in {state.loop_dir}: {data['phase']}",
+             f"current policy: {state.abs(data['current']['policy'])} (from round {data['current']['round']})"]
+    if data["current"].get("reward_model"):
+        lines.append(f"reward model: {state.abs(data['current']['reward_model'])}")
+    for rnd in data["rounds"]:
+        steps = rnd["steps"]
+        done = [k for k in sorted(steps, key=_order) if steps[k].get("status") == "done"]
+        started = [k for k in steps if steps[k].get("status") == "started"]
+        outcome = ("promoted" if rnd.get("promoted") else "held back") if rnd.get("decided") and rnd["round"] > 0 \
+            else ("start" if rnd["round"] == 0 else "in progress")
+        line = f"round {rnd['round']}: {outcome}; done: {', '.join(done) or '-'}"
+        if started:
+            line += f"; started, not finished: {', '.join(started)}"
+        if rnd.get("dataset"):
+            line += f"; dataset {rnd['dataset']}"
+        wait = steps.get("wait", {})
+        if wait.get("status") == "done":
+            line += f" ({wait.get('completed')}/{wait.get('total')} records complete at the pull)"
+        lines.append(line)
+        if rnd.get("decided") and rnd["round"] > 0:
+            lines.append("   " + "; ".join(rnd.get("reasons", [])))
+    if data.get("config_changes"):
+        lines.append(f"config changed {len(data['config_changes'])} time(s): see loop.json")
+    return "\n".join(lines)
+
+
+def _done(state: LoopState, steps: dict, name: str) -> str | None:
+    step = steps.get(name, {})
+    return state.abs(step["run"]) if step.get("status") == "done" and step.get("run") else None
+
+
+def _order(name: str) -> int:
+    return STEP_ORDER.index(name) if name in STEP_ORDER else len(STEP_ORDER)
