@@ -188,3 +188,92 @@ def test_kill_9_at_three_points_then_resume_loses_no_label_and_redoes_no_step(ar
     rows = [json.loads(line) for line in (loop_dir / "round-1" / "pull" / "preferences.jsonl").read_text().splitlines()]
     assert sum(len(r["votes"]) for r in rows) == len(submitted) > 0
     assert state.rounds[1]["promoted"] is True
+
+
+def test_until_labels_then_a_failing_gate_holds_the_round_back(argilla, tiny_model, tmp_path, capsys):
+    gates = [{"name": "brand score jumps", "metric": "brand.brand_score.difference.mean", "op": ">=", "value": 0.5}]
+    config = loop_yaml(tmp_path, tiny_model, argilla, "held", gates=gates, rounds=1)
+    loop_dir = tmp_path / "held"
+    # --until labels: stops after the push; nothing is labelled or trained yet.
+    assert cli_main(["loop", "--config", str(config), "--until", "labels"]) == 0
+    state = LoopState.load(loop_dir)
+    assert state.data["phase"] == "waiting_for_labels"
+    assert set(state.rounds[1]["steps"]) == {"generate", "pairs", "push"}
+    capsys.readouterr()
+    assert cli_main(["loop", "status", str(loop_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "waiting_for_labels" in out and "round 1 labels: 0/6 records complete" in out
+
+    # Run again: the simulated annotators label, the round trains, and the gate holds it back (exit 3).
+    assert cli_main(["loop", "--config", str(config)]) == 3
+    err = capsys.readouterr().err
+    assert "round 1 was held back" in err and "brand score jumps" in err
+    state = LoopState.load(loop_dir)
+    assert state.rounds[1]["promoted"] is False and state.rounds[1]["steps"]["push"]["attempts"] == 1
+    assert state.current["policy"] == str(tiny_model)  # the starting policy stays current
+    report = (loop_dir / "report.html").read_text()
+    assert "held back" in report and "brand score jumps" in report
+
+    # A changed config is refused, naming the key; with the flag it is recorded.
+    assert cli_main(["loop", "--config", str(config), "wait.poll_seconds=2"]) == 2
+    assert "wait.poll_seconds: 0.5 -> 2.0" in capsys.readouterr().err
+    assert cli_main(["loop", "--config", str(config), "wait.poll_seconds=2", "--allow-config-change"]) == 3
+    change = LoopState.load(loop_dir).data["config_changes"]
+    assert len(change) == 1 and change[0]["changes"] == ["wait.poll_seconds: 0.5 -> 2.0"]
+
+
+def test_argilla_down_while_waiting_exits_1_and_keeps_the_state(argilla, tiny_model, tmp_path, capsys, monkeypatch):
+    config = loop_yaml(tmp_path, tiny_model, argilla, "down", rounds=1, annotators="people", simulate={})
+    data = yaml.safe_load(config.read_text())
+    data["argilla"]["retry_seconds"] = 1.0
+    config.write_text(yaml.safe_dump(data))
+    assert cli_main(["loop", "--config", str(config), "--until", "labels"]) == 0
+    from align.annotate import connection
+
+    monkeypatch.setattr(connection, "resolve", lambda cfg: ("http://127.0.0.1:9", "not-a-key", "test"))
+    assert cli_main(["loop", "--config", str(config)]) == 1
+    assert "the loop state is intact" in capsys.readouterr().err
+    steps = LoopState.load(tmp_path / "down").rounds[1]["steps"]
+    assert steps["wait"]["status"] == "started" and "pull" not in steps
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {"stages": ["dpo", "sft"]}}, "'train.stages' names unknown stage 'sft'"),
+    ({"generate": {"prompts": "recipes/brand_voice/no_such_prompts.jsonl"}}, "no_such_prompts.jsonl"),
+    ({"gates": "BAD_GATES"}, "brand.brand_scor"),
+    ({"dpo": {"betta": 0.2}}, "loop section 'dpo'"),
+    ({"dpo": {"model": "x"}}, "'dpo.model' is set by the loop"),
+])
+def test_bad_recipes_exit_2_before_anything_runs(tiny_model, tmp_path, capsys, change, message):
+    class NoServer:
+        credentials = tmp_path / "none.json"
+
+    if change.get("gates") == "BAD_GATES":
+        bad = tmp_path / "typo-gates.yaml"
+        bad.write_text(yaml.safe_dump({"gates": [{"name": "typo", "metric": "brand.brand_scor.difference.mean",
+                                                   "op": ">", "value": 0}]}))
+        change = {"gates": str(bad)}
+    config = loop_yaml(tmp_path, tiny_model, NoServer(), "bad")
+    data = yaml.safe_load(config.read_text())
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    config.write_text(yaml.safe_dump(data))
+    assert cli_main(["loop", "--config", str(config)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing made
+
+
+def test_a_loop_dir_of_another_recipe_is_refused(tiny_model, tmp_path, capsys):
+    class NoServer:
+        credentials = tmp_path / "none.json"
+
+    first = yaml.safe_load(loop_yaml(tmp_path, tiny_model, NoServer(), "one").read_text())
+    loop_dir = tmp_path / "shared-dir"
+    loop_dir.mkdir()
+    (loop_dir / "loop.json").write_text(json.dumps({"version": 1, "recipe": "another", "config": {}, "files": {},
+                                                    "rounds": [], "current": {}}))
+    first["loop_dir"] = str(loop_dir)
+    path = tmp_path / "one-moved.yaml"
+    path.write_text(yaml.safe_dump(first))
+    assert cli_main(["loop", "--config", str(path)]) == 2
+    assert "holds a loop of recipe 'another'" in capsys.readouterr().err
