@@ -87,6 +87,10 @@ def test_every_field_is_documented():
 
 def _config_class_for(path: Path):
     """configs/<stage>/x.yaml and recipes/<recipe>/<stage>.yaml -> the stage's Config class."""
+    if path.name == "loop.yaml":  # a recipe's feedback loop: `align loop --config`
+        from align.loop.config import LoopConfig
+
+        return LoopConfig
     stage = path.parent.name if path.parts[-3] == "configs" else path.stem
     group = f"{stage} {path.stem}"  # configs/annotate/pull.yaml -> `annotate pull`
     if group in COMMANDS:
@@ -107,8 +111,9 @@ def _config_class_for(path: Path):
 SHIPPED = sorted(
     p for p in list((ROOT / "configs").rglob("*.yaml")) + list((ROOT / "recipes").rglob("*.yaml"))
     # Brand-voice rubrics are data, not stage configs: tests/evaluation/test_brand_voice.py loads them.
-    # Gate lists are read by the loop, not a stage: tests/loop/test_gates.py loads them.
-    if "accelerate" not in p.parts and p.name not in ("rubric.yaml", "gates.yaml")
+    # Gate lists are read by the loop, not a stage: tests/loop/test_gates.py loads them; simulated annotator
+    # lists by `align annotate simulate`: tests/loop/test_recipes.py loads them.
+    if "accelerate" not in p.parts and p.name not in ("rubric.yaml", "annotators.yaml") and not p.name.endswith("gates.yaml")
 )
 
 
