@@ -57,6 +57,7 @@ from align.loop.config import (
 from align.loop.gates import GateResult, evaluate_gates, load_gates
 from align.loop.labels import since_start, usable_pairs, write_labels_run
 from align.loop.state import LoopState
+from align.stages.evaluate_policy import ReuseRefused
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,14 @@ class Loop:
                   "runs_dir": rd, "name": "evaluate"}
         if newest_reward and "reward_model" not in cfg.evaluate:
             wiring["reward_model"] = newest_reward
-        evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
+        try:
+            evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
+        except ReuseRefused as why:
+            # The evaluation settings changed since the current policy was evaluated (--allow-config-change):
+            # its replies cannot stand for it, so both models answer (checked before any run directory exists).
+            log.info("round %d: generating the baseline's replies again: %s", n, why)
+            wiring["baseline_replies"] = None
+            evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
         rnd["since_start"] = since_start(state.abs(state.rounds[0]["steps"]["evaluate"]["run"]), evaluation["path"])
         gates = evaluate_gates(self.specs, evaluation)
         self.decide(n, rnd, candidate, evaluation, gates.reasons if not gates.passed else [], gates, new_reward)
@@ -416,7 +424,12 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
     generate.load_prompts(gen.prompts, gen.prompt_field, gen.max_prompts)
     if has_reward:
         stage_config("score", cfg.score, {"generations": placeholder, "reward_model": placeholder, "runs_dir": ".", "name": "x"})
-    stage_config("pairs", cfg.pairs, {"generations": placeholder, "runs_dir": ".", "name": "x"})
+    pairs = stage_config("pairs", cfg.pairs, {"generations": placeholder, "runs_dir": ".", "name": "x"})
+    from align.rollout.pairs import NEEDS_SCORES
+
+    if pairs.selection in NEEDS_SCORES and not cfg.reward_model:
+        raise AlignError(f"pairs.selection={pairs.selection} needs scored candidates, but round 1 has no reward model "
+                         "to score them: set reward_model (an `align reward` run) or use selection: random")
     argilla = to_dict(cfg.argilla)
     stage_config("push", cfg.push, {"pairs": placeholder, "dataset": "x", "round": 1, "argilla": argilla, "runs_dir": ".", "name": "x"})
     stage_config("pull", cfg.pull, {"dataset": "x", "argilla": argilla, "runs_dir": ".", "name": "x"})

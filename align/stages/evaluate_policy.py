@@ -228,30 +228,34 @@ def run(cfg: Config) -> dict:
         return runs.finish(run_dir)
 
 
+class ReuseRefused(AlignError):
+    """`baseline_replies` cannot stand for the baseline (another model, other prompts or decoding)."""
+
+
 def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, engine_name: str) -> list[Completion]:
     """The policy replies of evaluation run `path`, when its policy is `baseline` and it answered the same
     prompts the same way; otherwise an AlignError naming what differs."""
     manifest = runs.read_manifest(path)
     if manifest.get("stage") != STAGE:
-        raise AlignError(f"baseline_replies={path} is a '{manifest.get('stage')}' run, not an '{STAGE}' run")
+        raise ReuseRefused(f"baseline_replies={path} is a '{manifest.get('stage')}' run, not an '{STAGE}' run")
     then = next((i for i in manifest.get("inputs", []) if i.get("role") == "policy"), {})
     fix = "; leave baseline_replies unset to generate the baseline's replies"
     if (then.get("kind"), then.get("sha256")) != (baseline.record.get("kind"), baseline.record.get("sha256")):
-        raise AlignError(f"baseline_replies={path} holds the replies of {manifest.get('notes', {}).get('policy')}, "
+        raise ReuseRefused(f"baseline_replies={path} holds the replies of {manifest.get('notes', {}).get('policy')}, "
                          f"not of the baseline {baseline.stable_ref}{fix}")
     notes, config = manifest.get("notes", {}), manifest.get("config", {})
     same = {"engine": (notes.get("engine"), engine_name), "dtype": (config.get("dtype"), cfg.dtype),
             "sampling": (notes.get("sampling"), to_dict(cfg.sampling))}
     differ = [f"{k} {a!r} there, {b!r} now" for k, (a, b) in same.items() if a != b]
     if differ:
-        raise AlignError(f"baseline_replies={path} was generated differently: {'; '.join(differ)}{fix}")
+        raise ReuseRefused(f"baseline_replies={path} was generated differently: {'; '.join(differ)}{fix}")
     with open(runs.output_path(path, manifest, "replies"), encoding="utf-8") as f:
         earlier = {(r["prompt_set"], r["prompt_id"]): r for r in map(json.loads, f)}
     out = []
     for name, prompt in prompts:
         row = earlier.get((name, prompt.prompt_id))
         if row is None or row["prompt"] != prompt.messages:
-            raise AlignError(f"baseline_replies={path} did not answer {name} prompt {prompt.prompt_id} "
+            raise ReuseRefused(f"baseline_replies={path} did not answer {name} prompt {prompt.prompt_id} "
                              f"({prompt.source}) as given now{fix}")
         mine = row["policy"]
         out.append(Completion(mine["reply"], mine["tokens"], mine["finish_reason"]))

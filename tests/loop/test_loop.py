@@ -277,3 +277,26 @@ def test_a_loop_dir_of_another_recipe_is_refused(tiny_model, tmp_path, capsys):
     path.write_text(yaml.safe_dump(first))
     assert cli_main(["loop", "--config", str(path)]) == 2
     assert "holds a loop of recipe 'another'" in capsys.readouterr().err
+
+
+def test_a_round_can_train_a_reward_model_then_learn_online_from_it(argilla, tiny_model, tmp_path):
+    """train.stages [reward, ppo] with TRL's RLOO: the round's fresh reward model is PPO's reward and the evaluation's judge."""
+    gates = [{"name": "reward model prefers the policy", "metric": "brand.rm_win_rate.mean", "op": ">=", "value": 0.0}]
+    config = loop_yaml(
+        tmp_path, tiny_model, argilla, "online", gates=gates, rounds=1,
+        train={"stages": ["reward", "ppo"], "labels": "all", "min_pairs": 2},
+        reward={"config": "configs/reward/default.yaml", "max_length": 128, "data": {"test_fraction": 0.0},
+                "training": {"max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1}},
+        ppo={"config": "configs/ppo/rloo.yaml", "prompts": "recipes/brand_voice/prompts_train.jsonl", "max_prompts": 4,
+             "steps": 1, "batch_size": 4, "num_generations": 2, "max_new_tokens": 8, "eval": {"prompts": 0}},
+    )
+    assert cli_main(["loop", "--config", str(config)]) == 0
+    loop_dir = tmp_path / "online"
+    state = LoopState.load(loop_dir)
+    ppo = runs.read_manifest(loop_dir / "round-1" / "ppo")
+    roles = {i["role"]: i for i in ppo["inputs"]}
+    assert Path(roles["reward_model"]["path"]) == (loop_dir / "round-1" / "reward").resolve()
+    assert ppo["config"]["algorithm"] == "rloo"
+    assert state.abs(state.current["reward_model"]) == str(loop_dir / "round-1" / "reward")
+    ev = runs.read_manifest(loop_dir / "round-1" / "evaluate")
+    assert "rm_win_rate" in ev["metrics"]["brand"]
