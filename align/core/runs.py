@@ -370,7 +370,7 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
         sha = (inp.get("sha256") or "")[:12]
         if inp.get("kind") == "run" and isinstance(inp.get("manifest"), dict):
             parent = inp["manifest"]
-            lines.append(f"{indent}{branch}{inp['role']}: {parent.get('stage')}  {inp['path']}  manifest {sha}")
+            lines.append(f"{indent}{branch}{inp['role']}: {parent.get('stage')}  {inp['path']}  manifest {sha}{_brief(parent)}")
             _lineage_children(parent, sub, lines)
         elif inp.get("kind") == "embedded":
             lines.append(
@@ -379,6 +379,20 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
             )
         else:
             lines.append(f"{indent}{branch}{inp['role']}: {inp.get('kind')} {inp['path']}  sha256 {sha}")
+
+
+def _brief(manifest: dict[str, Any]) -> str:
+    """What a label run brought in, on its lineage line: votes, records, annotators, simulated or not."""
+    m = manifest.get("metrics") or {}
+    if manifest.get("stage") == "annotate pull" and "votes" in m:
+        sim = m.get("simulated_votes")
+        who = f", {sim} simulated" if sim else ""
+        return f"  ({m['votes']} votes on {m.get('records', '?')} records{who})"
+    if manifest.get("stage") == "loop labels" and "usable_pairs" in m:
+        rounds = manifest.get("notes", {}).get("rounds", {})
+        people = sorted({a for r in rounds.values() for a in r.get("annotators", [])})
+        return f"  ({m['usable_pairs']} pairs from rounds {', '.join(rounds)}; annotators {', '.join(people) or '-'})"
+    return ""
 
 
 # -- hashing and versions -------------------------------------------------------------------------

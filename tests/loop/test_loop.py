@@ -84,7 +84,8 @@ def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tm
     assert sorted(labels["notes"]["rounds"]) == ["1", "2"]
     assert labels["metrics"]["records"] == 12
     tree = "\n".join(runs.lineage(current))
-    for needle in ("annotate pull", "annotate push", "pairs", "generate", "loop labels", str(tiny_model)):
+    for needle in ("annotate pull", "annotate push", "pairs", "generate", "loop labels", str(tiny_model),
+                   "votes on 6 records", "simulated)", "pairs from rounds 1, 2"):
         assert needle in tree
     # Round 2's evaluation reused round 1's policy replies as its baseline: one model generated.
     ev = runs.read_manifest(loop_dir / "round-2" / "evaluate")
