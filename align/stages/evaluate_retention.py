@@ -19,8 +19,9 @@ Metrics follow `align evaluate policy`'s shape, so the loop's gates read them th
 win rate already compare the two models, so they carry one interval: `drift.kl.mean`,
 `drift.rm_win_rate.mean`. Intervals are paired percentile bootstraps over prompts.
 
-Writes a run with `ifeval_replies.jsonl` and `drift_replies.jsonl` (every reply and its verdicts)
-and the metrics in `manifest.json`. Needs lm-eval for the IFEval part (`pip install -e ".[eval]"`);
+Writes a run with `ifeval_replies.jsonl` and `drift_replies.jsonl` (every reply and its verdicts),
+`retention.png` (IFEval accuracies of both models and the drift figures, with their intervals) and
+the metrics in `manifest.json`. Needs lm-eval for the IFEval part (`pip install -e ".[eval]"`);
 without it, and with IFEval asked for, the stage stops with exit 2 before loading any model.
 """
 
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "evaluate retention"
 IFEVAL_REPLIES = "ifeval_replies.jsonl"
+PLOT = "retention.png"
 DRIFT_REPLIES = "drift_replies.jsonl"
 MODELS = ("policy", "baseline")
 SETS = ("ifeval", "drift")
@@ -225,6 +227,8 @@ def run(cfg: Config) -> dict:
         run_dir.metrics.update(**timing)
         run_dir.notes.update(policy=policy.stable_ref, baseline=baseline.stable_ref, baseline_is_policy=same_model,
                              baseline_default=cfg.baseline is None, engine=engine_name)
+        plot(run_dir.metrics, Path(run_dir.path) / PLOT)
+        run_dir.add_output("plot", PLOT)
         log_table(run_dir.metrics)
         return runs.finish(run_dir)
 
@@ -364,3 +368,38 @@ def log_table(metrics: dict) -> None:
             log.info("%-7s %-16s policy %.3f [%.3f, %.3f]  baseline %.3f [%.3f, %.3f]  difference %+.3f [%+.3f, %+.3f]  n=%d",
                      name, metric, p["mean"], p["ci_low"], p["ci_high"], b["mean"], b["ci_low"], b["ci_high"],
                      d["mean"], d["ci_low"], d["ci_high"], p["n"])
+
+
+def plot(metrics: dict, path: Path) -> None:
+    """IFEval levels (policy vs baseline) and drift (KL, baseline-reply log-likelihood change), with intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot
+    from matplotlib import pyplot as plt
+
+    panels = [name for name in SETS if name in metrics]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        if name == "ifeval":
+            levels = [level for level in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose") if level in metrics[name]]
+            for k, role in enumerate(MODELS):
+                stats = [metrics[name][level][role] for level in levels]
+                ax.bar([i + (k - 0.5) * 0.38 for i in range(len(levels))], [s["mean"] for s in stats], 0.38, label=role,
+                       yerr=[[s["mean"] - s["ci_low"] for s in stats], [s["ci_high"] - s["mean"] for s in stats]], capsize=3)
+            ax.set_xticks(range(len(levels)), [level.replace("_", "\n") for level in levels])
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("accuracy")
+            ax.set_title(f"IFEval ({metrics[name][levels[0]]['policy']['n']} prompts), 95% intervals")
+            ax.legend()
+        else:
+            items = [("KL(policy || baseline)\nnats/token", metrics[name]["kl"]),
+                     ("baseline replies' log-lik.\nchange, nats/token", metrics[name]["baseline_logprob"]["difference"])]
+            for i, (_, s) in enumerate(items):
+                ax.errorbar([i], [s["mean"]], yerr=[[s["mean"] - s["ci_low"]], [s["ci_high"] - s["mean"]]], fmt="o", capsize=4)
+            ax.axhline(0, color="grey", linewidth=0.8)
+            ax.set_xticks(range(len(items)), [label for label, _ in items])
+            ax.set_xlim(-0.5, len(items) - 0.5)
+            ax.set_title(f"drift ({metrics[name]['kl']['n']} general prompts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -60,6 +60,7 @@ def test_policy_against_its_base(tmp_path, policy_chain, retention_files, tiny_m
     rows = lines(run / "ifeval_replies.jsonl")
     drift = lines(run / "drift_replies.jsonl")
     assert [r["key"] for r in rows] == [1, 2, 3] and len(drift) == 3
+    assert manifest["outputs"]["plot"]["path"].endswith("retention.png") and (run / "retention.png").stat().st_size > 0
     assert drift[0]["prompt"] == [{"role": "user", "content": "How do plants grow?"}]  # MT-bench: first turn
     m = manifest["metrics"]
     assert set(m["ifeval"]) == {*ifeval.LEVELS, "length_words"}
