@@ -128,3 +128,9 @@ def test_shipped_retention_gates_load_and_refuse_a_policy_that_forgot(recipe):
     # A retention gates file is checked against a retention run, not an evaluate-policy one.
     with pytest.raises(Exception, match="align evaluate retention"):
         evaluate_gates(specs, {"stage": "evaluate policy", "metrics": {}})
+
+
+def test_baseline_option_sets_the_baseline(tmp_path, tiny_model, capsys):
+    code = main(["evaluate", "retention", str(tiny_model), "--baseline", "runs/other", f"runs_dir={tmp_path}", "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and "baseline: runs/other" in out and f"policy: {tiny_model}" in out
