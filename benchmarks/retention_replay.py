@@ -36,6 +36,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded", help="starting model (a tiny local one for a smoke run)")
     ap.add_argument("--brand-tokens", type=int, default=160)
+    ap.add_argument("--brand-prompts", type=int, default=30, help="a seeded sample of the 30 held-out brand prompts")
+    ap.add_argument("--plain-run", help="reuse this SFT run (without replay) instead of training it")
+    ap.add_argument("--replay-run", help="reuse this SFT run (with replay) instead of training it")
     ap.add_argument("--replay-path", default=str(SHARED / "preferences" / "oasst_en_100_tree.jsonl"))
     ap.add_argument("--replay-format", default="preference-chosen")
     ap.add_argument("--replay-fraction", type=float, default=0.25)
@@ -68,16 +71,17 @@ def main() -> int:
     sft = ["sft", f"model={args.model}", f"data.train={REPO / 'recipes/brand_voice/sft_train.jsonl'}",
            f"max_length={args.max_length}", "training.learning_rate=3e-4", f"training.num_train_epochs={args.epochs}",
            "training.per_device_train_batch_size=6", "seed=0"]
-    plain = stage("sft-plain", sft)
-    replay = stage("sft-replay", [*sft, f"data.replay.path={args.replay_path}", f"data.replay.format={args.replay_format}",
-                                  f"data.replay.fraction={args.replay_fraction}", "data.replay.seed=0"])
+    plain = runs.read_manifest(args.plain_run) if args.plain_run else stage("sft-plain", sft)
+    replay = runs.read_manifest(args.replay_run) if args.replay_run else stage("sft-replay", [
+        *sft, f"data.replay.path={args.replay_path}", f"data.replay.format={args.replay_format}",
+        f"data.replay.fraction={args.replay_fraction}", "data.replay.seed=0"])
     retention = stage("retention", [
         "evaluate", "retention", replay["path"], "--baseline", plain["path"],
         "--config", str(REPO / "configs/evaluate/retention.yaml"), f"engine={args.engine}", "drift.paths=[]",
         f"ifeval.limit={args.ifeval_limit}", f"ifeval.max_tokens={args.ifeval_tokens}", "vllm.lora=merge"])
     brand = stage("brand", [
         "evaluate", "policy", replay["path"], f"baseline={plain['path']}", f"engine={args.engine}",
-        f"brand.paths=[{REPO / 'recipes/brand_voice/prompts_eval.jsonl'}]",
+        f"brand.paths=[{REPO / 'recipes/brand_voice/prompts_eval.jsonl'}]", f"brand.max_prompts={args.brand_prompts}",
         f"brand_rubric={REPO / 'recipes/brand_voice/rubric.yaml'}", f"sampling.max_tokens={args.brand_tokens}", "vllm.lora=merge"])
 
     ifeval = retention["metrics"]["ifeval"]
@@ -86,6 +90,7 @@ def main() -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "sft": {name: {"run": m["path"], "examples": m["notes"]["data"]["examples_trained"],
+                       "wall_time_s": m.get("wall_time_s"), "config_training": m["config"].get("training"),
                        "replay": m["notes"]["data"].get("replay"), "train_loss": m["metrics"].get("train_loss"),
                        "steps": m["metrics"].get("global_step")} for name, m in (("plain", plain), ("replay", replay))},
         "ifeval": {
