@@ -153,9 +153,10 @@ def run(cfg: Config) -> dict:
     baseline = _policy_source(baseline_ref, "baseline", cfg.trust_remote_code)
     reward = _reward_source(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     tokenizer = load_tokenizer(policy, cfg.trust_remote_code)
-    if drift_prompts and load_tokenizer(baseline, cfg.trust_remote_code).get_vocab() != tokenizer.get_vocab():
-        raise AlignError(f"policy {policy.stable_ref} and baseline {baseline.stable_ref} have different vocabularies: "
-                         "the per-token KL compares next-token distributions; give a baseline with the policy's tokenizer")
+    # One tokenizer encodes both models' prompts, and the KL compares next-token distributions id by id.
+    if load_tokenizer(baseline, cfg.trust_remote_code).get_vocab() != tokenizer.get_vocab():
+        raise AlignError(f"policy {policy.stable_ref} and baseline {baseline.stable_ref} have different vocabularies; "
+                         "retention compares a policy with a model of the same tokenizer (its base or an earlier round)")
     jobs = {}
     context = context_length(policy.base_dir)
     if ifeval_prompts:
@@ -382,6 +383,8 @@ def plot(metrics: dict, path: Path) -> None:
     for ax, name in zip(axes[0], panels):
         if name == "ifeval":
             levels = [level for level in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose") if level in metrics[name]]
+            if not levels:  # nothing scorable (reported in notes.ifeval.unscored)
+                continue
             for k, role in enumerate(MODELS):
                 stats = [metrics[name][level][role] for level in levels]
                 ax.bar([i + (k - 0.5) * 0.38 for i in range(len(levels))], [s["mean"] for s in stats], 0.38, label=role,
