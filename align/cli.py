@@ -26,6 +26,8 @@ class Command:
     summary: str
     positional: tuple[str, ...] = ()
     """Config keys filled from positional arguments, e.g. `align annotate push RUN` sets `pairs`."""
+    options: tuple[str, ...] = ()
+    """Config keys also accepted as `--key VALUE`, e.g. `align evaluate retention RUN --baseline RUN`."""
 
 
 # Stage commands. Modules are imported only when their command runs, so `align --help` is instant
@@ -37,6 +39,7 @@ COMMANDS: dict[str, Command] = {
     "ppo": Command("align.stages.ppo", "online RL from a reward model: PPO, RLOO or GRPO"),
     "evaluate reward": Command("align.stages.evaluate", "pairwise accuracy and margin of a reward model"),
     "evaluate policy": Command("align.stages.evaluate_policy", "policy vs baseline: refusals, over-refusal, brand voice, win rate, with intervals", ("policy",)),
+    "evaluate retention": Command("align.stages.evaluate_retention", "what fine-tuning cost: IFEval, KL and drift vs the base, with intervals", ("policy",), ("baseline",)),
     "generate": Command("align.stages.generate", "sample responses from a policy (vLLM or transformers)"),
     "score": Command("align.stages.score", "add reward-model scores to a generation run", ("generations",)),
     "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),
@@ -129,6 +132,8 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
                         help="print the resolved config, read and count the inputs (no model weights loaded), and exit")
     for key in cmd.positional:
         parser.add_argument(key, nargs="?", help=f"sets `{key}`")
+    for key in cmd.options:
+        parser.add_argument(f"--{key}", help=f"sets `{key}`")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args, unknown = parser.parse_known_intermixed_args(argv)  # options may follow the positional
     if unknown:
@@ -147,6 +152,9 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
                 overrides.insert(0, value)
             else:
                 overrides.insert(0, f"{key}={value}")
+    for key in cmd.options:
+        if getattr(args, key) is not None:
+            overrides.insert(0, f"{key}={getattr(args, key)}")
     cfg = load_config(module.Config, args.config, overrides)
     if args.dry_run:
         if hasattr(module, "dry_run"):  # a stage whose dry run previews its effect (align redact)
@@ -170,7 +178,7 @@ def stage_help(name: str, cmd: Command, module) -> str:
     from align.core.config import describe
 
     doc = (module.__doc__ or cmd.summary).strip()
-    pos = " ".join(k.upper() for k in cmd.positional)
+    pos = " ".join([*(k.upper() for k in cmd.positional), *(f"[--{k} {k.upper()}]" for k in cmd.options)])
     keys = "\n".join("  " + line for line in describe(module.Config))
     return (
         f"usage: align {name} [--config FILE] {pos + ' ' if pos else ''}[key=value ...] [--dry-run]\n\n"

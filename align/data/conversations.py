@@ -10,7 +10,8 @@ Formats:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from align.core.errors import AlignError
@@ -37,6 +38,34 @@ class SFTDataConfig:
     """Seed of the held-out split and of the sample."""
     check_upstream_split: bool = True
     """Refuse when an upstream run trained on prompts left out here; false skips the check (recorded)."""
+    replay: ReplayConfig = field(default_factory=lambda: ReplayConfig())
+    """General conversations mixed in so a behavioural round keeps what the model knew (off by default)."""
+
+
+@dataclass
+class ReplayConfig:
+    """Replay: general SFT data mixed into a behavioural SFT round, a guard against forgetting.
+
+    The task examples are all kept; `fraction` of the final mix is replay, i.e.
+    round(n_task * fraction / (1 - fraction)) replay examples, a seeded sample of `path` (after the
+    same token budget as the task data). Asking for more than `path` holds is an error, not a smaller mix.
+    """
+
+    path: str = ""
+    """General conversations in any SFT format (e.g. OASST's best-ranked replies, format preference-chosen); empty = off."""
+    format: Format = "auto"
+    """auto | messages | prompt-completion | preference-chosen."""
+    fraction: float = 0.0
+    """Share of the training examples that are replay, in [0, 1); 0 = off."""
+    seed: int = 0
+    """Seed of the replay sample."""
+
+    def __post_init__(self):
+        if not 0 <= self.fraction < 1:
+            raise AlignError(f"'data.replay.fraction' must be in [0, 1), got {self.fraction}")
+        if bool(self.path) != (self.fraction > 0):
+            raise AlignError(f"data.replay needs both a path and a fraction above 0 (got path={self.path!r}, "
+                             f"fraction={self.fraction}); set both, or neither to train without replay")
 
 
 def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any]], dict[str, int], list[Any]]:
@@ -51,7 +80,36 @@ def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any
         report.update(budget)
     rows = sample(rows, cfg.max_examples, cfg.seed)
     report["examples_used"] = len(rows)
+    if cfg.replay.path:
+        replay, report["replay"] = replay_examples(cfg.replay, len(rows), fits)
+        rows = rows + replay
     return rows, report, [r["prompt"] for r in held_out]
+
+
+def replay_pool(cfg: ReplayConfig) -> list[dict[str, Any]]:
+    """Every distinct replay example (preference data repeats a chosen reply across its pairs)."""
+    rows, _, _ = sft_pool(SFTDataConfig(train=cfg.path, format=cfg.format))
+    seen, unique = set(), []
+    for row in rows:
+        key = json.dumps([row["prompt"], row["completion"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
+
+
+def replay_examples(cfg: ReplayConfig, n_task: int, fits=None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The replay sample for `n_task` task examples, and what the manifest records about it."""
+    pool = replay_pool(cfg)
+    if fits is not None:
+        pool, _ = fits(pool, "replay examples")
+    want = round(n_task * cfg.fraction / (1 - cfg.fraction))
+    if want > len(pool):
+        raise AlignError(f"data.replay.fraction={cfg.fraction} with {n_task} task examples needs {want} replay examples; "
+                         f"{cfg.path} has {len(pool)} that fit max_length. Lower the fraction or give more replay data")
+    rows = sample(pool, want, cfg.seed)
+    return rows, {"path": cfg.path, "fraction": cfg.fraction, "examples": len(rows), "available": len(pool),
+                  "share_of_mix": round(len(rows) / max(n_task + len(rows), 1), 4)}
 
 
 def sft_pool(cfg: SFTDataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:

@@ -128,7 +128,7 @@ def _locate(record: dict[str, Any] | None, own_train: str) -> tuple[str | None, 
 
 
 def _trained_prompt_keys(manifest: dict[str, Any], own_train: str) -> tuple[set[str] | None, str]:
-    from align.data.conversations import SFTDataConfig, sft_pool
+    from align.data.conversations import ReplayConfig, SFTDataConfig, replay_pool, sft_pool
     from align.data.preferences import PreferenceDataConfig, training_pool
 
     inputs = {i.get("role"): i for i in manifest.get("inputs", [])}
@@ -142,7 +142,13 @@ def _trained_prompt_keys(manifest: dict[str, Any], own_train: str) -> tuple[set[
             return None, why.replace("training data", "test data")
         data["test"] = test
     if manifest.get("stage") == "sft":
-        rows, _, _ = sft_pool(build(SFTDataConfig, data, "data."))
+        rows, _, _ = sft_pool(build(SFTDataConfig, {**data, "replay": {}}, "data."))
+        replay = data.get("replay") or {}
+        if replay.get("path"):  # replayed conversations were trained on too
+            path, why = _locate(inputs.get("data.replay"), "")
+            if path is None:
+                return None, why.replace("training data", "replay data")
+            rows = rows + replay_pool(build(ReplayConfig, {**replay, "path": path}, "data.replay."))
     else:
         _, rows, _ = training_pool(build(PreferenceDataConfig, data, "data."))
     return {prompt_key(r["prompt"]) for r in rows}, ""

@@ -1,7 +1,7 @@
 """Gates: the conditions a round's evaluation must meet before its policy is promoted.
 
-A gate names one number of an `align evaluate policy` manifest by a dotted path into its metrics,
-a comparison and a threshold:
+A gate names one number of an `align evaluate policy` or `align evaluate retention` manifest by a
+dotted path into its metrics, a comparison and a threshold:
 
     - name: brand voice improves
       metric: brand.brand_score.difference.ci_low   # <prompt set>.<metric>.<model>.<statistic>
@@ -13,7 +13,9 @@ a comparison and a threshold:
       value: 0.5
 
 Prompt sets, metrics, models and statistics are the ones evaluate policy writes (see
-align/stages/evaluate_policy.py): a path it can never produce is an AlignError when the gates are
+align/stages/evaluate_policy.py) and, for the `ifeval` and `drift` sets, evaluate retention (e.g.
+`ifeval.prompt_strict.difference.mean`, `drift.kl.mean`; align/stages/evaluate_retention.py). A
+gates file is checked against the run of the stage that writes its sets. A path it can never produce is an AlignError when the gates are
 read, naming the gate and the nearest valid name, so a recipe with a misspelt gate fails before
 anything runs. A path it can produce but did not this time (a win rate evaluated without a reward
 model, a prompt set left out) fails the gate with that reason: a gate never passes on a number it
@@ -32,16 +34,24 @@ from typing import Any
 from align.core import runs
 from align.core.config import build, read_yaml
 from align.core.errors import AlignError, nearest
-from align.stages.evaluate_policy import MODELS, SETS, STAGE
+from align.stages import evaluate_retention as retention
+from align.stages.evaluate_policy import MODELS, STAGE
+from align.stages.evaluate_policy import SETS as POLICY_SETS
 
 # What evaluate policy writes per prompt set: metric -> the sets it can appear in. rm_* need a reward model.
 METRICS: dict[str, tuple[str, ...]] = {
-    "refusal_rate": SETS,
-    "length_words": SETS,
+    "refusal_rate": POLICY_SETS,
+    "length_words": POLICY_SETS + retention.SETS,
     "brand_score": ("brand",),
-    "rm_reward": SETS,
+    "rm_reward": POLICY_SETS + ("drift",),
+    **{m: (name,) for name, names in retention.METRICS.items() for m in names if m not in ("length_words", "rm_reward")},
 }
 WIN_RATE = "rm_win_rate"  # one interval per set, no policy/baseline/difference level
+# Metrics that carry one interval (they already compare the two models): metric -> the sets that have it.
+SINGLE: dict[str, tuple[str, ...]] = {WIN_RATE: POLICY_SETS + ("drift",), "kl": ("drift",)}
+# Which stage writes which prompt sets: gates read evaluate policy and evaluate retention runs alike.
+STAGES: dict[str, tuple[str, ...]] = {STAGE: POLICY_SETS, retention.STAGE: retention.SETS}
+SETS = POLICY_SETS + retention.SETS
 ROLES = (*MODELS, "difference")
 STATS = ("mean", "ci_low", "ci_high", "n")
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -56,7 +66,7 @@ class GateSpec:
     name: str = ""
     """What the gate protects, in a few words; shown in the report and in the reason a round is held back."""
     metric: str = ""
-    """Dotted path into the evaluate-policy metrics: <set>.<metric>.<policy|baseline|difference>.<stat>, or <set>.rm_win_rate.<stat>."""
+    """Dotted path into the evaluation's metrics: <set>.<metric>.<policy|baseline|difference>.<stat>, or <set>.rm_win_rate.<stat> / drift.kl.<stat>."""
     op: str = ">="
     """Comparison: > >= < <= ==."""
     value: float = 0.0
@@ -131,16 +141,16 @@ def parse_metric(metric: str, label: str) -> tuple[str, ...]:
     prompt_set = parts[0]
     if prompt_set not in SETS:
         raise AlignError(f"{label}: metric '{metric}': unknown prompt set '{prompt_set}'{nearest(prompt_set, SETS)}; "
-                         f"evaluate policy has {', '.join(SETS)}")
-    names = [m for m, sets in METRICS.items() if prompt_set in sets] + [WIN_RATE]
+                         f"evaluate policy has {', '.join(POLICY_SETS)}, evaluate retention {', '.join(retention.SETS)}")
+    names = [m for m, sets in {**METRICS, **SINGLE}.items() if prompt_set in sets]
     name = parts[1] if len(parts) > 1 else ""
     if name not in names:
-        hint = nearest(name, [*METRICS, WIN_RATE])
+        hint = nearest(name, [*METRICS, *SINGLE])
         extra = " (brand_score exists only for the brand set)" if name == "brand_score" else ""
         raise AlignError(f"{label}: metric '{metric}': unknown metric '{name}' for prompt set '{prompt_set}'"
                          f"{hint if not extra else extra}; valid: {', '.join(names)}")
-    want = 3 if name == WIN_RATE else 4
-    if name != WIN_RATE:
+    want = 3 if name in SINGLE else 4
+    if name not in SINGLE:
         role = parts[2] if len(parts) > 2 else ""
         if role not in ROLES:
             raise AlignError(f"{label}: metric '{metric}': '{role}' is not one of {', '.join(ROLES)}{nearest(role, ROLES)}")
@@ -149,7 +159,7 @@ def parse_metric(metric: str, label: str) -> tuple[str, ...]:
         raise AlignError(f"{label}: metric '{metric}': statistic '{stat}' is not one of {', '.join(STATS)}"
                          f"{nearest(stat, STATS)}")
     if len(parts) != want:
-        shape = "<set>.rm_win_rate.<stat>" if name == WIN_RATE else "<set>.<metric>.<model>.<stat>"
+        shape = f"<set>.{name}.<stat>" if name in SINGLE else "<set>.<metric>.<model>.<stat>"
         raise AlignError(f"{label}: metric '{metric}' has {len(parts)} parts; the shape is {shape}, {example}")
     return tuple(parts)
 
@@ -190,12 +200,19 @@ def load_gates(path: str | Path, sets: tuple[str, ...] | None = None, reward_mod
 
 
 def evaluate_gates(specs: list[GateSpec], manifest: dict[str, Any] | str | Path) -> GateResult:
-    """Check every gate against an evaluate-policy manifest (the dict, or its run directory)."""
+    """Check every gate against an evaluate-policy or evaluate-retention manifest (the dict, or its run directory)."""
     if not isinstance(manifest, dict):
         manifest = runs.read_manifest(manifest)
-    if manifest.get("stage") != STAGE:
-        raise AlignError(f"gates read an '{STAGE}' run; {manifest.get('path', 'the manifest given')} is a "
-                         f"'{manifest.get('stage')}' run")
+    stage = manifest.get("stage")
+    if stage not in STAGES:
+        raise AlignError(f"gates read an '{STAGE}' or '{retention.STAGE}' run; {manifest.get('path', 'the manifest given')} "
+                         f"is a '{stage}' run")
+    foreign = [s for s in specs if s.path[0] not in STAGES[stage]]
+    if foreign:
+        owner = next(name for name, sets in STAGES.items() if foreign[0].path[0] in sets)
+        raise AlignError(f"gate '{foreign[0].name}' reads {foreign[0].metric}, which `align {owner}` writes; "
+                         f"{manifest.get('path', 'the manifest given')} is a '{stage}' run: check each gates file "
+                         f"against its own evaluation (e.g. retention_gates.yaml against `align evaluate retention`)")
     metrics = manifest.get("metrics", {})
     return GateResult([_check(spec, metrics) for spec in specs])
 

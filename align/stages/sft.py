@@ -1,7 +1,9 @@
 """Supervised fine-tuning (TRL SFTTrainer) on conversations.
 
 Supports: `model: embedded`, any local Hugging Face directory or an earlier run; LoRA (default) or
-full fine-tuning; conversation files in the formats of `align/data/conversations.py`.
+full fine-tuning; conversation files in the formats of `align/data/conversations.py`; replay of
+general conversations mixed in at `data.replay.fraction` (a guard against forgetting; counted in the
+manifest's `notes.data.replay`).
 Loss falls on the last assistant turn only (TRL's prompt-completion format): the model learns the
 replies, not to imitate users. Examples over `max_length` tokens are counted and left out rather
 than truncated (truncation would cut the reply the loss is on).
@@ -79,6 +81,8 @@ def run(cfg: Config) -> dict:
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("model", source.record)
         run_dir.add_input("data.train", cfg.data.train)
+        if cfg.data.replay.path:
+            run_dir.add_input("data.replay", cfg.data.replay.path)
 
         run_dir.notes["data"] = ready.report["data"]
         run_dir.notes["split"] = ready.report["split"]
@@ -100,7 +104,9 @@ def run(cfg: Config) -> dict:
             )
         attach_logging(trainer, run_dir, {"loss": "loss", "mean_token_accuracy": "token_acc"})
         run_dir.notes["parameters"] = count_trainable(trainer.model)
-        log.info("sft: %d examples, %s", len(rows), run_dir.notes["parameters"])
+        replay = ready.report["data"].get("replay")
+        log.info("sft: %d examples%s, %s", len(rows), f" ({replay['examples']} of them replay)" if replay else "",
+                 run_dir.notes["parameters"])
         with trainer_refusals("SFTTrainer", cfg.training, building=False):
             trainer.train()
 

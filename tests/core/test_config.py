@@ -111,7 +111,8 @@ def _config_class_for(path: Path):
 SHIPPED = sorted(
     p for p in list((ROOT / "configs").rglob("*.yaml")) + list((ROOT / "recipes").rglob("*.yaml"))
     # Brand-voice rubrics are data, not stage configs: tests/evaluation/test_brand_voice.py loads them.
-    # Gate lists are read by the loop, not a stage: tests/loop/test_gates.py loads them; simulated annotator
+    # Gate lists are read by the loop, not a stage: tests/loop/test_gates.py (and, for retention_gates.yaml,
+    # tests/evaluation/test_evaluate_retention.py) load them; simulated annotator
     # lists by `align annotate simulate`: tests/loop/test_recipes.py loads them.
     if "accelerate" not in p.parts and p.name not in ("rubric.yaml", "annotators.yaml") and not p.name.endswith("gates.yaml")
 )
