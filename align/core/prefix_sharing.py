@@ -19,7 +19,7 @@ adapter disabled; full: the reference model, also wrapped) run unchanged.
   with its own copy of it (one extra token per pair), and TRL's fused LM head scores the packed row
   with pre-shifted labels (`shift_labels`).
 
-`auto` packs a batch when that makes it fewer tokens (padding included) than the unshared batch;
+`prefix_sharing: auto` (the default) packs a batch when that makes it fewer tokens (padding included) than the unshared batch;
 the attention mask must be one the model's attention accepts as a 4-D tensor (sdpa, eager).
 """
 
@@ -28,15 +28,18 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from align.core.errors import AlignError
 
+if TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
-PrefixSharing = Literal["auto", "on", "off"]
+# What a config says: true, false or auto (YAML reads `on`/`off` as true/false, so those work too).
+PrefixSharing = Literal["auto"] | bool
+Mode = Literal["auto", "on", "off"]
 # Attention implementations that take an explicit additive 4-D mask (flash-attention kernels do not).
 MASKABLE_ATTENTION = ("sdpa", "eager")
 
@@ -70,6 +73,8 @@ class PackedPairs:
         sees only itself, so no softmax row is empty (an empty row gives NaN, and NaN reaches the
         gradients even where the output is ignored).
         """
+        import torch
+
         seg = self.segment
         length = seg.size(1)
         causal = torch.ones(length, length, dtype=torch.bool, device=seg.device).tril()
@@ -82,6 +87,8 @@ class PackedPairs:
 
     def gather(self, packed: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """`packed[r % B, positions[r, ...]]` for each standard row r: values back in TRL's layout."""
+        import torch
+
         rows = torch.arange(2 * self.pairs, device=packed.device) % self.pairs
         return packed[rows[:, None], positions]
 
@@ -97,6 +104,8 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: to
     `shared[i]` tokens at the start of pair i go in once; they must be equal in both rows (the caller
     passes at most their common prefix).
     """
+    import torch
+
     rows, width = input_ids.shape
     if rows % 2:
         raise ValueError(f"a paired batch has an even number of rows (chosen then rejected), got {rows}")
@@ -146,7 +155,7 @@ def worth_packing(packed: PackedPairs, input_ids: torch.Tensor) -> bool:
 class PrefixSharer:
     """Wraps a model's forward for paired batches; see the module docstring."""
 
-    def __init__(self, mode: PrefixSharing, pad_token_id: int):
+    def __init__(self, mode: Mode, pad_token_id: int):
         self.mode = mode
         self.pad_token_id = pad_token_id
         self.packed_batches = 0
@@ -171,6 +180,8 @@ class PrefixSharer:
     # -- reward model ----------------------------------------------------------------------------
     def wrap_reward_model(self, model) -> None:
         """Replace the forward of `model` (a transformers sequence classifier) while `self.active`."""
+        import torch
+
         from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
         original = model.forward
@@ -227,6 +238,8 @@ class PrefixSharer:
 
 
 def _last_non_pad(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    import torch
+
     # transformers' rule for sequence classifiers: the rightmost token that is not the pad token.
     if pad_token_id is None:
         raise AlignError("prefix sharing for a reward model needs the model's pad_token_id set")
@@ -237,6 +250,8 @@ def _last_non_pad(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Te
 def _dpo_shared_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The prompt minus its last token (both replies are predicted from that last position), and never
     past where the two rows differ (truncation can make the prompts differ)."""
+    import torch
+
     pairs = input_ids.size(0) // 2
     width = labels.size(1)
     scored = labels != -100
@@ -247,6 +262,8 @@ def _dpo_shared_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, la
 
 def _packed_shift_labels(packed: PackedPairs, labels: torch.Tensor) -> torch.Tensor:
     """Labels for the packed rows, pre-shifted: position q is scored on the next token of q's own row."""
+    import torch
+
     rows, width = labels.shape
     shift = torch.full_like(packed.input_ids, -100)
     next_labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
@@ -258,6 +275,8 @@ def _packed_shift_labels(packed: PackedPairs, labels: torch.Tensor) -> torch.Ten
 
 def _unpack_token_outputs(outputs, packed: PackedPairs, labels: torch.Tensor):
     """TRL's fused-head per-token fields back to its (2B, T-1) layout; zero where there is no label, as TRL's are."""
+    import torch
+
     width = labels.size(1) - 1
     positions = packed.index[:, :width]
     scored = labels[:, 1:] != -100
@@ -270,7 +289,7 @@ def _unpack_token_outputs(outputs, packed: PackedPairs, labels: torch.Tensor):
     return outputs
 
 
-def check_attention(model, mode: PrefixSharing) -> PrefixSharing:
+def check_attention(model, mode: Mode) -> Mode:
     """`on` with an attention implementation that cannot take the mask is an error; `auto` turns off."""
     if mode == "off":
         return mode
@@ -279,17 +298,18 @@ def check_attention(model, mode: PrefixSharing) -> PrefixSharing:
         return mode
     if mode == "on":
         raise AlignError(
-            f"prefix_sharing=on needs an attention implementation that takes a 4-D mask ({', '.join(MASKABLE_ATTENTION)}); "
-            f"the model uses '{implementation}'; set prefix_sharing=auto or off"
+            f"prefix_sharing=true needs an attention implementation that takes a 4-D mask ({', '.join(MASKABLE_ATTENTION)}); "
+            f"the model uses '{implementation}'; set prefix_sharing=auto or false"
         )
     log.info("prefix sharing off: the model's attention (%s) takes no 4-D mask", implementation)
     return "off"
 
 
-def reward_trainer_class(mode: PrefixSharing):
+def reward_trainer_class(setting: PrefixSharing):
     """TRL's RewardTrainer, or a subclass whose loss runs each pair as one packed row."""
     from trl import RewardTrainer
 
+    mode = normalize(setting)
     if mode == "off":
         return RewardTrainer
 
@@ -312,10 +332,11 @@ def reward_trainer_class(mode: PrefixSharing):
     return PrefixSharingRewardTrainer
 
 
-def dpo_trainer_class(mode: PrefixSharing):
+def dpo_trainer_class(setting: PrefixSharing):
     """TRL's DPOTrainer, or a subclass whose policy and reference run each pair as one packed row."""
     from trl import DPOTrainer
 
+    mode = normalize(setting)
     if mode == "off":
         return DPOTrainer
 
@@ -340,3 +361,18 @@ def dpo_trainer_class(mode: PrefixSharing):
 
 def _unwrap_peft(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def normalize(setting: PrefixSharing | str) -> Mode:
+    """A config's value as auto, on or off."""
+    if setting in ("auto", "on", "off"):
+        return setting
+    if isinstance(setting, bool):
+        return "on" if setting else "off"
+    raise AlignError(f"prefix_sharing must be true, false or auto; got {setting!r}")
+
+
+def report(trainer, setting: PrefixSharing) -> dict[str, int | str]:
+    """What the manifest records: the setting, the mode run and how many batches were packed (this process)."""
+    sharer = getattr(trainer, "prefix_sharer", None)
+    return {"requested": normalize(setting), **(sharer.stats() if sharer is not None else {"mode": "off"})}

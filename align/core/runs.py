@@ -179,7 +179,7 @@ class Run:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config": self.config,
             "versions": package_versions(),
-            "host": {"python": platform.python_version(), "platform": platform.platform()},
+            "host": {"python": platform.python_version(), "platform": platform.platform(), "processes": self.world_size},
             "inputs": self.inputs,
             "outputs": self.outputs,
             "metrics": self.metrics,

@@ -109,7 +109,7 @@ def assert_same_computation(stage, model_dir, rows, lora, tmp_path, max_length=2
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
 def test_shared_prefix_equals_unshared_on_tiny_model(stage, lora, tiny_model, shared_data, tmp_path):
     rows = hh_rows(shared_data, tmp_path, 24)
-    inputs, metrics = assert_same_computation(stage, tiny_model, rows, lora, tmp_path)
+    _, metrics = assert_same_computation(stage, tiny_model, rows, lora, tmp_path)
     if stage == "dpo":
         assert metrics["logps/chosen"] != 0 and metrics["rewards/margins"] == metrics["rewards/margins"]
 
@@ -130,3 +130,31 @@ def test_auto_leaves_batches_alone_when_packing_would_not_save(tiny_model, tmp_p
     trainer = build_trainer("reward", tiny_model, rows, True, "auto", 256, tmp_path, 4)
     loss_metrics_grads(trainer)
     assert trainer.prefix_sharer.packed_batches == 0 and trainer.prefix_sharer.unpacked_batches == 1
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+def test_stage_trains_with_prefix_sharing_on(stage, tiny_model, shared_data, tmp_path):
+    import math
+
+    from align.core.config import load_config
+    from align.stages import dpo, reward
+    from tests.stages.test_training_stages import FAST, assert_complete_manifest, hh_sample, lora_b_changed
+
+    module = {"reward": reward, "dpo": dpo}[stage]
+    manifest = module.run(load_config(module.Config, None, [
+        f"model={tiny_model}", f"data.train={hh_sample(shared_data, tmp_path)}", "data.test_fraction=0.3",
+        f"runs_dir={tmp_path / 'runs'}", "prefix_sharing=on", *FAST]))
+    on_disk = assert_complete_manifest(manifest, stage)
+    sharing = on_disk["notes"]["prefix_sharing"]
+    assert sharing["requested"] == "on" and sharing["mode"] == "on" and sharing["packed_batches"] >= 2
+    assert sharing["positions_saved"] > 0
+    assert math.isfinite(on_disk["metrics"]["train_loss"]) and lora_b_changed(manifest["path"])
+
+
+def test_unknown_prefix_sharing_value_is_refused():
+    from align.core.config import load_config
+    from align.core.errors import AlignError
+    from align.stages import reward
+
+    with pytest.raises(AlignError, match="prefix_sharing"):
+        load_config(reward.Config, None, ["prefix_sharing=maybe"])
