@@ -7,7 +7,7 @@ Pairs: HH-RLHF harmless (../shared/data/preferences, MIT), the first `--pairs` t
 `--max-length` tokens (align's own length check). Model: the embedded SmolLM2-135M-Instruct. For the
 reward model and for DPO, with LoRA and with full fine-tuning, two TRL trainers are built exactly as
 `align reward` / `align dpo` build them (align's training defaults, the stage's batch size), one
-with `prefix_sharing=off` (plain TRL) and one with `on`. Each batch then goes through a training
+with `prefix_sharing=off` (plain TRL) and one with `on` (batch sizes: the stage configs', or `--reward-batch` / `--dpo-batch`). Each batch then goes through a training
 step's compute (loss, including DPO's reference pass, and backward) in both, alternating which runs
 first, so load from other processes on the machine hits both alike; weights are not updated, so both
 see identical weights and the losses must agree. Recorded per setting: seconds per batch for each,
@@ -22,6 +22,7 @@ import gzip
 import json
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,13 +74,27 @@ def build(stage: str, sharing: str, lora: bool, rows: list[dict], source, tokeni
         peft_config=peft_config(LoraConfig(), "CAUSAL_LM") if lora else None)
 
 
-def step_compute(trainer, inputs) -> tuple[float, float]:
-    """Seconds for loss + backward on one batch, and the loss."""
+def step_compute(trainer, inputs) -> tuple[float, float, float]:
+    """Seconds for loss + backward on one batch, the loss, and the peak resident memory (GB) meanwhile."""
+    import psutil
+
     trainer.model.zero_grad(set_to_none=True)
+    process, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            done.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
-    return time.perf_counter() - start, loss.item()
+    elapsed = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return elapsed, loss.item(), peak[0] / 2**30
 
 
 def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, steps: int) -> dict:
@@ -90,6 +105,7 @@ def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, st
         shared.model.train()
         batches = list(plain.get_train_dataloader())[:steps]
         seconds = {"off": 0.0, "on": 0.0}
+        peak_gb = {"off": 0.0, "on": 0.0}
         loss_gap = 0.0
         positions_off = positions_on = 0
         for i, batch in enumerate(batches):
@@ -98,8 +114,9 @@ def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, st
             order = [("off", plain, inputs_plain), ("on", shared, inputs_shared)]
             losses = {}
             for mode, trainer, inputs in order if i % 2 == 0 else order[::-1]:
-                elapsed, losses[mode] = step_compute(trainer, inputs)
+                elapsed, losses[mode], peak = step_compute(trainer, inputs)
                 seconds[mode] += elapsed
+                peak_gb[mode] = max(peak_gb[mode], peak)
             loss_gap = max(loss_gap, abs(losses["on"] - losses["off"]))
             positions_off += batch["input_ids"].numel()
             # The policy (and, for full DPO, the reference) packs each batch once per forward.
@@ -114,6 +131,8 @@ def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, st
             "seconds_per_batch": {m: round(s / len(batches), 3) for m, s in seconds.items()},
             "pairs_per_s": {m: round(pairs / s, 3) for m, s in seconds.items()},
             "speedup": round(seconds["off"] / seconds["on"], 3),
+            # Resident memory of the whole process (both trainers' weights included) during each setting's steps.
+            "peak_rss_gb": {m: round(g, 2) for m, g in peak_gb.items()},
             "positions": {"off": positions_off, "on": positions_on},
             "max_abs_loss_difference": loss_gap,
         }
@@ -125,6 +144,8 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=24, help="pairs loaded (at most steps x batch are used)")
     parser.add_argument("--steps", type=int, default=3, help="batches measured per setting")
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--reward-batch", type=int, default=STAGE_BATCH["reward"], help="pairs per reward-model batch")
+    parser.add_argument("--dpo-batch", type=int, default=STAGE_BATCH["dpo"], help="pairs per DPO batch")
     parser.add_argument("--stages", default="reward,dpo")
     parser.add_argument("--tuning", default="lora,full")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "prefix_sharing.json"))
@@ -133,6 +154,8 @@ def main() -> int:
     import torch
 
     from align.models import load_tokenizer, resolve_model
+
+    STAGE_BATCH.update(reward=args.reward_batch, dpo=args.dpo_batch)
 
     source = resolve_model("embedded")
     tokenizer = load_tokenizer(source)
