@@ -223,7 +223,9 @@ class PrefixSharer:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             attention_mask = kwargs.get("attention_mask")
             packed = None
-            if fused_lm_head and labels is not None and kwargs.get("inputs_embeds") is None and len(args) <= 1:
+            # MoE router losses take the 2-D padding mask; those batches stay unpacked.
+            if (fused_lm_head and labels is not None and kwargs.get("inputs_embeds") is None and len(args) <= 1
+                    and not kwargs.get("output_router_logits")):
                 packed = sharer.plan(input_ids, attention_mask, _dpo_shared_length(input_ids, attention_mask, labels))
             if packed is None:
                 return original(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
@@ -290,18 +292,23 @@ def _unpack_token_outputs(outputs, packed: PackedPairs, labels: torch.Tensor):
 
 
 def check_attention(model, mode: Mode) -> Mode:
-    """`on` with an attention implementation that cannot take the mask is an error; `auto` turns off."""
+    """`on` with attention the packed mask cannot express is an error; `auto` turns sharing off.
+
+    The mask must go to the attention as a 4-D tensor (sdpa, eager), and every layer must attend to
+    the whole context: a sliding-window layer would need the window built into the packed mask.
+    """
     if mode == "off":
         return mode
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
-    if implementation in MASKABLE_ATTENTION:
+    text_config = model.config.get_text_config()
+    windowed = getattr(text_config, "sliding_window", None) and getattr(text_config, "use_sliding_window", True)
+    if implementation in MASKABLE_ATTENTION and not windowed:
         return mode
+    reason = (f"the model's attention is '{implementation}', which takes no 4-D mask ({', '.join(MASKABLE_ATTENTION)} do)"
+              if implementation not in MASKABLE_ATTENTION else "the model has sliding-window attention layers")
     if mode == "on":
-        raise AlignError(
-            f"prefix_sharing=true needs an attention implementation that takes a 4-D mask ({', '.join(MASKABLE_ATTENTION)}); "
-            f"the model uses '{implementation}'; set prefix_sharing=auto or false"
-        )
-    log.info("prefix sharing off: the model's attention (%s) takes no 4-D mask", implementation)
+        raise AlignError(f"prefix_sharing=true cannot be honoured: {reason}; set prefix_sharing=auto or false")
+    log.info("prefix sharing off: %s", reason)
     return "off"
 
 

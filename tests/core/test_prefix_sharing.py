@@ -158,3 +158,22 @@ def test_unknown_prefix_sharing_value_is_refused():
 
     with pytest.raises(AlignError, match="prefix_sharing"):
         load_config(reward.Config, None, ["prefix_sharing=maybe"])
+
+
+@pytest.mark.parametrize("attention, window", [("flash_attention_2", None), ("sdpa", 64)])
+def test_attention_the_mask_cannot_express_refuses_on_and_turns_auto_off(attention, window):
+    from types import SimpleNamespace
+
+    from transformers import MistralConfig
+
+    from align.core.errors import AlignError
+    from align.core.prefix_sharing import check_attention
+
+    config = MistralConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, sliding_window=window)
+    config._attn_implementation = attention
+    model = SimpleNamespace(config=config)
+    with pytest.raises(AlignError, match="prefix_sharing=true cannot be honoured"):
+        check_attention(model, "on")
+    assert check_attention(model, "auto") == "off"
+    config._attn_implementation, config.sliding_window = "sdpa", None
+    assert check_attention(model, "auto") == "auto"
