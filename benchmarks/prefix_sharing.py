@@ -5,13 +5,15 @@
 
 Pairs: HH-RLHF harmless (../shared/data/preferences, MIT), the first `--pairs` that fit
 `--max-length` tokens (align's own length check). Model: the embedded SmolLM2-135M-Instruct. For the
-reward model and for DPO, with LoRA and with full fine-tuning, two TRL trainers are built exactly as
-`align reward` / `align dpo` build them (align's training defaults, the stage's batch size), one
-with `prefix_sharing=off` (plain TRL) and one with `on` (batch sizes: the stage configs', or `--reward-batch` / `--dpo-batch`). Each batch then goes through a training
-step's compute (loss, including DPO's reference pass, and backward) in both, alternating which runs
-first, so load from other processes on the machine hits both alike; weights are not updated, so both
-see identical weights and the losses must agree. Recorded per setting: seconds per batch for each,
-their ratio (off / on: >1 means sharing is faster), positions computed (padding included) and the
+reward model and for DPO, with LoRA and with full fine-tuning (`--tuning`), two TRL trainers are
+built as `align reward` / `align dpo` build them (align's training defaults; batch sizes of the
+stage configs, or `--reward-batch` / `--dpo-batch`), one with `prefix_sharing=false` (plain TRL)
+and one with `true`. Each batch then goes through a training step's compute (loss, including DPO's
+reference pass, and backward) in both, alternating which runs
+first (off, on, on, off, ... `--repeats` times; the fastest repeat counts), so load from other
+processes on the machine hits both alike; weights are not updated, so both see identical weights
+and the losses must agree. Recorded per setting: seconds per batch for each, their ratio (off / on:
+>1 means sharing is faster), peak resident memory, positions computed (padding included) and the
 largest loss difference.
 """
 
@@ -97,7 +99,7 @@ def step_compute(trainer, inputs) -> tuple[float, float, float]:
     return elapsed, loss.item(), peak[0] / 2**30
 
 
-def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, steps: int) -> dict:
+def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, steps: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         plain = build(stage, "off", lora, rows, source, tokenizer, max_length, scratch)
         shared = build(stage, "on", lora, rows, source, tokenizer, max_length, scratch)
@@ -108,26 +110,32 @@ def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, st
         peak_gb = {"off": 0.0, "on": 0.0}
         loss_gap = 0.0
         positions_off = positions_on = 0
+        trainers = {"off": plain, "on": shared}
         for i, batch in enumerate(batches):
-            inputs_plain, inputs_shared = plain._prepare_inputs(dict(batch)), shared._prepare_inputs(dict(batch))
+            inputs = {mode: trainer._prepare_inputs(dict(batch)) for mode, trainer in trainers.items()}
             before = shared.prefix_sharer.positions_saved
-            order = [("off", plain, inputs_plain), ("on", shared, inputs_shared)]
+            # off, on, on, off, ...: drift in the machine's load hits both alike; each setting's time
+            # for the batch is its fastest repeat (the least disturbed by other processes).
+            order = [m for r in range(repeats) for m in (("off", "on") if r % 2 == 0 else ("on", "off"))]
+            best = {"off": float("inf"), "on": float("inf")}
             losses = {}
-            for mode, trainer, inputs in order if i % 2 == 0 else order[::-1]:
-                elapsed, losses[mode], peak = step_compute(trainer, inputs)
-                seconds[mode] += elapsed
+            for mode in order:
+                elapsed, losses[mode], peak = step_compute(trainers[mode], inputs[mode])
+                best[mode] = min(best[mode], elapsed)
                 peak_gb[mode] = max(peak_gb[mode], peak)
+            for mode in seconds:
+                seconds[mode] += best[mode]
             loss_gap = max(loss_gap, abs(losses["on"] - losses["off"]))
             positions_off += batch["input_ids"].numel()
-            # The policy (and, for full DPO, the reference) packs each batch once per forward.
-            forwards = 1 if stage == "reward" else 2
+            # Per step the policy (and DPO's reference pass) packs the batch; count one forward's positions.
+            forwards = repeats * (1 if stage == "reward" else 2)
             positions_on += batch["input_ids"].numel() - (shared.prefix_sharer.positions_saved - before) // forwards
             print(f"{stage} {'lora' if lora else 'full'} batch {i + 1}/{len(batches)}: "
-                  f"off {seconds['off']:.1f} s, on {seconds['on']:.1f} s so far", flush=True)
+                  f"off {best['off']:.1f} s, on {best['on']:.1f} s", flush=True)
         pairs = sum(len(b["input_ids"]) // 2 for b in batches)
         return {
             "stage": stage, "lora": lora, "batches": len(batches), "pairs": pairs,
-            "pairs_per_batch": STAGE_BATCH[stage],
+            "pairs_per_batch": STAGE_BATCH[stage], "repeats_per_batch": repeats,
             "seconds_per_batch": {m: round(s / len(batches), 3) for m, s in seconds.items()},
             "pairs_per_s": {m: round(pairs / s, 3) for m, s in seconds.items()},
             "speedup": round(seconds["off"] / seconds["on"], 3),
@@ -143,6 +151,7 @@ def main() -> int:
     parser.add_argument("--pairs-file", default=str(DEFAULT_PAIRS))
     parser.add_argument("--pairs", type=int, default=24, help="pairs loaded (at most steps x batch are used)")
     parser.add_argument("--steps", type=int, default=3, help="batches measured per setting")
+    parser.add_argument("--repeats", type=int, default=2, help="times each batch runs per setting (the fastest counts)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--reward-batch", type=int, default=STAGE_BATCH["reward"], help="pairs per reward-model batch")
     parser.add_argument("--dpo-batch", type=int, default=STAGE_BATCH["dpo"], help="pairs per DPO batch")
@@ -163,7 +172,8 @@ def main() -> int:
     results = []
     for stage in args.stages.split(","):
         for tuning in args.tuning.split(","):
-            results.append(measure(stage, tuning == "lora", rows, source, tokenizer, args.max_length, args.steps))
+            results.append(measure(stage, tuning == "lora", rows, source, tokenizer, args.max_length, args.steps,
+                                   args.repeats))
             print(json.dumps(results[-1]), flush=True)
     out = {
         "benchmark": "prefix_sharing", "model": "embedded SmolLM2-135M-Instruct", "pairs_file": args.pairs_file,
