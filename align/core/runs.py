@@ -130,8 +130,12 @@ class Run:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def _open(self) -> None:
-        if not self.is_main:
-            return
+        if self.is_main:
+            self._create()
+        # No rank starts writing (trainer scratch, model shards) into a directory that does not exist yet.
+        _barrier(self.world_size)
+
+    def _create(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.runs_dir)
         if self.path.exists():
@@ -144,8 +148,25 @@ class Run:
     def _close(self) -> dict[str, Any]:
         if self._step_metrics is not None:
             self._step_metrics.close()
-        if not self.is_main:
-            return {"path": str(self.final_path), "stage": self.stage, "metrics": self.metrics}
+        if self.world_size <= 1:
+            return self._write_manifest()
+        # Every rank has finished writing before rank 0 hashes the outputs and renames the directory;
+        # then every rank returns rank 0's manifest (or raises its error), so all agree on the result.
+        _barrier(self.world_size)
+        outcome: list[Any] = [None]
+        if self.is_main:
+            try:
+                outcome = [self._write_manifest()]
+            except Exception as exc:
+                outcome = [f"{type(exc).__name__}: {exc}"]
+                _broadcast(outcome)
+                raise
+        _broadcast(outcome)
+        if isinstance(outcome[0], str):
+            raise RuntimeError(f"rank 0 could not finish run {self.final_path}: {outcome[0]}")
+        return outcome[0]
+
+    def _write_manifest(self) -> dict[str, Any]:
         for name, out in self.outputs.items():
             target = self.path / out["path"]
             if not target.exists():
@@ -158,7 +179,7 @@ class Run:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config": self.config,
             "versions": package_versions(),
-            "host": {"python": platform.python_version(), "platform": platform.platform()},
+            "host": {"python": platform.python_version(), "platform": platform.platform(), "processes": self.world_size},
             "inputs": self.inputs,
             "outputs": self.outputs,
             "metrics": self.metrics,
@@ -206,7 +227,8 @@ def finish(run: Run) -> dict[str, Any]:
     except BaseException:
         run._discard()
         raise
-    log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
+    if run.is_main:
+        log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
     return manifest
 
 
@@ -220,13 +242,43 @@ def _agree(name: str, world_size: int) -> str:
     """Rank 0's run name on every rank (a no-op in a single process)."""
     if world_size <= 1:
         return name
-    from accelerate import PartialState
+    names = [name]
+    _broadcast(names)
+    return names[0]
+
+
+def _broadcast(values: list[Any]) -> None:
+    """Rank 0's `values` on every rank, in place."""
     from accelerate.utils import broadcast_object_list
 
-    PartialState()  # initialises the process group the launcher described
-    names = [name]
-    broadcast_object_list(names, from_process=0)
-    return names[0]
+    _process_group()
+    broadcast_object_list(values, from_process=0)
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        _process_group().wait_for_everyone()
+
+
+def _process_group():
+    """accelerate's state for the process group the launcher described.
+
+    On a machine without a GPU, `PartialState()` alone reports a single process (it sets up gloo only
+    when told the run is on CPU) and every collective becomes a silent no-op: the ranks would each pick
+    their own run name. So CPU is asked for explicitly there, as the trainer does (`use_cpu`).
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not accelerator_available())
+
+
+def accelerator_available() -> bool:
+    """A GPU (or other torch accelerator) this process can train on."""
+    import torch
+
+    if hasattr(torch, "accelerator"):
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available()
 
 
 # -- partial directories of stages that died --------------------------------------------------------

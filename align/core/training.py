@@ -10,6 +10,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,7 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
 
     def build(user: dict[str, Any]):
         # No tracker unless `training.report_to` names one; metrics.jsonl is written either way.
-        kwargs = {"bf16": _bf16_available(), "report_to": [], **defaults, **user}
+        kwargs = {"bf16": _bf16_available(), "report_to": [], **_device_defaults(), **defaults, **user}
         kwargs.update(
             output_dir="unset-align-sets-this",
             save_strategy="no",  # align saves the final model itself, into the run directory
@@ -224,6 +225,19 @@ def trainer_refusals(trainer_name: str, section: dict[str, Any], building: bool)
                  else "with align's defaults (no `training:` keys set)")
         what = "a package it needs is not installed" if isinstance(exc, ImportError) else "it refused a setting"
         raise AlignError(f"{trainer_name}: {what} ({message}); {where}") from None
+
+
+def _device_defaults() -> dict[str, Any]:
+    """Launched as several processes on a machine without a GPU: data parallel on CPU over gloo.
+
+    transformers sets up CPU data parallelism only when told the run is on CPU (`use_cpu`, or
+    `accelerate launch --cpu`, which on one machine starts a single process). Without it, each
+    process of `torchrun` / `accelerate launch --multi_gpu` trains its own copy on all the data.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not runs.accelerator_available():
+        return {"use_cpu": True}
+    return {}
 
 
 def _bf16_available() -> bool:

@@ -29,6 +29,8 @@ from types import SimpleNamespace
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
+from align.core import prefix_sharing
+from align.core.prefix_sharing import PrefixSharing, dpo_trainer_class
 from align.core.training import (
     TrainStageConfig,
     attach_logging,
@@ -92,6 +94,8 @@ class Config(TrainStageConfig):
     """Optional reward-model run used to score policy vs reference replies after training."""
     reward_eval: RewardEvalConfig = field(default_factory=RewardEvalConfig)
     """Settings of that evaluation."""
+    prefix_sharing: PrefixSharing = "auto"
+    """Compute each pair's prompt once (one row [prompt, chosen, rejected]): auto | true | false (align/core/prefix_sharing.py)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -173,7 +177,6 @@ def run(cfg: Config) -> dict:
 
         from datasets import Dataset
         from transformers import set_seed
-        from trl import DPOTrainer
 
         set_seed(cfg.seed)
         model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
@@ -185,7 +188,7 @@ def run(cfg: Config) -> dict:
             ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
         bind_output_dir(args, run_dir)
         with trainer_refusals("DPOTrainer", cfg.training, building=True):
-            trainer = DPOTrainer(
+            trainer = dpo_trainer_class(cfg.prefix_sharing)(
                 model=model,
                 ref_model=ref_model,
                 args=args,
@@ -201,6 +204,7 @@ def run(cfg: Config) -> dict:
                  run_dir.notes["parameters"])
         with trainer_refusals("DPOTrainer", cfg.training, building=False):
             trainer.train()
+        run_dir.notes["prefix_sharing"] = prefix_sharing.report(trainer, cfg.prefix_sharing)
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)

@@ -24,6 +24,8 @@ from typing import Literal
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
+from align.core import prefix_sharing
+from align.core.prefix_sharing import PrefixSharing, reward_trainer_class
 from align.core.training import (
     TrainStageConfig,
     attach_logging,
@@ -62,6 +64,8 @@ class Config(TrainStageConfig):
     """Per-pair margin from pulled annotations: none | agreement | strength (see docstring)."""
     eval_batch_size: int = 8
     """Batch size for scoring the held-out pairs."""
+    prefix_sharing: PrefixSharing = "auto"
+    """Compute each pair's prompt once (one row [prompt, chosen, rejected]): auto | true | false (align/core/prefix_sharing.py)."""
 
 
 def check(cfg: Config) -> dict:
@@ -102,14 +106,13 @@ def run(cfg: Config) -> dict:
 
         from datasets import Dataset
         from transformers import set_seed
-        from trl import RewardTrainer
 
         set_seed(cfg.seed)
         model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
                                   quantization=cfg.quantization)
         bind_output_dir(args, run_dir)
         with trainer_refusals("RewardTrainer", cfg.training, building=True):
-            trainer = RewardTrainer(
+            trainer = reward_trainer_class(cfg.prefix_sharing)(
                 model=model,
                 args=args,
                 train_dataset=Dataset.from_list(_trainer_rows(rows)),
@@ -121,6 +124,7 @@ def run(cfg: Config) -> dict:
         log.info("reward: %d pairs, %s", len(rows), run_dir.notes["parameters"])
         with trainer_refusals("RewardTrainer", cfg.training, building=False):
             trainer.train()
+        run_dir.notes["prefix_sharing"] = prefix_sharing.report(trainer, cfg.prefix_sharing)
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="reward")
         discard_trainer_scratch(run_dir)
