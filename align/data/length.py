@@ -124,11 +124,13 @@ class PaddingCount:
 
     def __init__(self, collator):
         self.collator = collator
+        self.examples = 0
         self.real = 0
         self.total = 0
 
     def __call__(self, examples):
         batch = self.collator(examples)
+        self.examples += len(examples)
         mask = batch.get("attention_mask") if hasattr(batch, "get") else None
         if mask is not None and getattr(mask, "dim", lambda: 0)() == 2:
             self.real += int(mask.sum())
@@ -138,6 +140,11 @@ class PaddingCount:
     @property
     def fraction(self) -> float | None:
         return round(1 - self.real / self.total, 4) if self.total else None
+
+    def report(self, sampling: str) -> dict[str, Any]:
+        """For the manifest: how batches were drawn, their padding share, examples and token counts."""
+        return {"sampling": sampling, "padding_fraction": self.fraction, "examples": self.examples,
+                "tokens": self.real, "token_positions": self.total}
 
 
 def count_padding(trainer) -> PaddingCount:

@@ -197,7 +197,7 @@ def run(cfg: Config) -> dict:
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update(final_train_metrics(trainer))
         run_dir.metrics["train_padding_fraction"] = padding.fraction
-        run_dir.notes["batches"] = {"sampling": str(args.train_sampling_strategy), "padding_fraction": padding.fraction}
+        run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
         if test_rows:
             held_out = trainer.evaluate(eval_dataset=Dataset.from_list(_trainer_rows(test_rows)))
             run_dir.metrics.update({k.replace("eval_", "test_"): v for k, v in held_out.items()

@@ -135,7 +135,7 @@ def run(cfg: Config) -> dict:
         run_dir.metrics.update({f"train_{k}" if not k.startswith("train_") else k: v
                                 for k, v in final_train_metrics(trainer).items()})
         run_dir.metrics["train_padding_fraction"] = padding.fraction
-        run_dir.notes["batches"] = {"sampling": str(args.train_sampling_strategy), "padding_fraction": padding.fraction}
+        run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
         if test is not None:
             held_out = evaluate_pairs(trainer.model, tokenizer, test.rows, cfg.max_length, cfg.eval_batch_size)
             held_out["pairs"] = len(test.rows)

@@ -36,7 +36,9 @@ def test_reward_batches_grouped_by_length_carry_less_padding(tiny_model, two_len
     grouped = run(reward, tiny_model, two_lengths, tmp_path)
     shuffled = run(reward, tiny_model, two_lengths, tmp_path, "training.train_sampling_strategy=random")
     g, s = grouped["metrics"]["train_padding_fraction"], shuffled["metrics"]["train_padding_fraction"]
-    assert grouped["notes"]["batches"] == {"sampling": "group_by_length", "padding_fraction": g}
+    batches = grouped["notes"]["batches"]
+    assert batches["sampling"] == "group_by_length" and batches["padding_fraction"] == g
+    assert batches["examples"] >= 16 and 0 < batches["tokens"] < batches["token_positions"]
     assert shuffled["notes"]["batches"]["sampling"] == "random"
     # Random order pads a short pair to ~150 tokens in about half the batches; grouped batches almost never.
     assert s > 0.2 and g < 0.1, (g, s)
