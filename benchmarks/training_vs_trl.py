@@ -204,8 +204,10 @@ def ratios(runs: list[dict]) -> dict:
         for key in ("pairs_per_s", "tokens_per_s", "peak_rss_mb"):
             base = sum(t[key] for t in trl) / len(trl)
             entry[key] = round(r[key] / base, 3) if base else None
-        low, high = min(t["test_accuracy_ci95"][0] for t in trl), max(t["test_accuracy_ci95"][1] for t in trl)
-        entry["test_accuracy_within_trl_interval"] = low <= r["test_accuracy"] <= high
+        scored = [t for t in trl if "test_accuracy_ci95" in t]
+        if scored and "test_accuracy" in r:
+            low, high = min(t["test_accuracy_ci95"][0] for t in scored), max(t["test_accuracy_ci95"][1] for t in scored)
+            entry["test_accuracy_within_trl_interval"] = low <= r["test_accuracy"] <= high
         out[r["label"]] = entry
     return out
 
