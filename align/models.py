@@ -369,6 +369,71 @@ def merge_adapter(model, adapter_dir: Path):
     return peft_model.merge_and_unload()
 
 
+MERGED_DIR = "merged"
+MERGED_KEEP = 4
+"""Merged checkpoints kept in the cache (most recently used first); older ones are removed."""
+
+
+def merged_policy_dir(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Path, bool]:
+    """A full-weight safetensors checkpoint of `source` with all its adapters merged in, and whether it
+    came from the cache.
+
+    For engines that serve plain weights faster than base + adapter (vLLM on a CPU: its LoRA kernels
+    made 35 new tokens/s against 180 for the base). Cached under `cache_dir()/merged/<key>`, the key a
+    hash of the adapters' content, the base's weight files (path, size, mtime) and the dtype, so
+    generating from the same policy again skips the merge; the `MERGED_KEEP` most recently used are kept.
+    """
+    if not source.adapters:
+        raise AlignError(f"{source.ref} has no adapters to merge")
+    root = cache_dir() / MERGED_DIR
+    target = root / merge_key(source, dtype)
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        os.utime(target)  # most recently used: kept by the pruning below
+        log.info("merged %d adapter(s) found in the cache: %s", len(source.adapters), target)
+        return target, True
+    from transformers import AutoTokenizer
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("merging %d adapter(s) into a full-weight checkpoint (cached): %s", len(source.adapters), target)
+    try:
+        load_policy(source, dtype, trust_remote_code).save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(source.tokenizer_dir).save_pretrained(tmp)
+        if target.exists():  # another process merged the same policy meanwhile; theirs is as good
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _prune_merged(root, keep=target)
+    return target, False
+
+
+def merge_key(source: ModelSource, dtype: str) -> str:
+    """Content key of a merged policy: adapters by content hash, the base by its weight files' stats
+    (hashing 0.5 GB of base weights on every call would cost more than the merge saves)."""
+    import hashlib
+    import json
+
+    base_files = sorted(p for p in source.base_dir.iterdir() if p.suffix in (".safetensors", ".json"))
+    payload = {
+        "base": str(source.base_dir.resolve()),
+        "base_files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in base_files],
+        "adapters": [runs.hash_path(a) for a in source.adapters],
+        "dtype": dtype,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _prune_merged(root: Path, keep: Path) -> None:
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in entries if p != keep][MERGED_KEEP - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def peft_config(lora: LoraConfig, task_type: str):
     """peft LoraConfig for `task_type` (CAUSAL_LM or SEQ_CLS; SEQ_CLS also trains the score head)."""
     from peft import LoraConfig as PeftLoraConfig

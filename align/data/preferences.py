@@ -33,6 +33,7 @@ from fractions import Fraction
 from typing import Any, Iterable, Literal
 
 from align.core.errors import AlignError
+from align.data.length import LongPrompts
 from align.data.records import read_records
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class PreferenceDataConfig:
     check_upstream_split: bool = True
     """Refuse when an upstream run (the model's SFT/reward/DPO runs) trained on prompts held out here;
     false skips the check (recorded in the manifest)."""
+    long_prompts: LongPrompts = "keep_last_turns"
+    """A pair over `max_length` tokens: `keep_last_turns` cuts whole exchanges from the start of its
+    prompt until it fits (counted in the manifest; still too long with only the last user turn: left
+    out), `drop` leaves it out. Applies to the held-out pairs too, so they are formatted like training."""
     min_agreement: float | str | None = None
     """Train only on pairs at least this share of annotators agreed on: an exact fraction ("2/3") or a
     decimal read to two places (0.67 keeps 2-of-3 pairs); see `agreement_threshold`."""

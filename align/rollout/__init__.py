@@ -171,8 +171,9 @@ class VllmSettings:
     a CPU (fastest on 2 cores: no scheduler process competing for them; deterministic scheduling; no
     `if __name__ == "__main__":` guard needed), spawned on a GPU (vLLM's default, overlaps scheduling)."""
     lora: Literal["auto", "serve", "merge"] = "auto"
-    """Adapters of a training run: `serve` the last one with a LoRARequest (earlier ones merged),
-    `merge` all into a temporary checkpoint, or `auto` (serve where the platform supports LoRA)."""
+    """Adapters of a training run: `merge` all into a full-weight checkpoint (cached by content), `serve`
+    the last one with a LoRARequest (earlier ones merged), or `auto`: merge on a CPU (vLLM's CPU LoRA
+    kernels were ~5x slower than the merged weights), serve on a GPU."""
 
     def __post_init__(self):
         if self.kv_cache_gib < 1:

@@ -2,10 +2,13 @@
 
 This is the only module in align that imports vllm.
 
-- Weights: a policy with no adapters is loaded as is. A training run's adapters are served with a
-  `LoRARequest` where the platform supports LoRA (the last adapter; earlier ones, on which it was
-  trained, are merged into a temporary checkpoint first), or all merged into a temporary checkpoint
-  (`vllm.lora: merge`). The temporary checkpoint is deleted when the engine closes.
+- Weights: a policy with no adapters is loaded as is. A training run's adapters are either all
+  merged into a full-weight checkpoint (`vllm.lora: merge`), or the last one is served with a
+  `LoRARequest` (`serve`; earlier ones, on which it was trained, merged first). Merged checkpoints
+  are cached by content (align.models.merged_policy_dir), so the next rollout from the same policy
+  starts without merging. `auto` merges on a CPU, where vLLM's LoRA kernels made 35 new tokens/s
+  against 180 for the base model (SmolLM2-135M, 2 cores; benchmarks/generation_engines.py
+  --lora-policy), and serves on a GPU, where they are fast and merging would cost start-up time.
 - Memory: on a CPU the KV cache is an explicit `kv_cache_gib` of RAM (vLLM's `gpu_memory_utilization`
   would otherwise reserve that fraction of *all* RAM); on a GPU `gpu_memory_utilization` applies.
 - Seeds: each prompt's request gets its own seed (`sampling.seed` + prompt index), so a prompt's
@@ -22,14 +25,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from align.core.errors import AlignError
-from align.models import ModelSource, cache_dir, load_policy
+from align.models import ModelSource, merged_policy_dir
 from align.rollout import Completion, SamplingSettings, VllmSettings
 
 log = logging.getLogger(__name__)
@@ -59,49 +60,49 @@ class VllmEngine:
         else:
             os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
 
-        self._tmp: Path | None = None
         self.lora_request = None
-        try:
-            model_dir, adapter = self._weights(source, settings, dtype, trust_remote_code)
-            kwargs = dict(
-                model=str(model_dir),
-                tokenizer=str(source.tokenizer_dir),
-                dtype=dtype,
-                seed=seed,
-                max_model_len=max_model_len,
-                max_num_seqs=settings.max_num_seqs,
-                enforce_eager=settings.enforce_eager,
-                trust_remote_code=trust_remote_code,
-            )
-            if on_cpu:
-                kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib * 2**30
-            else:
-                kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-            if adapter is not None:
-                from vllm.lora.request import LoRARequest
+        self.merged_dir: Path | None = None
+        merged_cached = None
+        if source.adapters:
+            mode = lora_mode(settings.lora, on_cpu)
+            model_dir, adapter, merged_cached = _weights(source, mode, dtype, trust_remote_code)
+            self.merged_dir = model_dir if model_dir != source.base_dir else None
+        else:
+            model_dir, adapter = source.base_dir, None
+        kwargs = dict(
+            model=str(model_dir),
+            tokenizer=str(source.tokenizer_dir),
+            dtype=dtype,
+            seed=seed,
+            max_model_len=max_model_len,
+            max_num_seqs=settings.max_num_seqs,
+            enforce_eager=settings.enforce_eager,
+            trust_remote_code=trust_remote_code,
+        )
+        if on_cpu:
+            kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib * 2**30
+        else:
+            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
 
-                kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
-                self.lora_request = LoRARequest("policy", 1, str(adapter))
-        except BaseException:
-            self._remove_tmp()
-            raise
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
+            self.lora_request = LoRARequest("policy", 1, str(adapter))
         self.details = {
             "vllm_version": _vllm_version(),
             "platform": "cpu" if on_cpu else current_platform.device_name,
-            "lora": "served" if adapter is not None else "merged" if self._tmp else "none",
+            "lora": "served" if adapter is not None else "merged" if self.merged_dir else "none",
             "engine_args": {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")},
             "multiprocessing": multiprocessing,
         }
+        if merged_cached is not None:
+            self.details["merged_from_cache"] = merged_cached
         log.info("starting vLLM (%s, %s, lora %s): %s", self.details["platform"], dtype, self.details["lora"],
                  STARTUP_EAGER if settings.enforce_eager else STARTUP_COMPILE)
         started = time.perf_counter()
         from vllm import LLM
 
-        try:
-            self.llm = LLM(**kwargs)
-        except BaseException:
-            self._remove_tmp()
-            raise
+        self.llm = LLM(**kwargs)
         self.details["start_s"] = round(time.perf_counter() - started, 1)
         log.info("vLLM engine ready in %.0f s", self.details["start_s"])
 
@@ -141,38 +142,26 @@ class VllmEngine:
             if callable(shutdown):  # stops the spawned engine-core process now, not at interpreter exit
                 shutdown()
             self.llm = None
-        self._remove_tmp()
 
-    # -- weights --------------------------------------------------------------------------------
 
-    def _weights(self, source: ModelSource, settings: VllmSettings, dtype: str, trust_remote_code: bool):
-        """(model directory, adapter to serve or None)."""
-        if not source.adapters:
-            return source.base_dir, None
-        serve = settings.lora == "serve" or (settings.lora == "auto" and _platform_supports_lora())
-        if serve:
-            if len(source.adapters) == 1:
-                return source.base_dir, source.adapters[0]
-            # The last adapter was trained on the base with the earlier ones merged: rebuild that base.
-            return self._merged(replace(source, adapters=source.adapters[:-1]), dtype, trust_remote_code), source.adapters[-1]
-        return self._merged(source, dtype, trust_remote_code), None
+def lora_mode(setting: str, on_cpu: bool) -> str:
+    """`serve` or `merge` for a policy with adapters. `auto`: merge on a CPU (measured several times
+    faster there, see the module docstring), serve where vLLM has LoRA kernels on an accelerator."""
+    if setting != "auto":
+        return setting
+    return "merge" if on_cpu or not _platform_supports_lora() else "serve"
 
-    def _merged(self, source: ModelSource, dtype: str, trust_remote_code: bool) -> Path:
-        root = cache_dir() / "tmp"
-        root.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix="vllm-merged-", dir=root))
-        log.info("merging %d adapter(s) into a temporary checkpoint for vLLM: %s", len(source.adapters), self._tmp)
-        model = load_policy(source, dtype, trust_remote_code)
-        model.save_pretrained(self._tmp, safe_serialization=True)
-        from transformers import AutoTokenizer
 
-        AutoTokenizer.from_pretrained(source.tokenizer_dir).save_pretrained(self._tmp)
-        return self._tmp
-
-    def _remove_tmp(self) -> None:
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+def _weights(source: ModelSource, mode: str, dtype: str, trust_remote_code: bool):
+    """(model directory, adapter to serve or None, merged checkpoint taken from the cache or None)."""
+    if mode == "merge":
+        model_dir, cached = merged_policy_dir(source, dtype, trust_remote_code)
+        return model_dir, None, cached
+    if len(source.adapters) == 1:
+        return source.base_dir, source.adapters[0], None
+    # The last adapter was trained on the base with the earlier ones merged: serve it on that base.
+    model_dir, cached = merged_policy_dir(replace(source, adapters=source.adapters[:-1]), dtype, trust_remote_code)
+    return model_dir, source.adapters[-1], cached
 
 
 def importable() -> tuple[bool, str]:

@@ -6,7 +6,10 @@ memory. With full fine-tuning align passes TRL an explicit reference (a second c
 policy): TRL's own fallback would reload the checkpoint by name and miss merged SFT adapters.
 
 `loss_type` is any of TRL's DPO losses (sigmoid = the DPO paper, ipo, hinge, robust, ...), or a list
-of them combined with `training.loss_weights`. Pairs over `max_length` are counted and left out.
+of them combined with `training.loss_weights`. A pair over `max_length` keeps the last turns of its
+prompt that fit (`data.long_prompts`) or is counted and left out. Batches group pairs of similar
+length (transformers' length-grouped sampler; TRL's default is random order) and their padding
+share is recorded (`train_padding_fraction`).
 After training the stage reports TRL's implicit-reward accuracy and margin on the held-out split.
 
 `reward_model` (optional, e.g. the reward run of the same pipeline): after training, the policy and
@@ -41,7 +44,7 @@ from align.core.training import (
     trainer_refusals,
     training_arguments,
 )
-from align.data.length import token_budget
+from align.data.length import LENGTH, count_padding, grouping_refusal, pair_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.data.splits import check_upstream
 from align.models import load_policy, load_tokenizer, peft_config, resolve_model, save_model
@@ -56,6 +59,10 @@ DEFAULT_TRAINING = {
     "per_device_train_batch_size": 2,
     "logging_steps": 5,
     "lr_scheduler_type": "linear",
+    # Batches of similar length (transformers' LengthGroupedSampler over the measured `length` column,
+    # which TRL's column pruning would otherwise remove before the sampler reads it).
+    "train_sampling_strategy": "group_by_length",
+    "remove_unused_columns": False,
 }
 # TRL 1.16's DPO losses (trl/trainer/dpo_config.py). Checked here so a typo fails before loading.
 LOSS_TYPES = (
@@ -123,6 +130,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
         **DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed,
         "loss_type": cfg.loss_type, "beta": cfg.beta,
     })
+    grouping_refusal(args)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     if reward_source is not None:
@@ -136,7 +144,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
         if ref_vocab != tokenizer.get_vocab():
             raise AlignError(f"reference={cfg.reference} has a different tokenizer than model={cfg.model}; "
                              "DPO compares their log-probabilities token by token, so they must share one")
-    train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    train, test = load_splits(cfg.data, fits=pair_budget(tokenizer, cfg.max_length, cfg.data.long_prompts))
     split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [],
                            [source.record, reward_source.record if reward_source is not None else None])
     if reward_source is not None and cfg.reward_eval.prompts > 0 and (test is None or not test.rows):
@@ -199,6 +207,7 @@ def run(cfg: Config) -> dict:
         attach_logging(trainer, run_dir, {
             "loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin",
         })
+        padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("dpo: %d pairs, loss %s, beta %s, %s", len(rows), "+".join(cfg.loss_type), cfg.beta,
                  run_dir.notes["parameters"])
@@ -209,6 +218,8 @@ def run(cfg: Config) -> dict:
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update(final_train_metrics(trainer))
+        run_dir.metrics["train_padding_fraction"] = padding.fraction
+        run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
         if test_rows:
             held_out = trainer.evaluate(eval_dataset=Dataset.from_list(_trainer_rows(test_rows)))
             run_dir.metrics.update({k.replace("eval_", "test_"): v for k, v in held_out.items()
@@ -230,4 +241,4 @@ def run(cfg: Config) -> dict:
 
 
 def _trainer_rows(rows: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], LENGTH: r[LENGTH]} for r in rows]

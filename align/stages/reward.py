@@ -5,8 +5,10 @@ adapters are merged in and a fresh one-output score head is added. With LoRA (de
 and the score head are trained; `lora.enabled: false` trains all weights (on a 135M model this was
 as fast per pair on CPU and more accurate; LoRA's gain is memory on large models).
 
-Pairs over `max_length` tokens are counted and left out before training (TRL would drop them with
-only a progress-bar line). After training, pairwise accuracy and mean margin are measured on the
+A pair over `max_length` tokens keeps the last turns of its prompt that fit (`data.long_prompts`,
+counted), or is counted and left out before training (TRL would drop it with only a progress-bar
+line). Batches group pairs of similar length (transformers' length-grouped sampler, TRL's default
+is random order); the share of padding in them is recorded (`train_padding_fraction`). After training, pairwise accuracy and mean margin are measured on the
 held-out split (`data.test` or `data.test_fraction`) with exactly the training formatting; the
 stage refuses to start when a run it builds on trained on those prompts (align/data/splits.py).
 
@@ -36,7 +38,7 @@ from align.core.training import (
     trainer_refusals,
     training_arguments,
 )
-from align.data.length import token_budget
+from align.data.length import LENGTH, count_padding, grouping_refusal, pair_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.data.splits import check_upstream
 from align.models import load_reward_model, load_tokenizer, peft_config, resolve_model, save_model
@@ -51,6 +53,10 @@ DEFAULT_TRAINING = {
     "per_device_train_batch_size": 4,
     "logging_steps": 5,
     "lr_scheduler_type": "linear",
+    # Batches of similar length (transformers' LengthGroupedSampler over the measured `length` column,
+    # which TRL's column pruning would otherwise remove before the sampler reads it).
+    "train_sampling_strategy": "group_by_length",
+    "remove_unused_columns": False,
 }
 
 
@@ -78,9 +84,10 @@ def prepare(cfg: Config) -> SimpleNamespace:
     from trl import RewardConfig
 
     args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
+    grouping_refusal(args)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    train, test = load_splits(cfg.data, fits=token_budget(tokenizer, cfg.max_length))
+    train, test = load_splits(cfg.data, fits=pair_budget(tokenizer, cfg.max_length, cfg.data.long_prompts))
     split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [], [source.record])
     rows, missing_margin = _with_margins(train.rows, cfg.margin)
     data = {**train.report, "pairs_trained": len(rows)}
@@ -120,6 +127,7 @@ def run(cfg: Config) -> dict:
                 peft_config=peft_config(cfg.lora, "SEQ_CLS") if cfg.lora.enabled else None,
             )
         attach_logging(trainer, run_dir, {"loss": "loss", "accuracy": "acc", "margin": "margin"})
+        padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("reward: %d pairs, %s", len(rows), run_dir.notes["parameters"])
         with trainer_refusals("RewardTrainer", cfg.training, building=False):
@@ -130,6 +138,8 @@ def run(cfg: Config) -> dict:
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update({f"train_{k}" if not k.startswith("train_") else k: v
                                 for k, v in final_train_metrics(trainer).items()})
+        run_dir.metrics["train_padding_fraction"] = padding.fraction
+        run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
         if test is not None:
             held_out = evaluate_pairs(trainer.model, tokenizer, test.rows, cfg.max_length, cfg.eval_batch_size)
             held_out["pairs"] = len(test.rows)
@@ -165,5 +175,5 @@ def _with_margins(rows: list[dict], margin: str) -> tuple[list[dict], int]:
 
 def _trainer_rows(rows: list[dict]) -> list[dict]:
     # Only the columns RewardTrainer reads: extra fields (votes, ids) would confuse its collator.
-    keep = ("prompt", "chosen", "rejected", "margin")
+    keep = ("prompt", "chosen", "rejected", "margin", LENGTH)
     return [{k: r[k] for k in keep if k in r} for r in rows]

