@@ -163,8 +163,6 @@ class PrefixSharer:
         self.positions_saved = 0
 
     def plan(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: torch.Tensor) -> PackedPairs | None:
-        if attention_mask is None or attention_mask.dim() != 2 or input_ids is None:
-            return None  # not a padded paired batch TRL built (e.g. padding-free): leave it to the model
         packed = pack_pairs(input_ids, attention_mask, shared, self.pad_token_id)
         if self.mode == "auto" and not worth_packing(packed, input_ids):
             self.unpacked_batches += 1
@@ -190,7 +188,7 @@ class PrefixSharer:
 
         def forward(input_ids=None, attention_mask=None, *args, **kwargs):
             packed = None
-            if sharer.active and not args and kwargs.get("inputs_embeds") is None:
+            if sharer.active and not args and _paired_batch(input_ids, attention_mask):
                 packed = sharer.plan(input_ids, attention_mask, common_prefix(input_ids, attention_mask))
             if packed is None:
                 return original(input_ids, attention_mask, *args, **kwargs)
@@ -224,7 +222,7 @@ class PrefixSharer:
             attention_mask = kwargs.get("attention_mask")
             packed = None
             # MoE router losses take the 2-D padding mask; those batches stay unpacked.
-            if (fused_lm_head and labels is not None and kwargs.get("inputs_embeds") is None and len(args) <= 1
+            if (fused_lm_head and labels is not None and len(args) <= 1 and _paired_batch(input_ids, attention_mask)
                     and not kwargs.get("output_router_logits")):
                 packed = sharer.plan(input_ids, attention_mask, _dpo_shared_length(input_ids, attention_mask, labels))
             if packed is None:
@@ -237,6 +235,13 @@ class PrefixSharer:
             return _unpack_token_outputs(outputs, packed, labels)
 
         model.forward = forward
+
+
+def _paired_batch(input_ids, attention_mask) -> bool:
+    # TRL's padded batches: token ids and a 2-D padding mask over an even number of rows. Anything else
+    # (embeddings, padding-free batches, a 4-D mask) is left to the model's own forward.
+    return (input_ids is not None and attention_mask is not None and attention_mask.dim() == 2
+            and input_ids.dim() == 2 and input_ids.size(0) % 2 == 0)
 
 
 def _last_non_pad(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
