@@ -51,7 +51,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "preferences" / "hh_rlhf_harmle
 LEARNING_RATES = {("reward", "lora"): 1e-4, ("reward", "full"): 2e-5, ("dpo", "lora"): 5e-5, ("dpo", "full"): 5e-6}
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}  # align's LoraConfig defaults, given to both sides
 SEED = 42
-LOGGING_STEPS = 5
+LOGGING_STEPS = 1  # every step, so the final loss is there even for a two-step run
 
 
 def main() -> int:

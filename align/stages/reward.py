@@ -8,9 +8,10 @@ as fast per pair on CPU and more accurate; LoRA's gain is memory on large models
 A pair over `max_length` tokens keeps the last turns of its prompt that fit (`data.long_prompts`,
 counted), or is counted and left out before training (TRL would drop it with only a progress-bar
 line). Batches group pairs of similar length (transformers' length-grouped sampler, TRL's default
-is random order); the share of padding in them is recorded (`train_padding_fraction`). After training, pairwise accuracy and mean margin are measured on the
-held-out split (`data.test` or `data.test_fraction`) with exactly the training formatting; the
-stage refuses to start when a run it builds on trained on those prompts (align/data/splits.py).
+is random order); the share of padding in them is recorded (`train_padding_fraction`). After
+training, pairwise accuracy and mean margin are measured on the held-out split (`data.test` or
+`data.test_fraction`) with exactly the training formatting; the stage refuses to start when a run
+it builds on trained on those prompts (align/data/splits.py).
 
 `margin`: with pulled annotations, TRL's margin term (loss = -log sigmoid(r_c - r_r - m)) can ask
 for a larger gap on pairs annotators agreed on (`agreement`) or marked as strong (`strength`).
