@@ -474,3 +474,24 @@ def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, t
         # The trainer also pickles its arguments here; the resolved config is already in the run.
         (out / "training_args.bin").unlink(missing_ok=True)
     model_output(run, runs.MODEL_DIR, source, lora, task)
+
+
+def base_of(ref: str) -> str:
+    """The model the first adapter of `ref` sits on, following run manifests; `ref` itself if it has none.
+
+    A run with a LoRA adapter names its base in its model output; a full fine-tuning run names the
+    model it started from as its `model` input. Either is followed until a model that no run made.
+    """
+    seen = set()
+    while runs.is_run(ref) and ref not in seen:
+        seen.add(ref)
+        manifest = runs.read_manifest(ref)
+        out = manifest.get("outputs", {}).get("model", {})
+        if out.get("format") == "adapter" and out.get("base"):
+            ref = out["base"]
+            continue
+        started = next((i for i in manifest.get("inputs", []) if i.get("role") == "model"), None)
+        if started is None:
+            break
+        ref = "embedded" if started.get("kind") == "embedded" else started["path"]
+    return ref

@@ -69,3 +69,21 @@ def _interval(mean: float, means: np.ndarray, level: float, n: int) -> Interval:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Interval(mean, float(low), float(high), n)
+
+
+@dataclass
+class BootstrapSettings:
+    """Percentile bootstrap over prompts."""
+
+    resamples: int = 1000
+    """Resamples per interval."""
+    seed: int = 0
+    """Seed of the resampling (same values and seed, same interval)."""
+    level: float = 0.95
+    """Coverage of the interval."""
+
+    def __post_init__(self):
+        if self.resamples < 1:
+            raise AlignError(f"'bootstrap.resamples' must be >= 1, got {self.resamples}")
+        if not 0 < self.level < 1:
+            raise AlignError(f"'bootstrap.level' must be in (0, 1), got {self.level}")

@@ -45,11 +45,11 @@ from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
 from align.data.records import write_jsonl
-from align.evaluation.bootstrap import bootstrap_mean, bootstrap_paired_difference
+from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
 from align.evaluation.brand_voice import BrandRubric
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 from align.evaluation.refusal import detect_refusal
-from align.models import ModelSource, load_tokenizer, resolve_model
+from align.models import ModelSource, base_of, load_tokenizer, resolve_model
 from align.rollout import (
     Completion,
     EngineName,
@@ -79,24 +79,6 @@ class EvalSampling(SamplingSettings):
     """0 is greedy decoding (reproducible, the default); above 0 samples with `seed`."""
     max_tokens: int = 160
     """Most new tokens per reply: leave room for a full reply (a cut reply fails length and sign-off rules)."""
-
-
-@dataclass
-class BootstrapSettings:
-    """Percentile bootstrap over prompts."""
-
-    resamples: int = 1000
-    """Resamples per interval."""
-    seed: int = 0
-    """Seed of the resampling (same values and seed, same interval)."""
-    level: float = 0.95
-    """Coverage of the interval."""
-
-    def __post_init__(self):
-        if self.resamples < 1:
-            raise AlignError(f"'bootstrap.resamples' must be >= 1, got {self.resamples}")
-        if not 0 < self.level < 1:
-            raise AlignError(f"'bootstrap.level' must be in (0, 1), got {self.level}")
 
 
 @dataclass
@@ -264,27 +246,6 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
 
 
 # -- models ---------------------------------------------------------------------------------------
-
-def base_of(ref: str) -> str:
-    """The model the first adapter of `ref` sits on, following run manifests; `ref` itself if it has none.
-
-    A run with a LoRA adapter names its base in its model output; a full fine-tuning run names the
-    model it started from as its `model` input. Either is followed until a model that no run made.
-    """
-    seen = set()
-    while runs.is_run(ref) and ref not in seen:
-        seen.add(ref)
-        manifest = runs.read_manifest(ref)
-        out = manifest.get("outputs", {}).get("model", {})
-        if out.get("format") == "adapter" and out.get("base"):
-            ref = out["base"]
-            continue
-        started = next((i for i in manifest.get("inputs", []) if i.get("role") == "model"), None)
-        if started is None:
-            break
-        ref = "embedded" if started.get("kind") == "embedded" else started["path"]
-    return ref
-
 
 def _policy_source(ref: str, role: str, trust_remote_code: bool) -> ModelSource:
     source = resolve_model(ref, trust_remote_code)

@@ -37,9 +37,9 @@ from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
 from align.data.records import write_jsonl
-from align.evaluation.bootstrap import bootstrap_mean, bootstrap_paired_difference
+from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
-from align.models import ModelSource, load_tokenizer, resolve_model
+from align.models import ModelSource, base_of, load_tokenizer, resolve_model
 from align.rollout import (
     EngineName,
     SamplingSettings,
@@ -49,7 +49,6 @@ from align.rollout import (
     context_length,
     encode_prompts,
 )
-from align.stages.evaluate_policy import BootstrapSettings, base_of
 
 log = logging.getLogger(__name__)
 
