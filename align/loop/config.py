@@ -46,7 +46,7 @@ WIRED = {
     "score": ("generations", "reward_model", "runs_dir", "name"),
     "pairs": ("generations", "runs_dir", "name"),
     "push": ("pairs", "dataset", "round", "argilla", "runs_dir", "name"),
-    "simulate": ("dataset", "argilla", "runs_dir", "name"),
+    "simulate": ("dataset", "argilla", "journal_dir", "runs_dir", "name"),
     "pull": ("dataset", "argilla", "runs_dir", "name"),
     "reward": ("data.train", "runs_dir", "name"),
     "dpo": ("model", "data.train", "runs_dir", "name"),
@@ -139,7 +139,7 @@ class LoopConfig:
     simulate: dict[str, Any] = field(default_factory=dict)
     """`align annotate simulate` settings (annotators file, judge, noise, ...) when annotators=simulated."""
     pull: dict[str, Any] = field(default_factory=dict)
-    """`align annotate pull` settings; journal_dir defaults to <loop_dir>/journal."""
+    """`align annotate pull` settings; its journal_dir (default: pull's, ~/.cache/align/annotate) is also simulate's."""
     reward: dict[str, Any] = field(default_factory=dict)
     """`align reward` settings; model defaults to the starting policy."""
     dpo: dict[str, Any] = field(default_factory=dict)

@@ -384,7 +384,10 @@ class Loop:
         return self.dir / f"round-{n}"
 
     def journal_dir(self) -> str:
-        return self.cfg.pull.get("journal_dir") or str(self.dir / "journal")
+        # pull's default (one journal and one registry of simulated users per server on this machine) unless
+        # the pull section names one: simulate and pull must share it, and a second loop against the same
+        # server must know the simulated users the first one made.
+        return self.cfg.pull.get("journal_dir") or ""
 
     def write_report(self) -> Path:
         from align.loop.summary import loop_info, round_summaries

@@ -32,6 +32,12 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
     gates_file.write_text(yaml.safe_dump({"gates": gates or [
         {"name": "replies stay short", "metric": "brand.length_words.policy.mean", "op": "<=", "value": 1000},
     ]}))
+    # Annotators of this loop only: the Argilla server is shared by the session's tests, and a username made by
+    # another test's simulator (another registry) is refused, as it would be for a person's account.
+    annotators = tmp / f"{name}-annotators.yaml"
+    annotators.write_text(yaml.safe_dump({"annotators": [
+        {"username": f"{name}-a", "noise": 0.1}, {"username": f"{name}-b", "noise": 0.1, "bias_a": 0.05},
+        {"username": f"{name}-c", "noise": 0.05, "discard": 0.05}]}))
     config = {
         "recipe": name,
         "loop_dir": str(tmp / name),
@@ -46,7 +52,8 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
                      "max_prompts": 6, "engine": "hf", "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 12}},
         "pairs": {"selection": "random"},
         "push": {"guidelines": "brand_voice", "annotators_per_record": 2},
-        "simulate": {"annotators": "recipes/brand_voice/annotators.yaml", "judge": "brand_voice",
+        "pull": {"journal_dir": str(tmp / "journal")},
+        "simulate": {"annotators": str(annotators), "judge": "brand_voice",
                      "rubric": "recipes/brand_voice/rubric.yaml", "tie_margin": 0.0},
         "dpo": {"config": "configs/dpo/default.yaml", "max_length": 128, "data": {"test_fraction": 0.0},
                 "training": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
