@@ -495,3 +495,26 @@ def base_of(ref: str) -> str:
             break
         ref = "embedded" if started.get("kind") == "embedded" else started["path"]
     return ref
+
+
+def policy_source(ref: str, role: str, trust_remote_code: bool) -> ModelSource:
+    """`ref` resolved, or an AlignError when it is not a causal LM (e.g. a reward model given as a policy)."""
+    source = resolve_model(ref, trust_remote_code)
+    if source.task != "causal_lm":
+        raise AlignError(f"{role} {ref} is a {source.task} model, not a policy; give a policy (SFT/DPO run, "
+                         "model directory or embedded)" + ("; a reward model goes in reward_model=" if source.task == "reward" else ""))
+    return source
+
+
+def reward_source(ref: str, trust_remote_code: bool) -> ModelSource:
+    """`ref` resolved, or an AlignError when it is not a reward model."""
+    source = resolve_model(ref, trust_remote_code)
+    if source.task != "reward":
+        raise AlignError(f"reward_model {ref} is a {source.task} model, not a reward model; give a run of `align reward`")
+    return source
+
+
+def same_weights(a: ModelSource, b: ModelSource) -> bool:
+    """The two references resolve to the same base and adapters (so one model's replies serve both)."""
+    resolved = lambda s: (Path(s.base_dir).resolve(), [Path(p).resolve() for p in s.adapters])  # noqa: E731
+    return resolved(a) == resolved(b)

@@ -49,7 +49,7 @@ from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootst
 from align.evaluation.brand_voice import BrandRubric
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 from align.evaluation.refusal import detect_refusal
-from align.models import ModelSource, base_of, load_tokenizer, resolve_model
+from align.models import ModelSource, base_of, load_tokenizer, policy_source, reward_source, same_weights
 from align.rollout import (
     Completion,
     EngineName,
@@ -136,14 +136,14 @@ def run(cfg: Config) -> dict:
     if "brand" in sets and not cfg.brand_rubric:
         raise AlignError("brand.paths is set but brand_rubric is not; give the rubric YAML, e.g. "
                          "brand_rubric=recipes/brand_voice/rubric.yaml")
-    policy = _policy_source(cfg.policy, "policy", cfg.trust_remote_code)
+    policy = policy_source(cfg.policy, "policy", cfg.trust_remote_code)
     baseline_ref = cfg.baseline or base_of(cfg.policy)
-    baseline = _policy_source(baseline_ref, "baseline", cfg.trust_remote_code)
-    reward = _reward_source(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
+    baseline = policy_source(baseline_ref, "baseline", cfg.trust_remote_code)
+    reward = reward_source(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     rubric = BrandRubric.load(cfg.brand_rubric) if "brand" in sets else None
     prompts = [(name, p) for name, set_cfg in sets.items() for p in load_prompt_set(name, set_cfg)]
     conversations = [p.messages for _, p in prompts]
-    same_model = _same_weights(policy, baseline)
+    same_model = same_weights(policy, baseline)
     if same_model:
         log.info("baseline %s has the same weights as the policy%s: its replies are the policy's, differences are 0",
                  baseline.stable_ref, "" if cfg.baseline else " (the policy has no base of its own)")
@@ -246,26 +246,6 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
 
 
 # -- models ---------------------------------------------------------------------------------------
-
-def _policy_source(ref: str, role: str, trust_remote_code: bool) -> ModelSource:
-    source = resolve_model(ref, trust_remote_code)
-    if source.task != "causal_lm":
-        raise AlignError(f"{role} {ref} is a {source.task} model, not a policy; give a policy (SFT/DPO run, "
-                         "model directory or embedded)" + ("; a reward model goes in reward_model=" if source.task == "reward" else ""))
-    return source
-
-
-def _reward_source(ref: str, trust_remote_code: bool) -> ModelSource:
-    source = resolve_model(ref, trust_remote_code)
-    if source.task != "reward":
-        raise AlignError(f"reward_model {ref} is a {source.task} model, not a reward model; give a run of `align reward`")
-    return source
-
-
-def _same_weights(a: ModelSource, b: ModelSource) -> bool:
-    resolved = lambda s: (Path(s.base_dir).resolve(), [Path(p).resolve() for p in s.adapters])  # noqa: E731
-    return resolved(a) == resolved(b)
-
 
 def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, prompt_ids, timing: dict, role: str):
     start = time.time()

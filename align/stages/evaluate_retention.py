@@ -39,7 +39,7 @@ from align.core.training import ModelLoading
 from align.data.records import write_jsonl
 from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
-from align.models import ModelSource, base_of, load_tokenizer, resolve_model
+from align.models import ModelSource, base_of, load_tokenizer, policy_source, reward_source, same_weights
 from align.rollout import (
     EngineName,
     SamplingSettings,
@@ -147,10 +147,10 @@ def run(cfg: Config) -> dict:
 
     ifeval_prompts = ifeval.load_ifeval_prompts(cfg.ifeval.path, cfg.ifeval.limit, cfg.ifeval.seed) if cfg.ifeval.path else []
     drift_prompts = load_prompt_set("drift", cfg.drift) if cfg.drift.paths else []
-    policy = _policy_source(cfg.policy, "policy", cfg.trust_remote_code)
+    policy = policy_source(cfg.policy, "policy", cfg.trust_remote_code)
     baseline_ref = cfg.baseline or base_of(cfg.policy)
-    baseline = _policy_source(baseline_ref, "baseline", cfg.trust_remote_code)
-    reward = _reward_source(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
+    baseline = policy_source(baseline_ref, "baseline", cfg.trust_remote_code)
+    reward = reward_source(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     tokenizer = load_tokenizer(policy, cfg.trust_remote_code)
     # One tokenizer encodes both models' prompts, and the KL compares next-token distributions id by id.
     if load_tokenizer(baseline, cfg.trust_remote_code).get_vocab() != tokenizer.get_vocab():
@@ -166,7 +166,7 @@ def run(cfg: Config) -> dict:
         ids = encode_prompts(tokenizer, [p.messages for p in drift_prompts])
         check_context(ids, [p.source for p in drift_prompts], cfg.drift_sampling.max_tokens, context)
         jobs["drift"] = (ids, cfg.drift_sampling)
-    same_model = _same_weights(policy, baseline)
+    same_model = same_weights(policy, baseline)
     if same_model:
         log.info("baseline %s has the same weights as the policy%s: its replies are the policy's",
                  baseline.stable_ref, "" if cfg.baseline else " (the policy has no base of its own)")
@@ -234,26 +234,6 @@ def run(cfg: Config) -> dict:
 
 
 # -- models and generation ------------------------------------------------------------------------
-
-def _policy_source(ref: str, role: str, trust_remote_code: bool) -> ModelSource:
-    source = resolve_model(ref, trust_remote_code)
-    if source.task != "causal_lm":
-        raise AlignError(f"{role} {ref} is a {source.task} model, not a policy; give a policy (SFT/DPO run, model "
-                         "directory or embedded)" + ("; a reward model goes in reward_model=" if source.task == "reward" else ""))
-    return source
-
-
-def _reward_source(ref: str, trust_remote_code: bool) -> ModelSource:
-    source = resolve_model(ref, trust_remote_code)
-    if source.task != "reward":
-        raise AlignError(f"reward_model {ref} is a {source.task} model, not a reward model; give a run of `align reward`")
-    return source
-
-
-def _same_weights(a: ModelSource, b: ModelSource) -> bool:
-    resolved = lambda s: (Path(s.base_dir).resolve(), [Path(p).resolve() for p in s.adapters])  # noqa: E731
-    return resolved(a) == resolved(b)
-
 
 def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, jobs: dict, timing: dict, role: str) -> dict:
     """Every job's completions from one engine load: {job: [Completion per prompt]}."""
