@@ -27,6 +27,7 @@ from align.core.errors import AlignError
 
 # Stage modules per step, imported when a config is built (the loop itself stays light to import).
 STAGE_MODULES = {
+    "sft": "align.stages.sft",
     "generate": "align.stages.generate",
     "score": "align.stages.score",
     "pairs": "align.stages.pairs",
@@ -42,6 +43,7 @@ TRAIN_STAGES = ("reward", "dpo", "ppo")
 POLICY_STAGES = ("dpo", "ppo")
 # Keys the loop sets itself; a section that sets them would be silently overridden, so it is refused.
 WIRED = {
+    "sft": ("model", "runs_dir", "name"),
     "generate": ("policy", "runs_dir", "name"),
     "score": ("generations", "reward_model", "runs_dir", "name"),
     "pairs": ("generations", "runs_dir", "name"),
@@ -116,6 +118,10 @@ class LoopConfig:
     """Rounds after round 0 (the starting policy, evaluated only)."""
     policy: str = "embedded"
     """The starting policy: embedded, a model directory, or an SFT/DPO run."""
+    sft: dict[str, Any] = field(default_factory=dict)
+    """`align sft` settings for a warm start: when given, round 0 fine-tunes `policy` on them (e.g. the
+    recipe's hand-written replies) and that SFT run is the policy round 1 starts from and round 0
+    evaluates against `policy`. The loop sets model."""
     reward_model: str | None = None
     """A reward run to score round 1's candidates with (later rounds use the loop's newest reward model)."""
     gates: str = ""

@@ -188,11 +188,19 @@ class Loop:
             return
         start = self.cfg.policy
         wiring = {"policy": start, "baseline": start, "runs_dir": str(self.round_dir(0)), "name": "evaluate"}
+        if self.cfg.sft:
+            # The warm start: the rounds sample from the SFT policy, and round 0 measures what SFT alone did
+            # against the base (a style SFT can cost refusals: the report shows it before any round runs).
+            start = self.step(rnd, "sft", "sft", {"model": self.cfg.policy, "runs_dir": str(self.round_dir(0)),
+                                                  "name": "sft"})["path"]
+            self.state.current["policy"] = self.state.rel(start)
+            wiring["policy"] = start
         if self.cfg.reward_model and "reward_model" not in self.cfg.evaluate:
             wiring["reward_model"] = self.cfg.reward_model
         manifest = self.step(rnd, "evaluate", "evaluate", wiring)
         self.state.current["evaluation"] = self.state.rel(manifest["path"])
-        rnd.update(policy=start, decided=True, reasons=["starting policy"])
+        rnd.update(policy=self.state.rel(start), decided=True,
+                   reasons=["starting policy (SFT warm start)" if self.cfg.sft else "starting policy"])
         self.state.save()
         self.write_report()
 
@@ -242,12 +250,12 @@ class Loop:
             if stage == "reward":
                 wiring["data.train"] = labels["path"]
                 if "model" not in cfg.reward:
-                    wiring["model"] = cfg.policy
+                    wiring["model"] = self.start_policy()
                 new_reward = self.step(rnd, stage, stage, wiring)["path"]
             elif stage == "dpo":
                 wiring.update({"model": policy, "data.train": labels["path"]})
-                if cfg.train.reference == "start" and policy != cfg.policy:
-                    wiring["reference"] = cfg.policy
+                if cfg.train.reference == "start" and policy != self.start_policy():
+                    wiring["reference"] = self.start_policy()
                 candidate = self.step(rnd, stage, stage, wiring)["path"]
             else:  # ppo / rloo / grpo: online, from the newest reward model
                 wiring.update({"model": policy, "reward_model": new_reward or reward_model})
@@ -380,6 +388,10 @@ class Loop:
                 "pending": int(progress.get("pending", 0))}
 
     # -- paths, report, summary ---------------------------------------------------------------------
+    def start_policy(self) -> str:
+        """The policy round 1 started from: the SFT warm start when the loop has one, else `policy`."""
+        return self.state.abs(self.state.rounds[0]["policy"])
+
     def round_dir(self, n: int) -> Path:
         return self.dir / f"round-{n}"
 
@@ -420,6 +432,12 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
     from align.stages import generate
 
     placeholder = cfg.policy
+    if cfg.sft:
+        sft = stage_config("sft", cfg.sft, {"model": cfg.policy, "runs_dir": ".", "name": "x"})
+        if not sft.data.train:
+            raise AlignError("loop section 'sft' needs 'data.train': the warm start's conversations")
+        if not Path(sft.data.train).exists():
+            raise AlignError(f"sft.data.train: no such file {sft.data.train!r}")
     has_reward = bool(cfg.reward_model) or "reward" in cfg.train.stages
     gen = stage_config("generate", cfg.generate, {"policy": cfg.policy, "runs_dir": ".", "name": "x"})
     if not gen.prompts:

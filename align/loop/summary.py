@@ -12,7 +12,7 @@ from align.loop.state import LoopState
 # (prompt set, metric, column title) of the printed score table.
 TABLE = (("brand", "brand_score", "brand score"), ("harmful", "refusal_rate", "harmful refused"),
          ("safe", "refusal_rate", "over-refusal"), ("brand", "length_words", "words"))
-STEP_ORDER = ("generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo", "evaluate")
+STEP_ORDER = ("sft", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo", "evaluate")
 
 
 def round_summaries(state: LoopState) -> list[RoundSummary]:
@@ -31,7 +31,7 @@ def round_summaries(state: LoopState) -> list[RoundSummary]:
             reasons=list(rnd.get("reasons", [])),
             wall_time_s={k: float(v["wall_time_s"]) for k, v in sorted(steps.items(), key=lambda kv: _order(kv[0]))
                          if v.get("status") == "done" and v.get("wall_time_s") is not None},
-            examples=examples_from_replies(evaluation, 2) if evaluation and rnd["round"] > 0 else [],
+            examples=examples_from_replies(evaluation, 2) if evaluation and (rnd["round"] > 0 or "sft" in steps) else [],
         ))
     return out
 
@@ -44,7 +44,8 @@ def loop_info(state: LoopState, cfg) -> dict[str, Any]:
         "loop directory": str(state.loop_dir.resolve()),
         "loop id": data["loop_id"],
         "started": data["created"],
-        "starting policy": cfg.policy,
+        "starting policy": (f"{cfg.policy}, SFT warm start on {cfg.sft.get('data', {}).get('train') or 'its config file data'}"
+                            if cfg.sft else cfg.policy),
         "current policy": f"{state.abs(data['current']['policy'])} (round {data['current']['round']})",
         "annotators": "simulated (demo/test: not people)" if cfg.annotators == "simulated" else "people (Argilla web UI)",
         "training": f"{' -> '.join(cfg.train.stages)} on {cfg.train.labels} labels, reference: {cfg.train.reference}",

@@ -69,8 +69,14 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
     return path
 
 
+SFT_WARM_START = {"config": "configs/sft/default.yaml", "max_length": 128,
+                  "data": {"train": "recipes/brand_voice/sft_train.jsonl", "format": "messages", "test_fraction": 0.0,
+                           "max_examples": 6},
+                  "training": {"max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1}}
+
+
 def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tmp_path, capsys):
-    config = loop_yaml(tmp_path, tiny_model, argilla, "two-rounds")
+    config = loop_yaml(tmp_path, tiny_model, argilla, "two-rounds", sft=SFT_WARM_START)
     assert cli_main(["loop", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     loop_dir = tmp_path / "two-rounds"
@@ -86,12 +92,25 @@ def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tm
     manifest = runs.read_manifest(current)
     model_input = next(i for i in manifest["inputs"] if i["role"] == "model")
     assert Path(model_input["path"]) == (loop_dir / "round-1" / "dpo").resolve()
+    # Round 0 is the SFT warm start, evaluated against the base; round 1 trained from it.
+    assert state.rounds[0]["steps"]["sft"]["status"] == "done"
+    assert Path(state.abs(state.rounds[0]["policy"])) == loop_dir / "round-0" / "sft"
+    first = runs.read_manifest(loop_dir / "round-1" / "dpo")
+    assert Path(next(i for i in first["inputs"] if i["role"] == "model")["path"]) == (loop_dir / "round-0" / "sft").resolve()
+    def role(manifest, name):
+        return next(i for i in manifest["inputs"] if i["role"] == name)
+
+    round0 = runs.read_manifest(loop_dir / "round-0" / "evaluate")
+    assert Path(role(round0, "policy")["path"]) == (loop_dir / "round-0" / "sft").resolve()
+    assert Path(role(round0, "baseline")["path"]) == tiny_model.resolve()
+    generate = runs.read_manifest(loop_dir / "round-1" / "generate")
+    assert Path(role(generate, "policy")["path"]) == (loop_dir / "round-0" / "sft").resolve()
     # Round 2 trains on both rounds' labels; lineage reaches the pulls, pushes and the base model.
     labels = runs.read_manifest(loop_dir / "round-2" / "labels")
     assert sorted(labels["notes"]["rounds"]) == ["1", "2"]
     assert labels["metrics"]["records"] == 12
     tree = "\n".join(runs.lineage(current))
-    for needle in ("annotate pull", "annotate push", "pairs", "generate", "loop labels", str(tiny_model),
+    for needle in ("annotate pull", "annotate push", "pairs", "generate", "loop labels", str(tiny_model), "sft",
                    "votes on 6 records", "simulated)", "pairs from rounds 1, 2"):
         assert needle in tree
     # Round 2's evaluation reused round 1's policy replies as its baseline: one model generated.
@@ -251,6 +270,9 @@ def test_argilla_down_while_waiting_exits_1_and_keeps_the_state(argilla, tiny_mo
     ({"gates": "BAD_GATES"}, "brand.brand_scor"),
     ({"dpo": {"betta": 0.2}}, "loop section 'dpo'"),
     ({"dpo": {"model": "x"}}, "'dpo.model' is set by the loop"),
+    ({"sft": {"config": "configs/sft/default.yaml", "data": {"train": "recipes/brand_voice/no_such.jsonl"}}},
+     "sft.data.train: no such file"),
+    ({"sft": {"config": "configs/sft/default.yaml", "model": "x"}}, "'sft.model' is set by the loop"),
 ])
 def test_bad_recipes_exit_2_before_anything_runs(tiny_model, tmp_path, capsys, change, message):
     class NoServer:
