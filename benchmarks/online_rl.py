@@ -60,6 +60,9 @@ def measure(algorithm: str, args, runs_dir: Path) -> dict:
         "kl_last_step": steps[-1].get("kl"),
         "held_out_policy_reward": metrics.get("rm_policy_mean_reward"),
         "held_out_reference_reward": metrics.get("rm_reference_mean_reward"),
+        "held_out_gain": metrics.get("rm_mean_gain"),
+        "held_out_gain_ci95": [metrics.get("rm_mean_gain_ci_low"), metrics.get("rm_mean_gain_ci_high")],
+        "held_out_win_rate": metrics.get("rm_policy_win_rate"),
         "held_out_prompts": metrics.get("rm_eval_prompts"),
         "wall_time_s": round(wall, 1),
     }
@@ -85,7 +88,8 @@ def main() -> int:
             print(algorithm, json.dumps(results[algorithm]), flush=True)
     report = {
         "benchmark": "online_rl",
-        "settings": {"model": args.model, "steps": args.steps, "responses_per_step": 8,
+        "settings": {"model": args.model, "reward_model": args.reward_model, "steps": args.steps,
+                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": 8,
                      "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "generation": "transformers generate"},
         "host": {"platform": platform.platform(), "python": platform.python_version()},
         "results": results,

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from typing import Any
 
+from align.evaluation.bootstrap import bootstrap_paired_difference
 from align.models import ModelSource, load_reward_model, load_tokenizer
 from align.scoring import pairwise_metrics, reward_scores
 
@@ -43,8 +44,14 @@ def compare_with_reward_model(
         "rm_mean_gain": vs["mean_margin"],
         "rm_policy_win_rate": vs["accuracy"],
     }
-    log.info("reward model on %d held-out prompts: policy %.3f vs reference %.3f (win rate %.2f)",
-             n, result["rm_policy_mean_reward"], result["rm_reference_mean_reward"], result["rm_policy_win_rate"])
+    if n > 1:
+        # Paired by prompt: is the gain more than which prompts happened to be held out?
+        gain = bootstrap_paired_difference(policy_scores, reference_scores)
+        result.update(rm_mean_gain_ci_low=gain.ci_low, rm_mean_gain_ci_high=gain.ci_high)
+    log.info("reward model on %d held-out prompts: policy %.3f vs reference %.3f (gain %+.3f [%s], win rate %.2f)",
+             n, result["rm_policy_mean_reward"], result["rm_reference_mean_reward"], result["rm_mean_gain"],
+             f"{result['rm_mean_gain_ci_low']:+.3f}, {result['rm_mean_gain_ci_high']:+.3f}" if n > 1 else "n=1",
+             result["rm_policy_win_rate"])
     return result
 
 

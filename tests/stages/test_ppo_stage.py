@@ -56,6 +56,7 @@ def check_run(manifest, setup):
     assert lora_b_changed(manifest["path"])
     assert on_disk["metrics"]["rm_eval_prompts"] == 2
     assert math.isfinite(on_disk["metrics"]["rm_policy_mean_reward"])
+    assert on_disk["metrics"]["rm_mean_gain_ci_low"] <= on_disk["metrics"]["rm_mean_gain"] <= on_disk["metrics"]["rm_mean_gain_ci_high"]
     lines = (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()
     assert lines
     return on_disk, [runs.json.loads(line) for line in lines]
