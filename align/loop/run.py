@@ -353,6 +353,13 @@ class Loop:
         deadline = since + wait.deadline_minutes * 60 if wait.deadline_minutes is not None else None
         progress = self.progress(dataset, rnd["round"])
         target = min(wait.min_records or progress["total"], progress["total"])
+        if self.cfg.annotators == "simulated":
+            # The simulated annotators answered in the simulate step and will add nothing: a record one of them
+            # discarded stays short of its submissions for good, and waiting for it would never end.
+            if progress["completed"] < target:
+                log.info("round %d: simulated annotators done; %d of %d records complete (the rest have a discard)",
+                         rnd["round"], progress["completed"], progress["total"])
+            target = min(target, progress["completed"])
         with tqdm(total=target, desc=f"round {rnd['round']}: records labelled", unit="record") as bar:
             while True:
                 bar.n = min(progress["completed"], target)

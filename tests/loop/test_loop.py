@@ -27,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 ROUND_STEPS = ["generate", "pairs", "push", "simulate", "wait", "pull", "labels", "dpo", "evaluate"]
 
 
-def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict] | None = None, **extra) -> Path:
+def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict] | None = None, discard_c: float = 0.05,
+              per_record: int = 2, **extra) -> Path:
     gates_file = tmp / f"{name}-gates.yaml"
     gates_file.write_text(yaml.safe_dump({"gates": gates or [
         {"name": "replies stay short", "metric": "brand.length_words.policy.mean", "op": "<=", "value": 1000},
@@ -37,7 +38,7 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
     annotators = tmp / f"{name}-annotators.yaml"
     annotators.write_text(yaml.safe_dump({"annotators": [
         {"username": f"{name}-a", "noise": 0.1}, {"username": f"{name}-b", "noise": 0.1, "bias_a": 0.05},
-        {"username": f"{name}-c", "noise": 0.05, "discard": 0.05}]}))
+        {"username": f"{name}-c", "noise": 0.05, "discard": discard_c}]}))
     config = {
         "recipe": name,
         "loop_dir": str(tmp / name),
@@ -51,7 +52,7 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
         "generate": {"config": "configs/generate/default.yaml", "prompts": "recipes/brand_voice/prompts_train.jsonl",
                      "max_prompts": 6, "engine": "hf", "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 12}},
         "pairs": {"selection": "random"},
-        "push": {"guidelines": "brand_voice", "annotators_per_record": 2},
+        "push": {"guidelines": "brand_voice", "annotators_per_record": per_record},
         "pull": {"journal_dir": str(tmp / "journal")},
         "simulate": {"annotators": str(annotators), "judge": "brand_voice",
                      "rubric": "recipes/brand_voice/rubric.yaml", "tie_margin": 0.0},
@@ -76,7 +77,9 @@ SFT_WARM_START = {"config": "configs/sft/default.yaml", "max_length": 128,
 
 
 def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tmp_path, capsys):
-    config = loop_yaml(tmp_path, tiny_model, argilla, "two-rounds", sft=SFT_WARM_START)
+    # Every annotator answers every record and one of them discards them all: no record ever has its three
+    # submissions, and the loop must go on with the votes there are instead of waiting for ever.
+    config = loop_yaml(tmp_path, tiny_model, argilla, "two-rounds", sft=SFT_WARM_START, discard_c=1.0, per_record=3)
     assert cli_main(["loop", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     loop_dir = tmp_path / "two-rounds"
