@@ -81,6 +81,12 @@ class VllmEngine:
         )
         if on_cpu:
             kwargs["kv_cache_memory_bytes"] = settings.kv_cache_gib * 2**30
+            # Whole prefills only: when a chunked prefill step discards a seeded request's sampled token, vLLM
+            # 0.32's CPU worker rewinds that request's torch generator by an offset CPU generators do not have
+            # ("CPU Generator does not use offset"): 144 seeded requests at once crashed a loop's generate step.
+            # vLLM makes the same choice for MLA models on CPU; the budget still admits a whole prompt.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len, 4096)
         else:
             kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         if adapter is not None:

@@ -92,3 +92,26 @@ def test_auto_picks_vllm_when_it_imports():
     assert choose_engine("auto") == "vllm"
     with pytest.raises(AlignError):
         choose_engine("tensorrt")
+
+
+def test_many_seeded_requests_whose_prefills_exceed_one_step(vllm_tiny_model):
+    """Hundreds of seeded requests at once: more prompt tokens than one scheduler step takes. With chunked
+    prefill, vLLM 0.32 on CPU split a prefill, discarded the sampled token and failed rewinding the request's
+    CPU generator ("CPU Generator does not use offset"); the engine keeps prefills whole on CPU."""
+    from align.rollout.vllm_engine import VllmEngine
+
+    source = resolve_model(str(vllm_tiny_model))
+    tokenizer = load_tokenizer(source)
+    words = "one two three four five six seven eight nine ten eleven twelve".split()
+    conversations = [[{"role": "user", "content": f"Prompt {i}: " + " ".join(words[: 4 + i % 8] * 3)}]
+                     for i in range(160)]
+    ids = encode_prompts(tokenizer, conversations)
+    assert sum(map(len, ids)) * 2 > 4096  # n=2: the prompts alone fill more than one step's token budget
+    engine = VllmEngine(source, tokenizer, "float32", VllmSettings(kv_cache_gib=1, enforce_eager=True),
+                        max_model_len=max(map(len, ids)) + 8, seed=0)
+    try:
+        assert engine.details["engine_args"]["enable_chunked_prefill"] is False
+        out = engine.generate(ids, SamplingSettings(n=2, temperature=1.0, top_p=1.0, max_tokens=4, seed=3))
+    finally:
+        engine.close()
+    assert len(out) == 160 and all(len(c) == 2 for c in out)
