@@ -230,6 +230,7 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #b42318; font-weight: 600; } .muted { color: #777; }
 tr.failed td { background: #fff1f0; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots img { max-width: 580px; width: 100%; border: 1px solid #eee; }
+.plots figure { margin: 0; max-width: 580px; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: .6em; margin-bottom: 1.2em; }
 .reply { white-space: pre-wrap; background: #fafafa; border: 1px solid #e3e3e3; padding: .5em; font-size: .9em; }
 .prompt { white-space: pre-wrap; font-style: italic; margin: .4em 0; }
@@ -352,7 +353,7 @@ def _retention(rounds: list[RoundSummary]) -> str:
     baseline = source.retention.get("notes", {}).get("baseline", "") if isinstance(source.retention, dict) else ""
     return ("<h2>Retention per round</h2>"
             f"<p>What each round's policy lost against the loop's base model{f' ({_e(baseline)})' if baseline else ''}"
-            " (`align evaluate retention`): every round is measured against the same model, so losses add up across "
+            " (<code>align evaluate retention</code>): every round is measured against the same model, so losses add up across "
             "rounds. Accuracies are the policy's, with its difference from the base; KL on the policy's own sampled "
             "replies to general prompts; 95% intervals.</p>"
             f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>" + _retention_plots(rounds))
@@ -381,13 +382,12 @@ def _retention_plots(rounds: list[RoundSummary]) -> str:
     if any(kl):
         figures.append(_interval_plot(plt, rounds, "Drift from the base model", "KL(policy || base), nats/token",
                                       {"KL on general prompts": kl}))
-    for r in rounds:
-        png = _run_png(r.retention)
-        if png:
-            figures.append((f"round {r.round}: retention.png", png))
-    return "<div class='plots'>" + "".join(
-        f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}</small>"
-        f"</figcaption></figure>" for alt, png in figures) + "</div>"
+    # Each round's own plot: the titles drawn in it do not say which round it is, so a caption does.
+    own = [(f"round {r.round}: retention.png", png) for r in rounds if (png := _run_png(r.retention))]
+    return ("<div class='plots'>"
+            + "".join(f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures)
+            + "".join(f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}"
+                      "</small></figcaption></figure>" for alt, png in own) + "</div>")
 
 
 def _run_png(run: dict[str, Any] | str | None) -> str | None:
