@@ -99,7 +99,7 @@ def test_a_retention_gate_holds_a_round_back(argilla, tiny_model, tmp_path, caps
     ({"retention": {"baseline": "runs/other"}}, "'retention.baseline' is set by the loop"),
     ({"retention": {"ifeval": {"limt": 3}}}, "loop section 'retention'"),
     ({"retention_gates": "missing"}, "retention_gates: no such file"),
-    ({"retention": None}, "'retention_gates'"),
+    ({"retention": None}, "needs a 'retention' section"),
     ({"retention": {"drift": {"paths": []}}}, "reads prompt set 'drift', which is not evaluated"),
     ({"retention_gates": [{"name": "brand", "metric": "brand.brand_score.difference.mean", "op": ">=", "value": 0}]},
      "move the gate to the 'gates' file"),
@@ -155,6 +155,7 @@ def test_a_loop_started_before_retention_existed_resumes_without_a_config_change
     from align.core.config import to_dict
 
     now = to_dict(load_config(LoopConfig, loop_yaml(tmp_path, tiny_model, NoServer(), "old")))
+    assert now["retention"] == {} and now["retention_gates"] == ""  # off by default, and saved in loop.json
     then = {k: v for k, v in now.items() if k not in ("retention", "retention_gates")}
     assert describe_change(then, now) == []
     turned_on = json.loads(json.dumps(now))

@@ -128,10 +128,8 @@ def test_retention_per_round_is_on_the_page(tmp_path, kept_rounds):
     imgs = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
     assert imgs[5:] == ["IFEval accuracy (round 0: the base model)", "Drift from the base model",
                         "round 1: retention.png", "round 2: retention.png"]
-
-
-def test_no_retention_section_without_retention(tmp_path, rounds):
-    page = write_report(tmp_path / "report.html", rounds, {}).read_text()
+    # A loop that measures no retention has no such section.
+    page = write_report(tmp_path / "report.html", three_rounds(), {}).read_text()
     assert "Retention per round" not in page and "retention.png" not in page
 
 
