@@ -140,7 +140,8 @@ def test_the_documented_command_line_turns_retention_on_and_passes_preflight(rec
     """`align loop --config recipes/<recipe>/loop.yaml retention.config=... retention_gates=...` (README)."""
     monkeypatch.chdir(ROOT)
     cfg = load_config(LoopConfig, f"recipes/{recipe}/loop.yaml", [
-        "retention.config=configs/evaluate/retention.yaml", f"retention_gates=recipes/{recipe}/retention_gates.yaml"])
+        "retention.config=configs/evaluate/retention.yaml", f"retention_gates=recipes/{recipe}/retention_gates.yaml",
+        f"loop_dir=runs/{recipe}-loop-retention"])
     specs, _ = preflight(cfg)
     retention = load_retention_gates(cfg)
     assert {s.path[0] for s in retention} == {"ifeval", "drift"} and specs
