@@ -13,14 +13,14 @@ import yaml
 
 pytest.importorskip("lm_eval", reason="IFEval scoring needs the eval extra (pip install -e '.[eval]')")
 
-from align.cli import main as cli_main  # noqa: E402
-from align.core import runs  # noqa: E402
-from align.core.config import load_config  # noqa: E402
-from align.loop.config import LoopConfig, describe_change  # noqa: E402
-from align.loop.run import load_retention_gates, preflight  # noqa: E402
-from align.loop.state import LoopState  # noqa: E402
-from tests.conftest import write_jsonl  # noqa: E402
-from tests.loop.test_loop import SFT_WARM_START, loop_yaml  # noqa: E402
+from align.cli import main as cli_main
+from align.core import runs
+from align.core.config import load_config
+from align.loop.config import LoopConfig, describe_change
+from align.loop.run import load_retention_gates, preflight
+from align.loop.state import LoopState
+from tests.conftest import write_jsonl
+from tests.loop.test_loop import SFT_WARM_START, loop_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FAILING = "policy unchanged from the base"

@@ -19,8 +19,8 @@ from align.evaluation.bootstrap import bootstrap_mean
 from align.evaluation.ifeval import ifeval_metrics
 from align.loop import report
 from align.loop.gates import GateResult, evaluate_gates, parse_gates
-from align.stages import evaluate_retention
 from align.loop.report import ExampleReply, LabelSummary, RoundSummary, write_report
+from align.stages import evaluate_retention
 from tests.browser import headless_chromium
 from tests.loop.conftest import manifest, rows
 
