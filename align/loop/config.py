@@ -38,6 +38,7 @@ STAGE_MODULES = {
     "dpo": "align.stages.dpo",
     "ppo": "align.stages.ppo",
     "evaluate": "align.stages.evaluate_policy",
+    "retention": "align.stages.evaluate_retention",
 }
 TRAIN_STAGES = ("reward", "dpo", "ppo")
 POLICY_STAGES = ("dpo", "ppo")
@@ -54,6 +55,7 @@ WIRED = {
     "dpo": ("model", "data.train", "runs_dir", "name"),
     "ppo": ("model", "reward_model", "runs_dir", "name"),
     "evaluate": ("policy", "baseline", "baseline_replies", "runs_dir", "name"),
+    "retention": ("policy", "baseline", "runs_dir", "name"),
 }
 
 
@@ -154,6 +156,14 @@ class LoopConfig:
     """`align ppo` settings (algorithm ppo, rloo or grpo); the loop sets model and reward_model."""
     evaluate: dict[str, Any] = field(default_factory=dict)
     """`align evaluate policy` settings: the held-out prompt sets the gates read."""
+    retention: dict[str, Any] = field(default_factory=dict)
+    """`align evaluate retention` settings (e.g. config: configs/evaluate/retention.yaml): when given, each
+    round's candidate is also measured for what it lost (IFEval, drift) against the starting policy's base
+    model, so losses add up across rounds. Unset = not measured. The loop sets policy and baseline."""
+    retention_gates: str = ""
+    """Gates YAML on the retention run's metrics (e.g. recipes/brand_voice/retention_gates.yaml): a round is
+    promoted only when these hold too. Needs a `retention` section; without gates, retention is measured
+    and reported, not gated."""
 
     def __post_init__(self):
         if not self.recipe:
@@ -165,6 +175,9 @@ class LoopConfig:
         if not self.gates:
             raise AlignError("'gates' is required: a gates YAML (e.g. recipes/brand_voice/gates.yaml); a loop "
                              "that promotes every round needs no evaluation")
+        if self.retention_gates and not self.retention:
+            raise AlignError(f"'retention_gates' ({self.retention_gates}) needs a 'retention' section saying how to "
+                             "measure retention, e.g. retention.config=configs/evaluate/retention.yaml")
         if not self.loop_dir:
             self.loop_dir = f"runs/{self.recipe}-loop"
         if self.annotators == "simulated" and not self.simulate.get("annotators"):
@@ -192,7 +205,7 @@ def stage_config(step: str, section: dict[str, Any], wiring: dict[str, Any]):
 
 def config_files(cfg: LoopConfig) -> list[str]:
     """Every file the loop config points at whose content decides what the loop does."""
-    files = [cfg.gates]
+    files = [cfg.gates] + ([cfg.retention_gates] if cfg.retention_gates else [])
     for step in STAGE_MODULES:
         section = getattr(cfg, step)
         if section.get("config"):
@@ -215,11 +228,33 @@ def flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def describe_change(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for every dotted key that differs."""
+    """`key: old -> new` for every dotted key that differs.
+
+    A key one side lacks and the other leaves empty is no change: a loop started before an optional
+    section existed (e.g. `retention`) had it off, which is what the empty default says.
+    """
     a, b = flatten(then), flatten(now)
     missing = object()
+    a.update({k: v for k, v in b.items() if k not in a and _empty(v)})
+    b.update({k: v for k, v in a.items() if k not in b and _empty(v)})
     return [f"{k}: {json.dumps(a.get(k)) if k in a else '(not set)'} -> {json.dumps(b.get(k)) if k in b else '(not set)'}"
             for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == {} or value == []
+
+
+def retention_baseline(cfg: LoopConfig) -> str:
+    """What every round's retention is measured against: the base of the loop's starting policy.
+
+    The default of `align evaluate retention` (the policy's base), pinned once for the whole loop: each
+    round's candidate is compared with the same model, so what two rounds lose adds up instead of each
+    round being allowed its own loss against the last (the recipes' retention_gates assume this).
+    """
+    from align.models import base_of
+
+    return base_of(cfg.policy)
 
 
 def resolve_dir(cfg: LoopConfig) -> Path:

@@ -10,6 +10,9 @@ per round so far (round 0 is the starting policy: evaluated, no labels, no gates
 - labels per round: records, votes, discards, ties, agreement, Krippendorff's alpha, annotators,
   and whether the annotators were simulated;
 - wall time of each step of each round;
+- with a retention step: per round, what the policy lost against the loop's base model (IFEval
+  prompt- and instruction-level strict accuracy, drift KL, the base replies' log-likelihood change,
+  with intervals), a plot across rounds and each round's own retention.png;
 - every gate of every round with its number and reason, failures marked;
 - example replies, baseline and policy side by side.
 
@@ -127,6 +130,9 @@ class RoundSummary:
     """Seconds per step, in the order the steps ran (e.g. generate, push, labels, pull, dpo, evaluate)."""
     examples: list[ExampleReply] = field(default_factory=list)
     """Replies shown side by side."""
+    retention: dict[str, Any] | str | None = None
+    """The round's `align evaluate retention` manifest, or its run directory; None when the loop measures no
+    retention (or not yet, or round 0 without a warm start: there the policy is the retention baseline)."""
 
     def metrics(self) -> dict[str, Any]:
         """The evaluation's metrics (read from its run directory when given as a path)."""
@@ -136,12 +142,21 @@ class RoundSummary:
             self.evaluation = runs.read_manifest(self.evaluation)
         return self.evaluation.get("metrics", {})
 
+    def retention_metrics(self) -> dict[str, Any]:
+        """The retention run's metrics; {} without one."""
+        if self.retention is None:
+            return {}
+        if not isinstance(self.retention, dict):
+            self.retention = runs.read_manifest(self.retention)
+        return self.retention.get("metrics", {})
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for a loop's state file; `from_dict` reads it back."""
         out = asdict(self)
         out["gates"] = None if self.gates is None else self.gates.as_dict()
-        evaluation = self.evaluation
-        out["evaluation"] = evaluation.get("path", evaluation) if isinstance(evaluation, dict) else evaluation
+        for key in ("evaluation", "retention"):
+            run = getattr(self, key)
+            out[key] = run.get("path", run) if isinstance(run, dict) else run
         return out
 
     @classmethod
@@ -215,6 +230,7 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #b42318; font-weight: 600; } .muted { color: #777; }
 tr.failed td { background: #fff1f0; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots img { max-width: 580px; width: 100%; border: 1px solid #eee; }
+.plots figure { margin: 0; max-width: 580px; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: .6em; margin-bottom: 1.2em; }
 .reply { white-space: pre-wrap; background: #fafafa; border: 1px solid #e3e3e3; padding: .5em; font-size: .9em; }
 .prompt { white-space: pre-wrap; font-style: italic; margin: .4em 0; }
@@ -235,6 +251,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
         ("<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
          "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
         _plots(rounds), _scores_table(rounds), _rules_table(rounds),
+        _retention(rounds),
         "<h2>Labels per round</h2>", _labels_table(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
         "<h2>Gates</h2>", _gates_table(rounds),
@@ -296,6 +313,89 @@ def _rules_table(rounds: list[RoundSummary]) -> str:
         for rule in rules)
     return ("<p>Brand-voice rules: the policy's mean score per rule (— where no prompt of the set applies the rule).</p>"
             f"<table><tr><th>rule</th>{head}</tr>{rows}</table>")
+
+
+RETENTION_ROWS = (("ifeval", "prompt_strict", "IFEval prompt-level strict"),
+                  ("ifeval", "inst_strict", "IFEval instruction-level strict"),
+                  ("drift", "kl", "drift: KL(policy || base), nats/token"),
+                  ("drift", "baseline_logprob", "drift: base replies' log-likelihood, nats/token"))
+
+
+def _retention(rounds: list[RoundSummary]) -> str:
+    """Per round, what the policy lost against the loop's base model; nothing when the loop measures no retention."""
+    per_round = [r.retention_metrics() for r in rounds]
+    if not any(per_round):
+        return ""
+    # Round 0 without a warm start is the retention baseline itself: its scores are every run's baseline.
+    source = next(r for r, m in zip(rounds, per_round) if m)
+    base = source.retention_metrics()
+    head = "".join(f"<th>round {r.round}</th>" for r in rounds)
+    rows = []
+    for s, m, label in RETENTION_ROWS:
+        if not any(m in pr.get(s, {}) for pr in per_round):
+            continue
+        cells = []
+        for r, pr in zip(rounds, per_round):
+            node = pr.get(s, {}).get(m)
+            if node is None and r.round == 0 and m in base.get(s, {}) and m != "kl":
+                own = base[s][m]["baseline"]
+                cells.append(f"<td class='num'>{_ci(own, m)}<br><small>the base itself (round {source.round}'s "
+                             f"baseline), n={own['n']}</small></td>")
+            elif node is None:
+                cells.append("<td class='num muted'>—</td>")
+            elif m == "kl":
+                cells.append(f"<td class='num'>{_ci(node, m)}<br><small>n={node['n']}</small></td>")
+            else:
+                diff = node["difference"]
+                cells.append(f"<td class='num'>{_ci(node['policy'], m)}<br><small>vs base {_ci(diff, m, signed=True)}"
+                             f", n={diff['n']}</small></td>")
+        rows.append(f"<tr><th>{_e(label)}</th>{''.join(cells)}</tr>")
+    baseline = source.retention.get("notes", {}).get("baseline", "") if isinstance(source.retention, dict) else ""
+    return ("<h2>Retention per round</h2>"
+            f"<p>What each round's policy lost against the loop's base model{f' ({_e(baseline)})' if baseline else ''}"
+            " (<code>align evaluate retention</code>): every round is measured against the same model, so losses add up across "
+            "rounds. Accuracies are the policy's, with its difference from the base; KL on the policy's own sampled "
+            "replies to general prompts; 95% intervals.</p>"
+            f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>" + _retention_plots(rounds))
+
+
+def _retention_plots(rounds: list[RoundSummary]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here; must precede pyplot
+    from matplotlib import pyplot as plt
+
+    per_round = [r.retention_metrics() for r in rounds]
+    base = next(m for m in per_round if m)
+    figures = []
+    ifeval = {}
+    for m, label in (("prompt_strict", "prompt-level strict"), ("inst_strict", "instruction-level strict")):
+        values = [pr.get("ifeval", {}).get(m, {}).get("policy") for pr in per_round]
+        if values[0] is None and m in base.get("ifeval", {}) and rounds[0].round == 0:
+            values[0] = base["ifeval"][m]["baseline"]  # round 0 is the base: its own accuracy
+        if any(values):
+            ifeval[label] = values
+    if ifeval:
+        figures.append(_interval_plot(plt, rounds, "IFEval accuracy (round 0: the base model)", "accuracy", ifeval,
+                                      ylim=(0, 1)))
+    kl = [pr.get("drift", {}).get("kl") for pr in per_round]
+    if any(kl):
+        figures.append(_interval_plot(plt, rounds, "Drift from the base model", "KL(policy || base), nats/token",
+                                      {"KL on general prompts": kl}))
+    # Each round's own plot: the titles drawn in it do not say which round it is, so a caption does.
+    own = [(f"round {r.round}: retention.png", png) for r in rounds if (png := _run_png(r.retention))]
+    return ("<div class='plots'>"
+            + "".join(f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures)
+            + "".join(f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}"
+                      "</small></figcaption></figure>" for alt, png in own) + "</div>")
+
+
+def _run_png(run: dict[str, Any] | str | None) -> str | None:
+    """A retention run's own plot, base64; None when the run has none (or is not on this disk)."""
+    if not isinstance(run, dict) or "path" not in run or "plot" not in run.get("outputs", {}):
+        return None
+    path = Path(runs.output_path(run["path"], run, "plot"))
+    return base64.b64encode(path.read_bytes()).decode("ascii") if path.is_file() else None
 
 
 def _labels_table(rounds: list[RoundSummary]) -> str:

@@ -12,8 +12,11 @@ Round 0 evaluates the starting policy. Each round after it:
     labels      the pairs the round trains on: this round's labels or every round's so far
     reward/dpo/ppo   the recipe's training stages, on those labels
     evaluate    `align evaluate policy`: the new policy against the current one on held-out prompts
-    gate        the recipe's gates; all hold: the new policy becomes current (promoted); else it is
-                held back, the current policy stays, and the report and exit status say which gates failed
+    retention   (with a `retention` section) `align evaluate retention`: what the new policy lost against
+                the starting policy's base model (IFEval, drift), so losses add up across rounds
+    gate        the recipe's gates and its retention_gates; all hold: the new policy becomes current
+                (promoted); else it is held back, the current policy stays, and the report and exit status
+                say which gates failed
 
 Every step except wait and gate writes an ordinary run directory (`<loop_dir>/round-<n>/<step>`) with
 its manifest, so `align lineage` walks from any policy through the rounds, label pulls, data files
@@ -52,11 +55,14 @@ from align.loop.config import (
     config_files,
     describe_change,
     resolve_dir,
+    retention_baseline,
     stage_config,
 )
 from align.loop.gates import GateResult, evaluate_gates, load_gates
 from align.loop.labels import since_start, usable_pairs, write_labels_run
 from align.loop.state import LoopState
+from align.stages import evaluate_retention as retention_stage
+from align.stages.evaluate_policy import SETS as POLICY_SETS
 from align.stages.evaluate_policy import ReuseRefused
 
 log = logging.getLogger(__name__)
@@ -123,6 +129,7 @@ class Loop:
         self.until = until
         self.dir = resolve_dir(cfg)
         self.specs, self.sets = preflight(cfg)  # everything checkable, before any directory is made
+        self.retention_specs = load_retention_gates(cfg) if cfg.retention_gates else []
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dir / LOCK, "w")
         try:
@@ -198,6 +205,11 @@ class Loop:
         if self.cfg.reward_model and "reward_model" not in self.cfg.evaluate:
             wiring["reward_model"] = self.cfg.reward_model
         manifest = self.step(rnd, "evaluate", "evaluate", wiring)
+        if self.cfg.retention and self.cfg.sft:
+            # Only a warm start makes round 0's policy differ from the retention baseline; without one the
+            # starting policy is that baseline (zero differences by construction), and every round's
+            # retention run already holds its scores as the baseline's.
+            self.retention(rnd, start)
         self.state.current["evaluation"] = self.state.rel(manifest["path"])
         rnd.update(policy=self.state.rel(start), decided=True,
                    reasons=["starting policy (SFT warm start)" if self.cfg.sft else "starting policy"])
@@ -277,6 +289,12 @@ class Loop:
             evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
         rnd["since_start"] = since_start(state.abs(state.rounds[0]["steps"]["evaluate"]["run"]), evaluation["path"])
         gates = evaluate_gates(self.specs, evaluation)
+        if cfg.retention:
+            # Run whatever the policy gates said: a held-back round's report then names every gate that must
+            # change, not only the first set that failed.
+            kept = self.retention(rnd, candidate)
+            if self.retention_specs:
+                gates = GateResult(gates.gates + evaluate_gates(self.retention_specs, kept).gates)
         self.decide(n, rnd, candidate, evaluation, gates.reasons if not gates.passed else [], gates, new_reward)
 
     def decide(self, n: int, rnd: dict[str, Any], candidate: str | None, evaluation: dict | None,
@@ -296,6 +314,12 @@ class Loop:
         else:
             log.warning("round %d: held back; the current policy stays %s: %s", n, state.abs(state.current["policy"]),
                         "; ".join(failures))
+
+    def retention(self, rnd: dict[str, Any], policy: str) -> dict[str, Any]:
+        """`align evaluate retention` of `policy` against the base model the loop started from."""
+        return self.step(rnd, "retention", "retention", {"policy": policy, "baseline": retention_baseline(self.cfg),
+                                                          "runs_dir": str(self.round_dir(rnd["round"])),
+                                                          "name": "retention"})
 
     # -- steps --------------------------------------------------------------------------------------
     def step(self, rnd: dict[str, Any], name: str, section: str, wiring: dict[str, Any]) -> dict[str, Any]:
@@ -485,8 +509,63 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
         load_prompt_set(name, getattr(ev, name))
     if "brand" in sets and not Path(ev.brand_rubric).is_file():
         raise AlignError(f"evaluate.brand_rubric: no such file {ev.brand_rubric!r}")
+    _refuse_foreign_gates(cfg.gates, "gates", retention_stage.SETS, "retention_gates", "align evaluate retention")
     specs = load_gates(cfg.gates, sets=sets, reward_model=has_reward or bool(cfg.evaluate.get("reward_model")))
+    if cfg.retention:
+        preflight_retention(cfg, specs)
     return specs, sets
+
+
+def _retention_config(cfg: LoopConfig):
+    placeholder = cfg.policy
+    return stage_config("retention", cfg.retention, {"policy": placeholder, "baseline": placeholder, "runs_dir": ".",
+                                                     "name": "x"})
+
+
+def _retention_sets(ret) -> tuple[str, ...]:
+    return tuple(name for name, on in (("ifeval", bool(ret.ifeval.path)), ("drift", bool(ret.drift.paths))) if on)
+
+
+def load_retention_gates(cfg: LoopConfig) -> list:
+    """The retention_gates, checked against what the retention section evaluates."""
+    ret = _retention_config(cfg)
+    if not Path(cfg.retention_gates).is_file():
+        raise AlignError(f"retention_gates: no such file {cfg.retention_gates!r}; give a gates YAML on the retention "
+                         "run's metrics, e.g. recipes/brand_voice/retention_gates.yaml")
+    _refuse_foreign_gates(cfg.retention_gates, "retention_gates", POLICY_SETS, "gates", "align evaluate policy")
+    return load_gates(cfg.retention_gates, sets=_retention_sets(ret), reward_model=bool(ret.reward_model))
+
+
+def preflight_retention(cfg: LoopConfig, specs: list) -> None:
+    """The retention section's inputs (lm-eval, IFEval and drift prompts) and its gates, before anything runs."""
+    from align.evaluation import ifeval
+    from align.evaluation.prompt_sets import load_prompt_set
+
+    ret = _retention_config(cfg)
+    if not _retention_sets(ret):
+        raise AlignError("loop section 'retention' evaluates nothing: give ifeval.path and/or drift.paths "
+                         "(e.g. retention.config=configs/evaluate/retention.yaml)")
+    if ret.ifeval.path:
+        ifeval.load_ifeval_prompts(ret.ifeval.path, ret.ifeval.limit, ret.ifeval.seed)  # also: lm-eval installed
+    if ret.drift.paths:
+        load_prompt_set("drift", ret.drift)
+    if cfg.retention_gates:
+        both = {s.name for s in specs} & {s.name for s in load_retention_gates(cfg)}
+        if both:
+            raise AlignError(f"gate '{min(both)}' is named in both {cfg.gates} and {cfg.retention_gates}; give each gate "
+                             "its own name (the report and the reasons a round is held back name gates)")
+
+
+def _refuse_foreign_gates(path: str, key: str, foreign: tuple[str, ...], owner_key: str, owner: str) -> None:
+    """A gate on the other evaluation's prompt sets, caught with a message that says where it belongs."""
+    from align.core.config import read_yaml
+
+    data = read_yaml(path).get("gates")
+    for gate in data if isinstance(data, list) else []:
+        metric = gate.get("metric") if isinstance(gate, dict) else None
+        if isinstance(metric, str) and metric.split(".")[0] in foreign:
+            raise AlignError(f"{path}: gate '{gate.get('name')}' reads {metric}, which `{owner}` writes, but this is the "
+                             f"loop's '{key}' file; move the gate to the '{owner_key}' file")
 
 
 def _stage_run(section: str, config) -> dict[str, Any]:

@@ -12,7 +12,11 @@ from align.loop.state import LoopState
 # (prompt set, metric, column title) of the printed score table.
 TABLE = (("brand", "brand_score", "brand score"), ("harmful", "refusal_rate", "harmful refused"),
          ("safe", "refusal_rate", "over-refusal"), ("brand", "length_words", "words"))
-STEP_ORDER = ("sft", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo", "evaluate")
+# (prompt set, metric, part, column title) of the retention columns, printed when the loop measures retention.
+RETENTION_TABLE = (("ifeval", "prompt_strict", "difference", "IFEval p-strict vs base"),
+                   ("drift", "kl", None, "KL vs base"))
+STEP_ORDER = ("sft", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo",
+              "evaluate", "retention")
 
 
 def round_summaries(state: LoopState) -> list[RoundSummary]:
@@ -32,6 +36,7 @@ def round_summaries(state: LoopState) -> list[RoundSummary]:
             wall_time_s={k: float(v["wall_time_s"]) for k, v in sorted(steps.items(), key=lambda kv: _order(kv[0]))
                          if v.get("status") == "done" and v.get("wall_time_s") is not None},
             examples=examples_from_replies(evaluation, 2) if evaluation and (rnd["round"] > 0 or "sft" in steps) else [],
+            retention=_done(state, steps, "retention"),
         ))
     return out
 
@@ -51,6 +56,12 @@ def loop_info(state: LoopState, cfg) -> dict[str, Any]:
         "training": f"{' -> '.join(cfg.train.stages)} on {cfg.train.labels} labels, reference: {cfg.train.reference}",
         "gates": cfg.gates,
     }
+    if cfg.retention:
+        from align.loop.config import retention_baseline
+
+        info["retention"] = (f"align evaluate retention ({cfg.retention.get('config') or 'section settings'}) of each "
+                             f"round's policy against {retention_baseline(cfg)}; "
+                             + (f"gated by {cfg.retention_gates}" if cfg.retention_gates else "measured, not gated"))
     last = next((r for r in reversed(state.rounds) if r.get("since_start")), None)
     if last is not None:
         for prompt_set, metric, title in TABLE:
@@ -65,18 +76,28 @@ def loop_info(state: LoopState, cfg) -> dict[str, Any]:
 
 def score_table(state: LoopState) -> str:
     """Each round's policy on the held-out sets: mean [95% interval], plus the gate outcome."""
-    header = f"{'round':>5}  {'outcome':<11}" + "".join(f"  {t:>22}" for _, _, t in TABLE)
+    retention = [_done(state, rnd["steps"], "retention") for rnd in state.rounds]
+    extra = RETENTION_TABLE if any(retention) else ()
+    header = f"{'round':>5}  {'outcome':<11}" + "".join(f"  {t:>22}" for _, _, t in TABLE) + \
+        "".join(f"  {t:>24}" for *_, t in extra)
     lines = [header]
-    for rnd in state.rounds:
+    for rnd, kept in zip(state.rounds, retention):
         run = _done(state, rnd["steps"], "evaluate")
         metrics = runs.read_manifest(run)["metrics"] if run else {}
+        kept_metrics = runs.read_manifest(kept)["metrics"] if kept else {}
         outcome = "start" if rnd["round"] == 0 else ("promoted" if rnd.get("promoted") else
                                                      "held back" if rnd.get("decided") else "in progress")
         cells = []
         for prompt_set, metric, _ in TABLE:
             m = metrics.get(prompt_set, {}).get(metric, {}).get("policy")
             cells.append(f"{m['mean']:.3f} [{m['ci_low']:.3f},{m['ci_high']:.3f}]" if m else "-")
-        lines.append(f"{rnd['round']:>5}  {outcome:<11}" + "".join(f"  {c:>22}" for c in cells))
+        kept_cells = []
+        for prompt_set, metric, part, _ in extra:
+            m = kept_metrics.get(prompt_set, {}).get(metric, {})
+            m = m.get(part) if part else m
+            kept_cells.append(f"{m['mean']:+.3f} [{m['ci_low']:+.3f},{m['ci_high']:+.3f}]" if m else "-")
+        lines.append(f"{rnd['round']:>5}  {outcome:<11}" + "".join(f"  {c:>22}" for c in cells)
+                     + "".join(f"  {c:>24}" for c in kept_cells))
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
 """report.html from a synthetic three-round loop (round 0 the start, round 1 promoted, round 2 held back
-by a gate): numbers and reasons on the page, replies escaped, nothing loaded from outside, atomic
+by a gate; with retention runs, by a retention gate too): numbers and reasons on the page, replies escaped, nothing loaded from outside, atomic
 writes, and the plots rendered by headless Chromium. The screenshot is kept in artifacts/loop/
 (gitignored) for a person to look at."""
 
@@ -14,9 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from align.core import runs
+from align.evaluation.bootstrap import bootstrap_mean
+from align.evaluation.ifeval import ifeval_metrics
 from align.loop import report
-from align.loop.gates import evaluate_gates, parse_gates
+from align.loop.gates import GateResult, evaluate_gates, parse_gates
 from align.loop.report import ExampleReply, LabelSummary, RoundSummary, write_report
+from align.stages import evaluate_retention
 from tests.browser import headless_chromium
 from tests.loop.conftest import manifest, rows
 
@@ -60,6 +64,73 @@ def three_rounds() -> list[RoundSummary]:
 @pytest.fixture
 def rounds() -> list[RoundSummary]:
     return three_rounds()
+
+
+RETENTION_GATES = parse_gates([
+    {"name": "instruction following kept", "metric": "ifeval.prompt_strict.difference.mean", "op": ">=", "value": -0.05},
+    {"name": "general replies stay close to the base", "metric": "drift.kl.mean", "op": "<=", "value": 0.5},
+], "test")
+
+
+def retention_run(path: Path, followed: int, kl: float) -> dict:
+    """A retention run as the stage writes it: metrics from its own functions over 10 IFEval prompts of two
+    instructions (the policy follows both in `followed` of them, the base in 6) and 8 drift prompts, and
+    the stage's own retention.png."""
+    rows = [{"policy": {"prompt_strict": i < followed, "prompt_loose": i < followed, "strict": [i < followed] * 2,
+                        "loose": [i < followed] * 2},
+             "baseline": {"prompt_strict": i < 6, "prompt_loose": i < 6, "strict": [i < 6] * 2, "loose": [i < 6] * 2}}
+            for i in range(10)]
+    args = {"resamples": 200, "seed": 0, "level": 0.95}
+    metrics = {"ifeval": ifeval_metrics(rows, **args), "drift": {
+        "kl": bootstrap_mean([kl * (0.5 + 0.25 * (i % 5)) for i in range(8)], **args).as_dict(),
+        "baseline_logprob": evaluate_retention._paired([-1.5 - kl] * 4 + [-1.4 - kl] * 4, [-1.5] * 4 + [-1.4] * 4, args)}}
+    path.mkdir(parents=True)
+    evaluate_retention.plot(metrics, path / evaluate_retention.PLOT)
+    (path / "manifest.json").write_text(json.dumps({
+        "stage": evaluate_retention.STAGE, "metrics": metrics, "notes": {"baseline": "embedded"},
+        "outputs": {"plot": {"path": evaluate_retention.PLOT}}}))
+    return runs.read_manifest(path)
+
+
+@pytest.fixture
+def kept_rounds(tmp_path) -> list[RoundSummary]:
+    """The three rounds with retention measured: round 1 kept its instruction following, round 2 lost half of it
+    and is held back by a retention gate too; round 0 (no warm start) has no run of its own."""
+    out = three_rounds()
+    for r, followed, kl in ((out[1], 6, 0.1), (out[2], 3, 0.3)):
+        r.retention = retention_run(tmp_path / f"round-{r.round}" / "retention", followed, kl)
+        r.gates = GateResult(r.gates.gates + evaluate_gates(RETENTION_GATES, r.retention).gates)
+        r.promoted = r.gates.passed
+        r.reasons = r.gates.reasons if not r.gates.passed else ["all gates passed"]
+    return out
+
+
+def test_retention_per_round_is_on_the_page(tmp_path, kept_rounds):
+    assert [r.promoted for r in kept_rounds] == [None, True, False]
+    page = write_report(tmp_path / "report.html", kept_rounds, {"title": "brand_voice loop"}).read_text()
+    assert "Retention per round" in page and "(embedded)" in page
+    for r in kept_rounds[1:]:
+        m = r.retention_metrics()
+        for level in ("prompt_strict", "inst_strict"):
+            p, d = m["ifeval"][level]["policy"], m["ifeval"][level]["difference"]
+            assert f"{p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]<br><small>vs base " \
+                   f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], n={d['n']}" in page
+        kl = m["drift"]["kl"]
+        assert f"{kl['mean']:.3f} [{kl['ci_low']:.3f}, {kl['ci_high']:.3f}]<br><small>n=8" in page
+    # Round 0 is the base: its accuracy is every run's baseline, read from round 1's run.
+    base = kept_rounds[1].retention_metrics()["ifeval"]["prompt_strict"]["baseline"]
+    assert base["mean"] == 0.6 and f"{base['mean']:.3f} [{base['ci_low']:.3f}, {base['ci_high']:.3f}]<br><small>the base " \
+                                   "itself (round 1's baseline), n=10" in page
+    # Round 2 is held back by the retention gate as well as the policy gate, and both are named.
+    reason = "instruction following kept: ifeval.prompt_strict.difference.mean = -0.3, needs &gt;= -0.05"
+    assert page.count(reason) == 2 and page.count("class='failed'") == 2
+    # Seven plots as before plus IFEval and KL across rounds, and each round's own retention.png.
+    imgs = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
+    assert imgs[5:] == ["IFEval accuracy (round 0: the base model)", "Drift from the base model",
+                        "round 1: retention.png", "round 2: retention.png"]
+    # A loop that measures no retention has no such section.
+    page = write_report(tmp_path / "report.html", three_rounds(), {}).read_text()
+    assert "Retention per round" not in page and "retention.png" not in page
 
 
 def test_the_page_holds_the_numbers_gates_labels_and_times(tmp_path, rounds):
@@ -150,8 +221,8 @@ def test_label_summary_from_a_pull_run(tmp_path):
                                annotators=["alice", "bob", "carol"], simulated=True, discards=1, ties=1, run=str(run))
 
 
-def test_the_plots_render_in_chromium(tmp_path, rounds):
-    page = write_report(tmp_path / "report.html", rounds, {"title": "brand_voice loop"}).read_text()
+def test_the_plots_render_in_chromium(tmp_path, kept_rounds):
+    page = write_report(tmp_path / "report.html", kept_rounds, {"title": "brand_voice loop"}).read_text()
     # The test's own copy gets a script that writes each image's decoded size into the DOM.
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", "<script>window.addEventListener('load', () => { const out = "
@@ -161,8 +232,11 @@ def test_the_plots_render_in_chromium(tmp_path, rounds):
     browser = headless_chromium(tmp_path / "profile", "1280,2400", 5000, required=False)
     dom = subprocess.run([*browser, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60, check=True).stdout
     sizes = json.loads(re.search(r"<pre id=\"sizes\">(.*?)</pre>", dom).group(1))
-    assert sizes == [[640, 380]] * 5  # every PNG decoded at the size matplotlib drew it
+    # Every PNG decoded at the size matplotlib drew it: five score plots, two retention plots across rounds,
+    # and each round's retention.png (IFEval and drift panels, 5.5 x 3.6 inches each at 100 dpi).
+    assert sizes == [[640, 380]] * 7 + [[1100, 360]] * 2
     assert "&lt;script&gt;document.title" in dom  # the reply is text on the page, not a script that ran
+    assert "Retention per round" in dom and "IFEval instruction-level strict" in dom
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report.png"
