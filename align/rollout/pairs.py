@@ -5,7 +5,12 @@ Rules (`selection:`):
   does not change when other prompts are added or removed);
 - `least_sure`: the two responses whose reward-model scores are closest, i.e. the comparison the
   reward model is least sure about and a human label teaches it most;
-- `best_vs_worst`: the highest- and lowest-scored responses (clear contrasts, e.g. for a DPO warm-up).
+- `best_vs_worst`: the highest- and lowest-scored responses (clear contrasts, e.g. for a DPO warm-up);
+- `refusal_contrast`: a refusal and an answer (align.evaluation.refusal's detector) when the prompt's
+  responses include both, else random. For teaching when to refuse: a model that rarely refuses
+  gives two answers nearly every time (measured on the safety recipe: 70 of 72 prompts had no
+  refusal among two samples at temperature 1.0), and the annotators' vote on two answers says
+  nothing about refusing. The annotators still decide which of the two is better.
 
 Empty responses are dropped and identical ones (after trimming whitespace) merged before choosing,
 keeping the first; a prompt with fewer than two distinct non-empty responses yields no pair and is
@@ -20,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-Selection = Literal["random", "least_sure", "best_vs_worst"]
+Selection = Literal["random", "least_sure", "best_vs_worst", "refusal_contrast"]
 NEEDS_SCORES = ("least_sure", "best_vs_worst")
 
 
@@ -28,6 +33,7 @@ NEEDS_SCORES = ("least_sure", "best_vs_worst")
 class Candidate:
     text: str
     score: float | None
+    refused: bool | None = None
 
 
 @dataclass
@@ -53,6 +59,15 @@ def choose_pair(candidates: list[Candidate], selection: str, rng: random.Random)
     """Two of `candidates` by the rule `selection`, or None when fewer than two are given."""
     if len(candidates) < 2:
         return None
+    if selection == "refusal_contrast":
+        if any(c.refused is None for c in candidates):
+            raise ValueError("selection 'refusal_contrast' needs every response marked refused or not")
+        refusals = [c for c in candidates if c.refused]
+        answers = [c for c in candidates if not c.refused]
+        if refusals and answers:
+            pair = (rng.choice(refusals), rng.choice(answers))
+            return Choice(*pair) if rng.random() < 0.5 else Choice(pair[1], pair[0])
+        selection = "random"
     if selection == "random":
         first, second = rng.sample(range(len(candidates)), 2)
         return Choice(candidates[first], candidates[second])

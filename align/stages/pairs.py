@@ -23,6 +23,7 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import write_jsonl
+from align.evaluation.refusal import detect_refusal
 from align.rollout.generations import read_generations
 from align.rollout.pairs import NEEDS_SCORES, Selection, choose_pair, distinct, prompt_rng
 
@@ -38,7 +39,8 @@ class Config(runs.RunOutput):
     generations: str = ""
     """A generation run (`align generate`), or a score run (`align score`) for the score-based rules."""
     selection: Selection = "random"
-    """random | least_sure (smallest reward gap; needs scores) | best_vs_worst (needs scores)."""
+    """random | least_sure (smallest reward gap; needs scores) | best_vs_worst (needs scores) |
+    refusal_contrast (a refusal and an answer when a prompt has both, by align.evaluation.refusal; else random)."""
     seed: int = 0
     """Seed of the random choices (which pair, and which response is shown as A)."""
 
@@ -83,6 +85,9 @@ def run(cfg: Config) -> dict:
         pairs, duplicates, empty, too_few = [], 0, 0, []
         for row in rows:
             candidates = distinct(row["responses"], row["scores"] if scored else None)
+            if cfg.selection == "refusal_contrast":
+                for c in candidates:
+                    c.refused = detect_refusal(c.text).refused
             empty += sum(1 for text in row["responses"] if not text.strip())
             duplicates += len(row["responses"]) - len(candidates)
             rng = prompt_rng(cfg.seed, str(row.get("prompt_id", row.get("source", ""))))
@@ -100,6 +105,7 @@ def run(cfg: Config) -> dict:
                 "source": row.get("source"),
                 "prompt_id": row.get("prompt_id"),
                 "selection": cfg.selection,
+                **({"contrast": choice.a.refused != choice.b.refused} if cfg.selection == "refusal_contrast" else {}),
             })
         if not pairs:
             raise AlignError(
@@ -121,6 +127,8 @@ def run(cfg: Config) -> dict:
             "empty_responses_dropped": empty,
             "mean_score_gap": round(statistics.fmean(gaps), 4) if gaps else None,
         }
+        if cfg.selection == "refusal_contrast":
+            metrics["refusal_contrast_pairs"] = sum(p["contrast"] for p in pairs)
         run.metrics.update(metrics)
         run.log_metrics(metrics)
         log.info("%d pairs from %d prompts (selection %s)", len(pairs), len(rows), cfg.selection)

@@ -170,3 +170,30 @@ def test_damaged_generations_file_exits_2_naming_the_line(tmp_path, capsys):
     assert main(["pairs", str(gen), f"runs_dir={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err
     assert f"{file}:2: not UTF-8" in err
+
+
+def test_refusal_contrast_pairs_a_refusal_with_an_answer_when_there_is_one(tmp_path):
+    refusal = "I'm sorry, but I can't help with that."
+    answers = ["Sure: first, preheat the oven.", "Here is how it works: mix the flour.", "Step one is easy."]
+    rows = [
+        # One refusal among four: it must be in the pair, whatever the seed, against one of the answers.
+        {"prompt": prompt(i), "responses": [answers[0], answers[1], refusal, answers[2]], "prompt_id": f"p{i}"}
+        for i in range(8)
+    ] + [
+        # No refusal at all: a random pair of answers, counted as not a contrast.
+        {"prompt": prompt(99), "responses": answers, "prompt_id": "p99"},
+    ]
+    gen = make_generation_run(tmp_path, rows)
+    assert main(["pairs", str(gen), "selection=refusal_contrast", f"runs_dir={tmp_path / 'runs'}", "name=c"]) == 0
+    pairs = read_pairs(tmp_path / "runs" / "c")
+    for pair in pairs[:8]:
+        shown = {pair["response_a"], pair["response_b"]}
+        assert refusal in shown and len(shown & set(answers)) == 1 and pair["contrast"] is True
+    assert {pairs[8]["response_a"], pairs[8]["response_b"]} <= set(answers) and pairs[8]["contrast"] is False
+    assert sum(p["response_a"] == refusal for p in pairs[:8]) not in (0, 8)  # shown first or second by coin flip
+    assert runs.read_manifest(tmp_path / "runs" / "c")["metrics"]["refusal_contrast_pairs"] == 8
+
+
+def test_refusal_contrast_needs_every_response_marked():
+    with pytest.raises(ValueError, match="refused or not"):
+        choose_pair([Candidate("a", None), Candidate("b", None)], "refusal_contrast", random.Random(0))
