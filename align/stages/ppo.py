@@ -7,6 +7,9 @@ directory, scored with the reward stage's exact formatting) and updates the poli
 - `algorithm: ppo`: PPO with a value model initialised from the reward model, the per-token KL
   penalty folded into the reward, GAE and clipped policy and value losses (`align.rl.ppo`, whose
   docstring lists where it departs from InstructGPT and Huang et al. 2024). Settings under `ppo:`.
+  `rollout:` picks the sampler: transformers' `generate`, or one vLLM engine for the whole run that
+  gets the adapter's current weights before every step (`align.rl.vllm_rollout`); the manifest's
+  `notes.rollout` records which one ran (and, for vLLM, how the weights reached it).
 - `algorithm: rloo` / `grpo`: TRL's RLOOTrainer / GRPOTrainer with the reward model as reward
   function (`align.rl.trl_online`). `training:` passes TRL arguments through (e.g. `use_vllm`,
   `vllm_mode: colocate` on a GPU); on a CPU they generate with transformers.
@@ -101,8 +104,12 @@ class Config(TrainStageConfig):
     """PPO's own settings (algorithm: ppo)."""
     rollout: Literal["auto", "hf", "vllm"] = "auto"
     """PPO's sampler: hf (transformers' `generate` on the policy itself) | vllm (one vLLM engine for the run,
-    fed the adapter's current weights before each step) | auto: vllm where it is importable and a GPU is
-    present, else hf. On a CPU auto takes hf: PLACEHOLDER. RLOO/GRPO generate through TRL (see `training:`)."""
+    given the adapter's current weights before each step: merged on a CPU, served on a GPU, see `vllm.lora`) |
+    auto: vllm where it imports and a GPU is present, else hf. On a CPU auto takes hf: generation is only ~15%
+    of a PPO step there, and vLLM's saving (1.9 vs 2.8 s for 8 responses of the embedded model, one step each,
+    benchmarks/online_rl.py) barely repays its ~7 s eager start and the RAM of its KV cache and second copy of
+    the weights. On a GPU vLLM's batching is expected to pay (not measured here). RLOO/GRPO generate through
+    TRL (see `training:`); rollout=vllm is refused for them."""
     vllm: VllmSettings = field(default_factory=VllmSettings)
     """The vLLM engine of `rollout: vllm` (`lora`: how the adapter reaches it each step, `auto` merges on a CPU)."""
     reward_batch_size: int = 8
@@ -228,8 +235,9 @@ def _ppo_steps(cfg: Config, trainer, prompts, run_dir, resume) -> None:
         begin = resume["step"] + 1
         log.info("resumed from %s at step %d", cfg.resume_from, resume["step"])
     per_step = cfg.batch_size // cfg.num_generations
-    log.info("ppo: %d steps x %d responses (%d prompts x %d), %d ppo epochs, %s", cfg.steps, cfg.batch_size,
-             per_step, cfg.num_generations, cfg.ppo.ppo_epochs, run_dir.notes["parameters"]["policy"])
+    log.info("ppo: %d steps x %d responses (%d prompts x %d), %d ppo epochs, rollouts with %s, %s", cfg.steps,
+             cfg.batch_size, per_step, cfg.num_generations, cfg.ppo.ppo_epochs, run_dir.notes["rollout"]["engine"],
+             run_dir.notes["parameters"]["policy"])
     totals = {"time_generation": 0.0, "time_scoring": 0.0, "time_training": 0.0}
     start = time.time()
     first = last = None
