@@ -93,14 +93,23 @@ def test_ppo_smoke_with_vllm_rollouts(setup, vllm_tiny_model):  # noqa: F811
         f"model={vllm_tiny_model}", f"data.train={setup['tmp'] / 'pairs.jsonl'}", f"runs_dir={setup['runs']}",
         "max_length=64", "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4"]))
     on_vllm = {**setup, "model": vllm_tiny_model, "reward": reward_run["path"]}
-    m = ppo.run(load_config(ppo.Config, None, overrides(
-        on_vllm, "algorithm=ppo", "rollout=vllm", "vllm.enforce_eager=true", "vllm.kv_cache_gib=1", "vllm.max_num_seqs=8")))
+    ckpt = setup["tmp"] / "checkpoints-vllm"
+    engine = ["algorithm=ppo", "rollout=vllm", "vllm.enforce_eager=true", "vllm.kv_cache_gib=1", "vllm.max_num_seqs=8"]
+    m = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, "checkpoint_every=1", f"checkpoint_dir={ckpt}")))
     on_disk, steps = check_run(m, on_vllm)
     rollout = on_disk["notes"]["rollout"]
     assert rollout["engine"] == "vllm" and rollout["requested"] == "vllm" and rollout["platform"] == "cpu"
     assert rollout["policy_update"] == "merge" and rollout["vllm_version"].startswith("vllm")  # vllm.lora=auto on a CPU
     assert [s["step"] for s in steps] == [1, 2]
     assert all(s["time_generation"] > 0 and math.isfinite(s["reward"]) and 0 < s["response_length"] <= 6 for s in steps)
+    # Resumed with a fresh engine, step 2 samples and learns what it did without stopping (the sampling seed
+    # comes from torch's RNG, which the checkpoint holds; the engine gets the checkpoint's adapter).
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, "eval.prompts=0",
+                                                              f"resume_from={ckpt / 'step-1'}")))
+    a, b = steps[1:], step_lines(resumed)
+    assert [x["step"] for x in b] == [2]
+    for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
+        assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
