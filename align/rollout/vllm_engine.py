@@ -71,6 +71,11 @@ class VllmEngine:
         lora_rank = None
         if trained_lora_rank is not None:
             self.policy_update = lora_mode(settings.lora, on_cpu)
+            if self.policy_update == "merge" and multiprocessing:
+                # Measured: collective_rpc sends the tensors to a spawned engine as lists, and reload fails.
+                raise AlignError(f"vllm.lora={settings.lora} merges the trained adapter into weights reloaded each step, "
+                                 "which needs the engine core in this process, but vllm.multiprocessing is true; set "
+                                 "vllm.multiprocessing=false, or vllm.lora=serve")
             model_dir, adapter = source.base_dir, None
             if source.adapters:
                 model_dir, merged_cached = merged_policy_dir(source, dtype, trust_remote_code)

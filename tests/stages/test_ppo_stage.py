@@ -184,6 +184,12 @@ def test_refuses_vllm_rollout_without_vllm(setup, capsys, monkeypatch):
     assert "rollout=vllm but the vllm package is not installed; or set rollout=hf" in err
 
 
+@pytest.mark.skipif(not vllm_available()[0], reason=f"vLLM not importable: {vllm_available()[1]}")
+def test_refuses_merged_vllm_rollouts_in_a_spawned_engine(setup, capsys):
+    err = refused(setup, capsys, "rollout=vllm", "vllm.lora=merge", "vllm.multiprocessing=true")
+    assert "vllm.lora=merge" in err and "vllm.multiprocessing=false" in err
+
+
 def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
     if "ppo_run" not in setup:
         pytest.skip("needs the PPO smoke run and its checkpoint")
