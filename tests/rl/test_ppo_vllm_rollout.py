@@ -106,3 +106,14 @@ def test_stop_rule_and_layout_match_generate(rig):
     mask, _ = _response_mask(sequences[:, width:], tokenizer.eos_token_id)
     assert torch.all(sequences[:, width:][mask == 0] == tokenizer.pad_token_id)
     assert all(0 < n <= NEW_TOKENS for n in mask.sum(dim=1).tolist())
+
+
+def test_sampling_stops_at_the_given_eos_and_keeps_it(rig):
+    """The stop rule is `generate`'s: the response ends at the first `eos_id`, which it includes. A token
+    the greedy continuation reaches mid-way stands in for EOS (the random tiny model never samples EOS)."""
+    sampler, policy, tokenizer, ids = rig["sampler"], rig["policy"], rig["tokenizer"], rig["ids"]
+    full = hf_greedy(policy, tokenizer, ids)
+    stop = full[0][2]
+    assert stop not in full[0][:2]
+    expected = [row[: row.index(stop) + 1] if stop in row else row for row in full]
+    assert sampler.sample(policy, ids, NEW_TOKENS, 0.0, 1.0, stop) == expected
