@@ -36,6 +36,7 @@ from align.core import runs
 from align.core.config import load_config
 from align.stages import ppo
 
+RESPONSES_PER_STEP = 8
 PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
 
 
@@ -43,7 +44,7 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     engine = {None: [], "hf": ["rollout=hf"], "vllm": ["rollout=vllm", "vllm.enforce_eager=true"]}[rollout]
     overrides = [
         *engine, f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
-        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", "batch_size=8",
+        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", f"batch_size={RESPONSES_PER_STEP}",
         f"num_generations={1 if algorithm == 'ppo' else 2}", f"max_new_tokens={args.max_new_tokens}",
         "max_length=256", f"max_prompts={args.prompts_used}", f"eval.prompts={args.eval_prompts}",
         f"eval.max_new_tokens={args.max_new_tokens}", "ppo.ppo_epochs=2",
@@ -57,6 +58,7 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     steps = [x for x in lines if "time_generation" in x]
     split = {k: sum(s[k] for s in steps) / len(steps) for k in ("time_generation", "time_scoring", "time_training")}
     per_step = sum(split.values())
+    lengths = [s["response_length"] if "response_length" in s else s["completions/mean_length"] for s in steps]  # PPO | TRL
     metrics = manifest["metrics"]
     return {
         "rollout": rollout_record["engine"],
@@ -68,6 +70,9 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
         "scoring_s": round(split["time_scoring"], 2),
         "training_s": round(split["time_training"], 2),
         "generation_share": round(split["time_generation"] / per_step, 3),
+        # Engines sample different responses: compare generation per new token, not only per step.
+        "response_length": round(sum(lengths) / len(lengths), 1),
+        "generation_tokens_per_s": round(sum(lengths) * RESPONSES_PER_STEP / sum(s["time_generation"] for s in steps), 1),
         "reward_first_step": steps[0].get("reward"),
         "reward_last_step": steps[-1].get("reward"),
         "kl_last_step": steps[-1].get("kl"),
@@ -107,7 +112,7 @@ def main() -> int:
     report = {
         "benchmark": "online_rl",
         "settings": {"model": args.model, "reward_model": args.reward_model, "steps": args.steps,
-                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": 8,
+                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": RESPONSES_PER_STEP,
                      "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "ppo_rollouts": args.rollouts,
                      "vllm": "eager, vllm.lora=auto, defaults otherwise"},
         "host": {"platform": platform.platform(), "python": platform.python_version()},
