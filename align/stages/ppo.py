@@ -107,7 +107,7 @@ class Config(TrainStageConfig):
     given the adapter's current weights before each step: merged on a CPU, served on a GPU, see `vllm.lora`) |
     auto: vllm where it imports and a GPU is present, else hf. On a CPU auto takes hf: generation is only ~15%
     of a PPO step there, and vLLM's saving (1.9 vs 2.8 s for 8 responses of the embedded model, one step each,
-    benchmarks/online_rl.py) barely repays its ~7 s eager start and the RAM of its KV cache and second copy of
+    benchmarks/online_rl.py) barely repays its 7-13 s eager start and the RAM of its KV cache and second copy of
     the weights. On a GPU vLLM's batching is expected to pay (not measured here). RLOO/GRPO generate through
     TRL (see `training:`); rollout=vllm is refused for them."""
     vllm: VllmSettings = field(default_factory=VllmSettings)
