@@ -1,22 +1,29 @@
-"""Seconds per step of `align ppo` for each algorithm, split into generation, scoring and training.
+"""Seconds per step of `align ppo` for each algorithm (and PPO's rollout engine), split into
+generation, scoring and training.
 
     .venv/bin/python benchmarks/online_rl.py --reward-model RUN [--model embedded] [--steps 3]
-        [--algorithms ppo rloo grpo] [--out benchmarks/results/online_rl.json]
+        [--algorithms ppo rloo grpo] [--rollouts hf vllm] [--out benchmarks/results/online_rl.json]
 
 Runs the stage itself (`align.stages.ppo.run`) once per algorithm at small CPU settings (8 responses
 of up to 32 tokens per step, 4 prompts x 2 for RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts,
 and reads the per-step timings each run logs to metrics.jsonl: generation (`generate`), scoring (the
 reward model), training (everything else: log-prob and value forwards, the update). Also reported:
 the reward on the first and last step, the KL, and the held-out reward of policy vs reference.
-Generation goes through transformers in every algorithm here (TRL's vLLM modes need a GPU), so
-there is no vLLM-vs-transformers comparison in this run. Compare figures only within one run: the
-machine's other load changes absolute speeds.
+
+PPO runs once per engine in `--rollouts` (`hf`: transformers' `generate`; `vllm`: one vLLM engine for
+the run, in eager mode since these runs are short, fed the adapter's weights each step as
+`vllm.lora=auto` says), one after the other in this process, so the engines are compared under the
+same conditions; the engine's start-up is reported apart (`engine_start_s`, not in any step).
+RLOO and GRPO generate through TRL's trainers (transformers here: TRL's vLLM modes need a GPU).
+The 1-minute load average before and after each run is recorded: compare figures only within one
+run, and only when the load stayed put.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -29,32 +36,43 @@ from align.core import runs
 from align.core.config import load_config
 from align.stages import ppo
 
+RESPONSES_PER_STEP = 8
 PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
 
 
-def measure(algorithm: str, args, runs_dir: Path) -> dict:
+def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
+    engine = {None: [], "hf": ["rollout=hf"], "vllm": ["rollout=vllm", "vllm.enforce_eager=true"]}[rollout]
     overrides = [
-        f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
-        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", "batch_size=8",
+        *engine, f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
+        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", f"batch_size={RESPONSES_PER_STEP}",
         f"num_generations={1 if algorithm == 'ppo' else 2}", f"max_new_tokens={args.max_new_tokens}",
         "max_length=256", f"max_prompts={args.prompts_used}", f"eval.prompts={args.eval_prompts}",
         f"eval.max_new_tokens={args.max_new_tokens}", "ppo.ppo_epochs=2",
     ]
+    load_before = os.getloadavg()[0]
     start = time.time()
     manifest = ppo.run(load_config(ppo.Config, None, overrides))
     wall = time.time() - start
+    rollout_record = runs.read_manifest(manifest["path"])["notes"]["rollout"]
     lines = [json.loads(x) for x in (Path(manifest["path"]) / runs.METRICS).read_text().splitlines()]
     steps = [x for x in lines if "time_generation" in x]
     split = {k: sum(s[k] for s in steps) / len(steps) for k in ("time_generation", "time_scoring", "time_training")}
     per_step = sum(split.values())
+    lengths = [s["response_length"] if "response_length" in s else s["completions/mean_length"] for s in steps]  # PPO | TRL
     metrics = manifest["metrics"]
     return {
+        "rollout": rollout_record["engine"],
+        "engine_start_s": rollout_record.get("start_s"),
+        "policy_update": rollout_record.get("policy_update"),
         "steps": len(steps),
         "seconds_per_step": round(per_step, 2),
         "generation_s": round(split["time_generation"], 2),
         "scoring_s": round(split["time_scoring"], 2),
         "training_s": round(split["time_training"], 2),
         "generation_share": round(split["time_generation"] / per_step, 3),
+        # Engines sample different responses: compare generation per new token, not only per step.
+        "response_length": round(sum(lengths) / len(lengths), 1),
+        "generation_tokens_per_s": round(sum(lengths) * RESPONSES_PER_STEP / sum(s["time_generation"] for s in steps), 1),
         "reward_first_step": steps[0].get("reward"),
         "reward_last_step": steps[-1].get("reward"),
         "kl_last_step": steps[-1].get("kl"),
@@ -65,6 +83,7 @@ def measure(algorithm: str, args, runs_dir: Path) -> dict:
         "held_out_win_rate": metrics.get("rm_policy_win_rate"),
         "held_out_prompts": metrics.get("rm_eval_prompts"),
         "wall_time_s": round(wall, 1),
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -78,19 +97,24 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--algorithms", nargs="+", default=list(ppo.ALGORITHMS), choices=ppo.ALGORITHMS)
+    ap.add_argument("--rollouts", nargs="+", default=["hf"], choices=["hf", "vllm"],
+                    help="PPO's rollout engines, each run in turn (RLOO/GRPO generate through TRL)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "online_rl.json"))
     args = ap.parse_args()
 
-    results = {}
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="align-bench-rl-") as tmp:
         for algorithm in args.algorithms:
-            results[algorithm] = measure(algorithm, args, Path(tmp))
-            print(algorithm, json.dumps(results[algorithm]), flush=True)
+            for rollout in args.rollouts if algorithm == "ppo" else [None]:
+                result = measure(algorithm, rollout, args, Path(tmp))
+                results.setdefault(algorithm, {})[result["rollout"]] = result
+                print(algorithm, json.dumps(result), flush=True)
     report = {
         "benchmark": "online_rl",
         "settings": {"model": args.model, "reward_model": args.reward_model, "steps": args.steps,
-                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": 8,
-                     "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "generation": "transformers generate"},
+                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": RESPONSES_PER_STEP,
+                     "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "ppo_rollouts": args.rollouts,
+                     "vllm": "eager, vllm.lora=auto, defaults otherwise"},
         "host": {"platform": platform.platform(), "python": platform.python_version()},
         "results": results,
     }

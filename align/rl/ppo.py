@@ -3,9 +3,10 @@
 The recipe is InstructGPT's (Ouyang et al. 2022) with the details of Huang et al. 2024, "The N+
 implementation details of RLHF with PPO"; the math lives in `align.rl.ppo_losses`. One `step()`:
 
-1. rollout: the policy (its LoRA adapter on) samples one response per prompt with transformers'
+1. rollout: the policy (its LoRA adapter on) samples one response per prompt, with transformers'
    `model.generate` directly (not align's hf engine: PPO needs the token ids, and the engine returns
-   text); the sampled ids are scored as they are, never re-tokenised for the policy;
+   text) or with a vLLM engine fed the adapter's current weights each step (`align.rl.vllm_rollout`);
+   either way the sampled ids are used as they are, never re-tokenised for the policy;
 2. log-probs of those tokens under the policy and under the reference (the same model with the
    adapter disabled), values per token, and the reward function's score per response;
 3. KL-shaped per-token rewards, GAE, advantages whitened over the batch;
@@ -27,7 +28,8 @@ Where this departs from the paper and from Huang et al.:
   minibatch, as Huang et al. recommend;
 - logits are divided by the sampling temperature before log-probs are taken (Huang et al.).
 
-Timing per step: `generation` is `generate`, `scoring` the reward function, `training` the rest
+Timing per step: `generation` is the rollout (for vLLM including bringing the adapter's weights to
+the engine), `scoring` the reward function, `training` the rest
 (log-prob and value forwards plus the PPO epochs).
 """
 
@@ -115,7 +117,9 @@ class PPOTrainer:
     """PPO on a peft policy and a peft value model (a sequence classifier). See the module docstring."""
 
     def __init__(self, policy, value_model, tokenizer, reward_fn: RewardFunction, settings: PPOSettings,
-                 kl_coef: float, learning_rate: float, max_new_tokens: int, temperature: float, top_p: float = 1.0):
+                 kl_coef: float, learning_rate: float, max_new_tokens: int, temperature: float, top_p: float = 1.0,
+                 sampler=None):
+        """`sampler`: a `align.rl.vllm_rollout.VllmPolicySampler` to sample the rollouts with; None: `generate`."""
         self.policy = policy.eval()
         self.value_model = value_model.eval()
         self.tokenizer = tokenizer
@@ -127,6 +131,7 @@ class PPOTrainer:
         self.top_p = top_p
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id
+        self.sampler = sampler
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         if not params:
             raise AlignError("PPO found no trainable parameters on the policy or value model (LoRA adapters expected)")
@@ -230,9 +235,19 @@ class PPOTrainer:
 
     # -- model calls ------------------------------------------------------------------------------
     def _generate(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, int]:
+        """[B, width + max_new_tokens]: each prompt left-padded to `width`, then its response, padded on the
+        right with pad (after an EOS, too) to the full budget, so shapes do not depend on when sampling stopped."""
         from transformers import GenerationConfig
 
         width = max(len(p) for p in prompt_ids)
+        if self.sampler is not None:
+            responses = self.sampler.sample(self.policy, prompt_ids, self.max_new_tokens, self.temperature, self.top_p,
+                                            self.eos_id)
+            out = torch.full((len(prompt_ids), width + self.max_new_tokens), self.pad_id, dtype=torch.long)
+            for row, (ids, response) in enumerate(zip(prompt_ids, responses)):
+                out[row, width - len(ids):width] = torch.tensor(ids)
+                out[row, width:width + len(response)] = torch.tensor(response, dtype=torch.long)
+            return out, width
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_ids):  # left padding: generation starts at the same column
@@ -244,7 +259,6 @@ class PPOTrainer:
         )
         with torch.no_grad():
             out = self.policy.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
-        # Pad every batch to the full response budget so shapes do not depend on when sampling stopped.
         missing = width + self.max_new_tokens - out.shape[1]
         if missing > 0:
             out = torch.cat([out, torch.full((out.shape[0], missing), self.pad_id, dtype=out.dtype)], dim=1)

@@ -46,7 +46,11 @@ class VllmEngine:
     name = "vllm"
 
     def __init__(self, source: ModelSource, tokenizer, dtype: str, settings: VllmSettings, max_model_len: int,
-                 seed: int = 0, trust_remote_code: bool = False):
+                 seed: int = 0, trust_remote_code: bool = False, trained_lora_rank: int | None = None):
+        """`trained_lora_rank`: the policy is trained while this engine runs (`align ppo`). The engine then
+        holds `source` with all its adapters merged, and the adapter being trained reaches it before each
+        rollout: served with a new LoRARequest (`serve_adapter`) or merged and reloaded in place
+        (`reload_weights`), as `self.policy_update` says (`vllm.lora`; `auto`: merge on a CPU)."""
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
@@ -62,8 +66,23 @@ class VllmEngine:
 
         self.lora_request = None
         self.merged_dir: Path | None = None
+        self.policy_update: str | None = None
         merged_cached = None
-        if source.adapters:
+        lora_rank = None
+        if trained_lora_rank is not None:
+            self.policy_update = lora_mode(settings.lora, on_cpu)
+            if self.policy_update == "merge" and multiprocessing:
+                # Measured: collective_rpc sends the tensors to a spawned engine as lists, and reload fails.
+                raise AlignError(f"vllm.lora={settings.lora} merges the trained adapter into weights reloaded each step, "
+                                 "which needs the engine core in this process, but vllm.multiprocessing is true; set "
+                                 "vllm.multiprocessing=false, or vllm.lora=serve")
+            model_dir, adapter = source.base_dir, None
+            if source.adapters:
+                model_dir, merged_cached = merged_policy_dir(source, dtype, trust_remote_code)
+                self.merged_dir = model_dir
+            if self.policy_update == "serve":
+                lora_rank = _allowed_rank(trained_lora_rank, "the trained adapter")
+        elif source.adapters:
             mode = lora_mode(settings.lora, on_cpu)
             model_dir, adapter, merged_cached = _weights(source, mode, dtype, trust_remote_code)
             self.merged_dir = model_dir if model_dir != source.base_dir else None
@@ -92,12 +111,16 @@ class VllmEngine:
         if adapter is not None:
             from vllm.lora.request import LoRARequest
 
-            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=_lora_rank(adapter))
+            lora_rank = _lora_rank(adapter)
             self.lora_request = LoRARequest("policy", 1, str(adapter))
+        if lora_rank is not None:
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=lora_rank)
+        self._lora_id = 1
         self.details = {
             "vllm_version": _vllm_version(),
             "platform": "cpu" if on_cpu else current_platform.device_name,
-            "lora": "served" if adapter is not None else "merged" if self.merged_dir else "none",
+            "lora": ("served" if adapter is not None or self.policy_update == "serve" else
+                     "merged" if self.merged_dir or self.policy_update == "merge" else "none"),
             "engine_args": {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")},
             "multiprocessing": multiprocessing,
         }
@@ -113,6 +136,40 @@ class VllmEngine:
         log.info("vLLM engine ready in %.0f s", self.details["start_s"])
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings) -> list[list[Completion]]:
+        outputs = self._generate(prompt_ids, sampling, stop=sampling.stop or None, skip_special_tokens=True)
+        results = []
+        for out in outputs:
+            samples = sorted(out.outputs, key=lambda o: o.index)
+            results.append([
+                Completion(text=o.text, tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop")
+                for o in samples
+            ])
+        return results
+
+    def sample_token_ids(self, prompt_ids: list[list[int]], sampling: SamplingSettings, stop_token_id: int
+                         ) -> list[list[list[int]]]:
+        """The sampled token ids (`sampling.n` per prompt), ending at `stop_token_id` included, or at
+        `sampling.max_tokens`. Only that token stops, as in transformers' `generate` given one
+        `eos_token_id` (vLLM would also stop at every eos id of the model's generation config)."""
+        outputs = self._generate(prompt_ids, sampling, ignore_eos=True, stop_token_ids=[stop_token_id], detokenize=False)
+        return [[list(o.token_ids) for o in sorted(out.outputs, key=lambda o: o.index)] for out in outputs]
+
+    def serve_adapter(self, adapter_dir: Path) -> None:
+        """Generate from now on with this peft adapter on the engine's weights. Each call is a new LoRA id:
+        vLLM caches adapters (and prefixes computed with them) by id, so a reused id would keep the old weights."""
+        from vllm.lora.request import LoRARequest
+
+        self._lora_id += 1
+        self.lora_request = LoRARequest(f"policy-{self._lora_id}", self._lora_id, str(adapter_dir))
+
+    def reload_weights(self, weights: list[tuple[str, object]]) -> None:
+        """Replace the model's weights in place (Hugging Face names, every weight of the model). vLLM's
+        `reload_weights` reruns its post-load processing: on a CPU the linear layers run from packed copies
+        made at load time, which a plain `load_weights` into the parameters would leave stale."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
+
+    def _generate(self, prompt_ids: list[list[int]], sampling: SamplingSettings, **extra):
         from vllm import SamplingParams
 
         greedy = sampling.temperature == 0
@@ -124,21 +181,12 @@ class VllmEngine:
                 top_k=0 if greedy else sampling.top_k,
                 max_tokens=sampling.max_tokens,
                 seed=sampling.seed + i,
-                stop=sampling.stop or None,
-                skip_special_tokens=True,
+                **extra,
             )
             for i in range(len(prompt_ids))
         ]
         prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
-        outputs = self.llm.generate(prompts, params, use_tqdm=True, lora_request=self.lora_request)
-        results = []
-        for out in outputs:
-            samples = sorted(out.outputs, key=lambda o: o.index)
-            results.append([
-                Completion(text=o.text, tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop")
-                for o in samples
-            ])
-        return results
+        return self.llm.generate(prompts, params, use_tqdm=True, lora_request=self.lora_request)
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
@@ -195,12 +243,15 @@ def _lora_rank(adapter: Path) -> int:
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise AlignError(f"{adapter} has no adapter_config.json; it is not a peft LoRA adapter")
-    rank = int(json.loads(config_file.read_text(encoding="utf-8")).get("r", 16))
+    return _allowed_rank(int(json.loads(config_file.read_text(encoding="utf-8")).get("r", 16)), str(adapter))
+
+
+def _allowed_rank(rank: int, what: str) -> int:
     # vLLM accepts only some max ranks; the smallest allowed one that fits keeps memory low.
     for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
         if rank <= allowed:
             return allowed
-    raise AlignError(f"{adapter}: LoRA rank {rank} is above vLLM's largest supported rank (512); use vllm.lora=merge")
+    raise AlignError(f"{what}: LoRA rank {rank} is above vLLM's largest supported rank (512); use vllm.lora=merge")
 
 
 def _vllm_version() -> str:

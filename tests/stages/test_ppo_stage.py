@@ -11,8 +11,10 @@ from safetensors.torch import load_file
 from align.cli import main
 from align.core import runs
 from align.core.config import load_config
+from align.rollout import vllm_available
 from align.stages import ppo, reward
 from tests.conftest import write_jsonl
+from tests.rollout.conftest import vllm_tiny_model  # noqa: F401  (the fixture: a tiny model vLLM's CPU attention takes)
 
 SMALL = ["max_length=128", "steps=2", "batch_size=4", "num_generations=2", "max_new_tokens=6",
          "eval.prompts=2", "eval.max_new_tokens=4", "ppo.ppo_epochs=1", "ppo.minibatch_size=2", "lora.r=4"]
@@ -75,9 +77,39 @@ def test_ppo_smoke(setup):
                 "policy_loss", "tokens_per_s", "time_generation", "time_scoring", "time_training"):
         assert all(math.isfinite(s[key]) for s in steps), key
     assert on_disk["outputs"]["value_model"]["sha256"]
+    # rollout: auto takes transformers on a CPU (vLLM was no faster here, and its start-up is extra).
+    assert on_disk["notes"]["rollout"] == {"engine": "hf", "requested": "auto", "reason": on_disk["notes"]["rollout"]["reason"]}
     # The lineage reaches the reward run, and through it the model the reward model was trained from.
     assert any("reward_model: reward" in line for line in runs.lineage(m["path"]))
     setup["ppo_run"] = m
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not vllm_available()[0], reason=f"vLLM not importable: {vllm_available()[1]}")
+def test_ppo_smoke_with_vllm_rollouts(setup, vllm_tiny_model):  # noqa: F811
+    """rollout=vllm: one engine for the run; the manifest says which engine sampled and how the adapter reached it."""
+    reward_run = reward.run(load_config(reward.Config, None, [
+        f"model={vllm_tiny_model}", f"data.train={setup['tmp'] / 'pairs.jsonl'}", f"runs_dir={setup['runs']}",
+        "max_length=64", "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4"]))
+    on_vllm = {**setup, "model": vllm_tiny_model, "reward": reward_run["path"]}
+    ckpt = setup["tmp"] / "checkpoints-vllm"
+    engine = ["algorithm=ppo", "rollout=vllm", "vllm.enforce_eager=true", "vllm.kv_cache_gib=1", "vllm.max_num_seqs=8"]
+    m = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, "checkpoint_every=1", f"checkpoint_dir={ckpt}")))
+    on_disk, steps = check_run(m, on_vllm)
+    rollout = on_disk["notes"]["rollout"]
+    assert rollout["engine"] == "vllm" and rollout["requested"] == "vllm" and rollout["platform"] == "cpu"
+    assert rollout["policy_update"] == "merge" and rollout["vllm_version"].startswith("vllm")  # vllm.lora=auto on a CPU
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(s["time_generation"] > 0 and math.isfinite(s["reward"]) and 0 < s["response_length"] <= 6 for s in steps)
+    # Resumed with a fresh engine, step 2 samples and learns what it did without stopping (the sampling seed
+    # comes from torch's RNG, which the checkpoint holds; the engine gets the checkpoint's adapter).
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, "eval.prompts=0",
+                                                              f"resume_from={ckpt / 'step-1'}")))
+    a, b = steps[1:], step_lines(resumed)
+    assert [x["step"] for x in b] == [2]
+    for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
+        assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
@@ -137,9 +169,25 @@ def test_refuses_a_reward_model_on_another_tokenizer(setup, capsys):
     (["lora.enabled=false"], "adapter disabled"),
     (["ppo.minibatch_size=8"], "minibatch_size"),
     (["max_new_tokens=200"], "no room for the prompt"),
+    (["algorithm=rloo", "rollout=vllm"], "rollout=vllm applies to algorithm=ppo"),
+    (["rollout=tensorrt"], "rollout"),
 ])
 def test_refuses_impossible_settings(setup, capsys, extra, message):
     assert message in refused(setup, capsys, *extra)
+
+
+def test_refuses_vllm_rollout_without_vllm(setup, capsys, monkeypatch):
+    import align.rollout
+
+    monkeypatch.setattr(align.rollout, "vllm_available", lambda: (False, "the vllm package is not installed"))
+    err = refused(setup, capsys, "rollout=vllm")
+    assert "rollout=vllm but the vllm package is not installed; or set rollout=hf" in err
+
+
+@pytest.mark.skipif(not vllm_available()[0], reason=f"vLLM not importable: {vllm_available()[1]}")
+def test_refuses_merged_vllm_rollouts_in_a_spawned_engine(setup, capsys):
+    err = refused(setup, capsys, "rollout=vllm", "vllm.lora=merge", "vllm.multiprocessing=true")
+    assert "vllm.lora=merge" in err and "vllm.multiprocessing=false" in err
 
 
 def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
