@@ -17,7 +17,7 @@ from align.cli import main as cli_main
 from align.core import runs
 from align.core.config import load_config
 from align.loop.config import LoopConfig, describe_change
-from align.loop.run import load_retention_gates, preflight
+from align.loop.preflight import load_retention_gates, preflight
 from align.loop.state import LoopState
 from tests.conftest import write_jsonl
 from tests.loop.test_loop import SFT_WARM_START, loop_yaml

@@ -9,7 +9,7 @@ import pytest
 from align.annotate.simulate import read_annotators
 from align.core.config import load_config
 from align.loop.config import LoopConfig
-from align.loop.run import preflight
+from align.loop.preflight import preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPS = sorted(ROOT.glob("recipes/*/loop.yaml"))
