@@ -287,14 +287,7 @@ def _scores_table(rounds: list[RoundSummary]) -> str:
         cells = []
         for pr in per_round:
             node = pr.get(s, {}).get(m)
-            if node is None:
-                cells.append("<td class='num muted'>—</td>")
-            elif m == "rm_win_rate":
-                cells.append(f"<td class='num'>{_ci(node, m)}<br><small>n={node['n']}</small></td>")
-            else:
-                diff = node["difference"]
-                cells.append(f"<td class='num'>{_ci(node['policy'], m)}<br><small>vs baseline {_ci(diff, m, signed=True)}"
-                             f", n={diff['n']}</small></td>")
+            cells.append(_metric_cell(node, m, single=m == "rm_win_rate", against="baseline"))
         span = sum(1 for k in keys if k[0] == s)
         first = f"<th rowspan='{span}'>{_e(SET_LABELS[s])}</th>" if (s, m) == next(k for k in keys if k[0] == s) else ""
         rows.append(f"<tr>{first}<th>{_e(METRIC_LABELS[m])}</th>{''.join(cells)}</tr>")
@@ -341,14 +334,8 @@ def _retention(rounds: list[RoundSummary]) -> str:
                 own = base[s][m]["baseline"]
                 cells.append(f"<td class='num'>{_ci(own, m)}<br><small>the base itself (round {source.round}'s "
                              f"baseline), n={own['n']}</small></td>")
-            elif node is None:
-                cells.append("<td class='num muted'>—</td>")
-            elif m == "kl":
-                cells.append(f"<td class='num'>{_ci(node, m)}<br><small>n={node['n']}</small></td>")
             else:
-                diff = node["difference"]
-                cells.append(f"<td class='num'>{_ci(node['policy'], m)}<br><small>vs base {_ci(diff, m, signed=True)}"
-                             f", n={diff['n']}</small></td>")
+                cells.append(_metric_cell(node, m, single=m == "kl", against="base"))
         rows.append(f"<tr><th>{_e(label)}</th>{''.join(cells)}</tr>")
     baseline = source.retention.get("notes", {}).get("baseline", "") if isinstance(source.retention, dict) else ""
     return ("<h2>Retention per round</h2>"
@@ -594,6 +581,18 @@ def _num(x: float | None) -> str:
 
 def _rule(x: float | None) -> str:
     return "—" if x is None else f"{x:.3f}"
+
+
+def _metric_cell(node: dict | None, metric: str, single: bool, against: str) -> str:
+    """One table cell: a metric that already compares two models has one interval; others show the
+    policy's value and its paired difference from `against`."""
+    if node is None:
+        return "<td class='num muted'>—</td>"
+    if single:
+        return f"<td class='num'>{_ci(node, metric)}<br><small>n={node['n']}</small></td>"
+    diff = node["difference"]
+    return (f"<td class='num'>{_ci(node['policy'], metric)}<br><small>vs {against} {_ci(diff, metric, signed=True)}"
+            f", n={diff['n']}</small></td>")
 
 
 def _ci(node: dict, metric: str, signed: bool = False) -> str:
