@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from align.core import runs
+from align.rollout.generations import read_generations
 
 HERE = Path(__file__).resolve().parent
 REFUSALS = [
@@ -57,9 +57,8 @@ def whole_sentences(text: str) -> str:
 
 
 def build(prompts_file: Path, generation_run: Path) -> list[dict]:
-    manifest = runs.read_manifest(generation_run)
-    with open(runs.output_path(generation_run, manifest, "generations"), encoding="utf-8") as f:
-        replies = {json.loads(line)["prompt"][-1]["content"]: json.loads(line)["responses"][0] for line in f}
+    _, generations = read_generations(str(generation_run))
+    replies = {row["prompt"][-1]["content"]: row["responses"][0] for row in generations}
     rows = []
     for line in prompts_file.read_text(encoding="utf-8").splitlines():
         p = json.loads(line)
