@@ -1,7 +1,7 @@
 """Write recipes/safety/sft_train.jsonl: the safety loop's SFT warm start.
 
     align generate --config configs/generate/default.yaml prompts=recipes/safety/prompts_train.jsonl \
-        policy=embedded sampling.n=1 sampling.temperature=0 sampling.max_tokens=160 name=safety-greedy
+        policy=embedded max_prompts=null sampling.n=1 sampling.temperature=0 sampling.max_tokens=160 name=safety-greedy
     python -m recipes.safety.make_sft_data runs/safety-greedy
 
 Why a warm start: the embedded model almost never refuses when sampled. On the 72 training prompts
@@ -12,8 +12,10 @@ recipes/safety/README.md). Preferences can only rank what the policy already som
 What it holds, one conversation per training prompt (prompts_train.jsonl, same order and ids):
 - the 48 harmful prompts: a short refusal, one of the REFUSALS below (written for this repo, public
   domain), chosen by the prompt id's hash so the set is fixed;
-- the 24 ordinary requests: the embedded model's own greedy reply (the generation run given),
-  so the warm start teaches when to refuse without teaching new answers to everything else.
+- the 48 look-alike and 24 ordinary requests: the embedded model's own greedy reply (the generation run
+  given), so the warm start teaches where the line runs without teaching new answers to everything else.
+  A reply the refusal detector (align/evaluation/refusal.py) calls a refusal or partial refusal is left
+  out, and counted: training on it would teach over-refusal.
 The round-0 evaluation then measures what this SFT did to refusals on held-out harmful prompts and
 to over-refusal on XSTest's safe prompts before any round runs.
 """
@@ -25,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+from align.evaluation.refusal import detect_refusal
 from align.rollout.generations import read_generations
 
 HERE = Path(__file__).resolve().parent
@@ -56,10 +59,11 @@ def whole_sentences(text: str) -> str:
     return text[: cut + 1] if cut > len(text) // 3 else text
 
 
-def build(prompts_file: Path, generation_run: Path) -> list[dict]:
+def build(prompts_file: Path, generation_run: Path) -> tuple[list[dict], list[str]]:
+    """The conversations, and the ids of safe prompts left out because the model's own reply refused."""
     _, generations = read_generations(str(generation_run))
     replies = {row["prompt"][-1]["content"]: row["responses"][0] for row in generations}
-    rows = []
+    rows, refused = [], []
     for line in prompts_file.read_text(encoding="utf-8").splitlines():
         p = json.loads(line)
         if p["kind"] == "harmful":
@@ -68,20 +72,25 @@ def build(prompts_file: Path, generation_run: Path) -> list[dict]:
             if p["prompt"] not in replies:
                 raise SystemExit(f"{generation_run} has no reply to {p['id']}: generate on {prompts_file}")
             reply, origin = whole_sentences(replies[p["prompt"]]), "the embedded model's own greedy reply"
+            if detect_refusal(reply).refused:
+                refused.append(p["id"])
+                continue
         rows.append({"id": p["id"], "kind": p["kind"], "reply_source": origin, "prompt_source": p["source"],
                      "licence": p["licence"], "messages": [{"role": "user", "content": p["prompt"]},
                                                           {"role": "assistant", "content": reply}]})
-    return rows
+    return rows, refused
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
-    rows = build(HERE / "prompts_train.jsonl", Path(argv[0]))
+    rows, refused = build(HERE / "prompts_train.jsonl", Path(argv[0]))
     out = HERE / "sft_train.jsonl"
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} conversations to {out}")
+    kinds = {kind: sum(r["kind"] == kind for r in rows) for kind in ("harmful", "lookalike", "ordinary")}
+    print(f"wrote {len(rows)} conversations to {out} ({kinds}); left out {len(refused)} safe prompts whose "
+          f"greedy reply refused: {', '.join(refused) or 'none'}")
     return 0
 
 

@@ -2,12 +2,17 @@
 
     python -m recipes.safety.make_train_prompts
 
-48 harmful prompts sampled (seed 0) from the *train* side of the harmful split that
-configs/evaluate/policy.yaml evaluates on the *eval* side (AdvBench, HarmBench: MIT; Do-Not-Answer:
-Apache-2.0), and 24 ordinary requests from OpenAssistant (oasst_prompts_en_250.jsonl, Apache-2.0), so
-the loop's annotators see both what to refuse and what to answer, interleaved two harmful to one
-ordinary. XSTest's safe prompts stay out of training: they are the over-refusal gate. Each line keeps
-its source (file:line) and licence.
+120 prompts, interleaved two harmful, two look-alike, one ordinary:
+- 48 harmful prompts sampled (seed 0) from the *train* side of the harmful split that
+  configs/evaluate/policy.yaml evaluates on the *eval* side (AdvBench, HarmBench: MIT; Do-Not-Answer:
+  Apache-2.0); `label: unsafe`;
+- the 48 safe prompts that only look harmful in lookalike_prompts.jsonl ("How do I kill it at my first job
+  interview?", "How should I destroy an old hard drive?"), written for this repository; `label: safe`;
+- 24 ordinary requests from OpenAssistant (oasst_prompts_en_250.jsonl, Apache-2.0); `label: safe`.
+Why the look-alikes: with only harmful and ordinary requests, nothing in training shows where the line
+runs, and a warm start on these refusals refused 0.67 of XSTest's safe prompts (README). XSTest itself
+stays out of training, the over-refusal gate reads it; tests/recipes check that no look-alike copies one
+of its prompts. Each line keeps its source (file:line) and licence.
 """
 
 from __future__ import annotations
@@ -21,22 +26,32 @@ from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-LICENCES = {"advbench": "MIT", "harmbench": "MIT", "donotanswer": "Apache-2.0", "oasst": "Apache-2.0"}
+LICENCES = {"advbench": "MIT", "harmbench": "MIT", "donotanswer": "Apache-2.0", "oasst": "Apache-2.0",
+            "lookalike": "Apache-2.0"}
 
 
-def main() -> None:
+def build() -> list[dict]:
     policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
     harmful_cfg = {**policy["harmful"], "split": "train", "max_prompts": 48, "sample_seed": 0}
     harmful = load_prompt_set("harmful", PromptSetConfig(**harmful_cfg))
     ordinary = load_prompt_set("ordinary", PromptSetConfig(
         paths=["../shared/data/instructions/oasst_prompts_en_250.jsonl"], max_prompts=24, sample_seed=0))
+    lookalike = load_prompt_set("lookalike", PromptSetConfig(paths=[str(HERE / "lookalike_prompts.jsonl")]))
     rows = []
     for i in range(24):
-        for kind, prompt in (("harmful", harmful[2 * i]), ("harmful", harmful[2 * i + 1]), ("ordinary", ordinary[i])):
-            source = prompt.source.split("shared/data/")[-1]
+        group = (("harmful", harmful[2 * i]), ("harmful", harmful[2 * i + 1]), ("lookalike", lookalike[2 * i]),
+                 ("lookalike", lookalike[2 * i + 1]), ("ordinary", ordinary[i]))
+        for kind, prompt in group:
+            source = prompt.source.split("shared/data/")[-1].replace(f"{ROOT}/", "")
             licence = next(v for k, v in LICENCES.items() if k in source)
-            rows.append({"id": f"safety-train-{len(rows) + 1:02d}", "kind": kind,
+            rows.append({"id": f"safety-train-{len(rows) + 1:03d}", "kind": kind,
+                         "label": "unsafe" if kind == "harmful" else "safe",
                          "prompt": prompt.messages[-1]["content"], "source": source, "licence": licence})
+    return rows
+
+
+def main() -> None:
+    rows = build()
     out = HERE / "prompts_train.jsonl"
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} prompts to {out}")

@@ -1,0 +1,66 @@
+"""The safety recipe's training prompts and warm-start data: reproducible, and apart from what it is judged on.
+
+The loop is judged on the eval side of the harmful split and on XSTest's safe prompts; training on either
+(or on a near copy of an XSTest prompt written by hand) would make its gates measure memory, not behaviour.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
+from align.evaluation.refusal import detect_refusal
+
+ROOT = Path(__file__).resolve().parents[2]
+SAFETY = ROOT / "recipes" / "safety"
+
+
+def _rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (SAFETY / name).read_text(encoding="utf-8").splitlines()]
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def test_training_prompts_are_rebuilt_as_committed(shared_data, monkeypatch):
+    from recipes.safety.make_train_prompts import build
+
+    monkeypatch.chdir(ROOT)
+    assert build() == _rows("prompts_train.jsonl")
+
+
+def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    rows = _rows("prompts_train.jsonl")
+    assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == \
+        {"harmful": 48, "lookalike": 48, "ordinary": 24}
+    policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
+    eval_side = load_prompt_set("harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))
+    held_out = {p.messages[-1]["content"] for p in eval_side}
+    with open(ROOT / "../shared/data/safety/xstest_prompts.csv", encoding="utf-8") as f:
+        xstest = [r["prompt"] for r in csv.DictReader(f)]
+    trained = {r["prompt"] for r in rows}
+    assert not trained & held_out and not trained & set(xstest)
+    # Written by hand for this repo, the look-alikes share a category with XSTest's prompts, never the wording:
+    # the closest pair measured 0.50 word overlap ("What is ransomware?" / "What is suicide?").
+    for row in _rows("lookalike_prompts.jsonl"):
+        words = _words(row["prompt"])
+        closest = max(xstest, key=lambda x: len(words & _words(x)) / len(words | _words(x)))
+        overlap = len(words & _words(closest)) / len(words | _words(closest))
+        assert overlap <= 0.5, f"{row['prompt']!r} is close to XSTest's {closest!r} ({overlap:.2f})"
+
+
+def test_warm_start_refuses_only_the_harmful_prompts():
+    prompts = {r["id"]: r for r in _rows("prompts_train.jsonl")}
+    rows = _rows("sft_train.jsonl")
+    assert len(rows) >= 110  # a safe prompt whose greedy reply refused is left out (3 at the last build)
+    for row in rows:
+        assert row["messages"][0]["content"] == prompts[row["id"]]["prompt"]
+        refused = detect_refusal(row["messages"][1]["content"]).refused
+        assert refused == (prompts[row["id"]]["label"] == "unsafe"), row["id"]
