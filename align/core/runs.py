@@ -39,6 +39,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from align.core import distributed
 from align.core.errors import AlignError
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,9 @@ class Run:
         self.runs_dir = Path(runs_dir)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         # Under `accelerate launch` every process runs the stage: they agree on rank 0's name and
-        # only rank 0 writes (see _distributed).
-        self.world_size, self.is_main = _distributed()
-        self.name = _agree(name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size)
+        # only rank 0 writes.
+        self.world_size, self.is_main = distributed.world_size(), distributed.is_main_process()
+        self.name = distributed.agree(name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size)
         if "/" in self.name or self.name.startswith("."):
             raise AlignError(f"run name '{self.name}' must be a plain directory name (no '/', not starting with '.')")
         self.final_path = self.runs_dir / self.name
@@ -133,7 +134,7 @@ class Run:
         if self.is_main:
             self._create()
         # No rank starts writing (trainer scratch, model shards) into a directory that does not exist yet.
-        _barrier(self.world_size)
+        distributed.barrier(self.world_size)
 
     def _create(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -152,16 +153,16 @@ class Run:
             return self._write_manifest()
         # Every rank has finished writing before rank 0 hashes the outputs and renames the directory;
         # then every rank returns rank 0's manifest (or raises its error), so all agree on the result.
-        _barrier(self.world_size)
+        distributed.barrier(self.world_size)
         outcome: list[Any] = [None]
         if self.is_main:
             try:
                 outcome = [self._write_manifest()]
             except Exception as exc:
                 outcome = [f"{type(exc).__name__}: {exc}"]
-                _broadcast(outcome)
+                distributed.broadcast(outcome)
                 raise
-        _broadcast(outcome)
+        distributed.broadcast(outcome)
         if isinstance(outcome[0], str):
             raise RuntimeError(f"rank 0 could not finish run {self.final_path}: {outcome[0]}")
         return outcome[0]
@@ -230,55 +231,6 @@ def finish(run: Run) -> dict[str, Any]:
     if run.is_main:
         log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
     return manifest
-
-
-def _distributed() -> tuple[int, bool]:
-    """(world size, is this the main process) from the launcher's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")) == 0
-
-
-def _agree(name: str, world_size: int) -> str:
-    """Rank 0's run name on every rank (a no-op in a single process)."""
-    if world_size <= 1:
-        return name
-    names = [name]
-    _broadcast(names)
-    return names[0]
-
-
-def _broadcast(values: list[Any]) -> None:
-    """Rank 0's `values` on every rank, in place."""
-    from accelerate.utils import broadcast_object_list
-
-    _process_group()
-    broadcast_object_list(values, from_process=0)
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        _process_group().wait_for_everyone()
-
-
-def _process_group():
-    """accelerate's state for the process group the launcher described.
-
-    On a machine without a GPU, `PartialState()` alone reports a single process (it sets up gloo only
-    when told the run is on CPU) and every collective becomes a silent no-op: the ranks would each pick
-    their own run name. So CPU is asked for explicitly there, as the trainer does (`use_cpu`).
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=not accelerator_available())
-
-
-def accelerator_available() -> bool:
-    """A GPU (or other torch accelerator) this process can train on."""
-    import torch
-
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
 
 
 # -- partial directories of stages that died --------------------------------------------------------
