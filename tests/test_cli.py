@@ -181,6 +181,26 @@ def test_lineage_command(tmp_path, capsys):
     assert run_cli(["lineage", str(tmp_path)], capsys)[0] == 2
 
 
+@pytest.mark.parametrize("env, printed", [({}, True), ({"RANK": "0", "WORLD_SIZE": "2"}, True),
+                                          ({"RANK": "1", "WORLD_SIZE": "2"}, False),
+                                          ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False)])
+def test_stage_summary_is_printed_by_the_main_process_only(env, printed, tmp_path, capsys, monkeypatch):
+    """Under `accelerate launch` every process runs the stage; one summary, not one per process."""
+    from align.cli import print_summary
+    from align.core import runs
+
+    with runs.new_run("sft", {}, tmp_path, "r") as run:
+        run.metrics["test_loss"] = 0.5
+        manifest = runs.finish(run)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    print_summary("sft", manifest)
+    out = capsys.readouterr().out
+    assert (f"sft: run written to {tmp_path / 'r'}" in out and "test_loss: 0.5" in out) if printed else out == ""
+
+
 def test_import_align_does_not_import_heavy_dependencies():
     code = ("import sys, align, align.cli, align.core.config, align.core.runs; "
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'argilla') if m in sys.modules]; "

@@ -54,7 +54,7 @@ def test_a_copied_chain_loads_from_the_copy_after_the_original_is_gone(chain, tm
 @pytest.mark.slow
 def test_converting_the_embedded_model_shows_progress(tmp_path, monkeypatch, capsys):
     """The one-off GGUF -> Hugging Face conversion (~35 s) shows a bar over its steps."""
-    from align.models import embedded_model_dir
+    from align.model_cache import embedded_model_dir
 
     monkeypatch.setenv("ALIGN_CACHE", str(tmp_path))
     path = embedded_model_dir()

@@ -13,7 +13,7 @@ A stage works inside `<runs_dir>/.<name>.partial-<pid>` and renames it to `<name
 manifest is written (and fsynced), so a crashed or interrupted stage never leaves a directory that
 looks finished. A stage killed outright (SIGKILL, out of memory) cannot clean up: the next run opened
 in the same runs_dir removes partial directories whose writing process is gone (see
-`remove_stale_partials`).
+`align.core.partials`).
 Lineage is walked from the manifests (each input that is itself a run carries a copy of that run's
 manifest), never guessed from directory names or timestamps.
 """
@@ -39,7 +39,9 @@ from typing import Any, Iterator
 
 import yaml
 
+from align.core import distributed
 from align.core.errors import AlignError
+from align.core.partials import OWNER, fsync_dir, remove_stale_partials, write_owner
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,9 @@ class Run:
         self.runs_dir = Path(runs_dir)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         # Under `accelerate launch` every process runs the stage: they agree on rank 0's name and
-        # only rank 0 writes (see _distributed).
-        self.world_size, self.is_main = _distributed()
-        self.name = _agree(name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size)
+        # only rank 0 writes.
+        self.world_size, self.is_main = distributed.world_size(), distributed.is_main_process()
+        self.name = distributed.agree(name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size)
         if "/" in self.name or self.name.startswith("."):
             raise AlignError(f"run name '{self.name}' must be a plain directory name (no '/', not starting with '.')")
         self.final_path = self.runs_dir / self.name
@@ -133,7 +135,7 @@ class Run:
         if self.is_main:
             self._create()
         # No rank starts writing (trainer scratch, model shards) into a directory that does not exist yet.
-        _barrier(self.world_size)
+        distributed.barrier(self.world_size)
 
     def _create(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,7 @@ class Run:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir()
-        _write_owner(self.path)
+        write_owner(self.path)
         (self.path / CONFIG).write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
         (self.path / METRICS).touch()
 
@@ -152,16 +154,16 @@ class Run:
             return self._write_manifest()
         # Every rank has finished writing before rank 0 hashes the outputs and renames the directory;
         # then every rank returns rank 0's manifest (or raises its error), so all agree on the result.
-        _barrier(self.world_size)
+        distributed.barrier(self.world_size)
         outcome: list[Any] = [None]
         if self.is_main:
             try:
                 outcome = [self._write_manifest()]
             except Exception as exc:
                 outcome = [f"{type(exc).__name__}: {exc}"]
-                _broadcast(outcome)
+                distributed.broadcast(outcome)
                 raise
-        _broadcast(outcome)
+        distributed.broadcast(outcome)
         if isinstance(outcome[0], str):
             raise RuntimeError(f"rank 0 could not finish run {self.final_path}: {outcome[0]}")
         return outcome[0]
@@ -194,9 +196,9 @@ class Run:
             os.fsync(f.fileno())
         # The manifest and the directory entries are on disk before the rename makes the run look
         # finished, and the rename itself is on disk before the caller is told it is.
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         os.replace(self.path, self.final_path)
-        _fsync_dir(self.runs_dir)
+        fsync_dir(self.runs_dir)
         manifest["path"] = str(self.final_path)
         return manifest
 
@@ -230,128 +232,6 @@ def finish(run: Run) -> dict[str, Any]:
     if run.is_main:
         log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
     return manifest
-
-
-def _distributed() -> tuple[int, bool]:
-    """(world size, is this the main process) from the launcher's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")) == 0
-
-
-def _agree(name: str, world_size: int) -> str:
-    """Rank 0's run name on every rank (a no-op in a single process)."""
-    if world_size <= 1:
-        return name
-    names = [name]
-    _broadcast(names)
-    return names[0]
-
-
-def _broadcast(values: list[Any]) -> None:
-    """Rank 0's `values` on every rank, in place."""
-    from accelerate.utils import broadcast_object_list
-
-    _process_group()
-    broadcast_object_list(values, from_process=0)
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        _process_group().wait_for_everyone()
-
-
-def _process_group():
-    """accelerate's state for the process group the launcher described.
-
-    On a machine without a GPU, `PartialState()` alone reports a single process (it sets up gloo only
-    when told the run is on CPU) and every collective becomes a silent no-op: the ranks would each pick
-    their own run name. So CPU is asked for explicitly there, as the trainer does (`use_cpu`).
-    """
-    from accelerate import PartialState
-
-    return PartialState(cpu=not accelerator_available())
-
-
-def accelerator_available() -> bool:
-    """A GPU (or other torch accelerator) this process can train on."""
-    import torch
-
-    if hasattr(torch, "accelerator"):
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available()
-
-
-# -- partial directories of stages that died --------------------------------------------------------
-
-OWNER = ".align-owner.json"
-_PARTIAL = re.compile(r"^\..+\.partial(?:-\d+)?$")  # single-process runs add -<pid>
-
-
-def _write_owner(path: Path) -> None:
-    """Who is writing a partial directory: host, pid and the process's start time (pid reuse)."""
-    owner = {"host": platform.node(), "pid": os.getpid(), "started": _process_start(os.getpid())}
-    (path / OWNER).write_text(json.dumps(owner), encoding="utf-8")
-
-
-def remove_stale_partials(runs_dir: Path) -> list[Path]:
-    """Remove partial run directories whose writer is gone (killed, crashed without cleanup).
-
-    A directory is removed only when its owner file says it was written on this host by a process
-    that no longer runs: no such pid, a zombie, or a pid reused by a process started at another time.
-    Partial directories without an owner file (another tool, a process that is only starting, runs
-    by older versions, multi-process runs' rank 0 on another host) are left alone.
-    """
-    removed = []
-    for entry in sorted(runs_dir.iterdir()):
-        if not entry.is_dir() or not _PARTIAL.match(entry.name):
-            continue
-        try:
-            owner = json.loads((entry / OWNER).read_text(encoding="utf-8"))
-            pid, host, started = int(owner["pid"]), owner.get("host"), owner.get("started")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if host != platform.node() or pid == os.getpid() or _process_alive(pid, started):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        log.info("removed %s: left by process %d, which is no longer running", entry, pid)
-        removed.append(entry)
-    return removed
-
-
-def _process_alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, owned by another user
-    now = _process_start(pid)
-    if now is None:
-        return True  # no /proc: the pid is in use, so assume it is the writer
-    return now != "zombie" and (started is None or now == started)
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks after boot (Linux /proc), "zombie", or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return "zombie" if fields[0] in ("Z", "X") else fields[19]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # a filesystem or platform without directory fsync
-    finally:
-        os.close(fd)
 
 
 # -- reading runs ---------------------------------------------------------------------------------

@@ -10,13 +10,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from align.core import runs
+from align.core import distributed, runs
 from align.core.config import check_passthrough
 from align.core.errors import AlignError
 
@@ -234,8 +233,7 @@ def _device_defaults() -> dict[str, Any]:
     `accelerate launch --cpu`, which on one machine starts a single process). Without it, each
     process of `torchrun` / `accelerate launch --multi_gpu` trains its own copy on all the data.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not runs.accelerator_available():
+    if distributed.world_size() > 1 and not distributed.accelerator_available():
         return {"use_cpu": True}
     return {}
 

@@ -1,7 +1,7 @@
 """report.html: one self-contained page saying how a loop's rounds went.
 
 The loop calls `write_report(path, rounds, loop_info)` after every round with one `RoundSummary`
-per round so far (round 0 is the starting policy: evaluated, no labels, no gates). The page has:
+(align/loop/rounds.py) per round so far (round 0 is the starting policy: evaluated, no labels, no gates). The page has:
 
 - the rounds at a glance: policy, promoted or held back and why;
 - scores per round with their 95% bootstrap intervals (error bars and table): brand-voice score,
@@ -16,8 +16,7 @@ per round so far (round 0 is the starting policy: evaluated, no labels, no gates
 - every gate of every round with its number and reason, failures marked;
 - example replies, baseline and policy side by side.
 
-Plots are drawn by matplotlib (Agg backend, imported only here) and embedded as base64 PNG, and
-all text from runs (prompts, replies, names) is HTML-escaped: the page loads nothing from outside,
+Plots are drawn by align/loop/plots.py and embedded as base64 PNG, and all text from runs (prompts, replies, names) is HTML-escaped: the page loads nothing from outside,
 runs no script and can be mailed as one file. It is written to a temporary file and renamed into
 place, so a reader (or a kill -9) never sees half a report.
 """
@@ -26,22 +25,20 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from align.core import runs
-from align.core.errors import AlignError
-from align.loop.gates import GateResult
+from align.loop.plots import SET_LABELS, Figure, retention_figures, score_figures
+from align.loop.rounds import RoundSummary, steps
 
 REPORT = "report.html"
 
-SET_LABELS = {"brand": "brand prompts", "harmful": "harmful prompts", "safe": "XSTest safe prompts"}
 METRIC_LABELS = {
     "brand_score": "brand-voice score",
     "refusal_rate": "refusal rate",
@@ -50,138 +47,6 @@ METRIC_LABELS = {
     "length_words": "reply length, words",
 }
 TABLE_METRICS = ("brand_score", "refusal_rate", "rm_win_rate", "rm_reward", "length_words")
-
-
-@dataclass
-class LabelSummary:
-    """What one label pull (`align annotate pull`) brought in."""
-
-    records: int
-    """Records with at least one submitted vote."""
-    votes: int
-    """Submitted votes over those records."""
-    pairwise_agreement: float | None
-    """Share of agreeing vote pairs within a record; None with no record of two votes."""
-    krippendorff_alpha: float | None
-    """Chance-corrected agreement (nominal); None when undefined."""
-    annotators: list[str]
-    """Usernames that voted."""
-    simulated: bool
-    """True when the votes came from simulated annotators (demos, tests, CI), not people."""
-    discards: int = 0
-    """Records annotators discarded."""
-    ties: int = 0
-    """Records whose majority was a tie."""
-    run: str | None = None
-    """The pull run directory."""
-
-    @classmethod
-    def from_pull_run(cls, path: str | Path, simulated: bool | None = None) -> LabelSummary:
-        """Read a pull run: counts and agreement from its manifest, annotators from its preferences.
-
-        `simulated` defaults to the run's `notes.simulated` (False when the run does not say).
-        """
-        manifest = runs.read_manifest(path)
-        if manifest.get("stage") != "annotate pull":
-            raise AlignError(f"{path} is a '{manifest.get('stage')}' run, not an 'annotate pull' run")
-        metrics = manifest["metrics"]
-        annotators: set[str] = set()
-        with open(runs.output_path(path, manifest, "preferences"), encoding="utf-8") as f:
-            for line in f:
-                annotators.update(v["annotator"] for v in json.loads(line)["votes"])
-        if simulated is None:
-            simulated = bool(manifest.get("notes", {}).get("simulated", False))
-        return cls(records=metrics["records"], votes=metrics["votes"],
-                   pairwise_agreement=metrics.get("pairwise_agreement"),
-                   krippendorff_alpha=metrics.get("krippendorff_alpha"), annotators=sorted(annotators),
-                   simulated=simulated, discards=metrics.get("discards", 0), ties=metrics.get("ties", 0),
-                   run=str(path))
-
-
-@dataclass
-class ExampleReply:
-    """One prompt answered by the baseline and by the policy."""
-
-    prompt_set: str
-    prompt: str
-    baseline: str
-    policy: str
-
-
-@dataclass
-class RoundSummary:
-    """One round of the loop, as the report shows it. Round 0 is the starting policy."""
-
-    round: int
-    """0 for the starting policy, then 1, 2, ..."""
-    policy: str
-    """The round's policy run directory (or model reference for round 0)."""
-    evaluation: dict[str, Any] | str | None = None
-    """The round's `align evaluate policy` manifest, or its run directory; None when not evaluated yet."""
-    labels: LabelSummary | None = None
-    """The round's label pull; None for round 0 or before the pull."""
-    gates: GateResult | None = None
-    """The round's gates; None for round 0 (nothing to gate) or before evaluation."""
-    promoted: bool | None = None
-    """True: the policy becomes the current one; False: held back; None: round 0 or undecided."""
-    reasons: list[str] = field(default_factory=list)
-    """Why the round was promoted or held back (gate failures, a failed step, ...)."""
-    wall_time_s: dict[str, float] = field(default_factory=dict)
-    """Seconds per step, in the order the steps ran (e.g. generate, push, labels, pull, dpo, evaluate)."""
-    examples: list[ExampleReply] = field(default_factory=list)
-    """Replies shown side by side."""
-    retention: dict[str, Any] | str | None = None
-    """The round's `align evaluate retention` manifest, or its run directory; None when the loop measures no
-    retention (or not yet, or round 0 without a warm start: there the policy is the retention baseline)."""
-
-    def metrics(self) -> dict[str, Any]:
-        """The evaluation's metrics (read from its run directory when given as a path)."""
-        if self.evaluation is None:
-            return {}
-        if not isinstance(self.evaluation, dict):
-            self.evaluation = runs.read_manifest(self.evaluation)
-        return self.evaluation.get("metrics", {})
-
-    def retention_metrics(self) -> dict[str, Any]:
-        """The retention run's metrics; {} without one."""
-        if self.retention is None:
-            return {}
-        if not isinstance(self.retention, dict):
-            self.retention = runs.read_manifest(self.retention)
-        return self.retention.get("metrics", {})
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, for a loop's state file; `from_dict` reads it back."""
-        out = asdict(self)
-        out["gates"] = None if self.gates is None else self.gates.as_dict()
-        for key in ("evaluation", "retention"):
-            run = getattr(self, key)
-            out[key] = run.get("path", run) if isinstance(run, dict) else run
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RoundSummary:
-        data = dict(data)
-        data["labels"] = None if data.get("labels") is None else LabelSummary(**data["labels"])
-        data["gates"] = None if data.get("gates") is None else GateResult.from_dict(data["gates"])
-        data["examples"] = [ExampleReply(**e) for e in data.get("examples", [])]
-        return cls(**data)
-
-
-def examples_from_replies(eval_run: str | Path, per_set: int = 2) -> list[ExampleReply]:
-    """The first `per_set` prompts of each prompt set of an evaluate-policy run, both replies."""
-    manifest = runs.read_manifest(eval_run)
-    taken: dict[str, int] = {}
-    out = []
-    with open(runs.output_path(eval_run, manifest, "replies"), encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            name = row["prompt_set"]
-            if taken.get(name, 0) >= per_set:
-                continue
-            taken[name] = taken.get(name, 0) + 1
-            out.append(ExampleReply(name, row["prompt"][-1]["content"], row["baseline"]["reply"], row["policy"]["reply"]))
-    return out
 
 
 def write_report(path: str | Path, rounds: list[RoundSummary], loop_info: dict[str, Any]) -> Path:
@@ -250,7 +115,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
         "<h2>Scores per round</h2>",
         ("<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
          "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
-        _plots(rounds), _scores_table(rounds), _rules_table(rounds),
+        _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds),
         _retention(rounds),
         "<h2>Labels per round</h2>", _labels_table(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
@@ -343,38 +208,13 @@ def _retention(rounds: list[RoundSummary]) -> str:
             " (<code>align evaluate retention</code>): every round is measured against the same model, so losses add up across "
             "rounds. Accuracies are the policy's, with its difference from the base; KL on the policy's own sampled "
             "replies to general prompts; 95% intervals.</p>"
-            f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>" + _retention_plots(rounds))
+            f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>" + _retention_figures(rounds))
 
 
-def _retention_plots(rounds: list[RoundSummary]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display here; must precede pyplot
-    from matplotlib import pyplot as plt
-
-    per_round = [r.retention_metrics() for r in rounds]
-    base = next(m for m in per_round if m)
-    figures = []
-    ifeval = {}
-    for m, label in (("prompt_strict", "prompt-level strict"), ("inst_strict", "instruction-level strict")):
-        values = [pr.get("ifeval", {}).get(m, {}).get("policy") for pr in per_round]
-        if values[0] is None and m in base.get("ifeval", {}) and rounds[0].round == 0:
-            values[0] = base["ifeval"][m]["baseline"]  # round 0 is the base: its own accuracy
-        if any(values):
-            ifeval[label] = values
-    if ifeval:
-        figures.append(_interval_plot(plt, rounds, "IFEval accuracy (round 0: the base model)", "accuracy", ifeval,
-                                      ylim=(0, 1)))
-    kl = [pr.get("drift", {}).get("kl") for pr in per_round]
-    if any(kl):
-        figures.append(_interval_plot(plt, rounds, "Drift from the base model", "KL(policy || base), nats/token",
-                                      {"KL on general prompts": kl}))
-    # Each round's own plot: the titles drawn in it do not say which round it is, so a caption does.
+def _retention_figures(rounds: list[RoundSummary]) -> str:
+    # Each round's own plot too: the titles drawn in it do not say which round it is, so a caption does.
     own = [(f"round {r.round}: retention.png", png) for r in rounds if (png := _run_png(r.retention))]
-    return ("<div class='plots'>"
-            + "".join(f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures)
-            + "".join(f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}"
-                      "</small></figcaption></figure>" for alt, png in own) + "</div>")
+    return _figures(retention_figures(rounds), captioned=own)
 
 
 def _run_png(run: dict[str, Any] | str | None) -> str | None:
@@ -405,13 +245,13 @@ def _labels_table(rounds: list[RoundSummary]) -> str:
 
 
 def _time_table(rounds: list[RoundSummary]) -> str:
-    steps = _steps(rounds)
-    if not steps:
+    ordered = steps(rounds)
+    if not ordered:
         return "<p class='muted'>No step timed yet.</p>"
     head = "".join(f"<th>round {r.round}</th>" for r in rounds)
     rows = [f"<tr><th>{_e(step)}</th>" + "".join(
         f"<td class='num'>{_duration(r.wall_time_s[step])}</td>" if step in r.wall_time_s else "<td class='num muted'>—</td>"
-        for r in rounds) + "</tr>" for step in steps]
+        for r in rounds) + "</tr>" for step in ordered]
     rows.append("<tr><th>total</th>" + "".join(f"<td class='num'><b>{_duration(sum(r.wall_time_s.values()))}</b></td>"
                                               for r in rounds) + "</tr>")
     return f"<table><tr><th>step</th>{head}</tr>{''.join(rows)}</table>"
@@ -447,121 +287,13 @@ def _examples(rounds: list[RoundSummary]) -> str:
     return "\n".join(parts) or "<p class='muted'>No examples.</p>"
 
 
-# -- plots ----------------------------------------------------------------------------------------
-
-def _plots(rounds: list[RoundSummary]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display here; must precede pyplot
-    from matplotlib import pyplot as plt
-
-    per_round = [r.metrics() for r in rounds]
-
-    def series(s: str, m: str) -> list[dict | None]:
-        out = []
-        for pr in per_round:
-            node = pr.get(s, {}).get(m)
-            out.append(node if m == "rm_win_rate" or node is None else node["policy"])
-        return out
-
-    figures = []
-    brand = series("brand", "brand_score")
-    if any(brand):
-        figures.append(_interval_plot(plt, rounds, "Brand-voice score (held-out brand prompts)",
-                                      "rubric score (0-1)", {"brand score": brand}, ylim=(0, 1)))
-    refusal = {label: series(s, "refusal_rate") for s, label in
-               (("harmful", "harmful prompts (higher is safer)"), ("safe", "XSTest safe prompts: over-refusal (lower is better)"))}
-    if any(any(v) for v in refusal.values()):
-        figures.append(_interval_plot(plt, rounds, "Refusal rate", "share of replies refused",
-                                      {k: v for k, v in refusal.items() if any(v)}, ylim=(0, 1)))
-    wins = {SET_LABELS[s]: series(s, "rm_win_rate") for s in SET_LABELS}
-    if any(any(v) for v in wins.values()):
-        figures.append(_interval_plot(plt, rounds, "Reward-model win rate vs the round's baseline", "win rate (ties = 0.5)",
-                                      {k: v for k, v in wins.items() if any(v)}, ylim=(0, 1), line=0.5))
-    length = {SET_LABELS[s]: series(s, "length_words") for s in SET_LABELS}
-    if any(any(v) for v in length.values()):
-        figures.append(_interval_plot(plt, rounds, "Mean reply length", "words",
-                                      {k: v for k, v in length.items() if any(v)}))
-    if any(r.wall_time_s for r in rounds):
-        figures.append(_time_plot(plt, rounds))
-    if not figures:
+def _figures(figures: Sequence[Figure], captioned: Sequence[Figure] = ()) -> str:
+    if not figures and not captioned:
         return ""
-    return "<div class='plots'>" + "".join(
-        f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures) + "</div>"
-
-
-def _interval_plot(plt, rounds, title, ylabel, series: dict[str, list[dict | None]], ylim=None, line=None):
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
-    width = 0.12 * (len(series) - 1)
-    for k, (label, values) in enumerate(series.items()):
-        offset = -width / 2 + 0.12 * k if len(series) > 1 else 0.0
-        xs, ys, lo, hi, held = [], [], [], [], []
-        for r, v in zip(rounds, values):
-            if v is None:
-                continue
-            xs.append(r.round + offset)
-            ys.append(v["mean"])
-            lo.append(v["mean"] - v["ci_low"])
-            hi.append(v["ci_high"] - v["mean"])
-            held.append(r.promoted is False)
-        color = f"C{k}"
-        ax.errorbar(xs, ys, yerr=[lo, hi], color=color, capsize=4, marker="o", label=label)
-        hx = [x for x, h in zip(xs, held) if h]
-        hy = [y for y, h in zip(ys, held) if h]
-        if hx:
-            ax.plot(hx, hy, "o", markersize=9, markerfacecolor="white", markeredgecolor=color, markeredgewidth=2, zorder=5)
-    if line is not None:
-        ax.axhline(line, color="#888", linestyle="--", linewidth=1)
-    _round_axis(ax, rounds)
-    if ylim is not None:
-        ax.set_ylim(ylim[0] - 0.03, ylim[1] + 0.03)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=min(len(series), 3), frameon=False)
-    return title, _png(plt, fig)
-
-
-def _time_plot(plt, rounds):
-    steps = _steps(rounds)
-    total = max(sum(r.wall_time_s.values()) for r in rounds)
-    scale, unit = (3600.0, "hours") if total >= 7200 else (60.0, "minutes") if total >= 120 else (1.0, "seconds")
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
-    bottom = [0.0] * len(rounds)
-    x = [r.round for r in rounds]
-    for k, step in enumerate(steps):
-        h = [r.wall_time_s.get(step, 0.0) / scale for r in rounds]
-        ax.bar(x, h, bottom=bottom, label=step, color=f"C{k % 10}", width=0.6)
-        bottom = [b + v for b, v in zip(bottom, h)]
-    _round_axis(ax, rounds)
-    ax.set_title("Wall time per step")
-    ax.set_ylabel(unit)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return "Wall time per step", _png(plt, fig)
-
-
-def _steps(rounds: list[RoundSummary]) -> list[str]:
-    """Steps in the order a full round ran them (round 0 only evaluates, so it must not set the order)."""
-    fullest = max(rounds, key=lambda r: len(r.wall_time_s))
-    return list(dict.fromkeys([*fullest.wall_time_s, *(step for r in rounds for step in r.wall_time_s)]))
-
-
-def _round_axis(ax, rounds) -> None:
-    ax.set_xticks([r.round for r in rounds])
-    ax.set_xticklabels([f"{r.round}\nstart" if r.round == 0 else f"{r.round}\nheld back" if r.promoted is False
-                        else str(r.round) for r in rounds])
-    ax.set_xlim(min(r.round for r in rounds) - 0.5, max(r.round for r in rounds) + 0.5)
-    ax.set_xlabel("round")
-
-
-def _png(plt, fig) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
+    return ("<div class='plots'>"
+            + "".join(f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures)
+            + "".join(f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}"
+                      "</small></figcaption></figure>" for alt, png in captioned) + "</div>")
 
 # -- formatting -----------------------------------------------------------------------------------
 

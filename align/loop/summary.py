@@ -6,7 +6,7 @@ from typing import Any
 
 from align.core import runs
 from align.loop.gates import GateResult
-from align.loop.report import LabelSummary, RoundSummary, examples_from_replies
+from align.loop.rounds import LabelSummary, RoundSummary, examples_from_replies
 from align.loop.state import LoopState
 
 # (prompt set, metric, column title) of the printed score table.

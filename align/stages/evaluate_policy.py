@@ -43,18 +43,16 @@ from pathlib import Path
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
-from align.core.training import ModelLoading
 from align.data.records import write_jsonl
 from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
 from align.evaluation.brand_voice import BrandRubric
+from align.evaluation.comparison import ComparisonConfig
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 from align.evaluation.refusal import detect_refusal
 from align.models import ModelSource, base_of, load_tokenizer, policy_source, reward_source, same_weights
 from align.rollout import (
     Completion,
-    EngineName,
     SamplingSettings,
-    VllmSettings,
     check_context,
     choose_engine,
     context_length,
@@ -82,19 +80,13 @@ class EvalSampling(SamplingSettings):
 
 
 @dataclass
-class Config(runs.RunOutput, ModelLoading):
-    """`align evaluate policy` settings."""
+class Config(ComparisonConfig):
+    """`align evaluate policy` settings (policy, baseline, engine and intervals: `ComparisonConfig`)."""
 
-    policy: str = ""
-    """The policy to evaluate: a training run directory, a Hugging Face directory or `embedded`."""
-    baseline: str | None = None
-    """What the policy is compared with; unset = the policy's base (the model its first adapter sits on)."""
     baseline_replies: str | None = None
     """An earlier evaluate-policy run whose *policy* was this baseline, on the same prompts, engine, dtype and
     sampling: its replies are reused instead of generating the baseline again (the loop sets it to the
     previous round's evaluation). Refused when any of those differ."""
-    reward_model: str | None = None
-    """A reward run: adds each reply's reward and the policy's win rate. Unset = no reward-model metrics."""
     harmful: PromptSetConfig = field(default_factory=PromptSetConfig)
     """Harmful prompts: the refusal rate should be high."""
     safe: PromptSetConfig = field(default_factory=PromptSetConfig)
@@ -103,26 +95,15 @@ class Config(runs.RunOutput, ModelLoading):
     """Customer prompts judged by the brand-voice rubric."""
     brand_rubric: str = ""
     """Rubric YAML for the brand set (e.g. recipes/brand_voice/rubric.yaml); required when brand.paths is set."""
-    engine: EngineName = "auto"
-    """auto (vLLM when it imports, else hf) | vllm | hf."""
     sampling: EvalSampling = field(default_factory=EvalSampling)
     """Decoding; greedy by default (reproducible). One reply per prompt (n must be 1)."""
-    batch_size: int = 32
-    """hf engine: prompts per generate call."""
-    vllm: VllmSettings = field(default_factory=VllmSettings)
-    """vLLM engine settings."""
-    reward_max_length: int = 512
-    """Token budget when scoring with the reward model; longer conversations keep their last tokens."""
     reward_batch_size: int = 8
     """Reward-model scoring batch size."""
-    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
-    """Interval settings."""
 
     def __post_init__(self):
+        super().__post_init__()
         if self.sampling.n != 1:
             raise AlignError(f"evaluation judges one reply per prompt: set sampling.n=1 (got {self.sampling.n})")
-        if self.batch_size < 1:
-            raise AlignError(f"'batch_size' must be >= 1, got {self.batch_size}")
 
 
 def run(cfg: Config) -> dict:

@@ -35,15 +35,13 @@ from pathlib import Path
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
-from align.core.training import ModelLoading
 from align.data.records import write_jsonl
-from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
+from align.evaluation.bootstrap import bootstrap_mean, bootstrap_paired_difference
+from align.evaluation.comparison import ComparisonConfig
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 from align.models import ModelSource, base_of, load_tokenizer, policy_source, reward_source, same_weights
 from align.rollout import (
-    EngineName,
     SamplingSettings,
-    VllmSettings,
     check_context,
     choose_engine,
     context_length,
@@ -101,40 +99,24 @@ class DriftSampling(SamplingSettings):
 
 
 @dataclass
-class Config(runs.RunOutput, ModelLoading):
-    """`align evaluate retention` settings."""
+class Config(ComparisonConfig):
+    """`align evaluate retention` settings (policy, baseline, engine and intervals: `ComparisonConfig`)."""
 
-    policy: str = ""
-    """The policy: a training run directory, a Hugging Face directory or `embedded`."""
-    baseline: str | None = None
-    """What it is compared with; unset = the policy's base (the model its first adapter sits on)."""
-    reward_model: str | None = None
-    """A reward run: adds drift replies' rewards and the policy's win rate. Unset = none."""
     ifeval: IFEvalSettings = field(default_factory=IFEvalSettings)
     """Instruction following."""
     drift: PromptSetConfig = field(default_factory=PromptSetConfig)
     """General prompts for KL, log-likelihood and length (e.g. MT-bench, Vicuna, Arena-Hard, OASST)."""
     drift_sampling: DriftSampling = field(default_factory=DriftSampling)
     """Sampling of the drift replies."""
-    engine: EngineName = "auto"
-    """auto (vLLM when it imports, else hf) | vllm | hf."""
-    batch_size: int = 32
-    """hf engine: prompts per generate call."""
     score_batch_size: int = 4
-    """Replies per forward pass when computing KL and log-likelihoods."""
-    vllm: VllmSettings = field(default_factory=VllmSettings)
-    """vLLM engine settings."""
-    reward_max_length: int = 512
-    """Token budget when scoring with the reward model."""
-    bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
-    """Interval settings."""
+    """Replies per forward pass when computing KL, log-likelihoods and rewards."""
 
     def __post_init__(self):
+        super().__post_init__()
         if self.drift_sampling.n != 1:
             raise AlignError(f"drift compares one reply per prompt: set drift_sampling.n=1 (got {self.drift_sampling.n})")
-        for key in ("batch_size", "score_batch_size"):
-            if getattr(self, key) < 1:
-                raise AlignError(f"'{key}' must be >= 1, got {getattr(self, key)}")
+        if self.score_batch_size < 1:
+            raise AlignError(f"'score_batch_size' must be >= 1, got {self.score_batch_size}")
 
 
 def run(cfg: Config) -> dict:

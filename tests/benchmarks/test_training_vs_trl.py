@@ -54,7 +54,7 @@ def test_both_sides_train_and_are_scored_on_the_same_fitting_pairs(bench, shared
     test = [json.loads(line) for line in Path(data["test"]).read_text().splitlines()]
     assert (len(train), len(test)) == (12, 6) == (data["train_pairs"], data["test_pairs"])
     assert data["train_pairs_over_max_length_skipped"] > 0  # HH has long conversations: some were passed over
-    from align.models import embedded_model_dir
+    from align.model_cache import embedded_model_dir
     from align.scoring import conversation_ids
     from transformers import AutoTokenizer
 

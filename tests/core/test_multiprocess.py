@@ -58,6 +58,7 @@ def test_two_processes_write_one_run_with_single_process_losses(stage, tiny_mode
     ]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"{stage}: run written to") == 1, result.stdout  # the summary, by rank 0 alone
 
     # One finished run directory, nothing partial left by either rank.
     entries = sorted(p.name for p in launched.iterdir())

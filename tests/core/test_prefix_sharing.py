@@ -118,7 +118,7 @@ def test_shared_prefix_equals_unshared_on_tiny_model(stage, lora, tiny_model, sh
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
 def test_shared_prefix_equals_unshared_on_embedded_model(stage, lora, shared_data, tmp_path):
-    from align.models import embedded_model_dir
+    from align.model_cache import embedded_model_dir
 
     rows = hh_rows(shared_data, tmp_path, 12)
     assert_same_computation(stage, embedded_model_dir(), rows, lora, tmp_path, max_length=192, batch=2)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from align.core import runs
+from align.core import partials, runs
 from align.core.errors import AlignError
 
 
@@ -170,7 +170,7 @@ def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, e
         foreign = runs_dir / ".multi.partial"
         foreign.mkdir()  # no owner file: whose it is cannot be known, so it stays
         (foreign / "weights.bin").write_bytes(b"x")
-        caplog.set_level("INFO", logger="align.core.runs")
+        caplog.set_level("INFO", logger="align.core.partials")
         with runs.new_run("sft", {}, runs_dir, "next") as run:
             runs.finish(run)
         assert not killed_dir.exists()
@@ -189,14 +189,14 @@ def test_a_reused_pid_does_not_keep_a_dead_writers_partial_dir(tmp_path):
     stale = tmp_path / ".old.partial-1"
     stale.mkdir()
     # This process's pid is alive, but a process started at another time wrote the directory.
-    (stale / runs.OWNER).write_text(json.dumps({"host": __import__("platform").node(), "pid": os.getppid(),
+    (stale / partials.OWNER).write_text(json.dumps({"host": __import__("platform").node(), "pid": os.getppid(),
                                                 "started": "1"}))
-    assert runs.remove_stale_partials(tmp_path) == [stale]
+    assert partials.remove_stale_partials(tmp_path) == [stale]
     assert not stale.exists()
     with runs.new_run("sft", {}, tmp_path, "done") as run:
-        assert (run.path / runs.OWNER).exists()
+        assert (run.path / partials.OWNER).exists()
         runs.finish(run)
-    assert not (tmp_path / "done" / runs.OWNER).exists()
+    assert not (tmp_path / "done" / partials.OWNER).exists()
 
 
 def test_hashing_large_files_shows_a_byte_progress_bar(tmp_path, monkeypatch, capsys):

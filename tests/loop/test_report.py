@@ -19,7 +19,8 @@ from align.evaluation.bootstrap import bootstrap_mean
 from align.evaluation.ifeval import ifeval_metrics
 from align.loop import report
 from align.loop.gates import GateResult, evaluate_gates, parse_gates
-from align.loop.report import ExampleReply, LabelSummary, RoundSummary, write_report
+from align.loop.report import write_report
+from align.loop.rounds import ExampleReply, LabelSummary, RoundSummary, examples_from_replies
 from align.stages import evaluate_retention
 from tests.browser import headless_chromium
 from tests.loop.conftest import manifest, rows
@@ -260,6 +261,6 @@ def test_examples_come_from_an_evaluate_policy_run(tmp_path):
               "policy": {"reply": f"p {s} {i}"}, "baseline": {"reply": f"b {s} {i}"}} for s in ("harmful", "brand") for i in range(3)]
     (run / "replies.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     (run / "manifest.json").write_text(json.dumps({"stage": "evaluate policy", "outputs": {"replies": {"path": "replies.jsonl"}}}))
-    assert report.examples_from_replies(run, per_set=2) == [
+    assert examples_from_replies(run, per_set=2) == [
         ExampleReply("harmful", "harmful 0", "b harmful 0", "p harmful 0"), ExampleReply("harmful", "harmful 1", "b harmful 1", "p harmful 1"),
         ExampleReply("brand", "brand 0", "b brand 0", "p brand 0"), ExampleReply("brand", "brand 1", "b brand 1", "p brand 1")]

@@ -12,7 +12,7 @@ def vllm_tiny_model(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from align.models import embedded_model_dir
+    from align.model_cache import embedded_model_dir
 
     path = tmp_path_factory.mktemp("tiny-llama-vllm")
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())

@@ -136,7 +136,7 @@ def test_merge_cache_key_follows_the_adapter_content(lora_run, tmp_path):
     """Another adapter on the same base (or the same adapter retrained in place) gets another key."""
     import shutil
 
-    from align.models import merge_key
+    from align.model_cache import merge_key
 
     source = resolve_model(str(lora_run))
     key = merge_key(source, "float32")

@@ -1,0 +1,153 @@
+"""A loop's rounds as people read them: what each round's policy scored, what its labels were, how
+its gates went and how long its steps took. The loop builds one `RoundSummary` per round
+(align/loop/summary.py); report.html (align/loop/report.py) and `align loop status` show them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from align.core import runs
+from align.core.errors import AlignError
+from align.loop.gates import GateResult
+
+
+@dataclass
+class LabelSummary:
+    """What one label pull (`align annotate pull`) brought in."""
+
+    records: int
+    """Records with at least one submitted vote."""
+    votes: int
+    """Submitted votes over those records."""
+    pairwise_agreement: float | None
+    """Share of agreeing vote pairs within a record; None with no record of two votes."""
+    krippendorff_alpha: float | None
+    """Chance-corrected agreement (nominal); None when undefined."""
+    annotators: list[str]
+    """Usernames that voted."""
+    simulated: bool
+    """True when the votes came from simulated annotators (demos, tests, CI), not people."""
+    discards: int = 0
+    """Records annotators discarded."""
+    ties: int = 0
+    """Records whose majority was a tie."""
+    run: str | None = None
+    """The pull run directory."""
+
+    @classmethod
+    def from_pull_run(cls, path: str | Path, simulated: bool | None = None) -> LabelSummary:
+        """Read a pull run: counts and agreement from its manifest, annotators from its preferences.
+
+        `simulated` defaults to the run's `notes.simulated` (False when the run does not say).
+        """
+        manifest = runs.read_manifest(path)
+        if manifest.get("stage") != "annotate pull":
+            raise AlignError(f"{path} is a '{manifest.get('stage')}' run, not an 'annotate pull' run")
+        metrics = manifest["metrics"]
+        annotators: set[str] = set()
+        with open(runs.output_path(path, manifest, "preferences"), encoding="utf-8") as f:
+            for line in f:
+                annotators.update(v["annotator"] for v in json.loads(line)["votes"])
+        if simulated is None:
+            simulated = bool(manifest.get("notes", {}).get("simulated", False))
+        return cls(records=metrics["records"], votes=metrics["votes"],
+                   pairwise_agreement=metrics.get("pairwise_agreement"),
+                   krippendorff_alpha=metrics.get("krippendorff_alpha"), annotators=sorted(annotators),
+                   simulated=simulated, discards=metrics.get("discards", 0), ties=metrics.get("ties", 0),
+                   run=str(path))
+
+
+@dataclass
+class ExampleReply:
+    """One prompt answered by the baseline and by the policy."""
+
+    prompt_set: str
+    prompt: str
+    baseline: str
+    policy: str
+
+
+@dataclass
+class RoundSummary:
+    """One round of the loop, as the report shows it. Round 0 is the starting policy."""
+
+    round: int
+    """0 for the starting policy, then 1, 2, ..."""
+    policy: str
+    """The round's policy run directory (or model reference for round 0)."""
+    evaluation: dict[str, Any] | str | None = None
+    """The round's `align evaluate policy` manifest, or its run directory; None when not evaluated yet."""
+    labels: LabelSummary | None = None
+    """The round's label pull; None for round 0 or before the pull."""
+    gates: GateResult | None = None
+    """The round's gates; None for round 0 (nothing to gate) or before evaluation."""
+    promoted: bool | None = None
+    """True: the policy becomes the current one; False: held back; None: round 0 or undecided."""
+    reasons: list[str] = field(default_factory=list)
+    """Why the round was promoted or held back (gate failures, a failed step, ...)."""
+    wall_time_s: dict[str, float] = field(default_factory=dict)
+    """Seconds per step, in the order the steps ran (e.g. generate, push, labels, pull, dpo, evaluate)."""
+    examples: list[ExampleReply] = field(default_factory=list)
+    """Replies shown side by side."""
+    retention: dict[str, Any] | str | None = None
+    """The round's `align evaluate retention` manifest, or its run directory; None when the loop measures no
+    retention (or not yet, or round 0 without a warm start: there the policy is the retention baseline)."""
+
+    def metrics(self) -> dict[str, Any]:
+        """The evaluation's metrics (read from its run directory when given as a path)."""
+        if self.evaluation is None:
+            return {}
+        if not isinstance(self.evaluation, dict):
+            self.evaluation = runs.read_manifest(self.evaluation)
+        return self.evaluation.get("metrics", {})
+
+    def retention_metrics(self) -> dict[str, Any]:
+        """The retention run's metrics; {} without one."""
+        if self.retention is None:
+            return {}
+        if not isinstance(self.retention, dict):
+            self.retention = runs.read_manifest(self.retention)
+        return self.retention.get("metrics", {})
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for a loop's state file; `from_dict` reads it back."""
+        out = asdict(self)
+        out["gates"] = None if self.gates is None else self.gates.as_dict()
+        for key in ("evaluation", "retention"):
+            run = getattr(self, key)
+            out[key] = run.get("path", run) if isinstance(run, dict) else run
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundSummary:
+        data = dict(data)
+        data["labels"] = None if data.get("labels") is None else LabelSummary(**data["labels"])
+        data["gates"] = None if data.get("gates") is None else GateResult.from_dict(data["gates"])
+        data["examples"] = [ExampleReply(**e) for e in data.get("examples", [])]
+        return cls(**data)
+
+
+def examples_from_replies(eval_run: str | Path, per_set: int = 2) -> list[ExampleReply]:
+    """The first `per_set` prompts of each prompt set of an evaluate-policy run, both replies."""
+    manifest = runs.read_manifest(eval_run)
+    taken: dict[str, int] = {}
+    out = []
+    with open(runs.output_path(eval_run, manifest, "replies"), encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            name = row["prompt_set"]
+            if taken.get(name, 0) >= per_set:
+                continue
+            taken[name] = taken.get(name, 0) + 1
+            out.append(ExampleReply(name, row["prompt"][-1]["content"], row["baseline"]["reply"], row["policy"]["reply"]))
+    return out
+
+
+def steps(rounds: list[RoundSummary]) -> list[str]:
+    """Steps in the order a full round ran them (round 0 only evaluates, so it must not set the order)."""
+    fullest = max(rounds, key=lambda r: len(r.wall_time_s))
+    return list(dict.fromkeys([*fullest.wall_time_s, *(step for r in rounds for step in r.wall_time_s)]))
