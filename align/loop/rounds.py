@@ -99,19 +99,21 @@ class RoundSummary:
 
     def metrics(self) -> dict[str, Any]:
         """The evaluation's metrics (read from its run directory when given as a path)."""
-        if self.evaluation is None:
-            return {}
-        if not isinstance(self.evaluation, dict):
-            self.evaluation = runs.read_manifest(self.evaluation)
-        return self.evaluation.get("metrics", {})
+        return self._run_metrics("evaluation")
 
     def retention_metrics(self) -> dict[str, Any]:
         """The retention run's metrics; {} without one."""
-        if self.retention is None:
+        return self._run_metrics("retention")
+
+    def _run_metrics(self, name: str) -> dict[str, Any]:
+        # A run given as its directory is read once and kept as its manifest.
+        run = getattr(self, name)
+        if run is None:
             return {}
-        if not isinstance(self.retention, dict):
-            self.retention = runs.read_manifest(self.retention)
-        return self.retention.get("metrics", {})
+        if not isinstance(run, dict):
+            run = runs.read_manifest(run)
+            setattr(self, name, run)
+        return run.get("metrics", {})
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, for a loop's state file; `from_dict` reads it back."""
