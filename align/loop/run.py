@@ -2,7 +2,8 @@
 
 Round 0 evaluates the starting policy. Each round after it:
 
-    generate    the current policy answers the recipe's training prompts (`align generate`, vLLM when installed)
+    generate    the current policy answers the recipe's training prompts (`align generate`, vLLM when installed),
+                with a seed of its own each round (fresh samples, also after a held-back round)
     score       the newest reward model scores the candidates (when the loop has one)
     pairs       candidate pairs for annotators (least_sure when scored, else random)
     push        one Argilla dataset per round: <recipe>-<loop id>-r<round>
@@ -68,6 +69,9 @@ log = logging.getLogger(__name__)
 
 HELD_BACK = 3
 LOCK = ".lock"
+ROUND_SEED_STRIDE = 100_003
+"""Round n generates with `sampling.seed + ROUND_SEED_STRIDE * (n - 1)`. vLLM seeds prompt i with seed + i, so
+the stride is large (and prime) to keep two rounds' prompt seeds apart for any realistic prompt count."""
 
 
 class Stopped(Exception):
@@ -223,7 +227,13 @@ class Loop:
         rnd["starts_from"] = state.current["policy"]
         log.info("=== round %d of %d: policy %s ===", n, cfg.rounds, policy)
 
-        candidates = self.step(rnd, "generate", "generate", {"policy": policy, "runs_dir": rd, "name": "generate"})
+        wiring = {"policy": policy, "runs_dir": rd, "name": "generate"}
+        # Each round draws fresh samples: a round whose candidate was held back leaves the same policy current,
+        # and with one seed for every round the next round would sample the very same replies again (and, with
+        # `train.labels: all`, train on the same pairs twice).
+        seed = stage_config("generate", cfg.generate, wiring).sampling.seed
+        wiring["sampling.seed"] = seed + ROUND_SEED_STRIDE * (n - 1)
+        candidates = self.step(rnd, "generate", "generate", wiring)
         scored = False
         if reward_model:
             candidates = self.step(rnd, "score", "score", {"generations": candidates["path"],

@@ -20,6 +20,7 @@ import yaml
 
 from align.cli import main as cli_main
 from align.core import runs
+from align.loop.run import ROUND_SEED_STRIDE
 from align.loop.state import LoopState
 
 pytestmark = pytest.mark.integration
@@ -108,6 +109,10 @@ def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tm
     assert Path(role(round0, "baseline")["path"]) == tiny_model.resolve()
     generate = runs.read_manifest(loop_dir / "round-1" / "generate")
     assert Path(role(generate, "policy")["path"]) == (loop_dir / "round-0" / "sft").resolve()
+    # Each round samples with a seed of its own, so a policy kept after a held-back round is not asked for the
+    # same replies again.
+    seeds = [runs.read_manifest(loop_dir / f"round-{k}" / "generate")["config"]["sampling"]["seed"] for k in (1, 2)]
+    assert seeds == [0, ROUND_SEED_STRIDE]
     # Round 2 trains on both rounds' labels; lineage reaches the pulls, pushes and the base model.
     labels = runs.read_manifest(loop_dir / "round-2" / "labels")
     assert sorted(labels["notes"]["rounds"]) == ["1", "2"]
