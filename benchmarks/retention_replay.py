@@ -14,8 +14,9 @@ preference-chosen). Then, with the two policies compared directly (paired, same 
 - `align evaluate policy` on the 30 held-out brand prompts: the brand-voice score of both.
 
 The base model's IFEval figure on the same subset comes from `--base-run` (an `align evaluate
-retention embedded` run with the same ifeval settings) when given, so the base is not generated
-again. Writes one JSON with the settings, every figure with its interval, and wall times; the run
+retention` run with the same ifeval settings whose policy is the base, or whose baseline is, with
+`--base-side baseline`: e.g. the main job's policy evaluated against its base) when given, so the
+base is not generated again. Writes one JSON with the settings, every figure with its interval, and wall times; the run
 directories stay under `--runs-dir` for inspection.
 """
 
@@ -47,7 +48,9 @@ def main() -> int:
     ap.add_argument("--ifeval-limit", type=int, default=60)
     ap.add_argument("--ifeval-tokens", type=int, default=256)
     ap.add_argument("--engine", default="hf", help="generation engine for both evaluations (hf | vllm | auto)")
-    ap.add_argument("--base-run", help="an `align evaluate retention embedded` run with the same ifeval settings")
+    ap.add_argument("--base-run", help="an `align evaluate retention` run with the same ifeval settings")
+    ap.add_argument("--base-side", choices=["policy", "baseline"], default="policy",
+                    help="which model of --base-run is the base (baseline: a policy evaluated against its base)")
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "retention_replay"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "retention_replay.json"))
     args = ap.parse_args()
@@ -114,7 +117,7 @@ def main() -> int:
         if same != {"limit": args.ifeval_limit, "seed": 0, "max_tokens": args.ifeval_tokens}:
             raise SystemExit(f"--base-run {args.base_run} used ifeval {same}; this run uses limit {args.ifeval_limit}, "
                              f"seed 0, max_tokens {args.ifeval_tokens}")
-        result["ifeval_base"] = {level: m["policy"] for level, m in base["metrics"]["ifeval"].items()}
+        result["ifeval_base"] = {level: m[args.base_side] for level, m in base["metrics"]["ifeval"].items()}
         result["runs"]["base"] = base["path"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
