@@ -91,7 +91,10 @@ class VllmEngine:
             model_dir, adapter = source.base_dir, None
         kwargs = dict(
             model=str(model_dir),
-            tokenizer=str(source.tokenizer_dir),
+            # A merged directory holds the tokenizer saved from tokenizer_dir. Naming it, not the adapter's run
+            # directory (which has no model config), spares the "Error parsing config ... Should have a
+            # `model_type`" lines vLLM logs while it probes a tokenizer path for a model config.
+            tokenizer=str(self.merged_dir or source.tokenizer_dir),
             dtype=dtype,
             seed=seed,
             max_model_len=max_model_len,
