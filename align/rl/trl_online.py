@@ -65,6 +65,10 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
                                      pad_token_id=reward_tokenizer.pad_token_id).requires_grad_(False).eval()
     policy = load_policy(source, cfg.dtype, cfg.trust_remote_code)
     bind_output_dir(args, run_dir)
+    # The offline stages count input tokens for their tok/s; an online trainer's batches are prompts in text
+    # form, which transformers cannot count, and it warned on every step ("Tried to track the number of
+    # tokens seen"). The generation and training timings logged below say where the time goes.
+    args.include_num_input_tokens_seen = "no"
     trainer = _timed(cfg.algorithm)(
         model=policy,
         reward_funcs=reward_model,
