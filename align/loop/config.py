@@ -203,6 +203,19 @@ def stage_config(step: str, section: dict[str, Any], wiring: dict[str, Any]):
         raise AlignError(f"loop section '{step}'{f' (config {file})' if file else ''}: {exc}") from None
 
 
+ROUND_SEED_STRIDE = 100_003
+"""Round n generates with `sampling.seed + ROUND_SEED_STRIDE * (n - 1)`. vLLM seeds prompt i with seed + i, so
+the stride is large (and prime) to keep two rounds' prompt seeds apart for any realistic prompt count."""
+
+
+def round_generate_wiring(section: dict[str, Any], wiring: dict[str, Any], n: int) -> dict[str, Any]:
+    """The generate step's wiring for round n, with a sampling seed of the round's own: a round whose
+    candidate was held back leaves the same policy current, and with one seed for every round the next
+    round would sample the very same replies again (and, with `train.labels: all`, train on them twice)."""
+    seed = stage_config("generate", section, wiring).sampling.seed
+    return {**wiring, "sampling.seed": seed + ROUND_SEED_STRIDE * (n - 1)}
+
+
 def config_files(cfg: LoopConfig) -> list[str]:
     """Every file the loop config points at whose content decides what the loop does."""
     files = [cfg.gates] + ([cfg.retention_gates] if cfg.retention_gates else [])

@@ -57,6 +57,7 @@ from align.loop.config import (
     describe_change,
     resolve_dir,
     retention_baseline,
+    round_generate_wiring,
     stage_config,
 )
 from align.loop.gates import GateResult, evaluate_gates
@@ -69,9 +70,6 @@ log = logging.getLogger(__name__)
 
 HELD_BACK = 3
 LOCK = ".lock"
-ROUND_SEED_STRIDE = 100_003
-"""Round n generates with `sampling.seed + ROUND_SEED_STRIDE * (n - 1)`. vLLM seeds prompt i with seed + i, so
-the stride is large (and prime) to keep two rounds' prompt seeds apart for any realistic prompt count."""
 
 
 class Stopped(Exception):
@@ -227,12 +225,7 @@ class Loop:
         rnd["starts_from"] = state.current["policy"]
         log.info("=== round %d of %d: policy %s ===", n, cfg.rounds, policy)
 
-        wiring = {"policy": policy, "runs_dir": rd, "name": "generate"}
-        # Each round draws fresh samples: a round whose candidate was held back leaves the same policy current,
-        # and with one seed for every round the next round would sample the very same replies again (and, with
-        # `train.labels: all`, train on the same pairs twice).
-        seed = stage_config("generate", cfg.generate, wiring).sampling.seed
-        wiring["sampling.seed"] = seed + ROUND_SEED_STRIDE * (n - 1)
+        wiring = round_generate_wiring(cfg.generate, {"policy": policy, "runs_dir": rd, "name": "generate"}, n)
         candidates = self.step(rnd, "generate", "generate", wiring)
         scored = False
         if reward_model:

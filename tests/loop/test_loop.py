@@ -20,7 +20,7 @@ import yaml
 
 from align.cli import main as cli_main
 from align.core import runs
-from align.loop.run import ROUND_SEED_STRIDE
+from align.loop.config import ROUND_SEED_STRIDE
 from align.loop.state import LoopState
 
 pytestmark = pytest.mark.integration
