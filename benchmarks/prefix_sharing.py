@@ -57,8 +57,10 @@ def build(stage: str, sharing: str, lora: bool, rows: list[dict], source, tokeni
     from align.stages import dpo, reward
 
     set_seed(0)
+    # Random order: both trainers see the very same batches, so length grouping (which needs align's
+    # measured `length` column) plays no part in this side-by-side.
     defaults = {"max_length": max_length, "seed": 0, "per_device_train_batch_size": STAGE_BATCH[stage],
-                "output_dir": scratch}
+                "output_dir": scratch, "train_sampling_strategy": "random"}
     if stage == "reward":
         from trl import RewardConfig
 

@@ -1,4 +1,4 @@
-"""The main job: SFT -> reward model -> DPO on the embedded model with HH-RLHF harmless pairs.
+"""`make demo-hh` (the main job before the feedback loop): SFT -> reward model -> DPO on the embedded model with HH-RLHF harmless pairs.
 
     python -m recipes.hh_harmless.run [--runs-dir runs] [--resume DIR] [STAGE.key=value ...]
 

@@ -38,7 +38,7 @@ def trained(tiny_model, tmp_path_factory):
         "training.per_device_train_batch_size=4", "training.logging_steps=5"]))
     _, test = load_splits(PreferenceDataConfig(train=str(data), test_fraction=0.25))
     held_out = write_jsonl(tmp / "held_out.jsonl", test.rows)
-    return {"manifest": manifest, "held_out": held_out, "test_rows": test.rows, "tmp": tmp}
+    return {"manifest": manifest, "held_out": held_out, "test_rows": test.rows, "tmp": tmp, "data": data}
 
 
 def test_reward_learns_an_easy_preference(trained, tiny_model):
@@ -84,3 +84,36 @@ def test_evaluate_reward_agrees_with_the_stage_and_a_plain_forward(trained, tiny
             with torch.no_grad():
                 score = model(input_ids=torch.tensor([list(ids)])).logits[0, 0].item()
             assert written[f"{side}_score"] == pytest.approx(score, abs=1e-4)
+
+
+def test_evaluate_reward_on_the_held_out_split_with_a_paired_baseline(trained):
+    """`data.split=test` picks exactly the pairs the stage held out; a baseline is scored on the same
+    pairs, and the paired difference is the difference of the two accuracies (here the same model:
+    every pair agrees, so the interval is a point)."""
+    run_path = Path(trained["manifest"]["path"])
+    m = evaluate.run(load_config(evaluate.Config, None, [
+        f"reward_model={run_path}", f"baseline={run_path}", f"data.path={trained['data']}", "data.split=test",
+        "data.test_fraction=0.25", "max_length=64", f"runs_dir={trained['tmp'] / 'eval-split'}"]))
+    stage = trained["manifest"]["metrics"]
+    assert m["notes"]["data"]["pairs_scored"] == len(trained["test_rows"])
+    assert m["metrics"]["accuracy"] == stage["test_accuracy"]
+    assert m["metrics"]["accuracy_ci95"]["ci_low"] <= m["metrics"]["accuracy"] <= m["metrics"]["accuracy_ci95"]["ci_high"]
+    assert m["metrics"]["baseline_accuracy"] == m["metrics"]["accuracy"]
+    assert m["metrics"]["accuracy_difference"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": len(trained["test_rows"])}
+    lines = [json.loads(x) for x in (Path(m["path"]) / "scores.jsonl").read_text().splitlines()]
+    assert all(line["baseline_margin"] == pytest.approx(line["margin"]) for line in lines)
+    assert [i["role"] for i in m["inputs"]] == ["reward_model", "data", "baseline"]
+
+    train_side = evaluate.run(load_config(evaluate.Config, None, [
+        f"reward_model={run_path}", f"data.path={trained['data']}", "data.split=train", "data.test_fraction=0.25",
+        "max_length=64", f"runs_dir={trained['tmp'] / 'eval-train'}"]))
+    assert train_side["notes"]["data"]["pairs_scored"] == 48 - len(trained["test_rows"])
+
+
+def test_evaluate_reward_refuses_a_split_without_a_fraction(trained):
+    from align.core.errors import AlignError
+
+    with pytest.raises(AlignError, match="test_fraction"):
+        evaluate.check(load_config(evaluate.Config, None, [
+            f"reward_model={trained['manifest']['path']}", f"data.path={trained['data']}", "data.split=test",
+            "data.test_fraction=0"]))
