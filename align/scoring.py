@@ -61,12 +61,25 @@ def reward_scores(
     return scores
 
 
+def pair_scores(model, tokenizer, pairs: list[dict], batch_size: int = 8, max_length: int | None = None,
+                label: str = "scoring") -> tuple[list[float], list[float]]:
+    """Scores of prompt + chosen and of prompt + rejected for each pair (progress: '<label> chosen', ...)."""
+    chosen = reward_scores(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size, max_length, f"{label} chosen")
+    rejected = reward_scores(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size, max_length, f"{label} rejected")
+    return chosen, rejected
+
+
+def pair_wins(chosen: list[float], rejected: list[float]) -> list[float]:
+    """Per pair: 1 when chosen scores higher, 0.5 on a tie, else 0 (pairwise accuracy is their mean)."""
+    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
+
+
 def pairwise_metrics(chosen: list[float], rejected: list[float]) -> dict[str, float]:
     """Accuracy (ties count half) and mean margin of chosen over rejected."""
     n = len(chosen)
     if n == 0:
         return {"accuracy": float("nan"), "mean_margin": float("nan"), "pairs": 0}
-    wins = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected))
+    wins = sum(pair_wins(chosen, rejected))
     margins = [c - r for c, r in zip(chosen, rejected)]
     return {"accuracy": wins / n, "mean_margin": sum(margins) / n, "pairs": n}
 

@@ -25,10 +25,10 @@ from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
 from align.data.preferences import DEFAULT_COLUMNS, Format, load_preference_pairs, sample, split_pairs
-from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
 from align.data.records import write_jsonl
+from align.evaluation.bootstrap import BootstrapSettings, bootstrap_mean, bootstrap_paired_difference
 from align.models import load_reward_model, load_tokenizer, resolve_model
-from align.scoring import check_reward_model, conversation_ids, pairwise_metrics, reward_scores
+from align.scoring import check_reward_model, conversation_ids, pair_scores, pair_wins, pairwise_metrics
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +119,10 @@ def prepare(cfg: Config) -> SimpleNamespace:
     return SimpleNamespace(source=source, baseline=baseline, tokenizer=tokenizer, rows=rows, report=report)
 
 
-def pair_wins(chosen: list[float], rejected: list[float]) -> list[float]:
-    """Per pair: 1 when chosen scores higher, 0.5 on a tie, else 0 (accuracy is their mean)."""
-    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
-
-
-def score_pairs(source, cfg: Config, tokenizer, rows: list[dict], what: str) -> tuple[list[float], list[float]]:
+def score_pairs(source, cfg: Config, tokenizer, rows: list[dict], label: str) -> tuple[list[float], list[float]]:
+    """Load one reward model and score every pair with it (freed on return, before the next model loads)."""
     model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
-    chosen = reward_scores(model, tokenizer, [r["prompt"] + r["chosen"] for r in rows], cfg.batch_size, cfg.max_length, f"{what}: chosen")
-    rejected = reward_scores(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows], cfg.batch_size, cfg.max_length, f"{what}: rejected")
-    return chosen, rejected
+    return pair_scores(model, tokenizer, rows, cfg.batch_size, cfg.max_length, label)
 
 
 def run(cfg: Config) -> dict:
@@ -138,7 +132,7 @@ def run(cfg: Config) -> dict:
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("reward_model", source.record)
         run_dir.add_input("data", cfg.data.path)
-        chosen, rejected = score_pairs(source, cfg, tokenizer, rows, "reward model")
+        chosen, rejected = score_pairs(source, cfg, tokenizer, rows, "scoring")
         lines = [{"index": i, "chosen_score": c, "rejected_score": r, "margin": c - r}
                  for i, (c, r) in enumerate(zip(chosen, rejected))]
         wins = pair_wins(chosen, rejected)
@@ -147,7 +141,7 @@ def run(cfg: Config) -> dict:
         run_dir.metrics["accuracy_ci95"] = bootstrap_mean(wins, boot.resamples, boot.seed).as_dict()
         if ready.baseline is not None:
             run_dir.add_input_record("baseline", ready.baseline.record)
-            base_chosen, base_rejected = score_pairs(ready.baseline, cfg, tokenizer, rows, "baseline")
+            base_chosen, base_rejected = score_pairs(ready.baseline, cfg, tokenizer, rows, "baseline:")
             for line, c, r in zip(lines, base_chosen, base_rejected):
                 line.update(baseline_chosen_score=c, baseline_rejected_score=r, baseline_margin=c - r)
             base = pairwise_metrics(base_chosen, base_rejected)

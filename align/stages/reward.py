@@ -43,7 +43,7 @@ from align.data.length import LENGTH, count_padding, grouping_refusal, pair_budg
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.data.splits import check_upstream
 from align.models import load_reward_model, load_tokenizer, peft_config, resolve_model, save_model
-from align.scoring import pairwise_metrics, reward_scores
+from align.scoring import pair_scores, pairwise_metrics
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ def run(cfg: Config) -> dict:
 
 def evaluate_pairs(model, tokenizer, rows, max_length: int, batch_size: int) -> dict[str, float]:
     """Pairwise accuracy and mean margin; over-long conversations keep their last max_length tokens."""
-    chosen = reward_scores(model, tokenizer, [r["prompt"] + r["chosen"] for r in rows], batch_size, max_length, "scoring chosen")
-    rejected = reward_scores(model, tokenizer, [r["prompt"] + r["rejected"] for r in rows], batch_size, max_length, "scoring rejected")
-    return pairwise_metrics(chosen, rejected)
+    return pairwise_metrics(*pair_scores(model, tokenizer, rows, batch_size, max_length))
 
 
 def _with_margins(rows: list[dict], margin: str) -> tuple[list[dict], int]:
