@@ -59,6 +59,12 @@ class PreferenceDataConfig:
     """Use at most this many training pairs (a seeded sample), e.g. to fit a time budget."""
     max_test_pairs: int | None = None
     """Evaluate on at most this many held-out pairs (a seeded sample)."""
+    validation_fraction: float = 0.0
+    """Fraction of the training side (what the test split leaves) set aside, by a prompt hash with its
+    own salt, as validation pairs: scored after training (`validation_*` metrics) so settings can be
+    chosen without looking at the test split. Those prompts are not trained on."""
+    max_validation_pairs: int | None = None
+    """Score at most this many validation pairs (a seeded sample)."""
     columns: dict[str, str] = field(default_factory=dict)
     """pairwise-label column names: prompt, response_a, response_b, label (defaults input, output_1, output_2, label)."""
     seed: int = 0
@@ -79,6 +85,8 @@ class PreferenceDataConfig:
             agreement_threshold(self.min_agreement)  # raises on a bad value, before any data is read
         if not 0.0 <= self.test_fraction < 1.0:
             raise AlignError(f"'data.test_fraction' must be in [0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise AlignError(f"'data.validation_fraction' must be in [0, 1), got {self.validation_fraction}")
         unknown = set(self.columns) - set(DEFAULT_COLUMNS)
         if unknown:
             raise AlignError(f"unknown 'data.columns' key(s) {sorted(unknown)}; valid: {sorted(DEFAULT_COLUMNS)}")
@@ -91,6 +99,8 @@ class PreferenceData:
     """Counts of what was read and what was left out, and why: goes into the manifest."""
     prompts: list[Any] = field(default_factory=list)
     """Held-out data only: the prompts of the whole held-out split (what upstream runs must not train on)."""
+    validation: PreferenceData | None = None
+    """Training data only: the validation pairs carved from the training side (`data.validation_fraction`)."""
 
 
 def load_preference_pairs(
@@ -291,7 +301,10 @@ def pair_key(row: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def split_pairs(rows: list[dict[str, Any]], test_fraction: float, seed: int) -> tuple[list, list]:
+VALIDATION_SALT = "validation"
+
+
+def split_pairs(rows: list[dict[str, Any]], test_fraction: float, seed: int | str) -> tuple[list, list]:
     """Hold out `test_fraction` of rows by hashing their prompt: all pairs of one prompt stay on one side."""
     if test_fraction <= 0:
         return rows, []
@@ -320,18 +333,21 @@ def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, P
     data, train_rows, test = training_pool(cfg)
     if not train_rows:
         raise AlignError(f"{cfg.train}: no training pairs left after holding out the test split")
+    validation = data.validation
     if fits is not None:
         train_rows, budget = fits(train_rows, "pairs")
         data.report.update(budget)
-        if test is not None:
-            test.rows, budget = fits(test.rows, "test_pairs")
-            test.report.update(budget)
+        for held, what in ((test, "test_pairs"), (validation, "validation_pairs")):
+            if held is not None:
+                held.rows, budget = fits(held.rows, what)
+                held.report.update(budget)
     train_rows = sample(train_rows, cfg.max_train_pairs, cfg.seed)
-    if test is not None:
-        test.rows = sample(test.rows, cfg.max_test_pairs, cfg.seed)
-        test.report["used"] = len(test.rows)
+    for held, limit in ((test, cfg.max_test_pairs), (validation, cfg.max_validation_pairs)):
+        if held is not None:
+            held.rows = sample(held.rows, limit, cfg.seed)
+            held.report["used"] = len(held.rows)
     data.report["train_pairs_used"] = len(train_rows)
-    return PreferenceData(train_rows, data.report), test
+    return PreferenceData(train_rows, data.report, validation=validation), test
 
 
 def training_pool(cfg: PreferenceDataConfig) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
@@ -354,6 +370,15 @@ def training_pool(cfg: PreferenceDataConfig) -> tuple[PreferenceData, list[dict[
         test = PreferenceData(test_rows, {"pairs": len(test_rows), "held_out_from": cfg.train})
     if test is not None:
         test.prompts = [r["prompt"] for r in test.rows]
+    if cfg.validation_fraction > 0:
+        # Its own salt, so the validation prompts are not the test split of some other seed.
+        train_rows, validation_rows = split_pairs(train_rows, cfg.validation_fraction, f"{VALIDATION_SALT}:{cfg.seed}")
+        if not validation_rows or not train_rows:
+            raise AlignError(
+                f"data.validation_fraction={cfg.validation_fraction} of {len(train_rows) + len(validation_rows)} training-side "
+                f"pairs leaves {len(validation_rows)} to validate on and {len(train_rows)} to train on; change data.validation_fraction")
+        data.report["validation_pairs_set_aside"] = len(validation_rows)
+        data.validation = PreferenceData(validation_rows, {"pairs": len(validation_rows), "carved_from": "training side"})
     return data, train_rows, test
 
 

@@ -43,6 +43,7 @@ def split_record(data_cfg, held_out_prompts: list[Any]) -> dict[str, Any]:
         "test_fraction": data_cfg.test_fraction,
         "seed": data_cfg.seed,
         "test": getattr(data_cfg, "test", None),
+        "validation_fraction": getattr(data_cfg, "validation_fraction", 0.0),
         "held_out_prompts": len(keys),
         "held_out_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
         "check_upstream_split": data_cfg.check_upstream_split,

@@ -157,6 +157,8 @@ def prepare(cfg: Config) -> SimpleNamespace:
     report = {"model": source.stable_ref, "reward_model": reward_source.stable_ref if reward_source else None,
               "data": {**train.report, "pairs_trained": len(train.rows)},
               "test_data": test.report if test is not None else None, "split": split}
+    if train.validation is not None:
+        report["validation_data"] = train.validation.report
     return SimpleNamespace(args=args, source=source, reward_source=reward_source, reference=reference, tokenizer=tokenizer,
                            train=train, test=test, report=report)
 
@@ -220,12 +222,18 @@ def run(cfg: Config) -> dict:
         run_dir.metrics.update(final_train_metrics(trainer))
         run_dir.metrics["train_padding_fraction"] = padding.fraction
         run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
-        if test_rows:
-            held_out = trainer.evaluate(eval_dataset=Dataset.from_list(_trainer_rows(test_rows)))
-            run_dir.metrics.update({k.replace("eval_", "test_"): v for k, v in held_out.items()
+        validation = train.validation
+        if validation is not None:
+            run_dir.notes["validation_data"] = validation.report
+        for split_name, held_rows in (("validation", validation.rows if validation is not None else None),
+                                      ("test", test_rows)):
+            if not held_rows:
+                continue
+            held_out = trainer.evaluate(eval_dataset=Dataset.from_list(_trainer_rows(held_rows)))
+            run_dir.metrics.update({k.replace("eval_", f"{split_name}_"): v for k, v in held_out.items()
                                     if k.startswith("eval_rewards") or k == "eval_loss"})
-            run_dir.metrics["test_pairs"] = len(test_rows)
-            log.info("dpo on %d held-out pairs: reward accuracy %.3f, margin %.3f", len(test_rows),
+            run_dir.metrics[f"{split_name}_pairs"] = len(held_rows)
+            log.info("dpo on %d %s pairs: reward accuracy %.3f, margin %.3f", len(held_rows), split_name,
                      held_out.get("eval_rewards/accuracies", float("nan")), held_out.get("eval_rewards/margins", float("nan")))
         if reward_source is not None and cfg.reward_eval.prompts > 0:
             # One reply per distinct prompt: a prompt with several pairs would otherwise count several times.

@@ -11,7 +11,9 @@ line). Batches group pairs of similar length (transformers' length-grouped sampl
 is random order); the share of padding in them is recorded (`train_padding_fraction`). After
 training, pairwise accuracy and mean margin are measured on the held-out split (`data.test` or
 `data.test_fraction`) with exactly the training formatting; the stage refuses to start when a run
-it builds on trained on those prompts (align/data/splits.py).
+it builds on trained on those prompts (align/data/splits.py). `data.validation_fraction` sets aside
+pairs of the training side, scored the same way (`validation_*` metrics), for choosing settings
+(LoRA or full, size, learning rate) without reading the test split.
 
 `margin`: with pulled annotations, TRL's margin term (loss = -log sigmoid(r_c - r_r - m)) can ask
 for a larger gap on pairs annotators agreed on (`agreement`) or marked as strong (`strength`).
@@ -96,7 +98,10 @@ def prepare(cfg: Config) -> SimpleNamespace:
         data["pairs_without_margin"] = missing_margin
     report = {"model": source.stable_ref, "data": data, "test_data": test.report if test is not None else None,
               "split": split}
-    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, test=test, report=report)
+    if train.validation is not None:
+        report["validation_data"] = train.validation.report
+    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, test=test,
+                           validation=train.validation, report=report)
 
 
 def run(cfg: Config) -> dict:
@@ -141,13 +146,15 @@ def run(cfg: Config) -> dict:
                                 for k, v in final_train_metrics(trainer).items()})
         run_dir.metrics["train_padding_fraction"] = padding.fraction
         run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
-        if test is not None:
-            held_out = evaluate_pairs(trainer.model, tokenizer, test.rows, cfg.max_length, cfg.eval_batch_size)
-            held_out["pairs"] = len(test.rows)
-            run_dir.metrics.update({f"test_{k}": v for k, v in held_out.items()})
-            run_dir.notes["test_data"] = test.report
-            log.info("reward model on %d held-out pairs: accuracy %.3f, mean margin %.3f",
-                     held_out["pairs"], held_out["accuracy"], held_out["mean_margin"])
+        for split_name, held in (("validation", ready.validation), ("test", test)):
+            if held is None:
+                continue
+            scored = evaluate_pairs(trainer.model, tokenizer, held.rows, cfg.max_length, cfg.eval_batch_size)
+            scored["pairs"] = len(held.rows)
+            run_dir.metrics.update({f"{split_name}_{k}": v for k, v in scored.items()})
+            run_dir.notes[f"{split_name}_data"] = held.report
+            log.info("reward model on %d %s pairs: accuracy %.3f, mean margin %.3f",
+                     scored["pairs"], split_name, scored["accuracy"], scored["mean_margin"])
         return runs.finish(run_dir)
 
 

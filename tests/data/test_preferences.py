@@ -123,6 +123,27 @@ def test_split_is_stable_disjoint_by_prompt_and_order_independent():
     assert 0.05 < len(test) / len(rows) < 0.4
 
 
+def test_validation_split_comes_from_the_training_side_by_prompt(tmp_path):
+    rows = [convo(f"q{i % 60}", f"a{i}", f"b{i}") for i in range(240)]
+    f = write_jsonl(tmp_path / "v.jsonl", rows)
+    train, test = load_splits(PreferenceDataConfig(train=str(f), test_fraction=0.2, validation_fraction=0.25))
+    prompts = lambda rs: {r["prompt"][0]["content"] for r in rs}  # noqa: E731
+    validation = train.validation.rows
+    assert prompts(train.rows).isdisjoint(prompts(validation)) and prompts(test.rows).isdisjoint(prompts(validation))
+    assert len(train.rows) + len(validation) + len(test.rows) == 240
+    assert train.report["validation_pairs_set_aside"] == len(validation) and 0.1 < len(validation) / 240 < 0.35
+    # The test split is the one without validation: turning validation on moves no prompt into or out of it.
+    _, plain_test = load_splits(PreferenceDataConfig(train=str(f), test_fraction=0.2))
+    assert prompts(plain_test.rows) == prompts(test.rows)
+    capped, _ = load_splits(PreferenceDataConfig(train=str(f), test_fraction=0.2, validation_fraction=0.25,
+                                                 max_validation_pairs=5))
+    assert len(capped.validation.rows) == 5 and capped.validation.report["used"] == 5
+    with pytest.raises(AlignError, match="validation_fraction"):
+        PreferenceDataConfig(train=str(f), validation_fraction=1.0)
+    with pytest.raises(AlignError, match="leaves 0 to validate on"):
+        load_splits(PreferenceDataConfig(train=str(write_jsonl(tmp_path / "one.jsonl", rows[:1])), validation_fraction=0.01))
+
+
 def test_load_splits_with_separate_test_file_removes_overlap(tmp_path):
     train = write_jsonl(tmp_path / "t.jsonl", [convo(f"q{i}", "a", "b") for i in range(10)])
     test = write_jsonl(tmp_path / "e.jsonl", [convo("q1", "x", "y"), convo("q99", "x", "y")])

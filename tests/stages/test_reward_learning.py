@@ -34,11 +34,12 @@ def trained(tiny_model, tmp_path_factory):
     data = write_jsonl(tmp / "easy.jsonl", rows)
     manifest = reward.run(load_config(reward.Config, None, [
         f"model={tiny_model}", f"data.train={data}", "data.test_fraction=0.25", f"runs_dir={tmp / 'runs'}",
-        "max_length=64", "training.learning_rate=5e-3", "training.max_steps=10",
+        "data.validation_fraction=0.2", "max_length=64", "training.learning_rate=5e-3", "training.max_steps=10",
         "training.per_device_train_batch_size=4", "training.logging_steps=5"]))
-    _, test = load_splits(PreferenceDataConfig(train=str(data), test_fraction=0.25))
+    train, test = load_splits(PreferenceDataConfig(train=str(data), test_fraction=0.25, validation_fraction=0.2))
     held_out = write_jsonl(tmp / "held_out.jsonl", test.rows)
-    return {"manifest": manifest, "held_out": held_out, "test_rows": test.rows, "tmp": tmp, "data": data}
+    return {"manifest": manifest, "held_out": held_out, "test_rows": test.rows, "tmp": tmp, "data": data,
+            "validation_rows": train.validation.rows}
 
 
 def test_reward_learns_an_easy_preference(trained, tiny_model):
@@ -57,6 +58,20 @@ def test_reward_learns_an_easy_preference(trained, tiny_model):
     untrained = reward.evaluate_pairs(load_reward_model(source, pad_token_id=tokenizer.pad_token_id), tokenizer,
                                       trained["test_rows"], 64, 8)
     assert untrained["accuracy"] < 0.9 and abs(untrained["mean_margin"]) < 0.1, untrained
+
+
+def test_validation_pairs_are_scored_like_the_test_pairs(trained, tiny_model):
+    from align.models import load_reward_model, load_tokenizer, resolve_model
+
+    m = trained["manifest"]
+    rows = trained["validation_rows"]
+    assert m["metrics"]["validation_pairs"] == len(rows) == m["notes"]["data"]["validation_pairs_set_aside"] > 0
+    assert m["notes"]["split"]["validation_fraction"] == 0.2
+    source = resolve_model(m["path"])
+    tokenizer = load_tokenizer(source)
+    again = reward.evaluate_pairs(load_reward_model(source, pad_token_id=tokenizer.pad_token_id), tokenizer, rows, 64, 8)
+    assert again["accuracy"] == m["metrics"]["validation_accuracy"]
+    assert abs(again["mean_margin"] - m["metrics"]["validation_mean_margin"]) < 1e-4
 
 
 def test_evaluate_reward_agrees_with_the_stage_and_a_plain_forward(trained, tiny_model):

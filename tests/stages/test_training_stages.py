@@ -121,11 +121,16 @@ def test_dpo_learns_an_easy_preference(tiny_model, tmp_path):
     data = write_jsonl(tmp_path / "easy.jsonl", rows)
     m = dpo.run(load_config(dpo.Config, None, [
         f"model={tiny_model}", f"data.train={data}", "data.test_fraction=0.25", f"runs_dir={tmp_path / 'runs'}",
-        "max_length=64", "beta=0.1", "training.learning_rate=5e-3", "training.max_steps=25",
-        "training.per_device_train_batch_size=4", "training.logging_steps=5"]))
+        "data.validation_fraction=0.2", "max_length=64", "beta=0.1", "training.learning_rate=5e-3",
+        "training.max_steps=25", "training.per_device_train_batch_size=4", "training.logging_steps=5"]))
     acc = m["metrics"]["test_rewards/accuracies"]
     assert acc >= 0.9, f"held-out DPO reward accuracy {acc} on an easy preference"
     assert m["metrics"]["test_rewards/margins"] > 0
+    # Validation pairs come from the training side, are scored the same way, and are not trained on.
+    set_aside = m["notes"]["data"]["validation_pairs_set_aside"]
+    assert m["metrics"]["validation_pairs"] == set_aside > 0
+    assert m["notes"]["data"]["pairs_trained"] == 60 - m["metrics"]["test_pairs"] - set_aside
+    assert m["metrics"]["validation_rewards/accuracies"] >= 0.9
 
 
 def test_full_fine_tuning_from_an_adapter_run_trains_every_weight(chain, tmp_path):
