@@ -272,17 +272,31 @@ def merge_adapter(model, adapter_dir: Path):
     return peft_model.merge_and_unload()
 
 
-def peft_config(lora: LoraConfig, task_type: str):
-    """peft LoraConfig for `task_type` (CAUSAL_LM or SEQ_CLS; SEQ_CLS also trains the score head)."""
+def peft_config(lora: LoraConfig, task_type: str, model=None, trainable_layers: int | None = None):
+    """peft LoraConfig for `task_type` (CAUSAL_LM or SEQ_CLS; SEQ_CLS also trains the score head).
+    With `trainable_layers`, only the linear modules of the model's last N blocks get adapters."""
     from peft import LoraConfig as PeftLoraConfig
 
-    return PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules if lora.target_modules != ["all-linear"] else "all-linear",
-        task_type=task_type,
-    )
+    targets: Any = lora.target_modules if lora.target_modules != ["all-linear"] else "all-linear"
+    if trainable_layers is not None:
+        from align.core.layers import lora_targets
+
+        targets = lora_targets(model, trainable_layers, lora.target_modules)
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                          task_type=task_type)
+
+
+def trainable_setup(model, cfg, task_type: str):
+    """What a TRL trainer gets for a stage's `lora` and `trainable_layers`: the peft config (None for full
+    fine-tuning, where the blocks below the trainable ones are frozen in place) and a manifest note."""
+    if cfg.lora.enabled:
+        note = None if cfg.trainable_layers is None else {"lora_blocks": f"last {cfg.trainable_layers}"}
+        return peft_config(cfg.lora, task_type, model, cfg.trainable_layers), note
+    if cfg.trainable_layers is None:
+        return None, None
+    from align.core.layers import freeze_below
+
+    return None, freeze_below(model, cfg.trainable_layers)
 
 
 def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, task: str) -> None:

@@ -77,6 +77,10 @@ class TrainStageConfig(runs.RunOutput, ModelLoading):
     """Token budget per example (chat template included); longer examples are counted and left out."""
     training: dict[str, Any] = field(default_factory=dict)
     """Arguments passed to the TRL trainer config (learning_rate, max_steps, per_device_train_batch_size, ...)."""
+    trainable_layers: int | None = None
+    """Train only the last N transformer blocks (and the final norm and heads): with LoRA the adapter goes only
+    there, without it everything below is frozen. Backpropagation then stops at those blocks, so a step costs
+    less (align/core/layers.py); null trains all."""
     seed: int = 42
     """Seed for adapter initialisation, data order and dropout."""
     quantization: Quantization = "none"
@@ -85,6 +89,8 @@ class TrainStageConfig(runs.RunOutput, ModelLoading):
     def __post_init__(self):
         if self.max_length < 8:
             raise AlignError(f"'max_length' must be at least 8 tokens, got {self.max_length}")
+        if self.trainable_layers is not None and self.trainable_layers < 1:
+            raise AlignError(f"'trainable_layers' must be at least 1 (or null for all), got {self.trainable_layers}")
         if self.quantization != "none":
             check_quantization(self.quantization, self.lora.enabled)
 

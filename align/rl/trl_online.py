@@ -76,7 +76,7 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
         train_dataset=Dataset.from_list([{"prompt": p.messages} for p in prompts]),
         processing_class=tokenizer,
         reward_processing_classes=reward_tokenizer,
-        peft_config=peft_config(cfg.lora, "CAUSAL_LM"),
+        peft_config=peft_config(cfg.lora, "CAUSAL_LM", policy, cfg.trainable_layers),
     )
     attach_logging(trainer, run_dir, METRIC_NAMES)
     run_dir.notes["parameters"] = count_trainable(trainer.model)

@@ -29,10 +29,9 @@ import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from align.core import runs
+from align.core import prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
-from align.core import prefix_sharing
 from align.core.prefix_sharing import PrefixSharing, dpo_trainer_class
 from align.core.training import (
     TrainStageConfig,
@@ -47,7 +46,13 @@ from align.core.training import (
 from align.data.length import LENGTH, count_padding, grouping_refusal, pair_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.data.splits import check_upstream
-from align.models import load_policy, load_tokenizer, peft_config, resolve_model, save_model
+from align.models import (
+    load_policy,
+    load_tokenizer,
+    resolve_model,
+    save_model,
+    trainable_setup,
+)
 from align.scoring import check_reward_model
 
 log = logging.getLogger(__name__)
@@ -196,6 +201,9 @@ def run(cfg: Config) -> dict:
             ref_model = load_policy(ready.reference, cfg.dtype, cfg.trust_remote_code)
         else:
             ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
+        lora_config, frozen = trainable_setup(model, cfg, "CAUSAL_LM")
+        if frozen is not None:
+            run_dir.notes["trainable_layers"] = frozen
         bind_output_dir(args, run_dir)
         with trainer_refusals("DPOTrainer", cfg.training, building=True):
             trainer = dpo_trainer_class(cfg.prefix_sharing)(
@@ -204,7 +212,7 @@ def run(cfg: Config) -> dict:
                 args=args,
                 train_dataset=Dataset.from_list(_trainer_rows(rows)),
                 processing_class=tokenizer,
-                peft_config=peft_config(cfg.lora, "CAUSAL_LM") if cfg.lora.enabled else None,
+                peft_config=lora_config,
             )
         attach_logging(trainer, run_dir, {
             "loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin",

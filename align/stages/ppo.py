@@ -194,11 +194,10 @@ def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, 
 
     from align.rl.ppo import PPOTrainer, reward_model_scorer
 
-    policy = get_peft_model(load_policy(source, cfg.dtype, cfg.trust_remote_code), peft_config(cfg.lora, "CAUSAL_LM"))
-    value_model = get_peft_model(
-        load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id),
-        peft_config(cfg.lora, "SEQ_CLS"),
-    )
+    policy = load_policy(source, cfg.dtype, cfg.trust_remote_code)
+    policy = get_peft_model(policy, peft_config(cfg.lora, "CAUSAL_LM", policy, cfg.trainable_layers))
+    value_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+    value_model = get_peft_model(value_model, peft_config(cfg.lora, "SEQ_CLS", value_model, cfg.trainable_layers))
     # The reward model is the value model with its adapter off: one copy of the reward weights.
     reward_fn = reward_model_scorer(value_model, tokenizer, cfg.max_length, cfg.reward_batch_size,
                                     adapter_off=value_model.disable_adapter)

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Literal
 
-from align.core import runs
+from align.core import prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
-from align.core import prefix_sharing
 from align.core.prefix_sharing import PrefixSharing, reward_trainer_class
 from align.core.training import (
     TrainStageConfig,
@@ -44,7 +43,13 @@ from align.core.training import (
 from align.data.length import LENGTH, count_padding, grouping_refusal, pair_budget
 from align.data.preferences import PreferenceDataConfig, load_splits
 from align.data.splits import check_upstream
-from align.models import load_reward_model, load_tokenizer, peft_config, resolve_model, save_model
+from align.models import (
+    load_reward_model,
+    load_tokenizer,
+    resolve_model,
+    save_model,
+    trainable_setup,
+)
 from align.scoring import pair_scores, pairwise_metrics
 
 log = logging.getLogger(__name__)
@@ -123,6 +128,9 @@ def run(cfg: Config) -> dict:
         set_seed(cfg.seed)
         model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
                                   quantization=cfg.quantization)
+        lora_config, frozen = trainable_setup(model, cfg, "SEQ_CLS")
+        if frozen is not None:
+            run_dir.notes["trainable_layers"] = frozen
         bind_output_dir(args, run_dir)
         with trainer_refusals("RewardTrainer", cfg.training, building=True):
             trainer = reward_trainer_class(cfg.prefix_sharing)(
@@ -130,7 +138,7 @@ def run(cfg: Config) -> dict:
                 args=args,
                 train_dataset=Dataset.from_list(_trainer_rows(rows)),
                 processing_class=tokenizer,
-                peft_config=peft_config(cfg.lora, "SEQ_CLS") if cfg.lora.enabled else None,
+                peft_config=lora_config,
             )
         attach_logging(trainer, run_dir, {"loss": "loss", "accuracy": "acc", "margin": "margin"})
         padding = count_padding(trainer)

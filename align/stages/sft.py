@@ -22,8 +22,8 @@ from types import SimpleNamespace
 from align.core import runs
 from align.core.config import to_dict
 from align.core.training import (
-    attach_logging,
     TrainStageConfig,
+    attach_logging,
     bind_output_dir,
     count_trainable,
     discard_trainer_scratch,
@@ -34,7 +34,13 @@ from align.core.training import (
 from align.data.conversations import SFTDataConfig, load_sft_examples
 from align.data.length import token_budget
 from align.data.splits import check_upstream
-from align.models import load_policy, load_tokenizer, peft_config, resolve_model, save_model
+from align.models import (
+    load_policy,
+    load_tokenizer,
+    resolve_model,
+    save_model,
+    trainable_setup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,9 @@ def run(cfg: Config) -> dict:
 
         set_seed(cfg.seed)
         model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
+        lora_config, frozen = trainable_setup(model, cfg, "CAUSAL_LM")
+        if frozen is not None:
+            run_dir.notes["trainable_layers"] = frozen
         bind_output_dir(args, run_dir)
         with trainer_refusals("SFTTrainer", cfg.training, building=True):
             trainer = SFTTrainer(
@@ -100,7 +109,7 @@ def run(cfg: Config) -> dict:
                 args=args,
                 train_dataset=Dataset.from_list(rows),
                 processing_class=tokenizer,
-                peft_config=peft_config(cfg.lora, "CAUSAL_LM") if cfg.lora.enabled else None,
+                peft_config=lora_config,
             )
         attach_logging(trainer, run_dir, {"loss": "loss", "mean_token_accuracy": "token_acc"})
         run_dir.notes["parameters"] = count_trainable(trainer.model)
