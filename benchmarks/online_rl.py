@@ -2,7 +2,8 @@
 generation, scoring and training.
 
     .venv/bin/python benchmarks/online_rl.py --reward-model RUN [--model embedded] [--steps 3]
-        [--algorithms ppo rloo grpo] [--rollouts hf vllm] [--out benchmarks/results/online_rl.json]
+        [--algorithms ppo rloo grpo] [--rollouts hf vllm] [--group-size 2] [--set KEY=VALUE ...]
+        [--out benchmarks/results/online_rl.json]
 
 Runs the stage itself (`align.stages.ppo.run`) once per algorithm at small CPU settings (8 responses
 of up to 32 tokens per step, 4 prompts x 2 for RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts,
@@ -45,9 +46,10 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     overrides = [
         *engine, f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
         f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", f"batch_size={RESPONSES_PER_STEP}",
-        f"num_generations={1 if algorithm == 'ppo' else 2}", f"max_new_tokens={args.max_new_tokens}",
+        f"num_generations={1 if algorithm == 'ppo' else args.group_size}", f"max_new_tokens={args.max_new_tokens}",
         "max_length=256", f"max_prompts={args.prompts_used}", f"eval.prompts={args.eval_prompts}",
         f"eval.max_new_tokens={args.max_new_tokens}", "ppo.ppo_epochs=2",
+        *args.set,
     ]
     load_before = os.getloadavg()[0]
     start = time.time()
@@ -99,6 +101,10 @@ def main() -> int:
     ap.add_argument("--algorithms", nargs="+", default=list(ppo.ALGORITHMS), choices=ppo.ALGORITHMS)
     ap.add_argument("--rollouts", nargs="+", default=["hf"], choices=["hf", "vllm"],
                     help="PPO's rollout engines, each run in turn (RLOO/GRPO generate through TRL)")
+    ap.add_argument("--group-size", type=int, default=2,
+                    help="responses per prompt for RLOO/GRPO (default 2: 4 prompts x 2 per step)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an `align ppo` override for every run (repeatable), e.g. training.scale_rewards=batch")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "online_rl.json"))
     args = ap.parse_args()
 
@@ -114,7 +120,8 @@ def main() -> int:
         "settings": {"model": args.model, "reward_model": args.reward_model, "steps": args.steps,
                      "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": RESPONSES_PER_STEP,
                      "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "ppo_rollouts": args.rollouts,
-                     "vllm": "eager, vllm.lora=auto, defaults otherwise"},
+                     "vllm": "eager, vllm.lora=auto, defaults otherwise", "group_size": args.group_size,
+                     "overrides": args.set},
         "host": {"platform": platform.platform(), "python": platform.python_version()},
         "results": results,
     }
