@@ -91,3 +91,20 @@ def test_too_many_layers_is_exit_2_with_no_run_directory(tiny_model, easy_pairs,
                  "trainable_layers=5", "max_length=64", "training.max_steps=1"])
     assert code == 2 and "trainable_layers=5 but the model has 2 transformer blocks" in capsys.readouterr().err
     assert not list((tmp_path / "runs").glob("*/manifest.json")) if (tmp_path / "runs").exists() else True
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_policy_stages_train_only_the_top_block(tiny_model, easy_pairs, tmp_path, stage):
+    from align.stages import dpo, sft
+
+    module, extra = {"sft": (sft, ["data.format=preference-chosen"]), "dpo": (dpo, [])}[stage]
+    m = module.run(load_config(module.Config, None, [
+        f"model={tiny_model}", f"data.train={easy_pairs}", f"runs_dir={tmp_path / 'runs'}", "trainable_layers=1",
+        "lora.enabled=false", "max_length=64", "training.max_steps=2", "training.logging_steps=1",
+        "training.per_device_train_batch_size=4", "training.learning_rate=1e-3", *extra]))
+    trained = load_file(str(runs.Path(m["path"]) / "model" / "model.safetensors"))
+    start = load_file(str(tiny_model / "model.safetensors"))
+    assert torch.equal(trained["model.layers.0.self_attn.q_proj.weight"], start["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(trained["model.layers.1.self_attn.q_proj.weight"], start["model.layers.1.self_attn.q_proj.weight"])
+    # The output head is tied to the input embeddings here, so both stay as they were.
+    assert torch.equal(trained["model.embed_tokens.weight"], start["model.embed_tokens.weight"])
