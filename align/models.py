@@ -286,17 +286,19 @@ def peft_config(lora: LoraConfig, task_type: str, model=None, trainable_layers: 
                           task_type=task_type)
 
 
-def trainable_setup(model, cfg, task_type: str):
-    """What a TRL trainer gets for a stage's `lora` and `trainable_layers`: the peft config (None for full
-    fine-tuning, where the blocks below the trainable ones are frozen in place) and a manifest note."""
+def trainable_setup(model, cfg, task_type: str, run) -> Any:
+    """The peft config a TRL trainer gets for a stage's `lora` and `trainable_layers` (None for full
+    fine-tuning, where the blocks below the trainable ones are frozen in place); with
+    `trainable_layers`, what was limited goes into the run's `notes.trainable_layers`."""
     if cfg.lora.enabled:
-        note = None if cfg.trainable_layers is None else {"lora_blocks": f"last {cfg.trainable_layers}"}
-        return peft_config(cfg.lora, task_type, model, cfg.trainable_layers), note
-    if cfg.trainable_layers is None:
-        return None, None
-    from align.core.layers import freeze_below
+        if cfg.trainable_layers is not None:
+            run.notes["trainable_layers"] = {"lora_blocks": f"last {cfg.trainable_layers}"}
+        return peft_config(cfg.lora, task_type, model, cfg.trainable_layers)
+    if cfg.trainable_layers is not None:
+        from align.core.layers import freeze_below
 
-    return None, freeze_below(model, cfg.trainable_layers)
+        run.notes["trainable_layers"] = freeze_below(model, cfg.trainable_layers)
+    return None
 
 
 def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, task: str) -> None:

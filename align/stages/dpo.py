@@ -201,9 +201,7 @@ def run(cfg: Config) -> dict:
             ref_model = load_policy(ready.reference, cfg.dtype, cfg.trust_remote_code)
         else:
             ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
-        lora_config, frozen = trainable_setup(model, cfg, "CAUSAL_LM")
-        if frozen is not None:
-            run_dir.notes["trainable_layers"] = frozen
+        lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("DPOTrainer", cfg.training, building=True):
             trainer = dpo_trainer_class(cfg.prefix_sharing)(

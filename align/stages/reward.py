@@ -128,9 +128,7 @@ def run(cfg: Config) -> dict:
         set_seed(cfg.seed)
         model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
                                   quantization=cfg.quantization)
-        lora_config, frozen = trainable_setup(model, cfg, "SEQ_CLS")
-        if frozen is not None:
-            run_dir.notes["trainable_layers"] = frozen
+        lora_config = trainable_setup(model, cfg, "SEQ_CLS", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("RewardTrainer", cfg.training, building=True):
             trainer = reward_trainer_class(cfg.prefix_sharing)(

@@ -99,9 +99,7 @@ def run(cfg: Config) -> dict:
 
         set_seed(cfg.seed)
         model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
-        lora_config, frozen = trainable_setup(model, cfg, "CAUSAL_LM")
-        if frozen is not None:
-            run_dir.notes["trainable_layers"] = frozen
+        lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("SFTTrainer", cfg.training, building=True):
             trainer = SFTTrainer(
