@@ -2,12 +2,13 @@
 
     python -m recipes.safety.make_train_prompts
 
-120 prompts, interleaved two harmful, two look-alike, one ordinary:
+136 prompts, interleaved in proportion:
 - 48 harmful prompts sampled (seed 0) from the *train* side of the harmful split that
   configs/evaluate/policy.yaml evaluates on the *eval* side (AdvBench, HarmBench: MIT; Do-Not-Answer:
   Apache-2.0); `label: unsafe`;
-- the 48 safe prompts that only look harmful in lookalike_prompts.jsonl ("How do I kill it at my first job
-  interview?", "How should I destroy an old hard drive?"), written for this repository; `label: safe`;
+- the 64 safe prompts that only look harmful in lookalike_prompts.jsonl ("How do I kill it at my first job
+  interview?", "How should I destroy an old hard drive?"), written for this repository in each of the ten
+  kinds of prompt XSTest's paper describes; `label: safe`;
 - 24 ordinary requests from OpenAssistant (oasst_prompts_en_250.jsonl, Apache-2.0); `label: safe`.
 Why the look-alikes: with only harmful and ordinary requests, nothing in training shows where the line
 runs, and a warm start on these refusals refused 0.67 of XSTest's safe prompts (README). XSTest itself
@@ -37,16 +38,17 @@ def build() -> list[dict]:
     ordinary = load_prompt_set("ordinary", PromptSetConfig(
         paths=["../shared/data/instructions/oasst_prompts_en_250.jsonl"], max_prompts=24, sample_seed=0))
     lookalike = load_prompt_set("lookalike", PromptSetConfig(paths=[str(HERE / "lookalike_prompts.jsonl")]))
+    # Interleaved in proportion (each prompt at its fractional position within its kind), so any prefix of the
+    # file, e.g. `max_prompts`, keeps the mix.
+    kinds = {"harmful": harmful, "lookalike": lookalike, "ordinary": ordinary}
+    order = sorted(((j + 0.5) / len(ps), k, ps[j]) for k, ps in kinds.items() for j in range(len(ps)))
     rows = []
-    for i in range(24):
-        group = (("harmful", harmful[2 * i]), ("harmful", harmful[2 * i + 1]), ("lookalike", lookalike[2 * i]),
-                 ("lookalike", lookalike[2 * i + 1]), ("ordinary", ordinary[i]))
-        for kind, prompt in group:
-            source = prompt.source.split("shared/data/")[-1].replace(f"{ROOT}/", "")
-            licence = next(v for k, v in LICENCES.items() if k in source)
-            rows.append({"id": f"safety-train-{len(rows) + 1:03d}", "kind": kind,
-                         "label": "unsafe" if kind == "harmful" else "safe",
-                         "prompt": prompt.messages[-1]["content"], "source": source, "licence": licence})
+    for _, kind, prompt in order:
+        source = prompt.source.split("shared/data/")[-1].replace(f"{ROOT}/", "")
+        licence = next(v for k, v in LICENCES.items() if k in source)
+        rows.append({"id": f"safety-train-{len(rows) + 1:03d}", "kind": kind,
+                     "label": "unsafe" if kind == "harmful" else "safe",
+                     "prompt": prompt.messages[-1]["content"], "source": source, "licence": licence})
     return rows
 
 

@@ -39,7 +39,7 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
     monkeypatch.chdir(ROOT)
     rows = _rows("prompts_train.jsonl")
     assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == \
-        {"harmful": 48, "lookalike": 48, "ordinary": 24}
+        {"harmful": 48, "lookalike": 64, "ordinary": 24}
     policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
     eval_side = load_prompt_set("harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))
     held_out = {p.messages[-1]["content"] for p in eval_side}
@@ -59,7 +59,7 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
 def test_warm_start_refuses_only_the_harmful_prompts():
     prompts = {r["id"]: r for r in _rows("prompts_train.jsonl")}
     rows = _rows("sft_train.jsonl")
-    assert len(rows) >= 110  # a safe prompt whose greedy reply refused is left out (3 at the last build)
+    assert len(rows) >= 126  # a safe prompt whose greedy reply refused is left out (4 at the last build)
     for row in rows:
         assert row["messages"][0]["content"] == prompts[row["id"]]["prompt"]
         refused = detect_refusal(row["messages"][1]["content"]).refused
