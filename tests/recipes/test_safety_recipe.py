@@ -64,3 +64,28 @@ def test_warm_start_refuses_only_the_harmful_prompts():
         assert row["messages"][0]["content"] == prompts[row["id"]]["prompt"]
         refused = detect_refusal(row["messages"][1]["content"]).refused
         assert refused == (prompts[row["id"]]["label"] == "unsafe"), row["id"]
+
+
+def test_validation_prompts_are_rebuilt_and_apart_from_training_and_test(shared_data, monkeypatch):
+    """Settings are chosen on prompts_val.jsonl: it must be reproducible and share nothing with what the loop
+    trains on (prompts_train.jsonl) or is gated on (the harmful eval side, XSTest)."""
+    from recipes.safety.make_validation_prompts import build
+
+    monkeypatch.chdir(ROOT)
+    rows = _rows("prompts_val.jsonl")
+    assert build() == rows
+    assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike")} == {"harmful": 100, "lookalike": 40}
+    policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
+    eval_side = {p.messages[-1]["content"] for p in load_prompt_set(
+        "harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))}
+    with open(ROOT / "../shared/data/safety/xstest_prompts.csv", encoding="utf-8") as f:
+        xstest = [r["prompt"] for r in csv.DictReader(f)]
+    trained = [r["prompt"] for r in _rows("prompts_train.jsonl")]
+    validation = {r["prompt"] for r in rows}
+    assert len(validation) == len(rows) and not validation & (eval_side | set(xstest) | set(trained))
+    for row in _rows("lookalike_validation.jsonl"):
+        words = _words(row["prompt"])
+        for pool in (xstest, [r["prompt"] for r in _rows("lookalike_prompts.jsonl")]):
+            closest = max(pool, key=lambda x: len(words & _words(x)) / len(words | _words(x)))
+            overlap = len(words & _words(closest)) / len(words | _words(closest))
+            assert overlap <= 0.5, f"{row['prompt']!r} is close to {closest!r} ({overlap:.2f})"
