@@ -42,21 +42,29 @@ def build() -> list[dict]:
     # file, e.g. `max_prompts`, keeps the mix.
     kinds = {"harmful": harmful, "lookalike": lookalike, "ordinary": ordinary}
     order = sorted(((j + 0.5) / len(ps), k, ps[j]) for k, ps in kinds.items() for j in range(len(ps)))
+    return prompt_rows("safety-train", [(kind, prompt) for _, kind, prompt in order])
+
+
+def prompt_rows(prefix: str, prompts: list) -> list[dict]:
+    """One line per (kind, prompt): numbered id, `label: unsafe` for harmful ones, source file:line and licence."""
     rows = []
-    for _, kind, prompt in order:
+    for kind, prompt in prompts:
         source = prompt.source.split("shared/data/")[-1].replace(f"{ROOT}/", "")
         licence = next(v for k, v in LICENCES.items() if k in source)
-        rows.append({"id": f"safety-train-{len(rows) + 1:03d}", "kind": kind,
+        rows.append({"id": f"{prefix}-{len(rows) + 1:03d}", "kind": kind,
                      "label": "unsafe" if kind == "harmful" else "safe",
                      "prompt": prompt.messages[-1]["content"], "source": source, "licence": licence})
     return rows
 
 
-def main() -> None:
-    rows = build()
-    out = HERE / "prompts_train.jsonl"
+def write_rows(rows: list[dict], name: str) -> None:
+    out = HERE / name
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} prompts to {out}")
+
+
+def main() -> None:
+    write_rows(build(), "prompts_train.jsonl")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import random
 import yaml
 
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
-from recipes.safety.make_train_prompts import HERE, LICENCES, ROOT
+from recipes.safety.make_train_prompts import HERE, ROOT, prompt_rows, write_rows
 
 
 def build() -> list[dict]:
@@ -31,22 +31,11 @@ def build() -> list[dict]:
     trained = {json.loads(line)["prompt"] for line in (HERE / "prompts_train.jsonl").read_text().splitlines()}
     harmful = random.Random(1).sample([p for p in train_side if p.messages[-1]["content"] not in trained], 100)
     lookalike = load_prompt_set("lookalike", PromptSetConfig(paths=[str(HERE / "lookalike_validation.jsonl")]))
-    rows = []
-    for kind, prompts in (("harmful", harmful), ("lookalike", lookalike)):
-        for prompt in prompts:
-            source = prompt.source.split("shared/data/")[-1].replace(f"{ROOT}/", "")
-            licence = next(v for k, v in LICENCES.items() if k in source)
-            rows.append({"id": f"safety-val-{len(rows) + 1:03d}", "kind": kind,
-                         "label": "unsafe" if kind == "harmful" else "safe",
-                         "prompt": prompt.messages[-1]["content"], "source": source, "licence": licence})
-    return rows
+    return prompt_rows("safety-val", [("harmful", p) for p in harmful] + [("lookalike", p) for p in lookalike])
 
 
 def main() -> None:
-    rows = build()
-    out = HERE / "prompts_val.jsonl"
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} prompts to {out}")
+    write_rows(build(), "prompts_val.jsonl")
 
 
 if __name__ == "__main__":
