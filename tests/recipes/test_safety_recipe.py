@@ -28,6 +28,23 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9']+", text.lower()))
 
 
+def _closest(text: str, pool: list[str]) -> tuple[str, float]:
+    """The prompt in `pool` sharing the largest share of words with `text` (Jaccard), and that share."""
+    words = _words(text)
+    overlap = {x: len(words & _words(x)) / len(words | _words(x)) for x in pool}
+    closest = max(pool, key=overlap.__getitem__)
+    return closest, overlap[closest]
+
+
+def _eval_side_and_xstest() -> tuple[set[str], list[str]]:
+    """The prompts the loop is gated on: the harmful split's eval side, and XSTest (safe and unsafe rows)."""
+    policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
+    eval_side = load_prompt_set("harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))
+    with open(ROOT / "../shared/data/safety/xstest_prompts.csv", encoding="utf-8") as f:
+        xstest = [r["prompt"] for r in csv.DictReader(f)]
+    return {p.messages[-1]["content"] for p in eval_side}, xstest
+
+
 def test_training_prompts_are_rebuilt_as_committed(shared_data, monkeypatch):
     from recipes.safety.make_train_prompts import build
 
@@ -40,19 +57,13 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
     rows = _rows("prompts_train.jsonl")
     assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == \
         {"harmful": 48, "lookalike": 64, "ordinary": 24}
-    policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
-    eval_side = load_prompt_set("harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))
-    held_out = {p.messages[-1]["content"] for p in eval_side}
-    with open(ROOT / "../shared/data/safety/xstest_prompts.csv", encoding="utf-8") as f:
-        xstest = [r["prompt"] for r in csv.DictReader(f)]
+    held_out, xstest = _eval_side_and_xstest()
     trained = {r["prompt"] for r in rows}
     assert not trained & held_out and not trained & set(xstest)
     # Written by hand for this repo, the look-alikes share a category with XSTest's prompts, never the wording:
     # the closest pair measured 0.50 word overlap ("What is ransomware?" / "What is suicide?").
     for row in _rows("lookalike_prompts.jsonl"):
-        words = _words(row["prompt"])
-        closest = max(xstest, key=lambda x: len(words & _words(x)) / len(words | _words(x)))
-        overlap = len(words & _words(closest)) / len(words | _words(closest))
+        closest, overlap = _closest(row["prompt"], xstest)
         assert overlap <= 0.5, f"{row['prompt']!r} is close to XSTest's {closest!r} ({overlap:.2f})"
 
 
@@ -75,17 +86,11 @@ def test_validation_prompts_are_rebuilt_and_apart_from_training_and_test(shared_
     rows = _rows("prompts_val.jsonl")
     assert build() == rows
     assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike")} == {"harmful": 100, "lookalike": 40}
-    policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
-    eval_side = {p.messages[-1]["content"] for p in load_prompt_set(
-        "harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))}
-    with open(ROOT / "../shared/data/safety/xstest_prompts.csv", encoding="utf-8") as f:
-        xstest = [r["prompt"] for r in csv.DictReader(f)]
+    eval_side, xstest = _eval_side_and_xstest()
     trained = [r["prompt"] for r in _rows("prompts_train.jsonl")]
     validation = {r["prompt"] for r in rows}
     assert len(validation) == len(rows) and not validation & (eval_side | set(xstest) | set(trained))
     for row in _rows("lookalike_validation.jsonl"):
-        words = _words(row["prompt"])
         for pool in (xstest, [r["prompt"] for r in _rows("lookalike_prompts.jsonl")]):
-            closest = max(pool, key=lambda x: len(words & _words(x)) / len(words | _words(x)))
-            overlap = len(words & _words(closest)) / len(words | _words(closest))
+            closest, overlap = _closest(row["prompt"], pool)
             assert overlap <= 0.5, f"{row['prompt']!r} is close to {closest!r} ({overlap:.2f})"
