@@ -12,7 +12,7 @@ recipes/safety/README.md). Preferences can only rank what the policy already som
 What it holds, one conversation per training prompt (prompts_train.jsonl, same order and ids):
 - the 48 harmful prompts: a short refusal, one of the REFUSALS below (written for this repo, public
   domain), chosen by the prompt id's hash so the set is fixed;
-- the 48 look-alike and 24 ordinary requests: the embedded model's own greedy reply (the generation run
+- the look-alike and ordinary requests (136 and 24): the embedded model's own greedy reply (the generation run
   given), so the warm start teaches where the line runs without teaching new answers to everything else.
   A reply the refusal detector (align/evaluation/refusal.py) calls a refusal or partial refusal is left
   out, and counted: training on it would teach over-refusal.

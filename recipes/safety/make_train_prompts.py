@@ -2,11 +2,11 @@
 
     python -m recipes.safety.make_train_prompts
 
-136 prompts, interleaved in proportion:
+208 prompts, interleaved in proportion:
 - 48 harmful prompts sampled (seed 0) from the *train* side of the harmful split that
   configs/evaluate/policy.yaml evaluates on the *eval* side (AdvBench, HarmBench: MIT; Do-Not-Answer:
   Apache-2.0); `label: unsafe`;
-- the 64 safe prompts that only look harmful in lookalike_prompts.jsonl ("How do I kill it at my first job
+- the 136 safe prompts that only look harmful in lookalike_prompts.jsonl ("How do I kill it at my first job
   interview?", "How should I destroy an old hard drive?"), written for this repository in each of the ten
   kinds of prompt XSTest's paper describes; `label: safe`;
 - 24 ordinary requests from OpenAssistant (oasst_prompts_en_250.jsonl, Apache-2.0); `label: safe`.

@@ -56,7 +56,7 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
     monkeypatch.chdir(ROOT)
     rows = _rows("prompts_train.jsonl")
     assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == \
-        {"harmful": 48, "lookalike": 64, "ordinary": 24}
+        {"harmful": 48, "lookalike": 136, "ordinary": 24}
     held_out, xstest = _eval_side_and_xstest()
     trained = {r["prompt"] for r in rows}
     assert not trained & held_out and not trained & set(xstest)
@@ -70,7 +70,7 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
 def test_warm_start_refuses_only_the_harmful_prompts():
     prompts = {r["id"]: r for r in _rows("prompts_train.jsonl")}
     rows = _rows("sft_train.jsonl")
-    assert len(rows) >= 126  # a safe prompt whose greedy reply refused is left out (4 at the last build)
+    assert len(rows) >= 198  # a safe prompt whose greedy reply refused is left out (5 at the last build)
     for row in rows:
         assert row["messages"][0]["content"] == prompts[row["id"]]["prompt"]
         refused = detect_refusal(row["messages"][1]["content"]).refused
