@@ -89,6 +89,10 @@ class TrainSettings:
     """DPO reference: the policy the round starts from, or the loop's starting policy."""
     min_pairs: int = 4
     """Fewer usable pairs (ties and records without a majority do not count) hold the round back."""
+    balance: Literal["none", "refusal"] = "none"
+    """refusal: repeat the usable pairs of the smaller side (chosen reply refuses / answers, by
+    align.evaluation.refusal) until both sides count the same, so the labels do not move the policy's line
+    between refusing and answering just because one side had more contrast that round (recipes/safety)."""
 
     def __post_init__(self):
         if not self.stages:
@@ -255,7 +259,8 @@ def describe_change(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value == "" or value == {} or value == []
+    # "none" is the off value of a choice added later (e.g. train.balance): a loop started before it had it off.
+    return value is None or value == "" or value == "none" or value == {} or value == []
 
 
 def retention_baseline(cfg: LoopConfig) -> str:

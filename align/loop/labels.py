@@ -31,8 +31,10 @@ PER_REPLY = {
 
 
 def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]], runs_dir: Path, name: str,
-                     config: dict[str, Any]) -> dict[str, Any]:
-    """A run with every pull's rows (in round order) and counts per round; returns its manifest."""
+                     config: dict[str, Any], balance: str = "none") -> dict[str, Any]:
+    """A run with every pull's rows (in round order) and counts per round; returns its manifest.
+
+    balance="refusal" appends copies of the smaller side's usable pairs (see `balance_refusals`)."""
     rows: list[dict[str, Any]] = []
     per_round = {}
     for n, pull in pulls:
@@ -49,6 +51,9 @@ def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]]
             "simulated_votes": metrics.get("simulated_votes"), "human_votes": metrics.get("human_votes"),
             "annotators": sorted({v["annotator"] for r in mine for v in r.get("votes", [])}),
         }
+    balanced = balance_refusals(rows) if balance == "refusal" else None
+    if balanced is not None:
+        rows, counts = balanced
     with runs.new_run(STAGE, config, runs_dir, name) as run:
         for n, pull in pulls:
             run.add_input(f"round{n}.pull", pull)
@@ -59,7 +64,38 @@ def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]]
         run.add_output("preferences", PREFERENCES, rows=len(rows))
         run.metrics.update(records=len(rows), usable_pairs=sum(v["usable_pairs"] for v in per_round.values()))
         run.notes["rounds"] = per_round
+        if balanced is not None:
+            run.metrics.update({f"balance_{k}": v for k, v in counts.items()})
         return runs.finish(run)
+
+
+def balance_refusals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """`rows` plus copies of the usable pairs on the smaller side, so that as many pairs prefer a refusal as
+    prefer an answer; and the counts.
+
+    Why: DPO moves the policy's line between refusing and answering towards whichever side has more pairs.
+    In the safety loop the sides are uneven and change from round to round (a warm start that refuses more
+    gives more look-alike contrast, one that refuses less gives fewer refusal pairs), so a round trained on
+    20 refusal pairs against 34 answer pairs lost a third of its harmful refusals (recipes/safety/README.md,
+    run 9). Copies, not dropped pairs, so no label is thrown away; each copy is marked `balance_copy: true`
+    and the order is fixed (whole repeats of the smaller side, then its first pairs), so the run repeats.
+    Nothing is copied when either side is empty: there is nothing to weigh it against."""
+    from align.evaluation.refusal import detect_refusal
+
+    sides: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for r in rows:
+        if r.get("chosen") and r.get("rejected"):
+            chosen = r["chosen"][-1]["content"] if isinstance(r["chosen"], list) else r["chosen"]
+            sides[detect_refusal(chosen).refused].append(r)
+    refusals, answers = len(sides[True]), len(sides[False])
+    counts = {"prefer_refusal": refusals, "prefer_answer": answers, "copies": 0}
+    if not refusals or not answers or refusals == answers:
+        return rows, counts
+    small = sides[refusals < answers]
+    need = abs(refusals - answers)
+    copies = [{**small[i % len(small)], "balance_copy": True} for i in range(need)]
+    counts["copies"] = need
+    return rows + copies, counts
 
 
 def since_start(start_eval: str, now_eval: str, resamples: int = 1000, seed: int = 0,

@@ -362,8 +362,9 @@ class Loop:
                 continue  # a round that ended before its pull (none today) has no labels to add
             pulls.append((k, self.state.abs(steps["pull"]["run"])))
             pushes.append((k, self.state.abs(steps["push"]["run"])))
-        config = {"rounds": list(rounds), "labels": self.cfg.train.labels}
-        return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config))
+        config = {"rounds": list(rounds), "labels": self.cfg.train.labels, "balance": self.cfg.train.balance}
+        return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config,
+                                                                  balance=self.cfg.train.balance))
 
     def wait_for_labels(self, rnd: dict[str, Any], dataset: str, push: dict[str, Any]) -> None:
         record = rnd["steps"].get("wait")
