@@ -51,9 +51,9 @@ def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]]
             "simulated_votes": metrics.get("simulated_votes"), "human_votes": metrics.get("human_votes"),
             "annotators": sorted({v["annotator"] for r in mine for v in r.get("votes", [])}),
         }
-    balanced = balance_refusals(rows) if balance == "refusal" else None
-    if balanced is not None:
-        rows, counts = balanced
+    counts = None
+    if balance == "refusal":
+        rows, counts = balance_refusals(rows)
     with runs.new_run(STAGE, config, runs_dir, name) as run:
         for n, pull in pulls:
             run.add_input(f"round{n}.pull", pull)
@@ -64,7 +64,7 @@ def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]]
         run.add_output("preferences", PREFERENCES, rows=len(rows))
         run.metrics.update(records=len(rows), usable_pairs=sum(v["usable_pairs"] for v in per_round.values()))
         run.notes["rounds"] = per_round
-        if balanced is not None:
+        if counts is not None:
             run.metrics.update({f"balance_{k}": v for k, v in counts.items()})
         return runs.finish(run)
 
@@ -76,7 +76,7 @@ def balance_refusals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     Why: DPO moves the policy's line between refusing and answering towards whichever side has more pairs.
     In the safety loop the sides are uneven and change from round to round (a warm start that refuses more
     gives more look-alike contrast, one that refuses less gives fewer refusal pairs), so a round trained on
-    20 refusal pairs against 34 answer pairs lost a third of its harmful refusals (recipes/safety/README.md,
+    20 refusal pairs against 35 answer pairs lost a third of its harmful refusals (recipes/safety/README.md,
     run 9). Copies, not dropped pairs, so no label is thrown away; each copy is marked `balance_copy: true`
     and the order is fixed (whole repeats of the smaller side, then its first pairs), so the run repeats.
     Nothing is copied when either side is empty: there is nothing to weigh it against."""
@@ -85,8 +85,7 @@ def balance_refusals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     sides: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for r in rows:
         if r.get("chosen") and r.get("rejected"):
-            chosen = r["chosen"][-1]["content"] if isinstance(r["chosen"], list) else r["chosen"]
-            sides[detect_refusal(chosen).refused].append(r)
+            sides[detect_refusal(r["chosen"][-1]["content"]).refused].append(r)  # a pull's chosen: [reply]
     refusals, answers = len(sides[True]), len(sides[False])
     counts = {"prefer_refusal": refusals, "prefer_answer": answers, "copies": 0}
     if not refusals or not answers or refusals == answers:
