@@ -137,7 +137,11 @@ class Loop:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlignError(f"another `align loop` is running in {self.dir}; wait for it or stop it first") from None
-        self.state = self._open_state(allow_config_change)
+        try:
+            self.state = self._open_state(allow_config_change)
+        except BaseException:
+            self.release()  # a refused loop (another recipe, a changed config) holds no lock
+            raise
 
     def release(self) -> None:
         self._lock.close()
@@ -162,14 +166,18 @@ class Loop:
         if state.data["recipe"] != self.cfg.recipe:
             raise AlignError(f"{self.dir} holds a loop of recipe '{state.data['recipe']}', not '{self.cfg.recipe}'; "
                              "give another loop_dir")
-        changes = describe_change(state.data["config"], config)
+        # `rounds` says how far the loop goes, not how a round runs: raising it to add a round (what a round with
+        # too few labels asks for) needs no flag. Any other difference does. Both are recorded.
+        changes = describe_change({**state.data["config"], "rounds": None}, {**config, "rounds": None})
         changes += [f"{f}: content changed" if f in state.data["files"] else f"{f}: new file"
                     for f, h in files.items() if state.data["files"].get(f) != h]
+        if changes and not allow_config_change:
+            raise AlignError(f"the loop in {self.dir} was started with a different config: {'; '.join(changes)}; "
+                             "run it with the config it started with, or pass --allow-config-change to go on "
+                             "with the new one (recorded in loop.json and the report)")
+        if state.data["config"].get("rounds") != config["rounds"]:
+            changes.insert(0, f"rounds: {state.data['config'].get('rounds')} -> {config['rounds']}")
         if changes:
-            if not allow_config_change:
-                raise AlignError(f"the loop in {self.dir} was started with a different config: {'; '.join(changes)}; "
-                                 "run it with the config it started with, or pass --allow-config-change to go on "
-                                 "with the new one (recorded in loop.json and the report)")
             state.data["config_changes"].append({"at": _now(), "before_round": len(state.rounds), "changes": changes})
             state.data.update(config=config, files=files)
             log.warning("loop config changed (recorded): %s", "; ".join(changes))

@@ -66,6 +66,8 @@ def build(prompts_file: Path, generation_run: Path) -> tuple[list[dict], list[st
     rows, refused = [], []
     for line in prompts_file.read_text(encoding="utf-8").splitlines():
         p = json.loads(line)
+        if not p.get("warm_start", True):
+            continue  # the rounds' extra harmful prompts: the warm start keeps its 48 (make_train_prompts.py)
         if p["kind"] == "harmful":
             reply, origin = refusal_for(p["id"]), "refusal written for this repo (recipes/safety/make_sft_data.py)"
         else:

@@ -20,6 +20,7 @@ import yaml
 
 from align.cli import main as cli_main
 from align.core import runs
+from align.core.errors import AlignError
 from align.loop.config import ROUND_SEED_STRIDE
 from align.loop.state import LoopState
 
@@ -315,6 +316,31 @@ def test_a_loop_dir_of_another_recipe_is_refused(tiny_model, tmp_path, capsys):
     path.write_text(yaml.safe_dump(first))
     assert cli_main(["loop", "--config", str(path)]) == 2
     assert "holds a loop of recipe 'another'" in capsys.readouterr().err
+
+
+def test_adding_a_round_needs_no_flag_but_is_recorded(tiny_model, tmp_path):
+    """`rounds` says how far a loop goes, not how a round runs: "label more and add a round" (what a round with
+    too few labels says) must not be refused as a changed config. Any other key still is."""
+    from align.core.config import load_config
+    from align.loop.config import LoopConfig
+    from align.loop.run import Loop
+
+    class NoServer:
+        credentials = tmp_path / "none.json"
+
+    path = loop_yaml(tmp_path, tiny_model, NoServer(), "grow", rounds=1)
+    Loop(load_config(LoopConfig, path), None, False).release()
+    loop = Loop(load_config(LoopConfig, path, ["rounds=3"]), None, False)
+    loop.release()
+    changes = LoopState.load(tmp_path / "grow").data["config_changes"]
+    assert [c["changes"] for c in changes] == [["rounds: 1 -> 3"]]
+    assert LoopState.load(tmp_path / "grow").data["config"]["rounds"] == 3
+    with pytest.raises(AlignError, match=r"wait.poll_seconds: 0.5 -> 2.0"):
+        Loop(load_config(LoopConfig, path, ["rounds=4", "wait.poll_seconds=2"]), None, False)
+    loop = Loop(load_config(LoopConfig, path, ["rounds=4", "wait.poll_seconds=2"]), None, True)
+    loop.release()
+    changes = LoopState.load(tmp_path / "grow").data["config_changes"]
+    assert changes[-1]["changes"] == ["rounds: 3 -> 4", "wait.poll_seconds: 0.5 -> 2.0"]
 
 
 def test_a_round_can_train_a_reward_model_then_learn_online_from_it(argilla, tiny_model, tmp_path):

@@ -67,6 +67,37 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
         assert overlap <= 0.5, f"{row['prompt']!r} is close to XSTest's {closest!r} ({overlap:.2f})"
 
 
+def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and_test(shared_data, monkeypatch,
+                                                                                       tmp_path):
+    """`--extra-harmful N` (run 11's experiment): the committed 208 first, unchanged; then N harmful prompts that
+    are neither a validation prompt nor one the loop is gated on, and that the warm start leaves out."""
+    from recipes.safety.make_train_prompts import build
+
+    monkeypatch.chdir(ROOT)
+    rows = build(extra_harmful=88)
+    assert rows[:208] == _rows("prompts_train.jsonl")
+    extra = rows[208:]
+    assert len(extra) == 88 and all(r["label"] == "unsafe" and r["warm_start"] is False for r in extra)
+    assert [r["id"] for r in extra] == [f"safety-train-{i:03d}" for i in range(209, 297)]
+    held_out, xstest = _eval_side_and_xstest()
+    validation = {r["prompt"] for r in _rows("prompts_val.jsonl")}
+    prompts = {r["prompt"] for r in extra}
+    assert len(prompts) == 88 and not prompts & (held_out | set(xstest) | validation | {r["prompt"] for r in rows[:208]})
+
+    # The warm start built from the longer file is the one built from the committed file: the extras are left out.
+    import recipes.safety.make_sft_data as sft
+
+    variant = tmp_path / "prompts.jsonl"
+    variant.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    replies = [{"prompt": [{"role": "user", "content": r["prompt"]}], "responses": ["Sure, here is how."]}
+               for r in rows if r["label"] == "safe"]
+    monkeypatch.setattr(sft, "read_generations", lambda run: (None, replies))
+    committed = tmp_path / "committed.jsonl"
+    committed.write_text((ROOT / "recipes/safety/prompts_train.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    assert sft.build(variant, tmp_path) == sft.build(committed, tmp_path)
+    assert len(sft.build(variant, tmp_path)[0]) == 208
+
+
 def test_warm_start_refuses_only_the_harmful_prompts():
     prompts = {r["id"]: r for r in _rows("prompts_train.jsonl")}
     rows = _rows("sft_train.jsonl")
