@@ -97,7 +97,8 @@ def main(argv: list[str]) -> int:
         write_rows(build(), "prompts_train.jsonl")
         return 0
     if len(argv) != 3 or argv[0] != "--extra-harmful" or not argv[1].isdigit():
-        print(f"usage: python -m recipes.safety.make_train_prompts [--extra-harmful N OUT.jsonl]; got: {' '.join(argv)}",
+        usage = "usage: python -m recipes.safety.make_train_prompts [--extra-harmful N OUT.jsonl]"
+        print(f"{usage}, got: {' '.join(argv)}",
               file=sys.stderr)
         return 2
     rows = build(int(argv[1]))
