@@ -1,7 +1,8 @@
-"""Write recipes/safety/prompts_train.jsonl: the prompts the safety loop generates candidates for.
+"""Write the safety loop's training prompts: prompts_train.jsonl (the warm start's 208) and, with
+`--extra-harmful 88`, prompts_rounds.jsonl (the same 208 and 88 more harmful prompts: what the rounds answer).
 
     python -m recipes.safety.make_train_prompts
-    python -m recipes.safety.make_train_prompts --extra-harmful 88 OUT.jsonl   # run 11's experiment (README)
+    python -m recipes.safety.make_train_prompts --extra-harmful 88 recipes/safety/prompts_rounds.jsonl
 
 208 prompts, interleaved in proportion:
 - 48 harmful prompts sampled (seed 0) from the *train* side of the harmful split that
@@ -12,9 +13,10 @@
   kinds of prompt XSTest's paper describes; `label: safe`;
 - 24 ordinary requests from OpenAssistant (oasst_prompts_en_250.jsonl, Apache-2.0); `label: safe`.
 `--extra-harmful N` appends N more harmful prompts from the same train side (seed 2), none of them a
-validation prompt, marked `warm_start: false` (make_sft_data.py leaves them out): a variant for the rounds
-only. With 88 (136 harmful against 136 look-alikes) round 1 drew 64 pairs preferring a refusal against 35,
-and refused more of the validation look-alikes than the warm start; not shipped (README, run 11).
+validation prompt, marked `warm_start: false` (make_sft_data.py leaves them out). loop.yaml's rounds answer
+prompts_rounds.jsonl, written with 88 (136 harmful against 136 look-alikes); the warm start is made from the
+208. Why: with the 48 alone a round drew 20 pairs preferring a refusal against 35 preferring an answer, and
+held-out harmful refusals fell (README, runs 9-11).
 Why the look-alikes: with only harmful and ordinary requests, nothing in training shows where the line
 runs, and a warm start on these refusals refused 0.67 of XSTest's safe prompts (README). XSTest itself
 stays out of training, the over-refusal gate reads it; tests/recipes check that no look-alike copies one

@@ -69,12 +69,14 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
 
 def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and_test(shared_data, monkeypatch,
                                                                                        tmp_path):
-    """`--extra-harmful N` (run 11's experiment): the committed 208 first, unchanged; then N harmful prompts that
-    are neither a validation prompt nor one the loop is gated on, and that the warm start leaves out."""
+    """prompts_rounds.jsonl (`--extra-harmful 88`, what the rounds answer): the warm start's 208 first, unchanged;
+    then 88 harmful prompts that are neither a validation prompt nor one the loop is gated on, and that the warm
+    start leaves out."""
     from recipes.safety.make_train_prompts import build
 
     monkeypatch.chdir(ROOT)
     rows = build(extra_harmful=88)
+    assert rows == _rows("prompts_rounds.jsonl")  # what loop.yaml's rounds generate for, rebuilt as committed
     assert rows[:208] == _rows("prompts_train.jsonl")
     extra = rows[208:]
     assert len(extra) == 88 and all(r["label"] == "unsafe" and r["warm_start"] is False for r in extra)
