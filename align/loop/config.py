@@ -258,6 +258,18 @@ def describe_change(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
             for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
 
 
+def loop_changes(then: dict[str, Any], then_files: dict[str, str], now: dict[str, Any],
+                 files: dict[str, str]) -> tuple[list[str], list[str]]:
+    """What differs between the config (and file hashes) a loop was started with and now: (changes that need
+    --allow-config-change, changes that do not). `rounds` says how far the loop goes, not how a round runs, so
+    raising it to add a round (what a round with too few labels asks for) needs no flag; both are recorded."""
+    changes = describe_change({**then, "rounds": None}, {**now, "rounds": None})
+    changes += [f"{f}: content changed" if f in then_files else f"{f}: new file"
+                for f, h in files.items() if then_files.get(f) != h]
+    free = [f"rounds: {then.get('rounds')} -> {now['rounds']}"] if then.get("rounds") != now["rounds"] else []
+    return changes, free
+
+
 def _empty(value: Any) -> bool:
     # "none" is the off value of a choice added later (e.g. train.balance): a loop started before it had it off.
     return value is None or value == "" or value == "none" or value == {} or value == []

@@ -54,7 +54,7 @@ from align.core.errors import AlignError, ServiceError
 from align.loop.config import (
     LoopConfig,
     config_files,
-    describe_change,
+    loop_changes,
     resolve_dir,
     retention_baseline,
     round_generate_wiring,
@@ -166,17 +166,12 @@ class Loop:
         if state.data["recipe"] != self.cfg.recipe:
             raise AlignError(f"{self.dir} holds a loop of recipe '{state.data['recipe']}', not '{self.cfg.recipe}'; "
                              "give another loop_dir")
-        # `rounds` says how far the loop goes, not how a round runs: raising it to add a round (what a round with
-        # too few labels asks for) needs no flag. Any other difference does. Both are recorded.
-        changes = describe_change({**state.data["config"], "rounds": None}, {**config, "rounds": None})
-        changes += [f"{f}: content changed" if f in state.data["files"] else f"{f}: new file"
-                    for f, h in files.items() if state.data["files"].get(f) != h]
+        changes, free = loop_changes(state.data["config"], state.data["files"], config, files)
         if changes and not allow_config_change:
             raise AlignError(f"the loop in {self.dir} was started with a different config: {'; '.join(changes)}; "
                              "run it with the config it started with, or pass --allow-config-change to go on "
                              "with the new one (recorded in loop.json and the report)")
-        if state.data["config"].get("rounds") != config["rounds"]:
-            changes.insert(0, f"rounds: {state.data['config'].get('rounds')} -> {config['rounds']}")
+        changes = free + changes
         if changes:
             state.data["config_changes"].append({"at": _now(), "before_round": len(state.rounds), "changes": changes})
             state.data.update(config=config, files=files)

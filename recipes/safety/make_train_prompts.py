@@ -88,24 +88,20 @@ def prompt_rows(prefix: str, prompts: list, start: int = 0) -> list[dict]:
     return rows
 
 
-def write_rows(rows: list[dict], name: str) -> None:
-    out = HERE / name
+def write_rows(rows: list[dict], out: Path) -> None:
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} prompts to {out}")
 
 
 def main(argv: list[str]) -> int:
     if not argv:
-        write_rows(build(), "prompts_train.jsonl")
+        write_rows(build(), HERE / "prompts_train.jsonl")
         return 0
     if len(argv) != 3 or argv[0] != "--extra-harmful" or not argv[1].isdigit():
         usage = "usage: python -m recipes.safety.make_train_prompts [--extra-harmful N OUT.jsonl]"
-        print(f"{usage}, got: {' '.join(argv)}",
-              file=sys.stderr)
+        print(f"{usage}, got: {' '.join(argv)}", file=sys.stderr)
         return 2
-    rows = build(int(argv[1]))
-    Path(argv[2]).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} prompts to {argv[2]}")
+    write_rows(build(int(argv[1])), Path(argv[2]))
     return 0
 
 

@@ -27,7 +27,7 @@ def build() -> list[dict]:
 
 
 def main() -> None:
-    write_rows(build(), "prompts_val.jsonl")
+    write_rows(build(), HERE / "prompts_val.jsonl")
 
 
 if __name__ == "__main__":

@@ -94,10 +94,9 @@ def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and
     replies = [{"prompt": [{"role": "user", "content": r["prompt"]}], "responses": ["Sure, here is how."]}
                for r in rows if r["label"] == "safe"]
     monkeypatch.setattr(sft, "read_generations", lambda run: (None, replies))
-    committed = tmp_path / "committed.jsonl"
-    committed.write_text((ROOT / "recipes/safety/prompts_train.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
-    assert sft.build(variant, tmp_path) == sft.build(committed, tmp_path)
-    assert len(sft.build(variant, tmp_path)[0]) == 208
+    built = sft.build(variant, tmp_path)
+    assert built == sft.build(ROOT / "recipes/safety/prompts_train.jsonl", tmp_path)
+    assert len(built[0]) == 208
 
 
 def test_warm_start_refuses_only_the_harmful_prompts():
