@@ -17,8 +17,9 @@ directory, scored with the reward stage's exact formatting) and updates the poli
 In every case the reference is the starting policy with the new adapter disabled (so LoRA is
 required: `lora.enabled: false` is refused), one step consumes `batch_size` responses
 (`batch_size / num_generations` prompts, each sampled `num_generations` times), and `kl_coef` is
-the KL weight (TRL's `beta`). The last `eval.prompts` prompts of the set are held out: after
-training, policy and reference answer them greedily and the reward model scores both.
+the KL weight (TRL's `beta`). The last `eval.prompts` prompts of the set are held out (or, with
+`eval.path`, the first ones of another file, and the set trains whole): after training, policy and
+reference answer them greedily and the reward model scores both.
 
 Writes the policy adapter (`model/`), metrics.jsonl (one line per step: reward raw and with KL, KL,
 entropy, response length, clip fraction, value loss for PPO, tokens/s, generation/scoring/training
@@ -65,7 +66,10 @@ class HeldOutEval:
     """Policy vs reference on held-out prompts, scored by the reward model after training."""
 
     prompts: int = 8
-    """Prompts held out from the end of the prompt set (0: no held-out evaluation)."""
+    """Prompts held out from the end of the prompt set, or the first ones of `path` (0: no held-out evaluation)."""
+    path: str | None = None
+    """Held-out prompts from this file (any container `align generate` reads) instead of the prompt set's tail;
+    the prompt set then trains whole. A prompt that is also a training prompt is an error."""
     max_new_tokens: int = 48
     """Reply length budget (greedy)."""
     batch_size: int = 8
@@ -158,6 +162,8 @@ def run(cfg: Config) -> dict:
         run_dir.add_input_record("model", source.record)
         run_dir.add_input_record("reward_model", reward_source.record)
         run_dir.add_input("prompts", cfg.prompts)
+        if cfg.eval.path and held_out:
+            run_dir.add_input("eval_prompts", cfg.eval.path)
         if resume is not None:
             run_dir.add_input("resume_from", cfg.resume_from, step=resume["step"])
         run_dir.notes["prompts"] = {"train": len(train_prompts), "held_out": len(held_out)}
@@ -409,17 +415,36 @@ class TrainPrompt:
 
 
 def _prompt_split(cfg: Config, tokenizer) -> tuple[list[TrainPrompt], list[TrainPrompt]]:
-    """Training prompts and the held-out tail; prompts too long for max_length are counted and left out."""
-    prompts = load_prompts(cfg.prompts, cfg.prompt_field, cfg.max_prompts)
-    ids = encode_prompts(tokenizer, [p.messages for p in prompts])
-    budget = cfg.max_length - cfg.max_new_tokens
-    kept = [TrainPrompt(p.messages, i, p.source) for p, i in zip(prompts, ids) if len(i) <= budget]
-    if len(kept) < len(prompts):
-        log.warning("%d of %d prompts are longer than max_length - max_new_tokens = %d tokens; left out",
-                    len(prompts) - len(kept), len(prompts), budget)
-    held = min(cfg.eval.prompts, max(len(kept) - 1, 0))
-    train, held_out = (kept[:-held], kept[-held:]) if held else (kept, [])
+    """Training prompts and the held-out ones (the set's tail, or `eval.path`); prompts too long for
+    max_length are counted and left out."""
+    kept = _fitting(load_prompts(cfg.prompts, cfg.prompt_field, cfg.max_prompts), tokenizer, cfg, cfg.prompts)
+    if cfg.eval.path:
+        train = kept
+        held_out = []
+        if cfg.eval.prompts > 0:
+            held_out = _fitting(load_prompts(cfg.eval.path, cfg.prompt_field), tokenizer, cfg, cfg.eval.path)
+            held_out = held_out[:cfg.eval.prompts]
+            trained = {json.dumps(p.messages, sort_keys=True) for p in train}
+            shared = [p for p in held_out if json.dumps(p.messages, sort_keys=True) in trained]
+            if shared:
+                raise AlignError(
+                    f"eval.path={cfg.eval.path}: {len(shared)} of its {len(held_out)} held-out prompts are also training "
+                    f"prompts in {cfg.prompts} (first: {shared[0].source}); held-out prompts must never be trained on: "
+                    "remove them from one of the files")
+    else:
+        held = min(cfg.eval.prompts, max(len(kept) - 1, 0))
+        train, held_out = (kept[:-held], kept[-held:]) if held else (kept, [])
     if not train:
         raise AlignError(f"{cfg.prompts}: no prompt fits max_length={cfg.max_length} with max_new_tokens="
                          f"{cfg.max_new_tokens}; raise max_length or lower max_new_tokens")
     return train, held_out
+
+
+def _fitting(prompts, tokenizer, cfg: Config, path: str) -> list[TrainPrompt]:
+    ids = encode_prompts(tokenizer, [p.messages for p in prompts])
+    budget = cfg.max_length - cfg.max_new_tokens
+    kept = [TrainPrompt(p.messages, i, p.source) for p, i in zip(prompts, ids) if len(i) <= budget]
+    if len(kept) < len(prompts):
+        log.warning("%s: %d of %d prompts are longer than max_length - max_new_tokens = %d tokens; left out",
+                    path, len(prompts) - len(kept), len(prompts), budget)
+    return kept

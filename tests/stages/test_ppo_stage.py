@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from align.cli import main
 from align.core import runs
 from align.core.config import load_config
+from align.core.errors import AlignError
 from align.rollout import vllm_available
 from align.stages import ppo, reward
 from tests.conftest import write_jsonl
@@ -211,3 +212,21 @@ def test_refuses_resume_with_other_settings(setup, capsys):
     assert "batch_size" in refused(setup, capsys, f"resume_from={ckpt}", "batch_size=2", "num_generations=1")
     assert "not before steps=1" in refused(setup, capsys, f"resume_from={ckpt}", "steps=1")
     assert "not a PPO checkpoint" in refused(setup, capsys, f"resume_from={setup['tmp']}")
+
+
+def test_held_out_prompts_from_their_own_file(setup):
+    """`eval.path`: the prompt set trains whole and the held-out prompts come from the other file,
+    recorded as an input; a file sharing a prompt with the training set is refused before any run."""
+    held = write_jsonl(setup["tmp"] / "held.jsonl", [{"prompt": f"Describe place {i}"} for i in range(5)])
+    manifest = ppo.run(load_config(ppo.Config, None, overrides(setup, "algorithm=ppo", "steps=1", f"eval.path={held}",
+                                                               "eval.prompts=3")))
+    on_disk = runs.read_manifest(manifest["path"])
+    assert on_disk["notes"]["prompts"] == {"train": 8, "held_out": 3}
+    assert on_disk["metrics"]["rm_eval_prompts"] == 3
+    assert {i["role"]: i for i in on_disk["inputs"]}["eval_prompts"]["path"] == str(held.resolve())
+
+    mixed = write_jsonl(setup["tmp"] / "mixed.jsonl", [{"prompt": "Describe place 0"}, {"prompt": "Tell me about topic 3"}])
+    before = sorted(p.name for p in setup["runs"].iterdir())
+    with pytest.raises(AlignError, match=r"1 of its 2 held-out prompts are also training prompts"):
+        ppo.run(load_config(ppo.Config, None, overrides(setup, "algorithm=ppo", f"eval.path={mixed}")))
+    assert sorted(p.name for p in setup["runs"].iterdir()) == before
