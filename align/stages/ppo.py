@@ -42,6 +42,7 @@ from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import TrainStageConfig, count_trainable, format_seconds
 from align.data.prompts import load_prompts
+from align.data.splits import prompt_key
 from align.models import (
     ModelSource,
     load_policy,
@@ -424,8 +425,9 @@ def _prompt_split(cfg: Config, tokenizer) -> tuple[list[TrainPrompt], list[Train
         if cfg.eval.prompts > 0:
             held_out = _fitting(load_prompts(cfg.eval.path, cfg.prompt_field), tokenizer, cfg, cfg.eval.path)
             held_out = held_out[:cfg.eval.prompts]
-            trained = {json.dumps(p.messages, sort_keys=True) for p in train}
-            shared = [p for p in held_out if json.dumps(p.messages, sort_keys=True) in trained]
+            # The identity the preference stages' split checks use, so "trained on" means the same everywhere.
+            trained = {prompt_key(p.messages) for p in train}
+            shared = [p for p in held_out if prompt_key(p.messages) in trained]
             if shared:
                 raise AlignError(
                     f"eval.path={cfg.eval.path}: {len(shared)} of its {len(held_out)} held-out prompts are also training "
