@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fcntl
-import json
 import logging
 import secrets
 import sys
@@ -85,6 +84,8 @@ def main(argv: list[str]) -> int:
         parser.add_argument("loop_dir")
         parser.add_argument("--json", action="store_true", help="print the state file as JSON")
         args = parser.parse_args(argv[1:])
+        from align.loop.summary import status
+
         return status(Path(args.loop_dir), args.json)
     parser = argparse.ArgumentParser(prog="align loop", add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
@@ -469,33 +470,6 @@ def _stage_run(section: str, config) -> dict[str, Any]:
 
     log.info("--- %s ---", section)
     return importlib.import_module(STAGE_MODULES[section]).run(config)
-
-
-def status(loop_dir: Path, as_json: bool = False) -> int:
-    from align.loop.summary import status_text
-
-    state = LoopState.load(loop_dir)
-    if state is None:
-        raise AlignError(f"{loop_dir} holds no loop (no loop.json); give the loop_dir of an `align loop`")
-    if as_json:
-        print(json.dumps(state.data, indent=2, default=str))
-        return 0
-    print(status_text(state))
-    waiting = next((r for r in state.rounds if r.get("dataset") and r["steps"].get("wait", {}).get("status") != "done"), None)
-    if waiting is not None:
-        from align.annotate.connection import ArgillaConfig, connect
-        from align.core.config import build
-
-        argilla = build(ArgillaConfig, dict(state.data["config"].get("argilla", {}), retry_seconds=5.0))
-        try:
-            with connect(argilla) as conn:
-                ds = conn.dataset(waiting["dataset"], argilla.workspace)
-                progress = conn.call("GET progress", ds.progress)
-            print(f"round {waiting['round']} labels: {progress.get('completed', 0)}/{progress.get('total', 0)} records "
-                  f"complete, {progress.get('pending', 0)} pending (Argilla dataset '{waiting['dataset']}')")
-        except AlignError as exc:
-            print(f"round {waiting['round']} labels: Argilla not reachable now ({exc})")
-    return 0
 
 
 def _now() -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from align.core import runs
+from align.core.errors import AlignError
 from align.loop.gates import GateResult
 from align.loop.rounds import LabelSummary, RoundSummary, examples_from_replies
 from align.loop.state import LoopState
@@ -136,3 +139,29 @@ def _done(state: LoopState, steps: dict, name: str) -> str | None:
 
 def _order(name: str) -> int:
     return STEP_ORDER.index(name) if name in STEP_ORDER else len(STEP_ORDER)
+
+
+def status(loop_dir: Path, as_json: bool = False) -> int:
+    """`align loop status LOOP_DIR`: where the loop stands, and the labels of a round waiting for them (asked of Argilla)."""
+    state = LoopState.load(loop_dir)
+    if state is None:
+        raise AlignError(f"{loop_dir} holds no loop (no loop.json); give the loop_dir of an `align loop`")
+    if as_json:
+        print(json.dumps(state.data, indent=2, default=str))
+        return 0
+    print(status_text(state))
+    waiting = next((r for r in state.rounds if r.get("dataset") and r["steps"].get("wait", {}).get("status") != "done"), None)
+    if waiting is not None:
+        from align.annotate.connection import ArgillaConfig, connect
+        from align.core.config import build
+
+        argilla = build(ArgillaConfig, dict(state.data["config"].get("argilla", {}), retry_seconds=5.0))
+        try:
+            with connect(argilla) as conn:
+                ds = conn.dataset(waiting["dataset"], argilla.workspace)
+                progress = conn.call("GET progress", ds.progress)
+            print(f"round {waiting['round']} labels: {progress.get('completed', 0)}/{progress.get('total', 0)} records "
+                  f"complete, {progress.get('pending', 0)} pending (Argilla dataset '{waiting['dataset']}')")
+        except AlignError as exc:
+            print(f"round {waiting['round']} labels: Argilla not reachable now ({exc})")
+    return 0
