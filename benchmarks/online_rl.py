@@ -3,10 +3,12 @@ generation, scoring and training.
 
     .venv/bin/python benchmarks/online_rl.py --reward-model RUN [--model embedded] [--steps 3]
         [--algorithms ppo rloo grpo] [--rollouts hf vllm] [--group-size 2] [--set KEY=VALUE ...]
+        [--prompts FILE] [--prompts-used N] [--eval-prompts N] [--runs-dir DIR]
         [--out benchmarks/results/online_rl.json]
 
 Runs the stage itself (`align.stages.ppo.run`) once per algorithm at small CPU settings (8 responses
-of up to 32 tokens per step, 4 prompts x 2 for RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts,
+of up to 32 tokens per step, 4 prompts x 2 for RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts
+(or `--prompts`; `--set eval.path=FILE` takes the held-out prompts from a file of their own),
 and reads the per-step timings each run logs to metrics.jsonl: generation (`generate`), scoring (the
 reward model), training (everything else: log-prob and value forwards, the update). Also reported:
 the reward on the first and last step, the KL, and the held-out reward of policy vs reference.
@@ -63,6 +65,7 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     lengths = [s["response_length"] if "response_length" in s else s["completions/mean_length"] for s in steps]  # PPO | TRL
     metrics = manifest["metrics"]
     return {
+        "run": manifest["path"] if args.runs_dir else None,
         "rollout": rollout_record["engine"],
         "engine_start_s": rollout_record.get("start_s"),
         "policy_update": rollout_record.get("policy_update"),
@@ -105,19 +108,22 @@ def main() -> int:
                     help="responses per prompt for RLOO/GRPO (default 2: 4 prompts x 2 per step)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="an `align ppo` override for every run (repeatable), e.g. training.scale_rewards=batch")
+    ap.add_argument("--runs-dir", default=None,
+                    help="keep the runs here (default: a temporary directory, removed at the end)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "online_rl.json"))
     args = ap.parse_args()
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="align-bench-rl-") as tmp:
+        runs_dir = Path(args.runs_dir or tmp)
         for algorithm in args.algorithms:
             for rollout in args.rollouts if algorithm == "ppo" else [None]:
-                result = measure(algorithm, rollout, args, Path(tmp))
+                result = measure(algorithm, rollout, args, runs_dir)
                 results.setdefault(algorithm, {})[result["rollout"]] = result
                 print(algorithm, json.dumps(result), flush=True)
     report = {
         "benchmark": "online_rl",
-        "settings": {"model": args.model, "reward_model": args.reward_model, "steps": args.steps,
+        "settings": {"model": args.model, "reward_model": args.reward_model, "prompts": args.prompts, "steps": args.steps,
                      "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": RESPONSES_PER_STEP,
                      "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "ppo_rollouts": args.rollouts,
                      "vllm": "eager, vllm.lora=auto, defaults otherwise", "group_size": args.group_size,
