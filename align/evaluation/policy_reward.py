@@ -2,13 +2,17 @@
 
 Both answer the same held-out prompts greedily (deterministic, so the comparison is about the
 weights, not sampling luck); the reward model scores each reply with its training formatting.
-Reported: mean reward of each, mean gain, and the policy's win rate (ties count half).
+Reported: mean reward of each, mean gain, and the policy's win rate (ties count half). With
+`replies_path` the replies and their scores are written there too (one JSON line per prompt), so what
+the reward model preferred can be read, not only its mean.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from align.evaluation.bootstrap import bootstrap_paired_difference
@@ -17,10 +21,13 @@ from align.scoring import pairwise_metrics, reward_scores
 
 log = logging.getLogger(__name__)
 
+HELD_OUT_REPLIES = "held_out_replies.jsonl"
+REPLY_FIELDS = ("prompt", "policy", "reference", "policy_reward", "reference_reward")
+
 
 def compare_with_reward_model(
     policy, tokenizer, reward_source: ModelSource, prompts: list, settings, dtype: str, max_length: int,
-    disable_adapter: bool, reference=None,
+    disable_adapter: bool, reference=None, replies_path: Path | None = None,
 ) -> dict[str, Any]:
     policy_replies = greedy_replies(policy, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
     ctx = policy.disable_adapter() if disable_adapter else contextlib.nullcontext()
@@ -35,6 +42,10 @@ def compare_with_reward_model(
                                   settings.batch_size, max_length, "scoring policy replies")
     reference_scores = reward_scores(reward_model, reward_tokenizer, [convo(p, r) for p, r in zip(prompts, reference_replies)],
                                      settings.batch_size, max_length, "scoring reference replies")
+    if replies_path is not None:
+        with open(replies_path, "w", encoding="utf-8") as f:
+            for row in zip(prompts, policy_replies, reference_replies, policy_scores, reference_scores):
+                f.write(json.dumps(dict(zip(REPLY_FIELDS, row)), ensure_ascii=False) + "\n")
     vs = pairwise_metrics(policy_scores, reference_scores)
     n = len(prompts)
     result = {
@@ -53,6 +64,14 @@ def compare_with_reward_model(
              f"{result['rm_mean_gain_ci_low']:+.3f}, {result['rm_mean_gain_ci_high']:+.3f}" if n > 1 else "n=1",
              result["rm_policy_win_rate"])
     return result
+
+
+def replies_output(run_dir) -> Path | None:
+    """Where a stage's held-out replies go, named as an output of its run (main process only: one writer)."""
+    if not run_dir.is_main:
+        return None
+    run_dir.add_output("held_out_replies", HELD_OUT_REPLIES)
+    return Path(run_dir.path) / HELD_OUT_REPLIES
 
 
 def greedy_replies(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int) -> list[str]:

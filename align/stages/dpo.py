@@ -15,7 +15,8 @@ After training the stage reports TRL's implicit-reward accuracy and margin on th
 `reward_model` (optional, e.g. the reward run of the same pipeline): after training, the policy and
 the reference answer up to `reward_eval.prompts` held-out prompts (greedy; without a held-out split
 the stage refuses rather than score training prompts) and the reward model
-scores both; the manifest gets their mean rewards and the policy's win rate. This is the reward-model
+scores both; the manifest gets their mean rewards and the policy's win rate, and
+`held_out_replies.jsonl` the replies with their scores. This is the reward-model
 view of the change, and it ties the reward run into the DPO run's lineage.
 
 Agreement from pulled annotations: `data.min_agreement` filters pairs; TRL's global
@@ -245,11 +246,12 @@ def run(cfg: Config) -> dict:
             # One reply per distinct prompt: a prompt with several pairs would otherwise count several times.
             distinct = {json.dumps(r["prompt"], sort_keys=True): r["prompt"] for r in test_rows}
             prompts = list(distinct.values())[: cfg.reward_eval.prompts]
-            from align.evaluation.policy_reward import compare_with_reward_model
+            from align.evaluation.policy_reward import compare_with_reward_model, replies_output
 
             run_dir.metrics.update(compare_with_reward_model(
                 trainer.model, tokenizer, reward_source, prompts, cfg.reward_eval, cfg.dtype, cfg.max_length,
                 disable_adapter=cfg.lora.enabled and ref_model is None, reference=ref_model,
+                replies_path=replies_output(run_dir),
             ))
         return runs.finish(run_dir)
 

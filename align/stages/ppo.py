@@ -19,7 +19,8 @@ required: `lora.enabled: false` is refused), one step consumes `batch_size` resp
 (`batch_size / num_generations` prompts, each sampled `num_generations` times), and `kl_coef` is
 the KL weight (TRL's `beta`). The last `eval.prompts` prompts of the set are held out (or, with
 `eval.path`, the first ones of another file, and the set trains whole): after training, policy and
-reference answer them greedily and the reward model scores both.
+reference answer them greedily and the reward model scores both (replies and scores in
+`held_out_replies.jsonl`).
 
 Writes the policy adapter (`model/`), metrics.jsonl (one line per step: reward raw and with KL, KL,
 entropy, response length, clip fraction, value loss for PPO, tokens/s, generation/scoring/training
@@ -187,11 +188,11 @@ def run(cfg: Config) -> dict:
         tokenizer.save_pretrained(out)
         model_output(run_dir, runs.MODEL_DIR, source, cfg.lora, task="causal_lm")
         if held_out:
-            from align.evaluation.policy_reward import compare_with_reward_model
+            from align.evaluation.policy_reward import compare_with_reward_model, replies_output
 
             run_dir.metrics.update(compare_with_reward_model(
                 policy, tokenizer, reward_source, [p.messages for p in held_out], cfg.eval, cfg.dtype,
-                cfg.max_length, disable_adapter=True,
+                cfg.max_length, disable_adapter=True, replies_path=replies_output(run_dir),
             ))
         return runs.finish(run_dir)
 

@@ -3,7 +3,9 @@ scripted reward."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
@@ -224,6 +226,13 @@ def test_held_out_prompts_from_their_own_file(setup):
     assert on_disk["notes"]["prompts"] == {"train": 8, "held_out": 3}
     assert on_disk["metrics"]["rm_eval_prompts"] == 3
     assert {i["role"]: i for i in on_disk["inputs"]}["eval_prompts"]["path"] == str(held.resolve())
+    # The replies behind the held-out figures are kept, one line per prompt, and match the metrics.
+    assert on_disk["outputs"]["held_out_replies"]["path"] == "held_out_replies.jsonl"
+    rows = [json.loads(x) for x in (Path(manifest["path"]) / "held_out_replies.jsonl").read_text().splitlines()]
+    assert [r["prompt"][-1]["content"] for r in rows] == [f"Describe place {i}" for i in range(3)]
+    assert sum(r["policy_reward"] for r in rows) / 3 == pytest.approx(on_disk["metrics"]["rm_policy_mean_reward"])
+    assert sum(r["reference_reward"] for r in rows) / 3 == pytest.approx(on_disk["metrics"]["rm_reference_mean_reward"])
+    assert all(isinstance(r["policy"], str) and isinstance(r["reference"], str) for r in rows)
 
     mixed = write_jsonl(setup["tmp"] / "mixed.jsonl", [{"prompt": "Describe place 0"}, {"prompt": "Tell me about topic 3"}])
     before = sorted(p.name for p in setup["runs"].iterdir())

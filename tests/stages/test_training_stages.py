@@ -3,6 +3,7 @@ manifest, runs chained by path (SFT -> reward -> DPO) with lineage back to the m
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -86,6 +87,8 @@ def test_dpo_smoke_and_reward_model_evaluation(chain):
     assert lora_b_changed(chain["dpo"]["path"])
     assert "test_rewards/accuracies" in m["metrics"]
     assert m["metrics"]["rm_eval_prompts"] == 2 and math.isfinite(m["metrics"]["rm_policy_mean_reward"])
+    replies = (runs.Path(chain["dpo"]["path"]) / m["outputs"]["held_out_replies"]["path"]).read_text().splitlines()
+    assert len(replies) == 2 and {"prompt", "policy", "reference", "policy_reward", "reference_reward"} <= set(json.loads(replies[0]))
 
 
 def test_lineage_dpo_to_reward_to_sft_to_model_and_data(chain, tiny_model):
