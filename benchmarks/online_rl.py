@@ -2,12 +2,14 @@
 generation, scoring and training.
 
     .venv/bin/python benchmarks/online_rl.py --reward-model RUN [--model embedded] [--steps 3]
-        [--algorithms ppo rloo grpo] [--rollouts hf vllm] [--group-size 2] [--set KEY=VALUE ...]
+        [--algorithms ppo rloo grpo] [--rollouts hf vllm] [--responses-per-step 8] [--group-size 2]
+        [--set KEY=VALUE ...]
         [--prompts FILE] [--prompts-used N] [--eval-prompts N] [--runs-dir DIR]
         [--out benchmarks/results/online_rl.json]
 
 Runs the stage itself (`align.stages.ppo.run`) once per algorithm at small CPU settings (8 responses
-of up to 32 tokens per step, 4 prompts x 2 for RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts
+of up to 32 tokens per step unless `--responses-per-step` says otherwise, 4 prompts x 2 for
+RLOO/GRPO, 1 per prompt for PPO) on the OASST prompts
 (or `--prompts`; `--set eval.path=FILE` takes the held-out prompts from a file of their own),
 and reads the per-step timings each run logs to metrics.jsonl: generation (`generate`), scoring (the
 reward model), training (everything else: log-prob and value forwards, the update). Also reported:
@@ -39,7 +41,6 @@ from align.core import runs
 from align.core.config import load_config
 from align.stages import ppo
 
-RESPONSES_PER_STEP = 8
 PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
 
 
@@ -47,7 +48,7 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     engine = {None: [], "hf": ["rollout=hf"], "vllm": ["rollout=vllm", "vllm.enforce_eager=true"]}[rollout]
     overrides = [
         *engine, f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
-        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", f"batch_size={RESPONSES_PER_STEP}",
+        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", f"batch_size={args.responses_per_step}",
         f"num_generations={1 if algorithm == 'ppo' else args.group_size}", f"max_new_tokens={args.max_new_tokens}",
         "max_length=256", f"max_prompts={args.prompts_used}", f"eval.prompts={args.eval_prompts}",
         f"eval.max_new_tokens={args.max_new_tokens}", "ppo.ppo_epochs=2",
@@ -77,7 +78,7 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
         "generation_share": round(split["time_generation"] / per_step, 3),
         # Engines sample different responses: compare generation per new token, not only per step.
         "response_length": round(sum(lengths) / len(lengths), 1),
-        "generation_tokens_per_s": round(sum(lengths) * RESPONSES_PER_STEP / sum(s["time_generation"] for s in steps), 1),
+        "generation_tokens_per_s": round(sum(lengths) * args.responses_per_step / sum(s["time_generation"] for s in steps), 1),
         "reward_first_step": steps[0].get("reward"),
         "reward_last_step": steps[-1].get("reward"),
         "kl_last_step": steps[-1].get("kl"),
@@ -104,6 +105,8 @@ def main() -> int:
     ap.add_argument("--algorithms", nargs="+", default=list(ppo.ALGORITHMS), choices=ppo.ALGORITHMS)
     ap.add_argument("--rollouts", nargs="+", default=["hf"], choices=["hf", "vllm"],
                     help="PPO's rollout engines, each run in turn (RLOO/GRPO generate through TRL)")
+    ap.add_argument("--responses-per-step", type=int, default=8,
+                    help="responses sampled per step (the stage's batch_size; default 8)")
     ap.add_argument("--group-size", type=int, default=2,
                     help="responses per prompt for RLOO/GRPO (default 2: 4 prompts x 2 per step)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -124,7 +127,7 @@ def main() -> int:
     report = {
         "benchmark": "online_rl",
         "settings": {"model": args.model, "reward_model": args.reward_model, "prompts": args.prompts, "steps": args.steps,
-                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": RESPONSES_PER_STEP,
+                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": args.responses_per_step,
                      "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "ppo_rollouts": args.rollouts,
                      "vllm": "eager, vllm.lora=auto, defaults otherwise", "group_size": args.group_size,
                      "overrides": args.set},
