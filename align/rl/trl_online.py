@@ -7,6 +7,13 @@ model with the adapter disabled. Generation: transformers' `generate` unless `tr
 is set (`vllm_mode: colocate` on one GPU, `server` against `trl vllm-serve`); on this CPU
 transformers is what runs.
 
+Checkpoints (`checkpoint_every`, `checkpoint_dir`, `resume_from`) are transformers' own: the trainer
+writes the adapter, optimizer, scheduler, RNG states and trainer state into its scratch directory,
+and `publish_checkpoints` then moves each one into `checkpoint_dir/step-N` with align's
+`checkpoint.json` beside it (renamed into place, so a half-written checkpoint never looks complete).
+A resumed run hands that directory to `Trainer.train(resume_from_checkpoint=...)`, which restores
+all of it and skips the prompts already used.
+
 Logged per step besides TRL's own metrics: `time_generation` (TRL's `_generate`), `time_scoring`
 (its reward computation), `time_training` (the rest of the step), and `reward_with_kl` = reward -
 beta * kl * mean completion length, where `kl` is TRL's per-token estimate (k3, not PPO's k1).
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from align.core.errors import AlignError
 from align.core.training import (
@@ -57,14 +65,18 @@ def trl_arguments(cfg):
     })
 
 
-def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, prompts, run_dir):
-    """Train with TRL's trainer; returns the peft policy."""
+def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, prompts, run_dir, resume=None):
+    """Train with TRL's trainer; returns the peft policy. `resume`: the checkpoint record to continue from."""
     from datasets import Dataset
 
     reward_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code,
                                      pad_token_id=reward_tokenizer.pad_token_id).requires_grad_(False).eval()
     policy = load_policy(source, cfg.dtype, cfg.trust_remote_code)
     bind_output_dir(args, run_dir)
+    if cfg.checkpoint_every:
+        from transformers.trainer_utils import SaveStrategy
+
+        args.save_strategy, args.save_steps = SaveStrategy.STEPS, cfg.checkpoint_every
     # The offline stages count input tokens for their tok/s; an online trainer's batches are prompts in text
     # form, which transformers cannot count, and it warned on every step ("Tried to track the number of
     # tokens seen"). The generation and training timings logged below say where the time goes.
@@ -79,10 +91,15 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
         peft_config=peft_config(cfg.lora, "CAUSAL_LM", policy, cfg.trainable_layers),
     )
     attach_logging(trainer, run_dir, METRIC_NAMES)
+    if cfg.checkpoint_every:
+        trainer.add_callback(publish_checkpoints(cfg, prompts))
     run_dir.notes["parameters"] = count_trainable(trainer.model)
     log.info("%s: %d steps x %d responses (%d per prompt), beta %s, %s", cfg.algorithm, cfg.steps, cfg.batch_size,
              cfg.num_generations, cfg.kl_coef, run_dir.notes["parameters"])
-    trainer.train()
+    if resume is not None:
+        log.info("resuming from %s at step %d", cfg.resume_from, resume["step"])
+        run_dir.metrics["first_step"] = resume["step"] + 1
+    trainer.train(resume_from_checkpoint=cfg.resume_from if resume is not None else None)
     discard_trainer_scratch(run_dir)
     metrics = final_train_metrics(trainer)
     run_dir.metrics.update({k if k.startswith("train_") else f"train_{k}": v for k, v in metrics.items()})
@@ -92,6 +109,33 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
     for key in ("time_generation", "time_scoring", "time_training"):
         run_dir.metrics[f"total_{key}_s"] = round(sum(e.get(key, 0.0) for e in trainer.state.log_history), 2)
     return trainer.model
+
+
+def publish_checkpoints(cfg, prompts):
+    """A transformers callback: each checkpoint the trainer has just written (all files, all ranks) is
+    moved to `checkpoint_dir/step-N` by the main process; the last step's is dropped (the run itself
+    holds the result)."""
+    import shutil
+
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    from align.core import distributed
+    from align.stages.ppo import publish_checkpoint
+
+    class PublishCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            # Every rank writes its own RNG state into the checkpoint: wait for all before moving it.
+            distributed.barrier(distributed.world_size())
+            if state.is_world_process_zero:
+                written = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+                if state.global_step < cfg.steps:
+                    publish_checkpoint(cfg, state.global_step, prompts, lambda tmp: shutil.move(str(written), str(tmp)))
+                else:
+                    shutil.rmtree(written, ignore_errors=True)
+            distributed.barrier(distributed.world_size())
+
+    return PublishCheckpoints()
 
 
 def _timed(algorithm: str):

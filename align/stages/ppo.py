@@ -24,9 +24,10 @@ reference answer them greedily and the reward model scores both (replies and sco
 
 Writes the policy adapter (`model/`), metrics.jsonl (one line per step: reward raw and with KL, KL,
 entropy, response length, clip fraction, value loss for PPO, tokens/s, generation/scoring/training
-seconds) and a manifest with the policy and reward model as parents. PPO writes checkpoints every
-`checkpoint_every` steps into `checkpoint_dir` and continues from one with `resume_from` (same
-settings, same results as not stopping); RLOO and GRPO do not checkpoint yet.
+seconds) and a manifest with the policy and reward model as parents. Every algorithm writes
+checkpoints every `checkpoint_every` steps into `checkpoint_dir/step-N` and continues from one with
+`resume_from` (same settings, checked; PPO's are align's own, RLOO's and GRPO's transformers'; both
+log the same steps as a run that never stopped).
 """
 
 from __future__ import annotations
@@ -123,11 +124,11 @@ class Config(TrainStageConfig):
     eval: HeldOutEval = field(default_factory=HeldOutEval)
     """Held-out evaluation against the reference after training."""
     checkpoint_every: int = 0
-    """PPO: write a checkpoint every N steps into `checkpoint_dir` (0: never)."""
+    """Write a checkpoint every N steps into `checkpoint_dir` (0: never)."""
     checkpoint_dir: str | None = None
     """Where checkpoints go; outside the run directory, which exists only once the run is complete."""
     resume_from: str | None = None
-    """PPO: a checkpoint (`checkpoint_dir/step-N`) of an earlier run with the same settings to continue from."""
+    """A checkpoint (`checkpoint_dir/step-N`) of an earlier run with the same settings to continue from."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -154,6 +155,8 @@ def run(cfg: Config) -> dict:
     reward_tokenizer = load_tokenizer(reward_source, cfg.trust_remote_code)
     check_same_tokenizer(tokenizer, reward_tokenizer, cfg.model, cfg.reward_model)
     train_prompts, held_out = _prompt_split(cfg, tokenizer)
+    if resume is not None:
+        check_resume_prompts(cfg, resume, train_prompts)
     trl_args = None
     if cfg.algorithm != "ppo":
         from align.rl.trl_online import trl_arguments
@@ -180,7 +183,8 @@ def run(cfg: Config) -> dict:
         else:
             from align.rl.trl_online import train_trl
 
-            policy = train_trl(cfg, trl_args, source, reward_source, tokenizer, reward_tokenizer, train_prompts, run_dir)
+            policy = train_trl(cfg, trl_args, source, reward_source, tokenizer, reward_tokenizer, train_prompts, run_dir,
+                               resume)
         run_dir.metrics["train_wall_time_s"] = round(time.time() - start, 2)
 
         out = Path(run_dir.path) / runs.MODEL_DIR
@@ -258,7 +262,7 @@ def _ppo_steps(cfg: Config, trainer, prompts, run_dir, resume) -> None:
         first = first or metrics
         last = metrics
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            write_checkpoint(cfg, trainer, step)
+            write_checkpoint(cfg, trainer, step, prompts)
         elapsed = time.time() - start
         log.info("step %d/%d | reward %.4g | reward+kl %.4g | kl %.4g | entropy %.3g | len %.1f | clip %.3f | "
                  "vloss %.4g | %.0f tok/s | gen %.1fs train %.1fs | ETA %s", step, cfg.steps, metrics["reward"],
@@ -272,42 +276,76 @@ def _ppo_steps(cfg: Config, trainer, prompts, run_dir, resume) -> None:
 
 # -- checkpoints ----------------------------------------------------------------------------------
 
-CHECKPOINT_STATE = "state.pt"
+CHECKPOINT_STATE = "state.pt"  # PPO's; RLOO's and GRPO's are transformers' trainer_state.json and company
+TRL_CHECKPOINT_STATE = "trainer_state.json"
 CHECKPOINT_INFO = "checkpoint.json"
-# Settings a resumed run must share with the run that wrote the checkpoint.
-RESUME_KEYS = ("model", "reward_model", "prompts", "prompt_field", "max_prompts", "batch_size", "num_generations",
-               "max_new_tokens", "temperature", "lora", "seed")
+# Settings a resumed run must share with the run that wrote the checkpoint (TRL's also `training`, which
+# holds what decides their batches, e.g. gradient_accumulation_steps).
+RESUME_KEYS = ("algorithm", "model", "reward_model", "prompts", "prompt_field", "max_prompts", "batch_size",
+               "num_generations", "max_new_tokens", "temperature", "lora", "seed")
 
 
-def write_checkpoint(cfg: Config, trainer, step: int) -> Path:
-    """`checkpoint_dir/step-N/`: trainer state and the settings it was trained with, written beside
-    and renamed into place so a half-written checkpoint never looks complete."""
+def resume_keys(cfg: Config) -> tuple[str, ...]:
+    return RESUME_KEYS if cfg.algorithm == "ppo" else (*RESUME_KEYS, "training")
+
+
+def prompts_digest(prompts) -> str:
+    """The training prompts, in order, as one hash: a resumed run must draw from the same list (a changed
+    file, or another held-out split of it, would silently change which prompts the later steps use)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([p.messages for p in prompts], sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def publish_checkpoint(cfg: Config, step: int, prompts, fill) -> Path:
+    """`checkpoint_dir/step-N/`: `fill(directory)` writes the trainer's state, then the settings it was
+    trained with (and its training prompts' hash) go beside it, and the directory is renamed into
+    place, so a half-written checkpoint never looks complete."""
     import shutil
-
-    import torch
 
     target = Path(cfg.checkpoint_dir) / f"step-{step}"
     tmp = target.with_name(f".{target.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(trainer.state_dict(), tmp / CHECKPOINT_STATE)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    fill(tmp)
     settings = to_dict(cfg)
-    (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "config": {k: settings[k] for k in RESUME_KEYS}}, indent=2))
+    (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "config": {k: settings[k] for k in resume_keys(cfg)},
+                                                   "train_prompts_sha256": prompts_digest(prompts)}, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     log.info("checkpoint written: %s", target)
     return target
 
 
+def write_checkpoint(cfg: Config, trainer, step: int, prompts) -> Path:
+    """PPO's checkpoint: both adapters, the optimizer and the RNG (`PPOTrainer.state_dict`)."""
+    import torch
+
+    def fill(directory: Path) -> None:
+        directory.mkdir()
+        torch.save(trainer.state_dict(), directory / CHECKPOINT_STATE)
+
+    return publish_checkpoint(cfg, step, prompts, fill)
+
+
 def read_checkpoint(cfg: Config) -> dict:
     path = Path(cfg.resume_from)
     info = path / CHECKPOINT_INFO
-    if not info.exists() or not (path / CHECKPOINT_STATE).exists():
-        raise AlignError(f"resume_from={cfg.resume_from} is not a PPO checkpoint (no {CHECKPOINT_INFO} and "
-                         f"{CHECKPOINT_STATE}); give a `checkpoint_dir/step-N` directory")
+    if not info.exists():
+        raise AlignError(f"resume_from={cfg.resume_from} is not an `align ppo` checkpoint (no {CHECKPOINT_INFO}); "
+                         "give a `checkpoint_dir/step-N` directory")
     record = json.loads(info.read_text(encoding="utf-8"))
+    # Checkpoints written before the algorithm was recorded are PPO's (the only one that had them).
+    record["config"].setdefault("algorithm", "ppo")
+    if record["config"]["algorithm"] != cfg.algorithm:
+        raise AlignError(f"resume_from={cfg.resume_from} is a checkpoint of algorithm={record['config']['algorithm']}, "
+                         f"this run has algorithm={cfg.algorithm}; resume with the algorithm that wrote it")
+    state = CHECKPOINT_STATE if cfg.algorithm == "ppo" else TRL_CHECKPOINT_STATE
+    if not (path / state).exists():
+        raise AlignError(f"resume_from={cfg.resume_from} has {CHECKPOINT_INFO} but no {state}: the checkpoint is "
+                         "incomplete; give another `checkpoint_dir/step-N` directory")
     settings = to_dict(cfg)
-    changed = [k for k in RESUME_KEYS if record["config"].get(k) != settings[k]]
+    changed = [k for k in resume_keys(cfg) if record["config"].get(k) != settings[k]]
     if changed:
         k = changed[0]
         raise AlignError(f"resume_from={cfg.resume_from} was written with {k}={record['config'].get(k)!r}, this run has "
@@ -316,6 +354,14 @@ def read_checkpoint(cfg: Config) -> dict:
         raise AlignError(f"resume_from={cfg.resume_from} is at step {record['step']}, not before steps={cfg.steps}; "
                          "raise steps to train further")
     return record
+
+
+def check_resume_prompts(cfg: Config, record: dict, prompts) -> None:
+    expected = record.get("train_prompts_sha256")  # absent in checkpoints written before it was recorded
+    if expected and expected != prompts_digest(prompts):
+        raise AlignError(f"resume_from={cfg.resume_from} was trained on other prompts than this run's {len(prompts)} "
+                         f"training prompts from {cfg.prompts} (the file, or the held-out split eval.prompts/eval.path, "
+                         "changed); resume with the prompts it started with")
 
 
 # -- checks before any run directory ------------------------------------------------------------
@@ -341,8 +387,6 @@ def check_settings(cfg: Config) -> None:
         if cfg.ppo.minibatch_size > cfg.batch_size:
             raise AlignError(f"ppo.minibatch_size={cfg.ppo.minibatch_size} is larger than batch_size={cfg.batch_size}; "
                              "lower it or raise batch_size")
-    if cfg.algorithm != "ppo" and (cfg.resume_from or cfg.checkpoint_every):
-        raise AlignError(f"checkpoint_every / resume_from are implemented for algorithm=ppo only, not {cfg.algorithm}")
     if cfg.checkpoint_every and not cfg.checkpoint_dir:
         raise AlignError(f"checkpoint_every={cfg.checkpoint_every} needs checkpoint_dir (a directory outside runs_dir)")
     if cfg.max_new_tokens >= cfg.max_length:

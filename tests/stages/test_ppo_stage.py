@@ -107,8 +107,7 @@ def test_ppo_smoke_with_vllm_rollouts(setup, vllm_tiny_model):  # noqa: F811
     assert all(s["time_generation"] > 0 and math.isfinite(s["reward"]) and 0 < s["response_length"] <= 6 for s in steps)
     # Resumed with a fresh engine, step 2 samples and learns what it did without stopping (the sampling seed
     # comes from torch's RNG, which the checkpoint holds; the engine gets the checkpoint's adapter).
-    resumed = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, "eval.prompts=0",
-                                                              f"resume_from={ckpt / 'step-1'}")))
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, f"resume_from={ckpt / 'step-1'}")))
     a, b = steps[1:], step_lines(resumed)
     assert [x["step"] for x in b] == [2]
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
@@ -116,14 +115,37 @@ def test_ppo_smoke_with_vllm_rollouts(setup, vllm_tiny_model):  # noqa: F811
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
-def test_trl_algorithms_smoke(setup, algorithm):
-    m = ppo.run(load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}")))
+def test_trl_algorithms_smoke_and_resume(setup, algorithm, capsys):
+    ckpt = setup["tmp"] / f"checkpoints-{algorithm}"
+    m = ppo.run(load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}", "checkpoint_every=1",
+                                                        f"checkpoint_dir={ckpt}")))
     on_disk, steps = check_run(m, setup)
     logged = [s for s in steps if "loss" in s]
     assert len(logged) == 2 and all(math.isfinite(s["loss"]) and math.isfinite(s["reward"]) for s in logged)
     for key in ("reward_with_kl", "kl", "entropy", "time_generation", "time_scoring", "time_training"):
         assert key in logged[-1], key
     assert on_disk["metrics"]["total_time_generation_s"] > 0
+    # transformers' checkpoint after step 1, published as align's step-1 (the last step needs none), and
+    # the trainer's scratch copy gone with the run's scratch directory.
+    assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
+    assert {"checkpoint.json", "trainer_state.json", "adapter_model.safetensors", "optimizer.pt"} <= {
+        p.name for p in (ckpt / "step-1").iterdir()}
+    assert not (runs.Path(m["path"]) / "trainer").exists()
+
+    # Resumed from it, step 2 samples the same prompts with the same RNG and learns what it did without stopping.
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}",
+                                                              f"resume_from={ckpt / 'step-1'}")))
+    again = [s for s in step_lines(resumed) if "loss" in s]
+    assert [s["step"] for s in again] == [2]
+    for key in ("loss", "reward", "kl", "entropy", "completions/mean_length"):
+        assert again[0][key] == pytest.approx(logged[1][key], abs=1e-5), key
+    assert runs.read_manifest(resumed["path"])["metrics"]["first_step"] == 2
+    assert any(i["role"] == "resume_from" for i in runs.read_manifest(resumed["path"])["inputs"])
+    # The same directory refuses another algorithm or other TRL settings (exit 2, nothing written).
+    other = "grpo" if algorithm == "rloo" else "rloo"
+    assert f"algorithm={algorithm}" in refused(setup, capsys, f"algorithm={other}", f"resume_from={ckpt / 'step-1'}")
+    assert "training" in refused(setup, capsys, f"algorithm={algorithm}", "training.max_grad_norm=0.5",
+                                 f"resume_from={ckpt / 'step-1'}")
 
 
 def refused(setup, capsys, *extra):
@@ -199,7 +221,7 @@ def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
     ckpt = setup["tmp"] / "checkpoints"
     # The smoke run (2 steps) checkpointed after step 1 only: the last step needs none.
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
-    resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, "eval.prompts=0", f"resume_from={ckpt / 'step-1'}")))
+    resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, f"resume_from={ckpt / 'step-1'}")))
     a, b = step_lines(setup["ppo_run"])[1:], step_lines(resumed)
     assert [x["step"] for x in b] == [2]
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
@@ -213,7 +235,10 @@ def test_refuses_resume_with_other_settings(setup, capsys):
         pytest.skip("needs the PPO smoke run's checkpoint")
     assert "batch_size" in refused(setup, capsys, f"resume_from={ckpt}", "batch_size=2", "num_generations=1")
     assert "not before steps=1" in refused(setup, capsys, f"resume_from={ckpt}", "steps=1")
-    assert "not a PPO checkpoint" in refused(setup, capsys, f"resume_from={setup['tmp']}")
+    assert "not an `align ppo` checkpoint" in refused(setup, capsys, f"resume_from={setup['tmp']}")
+    assert "algorithm=ppo" in refused(setup, capsys, f"resume_from={ckpt}", "algorithm=rloo")
+    # Another held-out split of the same file trains on other prompts.
+    assert "other prompts" in refused(setup, capsys, f"resume_from={ckpt}", "eval.prompts=0")
 
 
 def test_held_out_prompts_from_their_own_file(setup):
