@@ -99,7 +99,7 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
     if resume is not None:
         log.info("resuming from %s at step %d", cfg.resume_from, resume["step"])
         run_dir.metrics["first_step"] = resume["step"] + 1
-    trainer.train(resume_from_checkpoint=cfg.resume_from if resume is not None else None)
+    trainer.train(resume_from_checkpoint=cfg.resume_from)
     discard_trainer_scratch(run_dir)
     metrics = final_train_metrics(trainer)
     run_dir.metrics.update({k if k.startswith("train_") else f"train_{k}": v for k, v in metrics.items()})

@@ -292,9 +292,7 @@ def resume_keys(cfg: Config) -> tuple[str, ...]:
 def prompts_digest(prompts) -> str:
     """The training prompts, in order, as one hash: a resumed run must draw from the same list (a changed
     file, or another held-out split of it, would silently change which prompts the later steps use)."""
-    import hashlib
-
-    return hashlib.sha256(json.dumps([p.messages for p in prompts], sort_keys=True).encode("utf-8")).hexdigest()
+    return prompt_key([p.messages for p in prompts])
 
 
 def publish_checkpoint(cfg: Config, step: int, prompts, fill) -> Path:
