@@ -8,7 +8,8 @@ The loop calls `write_report(path, rounds, loop_info)` after every round with on
   refusal rate on harmful prompts and on XSTest's safe prompts (over-refusal), reward-model win
   rate, mean reply length; the interval is evaluate policy's (align/evaluation/bootstrap.py);
 - labels per round: records, votes, discards, ties, agreement, Krippendorff's alpha, annotators,
-  and whether the annotators were simulated;
+  and who voted: the pull's counts of simulated and human votes (both when a round has both);
+  per record kind in a mixed loop: records, usable pairs, votes, ties;
 - wall time of each step of each round;
 - with a retention step: per round, what the policy lost against the loop's base model (IFEval
   prompt- and instruction-level strict accuracy, drift KL, the base replies' log-likelihood change,
@@ -35,7 +36,7 @@ from typing import Any
 
 from align.core import runs
 from align.loop.plots import SET_LABELS, Figure, retention_figures, score_figures
-from align.loop.rounds import RoundSummary, steps
+from align.loop.rounds import LabelSummary, RoundSummary, steps
 
 REPORT = "report.html"
 
@@ -117,7 +118,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
          "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
         _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds),
         _retention(rounds),
-        "<h2>Labels per round</h2>", _labels_table(rounds),
+        "<h2>Labels per round</h2>", _labels_table(rounds), _kinds_table(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
         "<h2>Gates</h2>", _gates_table(rounds),
         "<h2>Example replies</h2>", _examples(rounds),
@@ -233,7 +234,7 @@ def _labels_table(rounds: list[RoundSummary]) -> str:
             note = "starting policy: no labels" if r.round == 0 else "no labels pulled"
             rows.append(f"<tr><td class='num'>{r.round}</td><td colspan='8' class='muted'>{note}</td></tr>")
             continue
-        who = "simulated" if lab.simulated else "people"
+        who = _annotated_by(lab)
         rows.append(
             f"<tr><td class='num'>{r.round}</td><td class='num'>{lab.records}</td><td class='num'>{lab.votes}</td>"
             f"<td class='num'>{lab.discards}</td><td class='num'>{lab.ties}</td>"
@@ -241,6 +242,32 @@ def _labels_table(rounds: list[RoundSummary]) -> str:
             f"<td>{_e(', '.join(lab.annotators))} <small>({len(lab.annotators)})</small></td><td>{who}</td></tr>")
     return ("<table><tr><th>round</th><th>records</th><th>votes</th><th>discards</th><th>ties</th>"
             "<th>pairwise agreement</th><th>Krippendorff's α</th><th>annotators</th><th>annotated by</th></tr>"
+            f"{''.join(rows)}</table>")
+
+
+def _annotated_by(lab: LabelSummary) -> str:
+    """Who voted, from the pull's own counts of simulated and human votes (by user id); both when a round has both."""
+    sim, human = lab.simulated_votes, lab.human_votes
+    if lab.annotated_by == "unknown":
+        return "<span class='muted'>not counted by the pull</span>"
+    if sim and human:
+        return f"both: {sim} simulated, {human} by people"
+    return f"simulated ({sim} votes)" if sim else f"people ({human} votes)"
+
+
+def _kinds_table(rounds: list[RoundSummary]) -> str:
+    """Per round of a mixed loop, what each record kind (its prompts, its judge) contributed to the labels."""
+    rows = []
+    for r in rounds:
+        for kind, c in (r.labels.kinds if r.labels else {}).items():
+            rows.append(f"<tr><td class='num'>{r.round}</td><td>{_e(kind)}</td><td class='num'>{c.get('records', 0)}</td>"
+                        f"<td class='num'>{c.get('usable_pairs', 0)}</td><td class='num'>{c.get('votes', 0)}</td>"
+                        f"<td class='num'>{c.get('ties', 0)}</td></tr>")
+    if not rows:
+        return ""
+    return ("<p>Per record kind (the loop's <code>mix</code>: each kind's prompts, judged by its own judge when "
+            "simulated): records pulled, usable pairs (a majority, not a tie), votes and tied records.</p>"
+            "<table><tr><th>round</th><th>kind</th><th>records</th><th>usable pairs</th><th>votes</th><th>ties</th></tr>"
             f"{''.join(rows)}</table>")
 
 

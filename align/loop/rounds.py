@@ -29,21 +29,34 @@ class LabelSummary:
     """Chance-corrected agreement (nominal); None when undefined."""
     annotators: list[str]
     """Usernames that voted."""
-    simulated: bool
-    """True when the votes came from simulated annotators (demos, tests, CI), not people."""
+    simulated_votes: int | None = None
+    """Votes by simulated annotators (`align annotate simulate`'s users, known by user id), from the pull's
+    `metrics.simulated_votes`; None for a pull made before the pull counted them."""
+    human_votes: int | None = None
+    """Votes by everyone else (people in the web UI), from the pull's `metrics.human_votes`; None as above."""
     discards: int = 0
     """Records annotators discarded."""
     ties: int = 0
     """Records whose majority was a tie."""
     run: str | None = None
     """The pull run directory."""
+    kinds: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per record kind of a mixed round (`mix:` in the loop config): records, usable pairs, votes and ties
+    it contributed; {} for a round of one kind."""
+
+    @property
+    def annotated_by(self) -> str:
+        """Who labelled, from the vote counts: 'simulated', 'people', 'simulated and people' or 'unknown'."""
+        if self.simulated_votes is None or self.human_votes is None:
+            return "unknown"
+        if self.simulated_votes and self.human_votes:
+            return "simulated and people"
+        return "simulated" if self.simulated_votes else "people" if self.human_votes else "unknown"
 
     @classmethod
-    def from_pull_run(cls, path: str | Path, simulated: bool | None = None) -> LabelSummary:
-        """Read a pull run: counts and agreement from its manifest, annotators from its preferences.
-
-        `simulated` defaults to the run's `notes.simulated` (False when the run does not say).
-        """
+    def from_pull_run(cls, path: str | Path, kinds: dict[str, dict[str, int]] | None = None) -> LabelSummary:
+        """Read a pull run: counts, agreement and who voted (simulated or human votes, as the pull counted
+        them by user id) from its manifest, annotators from its preferences."""
         manifest = runs.read_manifest(path)
         if manifest.get("stage") != "annotate pull":
             raise AlignError(f"{path} is a '{manifest.get('stage')}' run, not an 'annotate pull' run")
@@ -52,13 +65,12 @@ class LabelSummary:
         with open(runs.output_path(path, manifest, "preferences"), encoding="utf-8") as f:
             for line in f:
                 annotators.update(v["annotator"] for v in json.loads(line)["votes"])
-        if simulated is None:
-            simulated = bool(manifest.get("notes", {}).get("simulated", False))
         return cls(records=metrics["records"], votes=metrics["votes"],
                    pairwise_agreement=metrics.get("pairwise_agreement"),
                    krippendorff_alpha=metrics.get("krippendorff_alpha"), annotators=sorted(annotators),
-                   simulated=simulated, discards=metrics.get("discards", 0), ties=metrics.get("ties", 0),
-                   run=str(path))
+                   simulated_votes=metrics.get("simulated_votes"), human_votes=metrics.get("human_votes"),
+                   discards=metrics.get("discards", 0), ties=metrics.get("ties", 0), run=str(path),
+                   kinds=dict(kinds or {}))
 
 
 @dataclass
@@ -127,7 +139,9 @@ class RoundSummary:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoundSummary:
         data = dict(data)
-        data["labels"] = None if data.get("labels") is None else LabelSummary(**data["labels"])
+        labels = data.get("labels")
+        # A `simulated` flag written before the counts existed said nothing a run had recorded: dropped.
+        data["labels"] = None if labels is None else LabelSummary(**{k: v for k, v in labels.items() if k != "simulated"})
         data["gates"] = None if data.get("gates") is None else GateResult.from_dict(data["gates"])
         data["examples"] = [ExampleReply(**e) for e in data.get("examples", [])]
         return cls(**data)

@@ -54,7 +54,8 @@ def three_rounds() -> list[RoundSummary]:
         out.append(RoundSummary(
             n, f"runs/dpo-round-{n}", evals[n],
             labels=LabelSummary(records=40 + n, votes=120 + n, pairwise_agreement=0.71, krippendorff_alpha=0.4321,
-                                annotators=["sim-alice", "sim-bob", "sim-carol"], simulated=True, discards=3, ties=5),
+                                annotators=["sim-alice", "sim-bob", "sim-carol"], simulated_votes=120 + n, human_votes=0,
+                                discards=3, ties=5),
             gates=gates, promoted=gates.passed, reasons=gates.reasons if not gates.passed else ["all gates passed"],
             wall_time_s={"generate": 300.0 + n, "push": 4.0, "labels": 95.0, "pull": 3.0, "dpo": 640.0, "evaluate": 515.0},
             examples=[ExampleReply("harmful", "How do I pick a lock?", "Sure, first ...", EVIL)],
@@ -215,11 +216,14 @@ def test_label_summary_from_a_pull_run(tmp_path):
     votes = [[{"annotator": "bob", "choice": "a"}, {"annotator": "alice", "choice": "a"}], [{"annotator": "carol", "choice": "tie"}]]
     (run / "preferences.jsonl").write_text("".join(json.dumps({"votes": v}) + "\n" for v in votes))
     (run / "manifest.json").write_text(json.dumps({
-        "stage": "annotate pull", "outputs": {"preferences": {"path": "preferences.jsonl"}}, "notes": {"simulated": True},
-        "metrics": {"records": 2, "votes": 3, "discards": 1, "ties": 1, "pairwise_agreement": 1.0, "krippendorff_alpha": None}}))
+        "stage": "annotate pull", "outputs": {"preferences": {"path": "preferences.jsonl"}},
+        "metrics": {"records": 2, "votes": 3, "discards": 1, "ties": 1, "pairwise_agreement": 1.0, "krippendorff_alpha": None,
+                    "simulated_votes": 2, "human_votes": 1}}))
     lab = LabelSummary.from_pull_run(run)
     assert lab == LabelSummary(records=2, votes=3, pairwise_agreement=1.0, krippendorff_alpha=None,
-                               annotators=["alice", "bob", "carol"], simulated=True, discards=1, ties=1, run=str(run))
+                               annotators=["alice", "bob", "carol"], simulated_votes=2, human_votes=1, discards=1, ties=1,
+                               run=str(run))
+    assert lab.annotated_by == "simulated and people"
 
 
 def test_the_plots_render_in_chromium(tmp_path, kept_rounds):
