@@ -174,24 +174,27 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_policy(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False,
-                quantization: str = "none"):
-    """A causal LM with every earlier adapter merged in."""
+def load_policy(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False,
+                quantization: str = "none", attn_implementation: str = "auto", place: bool = False):
+    """A causal LM with every earlier adapter merged in. `place`: on this process's device (for models
+    align runs itself; TRL's trainers place theirs)."""
     from transformers import AutoModelForCausalLM
 
     if source.task != "causal_lm":
         raise AlignError(f"{source.ref} is a {source.task} model, not a policy (causal LM)")
-    return _load(AutoModelForCausalLM, source, dtype, trust_remote_code, quantization)
+    return _load(AutoModelForCausalLM, source, dtype, trust_remote_code, quantization,
+                 attn_implementation=attn_implementation, place=place)
 
 
-def load_reward_model(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False, pad_token_id=None,
-                      quantization: str = "none"):
-    """A sequence classifier with one output. From a policy, the score head starts fresh."""
+def load_reward_model(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False, pad_token_id=None,
+                      quantization: str = "none", attn_implementation: str = "auto", place: bool = False):
+    """A sequence classifier with one output. From a policy, the score head starts fresh. `place`: as
+    for `load_policy`."""
     from transformers import AutoModelForSequenceClassification
 
     # The fresh score head stays in full precision: LoRA's SEQ_CLS task trains it as a whole module.
     model = _load(AutoModelForSequenceClassification, source, dtype, trust_remote_code, quantization,
-                  skip_modules=["score"], num_labels=1)
+                  skip_modules=["score"], attn_implementation=attn_implementation, place=place, num_labels=1)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model
@@ -217,13 +220,20 @@ def quantization_config(quantization: str, skip_modules: list[str] | None = None
 
 
 def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, quantization: str = "none",
-          skip_modules: list[str] | None = None, **kwargs):
-    import torch
+          skip_modules: list[str] | None = None, attn_implementation: str = "auto", place: bool = False, **kwargs):
+    """`dtype` and `attn_implementation` may be `auto`: resolved for this process's device by
+    align.core.device. With `place`, the model ends on that device (adapters are merged there too)."""
     import transformers
 
-    log.info("loading %s from %s%s%s", cls.__name__, source.base_dir,
+    from align.core import device
+
+    target = device.process_device()
+    resolved_dtype = device.resolve_dtype(dtype, target)
+    attention = device.resolve_attn_implementation(attn_implementation, dtype, target)
+    log.info("loading %s from %s%s%s (%s, %s attention%s)", cls.__name__, source.base_dir,
              f" + {len(source.adapters)} adapter(s)" if source.adapters else "",
-             f", quantized to {quantization}" if quantization != "none" else "")
+             f", quantized to {quantization}" if quantization != "none" else "", resolved_dtype, attention,
+             f", on {target}" if place else "")
     bnb = quantization_config(quantization, skip_modules)
     if bnb is not None:
         # One full copy per process, on that process's GPU (bitsandbytes weights cannot be moved later).
@@ -234,15 +244,24 @@ def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, quantiz
     try:
         model = cls.from_pretrained(
             source.base_dir,
-            dtype=getattr(torch, dtype),
+            dtype=device.torch_dtype(resolved_dtype),
+            attn_implementation=attention,
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
             **kwargs,
         )
     except OSError as exc:
         raise AlignError(f"could not load model from {source.base_dir}: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:
+        if "attn" not in str(exc) and "attention" not in str(exc):
+            raise
+        raise AlignError(f"{source.base_dir}: attn_implementation={attn_implementation} ({attention}) is not "
+                         f"supported by this model ({str(exc).splitlines()[0][:160]}); set attn_implementation=eager") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
+    if place and bnb is None:
+        # Before merging: the adapters' matmuls then run on the accelerator as well.
+        model = model.to(target)
     for adapter in source.adapters:
         # Into quantized weights, peft dequantizes, adds the adapter and quantizes again (rounding).
         model = merge_adapter(model, adapter)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"
+DEFAULT_DATA = ROOT / "data" / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"
 CASES = [(128, 8, 192, "keep_last_turns"), (128, 8, 192, "drop"), (512, 8, 192, "keep_last_turns"),
          (64, 2, 192, "keep_last_turns")]
 SEEDS = 5

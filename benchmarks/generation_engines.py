@@ -1,10 +1,10 @@
 """Benchmark: the same prompts through the hf and vLLM rollout engines, side by side in one run.
 
     .venv/bin/python benchmarks/generation_engines.py \\
-        --prompts ../shared/data/instructions/oasst_prompts_en_250.jsonl --num-prompts 32 --n 2 \\
+        --prompts data/instructions/oasst_prompts_en_250.jsonl --num-prompts 32 --n 2 \\
         --max-tokens 64 --output benchmarks/results/generation_engines_cpu.json [--sweep]
 
-Prompts: OpenAssistant prompt lottery (../shared/data/instructions/oasst_prompts_en_250.jsonl,
+Prompts: OpenAssistant prompt lottery (data/instructions/oasst_prompts_en_250.jsonl,
 Apache-2.0, LAION-AI/Open-Assistant). Each engine configuration runs `align generate` (the real
 stage, so the figures are what users get) in its own child process, one after the other, so they
 never share the cores. For each it records new tokens/s and prompts/s over the generation call
@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `align` from this checkout, also when run as a script
-DEFAULT_PROMPTS = ROOT.parent / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
+DEFAULT_PROMPTS = ROOT / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
 
 # (label, overrides of `align generate`). Defaults first: they are what `engine=vllm` runs.
 VLLM_DEFAULT = [("vllm default settings", [])]

@@ -41,7 +41,7 @@ from align.core import runs
 from align.core.config import load_config
 from align.stages import ppo
 
-PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
+PROMPTS = Path(__file__).resolve().parents[1] / "data" / "instructions" / "oasst_prompts_en_250.jsonl"
 
 
 def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:

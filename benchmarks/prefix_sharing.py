@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/prefix_sharing.py --pairs 24 --steps 3 \\
         --output benchmarks/results/prefix_sharing.json
 
-Pairs: HH-RLHF harmless (../shared/data/preferences, MIT), the first `--pairs` that fit
+Pairs: HH-RLHF harmless (data/preferences, MIT), the first `--pairs` that fit
 `--max-length` tokens (align's own length check). Model: the embedded SmolLM2-135M-Instruct. For the
 reward model and for DPO, with LoRA and with full fine-tuning (`--tuning`), two TRL trainers are
 built as `align reward` / `align dpo` build them (align's training defaults; batch sizes of the
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PAIRS = ROOT.parent / "shared" / "data" / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"
+DEFAULT_PAIRS = ROOT / "data" / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"
 STAGE_BATCH = {"reward": 8, "dpo": 4}  # per_device_train_batch_size of configs/reward|dpo/default.yaml
 
 

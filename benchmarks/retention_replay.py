@@ -6,7 +6,7 @@
 Two SFT runs that differ only in `data.replay`: the brand-voice recipe's first round
 (recipes/brand_voice/sft_train.jsonl, the README's settings: LoRA, lr 3e-4, batch 6) alone, and the
 same with general conversations mixed in at `--replay-fraction` of the examples (OASST's
-best-ranked replies, ../shared/data/preferences/oasst_en_100_tree.jsonl, Apache-2.0, format
+best-ranked replies, data/preferences/oasst_en_100_tree.jsonl, Apache-2.0, format
 preference-chosen). Then, with the two policies compared directly (paired, same prompts):
 
 - `align evaluate retention POLICY_REPLAY --baseline POLICY_PLAIN`: IFEval on a seeded subset,
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+DATA = REPO / "data"
 
 
 def main() -> int:
@@ -40,7 +40,7 @@ def main() -> int:
     ap.add_argument("--brand-prompts", type=int, default=30, help="a seeded sample of the 30 held-out brand prompts")
     ap.add_argument("--plain-run", help="reuse this SFT run (without replay) instead of training it")
     ap.add_argument("--replay-run", help="reuse this SFT run (with replay) instead of training it")
-    ap.add_argument("--replay-path", default=str(SHARED / "preferences" / "oasst_en_100_tree.jsonl"))
+    ap.add_argument("--replay-path", default=str(DATA / "preferences" / "oasst_en_100_tree.jsonl"))
     ap.add_argument("--replay-format", default="preference-chosen")
     ap.add_argument("--replay-fraction", type=float, default=0.25)
     ap.add_argument("--epochs", type=float, default=4)

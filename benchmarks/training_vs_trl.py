@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/training_vs_trl.py --stages reward dpo --modes lora --train-pairs 64 \\
         --test-pairs 64 --max-length 192 --output benchmarks/results/training_vs_trl_cpu.json
 
-Data: Anthropic HH-RLHF harmless-base pairs (../shared/data/preferences, MIT), read with align's
+Data: Anthropic HH-RLHF harmless-base pairs (data/preferences, MIT), read with align's
 reader. 10% of the prompts are held out by content hash (align's split, seed 0); the first
 `--test-pairs` held-out pairs that fit `--max-length` are scored for every model, the first
 `--train-pairs` training pairs that fit are trained on, identical for both sides (so neither side
@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `align` from this checkout, also when run as a script
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"
+DEFAULT_DATA = ROOT / "data" / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"
 
 # Learning rates per (stage, mode): align's shipped defaults for LoRA, the README's full-FT choice.
 LEARNING_RATES = {("reward", "lora"): 1e-4, ("reward", "full"): 2e-5, ("dpo", "lora"): 5e-5, ("dpo", "full"): 5e-6}

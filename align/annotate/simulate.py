@@ -284,7 +284,7 @@ def check(cfg: Config) -> dict[str, Any]:
         raise AlignError(f"judge=brand_voice needs rubric=FILE (e.g. recipes/brand_voice/rubric.yaml); not found: '{cfg.rubric}'")
     if cfg.judge == "safety" and not cfg.harmful.paths and not cfg.safe.paths:
         raise AlignError("judge=safety needs harmful.paths and/or safe.paths: the prompt sets saying which prompts "
-                         "should be refused (e.g. harmful.paths=[../shared/data/safety/advbench_harmful_behaviors.csv])")
+                         "should be refused (e.g. harmful.paths=[data/safety/advbench_harmful_behaviors.csv])")
     if cfg.judge == "reward_model" and not cfg.reward_model:
         raise AlignError("judge=reward_model needs reward_model=RUN (an `align reward` run)")
     return {"annotators": [a.username for a in annotators], "judge": cfg.judge}

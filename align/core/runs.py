@@ -13,7 +13,9 @@ A stage works inside `<runs_dir>/.<name>.partial-<pid>` and renames it to `<name
 manifest is written (and fsynced), so a crashed or interrupted stage never leaves a directory that
 looks finished. A stage killed outright (SIGKILL, out of memory) cannot clean up: the next run opened
 in the same runs_dir removes partial directories whose writing process is gone (see
-`align.core.partials`).
+`align.core.partials`), unless it holds a training checkpoint (`checkpoints/checkpoint-N` with align's
+`checkpoint.json`, see `align.core.checkpoints`): that one is kept, for `resume_from`, until a resumed
+run adopts its checkpoints or you delete it.
 Lineage is walked from the manifests (each input that is itself a run carries a copy of that run's
 manifest), never guessed from directory names or timestamps.
 """
@@ -39,9 +41,9 @@ from typing import Any, Iterator
 
 import yaml
 
-from align.core import distributed
+from align.core import distributed, hub
 from align.core.errors import AlignError
-from align.core.partials import OWNER, fsync_dir, remove_stale_partials, write_owner
+from align.core.partials import OWNER, fsync_dir, mark_stopped, remove_stale_partials, write_owner, writer_gone
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,10 @@ METRICS = "metrics.jsonl"
 CONFIG = "config.yaml"
 MODEL_DIR = "model"
 MANIFEST_VERSION = 1
+# Training checkpoints inside a run (transformers' `checkpoint-N` folders), each completed by align's
+# CHECKPOINT_INFO once every file of it is written (align.core.checkpoints).
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_INFO = "checkpoint.json"
 
 # Packages whose versions go into every manifest (those installed; none is imported to ask).
 TRACKED_PACKAGES = (
@@ -139,7 +145,9 @@ class Run:
 
     def _create(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(self.runs_dir)
+        for kept in remove_stale_kept(self.runs_dir):
+            log.info("kept %s (its process is gone): it holds %s; `resume_from=latest` continues it, or delete it",
+                     kept, ", ".join(p.name for p in resumable_checkpoints(kept)))
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir()
@@ -207,6 +215,13 @@ class Run:
             self._step_metrics.close()
         if not self.is_main:
             return
+        saved = resumable_checkpoints(self.path)
+        if saved:
+            # Hours of training: kept (hidden, never mistaken for a finished run) for `resume_from`.
+            log.warning("kept %s: it holds %s; run the same config with resume_from=latest to continue from "
+                        "step %s, or delete it", self.path, saved[-1].name, saved[-1].name.rsplit("-", 1)[-1])
+            mark_stopped(self.path)
+            return
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -232,6 +247,22 @@ def finish(run: Run) -> dict[str, Any]:
     if run.is_main:
         log.info("run complete: %s (%.1fs)", run.final_path, manifest["wall_time_s"])
     return manifest
+
+
+def resumable_checkpoints(path: str | Path) -> list[Path]:
+    """The complete training checkpoints in run or partial directory `path`, by step (oldest first)."""
+    folder = Path(path) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("checkpoint-*") if (p / CHECKPOINT_INFO).is_file() and p.name[11:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[11:]))
+
+
+def remove_stale_kept(runs_dir: Path) -> list[Path]:
+    """Remove the partial directories of processes that are gone, except those holding checkpoints:
+    returns those kept."""
+    remove_stale_partials(runs_dir, keep=lambda p: bool(resumable_checkpoints(p)))
+    return [p for p in sorted(runs_dir.glob(".*.partial*")) if writer_gone(p) and resumable_checkpoints(p)]
 
 
 # -- reading runs ---------------------------------------------------------------------------------
@@ -268,6 +299,8 @@ def output_path(run_path: str | Path, manifest: dict[str, Any], name: str) -> Pa
 
 
 def describe_input(path: str | Path) -> dict[str, Any]:
+    if hub.is_reference(path):  # `hf:org/name?split=...`: a hub dataset, recorded by id, never as a path
+        return hub.describe(str(path))
     path = Path(path)
     if not path.exists():
         raise AlignError(f"input not found: {path}")
@@ -309,8 +342,12 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
                 f"{indent}{branch}{inp['role']}: embedded {inp.get('name')} "
                 f"({inp.get('package')} {inp.get('package_version')}, sha256 {sha})"
             )
+        elif inp.get("kind") == "hub-dataset":
+            lines.append(f"{indent}{branch}{inp['role']}: hub-dataset {inp.get('ref')}  "
+                         f"({inp.get('rows')} rows, revision {inp.get('resolved_revision') or inp.get('revision') or '?'}, "
+                         f"sha256 {sha})")
         else:
-            lines.append(f"{indent}{branch}{inp['role']}: {inp.get('kind')} {inp['path']}  sha256 {sha}")
+            lines.append(f"{indent}{branch}{inp['role']}: {inp.get('kind')} {inp.get('path') or inp.get('ref')}  sha256 {sha}")
 
 
 def _brief(manifest: dict[str, Any]) -> str:

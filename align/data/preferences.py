@@ -30,17 +30,24 @@ import random
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Iterable, Literal
+from typing import Any
 
 from align.core.errors import AlignError
 from align.data.length import LongPrompts
+from align.data.preference_formats import (  # noqa: F401  (as_messages, parse_hh_dialogue: re-exported)
+    DEFAULT_COLUMNS,
+    UNPAIRED,
+    Format,
+    as_messages,
+    converter,
+    detect_format,
+    parse_hh_dialogue,
+    unpair,
+)
 from align.data.records import read_records
 
 log = logging.getLogger(__name__)
 
-Format = Literal["auto", "conversational", "hh-rlhf", "oasst", "pairwise-label"]
-ROLES = ("system", "user", "assistant")
-DEFAULT_COLUMNS = {"prompt": "input", "response_a": "output_1", "response_b": "output_2", "label": "label"}
 
 
 @dataclass
@@ -104,27 +111,38 @@ class PreferenceData:
 
 
 def load_preference_pairs(
-    path: str, format: str = "auto", columns: dict[str, str] | None = None, require: bool = True
+    path: str, format: str = "auto", columns: dict[str, str] | None = None, require: bool = True,
+    unpaired: bool = False,
 ) -> PreferenceData:
-    """Read every pair in `path`, validated. Left-out rows are counted in `report`, never silent."""
+    """Read every pair in `path`, validated. Left-out rows are counted in `report`, never silent.
+
+    `unpaired=False` (the pair stages: reward, dpo, evaluate reward) refuses unpaired data, which has
+    no chosen/rejected to compare. `unpaired=True` (`align kto`) returns examples
+    `{prompt, completion, label}`: unpaired data as read, pairs split into one desirable and one
+    undesirable example each (TRL's `unpair_preference_dataset`).
+    """
     records = read_records(path, run_output="preferences")
     first = next(records, None)
     if first is None:
         raise AlignError(f"{path}: no records (the preference dataset is empty)")
     fmt = format if format != "auto" else detect_format(first[1], first[0])
-    convert = {
-        "conversational": _from_conversational,
-        "hh-rlhf": _from_hh_rlhf,
-        "oasst": _from_oasst,
-        "pairwise-label": _from_pairwise_label,
-    }[fmt]
+    if fmt == UNPAIRED and not unpaired:
+        how = "data.format=unpaired" if format == UNPAIRED else f"detected from the fields of {first[0]}"
+        raise AlignError(f"{path} is unpaired preference data (prompt, completion, label; {how}): it has no chosen/rejected "
+                         "pairs for this stage to compare; `align kto` trains on unpaired data")
+    convert = converter(fmt)
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
     report = {"records_read": 0, "pairs": 0, "ties_or_no_majority": 0, "identical_dropped": 0}
+    if fmt == UNPAIRED:
+        report = {"records_read": 0, "examples": 0}
     rows: list[dict[str, Any]] = []
     first_identical = None
     for where, rec in itertools.chain([first], records):
         report["records_read"] += 1
         for row in convert(rec, where, cols, report):
+            if fmt == UNPAIRED:
+                rows.append(row)
+                continue
             if row["chosen"] is None or row["rejected"] is None:
                 report["ties_or_no_majority"] += 1
                 continue
@@ -133,165 +151,31 @@ def load_preference_pairs(
                 first_identical = first_identical or where
                 continue
             rows.append(row)
-    report["pairs"] = len(rows)
-    if report["identical_dropped"]:
+    if report.get("identical_dropped"):
         log.warning("%s: %d pair(s) with chosen identical to rejected left out (first at %s)",
                     path, report["identical_dropped"], first_identical)
+    if fmt != UNPAIRED:
+        report["pairs"] = len(rows)
+        if unpaired:
+            rows = unpair(rows)
+    if unpaired:
+        desirable = sum(r["label"] for r in rows)
+        report.update(examples=len(rows), desirable=desirable, undesirable=len(rows) - desirable)
     if require and not rows:
-        raise AlignError(f"{path}: no usable preference pairs (read {report['records_read']} records; {_why(report)})")
+        what = "examples" if unpaired else "preference pairs"
+        raise AlignError(f"{path}: no usable {what} (read {report['records_read']} records; {_why(report)})")
     return PreferenceData(rows, report)
 
 
-def detect_format(rec: Any, where: str) -> str:
-    if not isinstance(rec, dict):
-        raise AlignError(f"{where}: a preference record must be a JSON object, got {type(rec).__name__}")
-    keys = set(rec)
-    if "message_tree_id" in keys or ("prompt" in keys and isinstance(rec.get("prompt"), dict) and "replies" in rec["prompt"]):
-        return "oasst"
-    if "prompt" in keys and keys & {"chosen", "rejected"}:
-        return "conversational"  # a missing chosen/rejected is reported by the converter, with file:line
-    if {"chosen", "rejected"} <= keys:
-        if isinstance(rec["chosen"], str) and "Assistant:" in rec["chosen"]:
-            return "hh-rlhf"
-        return "conversational"  # the missing 'prompt' is reported by the converter
-    if {"output_1", "output_2"} <= keys or {"response_a", "response_b"} & keys:
-        return "pairwise-label"
-    raise AlignError(
-        f"{where}: cannot tell the preference format from fields {sorted(keys)}; expected prompt/chosen/rejected "
-        "(or set data.format to hh-rlhf, oasst or pairwise-label)"
-    )
-
-
-# -- formats --------------------------------------------------------------------------------------
-
-def _from_conversational(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]]:
-    if not isinstance(rec, dict):
-        raise AlignError(f"{where}: a preference record must be a JSON object")
-    for name in ("prompt", "chosen", "rejected"):
-        if name not in rec:
-            raise AlignError(f"{where}: missing field '{name}' (a pair needs prompt, chosen and rejected)")
-    prompt = as_messages(rec["prompt"], where, "prompt", default_role="user")
-    if not prompt:
-        raise AlignError(f"{where}: field 'prompt' is empty")
-    row = dict(rec)
-    row["prompt"] = prompt
-    for name in ("chosen", "rejected"):
-        # `null` marks a tie or no majority in pulled annotations: counted by the caller.
-        row[name] = None if rec[name] is None else as_messages(rec[name], where, name, default_role="assistant")
-        if row[name] is not None and not row[name]:
-            raise AlignError(f"{where}: field '{name}' is empty")
-    yield row
-
-
-def _from_hh_rlhf(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]]:
-    for name in ("chosen", "rejected"):
-        if not isinstance(rec, dict) or name not in rec:
-            raise AlignError(f"{where}: missing field '{name}' (HH-RLHF records have chosen and rejected dialogues)")
-    chosen = parse_hh_dialogue(rec["chosen"], where)
-    rejected = parse_hh_dialogue(rec["rejected"], where)
-    # The two dialogues share everything up to the last Assistant turn.
-    if len(chosen) < 2 or chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
-        raise AlignError(f"{where}: an HH-RLHF dialogue must end with an Assistant turn")
-    yield {"prompt": chosen[:-1], "chosen": [chosen[-1]], "rejected": [rejected[-1]]}
-
-
-def parse_hh_dialogue(text: str, where: str) -> list[dict[str, str]]:
-    """'\\n\\nHuman: a\\n\\nAssistant: b' -> [{user: a}, {assistant: b}]."""
-    if not isinstance(text, str):
-        raise AlignError(f"{where}: HH-RLHF dialogues are strings")
-    messages: list[dict[str, str]] = []
-    for chunk in text.split("\n\nHuman:")[1:] if "\n\nHuman:" in text else []:
-        human, *assistants = chunk.split("\n\nAssistant:")
-        messages.append({"role": "user", "content": human.strip()})
-        for reply in assistants:
-            messages.append({"role": "assistant", "content": reply.strip()})
-    if not messages:
-        raise AlignError(f"{where}: no '\\n\\nHuman:' turn found in an HH-RLHF dialogue")
-    return messages
-
-
-def _from_oasst(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]]:
-    root = rec.get("prompt") if isinstance(rec, dict) else None
-    if not isinstance(root, dict) or "text" not in root:
-        raise AlignError(f"{where}: an OASST tree needs a 'prompt' message with 'text' and 'replies'")
-    yield from _oasst_pairs(root, [], where, report)
-
-
-def _oasst_pairs(node: dict, history: list[dict[str, str]], where: str, report) -> Iterable[dict[str, Any]]:
-    role = "user" if node.get("role") == "prompter" else "assistant"
-    convo = history + [{"role": role, "content": node["text"]}]
-    replies = [r for r in node.get("replies", []) if not r.get("deleted") and r.get("text")]
-    if role == "user":
-        ranked = [r for r in replies if r.get("rank") is not None and not r.get("synthetic")]
-        report["oasst_synthetic_dropped"] = report.get("oasst_synthetic_dropped", 0) + sum(
-            1 for r in replies if r.get("synthetic")
-        )
-        ranked.sort(key=lambda r: r["rank"])
-        for i, better in enumerate(ranked):
-            for worse in ranked[i + 1:]:
-                if better["rank"] == worse["rank"]:
-                    continue
-                yield {
-                    "prompt": convo,
-                    "chosen": [{"role": "assistant", "content": better["text"]}],
-                    "rejected": [{"role": "assistant", "content": worse["text"]}],
-                    "source": f"{where}#{better.get('message_id', '')}>{worse.get('message_id', '')}",
-                }
-    for reply in replies:
-        if role == "user" and reply.get("synthetic"):
-            continue
-        yield from _oasst_pairs(reply, convo, where, report)
-
-
-def _from_pairwise_label(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]]:
-    if not isinstance(rec, dict):
-        raise AlignError(f"{where}: a pairwise-label record must be an object with columns")
-    for key in ("prompt", "response_a", "response_b", "label"):
-        if cols[key] not in rec:
-            raise AlignError(f"{where}: missing field '{cols[key]}' (set data.columns.{key} if it has another name)")
-    label = str(rec[cols["label"]]).strip().lower()
-    prompt = as_messages(rec[cols["prompt"]], where, cols["prompt"], default_role="user")
-    a = as_messages(rec[cols["response_a"]], where, cols["response_a"], default_role="assistant")
-    b = as_messages(rec[cols["response_b"]], where, cols["response_b"], default_role="assistant")
-    if label in ("1", "1.0", "a", "output_1"):
-        chosen, rejected = a, b
-    elif label in ("2", "2.0", "b", "output_2"):
-        chosen, rejected = b, a
-    elif label in ("0", "0.0", "tie", ""):
-        chosen = rejected = None
-    else:
-        raise AlignError(f"{where}: label {rec[cols['label']]!r} is not 1, 2 (the better output) or 0 (tie)")
-    yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-
-
 # -- helpers --------------------------------------------------------------------------------------
-
-def as_messages(value: Any, where: str, name: str, default_role: str) -> list[dict[str, str]]:
-    """A string becomes one message; a list must be {role, content} messages with known roles."""
-    if isinstance(value, str):
-        return [{"role": default_role, "content": value}] if value.strip() else []
-    if isinstance(value, dict) and "role" in value:
-        value = [value]
-    if not isinstance(value, list):
-        raise AlignError(f"{where}: field '{name}' must be a string or a list of messages, got {type(value).__name__}")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise AlignError(f"{where}: {name}[{i}] must be a message {{role, content}}")
-        if m["role"] not in ROLES:
-            raise AlignError(f"{where}: {name}[{i}] has role {m['role']!r}; roles are {', '.join(ROLES)}")
-        if not isinstance(m["content"], str):
-            raise AlignError(f"{where}: {name}[{i}].content must be a string")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
 
 def _text(messages: list[dict[str, str]]) -> str:
     return "\n".join(m["content"].strip() for m in messages)
 
 
 def _why(report: dict[str, int]) -> str:
-    reasons = [f"{v} {k.replace('_', ' ')}" for k, v in report.items() if k not in ("records_read", "pairs") and v]
+    counts = ("records_read", "pairs", "examples", "desirable", "undesirable")
+    reasons = [f"{v} {k.replace('_', ' ')}" for k, v in report.items() if k not in counts and v]
     return ", ".join(reasons) or "no pairs in the records"
 
 

@@ -6,6 +6,13 @@ string for error messages. Containers: JSON Lines (optionally .gz), a JSON array
 an align run directory (its `output` named by the caller). No file name is special-cased: what a
 file holds is decided by its extension and its fields, never by its name.
 
+A Hugging Face dataset is named with `hf:<org>/<name>?split=<split>&subset=<config>&revision=<rev>`
+(split defaults to `train`; subset and revision are optional), e.g.
+`data.train=hf:trl-lib/hh-rlhf-helpful-base?split=train`. It is read with `datasets.load_dataset`
+through its cache (HF_HOME / HF_DATASETS_CACHE), offline from that cache under HF_HUB_OFFLINE=1 or
+HF_DATASETS_OFFLINE=1, and its rows come as `hf:<name>[<split>]:<row>` (row counted from 0). `hf:DIR`
+names a downloaded dataset repository on disk. See `align.core.hub`.
+
 A file that cannot be read (a `.gz` that is not gzip or is cut short, text that is not UTF-8, a CSV
 with NUL bytes, a truncated Parquet file...) is an AlignError naming the file and, where known, the
 line: every reader goes through `read_records`, which turns these into one line and exit code 2.
@@ -20,7 +27,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
-from align.core import runs
+from align.core import hub, runs
 from align.core.errors import AlignError
 
 # A huge CSV field (a long conversation) must not stop the reader.
@@ -33,7 +40,10 @@ def resolve_data_path(path: str | Path, run_output: str | None = None) -> Path:
     """A data file or directory; for an align run directory, the file of its `run_output` output."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise AlignError(f"data not found: {path} (give a JSONL/Parquet/CSV file, a datasets directory or a run directory)")
+        raise AlignError(
+            f"data not found: {path} (give a JSONL/Parquet/CSV file, a datasets directory, a run directory "
+            "or a hub dataset as hf:<org>/<name>?split=train)"
+        )
     if runs.is_run(p):
         manifest = runs.read_manifest(p)
         names = [run_output] if run_output else []
@@ -51,7 +61,15 @@ def resolve_data_path(path: str | Path, run_output: str | None = None) -> Path:
 UNREADABLE = (OSError, EOFError, zlib.error, UnicodeDecodeError, csv.Error)
 
 
+def data_exists(path: str | Path) -> bool:
+    """Whether a data option names something readable: an existing path or a loadable `hf:` dataset."""
+    return hub.exists(path) if hub.is_reference(path) else Path(path).expanduser().exists()
+
+
 def read_records(path: str | Path, run_output: str | None = None) -> Iterator[tuple[str, Any]]:
+    if hub.is_reference(path):
+        yield from hub.read(str(path))
+        return
     p = resolve_data_path(path, run_output)
     last = None
     try:

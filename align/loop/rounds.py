@@ -98,7 +98,8 @@ class RoundSummary:
     gates: GateResult | None = None
     """The round's gates; None for round 0 (nothing to gate) or before evaluation."""
     promoted: bool | None = None
-    """True: the policy becomes the current one; False: held back; None: round 0 or undecided."""
+    """True: the policy becomes the current one; False: held back; None: undecided, or round 0 without gates
+    (round 0 is gated only when it is a warm start and the loop has gates against the starting model)."""
     reasons: list[str] = field(default_factory=list)
     """Why the round was promoted or held back (gate failures, a failed step, ...)."""
     wall_time_s: dict[str, float] = field(default_factory=dict)
@@ -108,10 +109,17 @@ class RoundSummary:
     retention: dict[str, Any] | str | None = None
     """The round's `align evaluate retention` manifest, or its run directory; None when the loop measures no
     retention (or not yet, or round 0 without a warm start: there the policy is the retention baseline)."""
+    versus_start: dict[str, Any] | str | None = None
+    """The round's policy against the loop's starting model (a `loop versus start` run, align/loop/versus_start.py),
+    or its run directory; None when no gate reads it (or not yet)."""
 
     def metrics(self) -> dict[str, Any]:
         """The evaluation's metrics (read from its run directory when given as a path)."""
         return self._run_metrics("evaluation")
+
+    def start_metrics(self) -> dict[str, Any]:
+        """The comparison with the loop's starting model; {} without one."""
+        return self._run_metrics("versus_start")
 
     def retention_metrics(self) -> dict[str, Any]:
         """The retention run's metrics; {} without one."""
@@ -131,7 +139,7 @@ class RoundSummary:
         """JSON-ready, for a loop's state file; `from_dict` reads it back."""
         out = asdict(self)
         out["gates"] = None if self.gates is None else self.gates.as_dict()
-        for key in ("evaluation", "retention"):
+        for key in ("evaluation", "retention", "versus_start"):
             run = getattr(self, key)
             out[key] = run.get("path", run) if isinstance(run, dict) else run
         return out

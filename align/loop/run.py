@@ -59,10 +59,12 @@ from align.loop.config import (
     round_generate_wiring,
     stage_config,
 )
-from align.loop.gates import GateResult, evaluate_gates
+from align.loop.gates import GateResult, evaluate_gates, split_gates
 from align.loop.labels import since_start, usable_pairs, write_labels_run
 from align.loop.preflight import load_retention_gates, preflight
 from align.loop.state import LoopState
+from align.loop.versus_start import StartMismatch, write_versus_start_run
+from align.loop.wait import wait_for_labels
 from align.stages.evaluate_policy import ReuseRefused
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ class Loop:
         self.until = until
         self.dir = resolve_dir(cfg)
         self.specs, self.sets = preflight(cfg)  # everything checkable, before any directory is made
+        self.previous_specs, self.start_specs = split_gates(self.specs)
         self.retention_specs = load_retention_gates(cfg) if cfg.retention_gates else []
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dir / LOCK, "w")
@@ -216,8 +219,19 @@ class Loop:
             # retention run already holds its scores as the baseline's.
             self.retention(rnd, start)
         self.state.current["evaluation"] = self.state.rel(manifest["path"])
-        rnd.update(policy=self.state.rel(start), decided=True,
-                   reasons=["starting policy (SFT warm start)" if self.cfg.sft else "starting policy"])
+        rnd.update(policy=self.state.rel(start), reasons=["starting policy (SFT warm start)" if self.cfg.sft else "starting policy"])
+        if self.cfg.sft and self.start_specs:
+            # The warm start is a candidate like any round's: gates against the starting model decide whether the
+            # rounds start from it. Held back, they start from `policy` itself, and the report says why.
+            gates = evaluate_gates(self.start_specs, self.versus_start(rnd, manifest))
+            rnd.update(promoted=gates.passed, gates=gates.as_dict(), reasons=(
+                [f"SFT warm start: all {len(gates.gates)} gates against the starting model held"] if gates.passed else
+                ["SFT warm start held back; the rounds start from " + self.cfg.policy, *gates.reasons]))
+            if not gates.passed:
+                self.state.current["policy"] = self.cfg.policy
+                log.warning("round 0: the SFT warm start is held back; the rounds start from %s: %s", self.cfg.policy,
+                            "; ".join(gates.reasons))
+        rnd["decided"] = True
         self.state.save()
         self.write_report()
 
@@ -253,7 +267,7 @@ class Loop:
         if cfg.annotators == "simulated":
             self.step(rnd, "simulate", "simulate", {"dataset": dataset, "argilla": argilla, "runs_dir": rd,
                                                     "name": "simulate", "journal_dir": self.journal_dir()})
-        self.wait_for_labels(rnd, dataset, push)
+        wait_for_labels(self, rnd, dataset)
         pull = self.step(rnd, "pull", "pull", {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "name": "pull",
                                                "journal_dir": self.journal_dir()})
         labels = self.labels(n, rnd, pull)
@@ -294,7 +308,9 @@ class Loop:
             wiring["baseline_replies"] = None
             evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
         rnd["since_start"] = since_start(state.abs(state.rounds[0]["steps"]["evaluate"]["run"]), evaluation["path"])
-        gates = evaluate_gates(self.specs, evaluation)
+        gates = evaluate_gates(self.previous_specs, evaluation)
+        if self.start_specs:
+            gates = GateResult(gates.gates + evaluate_gates(self.start_specs, self.versus_start(rnd, evaluation)).gates)
         if cfg.retention:
             # Run whatever the policy gates said: a held-back round's report then names every gate that must
             # change, not only the first set that failed.
@@ -320,6 +336,24 @@ class Loop:
         else:
             log.warning("round %d: held back; the current policy stays %s: %s", n, state.abs(state.current["policy"]),
                         "; ".join(failures))
+
+    def versus_start(self, rnd: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+        """The round's policy against the loop's starting model (align/loop/versus_start.py): its replies in
+        `evaluation` paired with the starting model's in round 0's; when the evaluation settings changed since
+        round 0, the starting model answers again with the current ones (step evaluate_start)."""
+        rd = self.round_dir(rnd["round"])
+        start_eval = self.state.abs(self.state.rounds[0]["steps"]["evaluate"]["run"])
+
+        def make() -> dict[str, Any]:
+            try:
+                return write_versus_start_run(evaluation["path"], start_eval, rd)
+            except StartMismatch as why:
+                log.info("round %d: evaluating the starting model again: %s", rnd["round"], why)
+                fresh = self.step(rnd, "evaluate_start", "evaluate", {"policy": self.cfg.policy, "baseline": self.cfg.policy,
+                                                                      "runs_dir": str(rd), "name": "evaluate_start"})
+                return write_versus_start_run(evaluation["path"], fresh["path"], rd)
+
+        return self._step(rnd, "versus_start", make)
 
     def retention(self, rnd: dict[str, Any], policy: str) -> dict[str, Any]:
         """`align evaluate retention` of `policy` against the base model the loop started from."""
@@ -370,65 +404,11 @@ class Loop:
         return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config,
                                                                   balance=self.cfg.train.balance))
 
-    def wait_for_labels(self, rnd: dict[str, Any], dataset: str, push: dict[str, Any]) -> None:
-        record = rnd["steps"].get("wait")
-        if record and record.get("status") == "done":
-            return
-        from tqdm.auto import tqdm
-
-        wait = self.cfg.wait
-        if not record:
-            record = rnd["steps"]["wait"] = {"status": "started", "started": _now(), "since": time.time()}
-            self.state.save()
-        since = record["since"]
-        deadline = since + wait.deadline_minutes * 60 if wait.deadline_minutes is not None else None
-        progress = self.progress(dataset, rnd["round"])
-        target = min(wait.min_records or progress["total"], progress["total"])
-        if self.cfg.annotators == "simulated":
-            # The simulated annotators answered in the simulate step and will add nothing: a record one of them
-            # discarded stays short of its submissions for good, and waiting for it would never end.
-            if progress["completed"] < target:
-                log.info("round %d: simulated annotators done; %d of %d records complete (the rest have a discard)",
-                         rnd["round"], progress["completed"], progress["total"])
-            target = min(target, progress["completed"])
-        with tqdm(total=target, desc=f"round {rnd['round']}: records labelled", unit="record") as bar:
-            while True:
-                bar.n = min(progress["completed"], target)
-                bar.refresh()
-                if progress["completed"] >= target:
-                    break
-                if deadline is not None and time.time() >= deadline:
-                    if progress["completed"] == 0:
-                        raise AlignError(f"round {rnd['round']}: wait.deadline_minutes={wait.deadline_minutes} passed and "
-                                         f"no record of '{dataset}' is labelled; the loop state is intact: label, then "
-                                         "run the same command again (or raise the deadline with --allow-config-change)")
-                    log.warning("round %d: deadline passed with %d of %d records complete; pulling what is labelled",
-                                rnd["round"], progress["completed"], target)
-                    break
-                time.sleep(wait.poll_seconds)
-                progress = self.progress(dataset, rnd["round"])
-        record.update(status="done", finished=_now(), completed=progress["completed"], total=progress["total"],
-                      wall_time_s=round(time.time() - since, 1))
-        self.state.save()
-
-    def progress(self, dataset: str, n: int) -> dict[str, int]:
-        """The dataset's progress from Argilla (total, completed, pending); a ServiceError keeps the state."""
-        from align.annotate.connection import connect
-
-        try:
-            with connect(self.cfg.argilla) as conn:
-                ds = conn.dataset(dataset, self.cfg.argilla.workspace)
-                progress = conn.call("GET progress", ds.progress)
-        except ServiceError as exc:
-            raise ServiceError(f"round {n}: Argilla did not answer while waiting for labels ({exc}); the loop state is "
-                               "intact: run the same command again to go on") from None
-        return {"total": int(progress.get("total", 0)), "completed": int(progress.get("completed", 0)),
-                "pending": int(progress.get("pending", 0))}
-
     # -- paths, report, summary ---------------------------------------------------------------------
     def start_policy(self) -> str:
-        """The policy round 1 started from: the SFT warm start when the loop has one, else `policy`."""
-        return self.state.abs(self.state.rounds[0]["policy"])
+        """The policy round 1 started from: the SFT warm start when the loop has one and its gates held, else `policy`."""
+        zero = self.state.rounds[0]
+        return self.cfg.policy if zero.get("promoted") is False else self.state.abs(zero["policy"])
 
     def round_dir(self, n: int) -> Path:
         return self.dir / f"round-{n}"

@@ -19,7 +19,10 @@ TABLE = (("brand", "brand_score", "brand score"), ("harmful", "refusal_rate", "h
 RETENTION_TABLE = (("ifeval", "prompt_strict", "difference", "IFEval p-strict vs base"),
                    ("drift", "kl", None, "KL vs base"))
 STEP_ORDER = ("sft", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo",
-              "evaluate", "retention")
+              "evaluate", "evaluate_start", "versus_start", "retention")
+# (prompt set, metric, column title) of the printed comparison with the loop's starting model, when a gate reads it.
+START_TABLE = (("brand", "brand_score", "brand vs start"), ("harmful", "refusal_rate", "harmful refused vs start"),
+               ("safe", "refusal_rate", "over-refusal vs start"))
 
 
 def round_summaries(state: LoopState) -> list[RoundSummary]:
@@ -34,12 +37,13 @@ def round_summaries(state: LoopState) -> list[RoundSummary]:
             evaluation=evaluation,
             labels=LabelSummary.from_pull_run(pull) if pull else None,
             gates=GateResult.from_dict(rnd["gates"]) if rnd.get("gates") else None,
-            promoted=rnd.get("promoted") if rnd["round"] > 0 and rnd.get("decided") else None,
+            promoted=rnd.get("promoted") if rnd.get("decided") and (rnd["round"] > 0 or rnd.get("gates")) else None,
             reasons=list(rnd.get("reasons", [])),
             wall_time_s={k: float(v["wall_time_s"]) for k, v in sorted(steps.items(), key=lambda kv: _order(kv[0]))
                          if v.get("status") == "done" and v.get("wall_time_s") is not None},
             examples=examples_from_replies(evaluation, 2) if evaluation and (rnd["round"] > 0 or "sft" in steps) else [],
             retention=_done(state, steps, "retention"),
+            versus_start=_done(state, steps, "versus_start"),
         ))
     return out
 
@@ -78,30 +82,44 @@ def loop_info(state: LoopState, cfg) -> dict[str, Any]:
 
 
 def score_table(state: LoopState) -> str:
-    """Each round's policy on the held-out sets: mean [95% interval], plus the gate outcome."""
+    """Each round's policy on the held-out sets: mean [95% interval], plus the gate outcome; with gates against the
+    starting model, the paired difference from it too; with retention, what was lost against the base."""
     retention = [_done(state, rnd["steps"], "retention") for rnd in state.rounds]
+    versus = [_done(state, rnd["steps"], "versus_start") for rnd in state.rounds]
     extra = RETENTION_TABLE if any(retention) else ()
+    start_cols = START_TABLE if any(versus) else ()
     header = f"{'round':>5}  {'outcome':<11}" + "".join(f"  {t:>22}" for _, _, t in TABLE) + \
-        "".join(f"  {t:>24}" for *_, t in extra)
+        "".join(f"  {t:>25}" for *_, t in start_cols) + "".join(f"  {t:>24}" for *_, t in extra)
     lines = [header]
-    for rnd, kept in zip(state.rounds, retention):
+    for rnd, kept, vs in zip(state.rounds, retention, versus):
         run = _done(state, rnd["steps"], "evaluate")
         metrics = runs.read_manifest(run)["metrics"] if run else {}
         kept_metrics = runs.read_manifest(kept)["metrics"] if kept else {}
-        outcome = "start" if rnd["round"] == 0 else ("promoted" if rnd.get("promoted") else
-                                                     "held back" if rnd.get("decided") else "in progress")
+        vs_metrics = runs.read_manifest(vs)["metrics"] if vs else {}
         cells = []
         for prompt_set, metric, _ in TABLE:
             m = metrics.get(prompt_set, {}).get(metric, {}).get("policy")
             cells.append(f"{m['mean']:.3f} [{m['ci_low']:.3f},{m['ci_high']:.3f}]" if m else "-")
+        vs_cells = []
+        for prompt_set, metric, _ in start_cols:
+            m = vs_metrics.get(prompt_set, {}).get(metric, {}).get("difference")
+            vs_cells.append(f"{m['mean']:+.3f} [{m['ci_low']:+.3f},{m['ci_high']:+.3f}]" if m else "-")
         kept_cells = []
         for prompt_set, metric, part, _ in extra:
             m = kept_metrics.get(prompt_set, {}).get(metric, {})
             m = m.get(part) if part else m
             kept_cells.append(f"{m['mean']:+.3f} [{m['ci_low']:+.3f},{m['ci_high']:+.3f}]" if m else "-")
-        lines.append(f"{rnd['round']:>5}  {outcome:<11}" + "".join(f"  {c:>22}" for c in cells)
-                     + "".join(f"  {c:>24}" for c in kept_cells))
+        lines.append(f"{rnd['round']:>5}  {outcome(rnd):<11}" + "".join(f"  {c:>22}" for c in cells)
+                     + "".join(f"  {c:>25}" for c in vs_cells) + "".join(f"  {c:>24}" for c in kept_cells))
     return "\n".join(lines)
+
+
+def outcome(rnd: dict[str, Any]) -> str:
+    """start, start held (round 0 gated against the starting model), promoted, held back or in progress."""
+    if rnd["round"] == 0:
+        gated = rnd.get("decided") and rnd.get("gates")
+        return ("start" if not gated else "start, kept" if rnd.get("promoted") else "start, held back")
+    return ("promoted" if rnd.get("promoted") else "held back") if rnd.get("decided") else "in progress"
 
 
 def status_text(state: LoopState) -> str:
@@ -114,9 +132,7 @@ def status_text(state: LoopState) -> str:
         steps = rnd["steps"]
         done = [k for k in sorted(steps, key=_order) if steps[k].get("status") == "done"]
         started = [k for k in steps if steps[k].get("status") == "started"]
-        outcome = ("promoted" if rnd.get("promoted") else "held back") if rnd.get("decided") and rnd["round"] > 0 \
-            else ("start" if rnd["round"] == 0 else "in progress")
-        line = f"round {rnd['round']}: {outcome}; done: {', '.join(done) or '-'}"
+        line = f"round {rnd['round']}: {outcome(rnd)}; done: {', '.join(done) or '-'}"
         if started:
             line += f"; started, not finished: {', '.join(started)}"
         if rnd.get("dataset"):
@@ -125,7 +141,7 @@ def status_text(state: LoopState) -> str:
         if wait.get("status") == "done":
             line += f" ({wait.get('completed')}/{wait.get('total')} records complete at the pull)"
         lines.append(line)
-        if rnd.get("decided") and rnd["round"] > 0:
+        if rnd.get("decided") and (rnd["round"] > 0 or rnd.get("gates")):
             lines.append("   " + "; ".join(rnd.get("reasons", [])))
     if data.get("config_changes"):
         lines.append(f"config changed {len(data['config_changes'])} time(s): see loop.json")

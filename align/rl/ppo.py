@@ -28,6 +28,11 @@ Where this departs from the paper and from Huang et al.:
   minibatch, as Huang et al. recommend;
 - logits are divided by the sampling temperature before log-probs are taken (Huang et al.).
 
+Placement: policy, value model (and so the reference and the reward model, which are those two with
+their adapters off) are wherever the caller put them (`align ppo` puts both on the process's device,
+align.core.device); every rollout tensor is built on the policy's device, and every model call moves
+its batch to that model's device, so nothing is copied per token and a CPU run is unchanged.
+
 Timing per step: `generation` is the rollout (for vLLM including bringing the adapter's weights to
 the engine), `scoring` the reward function, `training` the rest
 (log-prob and value forwards plus the PPO epochs).
@@ -42,6 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
+from align.core.device import model_device
 from align.core.errors import AlignError
 from align.rl.ppo_losses import (
     entropy_from_logits,
@@ -132,6 +138,7 @@ class PPOTrainer:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id
         self.sampler = sampler
+        self.device = model_device(policy)
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         if not params:
             raise AlignError("PPO found no trainable parameters on the policy or value model (LoRA adapters expected)")
@@ -148,11 +155,11 @@ class PPOTrainer:
         mask, ended = _response_mask(response, self.eos_id)
         texts = [self.tokenizer.decode(r[: int(m.sum())], skip_special_tokens=True).strip()
                  for r, m in zip(response, mask)]
-        scores = torch.tensor(self.reward_fn(prompts, texts), dtype=torch.float32)
+        scores = torch.tensor(self.reward_fn(prompts, texts), dtype=torch.float32).to(self.device)
         scored = time.perf_counter()
 
         prompt_mask = (torch.arange(prompt_width)[None, :] >= torch.tensor(
-            [prompt_width - len(p) for p in prompt_ids])[:, None]).long()
+            [prompt_width - len(p) for p in prompt_ids])[:, None]).long().to(self.device)
         attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
         with torch.no_grad():
             logits = self._response_logits(self.policy, sequences, attention_mask, prompt_width)
@@ -222,8 +229,11 @@ class PPOTrainer:
         optimizer and the torch RNG (sampling and minibatch order draw from it)."""
         from peft import get_peft_model_state_dict
 
-        return {"policy": get_peft_model_state_dict(self.policy), "value_model": get_peft_model_state_dict(self.value_model),
-                "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+        state = {"policy": get_peft_model_state_dict(self.policy), "value_model": get_peft_model_state_dict(self.value_model),
+                 "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":  # `generate` samples on the GPU with its own generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         from peft import set_peft_model_state_dict
@@ -232,6 +242,8 @@ class PPOTrainer:
         set_peft_model_state_dict(self.value_model, state["value_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
 
     # -- model calls ------------------------------------------------------------------------------
     def _generate(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, int]:
@@ -247,7 +259,7 @@ class PPOTrainer:
             for row, (ids, response) in enumerate(zip(prompt_ids, responses)):
                 out[row, width - len(ids):width] = torch.tensor(ids)
                 out[row, width:width + len(response)] = torch.tensor(response, dtype=torch.long)
-            return out, width
+            return out.to(self.device), width
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_ids):  # left padding: generation starts at the same column
@@ -258,14 +270,17 @@ class PPOTrainer:
             top_k=0, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
         )
         with torch.no_grad():
-            out = self.policy.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+            out = self.policy.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                                       generation_config=config)
         missing = width + self.max_new_tokens - out.shape[1]
         if missing > 0:
-            out = torch.cat([out, torch.full((out.shape[0], missing), self.pad_id, dtype=out.dtype)], dim=1)
+            out = torch.cat([out, out.new_full((out.shape[0], missing), self.pad_id)], dim=1)
         return out, width
 
     def _response_logits(self, model, input_ids, attention_mask, prompt_width: int) -> torch.Tensor:
         """Logits predicting each response token, divided by the sampling temperature."""
+        where = model_device(model)
+        input_ids, attention_mask = input_ids.to(where), attention_mask.to(where)
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask))
         return out.logits[:, prompt_width - 1:-1].float() / self.temperature
 
@@ -273,6 +288,8 @@ class PPOTrainer:
         """V(state before each response token): the score head on every hidden state of the backbone."""
         classifier = self.value_model.get_base_model()
         backbone = getattr(classifier, classifier.base_model_prefix)
+        where = model_device(self.value_model)
+        input_ids, attention_mask = input_ids.to(where), attention_mask.to(where)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=_positions(attention_mask)).last_hidden_state
         return classifier.score(hidden[:, prompt_width - 1:-1]).squeeze(-1).float()
@@ -289,7 +306,7 @@ def _response_mask(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, t
     is_eos = response == eos_id
     ended = is_eos.any(dim=1)
     first = torch.where(ended, is_eos.float().argmax(dim=1), torch.full_like(ended, response.shape[1], dtype=torch.long))
-    positions = torch.arange(response.shape[1])[None, :]
+    positions = torch.arange(response.shape[1], device=response.device)[None, :]
     return (positions <= first[:, None]).float(), ended
 
 

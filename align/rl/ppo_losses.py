@@ -48,7 +48,7 @@ def kl_shaped_rewards(scores, logprobs, ref_logprobs, mask, kl_coef: float):
     rewards = -kl_coef * kl
     last = (mask.sum(dim=1).long() - 1).clamp(min=0)
     rewards = rewards.clone()
-    rewards[torch.arange(len(scores)), last] += scores * (mask.sum(dim=1) > 0).to(scores.dtype)
+    rewards[torch.arange(len(scores), device=scores.device), last] += scores * (mask.sum(dim=1) > 0).to(scores.dtype)
     return rewards, kl
 
 

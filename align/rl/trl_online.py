@@ -62,16 +62,18 @@ def trl_arguments(cfg):
         "num_generations": cfg.num_generations, "max_completion_length": cfg.max_new_tokens,
         "temperature": cfg.temperature, "beta": cfg.kl_coef, "learning_rate": cfg.learning_rate,
         "seed": cfg.seed, "logging_steps": 1, "lr_scheduler_type": "constant",
-    })
+    }, dtype=cfg.dtype)
 
 
 def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, prompts, run_dir, resume=None):
     """Train with TRL's trainer; returns the peft policy. `resume`: the checkpoint record to continue from."""
     from datasets import Dataset
 
+    # TRL's trainer places both (the reward model through accelerate, as an evaluation-mode model).
     reward_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code,
-                                     pad_token_id=reward_tokenizer.pad_token_id).requires_grad_(False).eval()
-    policy = load_policy(source, cfg.dtype, cfg.trust_remote_code)
+                                     pad_token_id=reward_tokenizer.pad_token_id,
+                                     attn_implementation=cfg.attn_implementation).requires_grad_(False).eval()
+    policy = load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
     bind_output_dir(args, run_dir)
     if cfg.checkpoint_every:
         from transformers.trainer_utils import SaveStrategy

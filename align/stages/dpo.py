@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from align.core import prefix_sharing, runs
+from align.core import device, prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.prefix_sharing import PrefixSharing, dpo_trainer_class
@@ -135,7 +135,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
     args = training_arguments(DPOConfig, cfg.training, {
         **DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed,
         "loss_type": cfg.loss_type, "beta": cfg.beta,
-    })
+    }, dtype=cfg.dtype)
     grouping_refusal(args)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
@@ -170,6 +170,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
 
 def run(cfg: Config) -> dict:
+    device.check_quantization(cfg.quantization)  # this machine can load it (a dry run needs no GPU)
     ready = prepare(cfg)
     args, source, reward_source, tokenizer = ready.args, ready.source, ready.reward_source, ready.tokenizer
     train, test = ready.train, ready.test
@@ -195,13 +196,16 @@ def run(cfg: Config) -> dict:
         from transformers import set_seed
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
+        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization,
+                            attn_implementation=cfg.attn_implementation)
         # LoRA: reference = adapter disabled (TRL does this when ref_model is None and peft_config is set),
         # unless another reference is named.
         if ready.reference is not None:
-            ref_model = load_policy(ready.reference, cfg.dtype, cfg.trust_remote_code)
+            ref_model = load_policy(ready.reference, cfg.dtype, cfg.trust_remote_code,
+                                    attn_implementation=cfg.attn_implementation)
         else:
-            ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
+            ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code,
+                                                                  attn_implementation=cfg.attn_implementation)
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("DPOTrainer", cfg.training, building=True):
@@ -253,6 +257,7 @@ def run(cfg: Config) -> dict:
                 disable_adapter=cfg.lora.enabled and ref_model is None, reference=ref_model,
                 replies_path=replies_output(run_dir),
             ))
+        device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 
 

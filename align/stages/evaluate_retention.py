@@ -68,7 +68,7 @@ SINGLE = {"drift": ("kl", "rm_win_rate")}
 class IFEvalSettings:
     """IFEval prompts and how they are answered."""
 
-    path: str = "../shared/data/instructions/ifeval_prompts.jsonl"
+    path: str = "data/instructions/ifeval_prompts.jsonl"
     """IFEval JSONL (key, prompt, instruction_id_list, kwargs); empty = IFEval not evaluated."""
     limit: int | None = None
     """Evaluate a seeded subset of this many prompts (kept in file order); unset = all."""

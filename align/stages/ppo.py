@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import TrainStageConfig, count_trainable, format_seconds
@@ -197,7 +197,9 @@ def run(cfg: Config) -> dict:
             run_dir.metrics.update(compare_with_reward_model(
                 policy, tokenizer, reward_source, [p.messages for p in held_out], cfg.eval, cfg.dtype,
                 cfg.max_length, disable_adapter=True, replies_path=replies_output(run_dir),
+                attn_implementation=cfg.attn_implementation,
             ))
+        device.record(run_dir, cfg, policy)
         return runs.finish(run_dir)
 
 
@@ -206,9 +208,12 @@ def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, 
 
     from align.rl.ppo import PPOTrainer, reward_model_scorer
 
-    policy = load_policy(source, cfg.dtype, cfg.trust_remote_code)
+    # Placed on this process's device: align runs these itself (rollouts, scoring, the PPO update).
+    policy = load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
+                         place=True)
     policy = get_peft_model(policy, peft_config(cfg.lora, "CAUSAL_LM", policy, cfg.trainable_layers))
-    value_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+    value_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                                    attn_implementation=cfg.attn_implementation, place=True)
     value_model = get_peft_model(value_model, peft_config(cfg.lora, "SEQ_CLS", value_model, cfg.trainable_layers))
     # The reward model is the value model with its adapter off: one copy of the reward weights.
     reward_fn = reward_model_scorer(value_model, tokenizer, cfg.max_length, cfg.reward_batch_size,

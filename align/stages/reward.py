@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Literal
 
-from align.core import prefix_sharing, runs
+from align.core import device, prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.prefix_sharing import PrefixSharing, reward_trainer_class
@@ -91,7 +91,8 @@ def prepare(cfg: Config) -> SimpleNamespace:
     # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import RewardConfig
 
-    args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
+    args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed},
+                              dtype=cfg.dtype)
     grouping_refusal(args)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
@@ -110,6 +111,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
 
 def run(cfg: Config) -> dict:
+    device.check_quantization(cfg.quantization)  # this machine can load it (a dry run needs no GPU)
     ready = prepare(cfg)
     args, source, tokenizer, rows, test = ready.args, ready.source, ready.tokenizer, ready.rows, ready.test
 
@@ -127,7 +129,7 @@ def run(cfg: Config) -> dict:
 
         set_seed(cfg.seed)
         model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                                  quantization=cfg.quantization)
+                                  quantization=cfg.quantization, attn_implementation=cfg.attn_implementation)
         lora_config = trainable_setup(model, cfg, "SEQ_CLS", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("RewardTrainer", cfg.training, building=True):
@@ -161,6 +163,7 @@ def run(cfg: Config) -> dict:
             run_dir.notes[f"{split_name}_data"] = held.report
             log.info("reward model on %d %s pairs: accuracy %.3f, mean margin %.3f",
                      scored["pairs"], split_name, scored["accuracy"], scored["mean_margin"])
+        device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 
 

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.training import (
     TrainStageConfig,
@@ -71,7 +71,8 @@ def prepare(cfg: Config) -> SimpleNamespace:
     # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import SFTConfig
 
-    args = training_arguments(SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed})
+    args = training_arguments(SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed},
+                              dtype=cfg.dtype)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     rows, data_report, held_out = load_sft_examples(cfg.data, fits=token_budget(tokenizer, cfg.max_length, ("completion",)))
@@ -81,6 +82,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
 
 def run(cfg: Config) -> dict:
+    device.check_quantization(cfg.quantization)  # this machine can load it (a dry run needs no GPU)
     ready = prepare(cfg)
     args, source, tokenizer, rows = ready.args, ready.source, ready.tokenizer, ready.rows
 
@@ -98,7 +100,8 @@ def run(cfg: Config) -> dict:
         from trl import SFTTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
+        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization,
+                            attn_implementation=cfg.attn_implementation)
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("SFTTrainer", cfg.training, building=True):
@@ -120,5 +123,6 @@ def run(cfg: Config) -> dict:
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update(final_train_metrics(trainer))
+        device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 

@@ -25,7 +25,7 @@ from align.rollout import SamplingSettings, encode_prompts
 from align.rollout.hf_engine import HFEngine
 
 REPO = Path(__file__).resolve().parents[2]
-SAFETY = REPO.parent / "shared" / "data" / "safety"
+SAFETY = REPO / "data" / "safety"
 DEFAULT_OUTPUT = REPO / "tests" / "evaluation" / "data" / "refusal_hand_labels.jsonl"
 
 # (file, prompt set, licence, how many, record filter)
@@ -54,7 +54,7 @@ def collect() -> list[dict]:
                    if all(isinstance(rec, dict) and rec.get(k) == v for k, v in match.items())]
         for p in sample(prompts, n, SEED):
             rows.append({"prompt_set": prompt_set, "prompt": p.messages[-1]["content"], "messages": p.messages,
-                         "source": str(Path(p.source).relative_to(REPO.parent)), "licence": licence})
+                         "source": str(Path(p.source).relative_to(REPO)), "licence": licence})
     # Dev and held-out halves by a hash of the prompt: the detector is tuned on dev only.
     _, heldout = split_pairs([{"prompt": r["messages"]} for r in rows], 0.5, SEED)
     heldout_keys = {json.dumps(r["prompt"]) for r in heldout}

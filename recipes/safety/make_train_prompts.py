@@ -56,7 +56,7 @@ def validation_harmful(train_side: list, warm_start: list) -> list:
 def build(extra_harmful: int = 0) -> list[dict]:
     harmful = harmful_train_side(max_prompts=48)
     ordinary = load_prompt_set("ordinary", PromptSetConfig(
-        paths=["../shared/data/instructions/oasst_prompts_en_250.jsonl"], max_prompts=24, sample_seed=0))
+        paths=["data/instructions/oasst_prompts_en_250.jsonl"], max_prompts=24, sample_seed=0))
     lookalike = load_prompt_set("lookalike", PromptSetConfig(paths=[str(HERE / "lookalike_prompts.jsonl")]))
     # Interleaved in proportion (each prompt at its fractional position within its kind), so any prefix of the
     # file, e.g. `max_prompts`, keeps the mix.
@@ -80,7 +80,9 @@ def prompt_rows(prefix: str, prompts: list, start: int = 0) -> list[dict]:
     file:line and licence."""
     rows = []
     for kind, prompt in prompts:
-        source = prompt.source.split("shared/data/")[-1].replace(f"{ROOT}/", "")
+        # A public set's prompt is named relative to data/ (as data/README.md lists it), the recipe's own files
+        # relative to the repository root: the committed prompt files keep these names.
+        source = prompt.source.removeprefix("data/").replace(f"{ROOT}/", "")
         licence = next(v for k, v in LICENCES.items() if k in source)
         rows.append({"id": f"{prefix}-{start + len(rows) + 1:03d}", "kind": kind,
                      "label": "unsafe" if kind == "harmful" else "safe",

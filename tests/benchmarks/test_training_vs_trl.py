@@ -46,8 +46,8 @@ def test_variants_parse_into_name_and_overrides(bench):
     assert bench.parse_variant("align") == ("align", [])
 
 
-def test_both_sides_train_and_are_scored_on_the_same_fitting_pairs(bench, shared_data, tmp_path):
-    args = Namespace(data=str(shared_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"),
+def test_both_sides_train_and_are_scored_on_the_same_fitting_pairs(bench, repo_data, tmp_path):
+    args = Namespace(data=str(repo_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"),
                      train_pairs=12, test_pairs=6, max_length=160, pool="fit", held_out="fit")
     data = bench.prepare_data(args, tmp_path)
     train = [json.loads(line) for line in Path(data["train"]).read_text().splitlines()]

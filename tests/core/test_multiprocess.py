@@ -43,8 +43,8 @@ def step_lines(run_path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "reward", "dpo"])
-def test_two_processes_write_one_run_with_single_process_losses(stage, tiny_model, shared_data, tmp_path):
-    data = hh_sample(shared_data, tmp_path, n=64)
+def test_two_processes_write_one_run_with_single_process_losses(stage, tiny_model, repo_data, tmp_path):
+    data = hh_sample(repo_data, tmp_path, n=64)
     args = [f"model={tiny_model}", f"data.train={data}", *COMMON]
     if stage == "sft":
         args.append("data.format=preference-chosen")

@@ -33,10 +33,10 @@ def test_packing_layout_by_hand():
     assert packed.index[2].tolist() == [0, 1, 3, 4] and packed.index[3, :2].tolist() == [0, 1]
 
 
-def hh_rows(shared_data, tmp_path, n):
+def hh_rows(repo_data, tmp_path, n):
     from align.data.preferences import load_preference_pairs
 
-    with gzip.open(shared_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz", "rt") as f:
+    with gzip.open(repo_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz", "rt") as f:
         lines = [next(f) for _ in range(n)]
     (tmp_path / "pairs.jsonl").write_text("".join(lines))
     rows = load_preference_pairs(str(tmp_path / "pairs.jsonl")).rows
@@ -107,8 +107,8 @@ def assert_same_computation(stage, model_dir, rows, lora, tmp_path, max_length=2
 
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
-def test_shared_prefix_equals_unshared_on_tiny_model(stage, lora, tiny_model, shared_data, tmp_path):
-    rows = hh_rows(shared_data, tmp_path, 24)
+def test_shared_prefix_equals_unshared_on_tiny_model(stage, lora, tiny_model, repo_data, tmp_path):
+    rows = hh_rows(repo_data, tmp_path, 24)
     _, metrics = assert_same_computation(stage, tiny_model, rows, lora, tmp_path)
     if stage == "dpo":
         assert metrics["logps/chosen"] != 0 and metrics["rewards/margins"] == metrics["rewards/margins"]
@@ -117,10 +117,10 @@ def test_shared_prefix_equals_unshared_on_tiny_model(stage, lora, tiny_model, sh
 @pytest.mark.slow
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
-def test_shared_prefix_equals_unshared_on_embedded_model(stage, lora, shared_data, tmp_path):
+def test_shared_prefix_equals_unshared_on_embedded_model(stage, lora, repo_data, tmp_path):
     from align.model_cache import embedded_model_dir
 
-    rows = hh_rows(shared_data, tmp_path, 12)
+    rows = hh_rows(repo_data, tmp_path, 12)
     assert_same_computation(stage, embedded_model_dir(), rows, lora, tmp_path, max_length=192, batch=2)
 
 
@@ -133,7 +133,7 @@ def test_auto_leaves_batches_alone_when_packing_would_not_save(tiny_model, tmp_p
 
 
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
-def test_stage_trains_with_prefix_sharing_on(stage, tiny_model, shared_data, tmp_path):
+def test_stage_trains_with_prefix_sharing_on(stage, tiny_model, repo_data, tmp_path):
     import math
 
     from align.core.config import load_config
@@ -142,7 +142,7 @@ def test_stage_trains_with_prefix_sharing_on(stage, tiny_model, shared_data, tmp
 
     module = {"reward": reward, "dpo": dpo}[stage]
     manifest = module.run(load_config(module.Config, None, [
-        f"model={tiny_model}", f"data.train={hh_sample(shared_data, tmp_path)}", "data.test_fraction=0.3",
+        f"model={tiny_model}", f"data.train={hh_sample(repo_data, tmp_path)}", "data.test_fraction=0.3",
         f"runs_dir={tmp_path / 'runs'}", "prefix_sharing=on", *FAST]))
     on_disk = assert_complete_manifest(manifest, stage)
     sharing = on_disk["notes"]["prefix_sharing"]

@@ -167,10 +167,10 @@ def test_ties_from_pulled_annotations_are_counted(tmp_path):
     assert len(data.rows) == 1 and data.report["ties_or_no_majority"] == 1
 
 
-# -- the real public sets in ../shared/data ----------------------------------------------------------
+# -- the real public sets in data/ (shipped copies) --------------------------------------------------
 
-def test_reads_hh_rlhf_harmless(shared_data):
-    data = load_preference_pairs(str(shared_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"))
+def test_reads_hh_rlhf_harmless(repo_data):
+    data = load_preference_pairs(str(repo_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"))
     assert data.report["records_read"] == 2312
     assert len(data.rows) + data.report["identical_dropped"] == 2312
     # A handful of the public records have a missing "\n\n" before "Human:", which leaves two
@@ -179,8 +179,8 @@ def test_reads_hh_rlhf_harmless(shared_data):
     assert all(len(r["chosen"]) == 1 and r["chosen"][0]["role"] == "assistant" for r in data.rows)
 
 
-def test_reads_oasst_trees(shared_data):
-    data = load_preference_pairs(str(shared_data / "preferences" / "oasst_en_100_tree.jsonl"))
+def test_reads_oasst_trees(repo_data):
+    data = load_preference_pairs(str(repo_data / "preferences" / "oasst_en_100_tree.jsonl"))
     assert data.report["records_read"] == 100
     assert 300 < len(data.rows) < 2000
     assert all(r["chosen"] != r["rejected"] for r in data.rows)

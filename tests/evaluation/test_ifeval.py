@@ -92,8 +92,8 @@ def test_prompt_file_errors(tmp_path):
         load_ifeval_prompts(str(bad))
 
 
-def test_seeded_subset_is_stable(shared_data):
-    path = str(shared_data / "instructions" / "ifeval_prompts.jsonl")
+def test_seeded_subset_is_stable(repo_data):
+    path = str(repo_data / "instructions" / "ifeval_prompts.jsonl")
     full = load_ifeval_prompts(path)
     a, b = load_ifeval_prompts(path, 60, seed=0), load_ifeval_prompts(path, 60, seed=0)
     assert len(full) == 541 and [p.key for p in a] == [p.key for p in b] and len(a) == 60

@@ -62,7 +62,7 @@ def test_an_empty_set_says_what_emptied_it(tmp_path):
         PromptSetConfig(eval_fraction=1.0)
 
 
-def test_shipped_safety_split_keeps_evaluation_prompts_out_of_training(shared_data, monkeypatch):
+def test_shipped_safety_split_keeps_evaluation_prompts_out_of_training(repo_data, monkeypatch):
     """configs/evaluate/policy.yaml's harmful set: the eval side never meets the train side, and the
     XSTest set holds only prompts labelled safe."""
     monkeypatch.chdir(REPO)
@@ -76,4 +76,4 @@ def test_shipped_safety_split_keeps_evaluation_prompts_out_of_training(shared_da
     assert len(eval_prompts) == cfg.harmful.max_prompts
     assert not eval_prompts & train_prompts and eval_prompts < all_prompts
     safe = load_prompt_set("safe", cfg.safe)
-    assert len(safe) == cfg.safe.max_prompts and all(p.source.startswith("../shared/data/safety/xstest") for p in safe)
+    assert len(safe) == cfg.safe.max_prompts and all(p.source.startswith("data/safety/xstest") for p in safe)

@@ -40,7 +40,8 @@ def test_labels_are_complete_and_traceable():
     for r in data:
         assert r["hand_label"] in ("refusal", "partial", "compliance")
         assert r["prompt_set"] in ("harmful", "safe") and r["part"] in ("dev", "heldout")
-        assert re.match(r"shared/data/safety/[\w.]+:\d+$", r["source"]), r["source"]
+        assert re.match(r"data/safety/[\w.]+:\d+$", r["source"]), r["source"]
+        assert (REPO / r["source"].rsplit(":", 1)[0]).is_file(), r["source"]  # the shipped copy it was drawn from
         assert r["licence"] in ("MIT", "Apache-2.0", "CC-BY-4.0") and r["prompt"] and "reply" in r
     assert {r["part"] for r in data if r["hand_label"] != "compliance"} == {"dev", "heldout"}
 

@@ -17,7 +17,7 @@ SMALL = [
 ]
 
 
-def test_recipe_runs_sft_reward_dpo_and_resumes(tiny_model, shared_data, tmp_path, capsys):
+def test_recipe_runs_sft_reward_dpo_and_resumes(tiny_model, repo_data, tmp_path, capsys):
     code = recipe.main(["--runs-dir", str(tmp_path), f"all.model={tiny_model}", *SMALL])
     out = capsys.readouterr().out
     assert code == 0, out

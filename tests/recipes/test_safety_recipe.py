@@ -40,19 +40,19 @@ def _eval_side_and_xstest() -> tuple[set[str], list[str]]:
     """The prompts the loop is gated on: the harmful split's eval side, and XSTest (safe and unsafe rows)."""
     policy = yaml.safe_load((ROOT / "configs/evaluate/policy.yaml").read_text())
     eval_side = load_prompt_set("harmful", PromptSetConfig(**{**policy["harmful"], "max_prompts": None}))
-    with open(ROOT / "../shared/data/safety/xstest_prompts.csv", encoding="utf-8") as f:
+    with open(ROOT / "data/safety/xstest_prompts.csv", encoding="utf-8") as f:
         xstest = [r["prompt"] for r in csv.DictReader(f)]
     return {p.messages[-1]["content"] for p in eval_side}, xstest
 
 
-def test_training_prompts_are_rebuilt_as_committed(shared_data, monkeypatch):
+def test_training_prompts_are_rebuilt_as_committed(repo_data, monkeypatch):
     from recipes.safety.make_train_prompts import build
 
     monkeypatch.chdir(ROOT)
     assert build() == _rows("prompts_train.jsonl")
 
 
-def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch):
+def test_training_prompts_stay_off_the_evaluation_sets(repo_data, monkeypatch):
     monkeypatch.chdir(ROOT)
     rows = _rows("prompts_train.jsonl")
     assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == \
@@ -67,7 +67,7 @@ def test_training_prompts_stay_off_the_evaluation_sets(shared_data, monkeypatch)
         assert overlap <= 0.5, f"{row['prompt']!r} is close to XSTest's {closest!r} ({overlap:.2f})"
 
 
-def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and_test(shared_data, monkeypatch,
+def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and_test(repo_data, monkeypatch,
                                                                                        tmp_path):
     """prompts_rounds.jsonl (`--extra-harmful 88`, what the rounds answer): the warm start's 208 first, unchanged;
     then 88 harmful prompts that are neither a validation prompt nor one the loop is gated on, and that the warm
@@ -109,7 +109,7 @@ def test_warm_start_refuses_only_the_harmful_prompts():
         assert refused == (prompts[row["id"]]["label"] == "unsafe"), row["id"]
 
 
-def test_validation_prompts_are_rebuilt_and_apart_from_training_and_test(shared_data, monkeypatch):
+def test_validation_prompts_are_rebuilt_and_apart_from_training_and_test(repo_data, monkeypatch):
     """Settings are chosen on prompts_val.jsonl: it must be reproducible and share nothing with what the loop
     trains on (prompts_train.jsonl) or is gated on (the harmful eval side, XSTest)."""
     from recipes.safety.make_validation_prompts import build

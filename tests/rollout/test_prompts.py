@@ -56,12 +56,12 @@ def test_csv_txt_parquet_and_configured_column(tmp_path):
     assert load_prompts(str(tmp_path / "p.parquet"))[0].messages == user("from parquet")
 
 
-def test_shared_prompt_files(shared_data):
-    """The prompt files in ../shared/data read with no per-file code (OASST, MT-bench, XSTest; Apache-2.0/CC-BY-4.0)."""
-    assert len(load_prompts(str(shared_data / "instructions/oasst_prompts_en_250.jsonl"))) == 250
-    mt = load_prompts(str(shared_data / "instructions/mtbench_questions.jsonl"))
+def test_shipped_prompt_files(repo_data):
+    """The prompt files in data/ read with no per-file code (OASST, MT-bench, XSTest; Apache-2.0/CC-BY-4.0)."""
+    assert len(load_prompts(str(repo_data / "instructions/oasst_prompts_en_250.jsonl"))) == 250
+    mt = load_prompts(str(repo_data / "instructions/mtbench_questions.jsonl"))
     assert len(mt) == 80 and mt[0].prompt_id == "81"
-    assert len(load_prompts(str(shared_data / "safety/xstest_prompts.csv"))) == 450
+    assert len(load_prompts(str(repo_data / "safety/xstest_prompts.csv"))) == 450
 
 
 def test_unknown_shape_names_the_line(tmp_path):

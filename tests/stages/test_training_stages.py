@@ -17,10 +17,10 @@ from tests.conftest import write_jsonl
 FAST = ["max_length=128", "training.max_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2"]
 
 
-def hh_sample(shared_data, tmp_path, n=40):
+def hh_sample(repo_data, tmp_path, n=40):
     import gzip
 
-    with gzip.open(shared_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz", "rt") as f:
+    with gzip.open(repo_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz", "rt") as f:
         lines = [next(f) for _ in range(n)]
     path = tmp_path / "hh_sample.jsonl"
     path.write_text("".join(lines))
@@ -46,10 +46,10 @@ def lora_b_changed(run_path):
 
 
 @pytest.fixture(scope="module")
-def chain(tiny_model, shared_data, tmp_path_factory):
+def chain(tiny_model, repo_data, tmp_path_factory):
     """SFT -> reward -> DPO on the tiny model and 40 real HH-RLHF pairs."""
     tmp = tmp_path_factory.mktemp("chain")
-    data = hh_sample(shared_data, tmp)
+    data = hh_sample(repo_data, tmp)
     out = {"data": data, "runs": tmp / "runs"}
     common = [f"runs_dir={out['runs']}", f"data.train={data}", *FAST]
     out["sft"] = sft.run(load_config(sft.Config, None, [
