@@ -11,6 +11,19 @@ dotted path into its metrics, a comparison and a threshold:
       metric: brand.rm_win_rate.mean                # the win rate has no model part: it already compares the two
       op: ">="
       value: 0.5
+    - name: harmful refusals kept against the base
+      metric: harmful.refusal_rate.difference.ci_high
+      op: ">="
+      value: 0.0
+      against: start                                # the loop's starting model, not the previous policy
+
+`against` says which comparison the metric is read from: `previous` (the default) the round's
+evaluation, the candidate against the policy the round started from; `start` the candidate against the
+loop's starting model (`policy` in the loop config: the base before any warm start), computed from both
+models' judged replies to the same prompts (align/loop/versus_start.py). Round-to-round gates cannot see
+a loss that happened before them (a warm start that removed every refusal keeps "no fall" true from 0
+to 0); `start` gates can, and they gate round 0, the warm start, too. An absolute floor or ceiling is a
+gate on `<set>.<metric>.policy.<stat>`, which reads the same under either comparison.
 
 Prompt sets, metrics, models and statistics are the ones evaluate policy writes (see
 align/stages/evaluate_policy.py) and, for the `ifeval` and `drift` sets, evaluate retention (e.g.
@@ -34,6 +47,7 @@ from typing import Any
 from align.core import runs
 from align.core.config import build, read_yaml
 from align.core.errors import AlignError, nearest
+from align.loop.versus_start import STAGE as VERSUS_START
 from align.stages import evaluate_retention as retention
 from align.stages.evaluate_policy import MODELS, STAGE
 from align.stages.evaluate_policy import SETS as POLICY_SETS
@@ -50,7 +64,10 @@ WIN_RATE = "rm_win_rate"  # one interval per set, no policy/baseline/difference 
 # Metrics that carry one interval (they already compare the two models): metric -> the sets that have it.
 SINGLE: dict[str, tuple[str, ...]] = {WIN_RATE: POLICY_SETS + ("drift",), "kl": ("drift",)}
 # Which stage writes which prompt sets: gates read evaluate policy and evaluate retention runs alike.
-STAGES: dict[str, tuple[str, ...]] = {STAGE: POLICY_SETS, retention.STAGE: retention.SETS}
+STAGES: dict[str, tuple[str, ...]] = {STAGE: POLICY_SETS, retention.STAGE: retention.SETS, VERSUS_START: POLICY_SETS}
+AGAINST = ("previous", "start")
+# The run each comparison is read from (retention runs compare with the loop's base by construction).
+AGAINST_STAGE = {"previous": (STAGE, retention.STAGE), "start": (VERSUS_START,)}
 SETS = POLICY_SETS + retention.SETS
 ROLES = (*MODELS, "difference")
 STATS = ("mean", "ci_low", "ci_high", "n")
@@ -71,6 +88,9 @@ class GateSpec:
     """Comparison: > >= < <= ==."""
     value: float = 0.0
     """The threshold the metric is compared with."""
+    against: str = "previous"
+    """previous: read from the round's evaluation (the candidate vs the policy the round started from);
+    start: from the candidate vs the loop's starting model (align/loop/versus_start.py); gates round 0 too."""
 
     def __post_init__(self):
         label = f"gate '{self.name}'" if self.name else "a gate"
@@ -83,6 +103,12 @@ class GateSpec:
         if isinstance(self.value, bool) or not math.isfinite(self.value):
             raise AlignError(f"{label}: value must be a finite number, got {self.value!r}")
         parse_metric(self.metric, label)
+        if self.against not in AGAINST:
+            raise AlignError(f"{label}: against '{self.against}' is not one of {', '.join(AGAINST)}"
+                             f"{nearest(self.against, AGAINST)}")
+        if self.against == "start" and self.path[0] not in POLICY_SETS:
+            raise AlignError(f"{label}: against: start compares evaluate policy's sets ({', '.join(POLICY_SETS)}); "
+                             f"{self.metric} is a retention metric, already measured against the loop's base")
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -103,6 +129,8 @@ class GateOutcome:
     passed: bool
     reason: str
     """One line a person reads: the number, the comparison and, on failure, what was needed."""
+    against: str = "previous"
+    """Which comparison the number was read from: previous (the round's evaluation) or start."""
 
 
 @dataclass
@@ -213,20 +241,31 @@ def evaluate_gates(specs: list[GateSpec], manifest: dict[str, Any] | str | Path)
         raise AlignError(f"gate '{foreign[0].name}' reads {foreign[0].metric}, which `align {owner}` writes; "
                          f"{manifest.get('path', 'the manifest given')} is a '{stage}' run: check each gates file "
                          f"against its own evaluation (e.g. retention_gates.yaml against `align evaluate retention`)")
+    wrong = [s for s in specs if stage not in AGAINST_STAGE[s.against]]
+    if wrong:
+        raise AlignError(f"gate '{wrong[0].name}' (against: {wrong[0].against}) reads a "
+                         f"'{' or '.join(AGAINST_STAGE[wrong[0].against])}' run; {manifest.get('path', 'the manifest given')} "
+                         f"is a '{stage}' run: check each comparison's gates against its own run (`split_gates`)")
     metrics = manifest.get("metrics", {})
     return GateResult([_check(spec, metrics) for spec in specs])
+
+
+def split_gates(specs: list[GateSpec]) -> tuple[list[GateSpec], list[GateSpec]]:
+    """(gates against the previous policy, gates against the loop's starting model)."""
+    return [s for s in specs if s.against == "previous"], [s for s in specs if s.against == "start"]
 
 
 def _check(spec: GateSpec, metrics: dict[str, Any]) -> GateOutcome:
     actual, missing = _lookup(metrics, spec.path)
     need = f"{spec.op} {_fmt(spec.value)}"
+    where = " (vs the starting model)" if spec.against == "start" else ""
     if actual is None:
         return GateOutcome(spec.name, spec.metric, None, spec.op, spec.value, False,
-                           f"{spec.name}: {spec.metric} is missing ({missing}), needs {need}")
+                           f"{spec.name}: {spec.metric}{where} is missing ({missing}), needs {need}", spec.against)
     passed = OPS[spec.op](actual, spec.value)
     verdict = f"holds {need}" if passed else f"needs {need}"
     return GateOutcome(spec.name, spec.metric, actual, spec.op, spec.value, passed,
-                       f"{spec.name}: {spec.metric} = {_fmt(actual)}, {verdict}")
+                       f"{spec.name}: {spec.metric}{where} = {_fmt(actual)}, {verdict}", spec.against)
 
 
 def _lookup(metrics: dict[str, Any], path: tuple[str, ...]) -> tuple[float | None, str]:

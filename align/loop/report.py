@@ -116,7 +116,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
         "<h2>Scores per round</h2>",
         ("<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
          "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
-        _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds),
+        _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds), _start_table(rounds),
         _retention(rounds),
         "<h2>Labels per round</h2>", _labels_table(rounds), _kinds_table(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
@@ -131,8 +131,11 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
 def _overview(rounds: list[RoundSummary]) -> str:
     rows = []
     for r in rounds:
-        if r.round == 0:
+        if r.round == 0 and r.promoted is None:
             status = "<span class='muted'>starting policy</span>"
+        elif r.round == 0:
+            status = ("<span class='pass'>warm start kept</span>" if r.promoted
+                      else "<span class='fail'>warm start held back</span>")
         elif r.promoted is None:
             status = "<span class='muted'>in progress</span>"
         else:
@@ -158,6 +161,22 @@ def _scores_table(rounds: list[RoundSummary]) -> str:
         first = f"<th rowspan='{span}'>{_e(SET_LABELS[s])}</th>" if (s, m) == next(k for k in keys if k[0] == s) else ""
         rows.append(f"<tr>{first}<th>{_e(METRIC_LABELS[m])}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>prompt set</th><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _start_table(rounds: list[RoundSummary]) -> str:
+    """Per round, the policy against the loop's starting model (the `against: start` gates' numbers)."""
+    per_round = [r.start_metrics() for r in rounds]
+    keys = [(s, m) for s in SET_LABELS for m in TABLE_METRICS if any(m in pr.get(s, {}) for pr in per_round)]
+    if not keys:
+        return ""
+    head = "".join(f"<th>round {r.round}</th>" for r in rounds)
+    rows = "".join(f"<tr><th>{_e(SET_LABELS[s])}</th><th>{_e(METRIC_LABELS[m])}</th>"
+                   + "".join(_metric_cell(pr.get(s, {}).get(m), m, single=False, against="start") for pr in per_round)
+                   + "</tr>" for s, m in keys)
+    return ("<h3>Against the starting model</h3><p>Each round's policy against the model the loop started from (before "
+            "any warm start), paired by prompt: its replies in the round's evaluation against the starting model's in "
+            "round 0's (<code>versus_start</code> runs). Gates with <code>against: start</code> read these.</p>"
+            f"<table><tr><th>prompt set</th><th>metric</th>{head}</tr>{rows}</table>")
 
 
 def _rules_table(rounds: list[RoundSummary]) -> str:
@@ -292,10 +311,11 @@ def _gates_table(rounds: list[RoundSummary]) -> str:
         for g in r.gates.gates:
             mark = "<span class='pass'>pass</span>" if g.passed else "<span class='fail'>FAIL</span>"
             rows.append(f"<tr class='{'passed' if g.passed else 'failed'}'><td class='num'>{r.round}</td><td>{_e(g.name)}</td>"
-                        f"<td><code>{_e(g.metric)}</code></td><td class='num'>{_num(g.actual)}</td>"
+                        f"<td><code>{_e(g.metric)}</code>{' <small>vs start</small>' if g.against == 'start' else ''}</td>"
+                        f"<td class='num'>{_num(g.actual)}</td>"
                         f"<td class='num'>{_e(g.op)} {_num(g.threshold)}</td><td>{mark}</td><td>{_e(g.reason)}</td></tr>")
     if not rows:
-        return "<p class='muted'>No round gated yet (round 0 is the starting policy).</p>"
+        return "<p class='muted'>No round gated yet (round 0 is gated only as a warm start, by gates against the start).</p>"
     return ("<table><tr><th>round</th><th>gate</th><th>metric</th><th>actual</th><th>needs</th><th>result</th>"
             f"<th>reason</th></tr>{''.join(rows)}</table>")
 

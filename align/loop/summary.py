@@ -88,7 +88,7 @@ def score_table(state: LoopState) -> str:
     versus = [_done(state, rnd["steps"], "versus_start") for rnd in state.rounds]
     extra = RETENTION_TABLE if any(retention) else ()
     start_cols = START_TABLE if any(versus) else ()
-    header = f"{'round':>5}  {'outcome':<11}" + "".join(f"  {t:>22}" for _, _, t in TABLE) + \
+    header = f"{'round':>5}  {'outcome':<16}" + "".join(f"  {t:>22}" for _, _, t in TABLE) + \
         "".join(f"  {t:>25}" for *_, t in start_cols) + "".join(f"  {t:>24}" for *_, t in extra)
     lines = [header]
     for rnd, kept, vs in zip(state.rounds, retention, versus):
@@ -109,7 +109,7 @@ def score_table(state: LoopState) -> str:
             m = kept_metrics.get(prompt_set, {}).get(metric, {})
             m = m.get(part) if part else m
             kept_cells.append(f"{m['mean']:+.3f} [{m['ci_low']:+.3f},{m['ci_high']:+.3f}]" if m else "-")
-        lines.append(f"{rnd['round']:>5}  {outcome(rnd):<11}" + "".join(f"  {c:>22}" for c in cells)
+        lines.append(f"{rnd['round']:>5}  {outcome(rnd):<16}" + "".join(f"  {c:>22}" for c in cells)
                      + "".join(f"  {c:>25}" for c in vs_cells) + "".join(f"  {c:>24}" for c in kept_cells))
     return "\n".join(lines)
 
