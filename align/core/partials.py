@@ -18,7 +18,7 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +32,55 @@ def write_owner(path: Path) -> None:
     (path / OWNER).write_text(json.dumps(owner), encoding="utf-8")
 
 
-def remove_stale_partials(parent: Path) -> list[Path]:
+def remove_stale_partials(parent: Path, keep: Callable[[Path], bool] | None = None) -> list[Path]:
     """Remove partial directories in `parent` whose writer is gone (killed, crashed without cleanup).
 
     A directory is removed only when its owner file says it was written on this host by a process
     that no longer runs: no such pid, a zombie, or a pid reused by a process started at another time.
     Partial directories without an owner file (another tool, a process that is only starting, runs
-    by older versions, multi-process runs' rank 0 on another host) are left alone.
+    by older versions, multi-process runs' rank 0 on another host) are left alone, and so are those
+    `keep(path)` is true for (a killed training run's checkpoints, kept for `resume_from`).
     """
     removed = []
     for entry in sorted(parent.iterdir()):
         if not entry.is_dir() or not _PARTIAL.match(entry.name):
             continue
-        try:
-            owner = json.loads((entry / OWNER).read_text(encoding="utf-8"))
-            pid, host, started = int(owner["pid"]), owner.get("host"), owner.get("started")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if host != platform.node() or pid == os.getpid() or _process_alive(pid, started):
+        pid = writer_gone(entry)
+        if pid is None or (keep is not None and keep(entry)):
             continue
         shutil.rmtree(entry, ignore_errors=True)
         log.info("removed %s: left by process %d, which is no longer running", entry, pid)
         removed.append(entry)
     return removed
+
+
+def writer_gone(path: Path) -> int | None:
+    """The pid that wrote partial directory `path` if that process is gone (see `remove_stale_partials`) or
+    gave the directory up (`mark_stopped`), else None: still running, this process, another host, or no
+    readable owner file."""
+    try:
+        owner = json.loads((path / OWNER).read_text(encoding="utf-8"))
+        pid, host, started = int(owner["pid"]), owner.get("host"), owner.get("started")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host != platform.node():
+        return None
+    if owner.get("stopped"):
+        return pid
+    if pid == os.getpid() or _process_alive(pid, started):
+        return None
+    return pid
+
+
+def mark_stopped(path: Path) -> None:
+    """Record that the writer of partial directory `path` has given it up (a failed run that leaves it
+    behind on purpose), so it counts as stale even while that process goes on to other work."""
+    owner_file = path / OWNER
+    try:
+        owner = json.loads(owner_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    owner_file.write_text(json.dumps({**owner, "stopped": True}), encoding="utf-8")
 
 
 def _process_alive(pid: int, started: str | None) -> bool:
