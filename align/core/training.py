@@ -2,7 +2,9 @@
 
 Stages pass TRL/transformers arguments through the `training:` section untouched (checked against
 the TRL config class before anything runs); align sets only what it owns: where to write, how to
-log, and seeds.
+log, and seeds. Checkpoints (`training.save_strategy`, `save_steps`, `save_total_limit`) go into the
+run and resume with `resume_from` (align/core/checkpoints.py); evaluation during training
+(`training.eval_strategy`, `eval_steps`) measures the stage's held-out split (`eval_split`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from align.core.errors import AlignError
 log = logging.getLogger(__name__)
 
 # Arguments align sets itself; a user setting them in `training:` gets an error, not a silent override.
-RESERVED_TRAINING_ARGS = {"output_dir", "save_strategy", "push_to_hub"}
+RESERVED_TRAINING_ARGS = {"output_dir", "push_to_hub"}
 # Arguments the trainers accept but align's stages cannot honour, with the reason given to the user.
 UNSUPPORTED_TRAINING_ARGS = {
-    "eval_strategy": "align measures the held-out split itself after training (data.test or "
-                     "data.test_fraction); the trainer is given no eval dataset",
+    "resume_from_checkpoint": "transformers' scripts read it, its Trainer does not; set `resume_from: latest` "
+                              "(or a checkpoint directory) at the top level of the config instead",
 }
 # Where TensorBoard's event files go inside a run (`training.report_to: [tensorboard]`).
 TENSORBOARD_DIR = "tensorboard"
@@ -63,6 +65,26 @@ class ModelLoading:
     """Weights dtype. float32 on CPUs without bf16 units (bf16 is ~5x slower there); bfloat16 on recent GPUs."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint. Off unless you trust its source."""
+
+
+@dataclass
+class Checkpointing:
+    """Checkpoints and resume of the TRL-trainer stages (sft, reward, dpo): align/core/checkpoints.py.
+
+    Checkpoints are written when `training.save_strategy` is `steps` (every `training.save_steps`) or
+    `epoch`, into the run's own `checkpoints/` (`training.save_total_limit` keeps the newest N).
+    """
+
+    resume_from: str | None = None
+    """Continue a run that stopped before it completed: `latest` (the furthest checkpoint of a killed,
+    interrupted or failed run of this stage in runs_dir with the same settings and data; nothing found is an
+    error, not a fresh start) or a checkpoint directory (`<run>/checkpoints/checkpoint-N`). Settings that change
+    what is trained, the starting model and the training examples must be those the checkpoint was written
+    with (a difference is an error naming it); logging, saving and evaluation settings may change."""
+    keep_checkpoints: bool = True
+    """Publish the checkpoints with the completed run (`checkpoints/`), as TRL keeps them in its output_dir:
+    they let you resume to train on or pick an earlier step. false deletes them once the run is complete
+    (a full 7B checkpoint with its optimizer state is ~80-100 GB; use it when they are only crash insurance)."""
 
 
 @dataclass
@@ -131,12 +153,10 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
 
     def build(user: dict[str, Any]):
         # No tracker unless `training.report_to` names one; metrics.jsonl is written either way.
-        kwargs = {"bf16": _bf16_available(), "report_to": [], **_device_defaults(), **defaults, **user}
-        kwargs.update(
-            output_dir="unset-align-sets-this",
-            save_strategy="no",  # align saves the final model itself, into the run directory
-            include_num_input_tokens_seen="all",
-        )
+        # No checkpoints unless asked for (align saves the final model itself, into the run directory).
+        kwargs = {"bf16": _bf16_available(), "report_to": [], "save_strategy": "no", **_device_defaults(),
+                  **defaults, **user}
+        kwargs.update(output_dir="unset-align-sets-this", include_num_input_tokens_seen="all")
         args = cls(**kwargs)
         _build_optimization(args)
         return args
@@ -252,8 +272,39 @@ def _bf16_available() -> bool:
 
 
 def bind_output_dir(args, run) -> None:
-    """Point the trainer's scratch output_dir into the run (removed again by discard_trainer_scratch)."""
-    args.output_dir = str(Path(run.path) / "trainer")
+    """Point the trainer's output_dir into the run: its `checkpoints/` when checkpoints are written
+    (transformers counts `save_total_limit` there), else a scratch folder discard_trainer_scratch removes."""
+    saving = str(getattr(args.save_strategy, "value", args.save_strategy)) != "no"
+    args.output_dir = str(Path(run.path) / (runs.CHECKPOINTS_DIR if saving else "trainer"))
+
+
+def evaluating(args) -> bool:
+    """Whether the trainer evaluates during training (`training.eval_strategy` other than no)."""
+    return str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
+
+
+def eval_split(args, validation, test, what: str):
+    """The held-out rows the trainer evaluates during training (`training.eval_strategy`), and their split name.
+
+    The validation split (`data.validation_fraction`) where there is one, else the test split. A checkpoint is
+    chosen by these figures only on a validation split: chosen on the test split, the run's test figures would be
+    optimistic. None when evaluation during training is off.
+    """
+    if not evaluating(args):
+        return None
+    if validation:
+        return "validation", validation
+    if not test:
+        raise AlignError(f"training.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} evaluates "
+                         f"held-out {what} during training, and this run has none; set data.test_fraction (e.g. 0.1) or "
+                         "data.test, or remove training.eval_strategy")
+    choosing = [k for k in ("load_best_model_at_end",) if getattr(args, k, False)]
+    if choosing or str(getattr(args.save_strategy, "value", args.save_strategy)) == "best":
+        key = f"training.{choosing[0]}=true" if choosing else "training.save_strategy=best"
+        raise AlignError(f"{key} chooses a checkpoint by its evaluation, which here is the test split: its test figures "
+                         "would then be optimistic; hold out a validation split (data.validation_fraction, e.g. 0.1) "
+                         f"or remove {key.split('=')[0]}")
+    return "test", test
 
 
 def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None):
@@ -270,9 +321,13 @@ def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None
             self.start = None
             self.last_time = None
             self.last_tokens = 0
+            self.first_step = 0
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = self.last_time = time.time()
+            # A resumed run starts at its checkpoint's step: the ETA counts only this process's steps.
+            self.first_step = state.global_step
+            self.last_tokens = getattr(state, "num_input_tokens_seen", 0) or 0
             # This callback comes after the trackers' own, so their runs exist by now.
             trackers = tracker_records(callbacks or [])
             if trackers:
@@ -285,19 +340,31 @@ def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None
             tokens = getattr(state, "num_input_tokens_seen", 0) or 0
             elapsed = now - self.start
             record = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-            if tokens and now > self.last_time:
+            evaluation = any(k.startswith("eval_") for k in logs)
+            if tokens and now > self.last_time and not evaluation:
                 record["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+            # After an evaluation too, so the next step's tokens/s leaves the evaluation's time out.
             self.last_time, self.last_tokens = now, tokens
             run.log_metrics(record, step=state.global_step)
-            if state.global_step == 0 or "train_loss" in logs or any(k.startswith("eval_") for k in logs):
-                return  # the end-of-training summary and evaluations get no step line
+            if evaluation:
+                # An evaluation during training: its own line, the same labels on the held-out figures.
+                parts = [f"eval at step {state.global_step}/{state.max_steps}"]
+                for key, label in metric_names.items():
+                    if isinstance(logs.get(f"eval_{key}"), (int, float)):
+                        parts.append(f"{label} {logs[f'eval_{key}']:.4g}")
+                if isinstance(logs.get("eval_runtime"), (int, float)):
+                    parts.append(f"{logs['eval_runtime']:.1f} s")
+                log.info(" | ".join(parts))
+                return
+            if state.global_step == 0 or "train_loss" in logs:
+                return  # the end-of-training summary gets no step line
             parts = [f"step {state.global_step}/{state.max_steps}"]
             for key, label in metric_names.items():
                 if key in logs and isinstance(logs[key], (int, float)):
                     parts.append(f"{label} {logs[key]:.4g}")
             if "tokens_per_s" in record:
                 parts.append(f"{record['tokens_per_s']:.0f} tok/s")
-            per_step = elapsed / max(state.global_step, 1)
+            per_step = elapsed / max(state.global_step - self.first_step, 1)
             parts.append(f"{per_step:.2f} s/step")
             parts.append(f"ETA {format_seconds(per_step * (state.max_steps - state.global_step))}")
             log.info(" | ".join(parts))
