@@ -1,14 +1,24 @@
-"""Preference pairs: `{prompt, chosen, rejected}` in conversational form, from any supported format.
+"""Preference data: pairs `{prompt, chosen, rejected}` (or unpaired examples) in conversational form.
 
-Canonical row (what every stage trains on, and what `annotate pull` writes):
+Canonical pair (what the reward and DPO stages train on, and what `annotate pull` writes):
 
     {"prompt":   [{"role": "user", "content": "..."}, ...],   # the conversation so far
      "chosen":   [{"role": "assistant", "content": "..."}],   # the preferred reply
      "rejected": [{"role": "assistant", "content": "..."}],
      "weight": 1.0, ...}                                       # optional extras are kept
 
-Formats read (chosen with `format:`, or detected from the first record's fields):
-- `conversational`: the canonical row; `prompt`/`chosen`/`rejected` may also be plain strings.
+Canonical unpaired example (what `align kto` trains on): `{"prompt": [...], "completion": [...],
+"label": true}`, label true for a desirable completion, false for an undesirable one.
+
+Formats read (chosen with `data.format`, or detected from the first record's fields; the readers and
+how they depart from TRL: align/data/preference_formats.py):
+- `conversational`: TRL's explicit prompt, `{prompt, chosen, rejected}` as message lists or plain strings.
+- `implicit`: TRL's implicit prompt, `{chosen, rejected}` each holding the whole conversation (message
+  lists, e.g. TRL's trl-lib/hh-rlhf-helpful-base) or the whole text (strings); their longest common
+  prefix is the prompt, as TRL's `extract_prompt` takes it (strings are cut at a word boundary).
+- `unpaired`: TRL's unpaired preference, `{prompt, completion, label}` (strings or messages). Only
+  `align kto` trains on it; the pair stages (reward, dpo, evaluate reward) refuse it in one line. KTO
+  also reads every paired format: each pair becomes a desirable and an undesirable example.
 - `hh-rlhf`: Anthropic HH-RLHF `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}`;
   the shared dialogue up to the last Assistant turn becomes the prompt.
 - `oasst`: OpenAssistant message trees; every two sibling assistant replies with human ranks give a
@@ -59,7 +69,9 @@ class PreferenceDataConfig:
     test: str | None = None
     """Held-out pairs for evaluation. When unset, `test_fraction` of `train` is held out."""
     format: Format = "auto"
-    """auto | conversational | hh-rlhf | oasst | pairwise-label (see align/data/preferences.py)."""
+    """auto (from the first record's fields) | conversational (prompt/chosen/rejected) | implicit (chosen/rejected
+    that both begin with the prompt) | unpaired (prompt/completion/label: `align kto` only) | hh-rlhf | oasst |
+    pairwise-label; see align/data/preferences.py."""
     test_fraction: float = 0.0
     """Fraction of `train` held out by a content hash (stable across runs and file order)."""
     max_train_pairs: int | None = None
@@ -207,21 +219,24 @@ def sample(rows: list, n: int | None, seed: int) -> list:
     return [rows[i] for i in keep]
 
 
-def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, PreferenceData | None]:
+def load_splits(cfg: PreferenceDataConfig, fits=None, unpaired: bool = False) -> tuple[PreferenceData, PreferenceData | None]:
     """Train and held-out pairs per the config; held-out never overlaps train by prompt.
 
     `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling, so
     `max_train_pairs` counts pairs that are actually trained on. The held-out data's `prompts` are
     the prompts of the whole held-out split (before the budget and sample), for the upstream check.
+    `unpaired=True`: rows are examples {prompt, completion, label} (see `load_preference_pairs`), and
+    the `max_*_pairs` limits count examples.
     """
-    data, train_rows, test = training_pool(cfg)
+    unit = "examples" if unpaired else "pairs"
+    data, train_rows, test = training_pool(cfg, unpaired)
     if not train_rows:
-        raise AlignError(f"{cfg.train}: no training pairs left after holding out the test split")
+        raise AlignError(f"{cfg.train}: no training {unit} left after holding out the test split")
     validation = data.validation
     if fits is not None:
-        train_rows, budget = fits(train_rows, "pairs")
+        train_rows, budget = fits(train_rows, unit)
         data.report.update(budget)
-        for held, what in ((test, "test_pairs"), (validation, "validation_pairs")):
+        for held, what in ((test, f"test_{unit}"), (validation, f"validation_{unit}")):
             if held is not None:
                 held.rows, budget = fits(held.rows, what)
                 held.report.update(budget)
@@ -230,28 +245,31 @@ def load_splits(cfg: PreferenceDataConfig, fits=None) -> tuple[PreferenceData, P
         if held is not None:
             held.rows = sample(held.rows, limit, cfg.seed)
             held.report["used"] = len(held.rows)
-    data.report["train_pairs_used"] = len(train_rows)
+    data.report[f"train_{unit}_used"] = len(train_rows)
     return PreferenceData(train_rows, data.report, validation=validation), test
 
 
-def training_pool(cfg: PreferenceDataConfig) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
+def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
     """(everything read, the pairs training may draw from, the held-out pairs): the split alone,
-    before the token budget and samples. Also used to recompute what an upstream run trained on."""
+    before the token budget and samples. Also used to recompute what an upstream run trained on.
+    `unpaired=True`: examples instead of pairs (`load_preference_pairs`); the split is by prompt, so
+    the two examples of a pair fall on the same side."""
     if not cfg.train:
         raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
-    data = load_preference_pairs(cfg.train, cfg.format, cfg.columns)
+    unit = "examples" if unpaired else "pairs"
+    data = load_preference_pairs(cfg.train, cfg.format, cfg.columns, unpaired=unpaired)
     if cfg.min_agreement is not None:
         data.rows = filter_agreement(data.rows, cfg.min_agreement, cfg.train, data.report)
     train_rows, test_rows = split_pairs(data.rows, cfg.test_fraction, cfg.seed)
     test = None
     if cfg.test:
-        test = load_preference_pairs(cfg.test, cfg.format, cfg.columns)
+        test = load_preference_pairs(cfg.test, cfg.format, cfg.columns, unpaired=unpaired)
         held_out = {json.dumps(r["prompt"], sort_keys=True) for r in test.rows}
         before = len(train_rows)
         train_rows = [r for r in train_rows if json.dumps(r["prompt"], sort_keys=True) not in held_out]
         data.report["train_prompts_in_test_dropped"] = before - len(train_rows)
     elif test_rows:
-        test = PreferenceData(test_rows, {"pairs": len(test_rows), "held_out_from": cfg.train})
+        test = PreferenceData(test_rows, {unit: len(test_rows), "held_out_from": cfg.train})
     if test is not None:
         test.prompts = [r["prompt"] for r in test.rows]
     if cfg.validation_fraction > 0:
@@ -260,9 +278,9 @@ def training_pool(cfg: PreferenceDataConfig) -> tuple[PreferenceData, list[dict[
         if not validation_rows or not train_rows:
             raise AlignError(
                 f"data.validation_fraction={cfg.validation_fraction} of {len(train_rows) + len(validation_rows)} training-side "
-                f"pairs leaves {len(validation_rows)} to validate on and {len(train_rows)} to train on; change data.validation_fraction")
-        data.report["validation_pairs_set_aside"] = len(validation_rows)
-        data.validation = PreferenceData(validation_rows, {"pairs": len(validation_rows), "carved_from": "training side"})
+                f"{unit} leaves {len(validation_rows)} to validate on and {len(train_rows)} to train on; change data.validation_fraction")
+        data.report[f"validation_{unit}_set_aside"] = len(validation_rows)
+        data.validation = PreferenceData(validation_rows, {unit: len(validation_rows), "carved_from": "training side"})
     return data, train_rows, test
 
 

@@ -28,7 +28,7 @@ from align.core.errors import AlignError
 log = logging.getLogger(__name__)
 
 SPLIT_RULE = "prompt-hash-v1: sha256('{seed}:' + json.dumps(prompt, sort_keys=True)), first 8 bytes / 2**64 < test_fraction"
-TRAINING_STAGES = ("sft", "reward", "dpo")
+TRAINING_STAGES = ("sft", "reward", "dpo", "kto")
 
 
 def prompt_key(prompt: Any) -> str:
@@ -151,5 +151,6 @@ def _trained_prompt_keys(manifest: dict[str, Any], own_train: str) -> tuple[set[
                 return None, why.replace("training data", "replay data")
             rows = rows + replay_pool(build(ReplayConfig, {**replay, "path": path}, "data.replay."))
     else:
-        _, rows, _ = training_pool(build(PreferenceDataConfig, data, "data."))
+        # `align kto` reads unpaired data too; its examples carry the same prompts as the pairs they came from.
+        _, rows, _ = training_pool(build(PreferenceDataConfig, data, "data."), unpaired=manifest.get("stage") == "kto")
     return {prompt_key(r["prompt"]) for r in rows}, ""
