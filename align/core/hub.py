@@ -136,8 +136,9 @@ def describe(text: str) -> dict[str, Any]:
     dataset = load(ref)
     files = [Path(f["filename"]) for f in dataset.cache_files]
     record: dict[str, Any] = {"kind": "hub-dataset", "ref": ref.text}
-    if ref.local:
-        record.update(kind="dataset-repo", path=str(Path(ref.id).expanduser().resolve()))
+    if ref.local:  # recorded absolute, so a later stage run from elsewhere finds it again
+        path = str(Path(ref.id).expanduser().resolve())
+        record.update(kind="dataset-repo", ref=HubDataset(path, ref.split, ref.subset).text, path=path)
     else:
         record["id"] = ref.id
     record.update(

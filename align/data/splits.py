@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from align.core import runs
 from align.core.config import build
 from align.core.errors import AlignError
+from align.data.records import data_exists
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,19 @@ def _upstream_runs(parents: list[dict[str, Any] | None]):
 
 
 def _input_path(manifest: dict[str, Any], role: str) -> str | None:
-    return next((i.get("path") for i in manifest.get("inputs", []) if i.get("role") == role), None)
+    # A hub dataset is recorded by its `hf:` reference (`ref`), a file by its path.
+    return next((i.get("ref") or i.get("path") for i in manifest.get("inputs", []) if i.get("role") == role), None)
 
 
 def _locate(record: dict[str, Any] | None, own_train: str) -> tuple[str | None, str]:
     """A readable path with the content the upstream run recorded, or None and why not."""
     if record is None:
         return None, "its manifest records no training data"
-    for candidate in (record.get("path"), own_train):
-        if candidate and Path(candidate).exists() and runs.describe_input(candidate).get("sha256") == record.get("sha256"):
+    recorded = record.get("ref") or record.get("path")
+    for candidate in (recorded, own_train):
+        if candidate and data_exists(candidate) and runs.describe_input(candidate).get("sha256") == record.get("sha256"):
             return candidate, ""
-    return None, f"its training data {record.get('path')} is gone or has changed since (sha256 {str(record.get('sha256'))[:12]})"
+    return None, f"its training data {recorded} is gone or has changed since (sha256 {str(record.get('sha256'))[:12]})"
 
 
 def _trained_prompt_keys(manifest: dict[str, Any], own_train: str) -> tuple[set[str] | None, str]:

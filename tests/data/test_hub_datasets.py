@@ -246,3 +246,18 @@ def test_reward_run_records_the_hub_dataset_in_its_manifest(tmp_path, cached_pai
     assert inputs["data.train"]["sha256"] == runs.describe_input("hf:org/pairs")["sha256"]
     lines = runs.lineage(manifest["path"])
     assert any(f"data.train: hub-dataset hf:org/pairs?split=train  (12 rows, revision {COMMIT}" in l for l in lines)
+
+
+def test_upstream_split_check_finds_a_hub_dataset_again_by_its_reference(cached_pairs, multi_repo, monkeypatch):
+    from align.data import splits
+
+    record = runs.describe_input("hf:org/pairs")
+    assert splits._locate(record, "elsewhere.jsonl") == ("hf:org/pairs?split=train", "")
+    changed = {**record, "sha256": "0" * 64}
+    assert "hf:org/pairs?split=train is gone or has changed" in splits._locate(changed, "elsewhere.jsonl")[1]
+    # A repository on disk is recorded by its absolute path: found again from another directory.
+    monkeypatch.chdir(multi_repo.parent)
+    local = runs.describe_input("hf:./multi?subset=prompts")
+    assert local["kind"] == "dataset-repo" and local["path"] == str(multi_repo) and local["rows"] == 2
+    monkeypatch.chdir(multi_repo)
+    assert splits._locate(local, "elsewhere.jsonl") == (f"hf:{multi_repo}?split=train&subset=prompts", "")
