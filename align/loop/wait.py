@@ -29,7 +29,7 @@ def wait_for_labels(loop, rnd: dict[str, Any], dataset: str) -> None:
         loop.state.save()
     since = record["since"]
     deadline = since + wait.deadline_minutes * 60 if wait.deadline_minutes is not None else None
-    progress = progress(loop.cfg.argilla, dataset, rnd["round"])
+    progress = dataset_progress(loop.cfg.argilla, dataset, rnd["round"])
     target = min(wait.min_records or progress["total"], progress["total"])
     if loop.cfg.annotators == "simulated":
         # The simulated annotators answered in the simulate step and will add nothing: a record one of them
@@ -53,12 +53,12 @@ def wait_for_labels(loop, rnd: dict[str, Any], dataset: str) -> None:
                             rnd["round"], progress["completed"], target)
                 break
             time.sleep(wait.poll_seconds)
-            progress = progress(loop.cfg.argilla, dataset, rnd["round"])
+            progress = dataset_progress(loop.cfg.argilla, dataset, rnd["round"])
     record.update(status="done", finished=_now(), completed=progress["completed"], total=progress["total"],
                   wall_time_s=round(time.time() - since, 1))
     loop.state.save()
 
-def progress(argilla, dataset: str, n: int) -> dict[str, int]:
+def dataset_progress(argilla, dataset: str, n: int) -> dict[str, int]:
     """The dataset's progress from Argilla (total, completed, pending); a ServiceError keeps the state."""
     from align.annotate.connection import connect
 

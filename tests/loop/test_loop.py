@@ -258,6 +258,37 @@ def test_until_labels_then_a_failing_gate_holds_the_round_back(argilla, tiny_mod
     assert len(change) == 1 and change[0]["changes"] == ["wait.poll_seconds: 0.5 -> 2.0"]
 
 
+def test_a_warm_start_failing_a_gate_against_the_start_is_held_back(argilla, tiny_model, tmp_path, capsys):
+    # The tiny models refuse nothing, so a floor the warm start cannot reach stands in for "refusals dropped"
+    # (tests/loop/test_versus_start.py holds back a warm start that really drops them, from judged replies).
+    gates = [{"name": "replies stay short", "metric": "brand.length_words.policy.mean", "op": "<=", "value": 1000},
+             {"name": "refuses more than the base", "metric": "harmful.refusal_rate.difference.mean", "op": ">=",
+              "value": 0.5, "against": "start"}]
+    config = loop_yaml(tmp_path, tiny_model, argilla, "warm-held", gates=gates, rounds=1, sft=SFT_WARM_START)
+    assert cli_main(["loop", "--config", str(config)]) == 3  # round 1 fails the same start gate
+    out = capsys.readouterr().out
+    loop_dir = tmp_path / "warm-held"
+    state = LoopState.load(loop_dir)
+    zero = state.rounds[0]
+    assert zero["promoted"] is False and zero["gates"]["gates"][0]["against"] == "start"
+    assert zero["reasons"][0] == f"SFT warm start held back; the rounds start from {tiny_model}"
+    assert "refuses more than the base: harmful.refusal_rate.difference.mean (vs the starting model) = 0" in zero["reasons"][1]
+    # Round 1 started from the base, not from the warm start, and its DPO trained the base.
+    assert state.rounds[1]["starts_from"] == str(tiny_model)
+    dpo = runs.read_manifest(loop_dir / "round-1" / "dpo")
+    assert Path(next(i for i in dpo["inputs"] if i["role"] == "model")["path"]) == tiny_model.resolve()
+    # Each round's comparison with the start is a run of its own, pairing its replies with round 0's baseline's.
+    versus = runs.read_manifest(loop_dir / "round-1" / "versus_start")
+    assert versus["stage"] == "loop versus start"
+    assert Path(next(i for i in versus["inputs"] if i["role"] == "start_evaluation")["path"]) == \
+        (loop_dir / "round-0" / "evaluate").resolve()
+    assert "start, held back" in out and "harmful refused vs start" in out
+    report = (loop_dir / "report.html").read_text()
+    assert "warm start held back" in report and "Against the starting model" in report and "vs start" in report
+    assert cli_main(["loop", "status", str(loop_dir)]) == 0
+    assert "round 0: start, held back" in capsys.readouterr().out
+
+
 def test_argilla_down_while_waiting_exits_1_and_keeps_the_state(argilla, tiny_model, tmp_path, capsys, monkeypatch):
     config = loop_yaml(tmp_path, tiny_model, argilla, "down", rounds=1, annotators="people", simulate={})
     data = yaml.safe_load(config.read_text())
