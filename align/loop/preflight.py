@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from align.core import hub
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.loop.config import LoopConfig, stage_config
@@ -29,7 +30,9 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
         sft = stage_config("sft", cfg.sft, {"model": cfg.policy, "runs_dir": ".", "name": "x"})
         if not sft.data.train:
             raise AlignError("loop section 'sft' needs 'data.train': the warm start's conversations")
-        if not Path(sft.data.train).exists():
+        if hub.is_reference(sft.data.train):  # loaded now: its one-line error says what is missing and how to get it
+            hub.load(hub.parse(sft.data.train))
+        elif not Path(sft.data.train).exists():
             raise AlignError(f"sft.data.train: no such file {sft.data.train!r}")
     has_reward = bool(cfg.reward_model) or "reward" in cfg.train.stages
     gen = stage_config("generate", cfg.generate, {"policy": cfg.policy, "runs_dir": ".", "name": "x"})
