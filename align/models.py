@@ -140,20 +140,36 @@ def _looks_like_hub_id(ref: str) -> bool:
 
 
 def _download_from_hub(ref: str) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
+    """A hub id's snapshot in huggingface_hub's cache (HF_HUB_CACHE, transformers' own), fetched when
+    the hub is reachable. With HF_HUB_OFFLINE=1, or when the hub cannot be reached, the cached snapshot
+    (`refs/main`) is used without the network. Only configs, tokenizer files and safetensors weights
+    are fetched: weights are never read from pickles, and no remote code comes with them."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, IncompleteSnapshotError, RepositoryNotFoundError
 
+    try:
         local = snapshot_download(
             ref,
             allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"],
             etag_timeout=10,
         )
-    except Exception as exc:  # any hub failure: offline, 404, auth
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
         raise AlignError(
-            f"model '{ref}' is not a local directory and could not be fetched from the hub ({reason}); "
-            "give a local Hugging Face directory or `model: embedded`"
+            f"model '{ref}' is not a local directory, and the hub has no such model or denies access "
+            f"({type(exc).__name__}); check the id, or for a gated or private model log in with `hf auth login` "
+            "or set HF_TOKEN"
         ) from None
+    except Exception as exc:  # offline, no network, hub down, a cached snapshot cut short
+        text = str(exc).strip()
+        offline = constants.HF_HUB_OFFLINE and not isinstance(exc, IncompleteSnapshotError)
+        reason = "offline mode is on" if offline else (text.splitlines()[0][:200] if text else type(exc).__name__)
+        raise AlignError(
+            f"model '{ref}' is not a local directory, not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and the hub cannot be reached ({reason}); download it where there is network "
+            f"(`hf download {ref} --local-dir DIR`) and give DIR in its place, or set HF_HOME to a cache that has it"
+        ) from None
+    # A snapshot without safetensors weights (a .bin-only repository) is refused here, not at load time.
+    _check_hf_dir(Path(local))
     return Path(local)
 
 
