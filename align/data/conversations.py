@@ -26,7 +26,8 @@ class SFTDataConfig:
     """Conversations to fine-tune on."""
 
     train: str = ""
-    """JSONL/JSON/Parquet/CSV file, datasets directory, or run directory."""
+    """JSONL/JSON/Parquet/CSV file, datasets directory, run directory, or hub dataset
+    `hf:<org>/<name>?split=train&subset=<config>&revision=<rev>` (split defaults to train; see align.core.hub)."""
     format: Format = "auto"
     """auto | messages | prompt-completion | preference-chosen (see align/data/conversations.py)."""
     max_examples: int | None = None

@@ -65,9 +65,11 @@ class PreferenceDataConfig:
     """Where preference pairs come from and how they are split."""
 
     train: str = ""
-    """Pairs to train on: JSONL(.gz)/JSON/Parquet/CSV/TSV file, a datasets directory, or a run directory."""
+    """Pairs to train on: JSONL(.gz)/JSON/Parquet/CSV/TSV file, a datasets directory, a run directory, or a hub
+    dataset `hf:<org>/<name>?split=train&subset=<config>&revision=<rev>` (split defaults to train; see align.core.hub)."""
     test: str | None = None
-    """Held-out pairs for evaluation. When unset, `test_fraction` of `train` is held out."""
+    """Held-out pairs for evaluation (any container `train` takes, e.g. `hf:<org>/<name>?split=test`). When unset,
+    `test_fraction` of `train` is held out."""
     format: Format = "auto"
     """auto (from the first record's fields) | conversational (prompt/chosen/rejected) | implicit (chosen/rejected
     that both begin with the prompt) | unpaired (prompt/completion/label: `align kto` only) | hh-rlhf | oasst |

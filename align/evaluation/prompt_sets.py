@@ -31,7 +31,8 @@ class PromptSetConfig:
     """One prompt set of `align evaluate policy`."""
 
     paths: list[str] = field(default_factory=list)
-    """Prompt files (JSONL/JSON/Parquet/CSV/TSV/TXT), datasets or run directories; empty = set not evaluated."""
+    """Prompt files (JSONL/JSON/Parquet/CSV/TSV/TXT), datasets or run directories, or hub datasets
+    `hf:<org>/<name>?split=<split>&subset=<config>` (split defaults to train); empty = set not evaluated."""
     prompt_field: str | None = None
     """Field or column holding the prompt; unset tries messages, prompt, goal, then turns (first turn)."""
     match: dict[str, str] = field(default_factory=dict)

@@ -40,7 +40,7 @@ class EvalDataConfig:
     """The preference pairs to score."""
 
     path: str = ""
-    """Preference file, datasets directory or run directory."""
+    """Preference file, datasets directory, run directory, or hub dataset `hf:<org>/<name>?split=test&subset=...`."""
     format: Format = "auto"
     """auto | conversational | hh-rlhf | oasst | pairwise-label."""
     columns: dict[str, str] = field(default_factory=dict)

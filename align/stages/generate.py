@@ -49,7 +49,8 @@ class Config(runs.RunOutput, ModelLoading):
     """Config of `align generate`."""
 
     prompts: str = ""
-    """Prompt set: JSONL/JSON/Parquet/CSV/TSV/TXT file, a datasets directory or a run directory."""
+    """Prompt set: JSONL/JSON/Parquet/CSV/TSV/TXT file, a datasets directory, a run directory, or a hub dataset
+    `hf:<org>/<name>?split=<split>&subset=<config>&revision=<rev>` (split defaults to train)."""
     policy: str = "embedded"
     """Policy to sample: `embedded`, a Hugging Face directory, a training run directory, or a hub id."""
     prompt_field: str | None = None

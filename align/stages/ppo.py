@@ -88,7 +88,7 @@ class Config(TrainStageConfig):
     reward_model: str = ""
     """The reward model: an `align reward` run or a one-output sequence-classification directory."""
     prompts: str = ""
-    """Prompt set (any container `align generate` reads)."""
+    """Prompt set (any container `align generate` reads, `hf:<org>/<name>?split=...` hub datasets included)."""
     prompt_field: str | None = None
     """Field or column holding the prompt; unset tries messages, prompt, goal, then turns."""
     max_prompts: int | None = None

@@ -38,7 +38,8 @@ class Config(runs.RunOutput):
     """Config of `align redact`."""
 
     input: str = ""
-    """Data to redact: a JSONL/JSON/Parquet/CSV/TSV/text file, a datasets directory or a run directory."""
+    """Data to redact: a JSONL/JSON/Parquet/CSV/TSV/text file, a datasets directory, a run directory, or a hub
+    dataset `hf:<org>/<name>?split=<split>&subset=<config>&revision=<rev>` (split defaults to train)."""
     mode: Literal["redact", "drop"] = "redact"
     """redact (typed placeholders such as [EMAIL]) or drop (leave out every record with a finding)."""
     patterns: dict[str, str] = field(default_factory=dict)
