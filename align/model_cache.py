@@ -124,7 +124,7 @@ def embedded_record(path: Path) -> dict[str, Any]:
 
 # -- merged policies ------------------------------------------------------------------------------
 
-def merged_policy_dir(source: ModelSource, dtype: str = "float32", trust_remote_code: bool = False) -> tuple[Path, bool]:
+def merged_policy_dir(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False) -> tuple[Path, bool]:
     """A full-weight safetensors checkpoint of `source` with all its adapters merged in, and whether it
     came from the cache.
 
@@ -132,9 +132,13 @@ def merged_policy_dir(source: ModelSource, dtype: str = "float32", trust_remote_
     made 35 new tokens/s against 180 for the base). Cached under `cache_dir()/merged/<key>`, the key a
     hash of the adapters' content, the base's weight files (path, size, mtime) and the dtype, so
     generating from the same policy again skips the merge; the `MERGED_KEEP` most recently used are kept.
+    The merge runs on this process's device (align.core.device); `dtype: auto` is keyed by what it resolves to.
     """
+    from align.core.device import resolve_dtype
+
     if not source.adapters:
         raise AlignError(f"{source.ref} has no adapters to merge")
+    dtype = resolve_dtype(dtype)
     root = cache_dir() / MERGED_DIR
     target = root / merge_key(source, dtype)
     if (target / "config.json").exists() and any(target.glob("*.safetensors")):
@@ -147,7 +151,8 @@ def merged_policy_dir(source: ModelSource, dtype: str = "float32", trust_remote_
 
     log.info("merging %d adapter(s) into a full-weight checkpoint (cached): %s", len(source.adapters), target)
     with publishing(target) as partial:
-        load_policy(source, dtype, trust_remote_code).save_pretrained(partial, safe_serialization=True)
+        # Merged on the device; save_pretrained copies the weights to the host as it writes.
+        load_policy(source, dtype, trust_remote_code, place=True).save_pretrained(partial, safe_serialization=True)
         AutoTokenizer.from_pretrained(source.tokenizer_dir).save_pretrained(partial)
     _prune_merged(root, keep=target)
     return target, False

@@ -4,7 +4,7 @@ TRL's RewardTrainer tokenizes a conversational pair as `apply_chat_template(prom
 scoring must use the same text, or the score head reads a different last token (the chat template
 ends each message with `<|im_end|>` and a newline, and the classifier scores the last non-pad token).
 Batches are sorted by length so little compute goes to padding (the CPU forward runs near its FLOP
-peak, so padded tokens cost as much as real ones).
+peak, so padded tokens cost as much as real ones), and each goes to the device of the model's weights.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from align.core import device
 from align.core.errors import AlignError
 
 from tqdm.auto import tqdm
@@ -44,6 +45,7 @@ def reward_scores(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     scores: list[Any] = [None] * len(encoded)
     pad = tokenizer.pad_token_id
+    where = device.model_device(model)
     model.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
@@ -55,9 +57,10 @@ def reward_scores(
             for row, i in enumerate(idx):
                 input_ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
                 mask[row, : len(encoded[i])] = 1
-            logits = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).logits
-            for row, i in enumerate(idx):
-                scores[i] = float(logits[row, 0])
+            logits = model(input_ids=input_ids.to(where), attention_mask=mask.to(where)).logits
+            # One copy to the host per batch, not one synchronising read per row.
+            for row, value in zip(idx, logits[:, 0].float().cpu().tolist()):
+                scores[row] = value
     return scores
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from align.core import distributed, runs
+from align.core.device import AttnImplementation, bf16_training
 from align.core.config import check_passthrough
 from align.core.errors import AlignError
 
@@ -33,7 +34,7 @@ UNSUPPORTED_TRAINING_ARGS = {
 # Where TensorBoard's event files go inside a run (`training.report_to: [tensorboard]`).
 TENSORBOARD_DIR = "tensorboard"
 
-Dtype = Literal["float32", "bfloat16", "float16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Quantization = Literal["none", "4bit", "8bit"]
 
 
@@ -59,10 +60,15 @@ class LoraConfig:
 
 @dataclass
 class ModelLoading:
-    """How models are loaded (every stage that loads one)."""
+    """How models are loaded (every stage that loads one); resolved by align/core/device.py, and what they
+    resolved to is recorded in the manifest's `notes.device`."""
 
-    dtype: Dtype = "float32"
-    """Weights dtype. float32 on CPUs without bf16 units (bf16 is ~5x slower there); bfloat16 on recent GPUs."""
+    dtype: Dtype = "auto"
+    """Weights dtype. auto: bfloat16 on CUDA GPUs that support it, float32 elsewhere (bf16 is ~5x slower on
+    CPUs without bf16 units; float16 only when asked, since training it needs a loss scaler)."""
+    attn_implementation: AttnImplementation = "auto"
+    """Attention kernels: auto (flash_attention_2 on CUDA where flash_attn is installed and weights are
+    half precision, else sdpa) | eager | sdpa | flash_attention_2."""
     trust_remote_code: bool = False
     """Run model code shipped with a checkpoint. Off unless you trust its source."""
 
@@ -118,23 +124,15 @@ class TrainStageConfig(runs.RunOutput, ModelLoading):
 
 
 def check_quantization(quantization: str, lora_enabled: bool) -> None:
-    """Refuse a quantized load this machine or config cannot train, before any run or weights exist."""
-    import importlib.util
-
+    """Refuse a quantized config that cannot train (while parsing). Whether this machine can load it
+    (CUDA, bitsandbytes) is checked when the stage runs (`align.core.device.check_quantization`), so a
+    QLoRA config can be dry-run on a machine without a GPU."""
     if not lora_enabled:
         raise AlignError(f"'quantization={quantization}' trains a LoRA adapter on frozen quantized weights (QLoRA); "
                          "it cannot train all weights: set lora.enabled=true or quantization=none")
-    import torch
-
-    if not torch.cuda.is_available():
-        raise AlignError(f"'quantization={quantization}' needs a CUDA GPU (bitsandbytes quantizes on the GPU) and "
-                         "none is available here; set quantization=none to train unquantized on this machine")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise AlignError(f"'quantization={quantization}' needs the bitsandbytes package: pip install 'align[qlora]' "
-                         "(or pip install bitsandbytes)")
 
 
-def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any]):
+def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any], dtype: str = "auto"):
     """`cls` (a TRL config) from align's defaults, then the user's `training:` section over them.
 
     Built before the run directory exists, so a rejected value fails before anything is written;
@@ -143,7 +141,8 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
     2, a batch size of 0, scheduler arguments) fail only when the trainer builds its optimizer or
     starts its loop. So the user's values are type-checked against the config's annotations, and the
     optimizer and scheduler are built here once on a one-element parameter: whatever TRL or torch
-    rejects becomes an AlignError naming the `training.` key that caused it.
+    rejects becomes an AlignError naming the `training.` key that caused it. `bf16` follows the weights'
+    resolved `dtype` (align.core.device.bf16_training) unless `training.bf16` says otherwise.
     """
     check_passthrough(section, cls, "training", RESERVED_TRAINING_ARGS)
     for key, reason in UNSUPPORTED_TRAINING_ARGS.items():
@@ -154,7 +153,7 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
     def build(user: dict[str, Any]):
         # No tracker unless `training.report_to` names one; metrics.jsonl is written either way.
         # No checkpoints unless asked for (align saves the final model itself, into the run directory).
-        kwargs = {"bf16": _bf16_available(), "report_to": [], "save_strategy": "no", **_device_defaults(),
+        kwargs = {"bf16": bf16_training(dtype), "report_to": [], "save_strategy": "no", **_device_defaults(),
                   **defaults, **user}
         kwargs.update(output_dir="unset-align-sets-this", include_num_input_tokens_seen="all")
         args = cls(**kwargs)
@@ -262,13 +261,6 @@ def _device_defaults() -> dict[str, Any]:
     if distributed.world_size() > 1 and not distributed.accelerator_available():
         return {"use_cpu": True}
     return {}
-
-
-def _bf16_available() -> bool:
-    # TRL defaults to bf16 mixed precision, which fails on a CPU; use it only where a GPU supports it.
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def bind_output_dir(args, run) -> None:

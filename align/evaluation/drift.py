@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 import torch
 
+from align.core import device
+
 
 def reply_ids(tokenizer, text: str, ended: bool, eos_id: int) -> list[int]:
     """Token ids of a generated reply, with the end-of-turn token when the reply stopped on it."""
@@ -55,7 +57,7 @@ def _paired_reply_logits(a, b, prompts, replies, batch_size) -> Iterator[tuple[t
     """
     if len(prompts) != len(replies):
         raise ValueError(f"{len(prompts)} prompts but {len(replies)} replies")
-    device = next(a.parameters()).device
+    where, where_b = device.model_device(a), device.model_device(b) if b is not None else None
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
             seqs = [p + r for p, r in zip(prompts[start:start + batch_size], replies[start:start + batch_size])]
@@ -65,9 +67,11 @@ def _paired_reply_logits(a, b, prompts, replies, batch_size) -> Iterator[tuple[t
             for row, seq in enumerate(seqs):
                 ids[row, :len(seq)] = torch.tensor(seq)
                 mask[row, :len(seq)] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = ids.to(where), mask.to(where)
             la = a(input_ids=ids, attention_mask=mask).logits.float()
-            lb = b(input_ids=ids, attention_mask=mask).logits.float() if b is not None else None
+            # The baseline may sit on another device (two large models split over GPUs): its logits come back.
+            lb = (b(input_ids=ids.to(where_b), attention_mask=mask.to(where_b)).logits.float().to(where)
+                  if b is not None else None)
             for row, k in enumerate(range(start, start + len(seqs))):
                 s, n = len(prompts[k]), len(replies[k])
                 if n == 0:

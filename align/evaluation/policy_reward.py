@@ -27,8 +27,10 @@ REPLY_FIELDS = ("prompt", "policy", "reference", "policy_reward", "reference_rew
 
 def compare_with_reward_model(
     policy, tokenizer, reward_source: ModelSource, prompts: list, settings, dtype: str, max_length: int,
-    disable_adapter: bool, reference=None, replies_path: Path | None = None,
+    disable_adapter: bool, reference=None, replies_path: Path | None = None, attn_implementation: str = "auto",
 ) -> dict[str, Any]:
+    """The policy's and the reference's greedy replies, scored by the reward model (placed on this process's
+    device, where the stage's policy is)."""
     policy_replies = greedy_replies(policy, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
     ctx = policy.disable_adapter() if disable_adapter else contextlib.nullcontext()
     with ctx:
@@ -36,7 +38,8 @@ def compare_with_reward_model(
             reference if reference is not None else policy, tokenizer, prompts, settings.max_new_tokens, settings.batch_size
         )
     reward_tokenizer = load_tokenizer(reward_source)
-    reward_model = load_reward_model(reward_source, dtype, pad_token_id=reward_tokenizer.pad_token_id)
+    reward_model = load_reward_model(reward_source, dtype, pad_token_id=reward_tokenizer.pad_token_id,
+                                     attn_implementation=attn_implementation, place=True)
     convo = lambda p, r: p + [{"role": "assistant", "content": r}]  # noqa: E731
     policy_scores = reward_scores(reward_model, reward_tokenizer, [convo(p, r) for p, r in zip(prompts, policy_replies)],
                                   settings.batch_size, max_length, "scoring policy replies")

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
-from align.core.device import model_device
+from align.core import device
 from align.core.errors import AlignError
 from align.rl.ppo_losses import (
     entropy_from_logits,
@@ -138,7 +138,7 @@ class PPOTrainer:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id
         self.sampler = sampler
-        self.device = model_device(policy)
+        self.device = device.model_device(policy)
         params = [p for m in (policy, value_model) for p in m.parameters() if p.requires_grad]
         if not params:
             raise AlignError("PPO found no trainable parameters on the policy or value model (LoRA adapters expected)")
@@ -279,7 +279,7 @@ class PPOTrainer:
 
     def _response_logits(self, model, input_ids, attention_mask, prompt_width: int) -> torch.Tensor:
         """Logits predicting each response token, divided by the sampling temperature."""
-        where = model_device(model)
+        where = device.model_device(model)
         input_ids, attention_mask = input_ids.to(where), attention_mask.to(where)
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask))
         return out.logits[:, prompt_width - 1:-1].float() / self.temperature
@@ -288,7 +288,7 @@ class PPOTrainer:
         """V(state before each response token): the score head on every hidden state of the backbone."""
         classifier = self.value_model.get_base_model()
         backbone = getattr(classifier, classifier.base_model_prefix)
-        where = model_device(self.value_model)
+        where = device.model_device(self.value_model)
         input_ids, attention_mask = input_ids.to(where), attention_mask.to(where)
         hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
                           position_ids=_positions(attention_mask)).last_hidden_state
@@ -303,11 +303,10 @@ def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
 def _response_mask(response: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask of tokens up to and including the first EOS (pad is EOS here, so nothing after it counts),
     and whether each response reached an EOS at all."""
-    is_eos = response == eos_id
-    ended = is_eos.any(dim=1)
-    first = torch.where(ended, is_eos.float().argmax(dim=1), torch.full_like(ended, response.shape[1], dtype=torch.long))
-    positions = torch.arange(response.shape[1], device=response.device)[None, :]
-    return (positions <= first[:, None]).float(), ended
+    is_eos = (response == eos_id).long()
+    # No EOS strictly before a position: it is at or before the first one (built from `response`, so on its device).
+    eos_before = is_eos.cumsum(dim=1) - is_eos
+    return (eos_before == 0).float(), is_eos.bool().any(dim=1)
 
 
 def reward_model_scorer(model, tokenizer, max_length: int, batch_size: int, adapter_off=None) -> RewardFunction:

@@ -170,6 +170,11 @@ class VllmSettings:
     """Run vLLM's engine core in spawned processes (true) or in this process (false). Unset: in-process on
     a CPU (fastest on 2 cores: no scheduler process competing for them; deterministic scheduling; no
     `if __name__ == "__main__":` guard needed), spawned on a GPU (vLLM's default, overlaps scheduling)."""
+    tensor_parallel_size: int = 1
+    """GPUs one engine shards the model over (vLLM's tensor parallelism; a 70B model needs several)."""
+    max_model_len: int | None = None
+    """Longest sequence (prompt + reply) the engine makes room for. Unset: what the run needs (its longest
+    prompt plus the reply budget), within the model's context; vLLM sizes its KV cache from it."""
     lora: Literal["auto", "serve", "merge"] = "auto"
     """Adapters of a training run: `merge` all into a full-weight checkpoint (cached by content), `serve`
     the last one with a LoRARequest (earlier ones merged), or `auto`: merge on a CPU (vLLM's CPU LoRA
@@ -182,5 +187,9 @@ class VllmSettings:
             raise AlignError(f"'vllm.gpu_memory_utilization' must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.max_num_seqs < 1:
             raise AlignError(f"'vllm.max_num_seqs' must be >= 1, got {self.max_num_seqs}")
+        if self.tensor_parallel_size < 1:
+            raise AlignError(f"'vllm.tensor_parallel_size' must be >= 1, got {self.tensor_parallel_size}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise AlignError(f"'vllm.max_model_len' must be >= 1 or unset, got {self.max_model_len}")
         if self.cpu_reserved is not None and self.cpu_reserved < 0:
             raise AlignError(f"'vllm.cpu_reserved' must be >= 0 or unset, got {self.cpu_reserved}")

@@ -17,6 +17,7 @@ import logging
 
 from tqdm.auto import tqdm
 
+from align.core import device
 from align.models import ModelSource, load_policy
 from align.rollout import Completion, SamplingSettings, cut_at_stop
 
@@ -26,13 +27,15 @@ log = logging.getLogger(__name__)
 class HFEngine:
     name = "hf"
 
-    def __init__(self, source: ModelSource, tokenizer, dtype: str = "float32", batch_size: int = 64,
-                 trust_remote_code: bool = False, model=None):
-        """Loads the policy from `source`, or uses `model` when given (an in-memory policy being
-        trained or evaluated, e.g. by the DPO stage)."""
+    def __init__(self, source: ModelSource, tokenizer, dtype: str = "auto", batch_size: int = 64,
+                 trust_remote_code: bool = False, model=None, attn_implementation: str = "auto"):
+        """Loads the policy from `source` onto this process's device (align.core.device), or uses `model`
+        where it is when given (an in-memory policy being trained or evaluated, e.g. by the DPO stage)."""
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.model = (model if model is not None else load_policy(source, dtype, trust_remote_code)).eval()
+        if model is None:
+            model = load_policy(source, dtype, trust_remote_code, attn_implementation=attn_implementation, place=True)
+        self.model = model.eval()
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = sorted({*eos, tokenizer.eos_token_id} - {None})
@@ -45,7 +48,8 @@ class HFEngine:
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         per_batch = max(1, self.batch_size // sampling.n)
         results: list[list[Completion]] = [[] for _ in prompt_ids]
-        torch.manual_seed(sampling.seed)
+        where = device.model_device(self.model)
+        torch.manual_seed(sampling.seed)  # seeds the CUDA generators too
         with torch.inference_mode(), _without_checkpoint_defaults(self.model):
             for start in tqdm(range(0, len(order), per_batch), desc="generating (hf)", unit="batch", leave=False):
                 idx = order[start:start + per_batch]
@@ -56,8 +60,8 @@ class HFEngine:
                     input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
                     mask[row, width - len(prompt_ids[i]):] = 1
                 out = self.model.generate(
-                    input_ids=input_ids.to(self.model.device),
-                    attention_mask=mask.to(self.model.device),
+                    input_ids=input_ids.to(where),
+                    attention_mask=mask.to(where),
                     generation_config=config,
                     tokenizer=self.tokenizer if sampling.stop else None,
                 )

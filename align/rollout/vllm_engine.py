@@ -54,7 +54,17 @@ class VllmEngine:
         (`reload_weights`), as `self.policy_update` says (`vllm.lora`; `auto`: merge on a CPU)."""
         from vllm.platforms import current_platform
 
+        from align.core.device import resolve_dtype
+
         on_cpu = current_platform.is_cpu()
+        # `auto` as align resolves it for this process (bfloat16 on a bf16 GPU, float32 on a CPU), not vLLM's
+        # `auto` (the checkpoint's dtype, which is float32 for the embedded model and for merged policies).
+        dtype = resolve_dtype(dtype)
+        if settings.max_model_len is not None:
+            if settings.max_model_len < max_model_len:
+                raise AlignError(f"vllm.max_model_len={settings.max_model_len} is shorter than this run's longest request "
+                                 f"({max_model_len} tokens: longest prompt + reply budget); raise it or unset it")
+            max_model_len = settings.max_model_len
         multiprocessing = settings.multiprocessing if settings.multiprocessing is not None else not on_cpu
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocessing else "0"
         # vLLM logs every start-up step at INFO; align logs the start itself. VLLM_LOGGING_LEVEL=INFO restores them.
@@ -99,6 +109,7 @@ class VllmEngine:
             seed=seed,
             max_model_len=max_model_len,
             max_num_seqs=settings.max_num_seqs,
+            tensor_parallel_size=settings.tensor_parallel_size,
             enforce_eager=settings.enforce_eager,
             trust_remote_code=trust_remote_code,
         )

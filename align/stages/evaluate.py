@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Literal
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
@@ -121,7 +121,8 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
 def score_pairs(source, cfg: Config, tokenizer, rows: list[dict], label: str) -> tuple[list[float], list[float]]:
     """Load one reward model and score every pair with it (freed on return, before the next model loads)."""
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                              attn_implementation=cfg.attn_implementation, place=True)
     return pair_scores(model, tokenizer, rows, cfg.batch_size, cfg.max_length, label)
 
 
@@ -158,4 +159,5 @@ def run(cfg: Config) -> dict:
             d = m["accuracy_difference"]
             log.info("baseline: accuracy %.3f; difference %+.3f [%+.3f, %+.3f] (paired)", m["baseline_accuracy"],
                      d["mean"], d["ci_low"], d["ci_high"])
+        device.record(run_dir, cfg)
         return runs.finish(run_dir)

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import write_jsonl
@@ -188,6 +188,7 @@ def run(cfg: Config) -> dict:
             truncated_replies={m: sum(r[m]["finish_reason"] == "length" for r in rows) for m in MODELS},
         )
         log_table(run_dir.metrics, sets)
+        device.record(run_dir, cfg)
         return runs.finish(run_dir)
 
 
@@ -233,7 +234,8 @@ def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, pro
     if engine_name == "hf":
         from align.rollout.hf_engine import HFEngine
 
-        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code)
+        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
+                          attn_implementation=cfg.attn_implementation)
     else:
         from align.rollout.vllm_engine import VllmEngine
 
@@ -256,7 +258,8 @@ def _rewards(cfg: Config, source: ModelSource, conversations, replies) -> dict[s
     from align.scoring import reward_scores
 
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                              attn_implementation=cfg.attn_implementation, place=True)
     out = {}
     for role in MODELS:
         texts = [c + [{"role": "assistant", "content": r.text.strip()}] for c, r in zip(conversations, replies[role])]

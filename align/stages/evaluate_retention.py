@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import write_jsonl
@@ -212,6 +212,7 @@ def run(cfg: Config) -> dict:
         plot(run_dir.metrics, Path(run_dir.path) / PLOT)
         run_dir.add_output("plot", PLOT)
         log_table(run_dir.metrics)
+        device.record(run_dir, cfg)
         return runs.finish(run_dir)
 
 
@@ -223,7 +224,8 @@ def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, job
     if engine_name == "hf":
         from align.rollout.hf_engine import HFEngine
 
-        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code)
+        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
+                          attn_implementation=cfg.attn_implementation)
     else:
         from align.rollout.vllm_engine import VllmEngine
 
@@ -264,8 +266,9 @@ def _drift(cfg: Config, policy: ModelSource, baseline: ModelSource, same_model: 
 
     eos = tokenizer.eos_token_id
     ids = {m: [reply_ids(tokenizer, c.text, c.finish_reason == "stop", eos) for c in replies[m]["drift"]] for m in MODELS}
-    policy_model = load_policy(policy, cfg.dtype, cfg.trust_remote_code).eval()
-    baseline_model = policy_model if same_model else load_policy(baseline, cfg.dtype, cfg.trust_remote_code).eval()
+    loading = dict(attn_implementation=cfg.attn_implementation, place=True)
+    policy_model = load_policy(policy, cfg.dtype, cfg.trust_remote_code, **loading).eval()
+    baseline_model = policy_model if same_model else load_policy(baseline, cfg.dtype, cfg.trust_remote_code, **loading).eval()
     bs = cfg.score_batch_size
     kl = token_kl(policy_model, baseline_model, prompt_ids, ids["policy"], bs)
     under_policy = reply_logprob(policy_model, prompt_ids, ids["baseline"], bs)
@@ -308,7 +311,8 @@ def _rewards(cfg: Config, source: ModelSource, prompts, replies) -> dict[str, li
     from align.scoring import reward_scores
 
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                              attn_implementation=cfg.attn_implementation, place=True)
     return {m: reward_scores(model, tokenizer, [p.messages + [{"role": "assistant", "content": c.text.strip()}]
                                                 for p, c in zip(prompts, replies[m]["drift"])],
                              cfg.score_batch_size, cfg.reward_max_length, f"scoring {m} drift replies")

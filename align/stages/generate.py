@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
@@ -114,6 +114,8 @@ def run(cfg: Config) -> dict:
             completions = engine.generate(prompt_ids, cfg.sampling)
             gen_s = time.time() - gen_start
         finally:
+            # Before close: the hf engine's model says where it ran; vLLM's engine runs outside this process's torch.
+            device.record(run, cfg, getattr(engine, "model", None))
             engine.close()
 
         rows = []
@@ -163,7 +165,8 @@ def make_engine(name: str, cfg: Config, source, tokenizer, max_model_len: int):
     if name == "hf":
         from align.rollout.hf_engine import HFEngine
 
-        return HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code)
+        return HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
+                        attn_implementation=cfg.attn_implementation)
     from align.rollout.vllm_engine import VllmEngine
 
     return VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len, cfg.sampling.seed, cfg.trust_remote_code)

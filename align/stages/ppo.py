@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from align.core import device, runs
+from align.core import device, distributed, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import TrainStageConfig, count_trainable, format_seconds
@@ -384,6 +384,12 @@ def check_settings(cfg: Config) -> None:
         raise AlignError(f"algorithm={cfg.algorithm} compares responses within a group: num_generations must be >= 2, "
                          f"got {cfg.num_generations}")
     if cfg.algorithm == "ppo":
+        if distributed.world_size() > 1:
+            # Before any run directory: every rank would otherwise train its own copy and race to write.
+            raise AlignError(f"algorithm=ppo runs in a single process, but this one was launched as one of "
+                             f"{distributed.world_size()} (accelerate launch / torchrun); run `align ppo ...` directly "
+                             "(one process; its models go on the GPU), or use algorithm=rloo or grpo, which TRL trains "
+                             "data-parallel")
         if cfg.training:
             raise AlignError(f"'training.{next(iter(cfg.training))}': the training: section passes arguments to TRL's "
                              "trainers (algorithm rloo or grpo); PPO's settings are under ppo:")

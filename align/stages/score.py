@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from align.core import runs
+from align.core import device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import ModelLoading
@@ -69,7 +69,8 @@ def run(cfg: Config) -> dict:
     with runs.new_run("score", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
         run.add_input("generations", cfg.generations)
         run.add_input_record("reward_model", source.record)
-        model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
+        model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+                                  attn_implementation=cfg.attn_implementation, place=True)
         conversations = [
             row["prompt"] + [{"role": "assistant", "content": text}] for row in rows for text in row["responses"]
         ]
@@ -97,6 +98,7 @@ def run(cfg: Config) -> dict:
         run.metrics.update(metrics)
         run.log_metrics(metrics)
         log.info("scored %d responses of %d prompts (mean %.3f)", len(flat), len(rows), metrics["score_mean"] or 0)
+        device.record(run, cfg, model)
         return runs.finish(run)
 
 

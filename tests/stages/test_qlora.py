@@ -9,7 +9,7 @@ import torch
 
 from align import models
 from align.cli import main
-from align.core import training
+from align.core import device
 
 STAGES = ["sft", "reward", "dpo"]
 
@@ -44,6 +44,21 @@ def test_without_cuda_exits_2_with_one_line_and_no_run(stage, bits, tmp_path, ca
     assert not runs.exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the point is a machine without CUDA")
+@pytest.mark.parametrize("stage", STAGES)
+def test_dry_run_of_a_qlora_config_works_without_cuda(stage, tiny_model, easy_pairs, tmp_path, capsys):
+    """Parsing and checking a QLoRA config needs no GPU (a CPU login node); only running it does."""
+    runs = tmp_path / "runs"
+    fmt = ["data.format=preference-chosen"] if stage == "sft" else []
+    common = [f"model={tiny_model}", f"data.train={easy_pairs}", "quantization=4bit", f"runs_dir={runs}",
+              "max_length=128", *fmt]
+    assert main([stage, *common, "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main([stage, *common]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not runs.exists()
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_quantization_without_lora_is_an_error(stage, tmp_path, capsys):
     rc = main([stage, "quantization=4bit", "lora.enabled=false", f"runs_dir={tmp_path / 'runs'}"])
@@ -67,7 +82,7 @@ def test_each_stage_loads_its_base_quantized(stage, tiny_model, easy_pairs, tmp_
     """With CUDA and bitsandbytes assumed present, the stage hands a 4bit config to from_pretrained."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    monkeypatch.setattr(training, "check_quantization", lambda quantization, lora_enabled: None)
+    monkeypatch.setattr(device, "check_quantization", lambda quantization: None)
     seen = {}
 
     def fake_from_pretrained(*args, **kwargs):
