@@ -97,8 +97,7 @@ def from_conversational(rec: Any, where: str, cols, report) -> Iterable[dict[str
             hint = " (without 'prompt', set data.format=implicit)" if name == "prompt" else ""
             raise AlignError(f"{where}: missing field '{name}' (a pair needs prompt, chosen and rejected){hint}")
     if _prompt_is_implicit(rec):  # TRL's maybe_extract_prompt: the prompt is inside chosen/rejected
-        report["implicit_prompt_field_unused"] = report.get("implicit_prompt_field_unused", 0) + 1
-        yield from from_implicit({k: v for k, v in rec.items() if k != "prompt"}, where, cols, report)
+        yield from from_implicit(rec, where, cols, report)
         return
     prompt = as_messages(rec["prompt"], where, "prompt", default_role="user")
     if not prompt:
@@ -119,6 +118,8 @@ def from_implicit(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]
     for name in ("chosen", "rejected"):
         if name not in rec:
             raise AlignError(f"{where}: missing field '{name}' (an implicit-prompt pair has chosen and rejected)")
+    if "prompt" in rec:  # beside whole conversations (see `_prompt_is_implicit`): taken from them instead
+        report["implicit_prompt_field_unused"] = report.get("implicit_prompt_field_unused", 0) + 1
     chosen, rejected = rec["chosen"], rec["rejected"]
     if isinstance(chosen, str) and isinstance(rejected, str):
         prompt_text, chosen_text, rejected_text = split_shared_text(chosen, rejected, where)
