@@ -45,7 +45,7 @@ def test_dotted_overrides_win_over_yaml_and_parse_as_yaml_scalars(tmp_path):
     ("beta=abc", r"'beta' must be a number"),
     ("lora.r=2.5", r"'lora.r' must be an integer"),
     ("lora.enabled=yes please", r"'lora.enabled' must be true or false"),
-    ("dtype=float64", r"'dtype' must be one of float32, bfloat16, float16"),
+    ("dtype=float64", r"'dtype' must be one of auto, float32, bfloat16, float16"),
     ("loss_type=sigmod", r"unknown loss_type 'sigmod'.*did you mean 'sigmoid'"),
     ("data.test_fraction=1.5", r"test_fraction"),
     ("lora=3", r"'lora' must be a mapping"),
