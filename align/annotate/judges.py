@@ -85,6 +85,11 @@ def make_judge(cfg: Config) -> Score:
     raise AlignError(f"unknown judge '{cfg.judge}': one of brand_voice, safety, reward_model")
 
 
+def prompt_key(prompt: Any) -> str:
+    """A prompt's identity for judging: its last user message, whitespace and case folded."""
+    return _key(last_user_text(prompt))
+
+
 def _key(text: str) -> str:
     return " ".join(text.split()).lower()
 

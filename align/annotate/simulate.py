@@ -29,6 +29,9 @@ Judges (each returns a score per shown response):
 - `reward_model`: an `align reward` run scores prompt + reply formatted exactly as it was trained
   (align.scoring); set `tie_margin` and `strength_gaps` in its units.
 
+`only` (a prompt set) restricts a run to the records whose prompt is in it; the others stay pending. The
+feedback loop's `mix` uses it to answer one dataset with a judge per record kind (align/loop/mix.py).
+
 Which users are simulated is kept in a registry per server, next to the label journals:
 `<journal_dir>/<server>/simulated-annotators.json` (mode 0600; passwords and user ids). The
 simulator writes a user's id there before that user answers anything, and `align annotate pull`
@@ -94,6 +97,9 @@ class Config(runs.RunOutput):
     """judge=safety: prompts on which a refusal is the better reply."""
     safe: PromptSetConfig = field(default_factory=PromptSetConfig)
     """judge=safety: prompts on which answering is the better reply (refusing them is over-refusal)."""
+    only: PromptSetConfig = field(default_factory=PromptSetConfig)
+    """Answer only records whose prompt is in this set (matched on the last user message); the rest stay pending for
+    another judge's run or for people (the loop's `mix` runs one judge per record kind). Unset: every record."""
     reward_model: str = ""
     """judge=reward_model: the reward run scoring each reply."""
     reward_max_length: int = 512
@@ -294,7 +300,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Answer what is pending for each simulated annotator, then write a run listing every answer made."""
     check(cfg)
     annotators = read_annotators(cfg.annotators)
-    judge = make_judge(cfg)  # a missing rubric, prompt set or reward run fails before any user is made
+    judge = only_on(cfg.only, make_judge(cfg))  # a missing rubric, prompt set or reward run fails before any user is made
     passwords = ensure_users(cfg, [a.username for a in annotators])
     api_url = passwords["api_url"]
     sessions = {a.username: Session(api_url, a.username, passwords[f"password:{a.username}"], cfg.argilla.timeout,
@@ -314,7 +320,9 @@ def run(cfg: Config) -> dict[str, Any]:
             s.close()
     left = set().union(*unjudged.values())
     if left:
-        log.warning("%d record(s) left for people: their prompt is in neither the harmful nor the safe set", len(left))
+        log.warning("%d record(s) left for people (or another judge): %s", len(left),
+                    "not in `only`, or in neither the harmful nor the safe set" if cfg.only.paths
+                    else "their prompt is in neither the harmful nor the safe set")
 
     with runs.new_run("annotate simulate", to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
         run_.add_input("annotators", cfg.annotators)
@@ -322,6 +330,8 @@ def run(cfg: Config) -> dict[str, Any]:
                        "safety": [*cfg.harmful.paths, *cfg.safe.paths]}[cfg.judge]
         for path in judge_input:
             run_.add_input("judge", path)
+        for path in cfg.only.paths:
+            run_.add_input("only", path)
         with open(run_.path / ANSWERS, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(answer, ensure_ascii=False) + "\n" for answer in answers)
         run_.add_output("answers", ANSWERS)
@@ -342,6 +352,26 @@ def run(cfg: Config) -> dict[str, Any]:
     print(f"simulated annotators answered {len(answers)} record(s) of '{cfg.dataset}' with judge={cfg.judge}"
           + (f"; {len(left)} left for people (prompt in no set)" if left else ""))
     return manifest
+
+
+def only_on(only: PromptSetConfig, judge: Score) -> Score:
+    """`judge` restricted to the records whose prompt is in `only` (None, left pending, for the others)."""
+    if not only.paths:
+        return judge
+    from align.annotate.judges import prompt_key
+    from align.evaluation.prompt_sets import load_prompt_set
+
+    keys = {prompt_key(p.messages) for p in load_prompt_set("only", only)}
+
+    def restricted(prompts, shown):
+        mine = [i for i, p in enumerate(prompts) if prompt_key(p) in keys]
+        scores = judge([prompts[i] for i in mine], [shown[i] for i in mine]) if mine else []
+        out: list = [None] * len(prompts)
+        for i, score in zip(mine, scores):
+            out[i] = score
+        return out
+
+    return restricted
 
 
 def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, judge: Score,

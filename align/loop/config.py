@@ -24,6 +24,7 @@ from typing import Any, Literal
 from align.annotate.connection import ArgillaConfig
 from align.core.config import build, read_yaml, set_dotted
 from align.core.errors import AlignError
+from align.loop.mix import MixSettings
 
 # Stage modules per step, imported when a config is built (the loop itself stays light to import).
 STAGE_MODULES = {
@@ -49,7 +50,7 @@ WIRED = {
     "score": ("generations", "reward_model", "runs_dir", "name"),
     "pairs": ("generations", "runs_dir", "name"),
     "push": ("pairs", "dataset", "round", "argilla", "runs_dir", "name"),
-    "simulate": ("dataset", "argilla", "journal_dir", "runs_dir", "name"),
+    "simulate": ("dataset", "argilla", "journal_dir", "only", "runs_dir", "name"),
     "pull": ("dataset", "argilla", "runs_dir", "name"),
     "reward": ("data.train", "runs_dir", "name"),
     "dpo": ("model", "data.train", "runs_dir", "name"),
@@ -141,7 +142,10 @@ class LoopConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     """What each round trains."""
     generate: dict[str, Any] = field(default_factory=dict)
-    """`align generate` settings (config: FILE plus overrides); the loop sets policy."""
+    """`align generate` settings (config: FILE plus overrides); the loop sets policy (and, with `mix`, prompts)."""
+    mix: MixSettings = field(default_factory=MixSettings)
+    """Several kinds of prompt per round in fixed shares, each judged by its own simulated judge (align/loop/mix.py,
+    e.g. brand-voice and safety prompts in one dataset); unset: generate.prompts, judged by `simulate`."""
     score: dict[str, Any] = field(default_factory=dict)
     """`align score` settings, used when the loop has a reward model; the loop sets generations and reward_model."""
     pairs: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +188,11 @@ class LoopConfig:
                              "measure retention, e.g. retention.config=configs/evaluate/retention.yaml")
         if not self.loop_dir:
             self.loop_dir = f"runs/{self.recipe}-loop"
+        for key in ("prompts", "max_prompts"):
+            if self.mix.on and key in self.generate:
+                raise AlignError(f"'generate.{key}' ({self.generate[key]}) and 'mix' both say what a round answers; with "
+                                 f"mix, list each kind's prompts under mix.kinds (mix.prompts_per_round for the count) "
+                                 f"and drop generate.{key}")
         if self.annotators == "simulated" and not self.simulate.get("annotators"):
             raise AlignError("annotators=simulated needs 'simulate.annotators': a YAML list of simulated annotators "
                              "(e.g. recipes/brand_voice/annotators.yaml)")
@@ -229,6 +238,7 @@ def config_files(cfg: LoopConfig) -> list[str]:
             files.append(section["config"])
     if cfg.simulate.get("annotators"):
         files.append(cfg.simulate["annotators"])
+    files += [k.prompts for k in cfg.mix.kinds]
     return files
 
 

@@ -31,10 +31,13 @@ PER_REPLY = {
 
 
 def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]], runs_dir: Path, name: str,
-                     config: dict[str, Any], balance: str = "none") -> dict[str, Any]:
+                     config: dict[str, Any], balance: str = "none",
+                     kinds: dict[int, dict[str, str]] | None = None) -> dict[str, Any]:
     """A run with every pull's rows (in round order) and counts per round; returns its manifest.
 
-    balance="refusal" appends copies of the smaller side's usable pairs (see `balance_refusals`)."""
+    balance="refusal" appends copies of the smaller side's usable pairs (see `balance_refusals`).
+    kinds: per round of a mixed loop, prompt key -> kind (align/loop/mix.py); the counts then say what each
+    kind contributed (records, usable pairs, votes, ties)."""
     rows: list[dict[str, Any]] = []
     per_round = {}
     for n, pull in pulls:
@@ -51,6 +54,10 @@ def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]]
             "simulated_votes": metrics.get("simulated_votes"), "human_votes": metrics.get("human_votes"),
             "annotators": sorted({v["annotator"] for r in mine for v in r.get("votes", [])}),
         }
+        if kinds and n in kinds:
+            from align.loop.mix import kind_counts
+
+            per_round[str(n)]["kinds"] = kind_counts(mine, kinds[n])
     counts = None
     if balance == "refusal":
         rows, counts = balance_refusals(rows)

@@ -35,10 +35,18 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
         elif not Path(sft.data.train).exists():
             raise AlignError(f"sft.data.train: no such file {sft.data.train!r}")
     has_reward = bool(cfg.reward_model) or "reward" in cfg.train.stages
-    gen = stage_config("generate", cfg.generate, {"policy": cfg.policy, "runs_dir": ".", "name": "x"})
+    gen_wiring = {"policy": cfg.policy, "runs_dir": ".", "name": "x"}
+    if cfg.mix.on:
+        gen_wiring.update(prompts=cfg.mix.kinds[0].prompts, max_prompts=None)
+    gen = stage_config("generate", cfg.generate, gen_wiring)
     if not gen.prompts:
-        raise AlignError("loop section 'generate' needs 'prompts': the recipe's training prompts")
-    generate.load_prompts(gen.prompts, gen.prompt_field, gen.max_prompts)
+        raise AlignError("loop section 'generate' needs 'prompts': the recipe's training prompts (or give 'mix')")
+    if cfg.mix.on:
+        from align.loop.mix import load_kinds
+
+        load_kinds(cfg.mix, gen.prompt_field)  # every kind can fill its share, and no prompt has two kinds
+    else:
+        generate.load_prompts(gen.prompts, gen.prompt_field, gen.max_prompts)
     if has_reward:
         stage_config("score", cfg.score, {"generations": placeholder, "reward_model": placeholder, "runs_dir": ".", "name": "x"})
     pairs = stage_config("pairs", cfg.pairs, {"generations": placeholder, "runs_dir": ".", "name": "x"})
@@ -51,9 +59,11 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
     stage_config("push", cfg.push, {"pairs": placeholder, "dataset": "x", "round": 1, "argilla": argilla, "runs_dir": ".", "name": "x"})
     stage_config("pull", cfg.pull, {"dataset": "x", "argilla": argilla, "runs_dir": ".", "name": "x"})
     if cfg.annotators == "simulated":
-        sim = stage_config("simulate", cfg.simulate, {"dataset": "x", "argilla": argilla, "runs_dir": ".", "name": "x"})
-        simulate_stage.read_annotators(sim.annotators)
-        simulate_stage.make_judge(sim)
+        for overrides in [k.simulate for k in cfg.mix.kinds] or [{}]:  # one judge per kind of a mixed round
+            sim = stage_config("simulate", {**cfg.simulate, **overrides},
+                               {"dataset": "x", "argilla": argilla, "runs_dir": ".", "name": "x"})
+            simulate_stage.read_annotators(sim.annotators)
+            simulate_stage.make_judge(sim)
     for stage in cfg.train.stages:
         wiring = {"runs_dir": ".", "name": "x", "data.train": placeholder, "model": placeholder,
                   "reward_model": placeholder}

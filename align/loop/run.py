@@ -61,6 +61,7 @@ from align.loop.config import (
 )
 from align.loop.gates import GateResult, evaluate_gates, split_gates
 from align.loop.labels import since_start, usable_pairs, write_labels_run
+from align.loop.mix import kinds_of, write_round_prompts
 from align.loop.preflight import load_retention_gates, preflight
 from align.loop.state import LoopState
 from align.loop.versus_start import StartMismatch, write_versus_start_run
@@ -243,7 +244,12 @@ class Loop:
         rnd["starts_from"] = state.current["policy"]
         log.info("=== round %d of %d: policy %s ===", n, cfg.rounds, policy)
 
-        wiring = round_generate_wiring(cfg.generate, {"policy": policy, "runs_dir": rd, "name": "generate"}, n)
+        wiring = {"policy": policy, "runs_dir": rd, "name": "generate"}
+        if cfg.mix.on:
+            # This round's prompts, each kind's share drawn afresh (align/loop/mix.py); generate reads the run.
+            wiring["prompts"] = self._step(rnd, "prompts", lambda: write_round_prompts(cfg.mix, n, rd))["path"]
+            wiring["max_prompts"] = None  # the mix's count, not the generate config file's
+        wiring = round_generate_wiring(cfg.generate, wiring, n)
         candidates = self.step(rnd, "generate", "generate", wiring)
         scored = False
         if reward_model:
@@ -265,8 +271,7 @@ class Loop:
                           f"wait for annotators; see `align loop status {self.dir}`, and run the same `align loop` "
                           "command again to go on once they are labelled")
         if cfg.annotators == "simulated":
-            self.step(rnd, "simulate", "simulate", {"dataset": dataset, "argilla": argilla, "runs_dir": rd,
-                                                    "name": "simulate", "journal_dir": self.journal_dir()})
+            self.simulate(rnd, {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "journal_dir": self.journal_dir()})
         wait_for_labels(self, rnd, dataset)
         pull = self.step(rnd, "pull", "pull", {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "name": "pull",
                                                "journal_dir": self.journal_dir()})
@@ -337,6 +342,20 @@ class Loop:
             log.warning("round %d: held back; the current policy stays %s: %s", n, state.abs(state.current["policy"]),
                         "; ".join(failures))
 
+    def simulate(self, rnd: dict[str, Any], wiring: dict[str, Any]) -> None:
+        """Simulated annotators answer the round's dataset: one run, or with `mix` one per kind, each with its judge
+        (the `simulate` section plus the kind's overrides) on the records of its kind only."""
+        if not self.cfg.mix.on:
+            self.step(rnd, "simulate", "simulate", {**wiring, "name": "simulate"})
+            return
+        prompts = self.state.abs(rnd["steps"]["prompts"]["run"])
+        file = runs.output_path(prompts, runs.read_manifest(prompts), "prompts")
+        for kind in self.cfg.mix.kinds:
+            name = f"simulate_{kind.kind}"
+            config = stage_config("simulate", {**self.cfg.simulate, **kind.simulate},
+                                  {**wiring, "name": name, "only.paths": [str(file)], "only.match": {"kind": kind.kind}})
+            self._step(rnd, name, lambda config=config: _stage_run("simulate", config))
+
     def versus_start(self, rnd: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
         """The round's policy against the loop's starting model (align/loop/versus_start.py): its replies in
         `evaluation` paired with the starting model's in round 0's; when the evaluation settings changed since
@@ -400,9 +419,11 @@ class Loop:
                 continue  # a round that ended before its pull (none today) has no labels to add
             pulls.append((k, self.state.abs(steps["pull"]["run"])))
             pushes.append((k, self.state.abs(steps["push"]["run"])))
+        kinds = {k: kinds_of(self.state.abs(self.state.round(k)["steps"]["prompts"]["run"])) for k, _ in pulls
+                 if self.state.round(k)["steps"].get("prompts", {}).get("status") == "done"}
         config = {"rounds": list(rounds), "labels": self.cfg.train.labels, "balance": self.cfg.train.balance}
         return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config,
-                                                                  balance=self.cfg.train.balance))
+                                                                  balance=self.cfg.train.balance, kinds=kinds))
 
     # -- paths, report, summary ---------------------------------------------------------------------
     def start_policy(self) -> str:

@@ -18,7 +18,7 @@ TABLE = (("brand", "brand_score", "brand score"), ("harmful", "refusal_rate", "h
 # (prompt set, metric, part, column title) of the retention columns, printed when the loop measures retention.
 RETENTION_TABLE = (("ifeval", "prompt_strict", "difference", "IFEval p-strict vs base"),
                    ("drift", "kl", None, "KL vs base"))
-STEP_ORDER = ("sft", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo",
+STEP_ORDER = ("sft", "prompts", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo",
               "evaluate", "evaluate_start", "versus_start", "retention")
 # (prompt set, metric, column title) of the printed comparison with the loop's starting model, when a gate reads it.
 START_TABLE = (("brand", "brand_score", "brand vs start"), ("harmful", "refusal_rate", "harmful refused vs start"),
@@ -35,7 +35,7 @@ def round_summaries(state: LoopState) -> list[RoundSummary]:
             round=rnd["round"],
             policy=state.abs(rnd.get("policy")) or "(not trained yet)",
             evaluation=evaluation,
-            labels=LabelSummary.from_pull_run(pull) if pull else None,
+            labels=LabelSummary.from_pull_run(pull, kinds=_kinds(state, rnd)) if pull else None,
             gates=GateResult.from_dict(rnd["gates"]) if rnd.get("gates") else None,
             promoted=rnd.get("promoted") if rnd.get("decided") and (rnd["round"] > 0 or rnd.get("gates")) else None,
             reasons=list(rnd.get("reasons", [])),
@@ -148,12 +148,21 @@ def status_text(state: LoopState) -> str:
     return "\n".join(lines)
 
 
+def _kinds(state: LoopState, rnd: dict) -> dict[str, dict[str, int]]:
+    """What each record kind of a mixed round contributed, as the round's labels run counted it ({} unmixed)."""
+    run = _done(state, rnd["steps"], "labels")
+    if not run:
+        return {}
+    return runs.read_manifest(run).get("notes", {}).get("rounds", {}).get(str(rnd["round"]), {}).get("kinds", {})
+
+
 def _done(state: LoopState, steps: dict, name: str) -> str | None:
     step = steps.get(name, {})
     return state.abs(step["run"]) if step.get("status") == "done" and step.get("run") else None
 
 
 def _order(name: str) -> int:
+    name = "simulate" if name.startswith("simulate_") else name  # one simulate run per kind of a mixed round
     return STEP_ORDER.index(name) if name in STEP_ORDER else len(STEP_ORDER)
 
 

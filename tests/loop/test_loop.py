@@ -289,6 +289,37 @@ def test_a_warm_start_failing_a_gate_against_the_start_is_held_back(argilla, tin
     assert "round 0: start, held back" in capsys.readouterr().out
 
 
+def test_a_mixed_round_judges_each_kind_with_its_own_judge_in_one_dataset(argilla, tiny_model, tmp_path, capsys):
+    mix = {"prompts_per_round": 8, "kinds": [
+        {"kind": "brand", "prompts": "recipes/brand_voice/prompts_train.jsonl", "share": 0.5},
+        {"kind": "safety", "prompts": "recipes/safety/prompts_rounds.jsonl", "share": 0.5,
+         "simulate": {"judge": "safety", "harmful": {"paths": ["recipes/safety/prompts_rounds.jsonl"], "match": {"label": "unsafe"}},
+                      "safe": {"paths": ["recipes/safety/prompts_rounds.jsonl"], "match": {"label": "safe"}}}}]}
+    config = loop_yaml(tmp_path, tiny_model, argilla, "mixed", rounds=1, mix=mix, per_record=3, discard_c=0.0)
+    data = yaml.safe_load(config.read_text())
+    del data["generate"]["prompts"], data["generate"]["max_prompts"]
+    config.write_text(yaml.safe_dump(data))
+    assert cli_main(["loop", "--config", str(config)]) == 0
+    loop_dir = tmp_path / "mixed"
+    prompts = runs.read_manifest(loop_dir / "round-1" / "prompts")
+    assert prompts["metrics"]["per_kind"] == {"brand": 4, "safety": 4}
+    assert runs.read_manifest(loop_dir / "round-1" / "generate")["metrics"]["prompts"] == 8
+    # One dataset; each kind's records answered by its own judge, the others left to the other run.
+    answers = {}
+    for kind, judge in (("brand", "brand_voice"), ("safety", "safety")):
+        run = runs.read_manifest(loop_dir / "round-1" / f"simulate_{kind}")
+        assert run["notes"]["judge"] == judge and run["notes"]["dataset"] == LoopState.load(loop_dir).rounds[1]["dataset"]
+        answers[kind] = {json.loads(x)["record_id"] for x in (Path(run["path"]) / "answers.jsonl").read_text().splitlines()}
+    assert answers["brand"] and answers["safety"] and not answers["brand"] & answers["safety"]
+    pull = runs.read_manifest(loop_dir / "round-1" / "pull")
+    kinds = runs.read_manifest(loop_dir / "round-1" / "labels")["notes"]["rounds"]["1"]["kinds"]
+    assert set(kinds) == {"brand", "safety"}
+    assert sum(k["records"] for k in kinds.values()) == pull["metrics"]["records"] == len(answers["brand"] | answers["safety"])
+    assert sum(k["votes"] for k in kinds.values()) == pull["metrics"]["votes"]
+    report = (loop_dir / "report.html").read_text()
+    assert "Per record kind" in report and "<td>safety</td>" in report and "<td>brand</td>" in report
+
+
 def test_argilla_down_while_waiting_exits_1_and_keeps_the_state(argilla, tiny_model, tmp_path, capsys, monkeypatch):
     config = loop_yaml(tmp_path, tiny_model, argilla, "down", rounds=1, annotators="people", simulate={})
     data = yaml.safe_load(config.read_text())
