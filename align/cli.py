@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "sft": Command("align.stages.sft", "supervised fine-tuning on conversations"),
     "reward": Command("align.stages.reward", "train a reward model on preference pairs"),
     "dpo": Command("align.stages.dpo", "direct preference optimisation of a policy"),
+    "kto": Command("align.stages.kto", "KTO: optimise a policy on unpaired (or paired) desirable/undesirable examples"),
     "ppo": Command("align.stages.ppo", "online RL from a reward model: PPO, RLOO or GRPO"),
     "evaluate reward": Command("align.stages.evaluate", "pairwise accuracy and margin of a reward model"),
     "evaluate policy": Command("align.stages.evaluate_policy", "policy vs baseline: refusals, over-refusal, brand voice, win rate, with intervals", ("policy",)),
