@@ -24,6 +24,7 @@ from align.core import hub, runs
 from align.core.config import load_config
 from align.core.errors import AlignError
 from align.data.preferences import load_preference_pairs
+from align.data.prompts import load_prompts
 from align.data.records import data_exists, read_records
 from tests.conftest import write_jsonl
 
@@ -142,6 +143,7 @@ def test_a_dataset_repository_on_disk_reads_its_splits_and_subsets(multi_repo):
     assert rows == [(f"hf:{multi_repo}[test]:0", {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."})]
     prompts = [r["prompt"] for _, r in read_records(f"hf:{multi_repo}?subset=prompts")]
     assert prompts == ["Name a colour.", "Count to three."]
+    assert len(load_prompts(f"hf:{multi_repo}?subset=prompts", limit=1)) == 1  # what align generate/ppo read
 
 
 @pytest.mark.parametrize("query, says", [
