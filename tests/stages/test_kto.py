@@ -131,3 +131,17 @@ def test_cli_lists_kto(capsys):
     assert main(["kto", "--help"]) == 0
     out = capsys.readouterr().out
     assert "desirable_weight" in out and "loss_type" in out
+
+
+def test_a_kto_run_counts_as_upstream_training_for_held_out_checks(two_runs, tmp_path):
+    # DPO on pairs over the KTO run's prompts, holding out a different split: some of its held-out prompts
+    # were trained on by the KTO run (its unpaired examples are recomputed from its manifest), so it refuses.
+    from align.stages import dpo
+
+    first, _, _ = two_runs
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": r["prompt"], "chosen": "Of course, happy to help with that!", "rejected": "No."} for r in unpaired_rows()])
+    cfg = load_config(dpo.Config, None, [f"model={first['path']}", f"data.train={pairs}", "data.test_fraction=0.5",
+                                         "data.seed=1", "max_length=128"])
+    with pytest.raises(AlignError, match=r"trained on by upstream kto run"):
+        dpo.check(cfg)
