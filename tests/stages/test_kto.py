@@ -145,3 +145,19 @@ def test_a_kto_run_counts_as_upstream_training_for_held_out_checks(two_runs, tmp
                                          "data.seed=1", "max_length=128"])
     with pytest.raises(AlignError, match=r"trained on by upstream kto run"):
         dpo.check(cfg)
+
+
+def test_full_fine_tuning_trains_all_weights_against_a_reference_copy(tiny_model, unpaired_file, tmp_path):
+    from safetensors.torch import load_file
+
+    m = kto.run(load_config(kto.Config, None, [
+        f"model={tiny_model}", f"data.train={unpaired_file}", f"runs_dir={tmp_path}", "lora.enabled=false",
+        "training.learning_rate=1e-3", *FAST]))
+    assert m["outputs"]["model"]["format"] == "full" and math.isfinite(m["metrics"]["train_loss"])
+    before = load_file(str(tiny_model / "model.safetensors"))
+    after = load_file(str(runs.Path(m["path"]) / "model" / "model.safetensors"))
+    changed = [k for k in before if k in after and not before[k].equal(after[k])]
+    assert len(changed) > len(before) // 2, changed
+    # The reference is the starting weights, so the first step's KL estimate is exactly zero.
+    first_step = json.loads((runs.Path(m["path"]) / runs.METRICS).read_text().splitlines()[0])
+    assert first_step["kl"] == 0.0
