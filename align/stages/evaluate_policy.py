@@ -208,7 +208,9 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
         raise ReuseRefused(f"baseline_replies={path} holds the replies of {manifest.get('notes', {}).get('policy')}, "
                          f"not of the baseline {baseline.stable_ref}{fix}")
     notes, config = manifest.get("notes", {}), manifest.get("config", {})
-    same = {"engine": (notes.get("engine"), engine_name), "dtype": (config.get("dtype"), cfg.dtype),
+    # The dtype that ran (`auto` resolves per machine): notes.device where recorded, else the config's name.
+    then_dtype = notes.get("device", {}).get("dtype") or device.resolve_dtype(config.get("dtype", "float32"))
+    same = {"engine": (notes.get("engine"), engine_name), "dtype": (then_dtype, device.resolve_dtype(cfg.dtype)),
             "sampling": (notes.get("sampling"), to_dict(cfg.sampling))}
     differ = [f"{k} {a!r} there, {b!r} now" for k, (a, b) in same.items() if a != b]
     if differ:
