@@ -299,6 +299,18 @@ def eval_split(args, validation, test, what: str):
     return "test", test
 
 
+def eval_dataset(run, evaluation, to_rows=list):
+    """The trainer's `eval_dataset` for `evaluation` (what `eval_split` returned), recorded in the manifest's
+    notes; None when the trainer evaluates only after training."""
+    if evaluation is None:
+        return None
+    from datasets import Dataset
+
+    name, rows = evaluation
+    run.notes["eval_during_training"] = {"split": name, "rows": len(rows)}
+    return Dataset.from_list(to_rows(rows))
+
+
 def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None):
     """A transformers callback: one log line per logging step, and the same numbers in metrics.jsonl.
 
@@ -314,16 +326,21 @@ def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None
             self.last_time = None
             self.last_tokens = 0
             self.first_step = 0
+            self.training = False
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = self.last_time = time.time()
             # A resumed run starts at its checkpoint's step: the ETA counts only this process's steps.
             self.first_step = state.global_step
             self.last_tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+            self.training = True
             # This callback comes after the trackers' own, so their runs exist by now.
             trackers = tracker_records(callbacks or [])
             if trackers:
                 run.notes["trackers"] = trackers
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.training = False
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or self.start is None:
@@ -339,6 +356,8 @@ def step_logger(run, metric_names: dict[str, str], callbacks: list | None = None
             self.last_time, self.last_tokens = now, tokens
             run.log_metrics(record, step=state.global_step)
             if evaluation:
+                if not self.training:
+                    return  # an evaluation after training: the stage logs its own summary of it
                 # An evaluation during training: its own line, the same labels on the held-out figures.
                 parts = [f"eval at step {state.global_step}/{state.max_steps}"]
                 for key, label in metric_names.items():

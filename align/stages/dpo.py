@@ -19,6 +19,11 @@ scores both; the manifest gets their mean rewards and the policy's win rate, and
 `held_out_replies.jsonl` the replies with their scores. This is the reward-model
 view of the change, and it ties the reward run into the DPO run's lineage.
 
+Checkpoints (`training.save_strategy: steps`, `training.save_steps`) go into the run's `checkpoints/`, and a
+run that stopped continues with `resume_from: latest` (align/core/checkpoints.py). With
+`training.eval_strategy: steps` TRL's DPO loss and implicit-reward accuracy and margin are measured every
+`training.eval_steps` on the validation split (`data.validation_fraction`), else the test split.
+
 Agreement from pulled annotations: `data.min_agreement` filters pairs; TRL's global
 `training.label_smoothing` (conservative DPO) treats labels as noisy with that flip probability.
 """
@@ -30,16 +35,19 @@ import logging
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from align.core import device, prefix_sharing, runs
+from align.core import checkpoints, device, prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.prefix_sharing import PrefixSharing, dpo_trainer_class
 from align.core.training import (
+    Checkpointing,
     TrainStageConfig,
     attach_logging,
     bind_output_dir,
     count_trainable,
     discard_trainer_scratch,
+    eval_dataset,
+    eval_split,
     final_train_metrics,
     trainer_refusals,
     training_arguments,
@@ -90,7 +98,7 @@ class RewardEvalConfig:
 
 
 @dataclass
-class Config(TrainStageConfig):
+class Config(Checkpointing, TrainStageConfig):
     """`align dpo` settings."""
 
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
@@ -165,8 +173,18 @@ def prepare(cfg: Config) -> SimpleNamespace:
               "test_data": test.report if test is not None else None, "split": split}
     if train.validation is not None:
         report["validation_data"] = train.validation.report
+    evaluation = eval_split(args, train.validation.rows if train.validation is not None else None,
+                            test.rows if test is not None else None, "pairs")
+    # The reward-model comparison runs after training: it does not change what is trained.
+    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(train.rows),
+                                          [source.record, reference.record if reference is not None else None],
+                                          free=("reward_model", "reward_eval"))
+    resume = checkpoints.plan(cfg, fingerprint)
+    if resume is not None:
+        report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
     return SimpleNamespace(args=args, source=source, reward_source=reward_source, reference=reference, tokenizer=tokenizer,
-                           train=train, test=test, report=report)
+                           train=train, test=test, report=report, evaluation=evaluation, fingerprint=fingerprint,
+                           resume=resume)
 
 
 def run(cfg: Config) -> dict:
@@ -191,6 +209,7 @@ def run(cfg: Config) -> dict:
         test_rows = test.rows if test is not None else None
         if test is not None:
             run_dir.notes["test_data"] = test.report
+        resume_path = checkpoints.take_over(run_dir, ready.resume)
 
         from datasets import Dataset
         from transformers import set_seed
@@ -214,22 +233,25 @@ def run(cfg: Config) -> dict:
                 ref_model=ref_model,
                 args=args,
                 train_dataset=Dataset.from_list(_trainer_rows(rows)),
+                eval_dataset=eval_dataset(run_dir, ready.evaluation, _trainer_rows),
                 processing_class=tokenizer,
                 peft_config=lora_config,
             )
         attach_logging(trainer, run_dir, {
             "loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin",
         })
+        checkpoints.attach(trainer, run_dir, ready.fingerprint)
         padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("dpo: %d pairs, loss %s, beta %s, %s", len(rows), "+".join(cfg.loss_type), cfg.beta,
                  run_dir.notes["parameters"])
         with trainer_refusals("DPOTrainer", cfg.training, building=False):
-            trainer.train()
+            trainer.train(resume_from_checkpoint=resume_path)
         run_dir.notes["prefix_sharing"] = prefix_sharing.report(trainer, cfg.prefix_sharing)
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)
+        checkpoints.conclude(run_dir, cfg.keep_checkpoints)
         run_dir.metrics.update(final_train_metrics(trainer))
         run_dir.metrics["train_padding_fraction"] = padding.fraction
         run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))

@@ -15,6 +15,11 @@ it builds on trained on those prompts (align/data/splits.py). `data.validation_f
 pairs of the training side, scored the same way (`validation_*` metrics), for choosing settings
 (LoRA or full, size, learning rate) without reading the test split.
 
+Checkpoints (`training.save_strategy: steps`, `training.save_steps`) go into the run's `checkpoints/`, and a
+run that stopped continues with `resume_from: latest` (align/core/checkpoints.py). With
+`training.eval_strategy: steps` the trainer measures loss, accuracy and margin every `training.eval_steps`
+on the validation split (`data.validation_fraction`), else the test split (eval_* in metrics.jsonl).
+
 `margin`: with pulled annotations, TRL's margin term (loss = -log sigmoid(r_c - r_r - m)) can ask
 for a larger gap on pairs annotators agreed on (`agreement`) or marked as strong (`strength`).
 """
@@ -26,16 +31,19 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Literal
 
-from align.core import device, prefix_sharing, runs
+from align.core import checkpoints, device, prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.prefix_sharing import PrefixSharing, reward_trainer_class
 from align.core.training import (
+    Checkpointing,
     TrainStageConfig,
     attach_logging,
     bind_output_dir,
     count_trainable,
     discard_trainer_scratch,
+    eval_dataset,
+    eval_split,
     final_train_metrics,
     trainer_refusals,
     training_arguments,
@@ -69,7 +77,7 @@ DEFAULT_TRAINING = {
 
 
 @dataclass
-class Config(TrainStageConfig):
+class Config(Checkpointing, TrainStageConfig):
     """`align reward` settings."""
 
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
@@ -106,8 +114,17 @@ def prepare(cfg: Config) -> SimpleNamespace:
               "split": split}
     if train.validation is not None:
         report["validation_data"] = train.validation.report
+    evaluation = eval_split(args, train.validation.rows if train.validation is not None else None,
+                            test.rows if test is not None else None, "pairs")
+    # eval_batch_size scores the held-out pairs after training: it does not change what is trained.
+    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(rows), [source.record],
+                                          free=("eval_batch_size",))
+    resume = checkpoints.plan(cfg, fingerprint)
+    if resume is not None:
+        report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
     return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, test=test,
-                           validation=train.validation, report=report)
+                           validation=train.validation, report=report, evaluation=evaluation,
+                           fingerprint=fingerprint, resume=resume)
 
 
 def run(cfg: Config) -> dict:
@@ -123,6 +140,7 @@ def run(cfg: Config) -> dict:
 
         run_dir.notes["data"] = ready.report["data"]
         run_dir.notes["split"] = ready.report["split"]
+        resume_path = checkpoints.take_over(run_dir, ready.resume)
 
         from datasets import Dataset
         from transformers import set_seed
@@ -137,19 +155,22 @@ def run(cfg: Config) -> dict:
                 model=model,
                 args=args,
                 train_dataset=Dataset.from_list(_trainer_rows(rows)),
+                eval_dataset=eval_dataset(run_dir, ready.evaluation, _trainer_rows),
                 processing_class=tokenizer,
                 peft_config=lora_config,
             )
         attach_logging(trainer, run_dir, {"loss": "loss", "accuracy": "acc", "margin": "margin"})
+        checkpoints.attach(trainer, run_dir, ready.fingerprint)
         padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("reward: %d pairs, %s", len(rows), run_dir.notes["parameters"])
         with trainer_refusals("RewardTrainer", cfg.training, building=False):
-            trainer.train()
+            trainer.train(resume_from_checkpoint=resume_path)
         run_dir.notes["prefix_sharing"] = prefix_sharing.report(trainer, cfg.prefix_sharing)
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="reward")
         discard_trainer_scratch(run_dir)
+        checkpoints.conclude(run_dir, cfg.keep_checkpoints)
         run_dir.metrics.update({f"train_{k}" if not k.startswith("train_") else k: v
                                 for k, v in final_train_metrics(trainer).items()})
         run_dir.metrics["train_padding_fraction"] = padding.fraction
