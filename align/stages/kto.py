@@ -26,7 +26,9 @@ examples once with `seed` and moves apart any that would be KL partners with the
 An example over `max_length` keeps the last turns of its prompt (`data.long_prompts`) or is counted
 and left out; TRL would cut the end of its completion. After training the stage reports TRL's KTO
 loss, the implicit rewards of desirable and undesirable completions, their margin and the KL
-estimate on the held-out split (`test_*`) and on validation examples (`validation_*`).
+estimate on the held-out split (`test_*`) and on validation examples (`validation_*`);
+`training.eval_strategy` measures the validation examples (else the test ones) during training too.
+Checkpoints (`training.save_strategy`) are refused for now: `resume_from` is not wired for KTO yet.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ def run(cfg: Config) -> dict:
         discard_trainer_scratch(run_dir)
         run_dir.metrics.update(final_train_metrics(trainer))
         run_dir.metrics["train_padding_fraction"] = padding.fraction
+        run_dir.notes["batches"] = padding.report(str(getattr(args.train_sampling_strategy, "value", args.train_sampling_strategy)))
         validation = train.validation
         if validation is not None:
             run_dir.notes["validation_data"] = validation.report
