@@ -42,7 +42,7 @@ class EvalDataConfig:
     path: str = ""
     """Preference file, datasets directory, run directory, or hub dataset `hf:<org>/<name>?split=test&subset=...`."""
     format: Format = "auto"
-    """auto | conversational | hh-rlhf | oasst | pairwise-label."""
+    """auto | conversational | implicit | hh-rlhf | oasst | pairwise-label (align/data/preferences.py; unpaired data has no pairs to score)."""
     columns: dict[str, str] = field(default_factory=dict)
     """pairwise-label column names (see `align dpo --help`)."""
     split: Literal["all", "test", "train"] = "all"
