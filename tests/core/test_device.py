@@ -268,6 +268,25 @@ def test_generate_score_and_evaluations_place_their_models_and_batches(monkeypat
         assert runs.read_manifest(manifest["path"])["notes"]["device"]["type"] == "meta", manifest["stage"]
 
 
+def test_adapter_merges_run_on_the_device(monkeypatch, tiny_model, tmp_path):
+    """The merged-policy cache (vLLM's plain weights) merges on the device and still writes safetensors."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from align.model_cache import merged_policy_dir
+    from align.models import ModelSource
+
+    adapter = tmp_path / "adapter"
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                          LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    peft.save_pretrained(adapter)
+    monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
+    spy = PlacementSpy(monkeypatch)
+    merged, cached = merged_policy_dir(ModelSource(str(adapter), Path(tiny_model), [adapter], {}))
+    assert not cached and any(merged.glob("*.safetensors"))
+    assert spy.placed_types() == ["LlamaForCausalLM"]
+
+
 def test_the_spy_catches_a_batch_left_on_the_host(monkeypatch, tiny_model, reward_dir):
     """The spy is not vacuous: align's scorer with its `.to(device)` removed fails under it."""
     from align import scoring
