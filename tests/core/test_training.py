@@ -19,7 +19,7 @@ from align.cli import main
     ("dpo", "training.gradient_accumulation_steps=0", "training.gradient_accumulation_steps"),
     ("sft", "training.max_steps=abc", "training.max_steps"),
     ("reward", "training.lr_scheduler_kwargs={foo: 1}", "training.lr_scheduler_kwargs"),
-    ("reward", "training.eval_strategy=steps", "training.eval_strategy"),
+    ("reward", "training.resume_from_checkpoint=somewhere", "training.resume_from_checkpoint"),
     ("sft", "training.dataloader_num_workers=-1", "training.dataloader_num_workers"),
 ])
 def test_rejected_training_values_exit_2_naming_the_key(stage, override, key, tiny_model, easy_pairs, tmp_path, capsys):
