@@ -71,7 +71,8 @@ def test_hub_id_without_a_hub_fails_clearly(tmp_path, capsys, good_pairs, monkey
                             f"runs_dir={tmp_path / 'runs'}"], capsys)
     assert code == 2
     (line,) = error_lines(err)
-    assert "'someorg/some-model' is not a local directory and could not be fetched from the hub" in line
+    assert "'someorg/some-model' is not a local directory, not in the local Hugging Face cache" in line
+    assert "hf download someorg/some-model" in line
 
 
 def test_weights_must_be_safetensors(tmp_path, capsys, good_pairs):
