@@ -106,6 +106,8 @@ class Resume:
     """The optimizer step it was written after."""
     stopped_run: Path | None
     """`latest`: the stopped run's partial directory, whose checkpoints the new run takes over."""
+    stopped_pid: int | None = None
+    """The pid that wrote it (where it is set aside when a run of the same name starts, runs.set_aside_path)."""
 
 
 def plan(cfg, fingerprint_now: dict) -> Resume | None:
@@ -132,17 +134,17 @@ def _latest(cfg, now: dict) -> Resume:
         for checkpoint in runs.resumable_checkpoints(partial):
             info = _read_info(checkpoint, str(checkpoint))
             if info.get("stage") == now["stage"]:
-                found.append((info, checkpoint, partial))
+                found.append((info, checkpoint, partial, writer_gone(partial)))
     if not found:
         raise AlignError(f"resume_from=latest: no checkpoint of a stopped `align {now['stage']}` run in "
                          f"runs_dir={cfg.runs_dir} (a run writes them with training.save_strategy=steps); "
                          "remove resume_from to start from the beginning, or give a checkpoint directory")
     same = [f for f in found if not _differences(f[0], now)]
     if not same:
-        info, checkpoint, _ = max(found, key=lambda f: f[0].get("written", ""))
+        info, checkpoint, _, _ = max(found, key=lambda f: f[0].get("written", ""))
         _check_same(info, now, f"resume_from=latest: the newest checkpoint in runs_dir ({checkpoint})")
-    info, checkpoint, partial = max(same, key=lambda f: (f[0]["step"], f[0].get("written", "")))
-    return Resume(checkpoint, info["step"], partial)
+    info, checkpoint, partial, pid = max(same, key=lambda f: (f[0]["step"], f[0].get("written", "")))
+    return Resume(checkpoint, info["step"], partial, pid)
 
 
 def _read_info(path: Path, given: str) -> dict:
@@ -194,9 +196,12 @@ def take_over(run, resume: Resume | None) -> str | None:
         return None
     checkpoint = resume.checkpoint
     if resume.stopped_run is not None:
+        stopped = resume.stopped_run
+        if stopped == Path(run.path):  # the same multi-process run name: opening this run set it aside
+            stopped = runs.set_aside_path(stopped, resume.stopped_pid)
         checkpoint = Path(run.path) / runs.CHECKPOINTS_DIR / resume.checkpoint.name
         if run.is_main:
-            _move_in(run, resume.stopped_run)
+            _move_in(run, stopped)
         distributed.barrier(run.world_size)
     if run.is_main:
         copied = checkpoint / METRICS_COPY

@@ -149,7 +149,7 @@ class Run:
             log.info("kept %s (its process is gone): it holds %s; `resume_from=latest` continues it, or delete it",
                      kept, ", ".join(p.name for p in resumable_checkpoints(kept)))
         if self.path.exists():
-            shutil.rmtree(self.path)
+            _set_aside_or_remove(self.path)
         self.path.mkdir()
         write_owner(self.path)
         (self.path / CONFIG).write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
@@ -256,6 +256,20 @@ def resumable_checkpoints(path: str | Path) -> list[Path]:
         return []
     found = [p for p in folder.glob("checkpoint-*") if (p / CHECKPOINT_INFO).is_file() and p.name[11:].isdigit()]
     return sorted(found, key=lambda p: int(p.name[11:]))
+
+
+def set_aside_path(partial: Path, pid: int) -> Path:
+    """Where a stopped run's partial directory without a pid in its name (a multi-process run's) is kept
+    when a run of the same name starts: the same name with the stopped writer's pid."""
+    return partial.with_name(f"{partial.name}-{pid}")
+
+
+def _set_aside_or_remove(partial: Path) -> None:
+    pid = writer_gone(partial)
+    if pid is not None and resumable_checkpoints(partial):
+        os.replace(partial, set_aside_path(partial, pid))
+        return
+    shutil.rmtree(partial)
 
 
 def remove_stale_kept(runs_dir: Path) -> list[Path]:

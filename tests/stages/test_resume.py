@@ -20,6 +20,7 @@ import pytest
 
 from align.cli import main
 from align.core import runs
+from align.core.errors import AlignError
 from tests.conftest import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,3 +203,36 @@ def test_choosing_a_checkpoint_on_the_test_split_is_refused(tiny_model, easy_pai
     assert main(stage_args("dpo", tiny_model, easy_pairs, tmp_path / "runs", "data.test_fraction=0.25",
                            "training.eval_strategy=steps", "training.load_best_model_at_end=true")) == 2
     assert "data.validation_fraction" in capsys.readouterr().err
+
+
+def test_a_stopped_run_of_the_same_name_is_set_aside_and_taken_over(tmp_path):
+    """A multi-process run's partial directory has no pid in its name, so the resumed run (same name) would
+    open the very same directory: the stopped one is set aside under its writer's pid, then taken over."""
+    import platform
+    from types import SimpleNamespace
+
+    from align.core import checkpoints, partials
+
+    stopped = tmp_path / ".foo.partial"
+    checkpoint = stopped / runs.CHECKPOINTS_DIR / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    now = {"stage": "sft", "settings": {"seed": 1}, "model_sha256": ["m"], "examples": 3, "examples_sha256": "e",
+           "processes": 2}
+    (checkpoint / runs.CHECKPOINT_INFO).write_text(json.dumps({**now, "step": 2, "written": "2026-12-06T08:00:00"}))
+    (checkpoint / checkpoints.METRICS_COPY).write_text('{"step": 1, "loss": 1.5}\n{"step": 2, "loss": 1.25}\n')
+    (stopped / partials.OWNER).write_text(json.dumps({"host": platform.node(), "pid": 4242, "stopped": True}))
+
+    resume = checkpoints.plan(SimpleNamespace(resume_from="latest", runs_dir=str(tmp_path)), now)
+    assert (resume.checkpoint, resume.step, resume.stopped_run) == (checkpoint, 2, stopped)
+    run = runs.Run("sft", {}, tmp_path, name="foo")
+    run.path = stopped  # what a multi-process run opens (runs.Run drops the pid when world_size > 1)
+    run._open()
+    assert (tmp_path / ".foo.partial-4242" / runs.CHECKPOINTS_DIR / "checkpoint-2").is_dir()
+    assert checkpoints.take_over(run, resume) == str(stopped / runs.CHECKPOINTS_DIR / "checkpoint-2")
+    assert (stopped / runs.CHECKPOINTS_DIR / "checkpoint-2" / runs.CHECKPOINT_INFO).is_file()
+    assert not (tmp_path / ".foo.partial-4242").exists()
+    assert losses(stopped) == {1: 1.5, 2: 1.25}
+    # Another setting: refused, naming it.
+    with pytest.raises(AlignError, match="seed=1, this run has seed=2"):
+        checkpoints.plan(SimpleNamespace(resume_from=str(stopped), runs_dir=str(tmp_path)),
+                         {**now, "settings": {"seed": 2}})
