@@ -57,6 +57,11 @@ def trl_arguments(cfg):
     for key, ours in OWNED.items():
         if key in cfg.training:
             raise AlignError(f"'training.{key}' is set by align from '{ours}'; set {ours} at the top level instead")
+    # The offline stages accept these (align/core/checkpoints.py); align ppo has its own for both.
+    for key, ours in (("save_strategy", "checkpoint_every and checkpoint_dir"), ("save_steps", "checkpoint_every"),
+                      ("eval_strategy", "eval.prompts (held-out prompts scored after training)")):
+        if key in cfg.training:
+            raise AlignError(f"'training.{key}' is not used by align ppo; set {ours} at the top level instead")
     return training_arguments(trl_config_class(cfg.algorithm), cfg.training, {
         "max_steps": cfg.steps, "per_device_train_batch_size": cfg.batch_size,
         "num_generations": cfg.num_generations, "max_completion_length": cfg.max_new_tokens,
