@@ -58,21 +58,20 @@ METRICS_COPY = "metrics.jsonl"  # inside a checkpoint: the run's metrics up to i
 TENSORBOARD_DIR = "tensorboard"
 # Top-level settings a resumed run may change: where the run goes and how it resumes.
 FREE_KEYS = ("runs_dir", "name", "resume_from", "keep_checkpoints")
-# Trainer arguments that do not change what is trained: logging, saving, evaluation, data loading workers, the
-# hub, and those align sets per run or process.
+# Trainer arguments that do not change what is trained: logging, saving, evaluation (no dropout, no sampling),
+# data loading workers, the hub, and those align or transformers set per run or process.
 FREE_TRAINING_KEYS = (
-    "output_dir", "resume_from_checkpoint", "local_rank", "do_train", "do_eval", "do_predict", "skip_memory_metrics",
-    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
-    "trackio_bucket_id", "trackio_static_space_id", "ddp_timeout", "include_num_input_tokens_seen",
-    "restore_callback_states_from_checkpoint", "eval_use_gather_object", "eval_packing", "bf16_full_eval",
-    "fp16_full_eval",
     "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "logging_dir", "report_to",
-    "run_name", "project", "trackio_space_id", "disable_tqdm", "log_level", "log_level_replica", "log_on_each_node",
-    "save_strategy", "save_steps", "save_total_limit", "save_on_each_node",
-    "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps",
-    "per_device_eval_batch_size", "eval_do_concat_batches", "batch_eval_metrics", "prediction_loss_only",
+    "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "disable_tqdm",
+    "log_level", "log_level_replica", "log_on_each_node", "include_num_input_tokens_seen", "skip_memory_metrics",
+    "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "restore_callback_states_from_checkpoint",
+    "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps", "eval_packing",
+    "per_device_eval_batch_size", "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics",
+    "prediction_loss_only", "bf16_full_eval", "fp16_full_eval",
     "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
     "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
+    "output_dir", "resume_from_checkpoint", "local_rank", "do_train", "do_eval", "do_predict", "ddp_timeout",
 )
 LATEST = "latest"
 
@@ -127,7 +126,7 @@ def plan(cfg, fingerprint_now: dict) -> Resume | None:
 
 def _latest(cfg, now: dict) -> Resume:
     runs_dir = Path(cfg.runs_dir)
-    found = []  # (info, checkpoint, stopped run)
+    found = []  # (info, checkpoint, the stopped run's partial directory, its writer's pid)
     for partial in sorted(runs_dir.glob(".*.partial*")) if runs_dir.is_dir() else []:
         if not partial.is_dir() or writer_gone(partial) is None:
             continue
@@ -205,10 +204,10 @@ def take_over(run, resume: Resume | None) -> str | None:
         distributed.barrier(run.world_size)
     if run.is_main:
         copied = checkpoint / METRICS_COPY
-        if copied.is_file():
+        text = copied.read_text(encoding="utf-8") if copied.is_file() else ""
+        if text:
             with open(Path(run.path) / runs.METRICS, "a", encoding="utf-8") as out:
-                out.writelines(line if line.endswith("\n") else line + "\n"
-                               for line in copied.read_text(encoding="utf-8").splitlines(keepends=True))
+                out.write(text if text.endswith("\n") else text + "\n")
     state = checkpoint / "trainer_state.json"
     run.add_input_record("resume_from", {
         "kind": "checkpoint", "path": str(resume.checkpoint.resolve()), "step": resume.step,

@@ -84,7 +84,8 @@ class Checkpointing:
     resume_from: str | None = None
     """Continue a run that stopped before it completed: `latest` (the furthest checkpoint of a killed,
     interrupted or failed run of this stage in runs_dir with the same settings and data; nothing found is an
-    error, not a fresh start) or a checkpoint directory (`<run>/checkpoints/checkpoint-N`). Settings that change
+    error, not a fresh start) or a checkpoint directory (`<run>/checkpoints/checkpoint-N`; a run directory: its
+    furthest). Settings that change
     what is trained, the starting model and the training examples must be those the checkpoint was written
     with (a difference is an error naming it); logging, saving and evaluation settings may change."""
     keep_checkpoints: bool = True
