@@ -1,18 +1,24 @@
 """`align loop --config recipes/<name>/loop.yaml`: rounds of generate -> label -> train -> evaluate -> gate.
 
-Round 0 evaluates the starting policy. Each round after it:
+Round 0 evaluates the starting policy (with `sft`, the warm start against the base; gates with
+`against: start` decide whether the rounds start from the warm start or, held back, from the base). Each
+round after it:
 
+    prompts     (with `mix`) the round's prompts, each kind's share drawn afresh (align/loop/mix.py)
     generate    the current policy answers the recipe's training prompts (`align generate`, vLLM when installed),
                 with a seed of its own each round (fresh samples, also after a held-back round)
     score       the newest reward model scores the candidates (when the loop has one)
     pairs       candidate pairs for annotators (least_sure when scored, else random)
     push        one Argilla dataset per round: <recipe>-<loop id>-r<round>
-    simulate    simulated annotators answer (annotators: simulated; demos, tests and CI only)
+    simulate    simulated annotators answer (annotators: simulated; demos, tests and CI only); with `mix`,
+                one run per kind, each with that kind's judge
     wait        poll Argilla until `wait.min_records` records are complete, or `wait.deadline_minutes`
     pull        the labels, journaled before anything else (`align annotate pull`)
     labels      the pairs the round trains on: this round's labels or every round's so far
     reward/dpo/ppo   the recipe's training stages, on those labels
     evaluate    `align evaluate policy`: the new policy against the current one on held-out prompts
+    versus_start  (with gates `against: start`) the new policy against the loop's starting model, from both
+                models' judged replies (align/loop/versus_start.py)
     retention   (with a `retention` section) `align evaluate retention`: what the new policy lost against
                 the starting policy's base model (IFEval, drift), so losses add up across rounds
     gate        the recipe's gates and its retention_gates; all hold: the new policy becomes current
@@ -453,6 +459,8 @@ class Loop:
         report = self.write_report()
         print(f"\nLoop {self.dir} ({self.cfg.recipe}): {len(self.state.rounds) - 1} round(s)")
         print(score_table(self.state))
+        steps = sum(float(v.get("wall_time_s") or 0) for r in self.state.rounds for v in r["steps"].values())
+        print(f"Wall time of the loop's steps: {steps / 60:.1f} min (waiting for labels included)")
         print(f"Report: {report.resolve()}")
         print(f"Current policy: {self.state.abs(self.state.current['policy'])}  "
               f"(lineage: align lineage {self.state.abs(self.state.current['policy'])})")

@@ -63,6 +63,14 @@ def loop_info(state: LoopState, cfg) -> dict[str, Any]:
         "training": f"{' -> '.join(cfg.train.stages)} on {cfg.train.labels} labels, reference: {cfg.train.reference}",
         "gates": cfg.gates,
     }
+    if cfg.mix.on:
+        from align.loop.mix import counts
+
+        share = counts(cfg.mix)
+        judges = {k.kind: {**cfg.simulate, **k.simulate}.get("judge", "brand_voice") for k in cfg.mix.kinds}
+        info["candidates"] = (f"{cfg.mix.prompts_per_round} prompts per round: " + ", ".join(
+            f"{k.kind} {share[k.kind]} from {k.prompts}" + (f" (judge {judges[k.kind]})" if cfg.annotators == "simulated" else "")
+            for k in cfg.mix.kinds))
     if cfg.retention:
         from align.loop.config import retention_baseline
 

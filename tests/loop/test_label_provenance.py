@@ -17,6 +17,7 @@ from align.loop.rounds import LabelSummary, RoundSummary
 from tests.annotate.test_annotate_simulate import PAIRS, pull_run, push_pairs, server_responses, sim_config
 
 pytestmark = pytest.mark.integration
+# Usernames of this file only: the session's Argilla is shared, and a name another test's simulator made is refused.
 
 
 def labels_cell(page: str, round_: int) -> str:
@@ -33,7 +34,7 @@ def report_from(tmp_path, pull_dir) -> str:
 
 def test_a_simulated_pull_is_reported_as_simulated(argilla, tmp_path):
     push_pairs(argilla, tmp_path, "prov-sim", PAIRS[:4], per_record=3)
-    simulate.run(sim_config(argilla, tmp_path, "prov-sim", ["sim-pia", "sim-quin", "sim-rex"]))
+    simulate.run(sim_config(argilla, tmp_path, "prov-sim", ["prov-pia", "prov-quin", "prov-rex"]))
     manifest, _ = pull_run(argilla, tmp_path, "prov-sim")
     assert (manifest["metrics"]["simulated_votes"], manifest["metrics"]["human_votes"]) == (12, 0)
     labels = LabelSummary.from_pull_run(manifest["path"])
@@ -46,8 +47,8 @@ def test_a_simulated_pull_is_reported_as_simulated(argilla, tmp_path):
 def test_a_round_with_a_person_and_simulated_annotators_shows_both(argilla, tmp_path):
     push_pairs(argilla, tmp_path, "prov-mixed", PAIRS[:3], per_record=2)
     record = next(iter(server_responses(argilla, "prov-mixed").values()))
-    argilla.annotator("pat").respond(record["id"], preference="A")
-    simulate.run(sim_config(argilla, tmp_path, "prov-mixed", ["sim-sol", "sim-tom"]))
+    argilla.annotator("prov-pat").respond(record["id"], preference="A")
+    simulate.run(sim_config(argilla, tmp_path, "prov-mixed", ["prov-sol", "prov-tom"]))
     manifest, _ = pull_run(argilla, tmp_path, "prov-mixed")
     assert (manifest["metrics"]["simulated_votes"], manifest["metrics"]["human_votes"]) == (5, 1)
     assert labels_cell(report_from(tmp_path, manifest["path"]), 1) == "both: 5 simulated, 1 by people"
