@@ -36,7 +36,8 @@ STAGE_OF = {"sft": "sft", "reward": "reward", "dpo": "dpo", "generate": "generat
 
 
 def recipe_configs() -> list[Path]:
-    return sorted(RECIPE.glob("*.yaml"))
+    """The stage configs (loop.yaml is the loop's; tested below)."""
+    return sorted(p for p in RECIPE.glob("*.yaml") if p.name != "loop.yaml")
 
 
 def stage_of(path: Path) -> str:
@@ -95,7 +96,7 @@ def memory_block(stdout: str) -> dict:
 
 def test_every_config_opens_with_its_command():
     assert len(recipe_configs()) >= 7
-    for path in recipe_configs():
+    for path in [*recipe_configs(), RECIPE / "loop.yaml"]:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# ") and f"--config recipes/gpu_7b/{path.name}" in first, path
 
@@ -140,6 +141,27 @@ def test_unknown_model_is_unknown_not_an_error():
 
     report = memory.dry_run_report("sft", Config(model="some-org/not-a-known-model"), {})
     assert "memory_estimate: unknown" in report
+
+
+def test_loop_config_builds_every_stage_it_runs():
+    """The 7B brand-voice loop: its sections build the stage configs the loop would (no unknown keys), with
+    the 7B stage settings underneath (the loop's own tests run loops; this one checks the recipe)."""
+    from align.core.config import load_config
+    from align.loop.config import LoopConfig, stage_config
+
+    cfg = load_config(LoopConfig, str(RECIPE / "loop.yaml"))
+    assert cfg.policy == HUB_ID and cfg.train.stages == ["dpo"]
+    sft = stage_config("sft", cfg.sft, {"model": cfg.policy})
+    assert (sft.lora.r, sft.dtype, sft.training["gradient_checkpointing"]) == (32, "auto", True)
+    assert Path(ROOT / sft.data.train).is_file()
+    generate = stage_config("generate", cfg.generate, {"policy": cfg.policy})
+    assert generate.engine == "vllm" and generate.sampling.n == 4
+    dpo = stage_config("dpo", cfg.dpo, {"model": cfg.policy, "data.train": "labels.jsonl"})
+    assert dpo.training["learning_rate"] == 5e-5 and dpo.reward_eval.prompts == 0
+    evaluate = stage_config("evaluate", cfg.evaluate, {"policy": cfg.policy})
+    assert evaluate.dtype == "auto"
+    for path in (cfg.gates, cfg.simulate["annotators"], cfg.simulate["rubric"], *(k.prompts for k in cfg.mix.kinds)):
+        assert (ROOT / path).is_file(), path
 
 
 # -- the estimator by hand ------------------------------------------------------------------------
