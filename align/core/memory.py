@@ -29,6 +29,7 @@ Every figure is computed by formula, not measured. The formulas follow how align
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,8 +249,6 @@ def kv_cache_bytes_per_token(arch: Architecture, dtype_bytes: int = 2) -> int:
 
 def launch_layout() -> tuple[int, bool]:
     """GPU count and sharding of the current launch, from what `accelerate launch` / torchrun set."""
-    import os
-
     gpus = int(os.environ.get("WORLD_SIZE", "1") or 1)
     sharded = (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
                or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
