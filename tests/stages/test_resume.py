@@ -236,3 +236,32 @@ def test_a_stopped_run_of_the_same_name_is_set_aside_and_taken_over(tmp_path):
     with pytest.raises(AlignError, match="seed=1, this run has seed=2"):
         checkpoints.plan(SimpleNamespace(resume_from=str(stopped), runs_dir=str(tmp_path)),
                          {**now, "settings": {"seed": 2}})
+
+
+@pytest.mark.slow
+def test_two_processes_write_complete_checkpoints_and_resume_from_one(tiny_model, easy_pairs, tmp_path):
+    """DDP over gloo (tests/core/test_multiprocess.py): every rank writes its RNG state into a checkpoint before
+    rank 0 completes it; a two-process run resumed from one logs the steps the first run logged after it."""
+    from tests.core.test_multiprocess import free_port
+
+    runs_dir = tmp_path / "runs"
+
+    def launch(*extra):
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", str(free_port()), "-m", "align",
+                   *stage_args("sft", tiny_model, easy_pairs, runs_dir, "training.max_steps=3", "lora.dropout=0",
+                               "training.save_steps=1", *extra)]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    launch("name=a")
+    checkpoint = runs_dir / "a" / runs.CHECKPOINTS_DIR / "checkpoint-1"
+    assert sorted(p.name for p in checkpoint.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
+    assert json.loads((checkpoint / runs.CHECKPOINT_INFO).read_text())["processes"] == 2
+    launch("name=b", f"resume_from={checkpoint}")
+    first, resumed = losses(runs_dir / "a"), losses(runs_dir / "b")
+    assert sorted(resumed) == [1, 2, 3]
+    assert [resumed[s] for s in (2, 3)] == pytest.approx([first[s] for s in (2, 3)], rel=1e-5)
+    assert sorted(p.name for p in runs_dir.iterdir()) == ["a", "b"]
