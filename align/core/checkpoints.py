@@ -230,6 +230,10 @@ def _move_in(run, stopped: Path) -> None:
                          "same time; give resume_from a checkpoint directory, or start without resume_from") from None
     if (stopped / TENSORBOARD_DIR).is_dir():
         os.replace(stopped / TENSORBOARD_DIR, target / TENSORBOARD_DIR)
+    complete = set(runs.resumable_checkpoints(target))
+    for folder in (target / runs.CHECKPOINTS_DIR).glob("checkpoint-*"):
+        if folder not in complete:  # cut while being written: the resumed run writes that step afresh
+            shutil.rmtree(folder, ignore_errors=True)
     repoint(target / runs.CHECKPOINTS_DIR, stopped, target)
     shutil.rmtree(stopped, ignore_errors=True)
 

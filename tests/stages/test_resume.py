@@ -221,6 +221,9 @@ def test_a_stopped_run_of_the_same_name_is_set_aside_and_taken_over(tmp_path):
     (checkpoint / runs.CHECKPOINT_INFO).write_text(json.dumps({**now, "step": 2, "written": "2026-12-06T08:00:00"}))
     (checkpoint / checkpoints.METRICS_COPY).write_text('{"step": 1, "loss": 1.5}\n{"step": 2, "loss": 1.25}\n')
     (stopped / partials.OWNER).write_text(json.dumps({"host": platform.node(), "pid": 4242, "stopped": True}))
+    cut = stopped / runs.CHECKPOINTS_DIR / "checkpoint-3"  # killed while writing it: no checkpoint.json
+    cut.mkdir()
+    (cut / "optimizer.pt").write_bytes(b"half")
 
     resume = checkpoints.plan(SimpleNamespace(resume_from="latest", runs_dir=str(tmp_path)), now)
     assert (resume.checkpoint, resume.step, resume.stopped_run) == (checkpoint, 2, stopped)
@@ -230,6 +233,7 @@ def test_a_stopped_run_of_the_same_name_is_set_aside_and_taken_over(tmp_path):
     assert (tmp_path / ".foo.partial-4242" / runs.CHECKPOINTS_DIR / "checkpoint-2").is_dir()
     assert checkpoints.take_over(run, resume) == str(stopped / runs.CHECKPOINTS_DIR / "checkpoint-2")
     assert (stopped / runs.CHECKPOINTS_DIR / "checkpoint-2" / runs.CHECKPOINT_INFO).is_file()
+    assert not (stopped / runs.CHECKPOINTS_DIR / "checkpoint-3").exists()
     assert not (tmp_path / ".foo.partial-4242").exists()
     assert losses(stopped) == {1: 1.5, 2: 1.25}
     # Another setting: refused, naming it.
