@@ -151,7 +151,8 @@ def _read_info(path: Path, given: str) -> dict:
         info = json.loads((path / runs.CHECKPOINT_INFO).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AlignError(f"{given} is not a complete align checkpoint (no {runs.CHECKPOINT_INFO}); give a "
-                         f"`{runs.CHECKPOINTS_DIR}/checkpoint-N` directory of an sft, reward or dpo run, or latest") from None
+                         f"`{runs.CHECKPOINTS_DIR}/checkpoint-N` directory of an sft, reward or dpo run, "
+                         "or latest") from None
     except (OSError, ValueError) as exc:
         raise AlignError(f"{path / runs.CHECKPOINT_INFO} cannot be read ({exc}); give another checkpoint") from None
     return info
@@ -178,8 +179,9 @@ def _differences(info: dict, now: dict) -> list[str]:
         out.append(f"models (content sha256 {_short(info.get('model_sha256'))}), this run starts from "
                    f"{_short(now['model_sha256'])}: the model or reference changed")
     if info.get("examples_sha256") != now["examples_sha256"]:
-        out.append(f"training examples ({info.get('examples')} examples, sha256 {str(info.get('examples_sha256'))[:12]}), "
-                   f"this run has {now['examples']} (sha256 {now['examples_sha256'][:12]}): the data file or its split changed")
+        out.append(f"training examples ({info.get('examples')} examples, sha256 "
+                   f"{str(info.get('examples_sha256'))[:12]}), this run has {now['examples']} (sha256 "
+                   f"{now['examples_sha256'][:12]}): the data file or its split changed")
     if info.get("processes") != now["processes"]:
         out.append(f"processes ({info.get('processes')}), this run has {now['processes']}: the batch would change")
     return out
