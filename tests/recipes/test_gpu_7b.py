@@ -148,8 +148,10 @@ def test_loop_config_builds_every_stage_it_runs():
     the 7B stage settings underneath (the loop's own tests run loops; this one checks the recipe)."""
     from align.core.config import load_config
     from align.loop.config import LoopConfig, stage_config
+    from align.loop.preflight import preflight
 
     cfg = load_config(LoopConfig, str(RECIPE / "loop.yaml"))
+    preflight(cfg)  # the loop's own check before round 0: every stage config and input it can read up front
     assert cfg.policy == HUB_ID and cfg.train.stages == ["dpo"]
     sft = stage_config("sft", cfg.sft, {"model": cfg.policy})
     assert (sft.lora.r, sft.dtype, sft.training["gradient_checkpointing"]) == (32, "auto", True)
