@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--expect", choices=sorted(EXPECTED), required=True)
     parser.add_argument("--json", required=True, help="where the results go")
     parser.add_argument("--work", required=True, help="a scratch directory (model, runs)")
+    parser.add_argument("--logs", required=True, help="where each stage's output goes (<stage>.log)")
     args = parser.parse_args()
     work = Path(args.work)
     report = {"expect": dict(zip(("type", "dtype"), EXPECTED[args.expect])), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -58,7 +59,7 @@ def main() -> int:
     try:
         model = build_tiny_model(work / "tiny-llama")
         for stage, argv in pipeline(model, work / "runs"):
-            report["stages"][stage] = run_stage(stage, argv, work / "runs", args.expect)
+            report["stages"][stage] = run_stage(stage, argv, work / "runs", args.expect, Path(args.logs))
             print(f"gpu_check: {stage} ok: {summary(report['stages'][stage])}", flush=True)
             write_report(report, args.json)  # after every stage: a run cut off by the time limit keeps what finished
         report["ok"] = True
@@ -104,10 +105,13 @@ def pipeline(model: Path, runs: Path) -> list[tuple[str, list[str]]]:
     ]
 
 
-def run_stage(stage: str, argv: list[str], runs: Path, expect: str) -> dict:
+def run_stage(stage: str, argv: list[str], runs: Path, expect: str, logs: Path | None = None) -> dict:
     start = time.time()
     done = subprocess.run([sys.executable, "-m", "align", *argv], cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - start
+    if logs is not None:
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{stage}.log").write_text(f"$ python -m align {' '.join(argv)}\n{done.stdout}\n{done.stderr}")
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         sys.stderr.write(done.stderr[-4000:])

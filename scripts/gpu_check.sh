@@ -5,7 +5,8 @@
 # dpo -> ppo (hf rollouts) -> generate (hf engine) -> evaluate policy, each `python -m align <stage>` on
 # a tiny random Llama with a tokenizer built on the spot (scripts/gpu_check.py), each stage's manifest
 # checked for notes.device.type == cuda and notes.device.dtype == bfloat16. Writes $OUT/gpu_check.json
-# when $OUT is set, else artifacts/gpu_check.json: per stage wall time, device, dtype, peak GPU memory,
+# when $OUT is set, else artifacts/gpu_check.json, and each stage's output as <stage>.log beside it
+# (artifacts/gpu_check_logs/ without $OUT): per stage wall time, device, dtype, peak GPU memory,
 # tokens/s; torch/transformers/trl versions and the GPU name. Seconds per stage expected on an H100;
 # the whole run is capped at 8 minutes there.
 #
@@ -28,6 +29,7 @@ case "${1:-}" in
 esac
 JSON=${OUT:+$OUT/gpu_check.json}
 JSON=${JSON:-$ROOT/artifacts/gpu_check.json}
+LOGS=${OUT:-$ROOT/artifacts/gpu_check_logs}  # one <stage>.log each: with the JSON, 7 files come back from $OUT
 WORK=$(mktemp -d -t align-gpu-check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL $1: $2" >&2; exit 1; }
@@ -57,7 +59,7 @@ echo "gpu_check: $MODE mode, $("$PY" -c 'import sys; print(sys.executable, sys.v
 LIMIT=480
 [ "$MODE" = cpu ] && LIMIT=${GPU_CHECK_CPU_LIMIT_S:-1800}
 status=0
-timeout "$LIMIT" "$PY" scripts/gpu_check.py --expect "$MODE" --json "$JSON" --work "$WORK" || status=$?
+timeout "$LIMIT" "$PY" scripts/gpu_check.py --expect "$MODE" --json "$JSON" --work "$WORK" --logs "$LOGS" || status=$?
 if [ "$status" -eq 124 ]; then
   fail pipeline "did not finish within $LIMIT s (partial results in $JSON if any stage finished)"
 elif [ "$status" -ne 0 ]; then

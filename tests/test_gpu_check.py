@@ -37,6 +37,8 @@ def test_cpu_mode_runs_every_stage_and_writes_the_json(tmp_path):
         assert report["versions"][package]
     assert report["versions"]["unmet_requirements"] == []
     assert report["machine"]["cuda_available"] is False
+    assert sorted(p.stem for p in tmp_path.glob("*.log")) == sorted(STAGES)  # each stage's output beside the JSON
+    assert (tmp_path / "sft.log").read_text().startswith("$ python -m align sft ")
 
 
 def write_run(runs: Path, stage: str, device: dict | None) -> None:
