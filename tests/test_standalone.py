@@ -175,6 +175,7 @@ def test_the_standalone_copy_runs_a_stage_in_a_subprocess(standalone):
 @pytest.mark.slow  # minutes: each HH-RLHF config measures all 2,312 pairs with the real tokenizer
 def test_every_shipped_config_dry_runs_in_the_standalone_copy(standalone, tiny_model, easy_pairs, monkeypatch, capsys):
     from align.core.config import load_config
+    from align.core.errors import AlignError
     from align.evaluation import ifeval
     from align.evaluation.prompt_sets import load_prompt_set
     from align.loop.config import LoopConfig
@@ -206,7 +207,10 @@ def test_every_shipped_config_dry_runs_in_the_standalone_copy(standalone, tiny_m
         overrides = wiring(path, command, made)
         ran.append(f"{command}: {rel} {' '.join(overrides)}")
         if command == "loop":  # no dry run: its preflight builds every stage config and reads every input
-            preflight(load_config(LoopConfig, rel, overrides))
+            try:
+                preflight(load_config(LoopConfig, rel, overrides))
+            except AlignError as exc:  # what `align loop` exits 2 with
+                failed[rel] = {"command": command, "overrides": overrides, "error": str(exc)}
             continue
         capsys.readouterr()
         code = cli_main([*command.split(), "--config", rel, *overrides, "--dry-run"])
