@@ -170,7 +170,10 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
         if check is not None:
             import yaml
 
-            counts = json.loads(json.dumps(check(cfg), default=str))
+            from align.models import without_weights
+
+            with without_weights():  # a hub model: its config and tokenizer, not gigabytes of weights
+                counts = json.loads(json.dumps(check(cfg), default=str))
             print("# inputs, read and counted (no model weights loaded, nothing sent):")
             print(yaml.safe_dump({"inputs": counts}, sort_keys=False, allow_unicode=True), end="")
         return 0

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,24 @@ from align.model_cache import embedded_model_dir, embedded_record
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
+
+# False inside `without_weights()`: a dry run resolves a hub model to its config and tokenizer files
+# only, so checking a 7B recipe on a CPU login node does not download ~15 GB of weights it never reads.
+_WEIGHTS_NEEDED: ContextVar[bool] = ContextVar("align_weights_needed", default=True)
+
+
+@contextmanager
+def without_weights():
+    """Resolve models without their weights (configs, tokenizers): what `--dry-run` reads.
+
+    A hub id is fetched (or found in the cache) without its `*.safetensors`, and a directory is not
+    required to hold them; loading weights from such a source fails as any missing file would.
+    """
+    token = _WEIGHTS_NEEDED.set(False)
+    try:
+        yield
+    finally:
+        _WEIGHTS_NEEDED.reset(token)
 
 
 @dataclass
@@ -127,7 +147,7 @@ def _adapter_base(path: Path, out: dict[str, Any]) -> str:
 def _check_hf_dir(path: Path) -> None:
     if not (path / "config.json").exists():
         raise AlignError(f"{path} is not a Hugging Face model directory (no config.json)")
-    if not any(path.glob("*.safetensors")):
+    if _WEIGHTS_NEEDED.get() and not any(path.glob("*.safetensors")):
         raise AlignError(
             f"{path} has no .safetensors weights; align reads weights only as safetensors "
             "(convert with `model.save_pretrained(dir, safe_serialization=True)`)"
@@ -148,9 +168,10 @@ def _download_from_hub(ref: str) -> Path:
     from huggingface_hub.errors import GatedRepoError, IncompleteSnapshotError, RepositoryNotFoundError
 
     try:
+        patterns = ["*.json", "*.txt", "*.model", "*.jinja"]
         local = snapshot_download(
             ref,
-            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"],
+            allow_patterns=patterns + ["*.safetensors"] if _WEIGHTS_NEEDED.get() else patterns,
             etag_timeout=10,
         )
     except (RepositoryNotFoundError, GatedRepoError) as exc:

@@ -77,6 +77,18 @@ def test_a_snapshot_without_safetensors_is_refused(hub_cache, tiny_model, tmp_pa
         resolve_model("org/pickled")
 
 
+def test_a_dry_run_resolves_a_hub_model_without_its_weights(hub_cache, tiny_model):
+    # What `--dry-run` of a 7B recipe has on a login node: the config and tokenizer, no weights.
+    from align.models import without_weights
+
+    snapshot = cache_model(hub_cache, "org/no-weights", tiny_model, skip=("model.safetensors",))
+    with without_weights():
+        source = resolve_model("org/no-weights")
+        assert source.base_dir == snapshot and load_tokenizer(source).chat_template
+    with pytest.raises(AlignError, match="no .safetensors weights"):
+        resolve_model("org/no-weights")  # a real run still needs them
+
+
 def test_an_id_neither_cached_nor_reachable_says_how_to_give_a_local_copy(hub_cache):
     with pytest.raises(AlignError) as err:
         resolve_model("org/absent")

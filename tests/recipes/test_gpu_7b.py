@@ -1,13 +1,12 @@
 """recipes/gpu_7b: every config dry-runs offline and prints its memory estimate; the estimator's numbers
 by hand; the accelerate configs parse with accelerate's own loader.
 
-The 7B weights cannot be downloaded here. A dry run reads no weights, but its input check resolves the
-model as a stage would (align.models.resolve_model: a hub id must be a complete snapshot in the hub
-cache, safetensors included) and reads and counts the data with the model's tokenizer (examples over
-max_length are counted). So the hub cache the test builds holds Qwen2.5-7B-Instruct's published
-config.json, a one-tensor placeholder safetensors file that no dry run opens, and, standing in for
-Qwen's tokenizer (not downloadable here), the embedded SmolLM2 tokenizer: token counts differ from
-Qwen's. Without a cached snapshot the dry run still prints the estimate, then exits 2 (tested below).
+The 7B weights cannot be downloaded here, and a dry run must not need them: its input check resolves a
+hub id to the config and tokenizer files only (align.models.without_weights) and reads and counts the
+data with the model's tokenizer (examples over max_length are counted). So the hub cache the test builds
+holds Qwen2.5-7B-Instruct's published config.json and, standing in for Qwen's tokenizer (not downloadable
+here), the embedded SmolLM2 tokenizer: token counts differ from Qwen's. No weights file is in it. Without
+a cached snapshot the dry run still prints the estimate, then exits 2 (tested below).
 """
 
 from __future__ import annotations
@@ -59,10 +58,7 @@ def hub_cache(tmp_path_factory) -> Path:
     (repo / "refs" / "main").write_text(COMMIT)
     (snapshot / "config.json").write_text(json.dumps(QWEN_CONFIG))
     AutoTokenizer.from_pretrained(embedded_model_dir()).save_pretrained(snapshot)
-    import torch
-    from safetensors.torch import save_file
-
-    save_file({"placeholder": torch.zeros(1)}, str(snapshot / "model.safetensors"))  # never read by a dry run
+    # No *.safetensors: a dry run resolves the model without its weights.
     return cache
 
 
