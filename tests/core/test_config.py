@@ -94,7 +94,7 @@ def _config_class_for(path: Path):
     stage = path.parent.name if path.parts[-3] == "configs" else path.stem
     # recipes/gpu_7b/dpo_lora.yaml opens with `# align dpo --config ...` (or `accelerate launch ... -m align sft`)
     words = path.read_text().splitlines()[0].lstrip("# ").split()
-    for i, word in enumerate(words[:-1]):
+    for i, word in enumerate(words[:-1] if path.parts[-3] != "configs" else []):
         if word == "align" and words[i + 1] in COMMANDS:
             stage = words[i + 1]
             break
