@@ -162,7 +162,7 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
             return module.dry_run(cfg)
         print(dump_yaml(cfg), end="")
         # Before the inputs are read, so the estimate shows even when reading them fails (no weights needed).
-        from align.core.memory import dry_run_report
+        from align.memory import dry_run_report
 
         print(dry_run_report(name, cfg, getattr(module, "DEFAULT_TRAINING", {})), end="")
         # Reading the inputs is the point of a dry run: a missing or broken data file fails here (exit 2).

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from align.core import memory
+from align import memory
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "gpu_7b"

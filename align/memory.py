@@ -260,7 +260,7 @@ def dry_run_report(stage: str, cfg, default_training: dict[str, Any]) -> str:
     or why it is unknown."""
     if stage not in SEQUENCES_PER_EXAMPLE and not (stage == "generate" and cfg.engine in ("vllm", "auto")):
         return ""
-    head = "# memory per GPU, estimated (computed from the model's shape, not measured; align/core/memory.py):\n"
+    head = "# memory per GPU, estimated (computed from the model's shape, not measured; align/memory.py):\n"
     ref = cfg.policy if stage == "generate" else cfg.model
     arch = find_architecture(ref)
     if arch is None:
