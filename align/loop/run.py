@@ -317,6 +317,7 @@ class Loop:
             # its replies cannot stand for it, so both models answer (checked before any run directory exists).
             log.info("round %d: generating the baseline's replies again: %s", n, why)
             wiring["baseline_replies"] = None
+            rnd["steps"].pop("evaluate", None)  # refused before it ran: not a step to report as interrupted
             evaluation = self.step(rnd, "evaluate", "evaluate", wiring)
         rnd["since_start"] = since_start(state.abs(state.rounds[0]["steps"]["evaluate"]["run"]), evaluation["path"])
         gates = evaluate_gates(self.previous_specs, evaluation)
