@@ -75,7 +75,7 @@ class ModelLoading:
 
 @dataclass
 class Checkpointing:
-    """Checkpoints and resume of the TRL-trainer stages (sft, reward, dpo): align/core/checkpoints.py.
+    """Checkpoints and resume of the TRL-trainer stages (sft, reward, dpo, kto): align/core/checkpoints.py.
 
     Checkpoints are written when `training.save_strategy` is `steps` (every `training.save_steps`) or
     `epoch`, into the run's own `checkpoints/` (`training.save_total_limit` keeps the newest N).

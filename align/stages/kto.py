@@ -28,7 +28,9 @@ and left out; TRL would cut the end of its completion. After training the stage 
 loss, the implicit rewards of desirable and undesirable completions, their margin and the KL
 estimate on the held-out split (`test_*`) and on validation examples (`validation_*`);
 `training.eval_strategy` measures the validation examples (else the test ones) during training too.
-Checkpoints (`training.save_strategy`) are refused for now: `resume_from` is not wired for KTO yet.
+Checkpoints (`training.save_strategy: steps`) and `resume_from: latest|PATH` work as in sft, reward and dpo
+(align/core/checkpoints.py): a stopped run continues from its furthest checkpoint on the same settings,
+model and examples.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Literal
 
-from align.core import runs
+from align.core import checkpoints, device, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.training import (
+    Checkpointing,
     TrainStageConfig,
     attach_logging,
     bind_output_dir,
@@ -74,7 +77,7 @@ BALANCE_RANGE = (1.0, 4 / 3)
 
 
 @dataclass
-class Config(TrainStageConfig):
+class Config(Checkpointing, TrainStageConfig):
     """`align kto` settings."""
 
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
@@ -114,9 +117,6 @@ def prepare(cfg: Config) -> SimpleNamespace:
         if args.per_device_train_batch_size < 2:
             raise AlignError(f"training.per_device_train_batch_size={args.per_device_train_batch_size}: KTO's KL estimate "
                              "needs at least 2 examples per batch; set it to 2 or more")
-    if str(getattr(args.save_strategy, "value", args.save_strategy)) != "no":
-        raise AlignError(f"training.save_strategy={getattr(args.save_strategy, 'value', args.save_strategy)}: align kto "
-                         "writes no checkpoints yet (resume_from is not wired for it); remove training.save_strategy")
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=example_budget(tokenizer, cfg.max_length, cfg.data.long_prompts), unpaired=True)
@@ -129,11 +129,16 @@ def prepare(cfg: Config) -> SimpleNamespace:
               "test_data": test.report if test is not None else None, "split": split, "balance": balance}
     if train.validation is not None:
         report["validation_data"] = train.validation.report
+    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(train.rows), [source.record])
+    resume = checkpoints.plan(cfg, fingerprint)
+    if resume is not None:
+        report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
     return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, train=train, test=test, during=during,
-                           report=report)
+                           report=report, fingerprint=fingerprint, resume=resume)
 
 
 def run(cfg: Config) -> dict:
+    device.check_quantization(cfg.quantization)  # this machine can load it (a dry run needs no GPU)
     ready = prepare(cfg)
     args, source, tokenizer, train, test = ready.args, ready.source, ready.tokenizer, ready.train, ready.test
 
@@ -148,15 +153,18 @@ def run(cfg: Config) -> dict:
             run_dir.notes["test_data"] = test.report
         rows, kl_same_prompt = kl_order(train.rows, cfg.seed, args.per_device_train_batch_size)
         run_dir.notes["order"] = {"shuffled_with_seed": cfg.seed, "kl_partners_with_same_prompt": kl_same_prompt}
+        resume_path = checkpoints.take_over(run_dir, ready.resume)
 
         from datasets import Dataset
         from transformers import set_seed
         from trl import KTOTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization)
+        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization,
+                            attn_implementation=cfg.attn_implementation)
         # LoRA: reference = adapter disabled (TRL does this when ref_model is None and the model has an adapter).
-        ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code)
+        ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code,
+                                                              attn_implementation=cfg.attn_implementation)
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         eval_dataset = None
@@ -174,15 +182,17 @@ def run(cfg: Config) -> dict:
                 peft_config=lora_config,
             )
         attach_logging(trainer, run_dir, {"loss": "loss", "rewards/margins": "margin", "kl": "kl"})
+        checkpoints.attach(trainer, run_dir, ready.fingerprint)
         padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         log.info("kto: %d examples (%d desirable), loss %s, beta %s, %s", len(rows), ready.report["balance"]["desirable"],
                  cfg.loss_type, cfg.beta, run_dir.notes["parameters"])
         with trainer_refusals("KTOTrainer", cfg.training, building=False):
-            trainer.train()
+            trainer.train(resume_from_checkpoint=resume_path)
 
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="causal_lm")
         discard_trainer_scratch(run_dir)
+        checkpoints.conclude(run_dir, cfg.keep_checkpoints)
         run_dir.metrics.update(final_train_metrics(trainer))
         run_dir.metrics["train_padding_fraction"] = padding.fraction
         run_dir.notes["batches"] = padding.report(str(getattr(args.train_sampling_strategy, "value", args.train_sampling_strategy)))
@@ -199,6 +209,7 @@ def run(cfg: Config) -> dict:
             run_dir.metrics[f"{split_name}_examples"] = len(held.rows)
             log.info("kto on %d %s examples: loss %.4f, reward margin %.3f", len(held.rows), split_name,
                      held_out.get("eval_loss", float("nan")), held_out.get("eval_rewards/margins", float("nan")))
+        device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 
 

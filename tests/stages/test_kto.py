@@ -92,7 +92,6 @@ def test_pair_stages_refuse_unpaired_data_with_exit_2(tiny_model, unpaired_file,
     ("training.per_device_train_batch_size=1", "needs at least 2 examples per batch"),
     ("training.train_sampling_strategy=random", "breaks KTO's KL estimate"),
     ("training.beta=0.5", "top level of the config"),
-    ("training.save_strategy=steps", "writes no checkpoints yet"),
 ])
 def test_kto_refusals_before_any_run(tiny_model, unpaired_file, tmp_path, override, message):
     cfg = load_config(kto.Config, None, [f"model={tiny_model}", f"data.train={unpaired_file}",
@@ -100,6 +99,31 @@ def test_kto_refusals_before_any_run(tiny_model, unpaired_file, tmp_path, overri
     with pytest.raises(AlignError, match=message):
         kto.run(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_kto_resumes_from_a_checkpoint_with_the_same_later_losses(tiny_model, unpaired_file, tmp_path):
+    import json
+
+    runs_dir = tmp_path / "runs"
+    common = [f"model={tiny_model}", f"data.train={unpaired_file}", f"runs_dir={runs_dir}", "max_length=128",
+              "training.max_steps=4", "training.logging_steps=1", "training.per_device_train_batch_size=2",
+              "training.save_strategy=steps", "training.save_steps=2"]
+
+    def losses(name):
+        lines = [json.loads(line) for line in (runs_dir / name / runs.METRICS).read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in lines if "loss" in r}
+
+    assert main(["kto", *common, "name=a"]) == 0
+    checkpoint = runs_dir / "a" / runs.CHECKPOINTS_DIR / "checkpoint-2"
+    assert (checkpoint / "checkpoint.json").is_file()
+    assert main(["kto", *common, "name=b", f"resume_from={checkpoint}"]) == 0
+    first, resumed = losses("a"), losses("b")
+    assert [resumed[s] for s in (3, 4)] == pytest.approx([first[s] for s in (3, 4)], rel=1e-5)
+    manifest = runs.read_manifest(runs_dir / "b")
+    assert manifest["notes"]["resume"]["step"] == 2 and manifest["notes"]["device"]["type"] == "cpu"
+    # Other examples than the checkpoint was written with: refused before any run directory.
+    assert main(["kto", *common, "name=c", f"resume_from={checkpoint}", "data.max_train_pairs=10"]) == 2
+    assert not (runs_dir / "c").exists()
 
 
 def test_class_balance_follows_the_papers_rule():
