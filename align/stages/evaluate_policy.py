@@ -106,10 +106,16 @@ class Config(ComparisonConfig):
             raise AlignError(f"evaluation judges one reply per prompt: set sampling.n=1 (got {self.sampling.n})")
 
 
-def run(cfg: Config) -> dict:
-    # Inputs first, all of them: a bad path, an empty set or an over-long prompt fails in seconds.
-    if not cfg.policy:
-        raise AlignError("'policy' is required: `align evaluate policy RUN` (a training run, model directory or embedded)")
+def check(cfg: Config) -> dict:
+    """What `--dry-run` prints: each prompt set read and counted, and the rubric read (no model loaded)."""
+    sets = _prompt_sets(cfg)
+    counts = {name: len(load_prompt_set(name, set_cfg)) for name, set_cfg in sets.items()}
+    if "brand" in sets:
+        BrandRubric.load(cfg.brand_rubric)
+    return {"prompts": counts, "policy": cfg.policy or None, "baseline": cfg.baseline or "the policy's base"}
+
+
+def _prompt_sets(cfg: Config) -> dict:
     sets = {name: getattr(cfg, name) for name in SETS if getattr(cfg, name).paths}
     if not sets:
         raise AlignError("no prompt set given: set harmful.paths, safe.paths and/or brand.paths "
@@ -117,6 +123,14 @@ def run(cfg: Config) -> dict:
     if "brand" in sets and not cfg.brand_rubric:
         raise AlignError("brand.paths is set but brand_rubric is not; give the rubric YAML, e.g. "
                          "brand_rubric=recipes/brand_voice/rubric.yaml")
+    return sets
+
+
+def run(cfg: Config) -> dict:
+    # Inputs first, all of them: a bad path, an empty set or an over-long prompt fails in seconds.
+    if not cfg.policy:
+        raise AlignError("'policy' is required: `align evaluate policy RUN` (a training run, model directory or embedded)")
+    sets = _prompt_sets(cfg)
     policy = policy_source(cfg.policy, "policy", cfg.trust_remote_code)
     baseline_ref = cfg.baseline or base_of(cfg.policy)
     baseline = policy_source(baseline_ref, "baseline", cfg.trust_remote_code)

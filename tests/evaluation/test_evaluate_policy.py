@@ -127,3 +127,15 @@ def test_greedy_one_reply_survives_a_partial_sampling_override():
 
     cfg = load_config(Config, None, ["policy=embedded", "sampling.max_tokens=8"])
     assert (cfg.sampling.n, cfg.sampling.temperature, cfg.sampling.max_tokens) == (1, 0.0, 8)
+
+
+def test_dry_run_reads_and_counts_every_prompt_set(tmp_path, capsys):
+    # The shipped config's sets, read from data/ without loading a model; a missing file is exit 2.
+    root = Path(__file__).resolve().parents[2]
+    config = str(root / "configs" / "evaluate" / "policy.yaml")
+    assert main(["evaluate", "policy", "--config", config, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "harmful: 100" in out and "safe: 100" in out
+    missing = tmp_path / "nope.csv"
+    assert main(["evaluate", "policy", "--config", config, f"harmful.paths=[{missing}]", "--dry-run"]) == 2
+    assert "data not found" in capsys.readouterr().err
