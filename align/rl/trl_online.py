@@ -128,7 +128,7 @@ def publish_checkpoints(cfg, prompts):
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     from align.core import distributed
-    from align.stages.ppo import publish_checkpoint
+    from align.rl.checkpoints import publish_checkpoint
 
     class PublishCheckpoints(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
