@@ -100,10 +100,17 @@ class PreferenceDataConfig:
     min_agreement: float | str | None = None
     """Train only on pairs at least this share of annotators agreed on: an exact fraction ("2/3") or a
     decimal read to two places (0.67 keeps 2-of-3 pairs); see `agreement_threshold`."""
+    min_votes: int | None = None
+    """Train only on pulled pairs with at least this many submitted votes. Without it a single vote
+    counts as full agreement (1 of 1), so `min_agreement` alone keeps one-vote pairs; 2 or more makes
+    agreement mean something."""
 
     def __post_init__(self):
         if self.min_agreement is not None:
             agreement_threshold(self.min_agreement)  # raises on a bad value, before any data is read
+        if self.min_votes is not None and (isinstance(self.min_votes, bool) or not isinstance(self.min_votes, int)
+                                           or self.min_votes < 1):
+            raise AlignError(f"'data.min_votes' must be a whole number >= 1, got {self.min_votes!r}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise AlignError(f"'data.test_fraction' must be in [0, 1), got {self.test_fraction}")
         if not 0.0 <= self.validation_fraction < 1.0:
@@ -262,6 +269,8 @@ def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[Pr
     data = load_preference_pairs(cfg.train, cfg.format, cfg.columns, unpaired=unpaired)
     if cfg.min_agreement is not None:
         data.rows = filter_agreement(data.rows, cfg.min_agreement, cfg.train, data.report)
+    if cfg.min_votes is not None:
+        data.rows = filter_votes(data.rows, cfg.min_votes, cfg.train, data.report)
     train_rows, test_rows = split_pairs(data.rows, cfg.test_fraction, cfg.seed)
     test = None
     if cfg.test:
@@ -335,4 +344,27 @@ def filter_agreement(rows: list[dict[str, Any]], threshold: float | str, path: s
         if value >= minimum - tolerance - (Fraction(0) if exact else ROUNDED_FLOAT_TOLERANCE):
             kept.append(row)
     report["below_min_agreement"] = len(rows) - len(kept)
+    return kept
+
+
+def vote_count(row: dict[str, Any]) -> int | None:
+    """Submitted votes of a pulled row: `n_votes`, else the sum of `counts`; None when it has neither."""
+    if isinstance(row.get("n_votes"), int):
+        return row["n_votes"]
+    counts = row.get("counts")
+    if isinstance(counts, dict) and counts and all(isinstance(v, int) for v in counts.values()):
+        return sum(counts.values())
+    return None
+
+
+def filter_votes(rows: list[dict[str, Any]], minimum: int, path: str, report: dict) -> list[dict[str, Any]]:
+    """Keep pairs with at least `minimum` submitted votes. Data without vote counts is an error, as for
+    `filter_agreement`: the filter the user asked for cannot apply."""
+    if not any(vote_count(r) is not None for r in rows):
+        raise AlignError(
+            f"data.min_votes={minimum} but {path} has no 'n_votes' or 'counts' field "
+            "(they come from `align annotate pull`); remove min_votes for this data"
+        )
+    kept = [r for r in rows if (vote_count(r) or 0) >= minimum]
+    report["below_min_votes"] = len(rows) - len(kept)
     return kept

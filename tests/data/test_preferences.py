@@ -220,3 +220,22 @@ def test_min_agreement_decimal_is_not_looser_than_two_places(tmp_path):
 def test_min_agreement_bad_values(bad):
     with pytest.raises(AlignError, match="min_agreement"):
         PreferenceDataConfig(train="x", min_agreement=bad)
+
+
+def test_min_votes_keeps_pairs_with_enough_votes(tmp_path):
+    # One vote is agreement 1.0: min_agreement=1.0 alone keeps it; min_votes=2 does not.
+    rows = [pulled("1of1", 1, 0), pulled("2of2", 2, 0), pulled("2of3", 2, 1)]
+    f = write_jsonl(tmp_path / "pulled.jsonl", rows)
+    tr, _ = load_splits(PreferenceDataConfig(train=str(f), min_agreement=1.0))
+    assert {r["prompt"][0]["content"] for r in tr.rows} == {"1of1", "2of2"}
+    tr, _ = load_splits(PreferenceDataConfig(train=str(f), min_agreement=1.0, min_votes=2))
+    assert [r["prompt"][0]["content"] for r in tr.rows] == ["2of2"]
+    assert tr.report["below_min_votes"] == 1 and tr.report["below_min_agreement"] == 1
+    tr, _ = load_splits(PreferenceDataConfig(train=str(f), min_votes=3))
+    assert [r["prompt"][0]["content"] for r in tr.rows] == ["2of3"]
+    plain = write_jsonl(tmp_path / "p.jsonl", [convo("q", "a", "b")])
+    with pytest.raises(AlignError, match="has no 'n_votes'"):
+        load_splits(PreferenceDataConfig(train=str(plain), min_votes=2))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(AlignError, match="min_votes"):
+            PreferenceDataConfig(train="x", min_votes=bad)
