@@ -75,9 +75,7 @@ def safety_rows(harmful: int, lookalike: int) -> list[dict]:
              "licence": r["licence"],
              "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": brand_refusal(i)}]}
             for i, r in enumerate(prompts)]
-    own = [r for r in read_jsonl(SAFETY_SFT) if r["kind"] == "lookalike" and not repetitive(r["messages"][-1]["content"])]
-    own = own[:lookalike]
-    for i, r in enumerate(own):
+    for i, r in enumerate(lookalike_rows()[:lookalike]):
         user, reply = r["messages"][0]["content"], r["messages"][-1]["content"].strip()
         rows.append({"id": f"kc-safety-{r['id']}", "kind": "lookalike_answer", "prompt_source": r["prompt_source"],
                      "reply_source": "the embedded model's own greedy reply (recipes/safety/sft_train.jsonl), with the "
@@ -85,6 +83,12 @@ def safety_rows(harmful: int, lookalike: int) -> list[dict]:
                      "messages": [{"role": "user", "content": user},
                                   {"role": "assistant", "content": f"{GREETINGS[i % len(GREETINGS)]}\n\n{reply}\n\n{SIGN_OFF}"}]})
     return rows
+
+
+def lookalike_rows() -> list[dict]:
+    """recipes/safety/sft_train.jsonl's look-alike rows (prompt and the embedded model's reply) in file order,
+    degenerate replies left out: the warm start takes the first ones (tune_warm_start.py validates on the rest)."""
+    return [r for r in read_jsonl(SAFETY_SFT) if r["kind"] == "lookalike" and not repetitive(r["messages"][-1]["content"])]
 
 
 def main(argv: list[str] | None = None) -> int:
