@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
@@ -95,7 +96,11 @@ def run(cfg: Config) -> dict[str, Any]:
         )
 
     with runs.new_run("annotate pull", to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
-        with open(run_.path / PREFERENCES, "w", encoding="utf-8") as f:
+        # Votes name their annotators and hold their reasons: owner-only like the journal (0600 from
+        # the start, never briefly readable by others).
+        fd = os.open(run_.path / PREFERENCES, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         run_.add_output("preferences", PREFERENCES)
