@@ -12,7 +12,10 @@ dataset id (see journal.py).
 
 Rows of `preferences.jsonl` (the canonical preference row plus the annotation):
 
-    prompt, chosen, rejected     chosen/rejected: the majority candidate; null for a tie or no majority
+    prompt, chosen, rejected     chosen/rejected: the majority candidate (label_model=dawid_skene: the more
+                                 probable one); null for a tie or no majority
+    p_chosen, label_model        P(chosen is better): the chosen's share of the a/b votes, or its posterior
+                                 (align/annotate/reliability.py); null for a tie
     response_a, response_b       the two candidates as pushed (the A/B display swap undone)
     votes                        every submitted vote: annotator, choice (a|b|tie), strength, ratings, reason,
                                  simulated (true for `align annotate simulate`'s users, by user id)
@@ -43,6 +46,7 @@ from align.annotate import template as templates
 from align.annotate.connection import ArgillaConfig, connect, resolve_url
 from align.annotate.journal import Journal, find_journals, journal_path
 from align.annotate.local import cache_root
+from align.annotate.reliability import LabelModel, label_rows
 from align.annotate.simulate import simulated_users
 from align.annotate.votes import aggregate, krippendorff_alpha, pairwise_agreement, vote_from_answers
 from align.core import runs
@@ -69,6 +73,10 @@ class Config(runs.RunOutput):
     """offline=true only: which journal, when a dataset of this name was deleted and created again."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
+    label_model: LabelModel = "majority"
+    """How chosen/rejected and `p_chosen` are set: majority (the majority vote; p_chosen its share of the a/b votes)
+    | dawid_skene (each annotator's reliability estimated from the votes by EM; chosen the more probable candidate,
+    p_chosen its posterior); see align/annotate/reliability.py. Either way the manifest records the reliabilities."""
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -89,6 +97,9 @@ def run(cfg: Config) -> dict[str, Any]:
     simulated = simulated_users(cfg.journal_dir, api_url)
     rows, counts = build_rows(journal, simulated)
     notes["simulated_annotators"] = counts.pop("simulated_annotators")
+    notes["label_model"] = label_rows(rows, cfg.label_model)
+    counts.update(pairs=sum(r["chosen"] is not None for r in rows),
+                  no_majority=sum(r["chosen"] is None and r["majority"] != "tie" for r in rows))
     if not rows:
         raise AlignError(
             f"dataset '{cfg.dataset}': no submitted labels yet ({fetched.get('records_read', len(journal.records))} "
