@@ -1,0 +1,75 @@
+"""MkDocs hooks (mkdocs.yml `hooks:`): pages built from the repository rather than written twice.
+
+- `reference/<command>.md`: one page per `align` command, the text of `align <command> --help`
+  (`align.cli.stage_help`, which reads the stage module's docstring and its `Config` dataclass's
+  field docstrings through `align.core.config.describe`). The docs and `--help` cannot disagree:
+  both are made by the same function from the same dataclass.
+- `recipes/<name>.md`: each `recipes/<name>/README.md`, so a recipe's story lives beside its YAML
+  and shows in the site unchanged. Links from a recipe README to files outside the docs (its
+  `style_guide.md`, a config) become code spans naming the repository path, since the site has no
+  copy of those files.
+
+Nothing is written into docs/: the pages exist only in the build (`mkdocs build` / `mkdocs serve`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def command_pages() -> dict[str, str]:
+    """`reference/<slug>.md` -> page text, one per `align` command (and `align loop`)."""
+    import importlib
+
+    from align import cli
+    from align.core.config import describe
+    from align.loop import run as loop_run
+
+    pages: dict[str, str] = {}
+    for name, cmd in cli.COMMANDS.items():
+        module = importlib.import_module(cmd.module)
+        pages[f"reference/{name.replace(' ', '-')}.md"] = page(name, cli.stage_help(name, cmd, module))
+    loop_help = ("usage: align loop --config FILE [--until labels] [--allow-config-change] [key=value ...]\n"
+                 "       align loop status LOOP_DIR\n\n" + (loop_run.__doc__ or "").strip()
+                 + "\n\nconfig keys:\n" + "\n".join("  " + line for line in describe(loop_run.LoopConfig)))
+    pages["reference/loop.md"] = page("loop", loop_help)
+    return pages
+
+
+def page(name: str, help_text: str) -> str:
+    return (f"# align {name}\n\n"
+            f"Generated from the code: this is exactly what `align {name} --help` prints (the stage's docstring "
+            f"and one line per config key: name, type, default, meaning). Keys nest with dots; set them in "
+            f"the YAML given to `--config` or as `key=value` overrides.\n\n"
+            f"```text\n{help_text.rstrip()}\n```\n")
+
+
+def recipe_pages() -> dict[str, str]:
+    """`recipes/<name>.md` -> the recipe's README, its links to repository files made code spans."""
+    pages = {}
+    for readme in sorted(ROOT.glob("recipes/*/README.md")):
+        name = readme.parent.name
+        pages[f"recipes/{name}.md"] = LINK.sub(lambda m: relink(m, readme.parent), readme.read_text())
+    return pages
+
+
+def relink(match: re.Match, folder: Path) -> str:
+    text, target = match.group(1), match.group(2)
+    if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+        return match.group(0)  # a web address or an anchor: kept
+    path = (folder / target.split("#")[0]).resolve()
+    if path.name == "README.md" and path.parent.parent == ROOT / "recipes":
+        return f"[{text}]({path.parent.name}.md)"
+    return f"{text} (`{path.relative_to(ROOT)}`)"
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+
+    for src_uri, content in {**command_pages(), **recipe_pages()}.items():
+        files.append(File.generated(config, src_uri, content=content))
+    return files

@@ -1,0 +1,292 @@
+"""Regenerate the tables of docs/results/*.md from the JSON files in benchmarks/results/.
+
+    python scripts/results_tables.py            # rewrite every marked block in place
+    python scripts/results_tables.py --check    # exit 1 naming the pages whose tables are out of date
+
+A results page marks each generated table with
+
+    <!-- table: online_rl_hh_grpo_cpu.json online_rl_hh_ppo_cpu.json -->
+    ...generated, do not edit...
+    <!-- /table -->
+
+Everything between the two markers is replaced by a table built from the named files (several files
+give one table, a row or more each). The kind of table follows from the file's contents (its
+`benchmark` key or, for files written before that key existed, its name), so a figure on a results
+page can only change by changing its JSON file. Below each table a line names the files and, where
+the JSON recorded it, the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = ROOT / "docs" / "results"
+BLOCK = re.compile(r"(<!-- table: (?P<files>[^>]+?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+# -- formatting ------------------------------------------------------------------------------------
+
+def num(value, digits: int = 3, sign: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def interval(mean, low, high, digits: int = 3, sign: bool = True) -> str:
+    return f"{num(mean, digits, sign)} [{num(low, digits, sign)}, {num(high, digits, sign)}]"
+
+
+def stat(entry: dict, digits: int = 3, sign: bool = False) -> str:
+    """A `{mean, ci_low, ci_high}` record as 'mean [low, high]'."""
+    return interval(entry["mean"], entry["ci_low"], entry["ci_high"], digits, sign)
+
+
+def minutes(seconds) -> str:
+    if seconds is None:
+        return ""
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine(data: dict) -> str:
+    """What the JSON recorded of the machine, in a few words ('' when nothing was recorded)."""
+    m = data.get("machine") or data.get("host") or {}
+    if isinstance(m, str):
+        return m
+    parts = []
+    cpus = m.get("cpus") or m.get("cores")
+    if cpus:
+        parts.append(f"{cpus} CPU cores")
+    if m.get("processor"):
+        parts.append(m["processor"])
+    if m.get("platform"):
+        parts.append(m["platform"])
+    versions = data.get("versions") or {}
+    if versions:
+        parts.append(", ".join(f"{k} {v}" for k, v in versions.items() if k in ("torch", "transformers", "trl")))
+    return "; ".join(parts)
+
+
+# -- one builder per kind of result file -----------------------------------------------------------
+
+def online_rl(files: list[tuple[str, dict]]) -> str:
+    """One row per algorithm and rollout engine of `benchmarks/online_rl.py` runs."""
+    rows = []
+    for name, data in files:
+        steps_total = (data.get("settings") or {}).get("steps")
+        for algorithm, by_engine in data["results"].items():
+            # The first files keep one record per algorithm; later ones one per rollout engine.
+            records = {"": by_engine} if "seconds_per_step" in by_engine else by_engine
+            for engine, r in records.items():
+                label = f"{algorithm} ({engine})" if engine else algorithm
+                if "held_out_gain" in r:
+                    gain = interval(r["held_out_gain"], *r["held_out_gain_ci95"])
+                else:  # the first, 3-step file recorded both means but no paired interval
+                    gain = f"{num(r['held_out_policy_reward'] - r['held_out_reference_reward'], 3, True)} (no interval)"
+                rows.append([
+                    label, r.get("steps", steps_total), num(r["seconds_per_step"], 1),
+                    f"{num(r['generation_s'], 1)} ({r['generation_share']:.0%})", num(r["training_s"], 1),
+                    num(r["kl_last_step"], 4), num(r["held_out_reference_reward"], 3), gain,
+                    num(r.get("held_out_win_rate"), 2), r.get("held_out_prompts", ""),
+                    minutes(r.get("wall_time_s")), f"`{name}`",
+                ])
+    return table(["algorithm (rollouts)", "steps", "s/step", "generation s (share)", "training s",
+                  "KL, last step", "held-out reward, start", "held-out gain [95%]", "win rate",
+                  "held-out prompts", "wall time", "file"], rows)
+
+
+def online_rl_validation(files: list[tuple[str, dict]]) -> str:
+    rows = []
+    for _, data in files:
+        for r in data["runs"].values():
+            rows.append([r["label"], interval(r["test_gain"], *r["test_gain_ci95"]),
+                         interval(r["gain"], *r["gain_ci95"]), num(r["win_rate"], 2),
+                         f"{r['refusal_rate']:.1%} (start {r['base_refusal_rate']:.1%})"])
+    return table(["run", "test gain (150 prompts)", "validation gain (150 prompts)", "validation win rate",
+                  "validation refusals"], rows)
+
+
+def training_vs_trl(files: list[tuple[str, dict]]) -> str:
+    rows = []
+    for name, data in files:
+        for c in data["comparisons"]:
+            trl = [r for r in c["runs"] if r["label"].startswith("plain TRL")]
+            ours = [r for r in c["runs"] if not r["label"].startswith("plain TRL")]
+            for r in ours:
+                if trl:
+                    trl_rate = sum(t["pairs_per_s"] for t in trl) / len(trl)
+                    rows.append([
+                        f"{c['stage']}, {c['mode']} ({c['batch']})",
+                        " / ".join(num(t["pairs_per_s"]) for t in trl), num(r["pairs_per_s"]),
+                        f"**{r['pairs_per_s'] / trl_rate:.2f}x**",
+                        f"{trl[0]['padding_fraction']:.0%} -> {r['padding_fraction']:.0%}",
+                        f"{trl[0]['peak_rss_mb'] / 1000:.1f} -> {r['peak_rss_mb'] / 1000:.1f} GB",
+                        f"{interval(trl[0]['test_accuracy'], *trl[0]['test_accuracy_ci95'], sign=False)} / "
+                        f"{interval(r['test_accuracy'], *r['test_accuracy_ci95'], sign=False)}",
+                    ])
+                else:  # an align-only comparison of settings (--skip-trl)
+                    rows.append([f"{c['stage']}, {c['mode']} ({c['batch']}): {r['label']}", "", num(r["pairs_per_s"]),
+                                 "", f"{r['padding_fraction']:.0%}", f"{r['peak_rss_mb'] / 1000:.1f} GB",
+                                 interval(r["test_accuracy"], *r["test_accuracy_ci95"], sign=False)])
+    return table(["stage, tuning (batch)", "plain TRL pairs/s, first / last", "align pairs/s", "align / TRL",
+                  "padding, TRL -> align", "peak RSS, TRL -> align",
+                  "held-out accuracy [95%]: TRL / align"], rows)
+
+
+def retention_replay(files: list[tuple[str, dict]]) -> str:
+    _, data = files[0]
+    base = data["ifeval_base"]
+    labels = {"prompt_strict": "IFEval prompt level, strict", "inst_strict": "IFEval instruction level, strict",
+              "prompt_loose": "IFEval prompt level, loose", "inst_loose": "IFEval instruction level, loose"}
+    rows = []
+    for key, label in labels.items():
+        e = data["ifeval"][key]
+        rows.append([f"{label} ({e['plain']['n']})", num(base[key]["mean"]), stat(e["plain"]), stat(e["replay"]),
+                     stat(e["replay_minus_plain"], sign=True)])
+    b = data["brand_score"]
+    rows.append([f"**brand score** ({b['plain']['n']} held-out prompts)", "", stat(b["plain"]), stat(b["replay"]),
+                 f"**{stat(b['replay_minus_plain'], sign=True)}**"])
+    sft = data["sft"]
+    rows.append(["SFT steps / wall time", "", f"{sft['plain']['steps']} / {minutes(sft['plain']['wall_time_s'])}",
+                 f"{sft['replay']['steps']} / {minutes(sft['replay']['wall_time_s'])}", ""])
+    return table(["figure", "base", "SFT without replay", "SFT with replay", "replay − no replay, paired"], rows)
+
+
+def generation_engines(files: list[tuple[str, dict]]) -> str:
+    rows = []
+    for name, data in files:
+        ratio_key = "ratio_vs_base" if "base_tokens_per_s_mean" in data else "ratio_vs_hf"
+        for r in data["results"]:
+            ratio = r.get(ratio_key)
+            rows.append([r["label"], num(r["tokens_per_s"], 1), num(r["prompts_per_s"], 2),
+                         f"{r['engine_load_s']:.1f} s", f"{r['peak_rss_mb'] / 1000:.1f} GB",
+                         f"{ratio:.2f}x" if ratio is not None else "1 (reference)" if r["label"].startswith("hf") else "",
+                         r["new_tokens"]])
+    vs = "vs the base (mean of its two runs)" if "base_tokens_per_s_mean" in files[0][1] else "vs hf (mean of its two runs)"
+    return table(["configuration", "new tokens/s", "prompts/s", "engine start", "peak RSS", vs, "new tokens"], rows)
+
+
+def batch_padding(files: list[tuple[str, dict]]) -> str:
+    rows = []
+    for _, data in files:
+        for r in data["results"]:
+            rows.append([r["pairs"], r["batch"], r["max_length"], f"`{r['long_prompts']}`",
+                         f"{r['padding_random']:.0%}", f"{r['padding_grouped']:.0%}",
+                         f"{r['positions_random_over_grouped']:.2f}x"])
+    return table(["pairs", "batch", "max_length", "long prompts", "padding, random order",
+                  "padding, grouped by length", "positions computed, random / grouped"], rows)
+
+
+def prefix_sharing(files: list[tuple[str, dict]]) -> str:
+    rows = []
+    for name, data in files:
+        for r in data["results"]:
+            rows.append([f"{r['stage']} ({'LoRA' if r['lora'] else 'full'}), {r['pairs_per_batch']} pairs/batch",
+                         data["max_length"],
+                         f"{r['positions']['off']:,} -> {r['positions']['on']:,}",
+                         f"{r['seconds_per_batch']['off']:.1f} -> {r['seconds_per_batch']['on']:.1f}",
+                         f"**{r['speedup']:.2f}x**", f"{r['max_abs_loss_difference']:.1e}", f"`{name}`"])
+    return table(["stage (tuning), batch", "max_length", "positions computed, off -> on", "s per batch, off -> on",
+                  "speed-up", "largest loss difference", "file"], rows)
+
+
+def annotate_roundtrip(files: list[tuple[str, dict]]) -> str:
+    _, data = files[0]
+    rows = []
+    for client, r in data["clients"].items():
+        rows.append([client, r["push_records"], num(r["push_records_per_s"], 1),
+                     num(r["push_upsert_only_records_per_s"], 1), num(r["pull_records_per_s"], 1),
+                     r["pull_responses"]])
+    aims = data.get("aims", {})
+    rows.append(["aim", "", aims.get("push_records_per_s", ""), "", aims.get("pull_records_per_s", ""), ""])
+    return table(["client", "records", "push records/s (whole stage)", "push, upsert only", "pull records/s",
+                  "responses pulled"], rows) + f"\nLoad average (1 min) at the end: {data.get('load_average_1m')}.\n"
+
+
+def demo_hh_reward(files: list[tuple[str, dict]]) -> str:
+    _, data = files[0]
+    rows = [[r["settings"], r["pairs"], f"{r['tokens']:,.0f}", num(r["training_s"], 1), num(r["stage_wall_s"], 1),
+             num(r["tokens_per_s"], 1), num(r["peak_rss_gb"], 2)] for r in data["runs"]]
+    return table(["settings (in run order)", "pairs", "tokens", "training s", "stage wall s", "tokens/s",
+                  "peak RSS GB"], rows)
+
+
+def gradient_checkpointing(files: list[tuple[str, dict]]) -> str:
+    rows = []
+    for _, data in files:
+        for c in data["comparisons"]:
+            for r in c["runs"]:
+                rows.append([r["label"], num(r["pairs_per_s"]), f"{r['peak_rss_mb'] / 1000:.1f} GB",
+                             num(r["final_loss"], 4), interval(r["test_accuracy"], *r["test_accuracy_ci95"], sign=False)])
+    return table(["run", "pairs/s", "peak RSS", "final loss", "held-out accuracy [95%]"], rows)
+
+
+def builder(name: str, data: dict):
+    """The table kind of a result file: its `benchmark` key, else its name."""
+    kind = data.get("benchmark") or name
+    for prefix, build in (("online_rl_validation", online_rl_validation), ("online_rl", online_rl),
+                          ("reward_gradient_checkpointing", gradient_checkpointing),
+                          ("training_vs_trl", training_vs_trl), ("retention_replay", retention_replay),
+                          ("generation_", generation_engines), ("batch_padding", batch_padding),
+                          ("prefix_sharing", prefix_sharing), ("annotate_roundtrip", annotate_roundtrip),
+                          ("demo_hh_reward_before_after", demo_hh_reward)):
+        if kind.startswith(prefix):
+            return build
+    raise SystemExit(f"results_tables: no table kind for {name} (benchmark {data.get('benchmark')!r})")
+
+
+def render(names: list[str]) -> str:
+    files = []
+    for name in names:
+        path = RESULTS / name
+        if not path.is_file():
+            raise SystemExit(f"results_tables: {path.relative_to(ROOT)} named in a table marker does not exist")
+        files.append((name, json.loads(path.read_text())))
+    kinds = {builder(n, d) for n, d in files}
+    if len(kinds) != 1:
+        raise SystemExit(f"results_tables: one table cannot mix kinds of result files: {' '.join(names)}")
+    text = kinds.pop()(files)
+    machines = sorted({m for _, d in files if (m := machine(d))})
+    source = ", ".join(f"`benchmarks/results/{n}`" for n in names)
+    return text + f"\n<small>Generated from {source}" + (f"; machine: {' / '.join(machines)}" if machines else "") + \
+        ".</small>\n"
+
+
+def regenerate(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("files").split()) + m.group(4), text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for page in sorted(PAGES.glob("*.md")):
+        old = page.read_text()
+        new = regenerate(old)
+        if new != old:
+            stale.append(page.relative_to(ROOT))
+            if not args.check:
+                page.write_text(new)
+    if args.check and stale:
+        print("out of date (run python scripts/results_tables.py): " + ", ".join(map(str, stale)), file=sys.stderr)
+        return 1
+    for page in stale:
+        print(f"rewrote {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
