@@ -17,6 +17,8 @@ loop reads:
 
 The safety sets are decoded to 48 new tokens (a refusal shows in its first sentence; one evaluate run), the
 brand prompts to 160 (a second run).
+Replies come from transformers' `generate` (engine hf, greedy): on this 2-core machine shared with other jobs,
+vLLM's CPU engine (threads bound to the cores) fell to ~1 new token/s, while `generate` only slows in proportion.
 The base's replies are generated once and reused for every candidate. The output
 (benchmarks/results/brand_voice_warm_start_tuning.json) holds, per candidate, its settings, the training
 loss, and policy / base / paired difference with intervals for each metric, plus the rule the choice used.
@@ -82,7 +84,7 @@ def evaluate_config(policy: str, part: str, safe: Path, baseline_replies: str | 
 
     data = read_yaml(str(ROOT / "configs/evaluate/policy.yaml"))
     data.update(policy=policy, baseline="embedded", runs_dir=str(work), name=name, baseline_replies=baseline_replies,
-                vllm={"enforce_eager": True}, harmful={}, safe={}, brand={})
+                engine="hf", harmful={}, safe={}, brand={})
     if part == "safety":
         data.update(harmful={"paths": [SAFETY_VAL], "match": {"label": "unsafe"}},
                     safe={"paths": [str(safe)], "match": {"label": "safe"}})
