@@ -28,6 +28,10 @@ class Command:
     """Config keys filled from positional arguments, e.g. `align annotate push RUN` sets `pairs`."""
     options: tuple[str, ...] = ()
     """Config keys also accepted as `--key VALUE`, e.g. `align evaluate retention RUN --baseline RUN`."""
+    many: bool = False
+    """The last positional takes one or more values, a list (`align feedback import A.jsonl B.jsonl`)."""
+    text: tuple[str, ...] = ()
+    """Keys whose positional or option value is taken as typed, not read as YAML (free text with ': ')."""
 
 
 # Stage commands. Modules are imported only when their command runs, so `align --help` is instant
@@ -35,6 +39,7 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "sft": Command("align.stages.sft", "supervised fine-tuning on conversations"),
     "reward": Command("align.stages.reward", "train a reward model on preference pairs"),
+    "reward-ensemble": Command("align.stages.reward_ensemble", "K reward models on bootstrap resamples (for ensemble_disagreement pairs)"),
     "dpo": Command("align.stages.dpo", "direct preference optimisation of a policy"),
     "kto": Command("align.stages.kto", "KTO: optimise a policy on unpaired (or paired) desirable/undesirable examples"),
     "ppo": Command("align.stages.ppo", "online RL from a reward model: PPO, RLOO or GRPO"),
@@ -45,6 +50,12 @@ COMMANDS: dict[str, Command] = {
     "score": Command("align.stages.score", "add reward-model scores to a generation run", ("generations",)),
     "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),
     "redact": Command("align.stages.redact", "redact e-mails, phones, cards, IBANs, IPs in a data file", ("input",)),
+    "serve": Command("align.stages.serve", "serve a policy (vLLM's OpenAI server) and log conversations and ratings", ("policy",)),
+    "feedback import": Command("align.stages.feedback", "import feedback (ratings, flags, corrections): validated, redacted, deduped", ("inputs",), many=True),
+    "feedback rate": Command("align.feedback.rate", "rate a reply logged by align serve: up/down, flag, correction", ("serve_run", "reply_id"), ("rating", "flag", "correction", "user"), text=("reply_id", "flag", "correction", "user")),
+    "feedback report": Command("align.feedback.report", "thumbs-up share per policy run with Wilson intervals (drift between rounds)", ("feedback",), many=True),
+    "feedback review": Command("align.feedback.review", "push flagged and thumbs-down replies to Argilla for annotators to correct", ("feedback",)),
+    "feedback reviewed": Command("align.feedback.reviewed", "pull the review dataset back as preference pairs (better reply over the logged one)"),
     "annotate push": Command("align.annotate.push", "push candidate pairs to Argilla for annotators", ("pairs",)),
     "annotate pull": Command("align.annotate.pull", "pull submitted labels into a preference dataset run"),
     "annotate simulate": Command("align.annotate.simulate", "simulated annotators (demos, tests, CI): real Argilla users answering by a judge"),
@@ -146,16 +157,24 @@ def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     from align.core.config import dump_yaml, load_config
 
     overrides = list(args.overrides)
+    if cmd.many and cmd.positional:
+        # Values after the list positional that are not key=value belong to it.
+        key, first = cmd.positional[-1], getattr(args, cmd.positional[-1])
+        if first is not None and "=" not in first:
+            values = [first] + [o for o in overrides if "=" not in o]
+            overrides = [f"{key}={json.dumps(values)}"] + [o for o in overrides if "=" in o]
+            setattr(args, key, None)
     for key in cmd.positional:
         value = getattr(args, key)
         if value is not None:
             if "=" in value:  # argparse gave an override to the optional positional
                 overrides.insert(0, value)
             else:
-                overrides.insert(0, f"{key}={value}")
+                overrides.insert(0, f"{key}={json.dumps(value) if key in cmd.text else value}")
     for key in cmd.options:
         if getattr(args, key) is not None:
-            overrides.insert(0, f"{key}={getattr(args, key)}")
+            value = getattr(args, key)
+            overrides.insert(0, f"{key}={json.dumps(value) if key in cmd.text else value}")
     cfg = load_config(module.Config, args.config, overrides)
     if args.dry_run:
         if hasattr(module, "dry_run"):  # a stage whose dry run previews its effect (align redact)

@@ -8,13 +8,17 @@ demonstrate the loop before generation exists).
 What it does, in order: reads and checks every pair (nothing is sent if the input is bad); connects
 and creates the dataset from the template if it does not exist, or checks that an existing one
 matches the template (and replaces its guidelines if they differ, recording old and new hashes);
-redacts personal data in prompts and responses (`redaction`, align/privacy/redact.py: e-mails,
+mixes in gold records when `gold.path` is set (known-answer pairs at `gold.rate` of the dataset,
+each shown exactly like any other record: its metadata copies a real record's and nothing on the
+server says it is gold); redacts personal data in prompts and responses (`redaction`, align/privacy/redact.py: e-mails,
 phone numbers, payment cards, IBANs, IP addresses and `redaction_patterns` become [EMAIL], [PHONE],
-...; `drop` leaves such pairs out; counts per type go in the manifest, never the values); derives each record's id from its content as annotators see it (redacted prompt, both responses, round), so
-labels pulled back refer to the redacted text, and
+...; `drop` leaves such pairs out; counts per type go in the manifest, never the values); derives each record's id from its content as annotators see it (redacted prompt, the two responses
+in sorted order, round), so labels pulled back refer to the redacted text, and
 sends only records the dataset does not have yet, so pushing twice never duplicates; shows candidate
-b as A on a random half of the records (seeded by the record id; `shown_as_a` in the metadata); then
-writes a run with `records.jsonl` (record id, which candidate is shown as A, input line).
+b as A on a random half of the new records. Which records are swapped and which are gold is kept
+OFF the server, where any annotator could read it through the API: push writes it to the label
+journal (journal.py, `journal_dir`, shared with `align annotate pull`) before it sends the records,
+then writes a run with `records.jsonl` (record id, which candidate is shown as A, gold, input line).
 Raises AlignError for bad input, a template mismatch or a rejected API key; ServiceError when
 Argilla stays unreachable (nothing is written locally then).
 """
@@ -24,7 +28,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
 import time
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +40,9 @@ from tqdm.auto import tqdm
 
 from align.annotate import template as templates
 from align.annotate.connection import UPSERT_BATCH, ArgillaConfig, connect, sdk
-from align.annotate.votes import record_id, shown_as_a
+from align.annotate.journal import Journal, journal_path
+from align.annotate.local import cache_root
+from align.annotate.votes import legacy_record_id, legacy_shown_as_a, record_id
 from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
@@ -43,6 +51,20 @@ from align.privacy import redact as privacy
 log = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
+
+
+@dataclass
+class GoldConfig:
+    """Known-answer pairs mixed into a push, to measure each annotator's accuracy (align/annotate/quality.py)."""
+
+    path: str = ""
+    """JSONL of gold pairs: {prompt, response_a, response_b, expected: a|b} or {prompt, chosen, rejected}. Empty: none."""
+    rate: float = 0.1
+    """Share of the dataset's records that are gold (e.g. 0.1: one record in ten), at most every gold pair once."""
+
+    def __post_init__(self):
+        if not 0 < self.rate < 1:
+            raise AlignError(f"'gold.rate' must be in (0, 1), got {self.rate}")
 
 
 @dataclass
@@ -61,6 +83,10 @@ class Config(runs.RunOutput):
     """Annotation round; part of the record id, so the same pair can be labelled again in a later round."""
     max_pairs: int | None = None
     """Push at most this many pairs (the first ones of the input)."""
+    max_records: int | None = None
+    """Label budget: push at most this many records, the most uncertain when every pair has an `uncertainty`
+    (`align pairs` with least_sure, ensemble_disagreement or dpo_margin), else a random sample seeded by
+    dataset and round (align/rollout/pairs.py `budget`). Unset: all."""
     format: str = "auto"
     """Format of a preference-file input (auto, conversational, hh-rlhf, ...); ignored for pairs."""
     redaction: str | bool = "redact"
@@ -69,6 +95,11 @@ class Config(runs.RunOutput):
     """Extra types to redact: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
     phone_region: str = "US"
     """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
+    gold: GoldConfig = field(default_factory=GoldConfig)
+    """Gold pairs mixed in (path, rate); their votes never become training pairs (`annotate pull` keeps them apart)."""
+    journal_dir: str = ""
+    """Folder of the label journals, where the A/B order and the gold answers are kept (default as `annotate pull`:
+    <align cache>/annotate); pull must use the same."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
 
@@ -77,6 +108,8 @@ class Config(runs.RunOutput):
             raise AlignError(f"'annotators_per_record' must be >= 1, got {self.annotators_per_record}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise AlignError(f"'max_pairs' must be >= 1, got {self.max_pairs}")
+        if self.max_records is not None and self.max_records < 1:
+            raise AlignError(f"'max_records' must be >= 1, got {self.max_records}")
         if self.redaction is False:  # YAML 1.1 reads a bare `off` as false
             self.redaction = "off"
         privacy.check_mode(self.redaction)
@@ -86,7 +119,8 @@ def check(cfg: Config) -> dict[str, Any]:
     """What `--dry-run` prints: the pairs read, redacted and counted, the template and guidelines
     loaded; Argilla is not contacted."""
     _tpl, _guidelines, _redactor, _records, unique, report = prepare(cfg)
-    return {**report, "records": len(unique), "template": cfg.template, "guidelines": cfg.guidelines}
+    return {**report, "records": len(unique), "gold_records": sum(r["gold"] is not None for r in unique.values()),
+            "template": cfg.template, "guidelines": cfg.guidelines}
 
 
 def prepare(cfg: Config):
@@ -100,10 +134,18 @@ def prepare(cfg: Config):
     redactor = None if cfg.redaction == "off" else privacy.Redactor(cfg.phone_region, cfg.redaction_patterns)
     pairs, report = read_candidates(cfg.pairs, cfg.format, cfg.max_pairs)
     pairs, report["redaction"] = redact_pairs(pairs, redactor, cfg.redaction)
+    if cfg.max_records is not None:
+        from align.rollout.pairs import budget
+
+        offered = len(pairs)
+        pairs, rule = budget(pairs, cfg.max_records, f"{cfg.dataset}:{cfg.round}")
+        report["budget"] = {"max_records": cfg.max_records, "offered": offered, "kept": len(pairs), "rule": rule}
     if not pairs:
         raise AlignError(f"{cfg.pairs}: no pairs left to annotate after redaction={cfg.redaction} "
                          f"({report['redaction']})")
     records = [to_record(p, cfg.round) for p in pairs]
+    if cfg.gold.path:
+        records = mix_gold(records, cfg, redactor, report)
     unique = {r["external_id"]: r for r in records}
     report["duplicates_in_input"] = len(records) - len(unique)
     return tpl, guidelines, redactor, records, unique, report
@@ -135,8 +177,18 @@ def run(cfg: Config) -> dict[str, Any]:
                             "the Argilla UI (dataset settings) if you meant %d", cfg.dataset, have,
                             cfg.annotators_per_record)
         dataset_id = str(ds.id)
-        existing = {r["external_id"] for r in conn.records(dataset_id, responses=False)}
+        journal = Journal(journal_path(_journal_dir(cfg), conn.api_url, cfg.argilla.workspace, cfg.dataset, dataset_id))
+        existing = {r["external_id"]: r for r in conn.records(dataset_id, responses=False)}
+        for r in records:
+            if r["external_id"] not in existing and r["legacy_id"] in existing:  # pushed by an older align
+                r["external_id"] = r["legacy_id"]
         new = [r for r in unique.values() if r["external_id"] not in existing]
+        orders = display_orders(unique.values(), existing, journal)
+        # Write-ahead: the order and the gold answers are on disk before a record they describe is sent.
+        journal.append([{"kind": "push", "record_id": r["external_id"], "shown_as_a": orders[r["external_id"]],
+                         "gold": r["gold"], "round": cfg.round,
+                         "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                        for r in new if r["external_id"] not in journal.pushed])
         start = time.time()
         if new:
             rg = sdk()
@@ -144,8 +196,8 @@ def run(cfg: Config) -> dict[str, Any]:
             with tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar, \
                     _without_sdk_bar():
                 for i in range(0, len(new), UPSERT_BATCH):
-                    batch = [rg.Record(id=r["external_id"], fields=r["fields"], metadata=r["metadata"])
-                             for r in new[i: i + UPSERT_BATCH]]
+                    batch = [rg.Record(id=r["external_id"], fields=shown_fields(r, orders[r["external_id"]]),
+                                       metadata=r["metadata"]) for r in new[i: i + UPSERT_BATCH]]
                     # An upsert by record id: sending a batch twice leaves the same records, so it may be retried.
                     conn.call(f"PUT records of '{cfg.dataset}'",
                               lambda: ds.records.log(batch, user_id=owner_id, batch_size=len(batch)))
@@ -156,13 +208,15 @@ def run(cfg: Config) -> dict[str, Any]:
 
     with runs.new_run("annotate push", to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
         run_.add_input("pairs", cfg.pairs)
+        if cfg.gold.path:
+            run_.add_input("gold", cfg.gold.path)
         with open(run_.path / RECORDS, "w", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps({"record_id": r["external_id"], "shown_as_a": r["metadata"]["shown_as_a"],
-                                    "round": cfg.round, "input": r["where"]}) + "\n")
+                f.write(json.dumps({"record_id": r["external_id"], "shown_as_a": orders[r["external_id"]],
+                                    "gold": r["gold"], "round": cfg.round, "input": r["where"]}) + "\n")
         run_.add_output("records", RECORDS)
         run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
-                           "dataset_id": dataset_id, "template": str(tpl.path),
+                           "dataset_id": dataset_id, "journal": str(journal.path), "template": str(tpl.path),
                            "guidelines_sha256": templates.text_hash(guidelines)})
         if redactor is not None:
             run_.notes["redaction_detectors"] = privacy.detector_versions()
@@ -173,7 +227,9 @@ def run(cfg: Config) -> dict[str, Any]:
             "records": len(unique),
             "records_new": len(new),
             "records_already_there": len(unique) - len(new),
-            "shown_swapped": sum(r["metadata"]["shown_as_a"] == "b" for r in unique.values()),
+            "gold_records": sum(r["gold"] is not None for r in unique.values()),
+            "shown_swapped": sum(orders[rid] == "b" for rid in orders),
+            "order_unknown": sum(orders[rid] is None for rid in orders),
             "push_records_per_s": round(len(new) / seconds, 1) if new and seconds > 0 else None,
         })
         manifest = runs.finish(run_)
@@ -271,6 +327,7 @@ def _pairs_rows(first, rest, path):
             "policy": rec.get("policy"),
             "sampling": rec.get("sampling"),
             "source": rec.get("source") or Path(path).name,
+            "uncertainty": rec.get("uncertainty"),
             "where": where,
         }
 
@@ -313,19 +370,131 @@ def _text(messages) -> str:
     return "\n\n".join(m["content"] for m in messages)
 
 
-def to_record(pair: dict[str, Any], round_: int) -> dict[str, Any]:
-    """An Argilla record for one pair: content-derived id, candidates in their shown order."""
-    rid = record_id(pair["prompt"], pair["response_a"], pair["response_b"], round_)
-    first = shown_as_a(rid)
-    shown = (pair["response_a"], pair["response_b"]) if first == "a" else (pair["response_b"], pair["response_a"])
-    metadata: dict[str, Any] = {"round": round_, "source": str(pair["source"]), "shown_as_a": first}
+def to_record(pair: dict[str, Any], round_: int, gold: str | None = None) -> dict[str, Any]:
+    """A record for one pair, candidates in input order (`shown_fields` puts them in display order)."""
+    metadata: dict[str, Any] = {"round": round_, "source": str(pair["source"])}
     if pair.get("policy"):
         metadata["policy"] = str(pair["policy"])
     if pair.get("sampling"):
         metadata["sampling"] = json.dumps(pair["sampling"], sort_keys=True)
     return {
-        "external_id": rid,
-        "fields": {"prompt": pair["prompt"], "response_a": shown[0], "response_b": shown[1]},
+        "external_id": record_id(pair["prompt"], pair["response_a"], pair["response_b"], round_),
+        "legacy_id": legacy_record_id(pair["prompt"], pair["response_a"], pair["response_b"], round_),
+        "prompt": pair["prompt"],
+        "candidates": (pair["response_a"], pair["response_b"]),
         "metadata": metadata,
+        "gold": gold,
         "where": pair["where"],
     }
+
+
+def shown_fields(record: dict[str, Any], first: str) -> dict[str, Any]:
+    """The record's fields as annotators see them: candidate `first` ('a' or 'b') as response A."""
+    a, b = record["candidates"]
+    shown = (a, b) if first == "a" else (b, a)
+    return {"prompt": record["prompt"], "response_a": shown[0], "response_b": shown[1]}
+
+
+def display_orders(records, existing: dict[str, dict[str, Any]], journal: Journal) -> dict[str, str | None]:
+    """record id -> the candidate shown as A: the journaled order of a record pushed before (or, for a
+    dataset pushed by an older align, the one in its metadata); for new records, exactly half (rounded
+    at random) show b as A, in an order drawn from the system's random source, not from anything an
+    annotator can see. None: the record is on the server but its order is in no journal here (pushed
+    from another machine: pull there)."""
+    orders: dict[str, str | None] = {}
+    fresh = []
+    for r in records:
+        rid = r["external_id"]
+        legacy = rid == r["legacy_id"] and rid in existing
+        if rid in journal.pushed:
+            orders[rid] = journal.pushed[rid]["shown_as_a"]
+        elif legacy:
+            orders[rid] = (existing[rid].get("metadata") or {}).get("shown_as_a") or legacy_shown_as_a(rid)
+        elif rid in existing:
+            orders[rid] = None
+        else:
+            fresh.append(rid)
+    rng = random.SystemRandom()
+    swapped = len(fresh) // 2 + (rng.random() < 0.5 if len(fresh) % 2 else 0)
+    draw = ["b"] * swapped + ["a"] * (len(fresh) - swapped)
+    rng.shuffle(draw)
+    orders.update(zip(fresh, draw))
+    unknown = sum(v is None for v in orders.values())
+    if unknown:
+        log.warning("%d record(s) already in the dataset have no A/B order in %s (pushed with another journal_dir "
+                    "or from another machine): pull them where they were pushed", unknown, journal.path)
+    return orders
+
+
+def _journal_dir(cfg: Config) -> Path:
+    return Path(cfg.journal_dir).expanduser() if cfg.journal_dir else cache_root() / "annotate"
+
+
+# -- gold ------------------------------------------------------------------------------------------
+
+def mix_gold(records: list[dict[str, Any]], cfg: Config, redactor, report: dict[str, Any]) -> list[dict[str, Any]]:
+    """`records` with gold records at random places, `gold.rate` of the result (at most each gold pair once).
+
+    The choice of gold pairs and their places is seeded by dataset and round, so pushing again sends the
+    same ones. Each gold record takes the metadata (source, policy, sampling) of a random real record:
+    nothing an annotator can read tells it apart.
+    """
+    gold_pairs = read_gold(cfg.gold.path)
+    gold_pairs, _ = redact_pairs(gold_pairs, redactor, cfg.redaction)
+    real = {r["external_id"] for r in records}
+    candidates = [p for p in gold_pairs
+                  if record_id(p["prompt"], p["response_a"], p["response_b"], cfg.round) not in real]
+    wanted = max(1, round(len(records) * cfg.gold.rate / (1 - cfg.gold.rate)))
+    rng = random.Random(f"gold:{cfg.dataset}:{cfg.round}")
+    picked = rng.sample(candidates, min(wanted, len(candidates)))
+    if len(picked) < wanted:
+        log.warning("%s: %d usable gold pair(s), fewer than the %d that gold.rate=%s asks for; all are used",
+                    cfg.gold.path, len(picked), wanted, cfg.gold.rate)
+    out = list(records)
+    for pair in picked:
+        like = rng.choice(records)
+        record = to_record(pair, cfg.round, gold=pair["expected"])
+        record["metadata"] = dict(like["metadata"])
+        out.insert(rng.randrange(len(out) + 1), record)
+    report["gold"] = {"path": cfg.gold.path, "rate": cfg.gold.rate, "available": len(candidates),
+                      "records": len(picked)}
+    return out
+
+
+def read_gold(path: str) -> list[dict[str, Any]]:
+    """Gold pairs `{prompt, response_a, response_b, expected, where}`, checked.
+
+    A row gives `response_a`, `response_b` and `expected` (a or b), or `chosen` and `rejected` (strings or
+    assistant messages), which become candidates a and b with expected a: the display order is drawn at
+    push like any record's, so where the expected reply is shown is random either way."""
+    from align.data.preference_formats import as_messages
+    from align.data.records import read_records
+
+    out = []
+    for where, rec in read_records(path):
+        if not isinstance(rec, dict) or "prompt" not in rec:
+            raise AlignError(f"{where}: a gold pair needs a prompt")
+        if "expected" in rec:
+            missing = [k for k in ("response_a", "response_b") if not isinstance(rec.get(k), str)]
+            if missing:
+                raise AlignError(f"{where}: a gold pair with 'expected' needs response_a and response_b (texts)")
+            if rec["expected"] not in ("a", "b"):
+                raise AlignError(f"{where}: 'expected' must be a or b, got {rec['expected']!r}")
+            a, b, expected = rec["response_a"], rec["response_b"], rec["expected"]
+        elif "chosen" in rec and "rejected" in rec:
+            a, b, expected = _reply(rec["chosen"], where, "chosen"), _reply(rec["rejected"], where, "rejected"), "a"
+        else:
+            raise AlignError(f"{where}: a gold pair needs response_a, response_b and expected (a|b), or chosen and rejected")
+        if not a.strip() or a.strip() == b.strip():
+            raise AlignError(f"{where}: a gold pair needs two different, non-empty replies")
+        out.append({"prompt": as_messages(rec["prompt"], where, "prompt", default_role="user"), "response_a": a,
+                    "response_b": b, "expected": expected, "source": "", "where": where})
+    if not out:
+        raise AlignError(f"{path}: no gold pairs (the file is empty)")
+    return out
+
+
+def _reply(value: Any, where: str, name: str) -> str:
+    from align.data.preference_formats import as_messages
+
+    return value if isinstance(value, str) else _text(as_messages(value, where, name, default_role="assistant"))

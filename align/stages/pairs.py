@@ -1,7 +1,10 @@
 """Build candidate pairs for annotators from a generation run: `align pairs GENERATIONS_RUN`.
 
 One pair per prompt, chosen from its N responses by `selection` (align/rollout/pairs.py): `random`,
-or, on a run scored with `align score`, `least_sure` (smallest reward gap) or `best_vs_worst`.
+`refusal_contrast`, or, on a run scored with `align score`, `least_sure` (smallest reward gap),
+`best_vs_worst`, `ensemble_disagreement` (scored with a reward ensemble, `align reward-ensemble`) or
+`dpo_margin` (scored with `policy=` and `reference=`: DPO's implicit reward margin). The uncertainty
+rules write each pair's `uncertainty` (bits), which `align annotate push max_records=N` ranks by.
 Empty responses are dropped and identical ones merged first; prompts left with fewer than two
 distinct responses are counted in the manifest and logged, not silently dropped.
 
@@ -9,7 +12,7 @@ Output `pairs` = pairs.jsonl, the input of `align annotate push`, one row per pa
 
     {"prompt": [messages], "response_a": "...", "response_b": "...",
      "policy": "<model ref or run path>", "sampling": {...}, "scores": [a, b] | null,
-     "source": "file:line", "prompt_id": "...", "selection": "random"}
+     "source": "file:line", "prompt_id": "...", "selection": "random", "uncertainty": 0.37 | null}
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from align.core.errors import AlignError
 from align.data.records import write_jsonl
 from align.evaluation.refusal import detect_refusal
 from align.rollout.generations import read_generations
-from align.rollout.pairs import NEEDS_SCORES, Selection, choose_pair, distinct, prompt_rng
+from align.rollout.pairs import (
+    NEEDS_LOGRATIOS,
+    NEEDS_MEMBERS,
+    NEEDS_SCORES,
+    UNCERTAINTY,
+    Selection,
+    choose_pair,
+    distinct,
+    prompt_rng,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +52,17 @@ class Config(runs.RunOutput):
     """A generation run (`align generate`), or a score run (`align score`) for the score-based rules."""
     selection: Selection = "random"
     """random | least_sure (smallest reward gap; needs scores) | best_vs_worst (needs scores) |
-    refusal_contrast (a refusal and an answer when a prompt has both, by align.evaluation.refusal; else random)."""
+    refusal_contrast (a refusal and an answer when a prompt has both, by align.evaluation.refusal; else random) |
+    ensemble_disagreement (the pair a reward ensemble disagrees on most; needs ensemble scores) |
+    dpo_margin (the smallest |DPO implicit reward margin|; needs policy/reference log-ratios)."""
     seed: int = 0
     """Seed of the random choices (which pair, and which response is shown as A)."""
+    beta: float = 0.1
+    """dpo_margin only: DPO's beta, scaling the margin (it changes each pair's uncertainty, not which pair)."""
+
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise AlignError(f"'beta' must be > 0, got {self.beta}")
 
 
 def check(cfg: Config) -> dict:
@@ -71,7 +91,18 @@ def prepare(cfg: Config) -> tuple[dict, list[dict], bool]:
             f"selection '{cfg.selection}' needs reward scores, but {cfg.generations} has none; "
             f"run `align score {cfg.generations} reward_model=RUN` and give that run, or use selection=random"
         )
+    for needs, field_name, how in ((NEEDS_MEMBERS, "member_scores", "reward_model=ENSEMBLE_RUN (align reward-ensemble)"),
+                                   (NEEDS_LOGRATIOS, "logratios", "policy=POLICY reference=REFERENCE")):
+        if cfg.selection in needs and not all(_per_response(r, field_name) for r in rows):
+            raise AlignError(
+                f"selection '{cfg.selection}' needs '{field_name}' for every response, but {cfg.generations} lacks "
+                f"them; run `align score {cfg.generations} {how}` and give that run"
+            )
     return manifest, rows, scored
+
+
+def _per_response(row: dict, key: str) -> bool:
+    return isinstance(row.get(key), list) and len(row[key]) == len(row["responses"])
 
 
 def run(cfg: Config) -> dict:
@@ -84,14 +115,16 @@ def run(cfg: Config) -> dict:
         run.add_input("generations", cfg.generations)
         pairs, duplicates, empty, too_few = [], 0, 0, []
         for row in rows:
-            candidates = distinct(row["responses"], row["scores"] if scored else None)
+            candidates = distinct(row["responses"], row["scores"] if scored else None,
+                                  row["member_scores"] if cfg.selection in NEEDS_MEMBERS else None,
+                                  row["logratios"] if cfg.selection in NEEDS_LOGRATIOS else None)
             if cfg.selection == "refusal_contrast":
                 for c in candidates:
                     c.refused = detect_refusal(c.text).refused
             empty += sum(1 for text in row["responses"] if not text.strip())
             duplicates += len(row["responses"]) - len(candidates)
             rng = prompt_rng(cfg.seed, str(row.get("prompt_id", row.get("source", ""))))
-            choice = choose_pair(candidates, cfg.selection, rng)
+            choice = choose_pair(candidates, cfg.selection, rng, cfg.beta)
             if choice is None:
                 too_few.append(row.get("source", "?"))
                 continue
@@ -105,6 +138,7 @@ def run(cfg: Config) -> dict:
                 "source": row.get("source"),
                 "prompt_id": row.get("prompt_id"),
                 "selection": cfg.selection,
+                "uncertainty": None if choice.uncertainty is None else round(choice.uncertainty, 6),
                 **({"contrast": choice.a.refused != choice.b.refused} if cfg.selection == "refusal_contrast" else {}),
             })
         if not pairs:
@@ -127,6 +161,8 @@ def run(cfg: Config) -> dict:
             "empty_responses_dropped": empty,
             "mean_score_gap": round(statistics.fmean(gaps), 4) if gaps else None,
         }
+        if cfg.selection in UNCERTAINTY:
+            metrics["mean_uncertainty_bits"] = round(statistics.fmean(p["uncertainty"] for p in pairs), 4)
         if cfg.selection == "refusal_contrast":
             metrics["refusal_contrast_pairs"] = sum(p["contrast"] for p in pairs)
         run.metrics.update(metrics)
