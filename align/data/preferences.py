@@ -142,7 +142,8 @@ def load_preference_pairs(
     `{prompt, completion, label}`: unpaired data as read, pairs split into one desirable and one
     undesirable example each (TRL's `unpair_preference_dataset`).
     """
-    records = read_records(path, run_output="preferences")
+    # A feedback run (`align feedback import`) holds both: thumbs as `examples`, corrections as `preferences`.
+    records = read_records(path, run_output="examples" if unpaired else "preferences")
     first = next(records, None)
     if first is None:
         raise AlignError(f"{path}: no records (the preference dataset is empty)")
