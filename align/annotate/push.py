@@ -11,8 +11,8 @@ matches the template (and replaces its guidelines if they differ, recording old 
 mixes in gold records when `gold.path` is set (known-answer pairs at `gold.rate` of the dataset,
 each shown exactly like any other record: its metadata copies a real record's and nothing on the
 server says it is gold); redacts personal data in prompts and responses (`redaction`, align/privacy/redact.py: e-mails,
-phone numbers, payment cards, IBANs, IP addresses and `redaction_patterns` become [EMAIL], [PHONE],
-...; `drop` leaves such pairs out; counts per type go in the manifest, never the values); derives each record's id from its content as annotators see it (redacted prompt, the two responses
+phone numbers, US SSNs, street addresses, payment cards, IBANs, IP addresses and `redaction_patterns`
+become [EMAIL], [PHONE], ...; with `redaction_backend` presidio also names and places, [PERSON], [LOCATION]; `drop` leaves such pairs out; counts per type go in the manifest, never the values); derives each record's id from its content as annotators see it (redacted prompt, the two responses
 in sorted order, round), so labels pulled back refer to the redacted text, and
 sends only records the dataset does not have yet, so pushing twice never duplicates; shows candidate
 b as A on a random half of the new records. Which records are swapped and which are gold is kept
@@ -93,6 +93,11 @@ class Config(runs.RunOutput):
     """Personal data in prompts and responses: redact (placeholders like [EMAIL]), drop (the pair) or off."""
     redaction_patterns: dict[str, str] = field(default_factory=dict)
     """Extra types to redact: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
+    redaction_backend: str = "auto"
+    """Who finds personal data: presidio (adds names and places; align[privacy] + a spaCy model), rules, or auto
+    (presidio when installed with its model, else rules). See docs/guide/privacy.md."""
+    redaction_spacy_model: str = privacy.DEFAULT_SPACY_MODEL
+    """spaCy pipeline for the presidio backend's NER (package name or path); `blank`: Presidio's patterns only."""
     phone_region: str = "US"
     """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
     gold: GoldConfig = field(default_factory=GoldConfig)
@@ -113,6 +118,7 @@ class Config(runs.RunOutput):
         if self.redaction is False:  # YAML 1.1 reads a bare `off` as false
             self.redaction = "off"
         privacy.check_mode(self.redaction)
+        privacy.check_backend(self.redaction_backend, "redaction_backend")
 
 
 def check(cfg: Config) -> dict[str, Any]:
@@ -131,7 +137,8 @@ def prepare(cfg: Config):
         raise AlignError("'dataset' is required: the Argilla dataset to push to, e.g. dataset=harmless-round1")
     tpl = templates.load_template(cfg.template)
     guidelines = templates.guidelines_text(cfg.guidelines)
-    redactor = None if cfg.redaction == "off" else privacy.Redactor(cfg.phone_region, cfg.redaction_patterns)
+    redactor = None if cfg.redaction == "off" else privacy.make_redactor(
+        cfg.redaction_backend, cfg.phone_region, cfg.redaction_patterns, cfg.redaction_spacy_model)
     pairs, report = read_candidates(cfg.pairs, cfg.format, cfg.max_pairs)
     pairs, report["redaction"] = redact_pairs(pairs, redactor, cfg.redaction)
     if cfg.max_records is not None:
@@ -219,7 +226,7 @@ def run(cfg: Config) -> dict[str, Any]:
                            "dataset_id": dataset_id, "journal": str(journal.path), "template": str(tpl.path),
                            "guidelines_sha256": templates.text_hash(guidelines)})
         if redactor is not None:
-            run_.notes["redaction_detectors"] = privacy.detector_versions()
+            run_.notes["redaction_detectors"] = redactor.describe()  # the backend, spaCy model and versions
         if replaced:
             run_.notes["guidelines_replaced_sha256"] = templates.text_hash(guidelines_before)
         run_.metrics.update({

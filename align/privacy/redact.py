@@ -1,10 +1,27 @@
 """Find and redact personal data in text before annotators or datasets see it.
 
-Detectors, each validated rather than pattern-only, so look-alikes survive:
-- EMAIL: `local@domain.tld` (a regex; the domain needs a dot and a 2+ letter top-level label);
+Two backends share one interface (`find`, `redact`, `describe`) and one placeholder format (`[TYPE]`):
+`Redactor` here (the rules, always available) and `PresidioRedactor` (align/privacy/presidio_backend.py:
+Microsoft Presidio with a spaCy NER model, which adds names and places). `make_redactor` picks one
+(`backend: auto | presidio | rules`); `describe()` says which ran, for manifests.
+
+The rules' detectors, each validated rather than pattern-only, so look-alikes survive:
+- EMAIL: `local@domain.tld` (a regex; the domain needs a dot and a 2+ letter top-level label), and
+  e-mails spelled out to dodge filters ("jane dot doe at example dot com", "jdoe [at] example.com"):
+  at least one of `at`/`dot` written as a word or in brackets, and a known top-level domain at the end;
+  a plain " at " with real dots counts only when the local part has a dot, `_` or a digit, so
+  "look at example.com" is left alone;
 - PHONE: `phonenumbers`' PhoneNumberMatcher (valid numbers, grouped as the region writes them), for
   national numbers of `phone_region` and any `+`-prefixed international number; a national number
-  written as a bare run of digits (4155552671) is left alone, as ids and integers look the same;
+  written as a bare run of 10 (or 1 + 10) digits only when `phonenumbers` finds it valid AND a phone
+  word comes just before it ("call", "cell", "phone", "text me at", "my number is" ...), as bare digits
+  are more often ids, order numbers and integers;
+- SSN: US Social Security numbers written 3-2-4 with dashes or spaces and inside the ranges the SSA
+  issues (area not 000, 666 or 9xx; group not 00; serial not 0000), or 9 bare digits right after
+  "SSN" / "social security (number)";
+- ADDRESS: a US-style street line (house number, capitalised street name, a street suffix such as
+  Street/Ave/Lane, an optional Apt/Suite/Unit) with an optional ", City, ST 12345" after it, a
+  "City, ST 12345" on its own, and "PO Box 123";
 - CARD: 13-19 digits, unbroken or grouped as cards are printed (4-4-4-4, 4-6-5, ...), with a card
   network's prefix and a valid Luhn check digit (`stdnum.luhn`);
 - IBAN: country code, check digits and account, validated by `stdnum.iban` (country length and mod-97);
@@ -12,20 +29,25 @@ Detectors, each validated rather than pattern-only, so look-alikes survive:
   except loopback and unspecified ones (127.0.0.1, ::1, 0.0.0.0), which identify no machine;
 - user patterns: `{TYPE: regex}`, each match replaced by `[TYPE]`.
 
-What it does not catch: national phone numbers written as a bare run of digits, personal names, street addresses and places in free text, dates of birth,
-national ids other than the above, account numbers without a checksum, numbers written out in words
-or split by unusual separators, phone numbers of other regions written without their `+` prefix,
-and anything inside images or encoded text. A four-part version number (1.2.3.4) is redacted as an
-IP address. Add user patterns for what a data set is known to hold; review samples before sharing.
+What the rules do not catch: personal names, places and street addresses not written in the US
+pattern above (lower-case street names, other countries' formats), dates of birth, national ids
+other than the above, account numbers without a checksum, numbers written out in words or split by
+unusual separators, bare national phone numbers without a phone word before them, phone numbers of
+other regions written without their `+` prefix, and anything inside images or encoded text. A
+four-part version number (1.2.3.4) is redacted as an IP address. The presidio backend adds names and
+places (NER); benchmarks/pii_redaction.py measures both on data/pii_eval.jsonl. Add user patterns for
+what a data set is known to hold; review samples before sharing.
 
-Modes: `redact` replaces each finding with its typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`,
-`[IBAN]`, `[IP]`, `[TYPE]`); `drop` leaves out a record with any finding; `off` does nothing.
-Counts per type are reported; the values found are never logged or written.
+Modes: `redact` replaces each finding with its typed placeholder (`[EMAIL]`, `[PHONE]`, `[SSN]`,
+`[ADDRESS]`, `[CARD]`, `[IBAN]`, `[IP]`, `[TYPE]`; presidio adds `[PERSON]`, `[LOCATION]`); `drop`
+leaves out a record with any finding; `off` does nothing. Counts per type are reported; the values
+found are never logged or written.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -33,7 +55,13 @@ from typing import Any, Iterator
 
 from align.core.errors import AlignError
 
+log = logging.getLogger(__name__)
+
 MODES = ("redact", "drop", "off")
+BACKENDS = ("auto", "presidio", "rules")
+# Presidio's own default model (its SpacyNlpEngine loads en_core_web_lg); the larger model finds more
+# names than en_core_web_sm at ~400 MB. `blank` runs Presidio's pattern recognizers with no NER.
+DEFAULT_SPACY_MODEL = "en_core_web_lg"
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 # Digits in groups separated by at most one space or dash; the validator decides.
@@ -51,6 +79,38 @@ _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 # Hex groups and colons (and a dotted IPv4 tail); `ipaddress` decides what is an address.
 _IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]{2,45}(?![\w:])")
 _DOTTED_SINGLE_DIGIT = re.compile(r"(?:^|\D)\d\.|\.\d(?:\D|$)")
+
+# A bare national number counts as a phone only after one of these words (within the few characters
+# before it): the words people use to give a number, not "order" or "account".
+_PHONE_WORDS = re.compile(r"(?i)\b(?:phone|cell|cellphone|mobile|call|called|calling|text|texts|tel|telephone|"
+                          r"reach|contact|fax|sms|whatsapp|callback|number is|my number|number:)\b[^\d\n]{0,20}$")
+_BARE_PHONE = re.compile(r"(?<![\w.+/-])1?\d{10}(?![\w-]|[.,]\d)")
+# SSN: 3-2-4 digits with the same separator twice; issued ranges are checked in code.
+_SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
+_SSN_BARE = re.compile(r"(?i)\b(?:ssn|social security(?: number| no\.?)?)\W{0,3}(?:is\W{0,2})?(\d{9})(?!\w)")
+# E-mails spelled out: `at` and `dot` as words or bracketed ([at], (dot)), or as the symbols.
+_AT_WORD = r"\s+at\s+"
+_AT_BRACKET = r"\s*[\[({<]\s*at\s*[\])}>]\s*"
+_DOT_SPELLED = r"(?:\s+dot\s+|\s*[\[({<]\s*dot\s*[\])}>]\s*)"
+_LABEL = r"[a-z0-9](?:[a-z0-9_%+-]*[a-z0-9])?"
+# Top-level domains: the common generic ones and any two-letter country code. A closed list keeps
+# "me at jane dot doe at example dot com" from ending the address at "doe".
+_TLD = r"(?:com|org|net|edu|gov|mil|int|info|biz|name|mobi|io|ai|app|dev|xyz|online|site|tech|email|mail|[a-z]{2})"
+_SPELLED_EMAIL = re.compile(
+    rf"(?i)(?<![\w.'@-])(?P<local>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL})*)"
+    rf"(?P<at>{_AT_WORD}|{_AT_BRACKET}|\s*@\s*)"
+    rf"(?P<domain>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL})*(?:{_DOT_SPELLED}|\.){_TLD})(?![\w-]|\.\w)")
+# US street addresses. Street names must be capitalised: lower case would match "2 days in a row".
+_STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|"
+                  r"Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Loop|Alley|Crescent|Close)")
+_CITY_STATE_ZIP = r"[A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2},?\s+[A-Z]{2}\s+\d{5}(?:-\d{4})?"
+_ADDRESS = re.compile(
+    rf"(?<![\w-])\d{{1,6}}[A-Z]?\s+(?:(?:[NSEW]\.?|North|South|East|West)\s+)?"
+    rf"(?:[A-Z][a-z]+|\d{{1,3}}(?:st|nd|rd|th))(?:\s+[A-Z][a-z]+){{0,3}}\s+{_STREET_SUFFIX}\b\.?"
+    rf"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*#?[A-Za-z0-9-]+)?"
+    rf"(?:,\s+{_CITY_STATE_ZIP})?"
+    rf"|(?<![\w-])(?i:P\.?\s?O\.?\s+Box)\s+\d{{1,6}}(?!\w)"
+    rf"|(?<![\w-]){_CITY_STATE_ZIP}(?!\w)")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -62,7 +122,9 @@ class Finding:
 
 
 class Redactor:
-    """Detectors for the built-in types plus user patterns; `find`, `redact` and `mask` text."""
+    """The rules backend: detectors for the built-in types plus user patterns; `find` and `redact` text."""
+
+    backend = "rules"
 
     def __init__(self, phone_region: str = "US", patterns: dict[str, str] | None = None):
         import phonenumbers
@@ -86,34 +148,61 @@ class Redactor:
 
     def find(self, text: str) -> list[Finding]:
         """Non-overlapping findings in text order; where two overlap, the longer one wins."""
-        found = [*self._emails(text), *self._phones(text), *self._cards(text), *self._ibans(text),
-                 *self._ips(text), *self._user(text)]
-        found.sort(key=lambda f: (f.start, -(f.end - f.start)))
-        kept: list[Finding] = []
-        for f in found:
-            if kept and f.start < kept[-1].end:
-                if f.end - f.start > kept[-1].end - kept[-1].start:
-                    kept[-1] = f
-                continue
-            kept.append(f)
-        return kept
+        return resolve_overlaps([
+            *self._emails(text), *self._spelled_emails(text), *self._phones(text), *self._bare_phones(text),
+            *self._ssns(text), *self._addresses(text), *self._cards(text), *self._ibans(text), *self._ips(text),
+            *self._user(text)])
 
     def redact(self, text: str) -> tuple[str, Counter]:
         """`text` with each finding replaced by `[TYPE]`, and the count per type."""
         findings = self.find(text)
-        out, pos = [], 0
-        for f in findings:
-            out.append(text[pos:f.start])
-            out.append(f"[{f.type}]")
-            pos = f.end
-        out.append(text[pos:])
-        return "".join(out), Counter(f.type for f in findings)
+        return replace_findings(text, findings), Counter(f.type for f in findings)
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the findings, for manifests: the backend and its packages' versions."""
+        return {"backend": self.backend, **detector_versions()}
 
     # -- detectors ---------------------------------------------------------------------------------
 
     def _emails(self, text: str) -> Iterator[Finding]:
         for m in _EMAIL.finditer(text):
             yield Finding(m.start(), m.end(), "EMAIL")
+
+    def _spelled_emails(self, text: str) -> Iterator[Finding]:
+        for m in _SPELLED_EMAIL.finditer(text):
+            spelled_dot = re.search(_DOT_SPELLED, m.group("local") + " " + m.group("domain"), re.I)
+            at = m.group("at").strip()
+            if at == "@" and not spelled_dot:
+                continue  # a plain e-mail: _emails has it
+            if at.lower() == "at" and not spelled_dot and not re.search(r"[._\d]", m.group("local")):
+                continue  # "look at example.com": a word, " at ", a domain
+            yield Finding(m.start(), m.end(), "EMAIL")
+
+    def _bare_phones(self, text: str) -> Iterator[Finding]:
+        import phonenumbers
+
+        for m in _BARE_PHONE.finditer(text):
+            if not _PHONE_WORDS.search(text[max(0, m.start() - 40):m.start()]):
+                continue
+            try:
+                number = phonenumbers.parse(m.group(), self.phone_region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                yield Finding(m.start(), m.end(), "PHONE")
+
+    def _ssns(self, text: str) -> Iterator[Finding]:
+        for m in _SSN.finditer(text):
+            if _ssn_issuable(m.group(1), m.group(3), m.group(4)):
+                yield Finding(m.start(), m.end(), "SSN")
+        for m in _SSN_BARE.finditer(text):
+            digits = m.group(1)
+            if _ssn_issuable(digits[:3], digits[3:5], digits[5:]):
+                yield Finding(m.start(1), m.end(1), "SSN")
+
+    def _addresses(self, text: str) -> Iterator[Finding]:
+        for m in _ADDRESS.finditer(text):
+            yield Finding(m.start(), m.end(), "ADDRESS")
 
     def _phones(self, text: str) -> Iterator[Finding]:
         import phonenumbers
@@ -168,6 +257,35 @@ class Redactor:
                     yield Finding(m.start(), m.end(), name)
 
 
+def _ssn_issuable(area: str, group: str, serial: str) -> bool:
+    # The SSA never issues area 000, 666 or 900-999, group 00 or serial 0000.
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def resolve_overlaps(found: list[Finding]) -> list[Finding]:
+    """Non-overlapping findings in text order; where two overlap, the longer one wins."""
+    found = sorted(found, key=lambda f: (f.start, -(f.end - f.start)))
+    kept: list[Finding] = []
+    for f in found:
+        if kept and f.start < kept[-1].end:
+            if f.end - f.start > kept[-1].end - kept[-1].start:
+                kept[-1] = f
+            continue
+        kept.append(f)
+    return kept
+
+
+def replace_findings(text: str, findings: list[Finding]) -> str:
+    """`text` with each (non-overlapping, ordered) finding replaced by `[TYPE]`."""
+    out, pos = [], 0
+    for f in findings:
+        out.append(text[pos:f.start])
+        out.append(f"[{f.type}]")
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def _is_ip(candidate: str, cls) -> bool:
     try:
         address = cls(candidate)
@@ -220,6 +338,30 @@ def detector_versions() -> dict[str, str]:
     from importlib import metadata
 
     return {name: metadata.version(name) for name in ("phonenumbers", "python-stdnum")}
+
+
+def make_redactor(backend: str = "auto", phone_region: str = "US", patterns: dict[str, str] | None = None,
+                  spacy_model: str = DEFAULT_SPACY_MODEL):
+    """The redactor for `backend`: `rules`, `presidio` (an error saying how to install what is missing),
+    or `auto` (presidio when it and its spaCy model are installed, else the rules, with a warning that
+    names and places are then not found). Both have `find`, `redact` and `describe`."""
+    check_backend(backend)
+    if backend == "rules":
+        return Redactor(phone_region, patterns)
+    from align.privacy import presidio_backend
+
+    if backend == "auto":
+        missing = presidio_backend.missing(spacy_model)
+        if missing:
+            log.warning("redaction backend auto: %s, so the rules backend runs (no personal names or places are "
+                        "found); set backend=rules to silence this", missing)
+            return Redactor(phone_region, patterns)
+    return presidio_backend.PresidioRedactor(phone_region, patterns, spacy_model)
+
+
+def check_backend(backend: str, key: str = "backend") -> None:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise AlignError(f"'{key}' must be one of {', '.join(BACKENDS)}, got '{backend}'")
 
 
 def check_mode(mode: str, key: str = "redaction") -> None:

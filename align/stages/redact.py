@@ -2,15 +2,21 @@
 
 Reads the records of FILE (JSONL, JSON, Parquet, CSV/TSV, text, a datasets directory or a run; see
 align/data/records.py) and writes a run whose `records.jsonl` holds each record with every string in
-it redacted (`mode=redact`: e-mail addresses, phone numbers, payment cards, IBANs and IP addresses
-become `[EMAIL]`, `[PHONE]`, `[CARD]`, `[IBAN]`, `[IP]`; `patterns` adds types of your own), or with
-records that hold any of them left out (`mode=drop`). Field names are kept; values of any depth are
-redacted (chat messages, preference pairs, plain text). The manifest counts findings per type and
-records changed or dropped; the values found are written nowhere.
+it redacted (`mode=redact`: e-mail addresses, phone numbers, US SSNs, street addresses, payment cards,
+IBANs and IP addresses become `[EMAIL]`, `[PHONE]`, `[SSN]`, `[ADDRESS]`, `[CARD]`, `[IBAN]`, `[IP]`;
+with the presidio backend also personal names and places, `[PERSON]` and `[LOCATION]`; `patterns`
+adds types of your own), or with records that hold any of them left out (`mode=drop`). Field names
+are kept; values of any depth are redacted (chat messages, preference pairs, plain text). The manifest
+counts findings per type and records changed or dropped, and names the backend that ran (with the
+spaCy model's name and version); the values found are written nowhere.
+
+`backend`: `presidio` (Microsoft Presidio with a spaCy NER model: `pip install 'align[privacy]'` and
+`python -m spacy download en_core_web_lg`), `rules` (regular expressions and validators, no names or
+places), or `auto` (presidio when both are installed, else rules with a warning).
 
 `--dry-run` writes nothing and lists what would change, one line per finding, with the value masked
-(first and last character). What the pass does not catch (names, street addresses, ...) is listed in
-align/privacy/redact.py and the README.
+(first and last character). What each backend does not catch is listed in align/privacy/redact.py
+and docs/guide/privacy.md, with recall measured on data/pii_eval.jsonl (benchmarks/pii_redaction.py).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import read_records
-from align.privacy.redact import Redactor, detector_versions, findings_in, mask, redact_value
+from align.privacy.redact import DEFAULT_SPACY_MODEL, check_backend, findings_in, make_redactor, mask, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,14 @@ class Config(runs.RunOutput):
     """Types of your own: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
     phone_region: str = "US"
     """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
+    backend: Literal["auto", "presidio", "rules"] = "auto"
+    """Who finds the data: presidio (adds names and places; needs align[privacy] and a spaCy model), rules, or
+    auto (presidio when installed with its model, else rules)."""
+    spacy_model: str = DEFAULT_SPACY_MODEL
+    """spaCy pipeline for the presidio backend's NER (a package name or path); `blank`: patterns only, no NER."""
+
+    def __post_init__(self):
+        check_backend(self.backend)
 
 
 def run(cfg: Config) -> dict:
@@ -73,7 +87,7 @@ def run(cfg: Config) -> dict:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         run_.add_output("records", RECORDS)
-        run_.notes["detectors"] = detector_versions()
+        run_.notes["redaction"] = redactor.describe()
         run_.metrics.update({
             "records_read": read,
             "records_written": len(rows),
@@ -82,8 +96,8 @@ def run(cfg: Config) -> dict:
             "findings": dict(sorted(counts.items())),
         })
         manifest = runs.finish(run_)
-    log.info("%d of %d records had personal data (%s); %s", changed + dropped, read, _counts_text(counts),
-             f"{dropped} dropped" if cfg.mode == "drop" else f"{changed} redacted")
+    log.info("%s backend: %d of %d records had personal data (%s); %s", redactor.backend, changed + dropped,
+             read, _counts_text(counts), f"{dropped} dropped" if cfg.mode == "drop" else f"{changed} redacted")
     return manifest
 
 
@@ -102,14 +116,15 @@ def dry_run(cfg: Config) -> int:
             action = "drop record" if cfg.mode == "drop" else f"-> [{f.type}]"
             print(f"{where}  {path}  {f.type}  {mask(text[f.start:f.end])}  {action}")
     verb = "dropped" if cfg.mode == "drop" else "redacted"
-    print(f"dry run: {affected} of {read} records would be {verb} ({_counts_text(counts)}); nothing written")
+    print(f"dry run ({redactor.backend} backend): {affected} of {read} records would be {verb} "
+          f"({_counts_text(counts)}); nothing written")
     return 0
 
 
-def _redactor(cfg: Config) -> Redactor:
+def _redactor(cfg: Config):
     if not cfg.input:
         raise AlignError("give the data to redact: `align redact FILE` (a data file, datasets directory or run)")
-    return Redactor(cfg.phone_region, cfg.patterns)
+    return make_redactor(cfg.backend, cfg.phone_region, cfg.patterns, cfg.spacy_model)
 
 
 def _counts_text(counts: Counter) -> str:

@@ -1,0 +1,196 @@
+"""The presidio redaction backend: Microsoft Presidio's analyzer (spaCy NER plus pattern recognizers)
+finds personal data, its anonymizer replaces it with the rules backend's placeholders (`[PERSON]`).
+
+Installed by `pip install 'align[privacy]'` plus a spaCy English pipeline with NER, which is not on
+the package index: `python -m spacy download en_core_web_lg` (the default `spacy_model`; any
+installed pipeline package name or path works, e.g. en_core_web_sm). `spacy_model=blank` runs the
+pattern recognizers alone on a blank English tokenizer: no names or places, nothing to download.
+
+What runs, chosen one by one rather than Presidio's full default registry (which adds UK NHS numbers,
+US bank and driver's licence numbers, dates and organisations, and flags every 10-digit id as several
+of them):
+- spaCy NER -> PERSON (PERSON/PER) and LOCATION (GPE, LOC, FAC); other NER labels are ignored
+  (dates, organisations and products are what support conversations are about);
+- Presidio's PhoneRecognizer (phonenumbers, `phone_region`), CreditCardRecognizer (Luhn),
+  IbanRecognizer, IpRecognizer and UsSsnRecognizer (scores raised by context words such as "ssn");
+- the rules backend's detectors as recognizers of their own (align/privacy/redact.py): e-mails
+  (plain and spelled out), bare phones after a phone word, SSNs in the issued ranges, US street
+  addresses, and the user's `patterns`.
+
+Departures from Presidio's defaults, and why:
+- e-mails come from the rules' regex, not Presidio's EmailRecognizer: that one validates domains with
+  tldextract, which downloads the public suffix list on first use (a network call at run time, and
+  an error offline);
+- the spaCy pipeline is loaded here, never by Presidio, whose SpacyNlpEngine downloads a missing model
+  by itself; a missing model is an error that says how to install it;
+- findings scoring below `SCORE_THRESHOLD` are dropped (Presidio's default keeps every score, down to
+  0.01 for a 9-digit number that might be a driver's licence), and overlaps are resolved as in the
+  rules (the longer span wins) before the anonymizer replaces them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from align.core.errors import AlignError
+from align.privacy.redact import Finding, Redactor, detector_versions, resolve_overlaps
+
+# Presidio's pattern scores: 0.4 for a phone number without context, 0.5 for an SSN written 3-2-4,
+# 0.85 for NER, 1.0 for a Luhn-valid card. Below 0.4 are its "weak" patterns (bare 9 digits).
+SCORE_THRESHOLD = 0.4
+BLANK = "blank"
+# Presidio entity -> the placeholder the rules backend writes for the same thing.
+PLACEHOLDER = {
+    "PERSON": "PERSON", "LOCATION": "LOCATION", "EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE",
+    "CREDIT_CARD": "CARD", "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP", "US_SSN": "SSN",
+}
+_NER_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
+INSTALL = "pip install 'align[privacy]'"
+
+
+def model_install_hint(spacy_model: str) -> str:
+    return f"python -m spacy download {spacy_model}"
+
+
+def missing(spacy_model: str) -> str | None:
+    """Why the presidio backend cannot run here (a short phrase), or None when it can."""
+    import importlib.util
+
+    for module in ("presidio_analyzer", "presidio_anonymizer", "spacy"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed ({INSTALL})"
+    if spacy_model == BLANK:
+        return None
+    import spacy.util
+
+    if not (spacy.util.is_package(spacy_model) or _is_path(spacy_model)):
+        return f"the spaCy model {spacy_model} is not installed (`{model_install_hint(spacy_model)}`)"
+    return None
+
+
+class PresidioRedactor:
+    """Presidio analyzer + anonymizer with the recognizers listed in the module docstring."""
+
+    backend = "presidio"
+
+    def __init__(self, phone_region: str = "US", patterns: dict[str, str] | None = None,
+                 spacy_model: str = "en_core_web_lg"):
+        why = missing(spacy_model)
+        if why:
+            raise AlignError(f"redaction backend presidio: {why}; or use backend=rules (no names or places)")
+        # The rules validate phone_region and the user's patterns, and lend their detectors below.
+        self.rules = Redactor(phone_region, patterns)
+        self.spacy_model = spacy_model
+        self.nlp = _load_pipeline(spacy_model)
+        self.has_ner = "ner" in self.nlp.pipe_names
+        self.analyzer = self._analyzer()
+        from presidio_anonymizer import AnonymizerEngine
+
+        self.anonymizer = AnonymizerEngine()
+
+    def find(self, text: str) -> list[Finding]:
+        """Non-overlapping findings in text order, typed as the rules type them (PHONE, not PHONE_NUMBER)."""
+        results = self.analyzer.analyze(text, language="en", score_threshold=SCORE_THRESHOLD)
+        return resolve_overlaps([Finding(r.start, r.end, PLACEHOLDER.get(r.entity_type, r.entity_type))
+                                 for r in results])
+
+    def redact(self, text: str) -> tuple[str, Counter]:
+        """`text` with each finding replaced by `[TYPE]` (by Presidio's anonymizer), and the count per type."""
+        from presidio_analyzer import RecognizerResult
+        from presidio_anonymizer.entities import OperatorConfig
+
+        findings = self.find(text)
+        if not findings:
+            return text, Counter()
+        results = [RecognizerResult(f.type, f.start, f.end, 1.0) for f in findings]
+        operators = {t: OperatorConfig("replace", {"new_value": f"[{t}]"}) for t in {f.type for f in findings}}
+        out = self.anonymizer.anonymize(text=text, analyzer_results=results, operators=operators)
+        return out.text, Counter(f.type for f in findings)
+
+    def describe(self) -> dict[str, Any]:
+        """The backend, its packages' versions and the spaCy pipeline (name, version, NER or not)."""
+        from importlib import metadata
+
+        meta = self.nlp.meta
+        return {
+            "backend": self.backend,
+            **{name: metadata.version(name) for name in ("presidio-analyzer", "presidio-anonymizer", "spacy")},
+            "spacy_model": self.spacy_model,
+            "spacy_model_name": f"{meta.get('lang', 'en')}_{meta.get('name', 'blank')}",
+            "spacy_model_version": meta.get("version", ""),
+            "ner": self.has_ner,
+            **detector_versions(),
+        }
+
+    # -- set-up --------------------------------------------------------------------------------------
+
+    def _analyzer(self):
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IbanRecognizer, IpRecognizer,
+                                                              PhoneRecognizer, SpacyRecognizer, UsSsnRecognizer)
+
+        ner_config = NerModelConfiguration(model_to_presidio_entity_mapping=_NER_LABELS,
+                                           labels_to_ignore=_ignored_labels(self.nlp))
+        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": self.spacy_model}],
+                                ner_model_configuration=ner_config)
+        engine.nlp = {"en": self.nlp}  # loaded by us: SpacyNlpEngine.load() would download a missing model
+        registry = RecognizerRegistry(supported_languages=["en"])
+        if self.has_ner:
+            registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON", "LOCATION"]))
+        for recognizer in (PhoneRecognizer(supported_regions=[self.rules.phone_region]), CreditCardRecognizer(),
+                           IbanRecognizer(), IpRecognizer(), UsSsnRecognizer()):
+            registry.add_recognizer(recognizer)
+        registry.add_recognizer(_RulesRecognizer(self.rules))
+        return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
+
+
+def _RulesRecognizer(rules: Redactor):
+    """The rules' own detectors (EMAIL, SSN, bare PHONE, ADDRESS, user patterns) as a Presidio recognizer."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    detectors = {"EMAIL_ADDRESS": (rules._emails, rules._spelled_emails), "PHONE_NUMBER": (rules._bare_phones,),
+                 "US_SSN": (rules._ssns,), "ADDRESS": (rules._addresses,), **{n: (rules._user,) for n in rules.patterns}}
+
+    class RulesRecognizer(EntityRecognizer):
+        def load(self) -> None:
+            pass
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            results = []
+            for entity, funcs in detectors.items():
+                if entities and entity not in entities:
+                    continue
+                for func in funcs:
+                    for f in func(text):
+                        if func is rules._user and f.type != entity:
+                            continue
+                        results.append(RecognizerResult(entity, f.start, f.end, 1.0))
+            return results
+
+    return RulesRecognizer(supported_entities=list(detectors), name="align_rules", supported_language="en")
+
+
+def _load_pipeline(spacy_model: str):
+    import spacy
+
+    if spacy_model == BLANK:
+        return spacy.blank("en")
+    try:
+        return spacy.load(spacy_model)
+    except OSError as exc:
+        raise AlignError(f"spaCy model {spacy_model} could not be loaded ({exc}); install it with "
+                         f"`{model_install_hint(spacy_model)}`") from None
+
+
+def _ignored_labels(nlp) -> list[str]:
+    if "ner" not in nlp.pipe_names:
+        return []
+    return sorted(set(nlp.get_pipe("ner").labels) - set(_NER_LABELS))
+
+
+def _is_path(name: str) -> bool:
+    from pathlib import Path
+
+    return ("/" in name or name.startswith(".")) and Path(name).exists()
