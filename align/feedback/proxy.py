@@ -11,7 +11,8 @@ Why a proxy and not a vLLM plugin: vLLM's server is used unchanged (its flags, i
 the log is written by code align owns and tests without a model (tests give `upstream_transport`, an
 httpx MockTransport standing in for vLLM). Streaming requests are refused (400): a reply is logged whole
 or not at all. With an API key, every /v1 call needs `Authorization: Bearer <key>`; the key is passed
-on to vLLM (which is started with the same key), never logged.
+on to vLLM (which is started with the same key), never logged. FastAPI, uvicorn and httpx come with
+vLLM's server; this module is imported only by `align serve` when it starts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 from align.core.errors import AlignError
 from align.feedback.log import FeedbackLog, hash_id, new_reply_id, now, rating_event
@@ -34,10 +39,6 @@ LOGGED_PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_
 def create_app(upstream: str, log_path: str | Path, policy_run: str, model: str, api_key: str | None = None,
                salt: str | None = None, upstream_transport=None, timeout_s: float = 600.0):
     """The proxy app: `upstream` is vLLM's base URL (http://127.0.0.1:PORT); `policy_run` goes in every line."""
-    import httpx
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-
     feedback_log = FeedbackLog(log_path)
     known = feedback_log.reply_ids() if Path(log_path).exists() else set()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

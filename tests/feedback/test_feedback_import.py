@@ -46,7 +46,7 @@ def test_example_file_counts_by_rating_policy_and_day(tmp_path, salt):
     assert counts["by_rating"] == {"up": 15, "down": 10, "unrated": 1}
     assert counts["by_policy_run"] == {"dpo-round1": {"down": 6, "up": 6}, "dpo-round2": {"down": 4, "unrated": 1, "up": 9}}
     assert counts["flagged"] == 4 and counts["corrections"] == 6
-    assert counts["by_day"]["2026-11-21"] == 12 and counts["by_day"]["2026-11-28"] == 13
+    assert counts["by_day"]["2026-11-21"] == 12 and counts["by_day"]["2026-11-28"] == 14
     assert sum(counts["by_day"].values()) == 26
     assert manifest["metrics"]["duplicates_dropped"] == 1 and manifest["metrics"]["rows_read"] == 27
     # 15 desirable vs 10 undesirable: ratio 1.5 > 4/3, so undesirable is raised to 1.5 / (7/6) = 1.2857.
