@@ -7,7 +7,7 @@
 - `recipes/<name>.md`: each `recipes/<name>/README.md`, so a recipe's story lives beside its YAML
   and shows in the site unchanged. Links from a recipe README to files outside the docs (its
   `style_guide.md`, a config) become code spans naming the repository path, since the site has no
-  copy of those files.
+  copy of those files; links into docs/ become links between pages.
 
 Nothing is written into docs/: the pages exist only in the build (`mkdocs build` / `mkdocs serve`).
 """
@@ -31,12 +31,21 @@ def command_pages() -> dict[str, str]:
 
     pages: dict[str, str] = {}
     for name, cmd in cli.COMMANDS.items():
-        module = importlib.import_module(cmd.module)
+        try:
+            module = importlib.import_module(cmd.module)
+        except ImportError as exc:  # a command the CLI lists must have a page: fail the build, naming it
+            raise RuntimeError(f"align {name}: its module {cmd.module} does not import ({exc})") from exc
         pages[f"reference/{name.replace(' ', '-')}.md"] = page(name, cli.stage_help(name, cmd, module))
     loop_help = ("usage: align loop --config FILE [--until labels] [--allow-config-change] [key=value ...]\n"
                  "       align loop status LOOP_DIR\n\n" + (loop_run.__doc__ or "").strip()
                  + "\n\nconfig keys:\n" + "\n".join("  " + line for line in describe(loop_run.LoopConfig)))
     pages["reference/loop.md"] = page("loop", loop_help)
+    rows = [f"| [`align {name}`]({name.replace(' ', '-')}.md) | {cmd.summary} |" for name, cmd in cli.COMMANDS.items()]
+    rows.append("| [`align loop`](loop.md) | the feedback loop: rounds of generate, label, train, evaluate, gate |")
+    pages["reference/index.md"] = (
+        "# Command reference\n\nOne page per command, generated from the code when the site is built: each is "
+        "what `align <command> --help` prints. `align lineage RUN` (the chain of runs behind RUN) and "
+        "`align stages` (this list) take no config.\n\n| command | what it does |\n|---|---|\n" + "\n".join(rows) + "\n")
     return pages
 
 
@@ -62,8 +71,11 @@ def relink(match: re.Match, folder: Path) -> str:
     if re.match(r"^[a-z]+:", target) or target.startswith("#"):
         return match.group(0)  # a web address or an anchor: kept
     path = (folder / target.split("#")[0]).resolve()
+    anchor = "#" + target.split("#", 1)[1] if "#" in target else ""
     if path.name == "README.md" and path.parent.parent == ROOT / "recipes":
-        return f"[{text}]({path.parent.name}.md)"
+        return f"[{text}]({path.parent.name}.md{anchor})"
+    if path.is_relative_to(ROOT / "docs"):  # a docs page: the recipe page sits in docs/recipes/
+        return f"[{text}](../{path.relative_to(ROOT / 'docs')}{anchor})"
     return f"{text} (`{path.relative_to(ROOT)}`)"
 
 
