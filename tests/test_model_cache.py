@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from align import model_cache
 from align.core.partials import OWNER
 from align.models import ModelSource
+from align.rollout import merged
 
 
 @pytest.fixture
@@ -59,21 +60,21 @@ def test_a_failed_merge_leaves_no_checkpoint_behind(tiny_model, cache, written, 
     adapter = tmp_path / "adapter"
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, task_type="CAUSAL_LM")).save_pretrained(adapter)
     source = ModelSource(str(adapter), tiny_model, [adapter], {})
-    stale = dead_writers_partial(cache / model_cache.MERGED_DIR)
+    stale = dead_writers_partial(cache / merged.MERGED_DIR)
     seen, tokenizer = written
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", tokenizer)
 
     with pytest.raises(OSError, match="No space left"):
-        model_cache.merged_policy_dir(source)
+        merged.merged_policy_dir(source)
     assert "model.safetensors" in seen  # the weights were written before the failure
-    assert list((cache / model_cache.MERGED_DIR).iterdir()) == []  # nor ours, nor the killed writer's
+    assert list((cache / merged.MERGED_DIR).iterdir()) == []  # nor ours, nor the killed writer's
     assert not stale.exists()
 
     # With room on the disk the same merge is published whole, without the partial's owner file.
     monkeypatch.undo()
     monkeypatch.setenv("ALIGN_CACHE", str(cache))
-    path, cached = model_cache.merged_policy_dir(source)
-    assert not cached and path.parent == cache / model_cache.MERGED_DIR
+    path, cached = merged.merged_policy_dir(source)
+    assert not cached and path.parent == cache / merged.MERGED_DIR
     assert (path / "model.safetensors").exists() and (path / "tokenizer_config.json").exists()
     assert not (path / OWNER).exists() and [p.name for p in path.parent.iterdir()] == [path.name]
 

@@ -7,6 +7,9 @@ Two engines behind one interface, chosen with `engine:`:
   inside `align.rollout.vllm_engine`, so `import align` works without it.
 - `auto`: vLLM when it imports, else hf, with a log line saying why.
 
+The choice and the loading are `align.rollout.engines` (`choose_engine`, `make_engine`); this module holds
+what both engines share and imports neither, so the engines can import it without a circle.
+
 Both engines receive the same token ids (the chat template applied once, here), so a prompt's
 formatting and its length check do not depend on the engine. Within one engine the same seed and
 settings give the same outputs; across engines they differ (different kernels and RNG streams).
@@ -15,14 +18,11 @@ settings give the same outputs; across engines they differ (different kernels an
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from align.core.errors import AlignError
-
-log = logging.getLogger(__name__)
 
 EngineName = Literal["auto", "vllm", "hf"]
 
@@ -83,30 +83,6 @@ class Engine(Protocol):
 
     def close(self) -> None:
         """Free the model (and any engine processes)."""
-
-
-def vllm_available() -> tuple[bool, str]:
-    """Whether vLLM imports here, and if not, why (for the `auto` engine's log line)."""
-    from align.rollout.vllm_engine import importable
-
-    return importable()
-
-
-def choose_engine(name: str) -> str:
-    if name not in ("auto", "vllm", "hf"):
-        raise AlignError(f"'engine' must be auto, vllm or hf; got {name!r}")
-    if name == "hf":
-        return "hf"
-    ok, why = vllm_available()
-    if name == "vllm":
-        if not ok:
-            raise AlignError(f"engine 'vllm' requested but {why}; or set engine=hf")
-        return "vllm"
-    if ok:
-        log.info("engine auto: using vllm (it imports)")
-        return "vllm"
-    log.info("engine auto: using hf because %s", why)
-    return "hf"
 
 
 def encode_prompts(tokenizer, conversations: list[list[dict[str, str]]]) -> list[list[int]]:

@@ -5,7 +5,7 @@ This is the only module in align that imports vllm.
 - Weights: a policy with no adapters is loaded as is. A training run's adapters are either all
   merged into a full-weight checkpoint (`vllm.lora: merge`), or the last one is served with a
   `LoRARequest` (`serve`; earlier ones, on which it was trained, merged first). Merged checkpoints
-  are cached by content (align.model_cache.merged_policy_dir), so the next rollout from the same policy
+  are cached by content (align.rollout.merged.merged_policy_dir), so the next rollout from the same policy
   starts without merging. `auto` merges on a CPU, where vLLM's LoRA kernels made 35 new tokens/s
   against 180 for the base model (SmolLM2-135M, 2 cores; benchmarks/generation_engines.py
   --lora-policy), and serves on a GPU, where they are fast and merging would cost start-up time.
@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from align.core.errors import AlignError
-from align.model_cache import merged_policy_dir
+from align.rollout.merged import merged_policy_dir
 from align.models import ModelSource
 from align.rollout import Completion, SamplingSettings, VllmSettings
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,15 +48,10 @@ from align.evaluation.brand_voice import BrandRubric
 from align.evaluation.comparison import ComparisonConfig
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 from align.evaluation.refusal import detect_refusal
+from align.evaluation.replies import generate_replies, reward_replies
 from align.models import ModelSource, base_of, load_tokenizer, policy_source, reward_source, same_weights
-from align.rollout import (
-    Completion,
-    SamplingSettings,
-    check_context,
-    choose_engine,
-    context_length,
-    encode_prompts,
-)
+from align.rollout import Completion, SamplingSettings, check_context, context_length, encode_prompts
+from align.rollout.engines import choose_engine
 
 log = logging.getLogger(__name__)
 
@@ -246,41 +240,16 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
 # -- models ---------------------------------------------------------------------------------------
 
 def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, prompt_ids, timing: dict, role: str):
-    start = time.time()
-    if engine_name == "hf":
-        from align.rollout.hf_engine import HFEngine
-
-        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
-                          attn_implementation=cfg.attn_implementation)
-    else:
-        from align.rollout.vllm_engine import VllmEngine
-
-        max_model_len = max(map(len, prompt_ids)) + cfg.sampling.max_tokens
-        engine = VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len, cfg.sampling.seed, cfg.trust_remote_code)
-    loaded = time.time()
-    try:
-        completions = engine.generate(prompt_ids, cfg.sampling)
-    finally:
-        engine.close()
-    done = time.time()
-    new_tokens = sum(c[0].tokens for c in completions)
-    timing.update({f"{role}_engine_load_s": round(loaded - start, 2), f"{role}_generation_s": round(done - loaded, 2),
-                   f"{role}_new_tokens": new_tokens, f"{role}_tokens_per_s": round(new_tokens / max(done - loaded, 1e-9), 2)})
-    return [c[0] for c in completions]
+    out, took = generate_replies(cfg, engine_name, source, tokenizer, {"replies": (prompt_ids, cfg.sampling)},
+                                 cfg.sampling.seed)
+    timing[f"{role}_engine_load_s"] = took["engine_load_s"]
+    timing.update({f"{role}_{k}": v for k, v in took["jobs"]["replies"].items()})
+    return out["replies"]
 
 
 def _rewards(cfg: Config, source: ModelSource, conversations, replies) -> dict[str, list[float]]:
-    from align.models import load_reward_model
-    from align.scoring import reward_scores
-
-    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                              attn_implementation=cfg.attn_implementation, place=True)
-    out = {}
-    for role in MODELS:
-        texts = [c + [{"role": "assistant", "content": r.text.strip()}] for c, r in zip(conversations, replies[role])]
-        out[role] = reward_scores(model, tokenizer, texts, cfg.reward_batch_size, cfg.reward_max_length, f"scoring {role} replies")
-    return out
+    return reward_replies(cfg, source, conversations, {m: replies[m] for m in MODELS}, cfg.reward_batch_size,
+                          cfg.reward_max_length)
 
 
 # -- judging and metrics --------------------------------------------------------------------------

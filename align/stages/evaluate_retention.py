@@ -39,14 +39,10 @@ from align.data.records import write_jsonl
 from align.evaluation.bootstrap import bootstrap_mean, bootstrap_paired_difference
 from align.evaluation.comparison import ComparisonConfig
 from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
+from align.evaluation.replies import generate_replies, reward_replies
 from align.models import ModelSource, base_of, load_tokenizer, policy_source, reward_source, same_weights
-from align.rollout import (
-    SamplingSettings,
-    check_context,
-    choose_engine,
-    context_length,
-    encode_prompts,
-)
+from align.rollout import SamplingSettings, check_context, context_length, encode_prompts
+from align.rollout.engines import choose_engine
 
 log = logging.getLogger(__name__)
 
@@ -220,29 +216,10 @@ def run(cfg: Config) -> dict:
 
 def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, jobs: dict, timing: dict, role: str) -> dict:
     """Every job's completions from one engine load: {job: [Completion per prompt]}."""
-    start = time.time()
-    if engine_name == "hf":
-        from align.rollout.hf_engine import HFEngine
-
-        engine = HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
-                          attn_implementation=cfg.attn_implementation)
-    else:
-        from align.rollout.vllm_engine import VllmEngine
-
-        max_model_len = max(max(map(len, ids)) + s.max_tokens for ids, s in jobs.values())
-        engine = VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len, cfg.drift_sampling.seed, cfg.trust_remote_code)
-    timing[f"{role}_engine_load_s"] = round(time.time() - start, 2)
-    out = {}
-    try:
-        for job, (ids, sampling) in jobs.items():
-            began = time.time()
-            out[job] = [c[0] for c in engine.generate(ids, sampling)]
-            took = time.time() - began
-            tokens = sum(c.tokens for c in out[job])
-            timing.update({f"{role}_{job}_generation_s": round(took, 2), f"{role}_{job}_new_tokens": tokens,
-                           f"{role}_{job}_tokens_per_s": round(tokens / max(took, 1e-9), 2)})
-    finally:
-        engine.close()
+    out, took = generate_replies(cfg, engine_name, source, tokenizer, jobs, cfg.drift_sampling.seed)
+    timing[f"{role}_engine_load_s"] = took["engine_load_s"]
+    for job, job_timing in took["jobs"].items():
+        timing.update({f"{role}_{job}_{k}": v for k, v in job_timing.items()})
     return out
 
 
@@ -307,16 +284,8 @@ def _drift(cfg: Config, policy: ModelSource, baseline: ModelSource, same_model: 
 
 
 def _rewards(cfg: Config, source: ModelSource, prompts, replies) -> dict[str, list[float]]:
-    from align.models import load_reward_model
-    from align.scoring import reward_scores
-
-    tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                              attn_implementation=cfg.attn_implementation, place=True)
-    return {m: reward_scores(model, tokenizer, [p.messages + [{"role": "assistant", "content": c.text.strip()}]
-                                                for p, c in zip(prompts, replies[m]["drift"])],
-                             cfg.score_batch_size, cfg.reward_max_length, f"scoring {m} drift replies")
-            for m in MODELS}
+    return reward_replies(cfg, source, [p.messages for p in prompts], {m: replies[m]["drift"] for m in MODELS},
+                          cfg.score_batch_size, cfg.reward_max_length, "drift replies")
 
 
 def _paired(policy: list[float], baseline: list[float], args: dict) -> dict:

@@ -30,15 +30,8 @@ from align.core.training import ModelLoading
 from align.data.prompts import load_prompts
 from align.data.records import write_jsonl
 from align.models import load_tokenizer, resolve_model
-from align.rollout import (
-    EngineName,
-    SamplingSettings,
-    VllmSettings,
-    check_context,
-    choose_engine,
-    context_length,
-    encode_prompts,
-)
+from align.rollout import EngineName, SamplingSettings, VllmSettings, check_context, context_length, encode_prompts
+from align.rollout.engines import choose_engine, make_engine
 from align.rollout.generations import GENERATIONS
 
 log = logging.getLogger(__name__)
@@ -107,7 +100,7 @@ def run(cfg: Config) -> dict:
         load_start = time.time()
         # vLLM sizes its KV blocks for the longest request this run can make, not the model's full context.
         max_model_len = max(map(len, prompt_ids)) + cfg.sampling.max_tokens
-        engine = make_engine(engine_name, cfg, source, tokenizer, max_model_len)
+        engine = make_engine(engine_name, source, tokenizer, cfg, max_model_len, cfg.sampling.seed)
         load_s = time.time() - load_start
         try:
             gen_start = time.time()
@@ -159,14 +152,3 @@ def run(cfg: Config) -> dict:
             log.info("%d of %d responses hit sampling.max_tokens=%d", truncated, metrics["responses"],
                      cfg.sampling.max_tokens)
         return runs.finish(run)
-
-
-def make_engine(name: str, cfg: Config, source, tokenizer, max_model_len: int):
-    if name == "hf":
-        from align.rollout.hf_engine import HFEngine
-
-        return HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
-                        attn_implementation=cfg.attn_implementation)
-    from align.rollout.vllm_engine import VllmEngine
-
-    return VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len, cfg.sampling.seed, cfg.trust_remote_code)

@@ -326,7 +326,7 @@ def rollout_engine(cfg: Config) -> dict:
         return {"engine": "trl-vllm" if cfg.training.get("use_vllm") else "trl-transformers", "requested": cfg.rollout}
     if cfg.rollout == "hf":
         return {"engine": "hf", "requested": "hf"}
-    from align.rollout import vllm_available
+    from align.rollout.engines import vllm_available
 
     ok, why = vllm_available()
     if cfg.rollout == "vllm":

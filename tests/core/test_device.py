@@ -273,7 +273,7 @@ def test_adapter_merges_run_on_the_device(monkeypatch, tiny_model, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from align.model_cache import merged_policy_dir
+    from align.rollout.merged import merged_policy_dir
     from align.models import ModelSource
 
     adapter = tmp_path / "adapter"

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from align.models import load_policy, load_tokenizer, resolve_model
-from align.rollout import VllmSettings, encode_prompts, vllm_available
+from align.rollout import VllmSettings, encode_prompts
+from align.rollout.engines import vllm_available
 from tests.rollout.conftest import vllm_tiny_model  # noqa: F401  (the fixture: head size 32, which vLLM's CPU attention takes)
 
 pytestmark = [

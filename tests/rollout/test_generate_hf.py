@@ -96,7 +96,7 @@ def test_auto_falls_back_to_hf_without_vllm(monkeypatch, caplog):
     import pytest
 
     from align.core.errors import AlignError
-    from align.rollout import choose_engine
+    from align.rollout.engines import choose_engine
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if vllm were not installed
     with caplog.at_level(logging.INFO, logger="align"):

@@ -12,7 +12,8 @@ import pytest
 
 from align.core.errors import AlignError
 from align.models import load_tokenizer, resolve_model
-from align.rollout import SamplingSettings, VllmSettings, choose_engine, encode_prompts, vllm_available
+from align.rollout import SamplingSettings, VllmSettings, encode_prompts
+from align.rollout.engines import choose_engine, vllm_available
 
 pytestmark = [
     pytest.mark.integration,

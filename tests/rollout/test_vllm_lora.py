@@ -14,7 +14,8 @@ import pytest
 
 from align.core import runs
 from align.models import load_tokenizer, resolve_model
-from align.rollout import SamplingSettings, VllmSettings, encode_prompts, vllm_available
+from align.rollout import SamplingSettings, VllmSettings, encode_prompts
+from align.rollout.engines import vllm_available
 from align.rollout.hf_engine import HFEngine
 
 pytestmark = [
@@ -136,7 +137,7 @@ def test_merge_cache_key_follows_the_adapter_content(lora_run, tmp_path):
     """Another adapter on the same base (or the same adapter retrained in place) gets another key."""
     import shutil
 
-    from align.model_cache import merge_key
+    from align.rollout.merged import merge_key
 
     source = resolve_model(str(lora_run))
     key = merge_key(source, "float32")

@@ -14,7 +14,7 @@ from align.cli import main
 from align.core import runs
 from align.core.config import load_config
 from align.core.errors import AlignError
-from align.rollout import vllm_available
+from align.rollout.engines import vllm_available
 from align.stages import ppo, reward
 from tests.conftest import write_jsonl
 from tests.rollout.conftest import vllm_tiny_model  # noqa: F401  (the fixture: a tiny model vLLM's CPU attention takes)
@@ -202,9 +202,9 @@ def test_refuses_impossible_settings(setup, capsys, extra, message):
 
 
 def test_refuses_vllm_rollout_without_vllm(setup, capsys, monkeypatch):
-    import align.rollout
+    import align.rollout.engines
 
-    monkeypatch.setattr(align.rollout, "vllm_available", lambda: (False, "the vllm package is not installed"))
+    monkeypatch.setattr(align.rollout.engines, "vllm_available", lambda: (False, "the vllm package is not installed"))
     err = refused(setup, capsys, "rollout=vllm")
     assert "rollout=vllm but the vllm package is not installed; or set rollout=hf" in err
 
