@@ -311,7 +311,9 @@ def from_pairwise_label(rec: Any, where: str, cols, report) -> Iterable[dict[str
     elif label in ("2", "2.0", "b", "output_2"):
         chosen, rejected = b, a
     elif label in ("0", "0.0", "tie", ""):
-        chosen = rejected = None
+        # Kept as a tie (candidates included) for `data.ties`; counted and left out otherwise.
+        yield {"prompt": prompt, "chosen": None, "rejected": None, "majority": "tie", "response_a": a, "response_b": b}
+        return
     else:
         raise AlignError(f"{where}: label {rec[cols['label']]!r} is not 1, 2 (the better output) or 0 (tie)")
     yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}

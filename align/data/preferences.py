@@ -55,6 +55,7 @@ from align.data.preference_formats import (  # noqa: F401  (as_messages, parse_h
     unpair,
 )
 from align.data.records import read_records
+from align.core.preference_losses import Ties, Weighting
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,16 @@ class PreferenceDataConfig:
     min_agreement: float | str | None = None
     """Train only on pairs at least this share of annotators agreed on: an exact fraction ("2/3") or a
     decimal read to two places (0.67 keeps 2-of-3 pairs); see `agreement_threshold`."""
+    weighting: Weighting = "none"
+    """reward and dpo: use each pair's `p_chosen` (from `align annotate pull`): none | label_smoothing (soft
+    Bradley-Terry target; per-pair conservative DPO, eps = 1 - p_chosen) | weight (loss times 2 p_chosen - 1);
+    align/core/preference_losses.py."""
+    ties: Ties = "drop"
+    """reward and dpo: pairs judged a tie are dropped (drop) or trained on with a tie model of Bradley-Terry:
+    davidson | rao_kupper (counted as `ties_kept`); align/core/preference_losses.py."""
+    tie_strength: float | None = None
+    """The tie model's nu (Davidson > 0, Rao-Kupper > 1); default 1 (Davidson) or 2 (Rao-Kupper), where
+    P(tie) is 1/3 at a zero margin."""
     min_votes: int | None = None
     """Train only on pulled pairs with at least this many submitted votes. Without it a single vote
     counts as full agreement (1 of 1), so `min_agreement` alone keeps one-vote pairs; 2 or more makes
@@ -115,6 +126,13 @@ class PreferenceDataConfig:
             raise AlignError(f"'data.test_fraction' must be in [0, 1), got {self.test_fraction}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise AlignError(f"'data.validation_fraction' must be in [0, 1), got {self.validation_fraction}")
+        if self.tie_strength is not None:
+            if self.ties == "drop":
+                raise AlignError(f"'data.tie_strength={self.tie_strength}' is the parameter of a tie model, and data.ties=drop; "
+                                 "set data.ties=davidson or rao_kupper, or remove data.tie_strength")
+            low = 0.0 if self.ties == "davidson" else 1.0
+            if not self.tie_strength > low:
+                raise AlignError(f"'data.tie_strength' must be > {low:g} for data.ties={self.ties}, got {self.tie_strength}")
         unknown = set(self.columns) - set(DEFAULT_COLUMNS)
         if unknown:
             raise AlignError(f"unknown 'data.columns' key(s) {sorted(unknown)}; valid: {sorted(DEFAULT_COLUMNS)}")
@@ -133,7 +151,7 @@ class PreferenceData:
 
 def load_preference_pairs(
     path: str, format: str = "auto", columns: dict[str, str] | None = None, require: bool = True,
-    unpaired: bool = False,
+    unpaired: bool = False, keep_ties: bool = False,
 ) -> PreferenceData:
     """Read every pair in `path`, validated. Left-out rows are counted in `report`, never silent.
 
@@ -141,6 +159,8 @@ def load_preference_pairs(
     no chosen/rejected to compare. `unpaired=True` (`align kto`) returns examples
     `{prompt, completion, label}`: unpaired data as read, pairs split into one desirable and one
     undesirable example each (TRL's `unpair_preference_dataset`).
+    `keep_ties=True` (`data.ties` other than drop) returns a record judged a tie (pulled `majority: tie`,
+    pairwise-label 0) as a pair with `tie: true`, candidate a as chosen; counted as `ties_kept`.
     """
     # A feedback run (`align feedback import`) holds both: thumbs as `examples`, corrections as `preferences`.
     records = read_records(path, run_output="examples" if unpaired else "preferences")
@@ -165,6 +185,11 @@ def load_preference_pairs(
             if fmt == UNPAIRED:
                 rows.append(row)
                 continue
+            if (row["chosen"] is None or row["rejected"] is None) and keep_ties and _is_tie(row):
+                row = {**row, "chosen": as_messages(row["response_a"], where, "response_a", default_role="assistant"),
+                       "rejected": as_messages(row["response_b"], where, "response_b", default_role="assistant"),
+                       "tie": True}
+                report["ties_kept"] = report.get("ties_kept", 0) + 1
             if row["chosen"] is None or row["rejected"] is None:
                 report["ties_or_no_majority"] += 1
                 continue
@@ -193,6 +218,10 @@ def load_preference_pairs(
 
 def _text(messages: list[dict[str, str]]) -> str:
     return "\n".join(m["content"].strip() for m in messages)
+
+
+def _is_tie(row: dict[str, Any]) -> bool:
+    return row.get("majority") == "tie" and row.get("response_a") is not None and row.get("response_b") is not None
 
 
 def _why(report: dict[str, int]) -> str:
@@ -267,7 +296,12 @@ def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[Pr
     if not cfg.train:
         raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
     unit = "examples" if unpaired else "pairs"
-    data = load_preference_pairs(cfg.train, cfg.format, cfg.columns, unpaired=unpaired)
+    if unpaired and (cfg.weighting != "none" or cfg.ties != "drop"):
+        raise AlignError(f"data.weighting={cfg.weighting} and data.ties={cfg.ties} apply to the pair losses of `align reward` "
+                         "and `align dpo`; `align kto` trains on unpaired examples: remove them")
+    data = load_preference_pairs(cfg.train, cfg.format, cfg.columns, unpaired=unpaired, keep_ties=cfg.ties != "drop")
+    if cfg.weighting != "none":
+        check_p_chosen(data.rows, cfg, data.report)
     if cfg.min_agreement is not None:
         data.rows = filter_agreement(data.rows, cfg.min_agreement, cfg.train, data.report)
     if cfg.min_votes is not None:
@@ -284,6 +318,7 @@ def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[Pr
         test = PreferenceData(test_rows, {unit: len(test_rows), "held_out_from": cfg.train})
     if test is not None:
         test.prompts = [r["prompt"] for r in test.rows]
+        _drop_held_out_ties(test)
     if cfg.validation_fraction > 0:
         # Its own salt, so the validation prompts are not the test split of some other seed.
         train_rows, validation_rows = split_pairs(train_rows, cfg.validation_fraction, f"{VALIDATION_SALT}:{cfg.seed}")
@@ -293,6 +328,7 @@ def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[Pr
                 f"{unit} leaves {len(validation_rows)} to validate on and {len(train_rows)} to train on; change data.validation_fraction")
         data.report[f"validation_{unit}_set_aside"] = len(validation_rows)
         data.validation = PreferenceData(validation_rows, {unit: len(validation_rows), "carved_from": "training side"})
+        _drop_held_out_ties(data.validation)
     return data, train_rows, test
 
 
@@ -369,3 +405,28 @@ def filter_votes(rows: list[dict[str, Any]], minimum: int, path: str, report: di
     kept = [r for r in rows if (vote_count(r) or 0) >= minimum]
     report["below_min_votes"] = len(rows) - len(kept)
     return kept
+
+
+def check_p_chosen(rows: list[dict[str, Any]], cfg: PreferenceDataConfig, report: dict) -> None:
+    """`data.weighting` reads `p_chosen` in [0, 1]: refuse data without it; a pair without one trains as
+    certain (p = 1), counted as `pairs_without_p_chosen`."""
+    clear = [r for r in rows if not r.get("tie")]
+    if clear and not any(r.get("p_chosen") is not None for r in clear):
+        raise AlignError(f"data.weighting={cfg.weighting} reads each pair's 'p_chosen', and {cfg.train} has none (it comes "
+                         "from `align annotate pull`); use data.weighting=none for this data")
+    for r in clear:
+        p = r.get("p_chosen")
+        if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+            raise AlignError(f"{cfg.train}: p_chosen must be a probability in [0, 1], got {p!r}")
+    missing = sum(r.get("p_chosen") is None for r in clear)
+    report["pairs_without_p_chosen"] = missing
+    if missing:
+        log.warning("%d of %d pairs have no p_chosen; they train as certain (p_chosen = 1)", missing, len(clear))
+
+
+def _drop_held_out_ties(held: PreferenceData) -> None:
+    """Held-out accuracy and margin compare a chosen with a rejected reply; a tie has neither, so it is not scored."""
+    ties = sum(bool(r.get("tie")) for r in held.rows)
+    if ties:
+        held.rows = [r for r in held.rows if not r.get("tie")]
+        held.report["ties_not_scored"] = ties

@@ -24,8 +24,13 @@ run that stopped continues with `resume_from: latest` (align/core/checkpoints.py
 `training.eval_strategy: steps` TRL's DPO loss and implicit-reward accuracy and margin are measured every
 `training.eval_steps` on the validation split (`data.validation_fraction`), else the test split.
 
-Agreement from pulled annotations: `data.min_agreement` filters pairs; TRL's global
-`training.label_smoothing` (conservative DPO) treats labels as noisy with that flip probability.
+Agreement from pulled annotations: `data.min_agreement` filters pairs. `data.weighting` reads each
+pair's `p_chosen` (`align annotate pull`): label_smoothing is conservative DPO with a per-pair
+eps = 1 - p_chosen, weight scales the pair's loss by 2 p_chosen - 1. `data.ties` (davidson |
+rao_kupper) trains on pairs judged a tie with a tie model of Bradley-Terry (Chen et al. 2024) instead
+of dropping them. Both replace only TRL's loss (align/core/preference_losses.py) and need TRL's
+default loss (loss_type sigmoid). TRL's own global `training.label_smoothing` is read only by its
+robust, exo_pair and aot losses (TRL 1.16's sigmoid loss ignores it), so with other losses it is refused.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from types import SimpleNamespace
 
-from align.core import checkpoints, device, prefix_sharing, runs
+from align.core import checkpoints, device, preference_losses, prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.prefix_sharing import PrefixSharing, dpo_trainer_class
@@ -145,6 +151,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
         "loss_type": cfg.loss_type, "beta": cfg.beta,
     }, dtype=cfg.dtype)
     grouping_refusal(args)
+    check_label_losses(cfg, args)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     reward_source = resolve_model(cfg.reward_model, cfg.trust_remote_code) if cfg.reward_model else None
     if reward_source is not None:
@@ -169,14 +176,15 @@ def prepare(cfg: Config) -> SimpleNamespace:
             "or data.test, or turn the comparison off with reward_eval.prompts=0"
         )
     report = {"model": source.stable_ref, "reward_model": reward_source.stable_ref if reward_source else None,
-              "data": {**train.report, "pairs_trained": len(train.rows)},
+              "data": {**train.report, "pairs_trained": len(train.rows),
+                       **({"ties_trained": sum(bool(r.get("tie")) for r in train.rows)} if cfg.data.ties != "drop" else {})},
               "test_data": test.report if test is not None else None, "split": split}
     if train.validation is not None:
         report["validation_data"] = train.validation.report
     evaluation = eval_split(args, train.validation.rows if train.validation is not None else None,
                             test.rows if test is not None else None, "pairs")
     # The reward-model comparison runs after training: it does not change what is trained.
-    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(train.rows),
+    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(train.rows, cfg.data),
                                           [source.record, reference.record if reference is not None else None],
                                           free=("reward_model", "reward_eval"))
     resume = checkpoints.plan(cfg, fingerprint)
@@ -227,13 +235,17 @@ def run(cfg: Config) -> dict:
                                                                   attn_implementation=cfg.attn_implementation)
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
+        trainer_class = dpo_trainer_class(cfg.prefix_sharing)
+        if preference_losses.label_aware(cfg.data):
+            trainer_class = preference_losses.dpo_trainer_class(trainer_class, cfg.data)
+        to_rows = partial(_trainer_rows, data=cfg.data)
         with trainer_refusals("DPOTrainer", cfg.training, building=True):
-            trainer = dpo_trainer_class(cfg.prefix_sharing)(
+            trainer = trainer_class(
                 model=model,
                 ref_model=ref_model,
                 args=args,
-                train_dataset=Dataset.from_list(_trainer_rows(rows)),
-                eval_dataset=eval_dataset(run_dir, ready.evaluation, _trainer_rows),
+                train_dataset=Dataset.from_list(to_rows(rows)),
+                eval_dataset=eval_dataset(run_dir, ready.evaluation, to_rows),
                 processing_class=tokenizer,
                 peft_config=lora_config,
             )
@@ -262,7 +274,7 @@ def run(cfg: Config) -> dict:
                                       ("test", test_rows)):
             if not held_rows:
                 continue
-            held_out = trainer.evaluate(eval_dataset=Dataset.from_list(_trainer_rows(held_rows)))
+            held_out = trainer.evaluate(eval_dataset=Dataset.from_list(to_rows(held_rows)))
             run_dir.metrics.update({k.replace("eval_", f"{split_name}_"): v for k, v in held_out.items()
                                     if k.startswith("eval_rewards") or k == "eval_loss"})
             run_dir.metrics[f"{split_name}_pairs"] = len(held_rows)
@@ -283,5 +295,30 @@ def run(cfg: Config) -> dict:
         return runs.finish(run_dir)
 
 
-def _trainer_rows(rows: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], LENGTH: r[LENGTH]} for r in rows]
+# TRL's DPO losses that read its global `label_smoothing`.
+READS_LABEL_SMOOTHING = ("robust", "exo_pair", "aot", "aot_unpaired")
+
+
+def check_label_losses(cfg: Config, args) -> None:
+    """Refuse settings whose effect would be silently lost: TRL's global label_smoothing with losses that ignore
+    it, and `data.weighting` / `data.ties` with anything but TRL's default DPO loss (preference_losses.py)."""
+    if getattr(args, "label_smoothing", 0.0) and not set(cfg.loss_type) & set(READS_LABEL_SMOOTHING):
+        raise AlignError(
+            f"training.label_smoothing={args.label_smoothing} is read only by TRL's {', '.join(READS_LABEL_SMOOTHING)} losses "
+            f"(loss_type={'+'.join(cfg.loss_type)} ignores it); for conservative DPO from annotator agreement use "
+            "data.weighting=label_smoothing on a pull run (per-pair eps = 1 - p_chosen), or loss_type=robust")
+    if not preference_losses.label_aware(cfg.data):
+        return
+    what = f"data.weighting={cfg.data.weighting}, data.ties={cfg.data.ties}"
+    others = {"loss_type": cfg.loss_type != ["sigmoid"], "training.f_divergence_type": args.f_divergence_type != "reverse_kl",
+              "training.ld_alpha": args.ld_alpha is not None, "training.use_weighting": bool(args.use_weighting),
+              "training.label_smoothing": bool(args.label_smoothing)}
+    clashes = [k for k, bad in others.items() if bad]
+    if clashes:
+        raise AlignError(f"{what} replace TRL's default DPO loss (sigmoid, reverse KL) and cannot be combined with "
+                         f"{', '.join(clashes)}; remove those or set data.weighting=none and data.ties=drop")
+
+
+def _trainer_rows(rows: list[dict], data: PreferenceDataConfig | None = None) -> list[dict]:
+    out = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], LENGTH: r[LENGTH]} for r in rows]
+    return preference_losses.with_label_columns(out, rows, data)

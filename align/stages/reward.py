@@ -22,16 +22,21 @@ on the validation split (`data.validation_fraction`), else the test split (eval_
 
 `margin`: with pulled annotations, TRL's margin term (loss = -log sigmoid(r_c - r_r - m)) can ask
 for a larger gap on pairs annotators agreed on (`agreement`) or marked as strong (`strength`).
+`data.weighting` reads each pair's `p_chosen` instead: label_smoothing is the soft Bradley-Terry target
+-[p log sigmoid(r_c - r_r) + (1 - p) log sigmoid(r_r - r_c)], weight scales the pair's loss by 2p - 1;
+`data.ties` (davidson | rao_kupper) trains on pairs judged a tie with a tie model of Bradley-Terry.
+Both replace only TRL's loss (align/core/preference_losses.py), and neither combines with `margin`.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from types import SimpleNamespace
 from typing import Literal
 
-from align.core import checkpoints, device, prefix_sharing, runs
+from align.core import checkpoints, device, preference_losses, prefix_sharing, runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.core.prefix_sharing import PrefixSharing, reward_trainer_class
@@ -102,12 +107,17 @@ def prepare(cfg: Config) -> SimpleNamespace:
     args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed},
                               dtype=cfg.dtype)
     grouping_refusal(args)
+    if cfg.margin != "none" and preference_losses.label_aware(cfg.data):
+        raise AlignError(f"margin={cfg.margin} is TRL's margin term, and data.weighting={cfg.data.weighting}, "
+                         f"data.ties={cfg.data.ties} replace that loss; use one: margin=none, or data.weighting=none and data.ties=drop")
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=pair_budget(tokenizer, cfg.max_length, cfg.data.long_prompts))
     split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [], [source.record])
     rows, missing_margin = _with_margins(train.rows, cfg.margin)
     data = {**train.report, "pairs_trained": len(rows)}
+    if cfg.data.ties != "drop":
+        data["ties_trained"] = sum(bool(r.get("tie")) for r in rows)
     if cfg.margin != "none":
         data["pairs_without_margin"] = missing_margin
     report = {"model": source.stable_ref, "data": data, "test_data": test.report if test is not None else None,
@@ -117,7 +127,7 @@ def prepare(cfg: Config) -> SimpleNamespace:
     evaluation = eval_split(args, train.validation.rows if train.validation is not None else None,
                             test.rows if test is not None else None, "pairs")
     # eval_batch_size scores the held-out pairs after training: it does not change what is trained.
-    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(rows), [source.record],
+    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(rows, cfg.data), [source.record],
                                           free=("eval_batch_size",))
     resume = checkpoints.plan(cfg, fingerprint)
     if resume is not None:
@@ -150,12 +160,16 @@ def run(cfg: Config) -> dict:
                                   quantization=cfg.quantization, attn_implementation=cfg.attn_implementation)
         lora_config = trainable_setup(model, cfg, "SEQ_CLS", run_dir)
         bind_output_dir(args, run_dir)
+        trainer_class = reward_trainer_class(cfg.prefix_sharing)
+        if preference_losses.label_aware(cfg.data):
+            trainer_class = preference_losses.reward_trainer_class(trainer_class, cfg.data)
+        to_rows = partial(_trainer_rows, data=cfg.data)
         with trainer_refusals("RewardTrainer", cfg.training, building=True):
-            trainer = reward_trainer_class(cfg.prefix_sharing)(
+            trainer = trainer_class(
                 model=model,
                 args=args,
-                train_dataset=Dataset.from_list(_trainer_rows(rows)),
-                eval_dataset=eval_dataset(run_dir, ready.evaluation, _trainer_rows),
+                train_dataset=Dataset.from_list(to_rows(rows)),
+                eval_dataset=eval_dataset(run_dir, ready.evaluation, to_rows),
                 processing_class=tokenizer,
                 peft_config=lora_config,
             )
@@ -209,7 +223,8 @@ def _with_margins(rows: list[dict], margin: str) -> tuple[list[dict], int]:
     return [{**r, "margin": float(r.get(margin) or 0.0)} for r in rows], missing
 
 
-def _trainer_rows(rows: list[dict]) -> list[dict]:
-    # Only the columns RewardTrainer reads: extra fields (votes, ids) would confuse its collator.
+def _trainer_rows(rows: list[dict], data: PreferenceDataConfig | None = None) -> list[dict]:
+    # Only the columns RewardTrainer reads (and, with data.weighting/ties, the loss): extra fields (votes, ids)
+    # would confuse its collator.
     keep = ("prompt", "chosen", "rejected", "margin", LENGTH)
-    return [{k: r[k] for k in keep if k in r} for r in rows]
+    return preference_losses.with_label_columns([{k: r[k] for k in keep if k in r} for r in rows], rows, data)
