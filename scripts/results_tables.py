@@ -19,6 +19,7 @@ the JSON recorded it, the machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
@@ -63,9 +64,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def machine(data: dict) -> str:
     """What the JSON recorded of the machine, in a few words ('' when nothing was recorded)."""
     m = data.get("machine") or data.get("host") or {}
+    date = f"{data['date'][:10]}; " if isinstance(data.get("date"), str) else ""
     if isinstance(m, str):
-        return m
-    parts = []
+        return date + m
+    parts = [date.rstrip("; ")] if date else []
     cpus = m.get("cpus") or m.get("cores")
     if cpus:
         parts.append(f"{cpus} CPU cores")
@@ -233,6 +235,16 @@ def gradient_checkpointing(files: list[tuple[str, dict]]) -> str:
     return table(["run", "pairs/s", "peak RSS", "final loss", "held-out accuracy [95%]"], rows)
 
 
+def pii_redaction(files: list[tuple[str, dict]]) -> str:
+    """The benchmark's own table (benchmarks/pii_redaction.py `table`), so the two cannot differ."""
+    spec = importlib.util.spec_from_file_location("pii_redaction", ROOT / "benchmarks" / "pii_redaction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, data = files[0]
+    skipped = [f"{name} ({v['skipped']})" for name, v in data["backends"].items() if "skipped" in v]
+    return module.table(data) + "\n" + (f"\nNot measured: {'; '.join(skipped)}.\n" if skipped else "")
+
+
 def builder(name: str, data: dict):
     """The table kind of a result file: its `benchmark` key, else its name."""
     kind = data.get("benchmark") or name
@@ -241,7 +253,7 @@ def builder(name: str, data: dict):
                           ("training_vs_trl", training_vs_trl), ("retention_replay", retention_replay),
                           ("generation_", generation_engines), ("batch_padding", batch_padding),
                           ("prefix_sharing", prefix_sharing), ("annotate_roundtrip", annotate_roundtrip),
-                          ("demo_hh_reward_before_after", demo_hh_reward)):
+                          ("demo_hh_reward_before_after", demo_hh_reward), ("pii_redaction", pii_redaction)):
         if kind.startswith(prefix):
             return build
     raise SystemExit(f"results_tables: no table kind for {name} (benchmark {data.get('benchmark')!r})")
@@ -252,7 +264,7 @@ def render(names: list[str]) -> str:
     for name in names:
         path = RESULTS / name
         if not path.is_file():
-            raise SystemExit(f"results_tables: {path.relative_to(ROOT)} named in a table marker does not exist")
+            raise SystemExit(f"results_tables: {path} named in a table marker does not exist")
         files.append((name, json.loads(path.read_text())))
     kinds = {builder(n, d) for n, d in files}
     if len(kinds) != 1:
@@ -260,7 +272,7 @@ def render(names: list[str]) -> str:
     text = kinds.pop()(files)
     machines = sorted({m for _, d in files if (m := machine(d))})
     source = ", ".join(f"`benchmarks/results/{n}`" for n in names)
-    return text + f"\n<small>Generated from {source}" + (f"; machine: {' / '.join(machines)}" if machines else "") + \
+    return text + f"\n<small>Generated from {source}" + (f"; recorded: {' / '.join(machines)}" if machines else "") + \
         ".</small>\n"
 
 
