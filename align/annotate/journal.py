@@ -7,9 +7,12 @@ servers holding a dataset of the same name, or a dataset deleted and created aga
 name, never share a journal. The journal holds annotators' names and reasons, so its folders are
 created 0700 and the file 0600.
 
-Lines are `{"kind": "record", ...}` (a record's content and metadata, once) and
-`{"kind": "response", ...}` (one annotator's response each time its state changes: `submitted`,
-`discarded`, or `withdrawn` when a journaled response is back to draft or deleted on the server).
+Lines are `{"kind": "push", ...}` (written by `annotate push` before it sends a record: the record's
+A/B order `shown_as_a` and, for a gold record, the expected candidate `gold`; both are kept out of
+the server, where annotators could read them), `{"kind": "record", ...}` (a record's content and
+metadata, once) and `{"kind": "response", ...}` (one annotator's response each time its state
+changes: `submitted`, `discarded`, or `withdrawn` when a journaled response is back to draft or
+deleted on the server).
 The latest line of each (record, annotator) is its current state, so the journal keeps the history
 and the current state at once. `annotate pull` appends what it reads before doing anything else with
 it and fsyncs each batch, so a label once pulled survives the server stopping mid-pull and the
@@ -44,6 +47,7 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[str, dict[str, Any]] = {}
+        self.pushed: dict[str, dict[str, Any]] = {}  # record id -> its push line (A/B order, gold)
         self.responses: dict[tuple[str, str], dict[str, Any]] = {}
         self._complete_bytes = 0  # length of the file up to its last complete line
         self._torn = b""  # a last line without its newline (cut by a crash)
@@ -76,6 +80,8 @@ class Journal:
     def _index(self, entry: dict[str, Any]) -> None:
         if entry["kind"] == "record":
             self.records[entry["record_id"]] = entry
+        elif entry["kind"] == "push":
+            self.pushed[entry["record_id"]] = entry
         else:  # appended in the order the server's states were seen: the latest line is the current state
             self.responses[(entry["record_id"], entry["user_id"])] = entry
 
@@ -83,6 +89,17 @@ class Journal:
         """Whether `entry` differs from the journaled current state of its (record, annotator)."""
         current = self.responses.get((entry["record_id"], entry["user_id"]))
         return current is None or any(current.get(k) != entry.get(k) for k in ("status", "updated_at", "values"))
+
+    def shown_as_a(self, rid: str) -> str | None:
+        """Which candidate ('a' or 'b') record `rid` shows as A: from its push line, else from the record's
+        metadata (datasets pushed before the order was kept off the server); None when neither says."""
+        if rid in self.pushed:
+            return self.pushed[rid]["shown_as_a"]
+        return ((self.records.get(rid) or {}).get("metadata") or {}).get("shown_as_a")
+
+    def gold(self, rid: str) -> str | None:
+        """The expected candidate of a gold record; None for every other record."""
+        return (self.pushed.get(rid) or {}).get("gold")
 
     def active(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Responses whose current state counts (submitted or discarded)."""

@@ -25,6 +25,14 @@ Rows of `preferences.jsonl` (the canonical preference row plus the annotation):
     n_votes, discards            submitted votes; discards of this record
     record_id, round, policy, source, sampling
 
+Gold records (known-answer pairs push mixed in, known from the journal's push lines) never become
+rows: their votes go to `gold.jsonl` (record, expected candidate, each vote and whether it matched)
+and are counted apart (`gold_records`, `gold_votes`). Every annotator's quality numbers
+(align/annotate/quality.py: gold accuracy, alpha without them, position bias, median seconds, flags
+against `quality`) go into `metrics.annotator_quality`. The A/B order of each record is read from the
+journal (push writes it there, never to the server); datasets pushed before that keep it in their
+records' metadata, which is read instead.
+
 Only `submitted` responses are votes; `discarded` ones are counted; drafts are ignored. Records with
 no submitted vote yet are left out (counted as `records_without_votes`).
 """
@@ -46,6 +54,7 @@ from align.annotate import template as templates
 from align.annotate.connection import ArgillaConfig, connect, resolve_url
 from align.annotate.journal import Journal, find_journals, journal_path
 from align.annotate.local import cache_root
+from align.annotate.quality import QualityBars, annotator_report, journal_judgements
 from align.annotate.reliability import LabelModel, label_rows
 from align.annotate.simulate import simulated_users
 from align.annotate.votes import aggregate, krippendorff_alpha, pairwise_agreement, vote_from_answers
@@ -56,6 +65,7 @@ from align.core.errors import AlignError
 log = logging.getLogger(__name__)
 
 PREFERENCES = "preferences.jsonl"
+GOLD = "gold.jsonl"
 JOURNAL_BATCH = 500  # journal lines per append + fsync
 
 
@@ -73,6 +83,11 @@ class Config(runs.RunOutput):
     """offline=true only: which journal, when a dataset of this name was deleted and created again."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
+    push_runs: list[str] = field(default_factory=list)
+    """`annotate push` runs to read the A/B order and gold answers from when this journal lacks them (a pull on
+    another machine or with another journal_dir than the push's); they are added to the journal."""
+    quality: QualityBars = field(default_factory=QualityBars)
+    """When an annotator is flagged in `metrics.annotator_quality` (gold accuracy, position bias, ...)."""
     label_model: LabelModel = "majority"
     """How chosen/rejected and `p_chosen` are set: majority (the majority vote; p_chosen its share of the a/b votes)
     | dawid_skene (each annotator's reliability estimated from the votes by EM; chosen the more probable candidate,
@@ -93,11 +108,15 @@ def run(cfg: Config) -> dict[str, Any]:
     else:
         journal, fetched = fetch_into_journal(cfg, notes)
     notes["journal"] = str(journal.path)
+    fetched["orders_from_push_runs"] = import_push_runs(journal, cfg.push_runs)
     notes.setdefault("dataset_id", journal.path.parent.name[len(cfg.dataset) + 1:])
     simulated = simulated_users(cfg.journal_dir, api_url)
     rows, counts = build_rows(journal, simulated)
     notes["simulated_annotators"] = counts.pop("simulated_annotators")
-    notes["label_model"] = label_rows(rows, cfg.label_model)
+    gold_rows = counts.pop("gold")
+    quality = annotator_report(journal_judgements(journal), cfg.quality)
+    gold = {name: (q["gold"]["k"], q["gold"]["n"]) for name, q in quality["annotators"].items() if q["gold"]["n"]}
+    notes["label_model"] = label_rows(rows, cfg.label_model, gold)
     counts.update(pairs=sum(r["chosen"] is not None for r in rows),
                   no_majority=sum(r["chosen"] is None and r["majority"] != "tie" for r in rows))
     if not rows:
@@ -115,10 +134,36 @@ def run(cfg: Config) -> dict[str, Any]:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         run_.add_output("preferences", PREFERENCES)
+        if gold_rows:
+            fd = os.open(run_.path / GOLD, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in gold_rows)
+            run_.add_output("gold", GOLD)
         run_.notes.update(notes)
-        run_.metrics.update({**counts, **fetched})
+        run_.metrics.update({**counts, **fetched, "annotator_quality": quality})
         manifest = runs.finish(run_)
     return manifest
+
+
+def import_push_runs(journal: Journal, push_runs: list[str]) -> int:
+    """Journal the A/B order and gold answer of every record the push runs sent that the journal lacks."""
+    lines: dict[str, dict[str, Any]] = {}
+    for path in push_runs:
+        manifest = runs.read_manifest(path)
+        if manifest.get("stage") != "annotate push":
+            raise AlignError(f"push_runs: {path} is a '{manifest.get('stage')}' run, not an 'annotate push' run")
+        dataset_id = manifest.get("notes", {}).get("dataset_id", "")
+        if not dataset_id or not journal.path.parent.name.endswith(dataset_id):
+            raise AlignError(f"push_runs: {path} pushed to dataset id {dataset_id or '?'}, not to the one of journal "
+                             f"{journal.path}")
+        with open(runs.output_path(path, manifest, "records"), encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                if r.get("shown_as_a") and r["record_id"] not in journal.pushed:
+                    lines[r["record_id"]] = {"kind": "push", "record_id": r["record_id"], "shown_as_a": r["shown_as_a"],
+                                             "gold": r.get("gold"), "round": r.get("round"), "from_run": str(path)}
+    journal.append(list(lines.values()))
+    return len(lines)
 
 
 def _journal_dir(cfg: Config) -> Path:
@@ -249,12 +294,19 @@ def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tup
         by_record.setdefault(rid, []).append(resp)
     rows = []
     counts = {"records": 0, "records_without_votes": 0, "votes": 0, "discards": 0, "pairs": 0, "ties": 0,
-              "no_majority": 0, "simulated_votes": 0, "human_votes": 0}
+              "no_majority": 0, "simulated_votes": 0, "human_votes": 0, "gold_records": 0, "gold_votes": 0}
+    gold_rows = []
+    unknown = [rid for rid in journal.records if rid in by_record and journal.shown_as_a(rid) is None]
+    if unknown:
+        raise AlignError(
+            f"{journal.path}: {len(unknown)} record(s) with votes have no A/B order (e.g. {unknown[0]}): push keeps it "
+            "in the journal of its journal_dir, not on the server; pull with the journal_dir the push used, or give "
+            "push_runs=[PUSH_RUN] (the push run's records.jsonl has the order)")
     simulated_seen: set[str] = set()
     units = []
     for rid, record in journal.records.items():
         meta = record["metadata"]
-        shown_a = meta.get("shown_as_a", "a")
+        shown_a = journal.shown_as_a(rid) or "a"  # None only for records nobody voted on (checked above)
         fields = record["fields"]
         response_a, response_b = ((fields["response_a"], fields["response_b"]) if shown_a == "a"
                                   else (fields["response_b"], fields["response_a"]))
@@ -269,6 +321,17 @@ def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tup
             vote = vote_from_answers(resp["values"], shown_a)
             if vote is not None:
                 votes.append({"annotator": resp["username"], **vote, "simulated": is_simulated})
+        if journal.gold(rid) is not None:  # a known-answer check: never a training pair
+            if votes:
+                expected = journal.gold(rid)
+                gold_rows.append({"record_id": rid, "prompt": fields["prompt"], "response_a": response_a,
+                                  "response_b": response_b, "expected": expected,
+                                  "votes": [{"annotator": v["annotator"], "choice": v["choice"],
+                                             "correct": v["choice"] == expected, "simulated": v["simulated"]}
+                                            for v in votes]})
+                counts["gold_records"] += 1
+                counts["gold_votes"] += len(votes)
+            continue
         counts["discards"] += discards
         if not votes:
             counts["records_without_votes"] += 1
@@ -304,4 +367,5 @@ def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tup
     counts["pairwise_agreement"] = pairwise_agreement(units)
     counts["krippendorff_alpha"] = krippendorff_alpha(units)
     counts["simulated_annotators"] = sorted(simulated_seen)
+    counts["gold"] = gold_rows
     return rows, counts

@@ -1,10 +1,11 @@
 """From annotators' answers to preference rows: record ids, the A/B swap, majority and agreement.
 
 Pure functions, no I/O. Vocabulary: the two *candidates* of a pair are `a` and `b` (`response_a`,
-`response_b` in the pairs file); what an annotator sees is positions `A` and `B`. Each record shows
-candidate `b` as A with probability 1/2, decided by a hash of the record id, so the order is random
-across records but the same on every push; `shown_as_a` in the record's metadata says which, and
-`vote_from_answers` maps positions back to candidates.
+`response_b` in the pairs file); what an annotator sees is positions `A` and `B`. Push shows
+candidate `b` as A on a random half of the new records (a system random source, so nothing an
+annotator can see predicts it) and keeps the order, `shown_as_a`, in its run and the label journal,
+never on the server; `vote_from_answers` maps positions back to candidates. The record id is a hash
+of the content with the two candidates in sorted order, so it does not reveal the order either.
 
 Per record: `majority` is the choice (a, b or tie) of more than half of the submitted votes, else
 None; `agreement` is the share of votes for the most common choice (1.0 when all agree, 0.5 for a
@@ -23,13 +24,23 @@ CHOICES = ("a", "b", "tie")
 
 
 def record_id(prompt: Any, response_a: str, response_b: str, round: int) -> str:
-    """Content id of a comparison: the same prompt, responses and round always give the same id."""
+    """Content id of a comparison: the same prompt, pair of responses and round always give the same id.
+
+    The candidates enter in sorted order: an id over (a, b) in input order would let an annotator
+    recompute it from the shown texts and learn which one the input listed first (for a preference
+    file, the one its source preferred)."""
+    payload = json.dumps(["v2", prompt, sorted([response_a, response_b]), round], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+def legacy_record_id(prompt: Any, response_a: str, response_b: str, round: int) -> str:
+    """The id push gave before ids were order-free; push recognises records of older datasets by it."""
     payload = json.dumps([prompt, response_a, response_b, round], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
-def shown_as_a(rid: str) -> str:
-    """Which candidate ('a' or 'b') is displayed as A for this record: a fair coin seeded by its id."""
+def legacy_shown_as_a(rid: str) -> str:
+    """The A/B order older pushes derived from a legacy id (and also wrote into the record's metadata)."""
     return "b" if hashlib.sha256(f"ab-order:{rid}".encode()).digest()[0] & 1 else "a"
 
 

@@ -85,9 +85,16 @@ def _push(argilla, tmp_path, dataset: str, n: int) -> list[dict]:
              "response_a": f"How about Biscuit the {i}th?", "response_b": "No.", "source": dataset} for i in range(n)]
     pairs = tmp_path / f"{dataset}.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset=dataset, argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    push.run(push.Config(pairs=str(pairs), dataset=dataset, argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
+                         journal_dir=str(tmp_path / "journal")))
     with argilla.owner() as conn:
         return sorted(conn.records(conn.dataset(dataset)["id"], responses=False), key=lambda r: r["external_id"])
+
+
+def shown_orders(tmp_path) -> dict[str, str]:
+    """record id -> the candidate shown as A, from the push runs (the server does not have it)."""
+    return {r["record_id"]: r["shown_as_a"] for path in (tmp_path / "runs").glob("*/records.jsonl")
+            for r in map(json.loads, path.read_text().splitlines())}
 
 
 def _pull(argilla, tmp_path, dataset: str, journal_dir: Path, **extra) -> tuple[dict, dict]:
@@ -104,7 +111,9 @@ def test_pull_killed_mid_journal_write_then_the_next_pull_loses_nothing(argilla,
     for rec in records:
         alice.respond(rec["id"], preference="A", reason="clear and kind")
         bob.respond(rec["id"], preference="B")
-    _, reference = _pull(argilla, tmp_path, "sigkill", tmp_path / "reference-journal")
+    # A journal of its own needs the push run for the A/B order, which is not on the server.
+    [push_run] = (tmp_path / "runs").iterdir()
+    _, reference = _pull(argilla, tmp_path, "sigkill", tmp_path / "reference-journal", push_runs=[str(push_run)])
 
     journal_dir = tmp_path / "journal"
     # A real pull in its own process, writing the journal 3 lines at a time; the second batch is
@@ -171,7 +180,9 @@ def test_withdrawn_responses_stop_counting_and_the_journal_keeps_them(argilla, t
     second, rows = _pull(argilla, tmp_path, "withdrawals", journal_dir)
     assert [v["annotator"] for v in rows[r0["external_id"]]["votes"]] == ["bob"]
     assert [v["annotator"] for v in rows[r1["external_id"]]["votes"]] == ["alice"]
-    assert rows[r0["external_id"]]["counts"] == {"a": 1, "b": 0, "tie": 0} and rows[r0["external_id"]]["n_votes"] == 1
+    bob_chose = shown_orders(tmp_path)[r0["external_id"]]  # he clicked A: the candidate shown there
+    assert rows[r0["external_id"]]["counts"] == {"a": 0, "b": 0, "tie": 0, bob_chose: 1}
+    assert rows[r0["external_id"]]["n_votes"] == 1
     assert set(rows) == {r0["external_id"], r1["external_id"]}
     assert second["metrics"]["responses_withdrawn"] == 4
 

@@ -7,9 +7,10 @@ import pytest
 from align.annotate.votes import (
     aggregate,
     krippendorff_alpha,
+    legacy_record_id,
+    legacy_shown_as_a,
     pairwise_agreement,
     record_id,
-    shown_as_a,
     vote_from_answers,
 )
 
@@ -27,16 +28,17 @@ def answers(label, strength=None, rating_a=None, rating_b=None):
 def test_record_id_depends_on_content_and_round_only():
     rid = record_id(PROMPT, "Hi!", "Hello.", 1)
     assert rid == record_id([dict(m) for m in PROMPT], "Hi!", "Hello.", 1)
-    assert len({rid, record_id(PROMPT, "Hi!", "Hello.", 2), record_id(PROMPT, "Hello.", "Hi!", 1),
-                record_id(PROMPT, "Hi", "Hello.", 1)}) == 4
+    assert len({rid, record_id(PROMPT, "Hi!", "Hello.", 2), record_id(PROMPT, "Hi", "Hello.", 1)}) == 3
 
 
-def test_shown_order_is_a_fair_stable_coin():
-    ids = [record_id(PROMPT, f"reply {i}", "other", 1) for i in range(400)]
-    firsts = [shown_as_a(i) for i in ids]
-    assert firsts == [shown_as_a(i) for i in ids]  # stable across pushes
-    assert set(firsts) == {"a", "b"}
-    assert 160 < firsts.count("b") < 240  # ~half (binomial 400, 1/2: 4 sd either side)
+def test_record_id_does_not_reveal_the_input_order():
+    # An annotator sees both texts and the id: the id must be the same whichever the input listed first.
+    assert record_id(PROMPT, "Hi!", "Hello.", 1) == record_id(PROMPT, "Hello.", "Hi!", 1)
+    # The legacy id (older datasets) did depend on it, and so did the order derived from it.
+    assert legacy_record_id(PROMPT, "Hi!", "Hello.", 1) != legacy_record_id(PROMPT, "Hello.", "Hi!", 1)
+    assert record_id(PROMPT, "Hi!", "Hello.", 1) != legacy_record_id(PROMPT, "Hi!", "Hello.", 1)
+    firsts = [legacy_shown_as_a(legacy_record_id(PROMPT, f"reply {i}", "other", 1)) for i in range(400)]
+    assert 160 < firsts.count("b") < 240
 
 
 def test_vote_undoes_the_swap_including_ratings():
