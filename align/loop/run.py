@@ -268,8 +268,10 @@ class Loop:
         pairs = self.step(rnd, "pairs", "pairs", pairs_wiring)
         dataset = rnd.setdefault("dataset", f"{cfg.recipe}-{state.data['loop_id']}-r{n}")
         argilla = to_dict(cfg.argilla)
+        # push keeps the A/B order and gold answers in the journal pull reads: the same journal_dir.
         push = self.step(rnd, "push", "push", {"pairs": pairs["path"], "dataset": dataset, "round": n,
-                                               "argilla": argilla, "runs_dir": rd, "name": "push"})
+                                               "argilla": argilla, "runs_dir": rd, "name": "push",
+                                               "journal_dir": self.journal_dir()})
         if self.until == "labels" and rnd["steps"].get("wait", {}).get("status") != "done":
             state.data["phase"] = "waiting_for_labels"
             state.save()
