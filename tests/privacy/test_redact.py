@@ -28,6 +28,22 @@ PII = [
     ("from 8.8.8.8:53 over udp", "8.8.8.8", "IP"),
     ("v6 2001:db8::8a2e:370:7334 answers", "2001:db8::8a2e:370:7334", "IP"),
     ("mapped ::ffff:192.0.2.1 too", "::ffff:192.0.2.1", "IP"),
+    # What regexes can do beyond the first pass (issue 33): SSNs, bare phones after a phone word,
+    # e-mails spelled out, US street addresses.
+    ("my SSN is 523-45-6789, thanks", "523-45-6789", "SSN"),
+    ("social security number 401 23 8842 on file", "401 23 8842", "SSN"),
+    ("ssn 287654321 please remove", "287654321", "SSN"),
+    ("please text me at 4155552671 today", "4155552671", "PHONE"),
+    ("my number is 16175550193.", "16175550193", "PHONE"),
+    ("reach me at jane dot doe at example dot com", "jane dot doe at example dot com", "EMAIL"),
+    ("mail priya_r [at] example [dot] net now", "priya_r [at] example [dot] net", "EMAIL"),
+    ("it is diego (at) example (dot) com", "diego (at) example (dot) com", "EMAIL"),
+    ("contact: wei.zhang at example.com", "wei.zhang at example.com", "EMAIL"),
+    ("ship to 742 Evergreen Terrace, Springfield, IL 62704 asap", "742 Evergreen Terrace, Springfield, IL 62704",
+     "ADDRESS"),
+    ("billing: 310 W 58th St, Suite 1200, New York, NY 10019.", "310 W 58th St, Suite 1200, New York, NY 10019",
+     "ADDRESS"),
+    ("send it to PO Box 4471 instead", "PO Box 4471", "ADDRESS"),
 ]
 
 LOOK_ALIKES = [
@@ -51,6 +67,15 @@ LOOK_ALIKES = [
     # Found in the shared data (Stack Exchange politeness): a long decimal, ids and integers.
     "score -0.68312777640528421 and 0.25362758080312087",
     "id 3109434, INT_MAX is 2147483647, input = 22936722 49.",
+    # Not issued as SSNs: area 000, 666 or 9xx, group 00, serial 0000; 9 bare digits with no "SSN".
+    "ref 666-12-3456, 912-34-5678, 123-00-4567, 123-45-0000",
+    "batch 523456789 done",
+    # Bare 10 digits with no phone word before them are ids, not phones.
+    "order 4155552671 shipped; case #6175550193 closed",
+    # " at " between a word and a domain, and numbers with "dot".
+    "look at example.com for help; meet me at 5 dot 30",
+    # Lower-case words after a number are not a street; neither is a capitalised word without a suffix.
+    "2 days in a row, 3 Big Macs, 10 Downing",
 ]
 
 
