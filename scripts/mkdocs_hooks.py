@@ -14,6 +14,8 @@ Nothing is written into docs/: the pages exist only in the build (`mkdocs build`
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from pathlib import Path
 
@@ -26,7 +28,6 @@ def command_pages() -> dict[str, str]:
     import importlib
 
     from align import cli
-    from align.core.config import describe
     from align.loop import run as loop_run
 
     pages: dict[str, str] = {}
@@ -36,9 +37,10 @@ def command_pages() -> dict[str, str]:
         except ImportError as exc:  # a command the CLI lists must have a page: fail the build, naming it
             raise RuntimeError(f"align {name}: its module {cmd.module} does not import ({exc})") from exc
         pages[f"reference/{name.replace(' ', '-')}.md"] = page(name, cli.stage_help(name, cmd, module))
-    loop_help = ("usage: align loop --config FILE [--until labels] [--allow-config-change] [key=value ...]\n"
-                 "       align loop status LOOP_DIR\n\n" + (loop_run.__doc__ or "").strip()
-                 + "\n\nconfig keys:\n" + "\n".join("  " + line for line in describe(loop_run.LoopConfig)))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # `align loop` builds its help in its own main
+        loop_run.main(["--help"])
+    loop_help = printed.getvalue()
     pages["reference/loop.md"] = page("loop", loop_help)
     rows = [f"| [`align {name}`]({name.replace(' ', '-')}.md) | {cmd.summary} |" for name, cmd in cli.COMMANDS.items()]
     rows.append("| [`align loop`](loop.md) | the feedback loop: rounds of generate, label, train, evaluate, gate |")
