@@ -12,6 +12,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 import logging
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +135,12 @@ def check_quantization(quantization: str, lora_enabled: bool) -> None:
                          "it cannot train all weights: set lora.enabled=true or quantization=none")
 
 
+# TRL's configs require an output_dir, and transformers' Trainer creates it when constructed. Until the
+# stage binds it into the run, it points under the system's temporary directory: a relative placeholder
+# made an empty folder in the user's current directory whenever a trainer was built from unbound arguments.
+UNBOUND_OUTPUT_DIR = str(Path(tempfile.gettempdir()) / f"align-output-dir-not-bound-{os.getpid()}")
+
+
 def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, Any], dtype: str = "auto"):
     """`cls` (a TRL config) from align's defaults, then the user's `training:` section over them.
 
@@ -156,7 +164,7 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
         # No checkpoints unless asked for (align saves the final model itself, into the run directory).
         kwargs = {"bf16": bf16_training(dtype), "report_to": [], "save_strategy": "no", **_device_defaults(),
                   **defaults, **user}
-        kwargs.update(output_dir="unset-align-sets-this", include_num_input_tokens_seen="all")
+        kwargs.update(output_dir=UNBOUND_OUTPUT_DIR, include_num_input_tokens_seen="all")
         args = cls(**kwargs)
         _build_optimization(args)
         return args

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from align.cli import main
@@ -69,3 +71,20 @@ def test_settings_refused_by_the_trainer_itself_exit_2(stage, override, key, tin
     assert "training.max_steps" not in errors[0]  # the key at fault is named, not every key set
     runs_dir = tmp_path / "runs"
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+def test_building_training_arguments_and_a_trainer_from_them_leaves_the_cwd_unchanged(tmp_path, monkeypatch,
+                                                                                      tiny_model):
+    """The arguments exist before the run directory does; whatever they point at until the stage binds them
+    must not land in the user's current directory (transformers' Trainer creates output_dir when built)."""
+    from transformers import AutoModelForCausalLM, Trainer
+    from trl import DPOConfig
+
+    from align.core.training import training_arguments
+
+    monkeypatch.chdir(tmp_path)
+    args = training_arguments(DPOConfig, {"max_steps": 1}, {})
+    assert list(tmp_path.iterdir()) == []
+    Trainer(model=AutoModelForCausalLM.from_pretrained(tiny_model), args=args)
+    assert list(tmp_path.iterdir()) == []
+    assert not Path(args.output_dir).resolve().is_relative_to(tmp_path.resolve())
