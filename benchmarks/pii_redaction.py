@@ -45,7 +45,7 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO))
     from align.privacy import pii_eval, presidio_backend
-    from align.privacy.redact import make_redactor
+    from align.privacy.backend import make_redactor
 
     rows = pii_eval.load_labelled(DATA)
     runs = [("rules", "rules", None), ("presidio (patterns, no NER)", "presidio", presidio_backend.BLANK)]

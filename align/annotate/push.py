@@ -47,6 +47,7 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.privacy import redact as privacy
+from align.privacy.backend import DEFAULT_SPACY_MODEL, check_backend, make_redactor
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Config(runs.RunOutput):
     redaction_backend: str = "auto"
     """Who finds personal data: presidio (adds names and places; align[privacy] + a spaCy model), rules, or auto
     (presidio when installed with its model, else rules). See docs/guide/privacy.md."""
-    redaction_spacy_model: str = privacy.DEFAULT_SPACY_MODEL
+    redaction_spacy_model: str = DEFAULT_SPACY_MODEL
     """spaCy pipeline for the presidio backend's NER (package name or path); `blank`: Presidio's patterns only."""
     phone_region: str = "US"
     """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
@@ -118,7 +119,7 @@ class Config(runs.RunOutput):
         if self.redaction is False:  # YAML 1.1 reads a bare `off` as false
             self.redaction = "off"
         privacy.check_mode(self.redaction)
-        privacy.check_backend(self.redaction_backend, "redaction_backend")
+        check_backend(self.redaction_backend, "redaction_backend")
 
 
 def check(cfg: Config) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def prepare(cfg: Config):
         raise AlignError("'dataset' is required: the Argilla dataset to push to, e.g. dataset=harmless-round1")
     tpl = templates.load_template(cfg.template)
     guidelines = templates.guidelines_text(cfg.guidelines)
-    redactor = None if cfg.redaction == "off" else privacy.make_redactor(
+    redactor = None if cfg.redaction == "off" else make_redactor(
         cfg.redaction_backend, cfg.phone_region, cfg.redaction_patterns, cfg.redaction_spacy_model)
     pairs, report = read_candidates(cfg.pairs, cfg.format, cfg.max_pairs)
     pairs, report["redaction"] = redact_pairs(pairs, redactor, cfg.redaction)

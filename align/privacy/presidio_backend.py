@@ -38,6 +38,9 @@ from typing import Any
 from align.core.errors import AlignError
 from align.privacy.redact import Finding, Redactor, detector_versions, resolve_overlaps
 
+# Presidio's own default model (its SpacyNlpEngine loads en_core_web_lg); the larger model finds more
+# names than en_core_web_sm at ~400 MB.
+DEFAULT_SPACY_MODEL = "en_core_web_lg"
 # Presidio's pattern scores: 0.4 for a phone number without context, 0.5 for an SSN written 3-2-4,
 # 0.85 for NER, 1.0 for a Luhn-valid card. Below 0.4 are its "weak" patterns (bare 9 digits).
 SCORE_THRESHOLD = 0.4
@@ -77,7 +80,7 @@ class PresidioRedactor:
     backend = "presidio"
 
     def __init__(self, phone_region: str = "US", patterns: dict[str, str] | None = None,
-                 spacy_model: str = "en_core_web_lg"):
+                 spacy_model: str = DEFAULT_SPACY_MODEL):
         why = missing(spacy_model)
         if why:
             raise AlignError(f"redaction backend presidio: {why}; or use backend=rules (no names or places)")

@@ -2,8 +2,9 @@
 
 Two backends share one interface (`find`, `redact`, `describe`) and one placeholder format (`[TYPE]`):
 `Redactor` here (the rules, always available) and `PresidioRedactor` (align/privacy/presidio_backend.py:
-Microsoft Presidio with a spaCy NER model, which adds names and places). `make_redactor` picks one
-(`backend: auto | presidio | rules`); `describe()` says which ran, for manifests.
+Microsoft Presidio with a spaCy NER model, which adds names and places). `make_redactor`
+(align/privacy/backend.py) picks one (`backend: auto | presidio | rules`); `describe()` says which
+ran, for manifests.
 
 The rules' detectors, each validated rather than pattern-only, so look-alikes survive:
 - EMAIL: `local@domain.tld` (a regex; the domain needs a dot and a 2+ letter top-level label), and
@@ -47,7 +48,6 @@ found are never logged or written.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -55,13 +55,7 @@ from typing import Any, Iterator
 
 from align.core.errors import AlignError
 
-log = logging.getLogger(__name__)
-
 MODES = ("redact", "drop", "off")
-BACKENDS = ("auto", "presidio", "rules")
-# Presidio's own default model (its SpacyNlpEngine loads en_core_web_lg); the larger model finds more
-# names than en_core_web_sm at ~400 MB. `blank` runs Presidio's pattern recognizers with no NER.
-DEFAULT_SPACY_MODEL = "en_core_web_lg"
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 # Digits in groups separated by at most one space or dash; the validator decides.
@@ -338,30 +332,6 @@ def detector_versions() -> dict[str, str]:
     from importlib import metadata
 
     return {name: metadata.version(name) for name in ("phonenumbers", "python-stdnum")}
-
-
-def make_redactor(backend: str = "auto", phone_region: str = "US", patterns: dict[str, str] | None = None,
-                  spacy_model: str = DEFAULT_SPACY_MODEL):
-    """The redactor for `backend`: `rules`, `presidio` (an error saying how to install what is missing),
-    or `auto` (presidio when it and its spaCy model are installed, else the rules, with a warning that
-    names and places are then not found). Both have `find`, `redact` and `describe`."""
-    check_backend(backend)
-    if backend == "rules":
-        return Redactor(phone_region, patterns)
-    from align.privacy import presidio_backend
-
-    if backend == "auto":
-        missing = presidio_backend.missing(spacy_model)
-        if missing:
-            log.warning("redaction backend auto: %s, so the rules backend runs (no personal names or places are "
-                        "found); set backend=rules to silence this", missing)
-            return Redactor(phone_region, patterns)
-    return presidio_backend.PresidioRedactor(phone_region, patterns, spacy_model)
-
-
-def check_backend(backend: str, key: str = "backend") -> None:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise AlignError(f"'{key}' must be one of {', '.join(BACKENDS)}, got '{backend}'")
 
 
 def check_mode(mode: str, key: str = "redaction") -> None:

@@ -31,7 +31,8 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.data.records import read_records
-from align.privacy.redact import DEFAULT_SPACY_MODEL, check_backend, findings_in, make_redactor, mask, redact_value
+from align.privacy.backend import DEFAULT_SPACY_MODEL, check_backend, make_redactor
+from align.privacy.redact import findings_in, mask, redact_value
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from align.annotate.push import redact_pairs
 from align.cli import main
 from align.core.errors import AlignError
 from align.privacy import pii_eval, presidio_backend
-from align.privacy.redact import Redactor, make_redactor
+from align.privacy.backend import make_redactor
+from align.privacy.redact import Redactor
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "pii_eval.jsonl"
@@ -115,7 +116,7 @@ def test_bad_backend_is_exit_2(tmp_path, capsys):
 
 
 def test_auto_without_the_model_runs_the_rules_and_says_so(caplog):
-    with caplog.at_level(logging.WARNING, logger="align.privacy.redact"):
+    with caplog.at_level(logging.WARNING, logger="align.privacy.backend"):
         redactor = make_redactor("auto", spacy_model="en_core_web_nonexistent")
     assert redactor.backend == "rules" and redactor.describe()["backend"] == "rules"
     assert "no personal names or places are found" in caplog.text
