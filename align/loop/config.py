@@ -24,6 +24,7 @@ from typing import Any, Literal
 from align.annotate.connection import ArgillaConfig
 from align.core.config import build, read_yaml, set_dotted
 from align.core.errors import AlignError
+from align.loop.feedback import FeedbackSource
 from align.loop.mix import MixSettings
 
 # Stage modules per step, imported when a config is built (the loop itself stays light to import).
@@ -37,12 +38,13 @@ STAGE_MODULES = {
     "pull": "align.annotate.pull",
     "reward": "align.stages.reward",
     "dpo": "align.stages.dpo",
+    "kto": "align.stages.kto",
     "ppo": "align.stages.ppo",
     "evaluate": "align.stages.evaluate_policy",
     "retention": "align.stages.evaluate_retention",
 }
-TRAIN_STAGES = ("reward", "dpo", "ppo")
-POLICY_STAGES = ("dpo", "ppo")
+TRAIN_STAGES = ("reward", "dpo", "kto", "ppo")
+POLICY_STAGES = ("dpo", "kto", "ppo")
 # Keys the loop sets itself; a section that sets them would be silently overridden, so it is refused.
 WIRED = {
     "sft": ("model", "runs_dir", "name"),
@@ -54,6 +56,7 @@ WIRED = {
     "pull": ("dataset", "argilla", "runs_dir", "name"),
     "reward": ("data.train", "runs_dir", "name"),
     "dpo": ("model", "data.train", "runs_dir", "name"),
+    "kto": ("model", "data.train", "runs_dir", "name"),
     "ppo": ("model", "reward_model", "runs_dir", "name"),
     "evaluate": ("policy", "baseline", "baseline_replies", "runs_dir", "name"),
     "retention": ("policy", "baseline", "runs_dir", "name"),
@@ -83,7 +86,8 @@ class TrainSettings:
     """What a round trains, on which labels."""
 
     stages: list[str] = field(default_factory=lambda: ["dpo"])
-    """Stages in order: [dpo], [reward, dpo], [reward, ppo] (ppo: algorithm ppo, rloo or grpo in its section)."""
+    """Stages in order: [dpo], [reward, dpo], [reward, ppo] (ppo: algorithm ppo, rloo or grpo in its section), [kto]
+    (with `feedback.mode: kto`)."""
     labels: Literal["round", "all"] = "all"
     """Train on this round's labels only, or on every round's so far."""
     reference: Literal["previous", "start"] = "previous"
@@ -108,7 +112,7 @@ class TrainSettings:
             raise AlignError(f"'train.stages' repeats a stage: {self.stages}")
         policies = [s for s in self.stages if s in POLICY_STAGES]
         if len(policies) != 1 or self.stages[-1] not in POLICY_STAGES:
-            raise AlignError(f"'train.stages' must end with exactly one policy stage (dpo or ppo), got {self.stages}")
+            raise AlignError(f"'train.stages' must end with exactly one policy stage (dpo, kto or ppo), got {self.stages}")
         if self.min_pairs < 1:
             raise AlignError(f"'train.min_pairs' must be >= 1, got {self.min_pairs}")
 
@@ -160,6 +164,12 @@ class LoopConfig:
     """`align reward` settings; model defaults to the starting policy."""
     dpo: dict[str, Any] = field(default_factory=dict)
     """`align dpo` settings; the loop sets model (the current policy) and data.train (the labels)."""
+    kto: dict[str, Any] = field(default_factory=dict)
+    """`align kto` settings (train.stages [kto], with feedback.mode kto); the loop sets model and data.train, and
+    the desirable/undesirable weights from the round's counts unless set here."""
+    feedback: FeedbackSource = field(default_factory=FeedbackSource)
+    """Feedback from deployment as training data (align/loop/feedback.py): source, mode kto|pairs, use
+    with|instead of the round's generated pairs, rounds."""
     ppo: dict[str, Any] = field(default_factory=dict)
     """`align ppo` settings (algorithm ppo, rloo or grpo); the loop sets model and reward_model."""
     evaluate: dict[str, Any] = field(default_factory=dict)
@@ -193,6 +203,10 @@ class LoopConfig:
                 raise AlignError(f"'generate.{key}' ({self.generate[key]}) and 'mix' both say what a round answers; with "
                                  f"mix, list each kind's prompts under mix.kinds (mix.prompts_per_round for the count) "
                                  f"and drop generate.{key}")
+        if "kto" in self.train.stages and self.feedback.mode != "kto":
+            raise AlignError("train.stages has kto, which the loop trains on feedback: set feedback.source and "
+                             "feedback.mode=kto (align/loop/feedback.py)")
+        self.feedback.check(self.train.stages)
         if self.annotators == "simulated" and not self.simulate.get("annotators"):
             raise AlignError("annotators=simulated needs 'simulate.annotators': a YAML list of simulated annotators "
                              "(e.g. recipes/brand_voice/annotators.yaml)")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from align.core import runs
+from align.loop.feedback import report_section as feedback_section
 from align.loop.plots import SET_LABELS, Figure, retention_figures, score_figures
 from align.loop.rounds import LabelSummary, RoundSummary, steps
 
@@ -118,7 +119,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
          "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
         _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds), _start_table(rounds),
         _retention(rounds),
-        "<h2>Labels per round</h2>", _labels_table(rounds), _kinds_table(rounds),
+        "<h2>Labels per round</h2>", _labels_table(rounds), _kinds_table(rounds), feedback_section(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
         "<h2>Gates</h2>", _gates_table(rounds),
         "<h2>Example replies</h2>", _examples(rounds),

@@ -112,6 +112,9 @@ class RoundSummary:
     versus_start: dict[str, Any] | str | None = None
     """The round's policy against the loop's starting model (a `loop versus start` run, align/loop/versus_start.py),
     or its run directory; None when no gate reads it (or not yet)."""
+    feedback: dict[str, Any] | str | None = None
+    """The round's training data with feedback from deployment (a `loop feedback` run, align/loop/feedback.py), or
+    its run directory; None for a round without feedback."""
 
     def metrics(self) -> dict[str, Any]:
         """The evaluation's metrics (read from its run directory when given as a path)."""
@@ -139,7 +142,7 @@ class RoundSummary:
         """JSON-ready, for a loop's state file; `from_dict` reads it back."""
         out = asdict(self)
         out["gates"] = None if self.gates is None else self.gates.as_dict()
-        for key in ("evaluation", "retention", "versus_start"):
+        for key in ("evaluation", "retention", "versus_start", "feedback"):
             run = getattr(self, key)
             out[key] = run.get("path", run) if isinstance(run, dict) else run
         return out

@@ -66,6 +66,7 @@ from align.loop.config import (
     stage_config,
 )
 from align.loop.gates import GateResult, evaluate_gates, split_gates
+from align.loop.feedback import import_if_file, kto_wiring, write_round_data
 from align.loop.labels import since_start, usable_pairs, write_labels_run
 from align.loop.mix import kinds_of, write_round_prompts
 from align.loop.preflight import load_retention_gates, preflight
@@ -250,40 +251,45 @@ class Loop:
         rnd["starts_from"] = state.current["policy"]
         log.info("=== round %d of %d: policy %s ===", n, cfg.rounds, policy)
 
-        wiring = {"policy": policy, "runs_dir": rd, "name": "generate"}
-        if cfg.mix.on:
-            # This round's prompts, each kind's share drawn afresh (align/loop/mix.py); generate reads the run.
-            wiring["prompts"] = self._step(rnd, "prompts", lambda: write_round_prompts(cfg.mix, n, rd))["path"]
-            wiring["max_prompts"] = None  # the mix's count, not the generate config file's
-        wiring = round_generate_wiring(cfg.generate, wiring, n)
-        candidates = self.step(rnd, "generate", "generate", wiring)
-        scored = False
-        if reward_model:
-            candidates = self.step(rnd, "score", "score", {"generations": candidates["path"],
-                                                           "reward_model": reward_model, "runs_dir": rd, "name": "score"})
-            scored = True
-        pairs_wiring = {"generations": candidates["path"], "runs_dir": rd, "name": "pairs"}
-        if "selection" not in cfg.pairs:
-            pairs_wiring["selection"] = "least_sure" if scored else "random"
-        pairs = self.step(rnd, "pairs", "pairs", pairs_wiring)
-        dataset = rnd.setdefault("dataset", f"{cfg.recipe}-{state.data['loop_id']}-r{n}")
-        argilla = to_dict(cfg.argilla)
-        # push keeps the A/B order and gold answers in the journal pull reads: the same journal_dir.
-        push = self.step(rnd, "push", "push", {"pairs": pairs["path"], "dataset": dataset, "round": n,
-                                               "argilla": argilla, "runs_dir": rd, "name": "push",
-                                               "journal_dir": self.journal_dir()})
-        if self.until == "labels" and rnd["steps"].get("wait", {}).get("status") != "done":
-            state.data["phase"] = "waiting_for_labels"
-            state.save()
-            raise Stopped(f"round {n}: {push['metrics'].get('records', '?')} records in Argilla dataset '{dataset}' "
-                          f"wait for annotators; see `align loop status {self.dir}`, and run the same `align loop` "
-                          "command again to go on once they are labelled")
-        if cfg.annotators == "simulated":
-            self.simulate(rnd, {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "journal_dir": self.journal_dir()})
-        wait_for_labels(self, rnd, dataset)
-        pull = self.step(rnd, "pull", "pull", {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "name": "pull",
-                                               "journal_dir": self.journal_dir()})
-        labels = self.labels(n, rnd, pull)
+        feedback_only = cfg.feedback.applies(n) and cfg.feedback.use == "instead"
+        labels = None
+        if not feedback_only:  # generated candidates, labelled by annotators
+            wiring = {"policy": policy, "runs_dir": rd, "name": "generate"}
+            if cfg.mix.on:
+                # This round's prompts, each kind's share drawn afresh (align/loop/mix.py); generate reads the run.
+                wiring["prompts"] = self._step(rnd, "prompts", lambda: write_round_prompts(cfg.mix, n, rd))["path"]
+                wiring["max_prompts"] = None  # the mix's count, not the generate config file's
+            wiring = round_generate_wiring(cfg.generate, wiring, n)
+            candidates = self.step(rnd, "generate", "generate", wiring)
+            scored = False
+            if reward_model:
+                candidates = self.step(rnd, "score", "score", {"generations": candidates["path"],
+                                                               "reward_model": reward_model, "runs_dir": rd, "name": "score"})
+                scored = True
+            pairs_wiring = {"generations": candidates["path"], "runs_dir": rd, "name": "pairs"}
+            if "selection" not in cfg.pairs:
+                pairs_wiring["selection"] = "least_sure" if scored else "random"
+            pairs = self.step(rnd, "pairs", "pairs", pairs_wiring)
+            dataset = rnd.setdefault("dataset", f"{cfg.recipe}-{state.data['loop_id']}-r{n}")
+            argilla = to_dict(cfg.argilla)
+            # push keeps the A/B order and gold answers in the journal pull reads: the same journal_dir.
+            push = self.step(rnd, "push", "push", {"pairs": pairs["path"], "dataset": dataset, "round": n,
+                                                   "argilla": argilla, "runs_dir": rd, "name": "push",
+                                                   "journal_dir": self.journal_dir()})
+            if self.until == "labels" and rnd["steps"].get("wait", {}).get("status") != "done":
+                state.data["phase"] = "waiting_for_labels"
+                state.save()
+                raise Stopped(f"round {n}: {push['metrics'].get('records', '?')} records in Argilla dataset '{dataset}' "
+                              f"wait for annotators; see `align loop status {self.dir}`, and run the same `align loop` "
+                              "command again to go on once they are labelled")
+            if cfg.annotators == "simulated":
+                self.simulate(rnd, {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "journal_dir": self.journal_dir()})
+            wait_for_labels(self, rnd, dataset)
+            pull = self.step(rnd, "pull", "pull", {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "name": "pull",
+                                                   "journal_dir": self.journal_dir()})
+            labels = self.labels(n, rnd, pull)
+        if cfg.feedback.applies(n):
+            labels = self.feedback(n, rnd, labels)
         usable = usable_pairs(labels["path"])
         if usable < cfg.train.min_pairs:
             return self.decide(n, rnd, None, None, [f"only {usable} usable labelled pair(s) to train on "
@@ -301,6 +307,9 @@ class Loop:
                 wiring.update({"model": policy, "data.train": labels["path"]})
                 if cfg.train.reference == "start" and policy != self.start_policy():
                     wiring["reference"] = self.start_policy()
+                candidate = self.step(rnd, stage, stage, wiring)["path"]
+            elif stage == "kto":  # on feedback (align/loop/feedback.py), weights balanced from the round's counts
+                wiring.update({"model": policy, "data.train": labels["path"], **kto_wiring(labels, cfg.kto)})
                 candidate = self.step(rnd, stage, stage, wiring)["path"]
             else:  # ppo / rloo / grpo: online, from the newest reward model
                 wiring.update({"model": policy, "reward_model": new_reward or reward_model})
@@ -433,6 +442,15 @@ class Loop:
         config = {"rounds": list(rounds), "labels": self.cfg.train.labels, "balance": self.cfg.train.balance}
         return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config,
                                                                   balance=self.cfg.train.balance, kinds=kinds))
+
+    def feedback(self, n: int, rnd: dict[str, Any], labels: dict[str, Any] | None) -> dict[str, Any]:
+        """The round's training data with the feedback from deployment (align/loop/feedback.py): a `loop feedback`
+        run from this round's labels (None: feedback instead of them) and the feedback run (a file is imported first)."""
+        source = self.cfg.feedback.source
+        if not runs.is_run(source):
+            source = self._step(rnd, "feedback_import", lambda: import_if_file(source, self.round_dir(n)))["path"]
+        return self._step(rnd, "feedback", lambda: write_round_data(self.cfg.feedback, source,
+                                                                    labels["path"] if labels else None, self.round_dir(n)))
 
     # -- paths, report, summary ---------------------------------------------------------------------
     def start_policy(self) -> str:

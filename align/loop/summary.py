@@ -18,7 +18,8 @@ TABLE = (("brand", "brand_score", "brand score"), ("harmful", "refusal_rate", "h
 # (prompt set, metric, part, column title) of the retention columns, printed when the loop measures retention.
 RETENTION_TABLE = (("ifeval", "prompt_strict", "difference", "IFEval p-strict vs base"),
                    ("drift", "kl", None, "KL vs base"))
-STEP_ORDER = ("sft", "prompts", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "reward", "dpo", "ppo",
+STEP_ORDER = ("sft", "prompts", "generate", "score", "pairs", "push", "simulate", "wait", "pull", "labels", "feedback_import", "feedback", "reward",
+              "dpo", "kto", "ppo",
               "evaluate", "evaluate_start", "versus_start", "retention")
 # (prompt set, metric, column title) of the printed comparison with the loop's starting model, when a gate reads it.
 START_TABLE = (("brand", "brand_score", "brand vs start"), ("harmful", "refusal_rate", "harmful refused vs start"),
@@ -44,6 +45,7 @@ def round_summaries(state: LoopState) -> list[RoundSummary]:
             examples=examples_from_replies(evaluation, 2) if evaluation and (rnd["round"] > 0 or "sft" in steps) else [],
             retention=_done(state, steps, "retention"),
             versus_start=_done(state, steps, "versus_start"),
+            feedback=_done(state, steps, "feedback"),
         ))
     return out
 
