@@ -180,10 +180,13 @@ class Connection:
         return self.call(f"GET dataset {name}", lambda: self.client.datasets(name=name, workspace=ws))
 
     def dataset(self, name: str, workspace: str):
-        """An existing dataset, or an AlignError listing the datasets there are."""
+        """An existing dataset, or an AlignError listing the datasets of that workspace (only that one: the
+        names of other teams' datasets are not this command's business)."""
         ds = self.find_dataset(name, workspace)
         if ds is None:
-            names = sorted(d.name for d in self.call("GET datasets", lambda: list(self.client.datasets)))
+            ws = self.workspace(workspace)
+            names = sorted(d.name for d in self.call(f"GET datasets of workspace {workspace}",
+                                                     lambda: list(ws.datasets))) if ws is not None else []
             raise AlignError(
                 f"no dataset '{name}' in workspace '{workspace}' at {self.api_url} "
                 f"(datasets there: {', '.join(names) or 'none'}); push pairs first with `align annotate push`"

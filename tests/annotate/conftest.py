@@ -158,6 +158,12 @@ class Annotator:
         assert resp.status_code == 200, resp.text
 
 
+def shown_orders(runs_dir: Path) -> dict[str, str]:
+    """record id -> the candidate shown as A, from the push runs under `runs_dir` (the server does not have it)."""
+    return {r["record_id"]: r["shown_as_a"] for path in Path(runs_dir).glob("*/records.jsonl")
+            for r in map(json.loads, path.read_text().splitlines())}
+
+
 # The `argilla` fixture (one local server per test session) is in tests/conftest.py: the loop tests share it.
 
 

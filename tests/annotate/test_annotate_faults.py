@@ -13,6 +13,7 @@ import pytest
 
 from align.annotate import connection, pull, push
 from align.core.errors import ServiceError
+from tests.annotate.conftest import shown_orders
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +23,20 @@ def test_server_stopped_mid_pull_then_a_later_pull_completes(argilla, tmp_path, 
              "response_a": f"Blue, number {i}.", "response_b": "I will not.", "source": "faults"} for i in range(6)]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset="faults", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    push.run(push.Config(pairs=str(pairs), dataset="faults", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
+                         journal_dir=str(tmp_path / "journal")))
+    orders = shown_orders(tmp_path / "runs")
     alice, bob = argilla.annotator("alice"), argilla.annotator("bob")
     with argilla.owner() as conn:
         records = conn.records(conn.dataset("faults")["id"])
     for rec in records:
         alice.respond(rec["id"], preference="A")
-        bob.respond(rec["id"], preference="B" if rec["metadata"]["shown_as_a"] == "a" else "A")
+        bob.respond(rec["id"], preference="B" if orders[rec["external_id"]] == "a" else "A")
 
     runs_dir = tmp_path / "pull-runs"
     reference = pull.run(pull.Config(dataset="faults", argilla=argilla.argilla_config(),
-                                     journal_dir=str(tmp_path / "reference-journal"), runs_dir=str(tmp_path / "ref-runs")))
+                                     journal_dir=str(tmp_path / "reference-journal"), runs_dir=str(tmp_path / "ref-runs"),
+                                     push_runs=[str(p) for p in (tmp_path / "runs").iterdir()]))
 
     monkeypatch.setattr(connection, "PAGE", 2)
     real_get = connection.Connection._get_json

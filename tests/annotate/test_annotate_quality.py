@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from align.annotate.journal import Journal
-from align.annotate.quality import Judgement, QualityBars, annotator_report, journal_judgements, median_gap, wilson_interval
+from align.annotate.quality import (
+    Judgement,
+    QualityBars,
+    annotator_report,
+    journal_judgements,
+    median_gap,
+    wilson_interval,
+)
 from align.core.errors import AlignError
 
 

@@ -17,6 +17,7 @@ import pytest
 from align.annotate import pull, push
 from align.annotate.votes import record_id
 from align.cli import main as cli_main
+from tests.annotate.conftest import shown_orders
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def pushed(argilla, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("redaction")
     pairs = write_pairs(tmp / "pairs.jsonl")
     manifest = push.run(push.Config(pairs=str(pairs), dataset="redacted", argilla=argilla.argilla_config(),
-                                    runs_dir=str(tmp / "runs")))
+                                    runs_dir=str(tmp / "runs"), journal_dir=str(tmp / "journal")))
     return {"tmp": tmp, "manifest": manifest}
 
 
@@ -83,12 +84,13 @@ def test_labels_pulled_back_refer_to_the_redacted_text(argilla, pushed, tmp_path
     # The annotator prefers the candidate shown as A; which candidate that is depends on the swap.
     argilla.annotator("redaction_annotator").respond(first["id"], preference="A")
     journal = tmp_path / "journal"
-    manifest = pull.run(pull.Config(dataset="redacted", argilla=argilla.argilla_config(),
-                                    journal_dir=str(journal), runs_dir=str(tmp_path / "runs")))
+    manifest = pull.run(pull.Config(dataset="redacted", argilla=argilla.argilla_config(), journal_dir=str(journal),
+                                    runs_dir=str(tmp_path / "runs"), push_runs=[pushed["manifest"]["path"]]))
     rows = [json.loads(line) for line in (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines()]
     assert len(rows) == 1
     prompt, a, b = REDACTED[0]
-    chosen, rejected = (a, b) if first["metadata"]["shown_as_a"] == "a" else (b, a)
+    order = shown_orders(pushed["tmp"] / "runs")[first["external_id"]]
+    chosen, rejected = (a, b) if order == "a" else (b, a)
     assert rows[0]["record_id"] == record_id(prompt, a, b, 1)
     assert rows[0]["prompt"] == prompt
     assert rows[0]["chosen"] == [{"role": "assistant", "content": chosen}]

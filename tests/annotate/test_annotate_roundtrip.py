@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from align.annotate import pull, push, status
+from tests.annotate.conftest import shown_orders
 from align.annotate.votes import record_id
 from align.cli import main as cli_main
 from align.core.errors import AlignError
@@ -45,9 +46,9 @@ def server_dataset(argilla, name: str) -> dict:
         return conn.dataset(name)
 
 
-def shown_label(record: dict, candidate: str) -> str:
-    """The position (A or B) where `candidate` (a or b) is displayed in this record."""
-    return "A" if record["metadata"]["shown_as_a"] == candidate else "B"
+def shown_label(order: str, candidate: str) -> str:
+    """The position (A or B) where `candidate` (a or b) is displayed, given the record's order (its `shown_as_a`)."""
+    return "A" if order == candidate else "B"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def labelled(argilla, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("roundtrip")
     pairs = write_pairs(tmp / "pairs.jsonl")
     cfg = push.Config(pairs=str(pairs), dataset="roundtrip", argilla=argilla.argilla_config(),
-                      runs_dir=str(tmp / "runs"), guidelines="brand_voice")
+                      runs_dir=str(tmp / "runs"), guidelines="brand_voice", journal_dir=str(tmp / "journal"))
     first = push.run(cfg)
     second = push.run(cfg)
     recs = argilla.records_by_id("roundtrip")
@@ -64,22 +65,24 @@ def labelled(argilla, tmp_path_factory):
     ids = [record_id(r["prompt"], r["response_a"], r["response_b"], 1) for r in rows]
     alice, bob = argilla.annotator("alice"), argilla.annotator("bob")
     r = [recs[i] for i in ids]
+    orders = shown_orders(tmp / "runs")  # the A/B order is in the push run and journal, not on the server
+    o = [orders[i] for i in ids]
     # record 0: both prefer candidate a        -> chosen a, agreement 1
-    alice.respond(r[0]["id"], preference=shown_label(r[0], "a"), strength=3, rating_a=4, rating_b=2)
-    bob.respond(r[0]["id"], preference=shown_label(r[0], "a"), strength=2)
+    alice.respond(r[0]["id"], preference=shown_label(o[0], "a"), strength=3, rating_a=4, rating_b=2)
+    bob.respond(r[0]["id"], preference=shown_label(o[0], "a"), strength=2)
     # record 1: alice a, bob b                   -> no majority, agreement 0.5
-    alice.respond(r[1]["id"], preference=shown_label(r[1], "a"))
-    bob.respond(r[1]["id"], preference=shown_label(r[1], "b"), reason="shorter")
+    alice.respond(r[1]["id"], preference=shown_label(o[1], "a"))
+    bob.respond(r[1]["id"], preference=shown_label(o[1], "b"), reason="shorter")
     # record 2: both tie                         -> tie kept, chosen null
     alice.respond(r[2]["id"], preference="tie")
     bob.respond(r[2]["id"], preference="tie")
     # record 3: alice b, bob discards            -> chosen b from one vote; one discard
-    alice.respond(r[3]["id"], preference=shown_label(r[3], "b"), strength=1)
+    alice.respond(r[3]["id"], preference=shown_label(o[3], "b"), strength=1)
     bob.respond(r[3]["id"], status="discarded")
     # record 4: alice's draft only               -> ignored
     alice.respond(r[4]["id"], status="draft", preference="A")
     # record 5: untouched
-    return {"tmp": tmp, "pairs": pairs, "first": first, "second": second, "ids": ids, "rows": rows, "records": r}
+    return {"tmp": tmp, "pairs": pairs, "orders": o, "first": first, "second": second, "ids": ids, "rows": rows, "records": r}
 
 
 def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
@@ -91,8 +94,9 @@ def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
     shown = set()
     for rid, row in zip(labelled["ids"], labelled["rows"]):
         rec = recs[rid]
-        first = rec["metadata"]["shown_as_a"]
+        first = labelled["orders"][rid]
         shown.add(first)
+        assert "shown_as_a" not in rec["metadata"]  # kept off the server: any annotator can read metadata
         expect_a = row["response_a"] if first == "a" else row["response_b"]
         assert rec["fields"]["response_a"] == expect_a
         assert rec["fields"]["prompt"] == row["prompt"]
@@ -104,8 +108,8 @@ def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
 
 def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
     journal_dir = tmp_path / "journal"
-    manifest = pull.run(pull.Config(dataset="roundtrip", argilla=argilla.argilla_config(),
-                                    journal_dir=str(journal_dir), runs_dir=str(tmp_path / "runs")))
+    manifest = pull.run(pull.Config(dataset="roundtrip", argilla=argilla.argilla_config(), journal_dir=str(journal_dir),
+                                    push_runs=[labelled["first"]["path"]], runs_dir=str(tmp_path / "runs")))
     rows = {r["record_id"]: r for r in map(json.loads, (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines())}
     ids, src = labelled["ids"], labelled["rows"]
     assert set(rows) == set(ids[:4])  # the draft-only and untouched records have no votes
@@ -169,7 +173,8 @@ def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
 
 def test_labels_survive_a_deleted_dataset(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (deleted)")
-    push.run(push.Config(pairs=str(pairs), dataset="to-delete", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    push.run(push.Config(pairs=str(pairs), dataset="to-delete", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
+                         journal_dir=str(tmp_path / "j")))
     recs = list(argilla.records_by_id("to-delete").values())
     argilla.annotator("alice").respond(recs[0]["id"], preference="A")
     cfg = dict(dataset="to-delete", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"))
@@ -203,15 +208,15 @@ def test_push_with_other_guidelines_replaces_them_and_records_both(argilla, labe
     assert "guidelines_replaced_sha256" in again["notes"] and "guidelines_replaced_sha256" not in same["notes"]
 
 
-def test_stock_server_lets_an_annotator_read_other_annotators_votes(argilla, labelled):
-    """The README's warning, checked: the UI shows only one's own response, the API shows all (2.8)."""
+def test_local_server_shows_an_annotator_only_their_own_vote(argilla, labelled):
+    """Stock argilla-server 2.8 answers GET /api/v1/records/{id} with every annotator's response; the local
+    server align starts (server/private_responses.py) gives an annotator only their own."""
     bob = argilla.annotator("bob")
     record = labelled["records"][1]  # alice voted a, bob b, with a reason
     resp = bob.http.get(f"/api/v1/records/{record['id']}", params={"include": "responses"})
     assert resp.status_code == 200
-    others = [r for r in resp.json()["responses"] if r["values"].get("reason") is None]
-    assert len(resp.json()["responses"]) == 2  # bob's own and alice's
-    assert [r["values"]["preference"]["value"] for r in others] == [shown_label(record, "a")]  # alice's vote
+    [own] = resp.json()["responses"]
+    assert own["values"]["reason"]["value"] == "shorter"  # bob's, not alice's
 
 
 def test_wrong_api_key_exits_2_and_says_so(argilla, tmp_path, capsys):
@@ -301,7 +306,8 @@ def test_team_passwords_live_under_the_server_home(argilla, tmp_path, monkeypatc
 
 def test_pull_before_any_label_says_so_and_writes_no_run(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (unlabelled)")
-    push.run(push.Config(pairs=str(pairs), dataset="unlabelled", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    push.run(push.Config(pairs=str(pairs), dataset="unlabelled", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
+                         journal_dir=str(tmp_path / "j")))
     with pytest.raises(AlignError, match=r"no submitted labels yet \(2 record"):
         pull.run(pull.Config(dataset="unlabelled", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"),
                              runs_dir=str(tmp_path / "pull-runs")))

@@ -53,7 +53,7 @@ def annotators_file(path: Path, annotators: list) -> str:
 
 def push_pairs(argilla, tmp: Path, dataset: str, pairs, per_record: int) -> None:
     push.run(push.Config(pairs=str(write_pairs(tmp / f"{dataset}.jsonl", pairs, dataset)), dataset=dataset,
-                         annotators_per_record=per_record, guidelines="brand_voice",
+                         annotators_per_record=per_record, guidelines="brand_voice", journal_dir=str(tmp / "journal"),
                          argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
 
 
@@ -224,7 +224,7 @@ def test_safety_judge_prefers_refusing_harmful_and_answering_safe_prompts(argill
     pairs = tmp / "safety.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     push.run(push.Config(pairs=str(pairs), dataset="sim-safety", annotators_per_record=1,
-                         argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
+                         argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs"), journal_dir=str(tmp / "journal")))
     cfg = sim_config(argilla, tmp, "sim-safety", ["sim-jo"], judge="safety")
     cfg.harmful.paths, cfg.safe.paths = [str(tmp / "harmful.txt")], [str(tmp / "safe.jsonl")]
     summary = simulate.run(cfg)["metrics"]

@@ -1,5 +1,6 @@
 """A pull run goes straight into the reward and DPO stages, with agreement used as documented:
-`data.min_agreement` filters (here 1.0 keeps the 2 unanimous of 4 majority pairs), the reward stage's `margin=agreement` feeds TRL's margin term."""
+`data.min_agreement` filters (here 1.0 keeps the 2 unanimous of 4 majority pairs), the reward stage's `margin=agreement` feeds TRL's margin term, DPO reads
+each pair's p_chosen as per-pair label smoothing (`data.weighting=label_smoothing`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from align.annotate import pull, push
 from align.core import runs
 from align.core.config import load_config
+from tests.annotate.conftest import shown_orders
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +27,14 @@ def pulled(argilla, tmp_path_factory):
              "response_b": "No.", "source": "training-test"} for i in range(4)]
     pairs = tmp / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset="train-on-labels", argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
+    push.run(push.Config(pairs=str(pairs), dataset="train-on-labels", argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs"),
+                         journal_dir=str(tmp / "journal")))
+    orders = shown_orders(tmp / "runs")
     with argilla.owner() as conn:
         records = conn.records(conn.dataset("train-on-labels")["id"])
     erin, frank, gina = argilla.annotator("erin"), argilla.annotator("frank"), argilla.annotator("gina")
     for i, rec in enumerate(records):
-        polite = "A" if rec["metadata"]["shown_as_a"] == "a" else "B"
+        polite = "A" if orders[rec["external_id"]] == "a" else "B"
         curt = "B" if polite == "A" else "A"
         erin.respond(rec["id"], preference=polite, strength=3)
         frank.respond(rec["id"], preference=polite, strength=2)
@@ -40,6 +44,7 @@ def pulled(argilla, tmp_path_factory):
     assert m["metrics"]["pairs"] == 4
     rows = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
     assert sorted((r["counts"]["a"], r["counts"]["b"], r["n_votes"]) for r in rows) == [(2, 1, 3), (2, 1, 3), (3, 0, 3), (3, 0, 3)]
+    assert sorted(r["p_chosen"] for r in rows) == [pytest.approx(2 / 3), pytest.approx(2 / 3), 1.0, 1.0]  # share of a/b votes
     return m["path"], tmp
 
 
@@ -60,6 +65,7 @@ def test_dpo_stage_trains_on_a_pull_run(pulled, tiny_model):
 
     path, tmp = pulled
     m = dpo.run(load_config(dpo.Config, None, [
-        f"model={tiny_model}", f"data.train={path}", "training.label_smoothing=0.1",
+        f"model={tiny_model}", f"data.train={path}", "data.weighting=label_smoothing",
         f"runs_dir={tmp / 'dpo-runs'}", *FAST]))
-    assert runs.read_manifest(m["path"])["stage"] == "dpo"
+    on_disk = runs.read_manifest(m["path"])
+    assert on_disk["stage"] == "dpo" and on_disk["notes"]["data"]["pairs_without_p_chosen"] == 0

@@ -6,7 +6,8 @@ Run with the server venv's python (`align annotate serve` does this):
     $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py create-owner CREDENTIALS.json
     $ALIGN_ARGILLA_SERVER_VENV/bin/python align/annotate/server/launch.py init CREDENTIALS.json
 
-Every argilla-server command works (`database migrate`, `worker`, ...). `create-owner` adds the owner
+Every argilla-server command works (`database migrate`, `worker`, ...). `start` first restricts
+GET /api/v1/records/{id} so annotators see only their own responses (private_responses.py). `create-owner` adds the owner
 user from a credentials file, so the password and API key never appear on a command line; `init`
 migrates the database to the current schema, then does `create-owner`.
 This file runs in the server's virtual environment: it imports nothing from align.
@@ -89,6 +90,10 @@ def main() -> None:
         migrate_db(revision="head")
         _create_owner(sys.argv[2])
         return
+    if sys.argv[1:2] == ["start"]:
+        import private_responses
+
+        private_responses.install()  # annotators get only their own responses from GET /api/v1/records/{id}
     from argilla_server.cli import app
 
     app(prog_name="argilla-server")
