@@ -169,16 +169,18 @@ def bernoulli_entropy(p: float) -> float:
 
 
 def budget(pairs: list[dict], limit: int, seed: int | str) -> tuple[list[dict], str]:
-    """At most `limit` of `pairs` and the rule used: the most uncertain when every pair has an `uncertainty`
-    (ties: input order), else a seeded random sample; either way kept in input order."""
+    """At most `limit` of `pairs` and the rule used: the most uncertain when every pair has an `uncertainty`,
+    else a seeded random sample; either way kept in input order. Equally uncertain pairs are drawn from at
+    random (with the same seed), not by input order: a policy scored against itself gives every pair 1 bit."""
     if len(pairs) <= limit:
         return list(pairs), "all"
+    shuffled = random.Random(f"budget:{seed}").sample(range(len(pairs)), len(pairs))
     if all(p.get("uncertainty") is not None for p in pairs):
-        order = sorted(range(len(pairs)), key=lambda i: -pairs[i]["uncertainty"])
+        rank = {i: r for r, i in enumerate(shuffled)}
+        order = sorted(range(len(pairs)), key=lambda i: (-pairs[i]["uncertainty"], rank[i]))
         rule = "most_uncertain"
     else:
-        order = random.Random(f"budget:{seed}").sample(range(len(pairs)), len(pairs))
-        rule = "random"
+        order, rule = shuffled, "random"
     keep = sorted(order[:limit])
     return [pairs[i] for i in keep], rule
 

@@ -95,6 +95,10 @@ def test_budget_keeps_the_most_uncertain_in_input_order_or_a_seeded_random_sampl
     kept, rule = budget(pairs, 2, "ds:1")
     assert rule == "most_uncertain" and [p["id"] for p in kept] == [1, 3]
     assert budget(pairs, 9, "ds:1") == (pairs, "all")
+    # Equal uncertainty everywhere (a policy scored against itself): a seeded draw, not the first pairs.
+    flat = [{"id": i, "uncertainty": 1.0} for i in range(20)]
+    draws = {tuple(p["id"] for p in budget(flat, 5, f"ds:{r}")[0]) for r in range(5)}
+    assert len(draws) > 1 and (0, 1, 2, 3, 4) not in draws
     plain = [{"id": i, "uncertainty": None} for i in range(20)]
     kept, rule = budget(plain, 5, "ds:1")
     assert rule == "random" and len(kept) == 5 and [p["id"] for p in kept] == sorted(p["id"] for p in kept)
