@@ -34,7 +34,6 @@ The JSON says what happened, including when active selection does not help.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import math

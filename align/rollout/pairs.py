@@ -95,17 +95,14 @@ def choose_pair(candidates: list[Candidate], selection: str, rng: random.Random,
         first, second = rng.sample(range(len(candidates)), 2)
         return Choice(candidates[first], candidates[second])
     if selection in ("ensemble_disagreement", "dpo_margin"):
-        if selection == "ensemble_disagreement":
-            if any(not c.members for c in candidates) or len({len(c.members) for c in candidates}) != 1:
-                raise ValueError("selection 'ensemble_disagreement' needs the same number of member scores for every response")
-            measure = lambda x, y: ensemble_disagreement(x.members, y.members)
-        else:
-            if any(c.logratio is None for c in candidates):
-                raise ValueError("selection 'dpo_margin' needs a policy/reference log-ratio for every response")
-            measure = lambda x, y: bernoulli_entropy(sigmoid(dpo_margin(x.logratio, y.logratio, beta)))
+        if selection == "ensemble_disagreement" and (
+                any(not c.members for c in candidates) or len({len(c.members) for c in candidates}) != 1):
+            raise ValueError("selection 'ensemble_disagreement' needs the same number of member scores for every response")
+        if selection == "dpo_margin" and any(c.logratio is None for c in candidates):
+            raise ValueError("selection 'dpo_margin' needs a policy/reference log-ratio for every response")
         # Every pair; equally uncertain pairs are drawn from at random (a policy that is its own reference gives
         # every pair margin 0, and the first pair would then always be the first two samples).
-        scored = [(measure(x, y), x, y) for x, y in itertools.combinations(candidates, 2)]
+        scored = [(pair_uncertainty(selection, x, y, beta), x, y) for x, y in itertools.combinations(candidates, 2)]
         uncertainty = max(u for u, _, _ in scored)
         _, low, high = rng.choice([t for t in scored if t[0] >= uncertainty - 1e-12])
         return Choice(high, low, uncertainty) if rng.random() < 0.5 else Choice(low, high, uncertainty)
@@ -123,6 +120,13 @@ def choose_pair(candidates: list[Candidate], selection: str, rng: random.Random,
     else:
         raise ValueError(f"unknown selection {selection!r}")
     return Choice(high, low, uncertainty) if rng.random() < 0.5 else Choice(low, high, uncertainty)
+
+
+def pair_uncertainty(selection: str, a: Candidate, b: Candidate, beta: float) -> float:
+    """How unsure the model behind `selection` is which of a and b is better, in bits."""
+    if selection == "ensemble_disagreement":
+        return ensemble_disagreement(a.members, b.members)
+    return bernoulli_entropy(sigmoid(dpo_margin(a.logratio, b.logratio, beta)))
 
 
 def ensemble_disagreement(members_a: list[float], members_b: list[float]) -> float:
