@@ -49,7 +49,7 @@ POLICY_STAGES = ("dpo", "kto", "ppo")
 WIRED = {
     "sft": ("model", "runs_dir", "name"),
     "generate": ("policy", "runs_dir", "name"),
-    "score": ("generations", "reward_model", "runs_dir", "name"),
+    "score": ("generations", "reward_model", "policy", "reference", "runs_dir", "name"),
     "pairs": ("generations", "runs_dir", "name"),
     "push": ("pairs", "dataset", "round", "argilla", "runs_dir", "name"),
     "simulate": ("dataset", "argilla", "journal_dir", "only", "runs_dir", "name"),
@@ -155,7 +155,8 @@ class LoopConfig:
     pairs: dict[str, Any] = field(default_factory=dict)
     """`align pairs` settings; selection defaults to least_sure when scored, else random."""
     push: dict[str, Any] = field(default_factory=dict)
-    """`align annotate push` settings; the loop sets pairs, dataset (<recipe>-<loop id>-r<round>) and round."""
+    """`align annotate push` settings; the loop sets pairs, dataset (<recipe>-<loop id>-r<round>) and round.
+    `max_records: N` is the round's label budget (the N most uncertain pairs with an uncertainty selection)."""
     simulate: dict[str, Any] = field(default_factory=dict)
     """`align annotate simulate` settings (annotators file, judge, noise, ...) when annotators=simulated."""
     pull: dict[str, Any] = field(default_factory=dict)

@@ -262,10 +262,13 @@ class Loop:
             wiring = round_generate_wiring(cfg.generate, wiring, n)
             candidates = self.step(rnd, "generate", "generate", wiring)
             scored = False
-            if reward_model:
-                candidates = self.step(rnd, "score", "score", {"generations": candidates["path"],
-                                                               "reward_model": reward_model, "runs_dir": rd, "name": "score"})
-                scored = True
+            # dpo_margin: the current policy's log-ratios against the reference it was trained with (align score).
+            margins = {"policy": policy, "reference": dpo_reference(policy)} if cfg.pairs.get("selection") == "dpo_margin" else {}
+            if reward_model or margins:
+                candidates = self.step(rnd, "score", "score", {"generations": candidates["path"], **margins,
+                                                               **({"reward_model": reward_model} if reward_model else {}),
+                                                               "runs_dir": rd, "name": "score"})
+                scored = bool(reward_model)
             pairs_wiring = {"generations": candidates["path"], "runs_dir": rd, "name": "pairs"}
             if "selection" not in cfg.pairs:
                 pairs_wiring["selection"] = "least_sure" if scored else "random"
@@ -491,6 +494,17 @@ class Loop:
             return HELD_BACK
         assert (self.dir / REPORT).exists()
         return 0
+
+
+def dpo_reference(policy: str) -> str:
+    """The reference a DPO run trained against (its `reference`, else its starting `model`, whose LoRA adapter
+    DPO disabled); a policy no DPO run made is its own reference (every margin 0: dpo_margin pairs at random)."""
+    if not runs.is_run(policy):
+        return policy
+    manifest = runs.read_manifest(policy)
+    if manifest.get("stage") != "dpo":
+        return policy
+    return manifest["config"].get("reference") or manifest["config"]["model"]
 
 
 def _stage_run(section: str, config) -> dict[str, Any]:

@@ -247,3 +247,44 @@ def test_reward_ensemble_trains_members_on_bootstrap_resamples(tmp_path, tiny_mo
     from align.stages.score import reward_members
 
     assert reward_members(str(ens)) == [str((tmp_path / "runs" / f"ens-member-{k}").resolve()) for k in range(2)]
+
+
+# -- the loop: push.max_records, ensemble_disagreement's preflight, dpo_margin's reference -----------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_loop_takes_a_label_budget_and_refuses_an_ensemble_rule_without_an_ensemble(monkeypatch, tmp_path):
+    from align.core.config import load_config
+    from align.core.errors import AlignError
+    from align.loop.config import LoopConfig, stage_config
+    from align.loop.preflight import preflight
+
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(LoopConfig, ROOT / "recipes/safety/loop.yaml", ["push.max_records=16"])
+    preflight(cfg)
+    push = stage_config("push", cfg.push, {"pairs": "x", "dataset": "d", "round": 1, "runs_dir": ".", "name": "x"})
+    assert push.max_records == 16
+    with pytest.raises(AlignError, match="needs scored candidates"):
+        preflight(load_config(LoopConfig, ROOT / "recipes/safety/loop.yaml", ["pairs.selection=ensemble_disagreement"]))
+    ens = hand_made_ensemble(tmp_path, [tmp_path / "a", tmp_path / "b"])
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with pytest.raises(AlignError, match="reward ensemble"):  # a single reward model has nothing to disagree with
+        preflight(load_config(LoopConfig, ROOT / "recipes/safety/loop.yaml",
+                              ["pairs.selection=ensemble_disagreement", f"reward_model={tmp_path / 'a'}"]))
+    with pytest.raises(AlignError, match="must not retrain"):
+        preflight(load_config(LoopConfig, ROOT / "recipes/safety/loop.yaml",
+                              ["pairs.selection=ensemble_disagreement", f"reward_model={ens}", "train.stages=[reward,dpo]"]))
+    with pytest.raises(AlignError, match="set by the loop"):
+        stage_config("score", {"policy": "x"}, {"generations": "g", "reward_model": "r", "runs_dir": ".", "name": "x"})
+
+
+def test_dpo_reference_of_a_loop_policy(tmp_path):
+    from align.loop.run import dpo_reference
+
+    for name, config in (("plain", {"model": "/m/start", "reference": None}), ("named", {"model": "/m/start", "reference": "/m/ref"})):
+        with runs.new_run("dpo", config, tmp_path, name) as run:
+            runs.finish(run)
+    assert dpo_reference(str(tmp_path / "plain")) == "/m/start"
+    assert dpo_reference(str(tmp_path / "named")) == "/m/ref"
+    assert dpo_reference("embedded") == "embedded"  # not a DPO run: its own reference
