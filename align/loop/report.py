@@ -10,6 +10,8 @@ The loop calls `write_report(path, rounds, loop_info)` after every round with on
 - labels per round: records, votes, discards, ties, agreement, Krippendorff's alpha, annotators,
   and who voted: the pull's counts of simulated and human votes (both when a round has both);
   per record kind in a mixed loop: records, usable pairs, votes, ties;
+- per round, a table per annotator (align/loop/annotators.py): gold accuracy, alpha without them,
+  share of A, median seconds, flags, from the pull's `metrics.annotator_quality`;
 - wall time of each step of each round;
 - with a retention step: per round, what the policy lost against the loop's base model (IFEval
   prompt- and instruction-level strict accuracy, drift KL, the base replies' log-likelihood change,
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from align.core import runs
+from align.loop.annotators import annotators_section
 from align.loop.feedback import report_section as feedback_section
 from align.loop.plots import SET_LABELS, Figure, retention_figures, score_figures
 from align.loop.rounds import LabelSummary, RoundSummary, steps
@@ -120,6 +123,7 @@ def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
         _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds), _start_table(rounds),
         _retention(rounds),
         "<h2>Labels per round</h2>", _labels_table(rounds), _kinds_table(rounds), feedback_section(rounds),
+        annotators_section(rounds),
         "<h2>Wall time per step</h2>", _time_table(rounds),
         "<h2>Gates</h2>", _gates_table(rounds),
         "<h2>Example replies</h2>", _examples(rounds),

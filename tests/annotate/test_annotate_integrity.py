@@ -167,3 +167,17 @@ def test_pull_without_the_order_says_how_to_get_it(argilla, labelled, tmp_path):
                              push_runs=[labelled["push"]["path"]], argilla=argilla.argilla_config(),
                              runs_dir=str(tmp_path / "runs")))
     assert m["metrics"]["orders_from_push_runs"] == 24 and m["metrics"]["gold_records"] == 12
+
+
+def test_the_loop_report_shows_the_panel_per_round(labelled, tmp_path):
+    from align.loop.report import write_report
+    from align.loop.rounds import LabelSummary, RoundSummary
+
+    rounds = [RoundSummary(round=0, policy="base"),
+              RoundSummary(round=1, policy="runs/dpo-1", labels=LabelSummary.from_pull_run(labelled["pull"]["path"]))]
+    page = write_report(tmp_path / "report.html", rounds, {"title": "panel"}).read_text()
+    panel = page[page.index("Annotators per round"):]
+    careless = panel[panel.index("<td>sim-careless</td>"):].split("</tr>")[0]
+    careful = panel[panel.index("<td>sim-careful</td>"):].split("</tr>")[0]
+    assert "FLAGGED" in careless and "FLAGGED" not in careful
+    assert "12/12" in careful  # gold: all twelve right
