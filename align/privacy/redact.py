@@ -90,10 +90,11 @@ _LABEL = r"[a-z0-9](?:[a-z0-9_%+-]*[a-z0-9])?"
 # Top-level domains: the common generic ones and any two-letter country code. A closed list keeps
 # "me at jane dot doe at example dot com" from ending the address at "doe".
 _TLD = r"(?:com|org|net|edu|gov|mil|int|info|biz|name|mobi|io|ai|app|dev|xyz|online|site|tech|email|mail|[a-z]{2})"
+# At most 5 dots each side: addresses have few, and a bound keeps a long "x dot x dot ..." linear.
 _SPELLED_EMAIL = re.compile(
-    rf"(?i)(?<![\w.'@-])(?P<local>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL})*)"
+    rf"(?i)(?<![\w.'@-])(?P<local>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL}){{0,5}})"
     rf"(?P<at>{_AT_WORD}|{_AT_BRACKET}|\s*@\s*)"
-    rf"(?P<domain>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL})*(?:{_DOT_SPELLED}|\.){_TLD})(?![\w-]|\.\w)")
+    rf"(?P<domain>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL}){{0,4}}(?:{_DOT_SPELLED}|\.){_TLD})(?![\w-]|\.\w)")
 # US street addresses. Street names must be capitalised: lower case would match "2 days in a row".
 _STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|"
                   r"Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Loop|Alley|Crescent|Close)")
