@@ -32,6 +32,7 @@ Departures from Presidio's defaults, and why:
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -86,6 +87,8 @@ class PresidioRedactor:
             raise AlignError(f"redaction backend presidio: {why}; or use backend=rules (no names or places)")
         # The rules validate phone_region and the user's patterns, and lend their detectors below.
         self.rules = Redactor(phone_region, patterns)
+        # Presidio logs a line per analyzed text at INFO ("Fetching all recognizers"): thousands per push.
+        logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
         self.spacy_model = spacy_model
         self.nlp = _load_pipeline(spacy_model)
         self.has_ner = "ner" in self.nlp.pipe_names
