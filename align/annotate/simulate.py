@@ -7,7 +7,8 @@ UI does (POST /api/v1/token, then a Bearer token), asks for the records it still
 the annotation page does (POST /api/v1/me/datasets/{id}/records/search, filtered to records pending
 for this user and not yet complete, so Argilla's task distribution decides when to stop), and answers
 each with POST /api/v1/records/{id}/responses. It sees what a person sees: the prompt and the two
-responses in their shown order (A, B); the server hides `shown_as_a` from annotators.
+responses in their shown order (A, B); which candidate is A, and which records are gold, is not on
+the server (push keeps both in the label journal), so it cannot learn either.
 
 The choice, per (annotator, record), from a random generator seeded by (seed, username, record id),
 so a rerun makes the same choices:

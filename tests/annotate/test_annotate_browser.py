@@ -23,7 +23,8 @@ def test_annotation_page_shows_the_record(argilla, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": prompt, "response_a": "It is blue, because air scatters blue light most.",
                                  "response_b": "Green.", "source": "browser-test"}) + "\n")
-    push.run(push.Config(pairs=str(pairs), dataset="browser", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    push.run(push.Config(pairs=str(pairs), dataset="browser", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
+                         journal_dir=str(tmp_path / "journal")))
     with argilla.owner() as conn:
         dataset_id = conn.dataset("browser", "align")["id"]
     browser = argilla.signed_in_browser(tmp_path / "profile")
