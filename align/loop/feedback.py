@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from typing import Any, Literal
 
 from align.core import runs
 from align.core.errors import AlignError
+
+log = logging.getLogger(__name__)
 
 STAGE = "loop feedback"
 PREFERENCES = "preferences.jsonl"
@@ -138,7 +141,13 @@ def kto_wiring(data_run: dict[str, Any], section: dict[str, Any]) -> dict[str, A
     training = section.get("training") or {}
     if "desirable_weight" in training or "undesirable_weight" in training:
         return {}
-    weights = kto_weights(data_run["metrics"].get("desirable", 0), data_run["metrics"].get("undesirable", 0))
+    desirable, undesirable = data_run["metrics"].get("desirable", 0), data_run["metrics"].get("undesirable", 0)
+    weights = kto_weights(desirable, undesirable)
+    if weights:
+        # Over a kto config file's own weights (configs/kto/default.yaml sets 1.0): said here, and in the kto run's config.
+        log.info("kto: %d desirable and %d undesirable examples: training.desirable_weight=%s, undesirable_weight=%s "
+                 "(the KTO paper's range; set them in the loop's kto section to choose your own)", desirable, undesirable,
+                 weights["desirable_weight"], weights["undesirable_weight"])
     return {f"training.{k}": v for k, v in (weights or {}).items()}
 
 

@@ -72,7 +72,7 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
     for stage in cfg.train.stages:
         wiring = {"runs_dir": ".", "name": "x", "data.train": placeholder, "model": placeholder,
                   "reward_model": placeholder}
-        if stage == "reward":
+        if stage in ("reward", "kto"):
             wiring.pop("reward_model")
         if stage == "ppo":
             wiring.pop("data.train")
