@@ -5,7 +5,7 @@
 #   make test     the test suite (sets up everything it needs first)
 PY := .venv/bin/python
 
-.PHONY: setup vllm-cpu demo demo-hh test test-fast clean-runs argilla-server
+.PHONY: setup vllm-cpu demo demo-hh test test-fast lint clean-runs argilla-server
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,13 @@ test: setup vllm-cpu argilla-server
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not integration"
+
+# ruff's lint rules and formatting, configured in pyproject.toml ([tool.ruff]); `ruff check --fix` and
+# `ruff format` apply what they can (safe fixes only).
+LINT_PATHS := align tests recipes benchmarks scripts
+lint: setup
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 
 clean-runs:
 	rm -rf runs/

@@ -60,7 +60,9 @@ def main() -> int:
         for i, kind in enumerate(args.order.split(",")):
             results.append(run(kind, args.sft, Path(tmp), i))
             print(json.dumps(results[-1]), flush=True)
-    mean = lambda kind, key: sum(r[key] for r in results if r["settings"] == kind) / sum(r["settings"] == kind for r in results)  # noqa: E731
+    def mean(kind, key):
+        return sum(r[key] for r in results if r["settings"] == kind) / sum(r["settings"] == kind for r in results)
+
     ratios = {key: round(mean("after", key) / mean("before", key), 3)
               for key in ("pairs", "tokens", "training_s", "stage_wall_s", "tokens_per_s", "peak_rss_gb")}
     report = {"benchmark": "demo_hh_reward_before_after", "sft": args.sft, "before_overrides": BEFORE,

@@ -409,7 +409,7 @@ def score_child(spec: dict, out: str) -> None:
         policy = load_policy(source)
         reference = load_policy(resolve_model("embedded"))
         margins = []
-        for name, model in (("policy", policy), ("reference", reference)):
+        for model in (policy, reference):
             logps = completion_logps(model, tokenizer, rows)
             margins.append([c - r for c, r in logps])
         # Implicit DPO reward accuracy: the policy moved chosen up relative to rejected, against the reference.

@@ -191,8 +191,7 @@ def build_tiny_model(path: Path) -> Path:
 
 def training_texts():
     with gzip.open(ROOT / PREFERENCES, "rt", encoding="utf-8") as f:
-        for line in f:
-            yield line
+        yield from f
     for name in (PROMPTS, BRAND_PROMPTS):
         yield (ROOT / name).read_text(encoding="utf-8")
 

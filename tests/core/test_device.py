@@ -12,14 +12,12 @@ own code raises, as a CUDA tensor meeting a CPU one would; a placed model called
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from align.cli import main
 from align.core import device, runs
 from align.core.config import load_config
 from align.core.errors import AlignError

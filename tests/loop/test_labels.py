@@ -15,7 +15,9 @@ ANSWER = "Run `pkill chrome` to stop every chrome process."
 
 
 def pair(prompt: str, chosen: str | None, rejected: str | None) -> dict:
-    turn = (lambda text: [{"role": "assistant", "content": text}] if text is not None else None)
+    def turn(text):
+        return [{"role": "assistant", "content": text}] if text is not None else None
+
     return {"prompt": [{"role": "user", "content": prompt}], "chosen": turn(chosen), "rejected": turn(rejected)}
 
 

@@ -96,7 +96,7 @@ def test_reward_through_the_value_model_is_the_reward_models_score(tiny_model):
     shared.load_state_dict(plain.state_dict())
     value = get_peft_model(shared, lora("SEQ_CLS"))
     with torch.no_grad():  # a trained value adapter and value head
-        for name, p in value.named_parameters():
+        for p in value.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.5)
     prompts = [[{"role": "user", "content": "Hello"}], [{"role": "user", "content": "How are you today?"}]]
