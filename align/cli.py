@@ -243,14 +243,32 @@ def print_summary(name: str, manifest: dict) -> None:
         print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
 
 
+# `align --help` headings: the stage kinds (align.stages.KINDS), then the commands of other packages.
+PACKAGE_KINDS = {"align.feedback": "serving and feedback", "align.annotate": "annotation"}
+
+
+def command_kind(cmd: Command) -> str:
+    """The heading `align --help` lists `cmd` under."""
+    from align.stages import kind_of
+
+    package = cmd.module.rpartition(".")[0]
+    kind = kind_of(cmd.module) if package == "align.stages" else PACKAGE_KINDS.get(package)
+    return kind or "other"
+
+
 def usage() -> str:
-    lines = "\n".join(f"  {n:<18} {c.summary}" for n, c in COMMANDS.items())
+    from align.stages import KINDS
+
+    kinds = [*KINDS, *PACKAGE_KINDS.values(), "other"]
+    by_kind = {k: [(n, c) for n, c in COMMANDS.items() if command_kind(c) == k] for k in dict.fromkeys(kinds)}
+    lines = "\n".join(f"{kind}:\n" + "\n".join(f"  {n:<18} {c.summary}" for n, c in commands) + "\n"
+                      for kind, commands in by_kind.items() if commands)
     return textwrap.dedent(
         """\
         usage: align <command> [--config FILE] [key=value ...]
 
-        commands:
         {lines}
+        the loop and lineage:
           loop               the feedback loop: rounds of generate, label, train, evaluate, gate
           loop status DIR    where a loop stands
           stages             list the stage commands
@@ -258,7 +276,7 @@ def usage() -> str:
 
         Every stage writes one run directory with manifest.json; `align <command> --help` lists its config keys.
         Exit codes: 0 done, 2 bad input or config, 1 unexpected failure; `align loop`: 3 when its last round was held back by a gate."""
-    ).replace("{lines}", "  " + lines.lstrip())
+    ).replace("{lines}", lines.strip() + "\n")
 
 
 def handle_termination() -> None:

@@ -257,3 +257,34 @@ def test_only_the_vllm_engine_imports_vllm_and_only_annotate_imports_argilla():
             assert rel == "align/rollout/vllm_engine.py", f"{rel} imports vllm"
         if "argilla" in top:
             assert rel.startswith("align/annotate/"), f"{rel} imports argilla"
+
+
+# -- align/stages: one package, four kinds ---------------------------------------------------------
+
+def test_every_stage_module_has_one_kind():
+    from align.stages import KINDS
+
+    modules = sorted(p.stem for p in (ROOT / "align" / "stages").glob("*.py") if p.stem != "__init__")
+    named = [m for names in KINDS.values() for m in names]
+    assert sorted(named) == sorted(set(named)), "a stage module is named under two kinds in align.stages.KINDS"
+    assert sorted(named) == modules, "align.stages.KINDS must name each stage module once: " \
+        f"missing {sorted(set(modules) - set(named))}, not a module {sorted(set(named) - set(modules))}"
+
+
+def test_help_lists_every_command_under_its_kind(capsys):
+    from align.cli import COMMANDS, command_kind, main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(command_kind(c) != "other" for c in COMMANDS.values()) and "other:" not in out
+    heading, listed = None, set()
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = line[:-1]
+            continue
+        name = max((n for n in COMMANDS if line.startswith(f"  {n} ")), key=len, default=None)
+        if name is not None:
+            assert command_kind(COMMANDS[name]) == heading, f"{name} is listed under {heading}"
+            listed.add(name)
+    assert listed == set(COMMANDS)
+    assert [line for line in out.splitlines() if line.endswith(":")][:3] == ["training:", "evaluation:", "data tools:"]
