@@ -33,8 +33,12 @@ TYPES = ("PERSON", "LOCATION", "ADDRESS", "EMAIL", "PHONE", "SSN", "CARD", "IP",
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--spacy-model", action="append", default=[],
-                    help="spaCy pipeline for a presidio run with NER (repeatable; default: en_core_web_lg)")
+    ap.add_argument(
+        "--spacy-model",
+        action="append",
+        default=[],
+        help="spaCy pipeline for a presidio run with NER (repeatable; default: en_core_web_lg)",
+    )
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--note", default="", help="written into the results, e.g. where a spaCy model came from")
     ap.add_argument("--table", nargs="?", const=str(OUT), help="print the Markdown table of a results file and exit")
@@ -62,18 +66,29 @@ def main() -> int:
         started = time.perf_counter()
         scored = pii_eval.score(rows, redactor)
         seconds = time.perf_counter() - started
-        results[label] = {"describe": redactor.describe(), **scored, "load_s": round(loaded, 2),
-                          "ms_per_text": round(1000 * seconds / len(rows), 2)}
-        print(f"{label}: recall {scored['recall_all']}, false positives {sum(scored['false_positives'].values())}, "
-              f"{results[label]['ms_per_text']} ms/text", file=sys.stderr)
+        results[label] = {
+            "describe": redactor.describe(),
+            **scored,
+            "load_s": round(loaded, 2),
+            "ms_per_text": round(1000 * seconds / len(rows), 2),
+        }
+        print(
+            f"{label}: recall {scored['recall_all']}, false positives {sum(scored['false_positives'].values())}, "
+            f"{results[label]['ms_per_text']} ms/text",
+            file=sys.stderr,
+        )
     out = {
         "question": "recall per PII type and false positives of align redact's backends on synthetic support text",
         "command": "benchmarks/pii_redaction.py " + " ".join(f"--spacy-model {m}" for m in args.spacy_model),
         "note": args.note,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.python_version()}",
-        "data": {"path": str(DATA.relative_to(REPO)), "sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
-                 "texts": len(rows), "pii_free_texts": sum(not r["entities"] for r in rows)},
+        "data": {
+            "path": str(DATA.relative_to(REPO)),
+            "sha256": hashlib.sha256(DATA.read_bytes()).hexdigest(),
+            "texts": len(rows),
+            "pii_free_texts": sum(not r["entities"] for r in rows),
+        },
         "backends": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -92,14 +107,25 @@ def table(out: dict) -> str:
         cells = []
         for v in measured.values():
             r = v["recall"][t]
-            cells.append(f"{r['recall']:.2f} ({r['caught']}/{r['n']}" + (f", {r['partial']} partial)" if r["partial"] else ")"))
+            cells.append(
+                f"{r['recall']:.2f} ({r['caught']}/{r['n']}" + (f", {r['partial']} partial)" if r["partial"] else ")")
+            )
         lines.append(f"| {t} ({first['recall'][t]['n']}) | " + " | ".join(cells) + " |")
     lines.append("| **all** | " + " | ".join(f"**{v['recall_all']:.2f}**" for v in measured.values()) + " |")
-    lines.append("| false positives (findings on no labelled span) | " + " | ".join(
-        f"{sum(v['false_positives'].values())}" + (f" ({', '.join(f'{k} {n}' for k, n in v['false_positives'].items())})"
-                                                   if v["false_positives"] else "") for v in measured.values()) + " |")
-    lines.append(f"| PII-free texts with a finding (of {first['pii_free']['sentences']}) | " + " | ".join(
-        str(v["pii_free"]["with_findings"]) for v in measured.values()) + " |")
+    lines.append(
+        "| false positives (findings on no labelled span) | "
+        + " | ".join(
+            f"{sum(v['false_positives'].values())}"
+            + (f" ({', '.join(f'{k} {n}' for k, n in v['false_positives'].items())})" if v["false_positives"] else "")
+            for v in measured.values()
+        )
+        + " |"
+    )
+    lines.append(
+        f"| PII-free texts with a finding (of {first['pii_free']['sentences']}) | "
+        + " | ".join(str(v["pii_free"]["with_findings"]) for v in measured.values())
+        + " |"
+    )
     lines.append("| ms per text | " + " | ".join(str(v["ms_per_text"]) for v in measured.values()) + " |")
     return "\n".join(lines)
 

@@ -16,8 +16,12 @@ BACKENDS = ("auto", "presidio", "rules")
 __all__ = ["BACKENDS", "DEFAULT_SPACY_MODEL", "check_backend", "make_redactor"]
 
 
-def make_redactor(backend: str = "auto", phone_region: str = "US", patterns: dict[str, str] | None = None,
-                  spacy_model: str = DEFAULT_SPACY_MODEL):
+def make_redactor(
+    backend: str = "auto",
+    phone_region: str = "US",
+    patterns: dict[str, str] | None = None,
+    spacy_model: str = DEFAULT_SPACY_MODEL,
+):
     """The redactor for `backend`: `rules`, `presidio` (an error saying how to install what is missing),
     or `auto` (presidio when it and its spaCy model are installed, else the rules, with a warning that
     names and places are then not found). Both have `find`, `redact` and `describe`."""
@@ -27,8 +31,11 @@ def make_redactor(backend: str = "auto", phone_region: str = "US", patterns: dic
     if backend == "auto":
         missing = presidio_backend.missing(spacy_model)
         if missing:
-            log.warning("redaction backend auto: %s, so the rules backend runs (no personal names or places are "
-                        "found); set backend=rules to silence this", missing)
+            log.warning(
+                "redaction backend auto: %s, so the rules backend runs (no personal names or places are "
+                "found); set backend=rules to silence this",
+                missing,
+            )
             return Redactor(phone_region, patterns)
     return presidio_backend.PresidioRedactor(phone_region, patterns, spacy_model)
 

@@ -26,9 +26,11 @@ def load_labelled(path: str | Path) -> list[dict[str, Any]]:
             continue
         row = json.loads(line)
         for e in row["entities"]:
-            if row["text"][e["start"]:e["end"]] != e["value"]:
-                raise AlignError(f"{path}:{n}: span {e['start']}-{e['end']} is {row['text'][e['start']:e['end']]!r}, "
-                                 f"not the labelled {e['value']!r}")
+            if row["text"][e["start"] : e["end"]] != e["value"]:
+                raise AlignError(
+                    f"{path}:{n}: span {e['start']}-{e['end']} is {row['text'][e['start'] : e['end']]!r}, "
+                    f"not the labelled {e['value']!r}"
+                )
         rows.append(row)
     return rows
 
@@ -58,8 +60,10 @@ def score(rows: list[dict[str, Any]], redactor) -> dict[str, Any]:
             pii_free["sentences"] += 1
             pii_free["with_findings"] += bool(findings)
             pii_free["findings"] += len(findings)
-    by_type = {t: {"n": c["n"], "caught": c["caught"], "partial": c["partial"], "recall": round(c["caught"] / c["n"], 3)}
-               for t, c in sorted(recall.items())}
+    by_type = {
+        t: {"n": c["n"], "caught": c["caught"], "partial": c["partial"], "recall": round(c["caught"] / c["n"], 3)}
+        for t, c in sorted(recall.items())
+    }
     n = sum(c["n"] for c in recall.values())
     caught = sum(c["caught"] for c in recall.values())
     return {

@@ -48,8 +48,14 @@ SCORE_THRESHOLD = 0.4
 BLANK = "blank"
 # Presidio entity -> the placeholder the rules backend writes for the same thing.
 PLACEHOLDER = {
-    "PERSON": "PERSON", "LOCATION": "LOCATION", "EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE",
-    "CREDIT_CARD": "CARD", "IBAN_CODE": "IBAN", "IP_ADDRESS": "IP", "US_SSN": "SSN",
+    "PERSON": "PERSON",
+    "LOCATION": "LOCATION",
+    "EMAIL_ADDRESS": "EMAIL",
+    "PHONE_NUMBER": "PHONE",
+    "CREDIT_CARD": "CARD",
+    "IBAN_CODE": "IBAN",
+    "IP_ADDRESS": "IP",
+    "US_SSN": "SSN",
 }
 _NER_LABELS = {"PERSON": "PERSON", "PER": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 INSTALL = "pip install 'align[privacy]'"
@@ -80,8 +86,9 @@ class PresidioRedactor:
 
     backend = "presidio"
 
-    def __init__(self, phone_region: str = "US", patterns: dict[str, str] | None = None,
-                 spacy_model: str = DEFAULT_SPACY_MODEL):
+    def __init__(
+        self, phone_region: str = "US", patterns: dict[str, str] | None = None, spacy_model: str = DEFAULT_SPACY_MODEL
+    ):
         why = missing(spacy_model)
         if why:
             raise AlignError(f"redaction backend presidio: {why}; or use backend=rules (no names or places)")
@@ -100,8 +107,9 @@ class PresidioRedactor:
     def find(self, text: str) -> list[Finding]:
         """Non-overlapping findings in text order, typed as the rules type them (PHONE, not PHONE_NUMBER)."""
         results = self.analyzer.analyze(text, language="en", score_threshold=SCORE_THRESHOLD)
-        return resolve_overlaps([Finding(r.start, r.end, PLACEHOLDER.get(r.entity_type, r.entity_type))
-                                 for r in results])
+        return resolve_overlaps(
+            [Finding(r.start, r.end, PLACEHOLDER.get(r.entity_type, r.entity_type)) for r in results]
+        )
 
     def redact(self, text: str) -> tuple[str, Counter]:
         """`text` with each finding replaced by `[TYPE]` (by Presidio's anonymizer), and the count per type."""
@@ -136,13 +144,19 @@ class PresidioRedactor:
     def _analyzer(self):
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, IbanRecognizer, SpacyRecognizer,
-                                                              UsSsnRecognizer)
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            IbanRecognizer,
+            SpacyRecognizer,
+            UsSsnRecognizer,
+        )
 
-        ner_config = NerModelConfiguration(model_to_presidio_entity_mapping=_NER_LABELS,
-                                           labels_to_ignore=_ignored_labels(self.nlp))
-        engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": self.spacy_model}],
-                                ner_model_configuration=ner_config)
+        ner_config = NerModelConfiguration(
+            model_to_presidio_entity_mapping=_NER_LABELS, labels_to_ignore=_ignored_labels(self.nlp)
+        )
+        engine = SpacyNlpEngine(
+            models=[{"lang_code": "en", "model_name": self.spacy_model}], ner_model_configuration=ner_config
+        )
         engine.nlp = {"en": self.nlp}  # loaded by us: SpacyNlpEngine.load() would download a missing model
         registry = RecognizerRegistry(supported_languages=["en"])
         if self.has_ner:
@@ -178,8 +192,10 @@ def _load_pipeline(spacy_model: str):
     try:
         return spacy.load(spacy_model)
     except OSError as exc:
-        raise AlignError(f"spaCy model {spacy_model} could not be loaded ({exc}); install it with "
-                         f"`{model_install_hint(spacy_model)}`") from None
+        raise AlignError(
+            f"spaCy model {spacy_model} could not be loaded ({exc}); install it with "
+            f"`{model_install_hint(spacy_model)}`"
+        ) from None
 
 
 def _ignored_labels(nlp) -> list[str]:

@@ -38,8 +38,11 @@ def ner_model() -> str | None:
 
 
 NER_MODEL = ner_model()
-needs_ner = pytest.mark.skipif(NER_MODEL is None, reason="no spaCy NER model installed: `python -m spacy download "
-                               "en_core_web_lg` (or set ALIGN_TEST_SPACY_MODEL to an installed pipeline)")
+needs_ner = pytest.mark.skipif(
+    NER_MODEL is None,
+    reason="no spaCy NER model installed: `python -m spacy download "
+    "en_core_web_lg` (or set ALIGN_TEST_SPACY_MODEL to an installed pipeline)",
+)
 
 
 def labelled(text: str, *spans: tuple[str, str]) -> dict:
@@ -53,8 +56,12 @@ def labelled(text: str, *spans: tuple[str, str]) -> dict:
 def test_scoring_worked_by_hand():
     rows = [
         # PERSON missed (rules), PHONE and EMAIL caught, the address half caught ("apt 9" is lower case).
-        labelled("Call Ann Lee on (503) 555-0148 or ann@example.com", ("PERSON", "Ann Lee"),
-                 ("PHONE", "(503) 555-0148"), ("EMAIL", "ann@example.com")),
+        labelled(
+            "Call Ann Lee on (503) 555-0148 or ann@example.com",
+            ("PERSON", "Ann Lee"),
+            ("PHONE", "(503) 555-0148"),
+            ("EMAIL", "ann@example.com"),
+        ),
         labelled("I live at 42 Birchwood Lane apt 9", ("ADDRESS", "42 Birchwood Lane apt 9")),
         # No PII: one finding here is one false positive (IP), and a text with findings.
         labelled("host 10.0.0.5 is down"),
@@ -74,8 +81,12 @@ def test_scoring_worked_by_hand():
 
 def test_a_span_that_does_not_match_its_text_is_an_error(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"id": "x", "text": "Hi Ann", "entities": [
-        {"type": "PERSON", "start": 0, "end": 2, "value": "Ann"}]}) + "\n")
+    bad.write_text(
+        json.dumps(
+            {"id": "x", "text": "Hi Ann", "entities": [{"type": "PERSON", "start": 0, "end": 2, "value": "Ann"}]}
+        )
+        + "\n"
+    )
     with pytest.raises(AlignError, match=r"bad.jsonl:1: span 0-2 is 'Hi', not the labelled 'Ann'"):
         pii_eval.load_labelled(bad)
 
@@ -86,7 +97,8 @@ def test_shipped_set_with_the_rules_backend():
     # Every SSN, phone, card and IP of the set; all but one e-mail ("jromero at example.org": a plain
     # word before " at " is left alone) and one address ("12 oak street": lower case).
     assert {t: recall[t] for t in ("SSN", "PHONE", "CARD", "IP", "IBAN")} == dict.fromkeys(
-        ("SSN", "PHONE", "CARD", "IP", "IBAN"), 1.0)
+        ("SSN", "PHONE", "CARD", "IP", "IBAN"), 1.0
+    )
     assert got["recall"]["EMAIL"]["caught"] == got["recall"]["EMAIL"]["n"] - 1
     assert got["recall"]["ADDRESS"]["caught"] == got["recall"]["ADDRESS"]["n"] - 1
     assert recall["PERSON"] == recall["LOCATION"] == 0.0  # what NER is for
@@ -94,14 +106,22 @@ def test_shipped_set_with_the_rules_backend():
 
 
 def test_rules_backend_round_trip_through_push_hides_every_ssn_phone_card_and_spelled_email():
-    pairs = [{"prompt": [{"role": "user", "content": r["text"]}], "response_a": "We are on it.",
-              "response_b": f"Noted: {r['text']}", "where": r["id"]} for r in ROWS]
+    pairs = [
+        {
+            "prompt": [{"role": "user", "content": r["text"]}],
+            "response_a": "We are on it.",
+            "response_b": f"Noted: {r['text']}",
+            "where": r["id"],
+        }
+        for r in ROWS
+    ]
     kept, report = redact_pairs(pairs, make_redactor("rules"), "redact")
     shown = json.dumps(kept)
     for row in ROWS:
         for e in row["entities"]:
             hidden_by_rules = e["type"] in ("SSN", "PHONE", "CARD", "IP", "IBAN") or (
-                e["type"] == "EMAIL" and e["value"] != "jromero at example.org")
+                e["type"] == "EMAIL" and e["value"] != "jromero at example.org"
+            )
             if hidden_by_rules:
                 assert e["value"] not in shown, (e["type"], row["id"])
     ssns = sum(e["type"] == "SSN" for r in ROWS for e in r["entities"])
