@@ -6,7 +6,8 @@
   from thumbs, DPO pairs from corrections);
 - `proxy`: the logging proxy `align serve` puts in front of vLLM's OpenAI-compatible server;
 - `drift`: thumbs-up share per policy run with Wilson intervals (`align feedback report`);
-- `rate`, `report`, `review`: the `align feedback rate | report | review push | review pull` commands.
+- `rate`, `report`: the `align feedback rate | report` commands (`align feedback review | reviewed`, which talk
+  to Argilla, are align/annotate/review.py and review_pull.py).
 
 The user guide is docs/guide/feedback.md.
 """

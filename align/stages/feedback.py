@@ -7,7 +7,7 @@ product's export or from `align serve`'s log, and writes one feedback run:
     feedback.jsonl     every row, redacted and deduplicated, user/session ids hashed (0600)
     examples.jsonl     thumbs as `align kto` examples {prompt, completion, label}: up desirable, down undesirable
     preferences.jsonl  corrections as `align dpo` pairs {prompt, chosen: the correction, rejected: the reply}
-    review.jsonl       flagged and thumbs-down rows without a correction, for `align feedback review push`
+    review.jsonl       flagged and thumbs-down rows without a correction, for `align feedback review`
 
 so `align kto data.train=RUN` trains on the thumbs and `align dpo data.train=RUN` on the corrections
 (`align kto` reads a run's `examples` output, the pair stages its `preferences`).

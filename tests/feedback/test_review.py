@@ -13,7 +13,8 @@ import pytest
 
 from align.core.config import load_config
 from align.data.preferences import load_preference_pairs
-from align.feedback import review, reviewed
+from align.annotate import review
+from align.annotate import review_pull as reviewed
 from align.stages import feedback
 
 pytestmark = pytest.mark.integration

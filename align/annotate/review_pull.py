@@ -41,7 +41,7 @@ class Config(runs.RunOutput):
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    from align.feedback.review import review_template
+    from align.annotate.review import review_template
     from align.privacy import redact as privacy
     from align.annotate import template as templates
 

@@ -2,8 +2,8 @@
 
 Reads a feedback run's `review` output (flagged or rated-down rows without a correction; already redacted
 and hashed by `align feedback import`) and creates the dataset from the review template
-(align/feedback/review.yaml: the conversation, the reply, what users said; questions `verdict` and
-`better_reply`) with align/annotate's machinery (template settings, dataset creation, the template check of
+(align/annotate/templates/review.yaml: the conversation, the reply, what users said; questions `verdict` and
+`better_reply`) with the annotation machinery of this package (template settings, dataset creation, the template check of
 an existing dataset, idempotent upserts by content id). `align feedback reviewed dataset=NAME` brings the
 better replies back as preference pairs. Writes a run with `records.jsonl` (record id, feedback source).
 """
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 
 STAGE = "feedback review"
 RECORDS = "records.jsonl"
-TEMPLATE = Path(__file__).resolve().parent / "review.yaml"
-GUIDELINES = Path(__file__).resolve().parent / "review_guidelines.md"
+TEMPLATE = templates.TEMPLATES_DIR / "review.yaml"
+GUIDELINES = templates.GUIDELINES_DIR / "feedback_review.md"
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Config(runs.RunOutput):
     dataset: str = ""
     """Argilla dataset to create (or add to)."""
     guidelines: str = ""
-    """Guidelines shown to reviewers (a Markdown path); default align/feedback/review_guidelines.md."""
+    """Guidelines shown to reviewers (a Markdown path); default align/annotate/guidelines/feedback_review.md."""
     annotators_per_record: int = 1
     """Submitted reviews needed before a record counts as complete."""
     max_records: int | None = None
