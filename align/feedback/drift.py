@@ -85,5 +85,5 @@ def format_table(rates: list[dict[str, Any]], level: float = 0.95) -> str:
             c = e["change"]
             change = f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{' *' if c['significant'] else ''}"
         lines.append(f"{e['policy_run'][:40]:<40} {e['up']:>5} {e['down']:>5}  {e['up_share']:.3f} "
-                     f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]        {change}")
+                     f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]        {change}".rstrip())
     return "\n".join(lines)
