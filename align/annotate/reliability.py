@@ -33,8 +33,9 @@ crowd-kit's OneCoinDawidSkene computes the same EM without the prior and without
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 LabelModel = Literal["majority", "dawid_skene"]
 LABEL_MODELS = ("majority", "dawid_skene")
@@ -119,14 +120,12 @@ def dawid_skene(
     reliability, prior_a = m_step(pairs, p_a, gold, prior_reliability, prior_strength)
     converged = False
     iterations = 0
-    for iterations in range(1, max_iterations + 1):
+    while not converged and iterations < max_iterations:
+        iterations += 1
         new = e_step(pairs, reliability, prior_a)
-        moved = max((abs(x - y) for x, y in zip(new, p_a) if x is not None and y is not None), default=0.0)
+        converged = max((abs(x - y) for x, y in zip(new, p_a) if x is not None and y is not None), default=0.0) < tol
         p_a = new
         reliability, prior_a = m_step(pairs, p_a, gold, prior_reliability, prior_strength)
-        if moved < tol:
-            converged = True
-            break
     return Estimate(p_a=p_a, reliability=reliability, prior_a=prior_a, iterations=iterations, converged=converged)
 
 

@@ -43,6 +43,7 @@ from fractions import Fraction
 from typing import Any
 
 from align.core.errors import AlignError
+from align.core.preference_losses import Ties, Weighting
 from align.data.length import LongPrompts
 from align.data.preference_formats import (  # noqa: F401  (as_messages, parse_hh_dialogue: re-exported)
     DEFAULT_COLUMNS,
@@ -55,7 +56,6 @@ from align.data.preference_formats import (  # noqa: F401  (as_messages, parse_h
     unpair,
 )
 from align.data.records import read_records
-from align.core.preference_losses import Ties, Weighting
 
 log = logging.getLogger(__name__)
 
