@@ -288,3 +288,36 @@ def test_dpo_reference_of_a_loop_policy(tmp_path):
     assert dpo_reference(str(tmp_path / "plain")) == "/m/start"
     assert dpo_reference(str(tmp_path / "named")) == "/m/ref"
     assert dpo_reference("embedded") == "embedded"  # not a DPO run: its own reference
+
+
+@pytest.mark.integration
+def test_loop_rounds_with_dpo_margin_and_a_label_budget(argilla, tiny_model, tmp_path):
+    """Two rounds against the real local Argilla: round 1 scores the start policy against itself (every margin 0,
+    the budget draws at random), round 2 the round-1 DPO policy against its reference; each push keeps 3 records."""
+    from tests.loop.test_loop import loop_yaml
+
+    generate = {"config": "configs/generate/default.yaml", "prompts": "recipes/brand_voice/prompts_train.jsonl",
+                "max_prompts": 6, "engine": "hf", "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 12}}
+    config = loop_yaml(tmp_path, tiny_model, argilla, "active", pairs={"selection": "dpo_margin"}, generate=generate,
+                       push={"guidelines": "brand_voice", "annotators_per_record": 2, "max_records": 3})
+    assert main(["loop", "--config", str(config)]) == 0
+    loop_dir = tmp_path / "active"
+
+    def rows(run_dir, output):
+        manifest = runs.read_manifest(run_dir)
+        return manifest, [json.loads(l) for l in runs.output_path(run_dir, manifest, output).read_text().splitlines()]
+
+    first, scored = rows(loop_dir / "round-1" / "score", "generations")
+    assert first["metrics"]["policy_is_reference"] is True and all(set(r["logratios"]) == {0.0} for r in scored)
+    second, scored = rows(loop_dir / "round-2" / "score", "generations")
+    assert second["metrics"]["policy_is_reference"] is False
+    assert second["notes"]["logratio_reference"] == str(tiny_model)  # round 1's DPO started from (and refers to) it
+    assert any(x != 0.0 for r in scored for x in r["logratios"])
+    for n in (1, 2):
+        push, records = rows(loop_dir / f"round-{n}" / "push", "records")
+        budget_report = push["metrics"]["budget"]
+        assert budget_report["max_records"] == 3 and budget_report["kept"] == len(records) == 3
+        assert budget_report["rule"] == "most_uncertain"
+        _, pairs = rows(loop_dir / f"round-{n}" / "pairs", "pairs")
+        kept = {int(r["input"].rsplit(":", 1)[1]) - 1 for r in records}
+        assert min(pairs[i]["uncertainty"] for i in kept) >= max(p["uncertainty"] for i, p in enumerate(pairs) if i not in kept)
