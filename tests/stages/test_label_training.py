@@ -37,12 +37,16 @@ def pulled(tmp_path):
 def test_stage_trains_with_soft_labels_and_ties(stage, ties, pulled, tiny_model, tmp_path):
     m = stage.run(load_config(stage.Config, None, [
         f"model={tiny_model}", f"data.train={pulled}", "data.weighting=label_smoothing", f"data.ties={ties}",
-        f"runs_dir={tmp_path / 'runs'}", *FAST]))
+        "data.test_fraction=0.3", f"runs_dir={tmp_path / 'runs'}", *FAST]))
     on_disk = runs.read_manifest(m["path"])
-    data = on_disk["notes"]["data"]
-    assert data["ties_kept"] == 2 and data["ties_trained"] == 2 and data["pairs_trained"] == 8
-    assert data["pairs_without_p_chosen"] == 0
+    data, test = on_disk["notes"]["data"], on_disk["notes"]["test_data"]
+    assert data["ties_kept"] == 2 and data["pairs_without_p_chosen"] == 0
+    # Every tie is trained on or held out (and then not scored); every read pair is on one side.
+    assert data["ties_trained"] + test.get("ties_not_scored", 0) == 2
+    assert data["pairs_trained"] + on_disk["metrics"]["test_pairs"] + test.get("ties_not_scored", 0) == 8
     assert math.isfinite(on_disk["metrics"]["train_loss"])
+    held_out = "test_loss" if stage is dpo else "test_accuracy"  # DPO's held-out loss runs through the same loss
+    assert math.isfinite(on_disk["metrics"][held_out])
 
 
 def test_refusals(pulled, tiny_model, tmp_path):
