@@ -181,3 +181,41 @@ def test_the_loop_report_shows_the_panel_per_round(labelled, tmp_path):
     careful = panel[panel.index("<td>sim-careful</td>"):].split("</tr>")[0]
     assert "FLAGGED" in careless and "FLAGGED" not in careful
     assert "12/12" in careful  # gold: all twelve right
+
+
+def test_a_dataset_pushed_by_an_older_align_still_pushes_and_pulls(argilla, tmp_path):
+    """Older pushes used ids over (a, b) in input order and kept `shown_as_a` in the metadata: pushing the same
+    pairs again sends nothing twice, and pull reads the order from the metadata."""
+    from align.annotate.connection import connect, sdk
+    from align.annotate.votes import legacy_record_id, legacy_shown_as_a
+
+    rows = pair_rows("legacy", 4)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    journal = str(tmp_path / "journal")
+    cfg = push.Config(pairs=str(pairs), dataset="legacy", max_pairs=1, journal_dir=str(tmp_path / "other-journal"),
+                      argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"))
+    push.run(cfg)  # creates the dataset; its one record is then replaced by old-style ones below
+    rg = sdk()
+    old = {}
+    with connect(argilla.argilla_config()) as conn:
+        ds = conn.dataset("legacy", "align")
+        ds.records.delete(list(ds.records))
+        for r in rows:
+            lid = legacy_record_id(r["prompt"], r["response_a"], r["response_b"], 1)
+            first = legacy_shown_as_a(lid)
+            shown = (r["response_a"], r["response_b"]) if first == "a" else (r["response_b"], r["response_a"])
+            old[lid] = first
+            ds.records.log([rg.Record(id=lid, fields={"prompt": r["prompt"], "response_a": shown[0], "response_b": shown[1]},
+                                      metadata={"round": 1, "source": "old", "shown_as_a": first})])
+    again = push.run(push.Config(pairs=str(pairs), dataset="legacy", journal_dir=journal,
+                                 argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    assert again["metrics"]["records_new"] == 0 and again["metrics"]["records_already_there"] == 4
+    recs = argilla.records_by_id("legacy")
+    assert set(recs) == set(old)
+    lid = next(iter(old))
+    argilla.annotator("alice").respond(recs[lid]["id"], preference="A")  # A: the candidate the old order put there
+    m = pull.run(pull.Config(dataset="legacy", journal_dir=journal, argilla=argilla.argilla_config(),
+                             runs_dir=str(tmp_path / "runs")))
+    [row] = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
+    assert row["record_id"] == lid and row["majority"] == old[lid]

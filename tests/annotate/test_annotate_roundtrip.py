@@ -68,7 +68,9 @@ def labelled(argilla, tmp_path_factory):
     orders = shown_orders(tmp / "runs")  # the A/B order is in the push run and journal, not on the server
     o = [orders[i] for i in ids]
     # record 0: both prefer candidate a        -> chosen a, agreement 1
-    alice.respond(r[0]["id"], preference=shown_label(o[0], "a"), strength=3, rating_a=4, rating_b=2)
+    # ratings are given per shown position: candidate a gets 4, b gets 2, wherever they are shown
+    shown_ratings = {"rating_a": 4, "rating_b": 2} if o[0] == "a" else {"rating_a": 2, "rating_b": 4}
+    alice.respond(r[0]["id"], preference=shown_label(o[0], "a"), strength=3, **shown_ratings)
     bob.respond(r[0]["id"], preference=shown_label(o[0], "a"), strength=2)
     # record 1: alice a, bob b                   -> no majority, agreement 0.5
     alice.respond(r[1]["id"], preference=shown_label(o[1], "a"))
@@ -82,7 +84,7 @@ def labelled(argilla, tmp_path_factory):
     # record 4: alice's draft only               -> ignored
     alice.respond(r[4]["id"], status="draft", preference="A")
     # record 5: untouched
-    return {"tmp": tmp, "pairs": pairs, "orders": o, "first": first, "second": second, "ids": ids, "rows": rows, "records": r}
+    return {"tmp": tmp, "pairs": pairs, "orders": orders, "first": first, "second": second, "ids": ids, "rows": rows, "records": r}
 
 
 def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
@@ -159,7 +161,8 @@ def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
 
 
 def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
-    report = status.run(status.Config(dataset="roundtrip", argilla=argilla.argilla_config()))
+    report = status.run(status.Config(dataset="roundtrip", argilla=argilla.argilla_config(),
+                                      journal_dir=str(labelled["tmp"] / "journal")))  # where push kept the A/B order
     # min_submitted is 2: records 0, 1 and 2 have two submissions; 3 has one plus a discard
     assert (report["records"], report["completed"], report["pending"]) == (6, 3, 3)
     assert report["annotators"]["alice"] == {"submitted": 4, "discarded": 0, "draft": 1, "agrees_with_majority": 0.6667}
