@@ -36,6 +36,8 @@ class Config(runs.RunOutput):
     """The review dataset (`align feedback review dataset=NAME`)."""
     phone_region: str = "US"
     """Region whose national phone formats the redaction of better replies recognises."""
+    redaction_backend: str = "auto"
+    """Who finds personal data in better replies: presidio, rules, or auto (presidio when installed), as push."""
     argilla: ArgillaConfig = field(default_factory=ArgillaConfig)
     """Connection to Argilla."""
 
@@ -47,7 +49,9 @@ def run(cfg: Config) -> dict[str, Any]:
 
     if not cfg.dataset:
         raise AlignError("'dataset' is required: the review dataset `align feedback review` pushed")
-    redactor = privacy.Redactor(cfg.phone_region, {})
+    from align.privacy.backend import make_redactor
+
+    redactor = make_redactor(cfg.redaction_backend, cfg.phone_region, {})
     counts: Counter = Counter()
     findings: Counter = Counter()
     pairs = []
@@ -86,6 +90,7 @@ def run(cfg: Config) -> dict[str, Any]:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
         run_.add_output("preferences", PREFERENCES, rows=len(pairs))
-        run_.notes.update(api_url=api_url, dataset=cfg.dataset, redaction_findings=dict(findings))
+        run_.notes.update(api_url=api_url, dataset=cfg.dataset, redaction_findings=dict(findings),
+                          redaction_detectors=redactor.describe())
         run_.metrics.update(pairs=len(pairs), reviewers=len({p["reviewer"] for p in pairs}), **dict(counts))
         return runs.finish(run_)

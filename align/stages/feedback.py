@@ -35,6 +35,7 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.feedback.log import SALT_ENV, salt_from_env
+from align.privacy.backend import DEFAULT_SPACY_MODEL, check_backend
 from align.feedback.rows import (
     FeedbackColumns,
     correction_pairs,
@@ -69,17 +70,23 @@ class Config(runs.RunOutput):
     """Personal data in texts: redact (placeholders like [EMAIL]) or drop (the row)."""
     redaction_patterns: dict[str, str] = field(default_factory=dict)
     """Extra types to redact: TYPE_NAME -> regular expression; each match becomes [TYPE_NAME]."""
+    redaction_backend: str = "auto"
+    """Who finds personal data: presidio (adds names and places), rules, or auto (presidio when installed with its
+    spaCy model, else rules), as `align redact` and `align annotate push` (docs/guide/privacy.md)."""
+    redaction_spacy_model: str = DEFAULT_SPACY_MODEL
+    """spaCy pipeline for the presidio backend's NER (package name or path)."""
     phone_region: str = "US"
     """Region whose national phone formats are recognised; +-prefixed international numbers always are."""
 
     def __post_init__(self):
         if isinstance(self.inputs, str):
             self.inputs = [self.inputs]
+        check_backend(self.redaction_backend, "redaction_backend")
 
 
 def check(cfg: Config) -> dict:
     """What `--dry-run` prints: the rows read, validated, redacted and counted; nothing written."""
-    rows, report = prepare(cfg)
+    rows, report, _redactor = prepare(cfg)
     return {**report, **counts(rows)}
 
 
@@ -99,11 +106,11 @@ def prepare(cfg: Config):
                             "rows_dropped": dropped_for_pii}}
     if not rows:
         raise AlignError(f"{', '.join(cfg.inputs)}: no feedback rows left ({report})")
-    return rows, report
+    return rows, report, redactor
 
 
 def run(cfg: Config) -> dict:
-    rows, report = prepare(cfg)
+    rows, report, redactor = prepare(cfg)
     examples = kto_examples(rows)
     pairs, same = correction_pairs(rows)
     review = [r.as_dict() for r in rows if (r.flag or r.rating == "down") and not r.correction]
@@ -128,7 +135,7 @@ def run(cfg: Config) -> dict:
                            rows_read=report["rows_read"])
         run.notes.update(counts=summary, redaction=report["redaction"], kto_weights=weights,
                          salt_env=cfg.salt_env if salt_from_env(cfg.salt_env) else None)
-        run.notes["redaction"]["detectors"] = _detector_versions()
+        run.notes["redaction"]["detectors"] = redactor.describe()  # the backend that ran, its model and versions
         manifest = runs.finish(run)
     log.info("feedback: %d rows (%d up, %d down, %d flagged, %d corrections; %d repeats dropped); %d KTO examples, "
              "%d correction pairs, %d to review", len(rows), summary["by_rating"]["up"], summary["by_rating"]["down"],
@@ -142,10 +149,10 @@ def run(cfg: Config) -> dict:
 
 
 def make_redactor(cfg: Config):
-    """`align redact`'s detectors with this config's settings (whatever backend align.privacy.redact picks)."""
-    from align.privacy import redact as privacy
+    """`align redact`'s redactor with this config's settings: the backend align.privacy.backend picks."""
+    from align.privacy.backend import make_redactor as make
 
-    return privacy.Redactor(cfg.phone_region, cfg.redaction_patterns)
+    return make(cfg.redaction_backend, cfg.phone_region, cfg.redaction_patterns, cfg.redaction_spacy_model)
 
 
 def redact_rows_or_drop(rows, redactor, mode: str) -> dict:
@@ -163,12 +170,6 @@ def redact_rows_or_drop(rows, redactor, mode: str) -> dict:
         else:
             kept.append(row)
     return {**total, "__kept__": kept, "__dropped__": dropped}
-
-
-def _detector_versions() -> dict:
-    from align.privacy import redact as privacy
-
-    return privacy.detector_versions()
 
 
 def _log_of(path: str) -> str:
