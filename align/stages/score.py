@@ -180,6 +180,8 @@ def run(cfg: Config) -> dict:
 
 def _logratios(cfg: Config, ready: SimpleNamespace, rows: list[dict]):
     """log pi - log pi_ref of every response (summed over its tokens), written into rows as `logratios`."""
+    from tqdm.auto import tqdm
+
     from align.evaluation.drift import reply_ids, reply_logprob
 
     tokenizer = load_tokenizer(ready.policy, cfg.trust_remote_code)
@@ -197,7 +199,11 @@ def _logratios(cfg: Config, ready: SimpleNamespace, rows: list[dict]):
     for role, source in (("policy", ready.policy), ("reference", ready.reference)):
         model = load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
                             place=True).eval()
-        logp[role] = [total for total, _ in reply_logprob(model, prompts, replies, cfg.batch_size)]
+        logp[role] = []
+        chunk = cfg.batch_size * 8  # reply_logprob has no progress bar of its own: one tick per chunk of batches
+        for start in tqdm(range(0, len(prompts), chunk), desc=f"log-probs under the {role}", unit="chunk", leave=False):
+            logp[role] += [total for total, _ in reply_logprob(model, prompts[start:start + chunk],
+                                                                replies[start:start + chunk], cfg.batch_size)]
     ratios = [p - r for p, r in zip(logp["policy"], logp["reference"])]
     at = 0
     for row in rows:
