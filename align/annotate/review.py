@@ -59,8 +59,9 @@ def review_template() -> templates.Template:
 
 def review_record_id(row: dict[str, Any]) -> str:
     """Content id of a review record: the same conversation, reply and policy run give the same record."""
-    payload = json.dumps(["review-v1", row["prompt"], row["reply"], row.get("policy_run")], sort_keys=True,
-                         ensure_ascii=False)
+    payload = json.dumps(
+        ["review-v1", row["prompt"], row["reply"], row.get("policy_run")], sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
 
 
@@ -70,9 +71,11 @@ def to_record(row: dict[str, Any]) -> dict[str, Any]:
         said.append(f"rating: {row['rating']}")
     if row.get("flag"):
         said.append(f"flagged: {row['flag']['reason']}")
-    return {"id": review_record_id(row),
-            "fields": {"prompt": row["prompt"], "reply": row["reply"], "feedback": "; ".join(said) or "-"},
-            "metadata": {"policy_run": str(row.get("policy_run") or "unknown"), "source": str(row.get("source", ""))}}
+    return {
+        "id": review_record_id(row),
+        "fields": {"prompt": row["prompt"], "reply": row["reply"], "feedback": "; ".join(said) or "-"},
+        "metadata": {"policy_run": str(row.get("policy_run") or "unknown"), "source": str(row.get("source", ""))},
+    }
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -92,8 +95,9 @@ def run(cfg: Config) -> dict[str, Any]:
     with connect(cfg.argilla) as conn:
         ds = conn.find_dataset(cfg.dataset, cfg.argilla.workspace)
         if ds is None or ds._model.status == "draft":
-            ds = templates.create_dataset(conn, cfg.dataset, cfg.argilla.workspace, tpl, guidelines,
-                                          cfg.annotators_per_record)
+            ds = templates.create_dataset(
+                conn, cfg.dataset, cfg.argilla.workspace, tpl, guidelines, cfg.annotators_per_record
+            )
         else:
             templates.check_dataset(ds, tpl)
         dataset_id = str(ds.id)
@@ -103,9 +107,13 @@ def run(cfg: Config) -> dict[str, Any]:
             rg = sdk()
             owner_id = conn.call("GET /api/v1/me", lambda: conn.client.me.id)
             for i in range(0, len(new), UPSERT_BATCH):
-                batch = [rg.Record(id=r["id"], fields=r["fields"], metadata=r["metadata"]) for r in new[i: i + UPSERT_BATCH]]
-                conn.call(f"PUT records of '{cfg.dataset}'", lambda: ds.records.log(batch, user_id=owner_id,
-                                                                                   batch_size=len(batch)))
+                batch = [
+                    rg.Record(id=r["id"], fields=r["fields"], metadata=r["metadata"]) for r in new[i : i + UPSERT_BATCH]
+                ]
+                conn.call(
+                    f"PUT records of '{cfg.dataset}'",
+                    lambda: ds.records.log(batch, user_id=owner_id, batch_size=len(batch)),
+                )
         api_url = conn.api_url
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
@@ -114,10 +122,18 @@ def run(cfg: Config) -> dict[str, Any]:
             for r in records:
                 f.write(json.dumps({"record_id": r["id"], "source": r["metadata"]["source"]}) + "\n")
         run_.add_output("records", RECORDS)
-        run_.notes.update(api_url=api_url, workspace=cfg.argilla.workspace, dataset=cfg.dataset, dataset_id=dataset_id,
-                          template=str(TEMPLATE), guidelines_sha256=templates.text_hash(guidelines))
+        run_.notes.update(
+            api_url=api_url,
+            workspace=cfg.argilla.workspace,
+            dataset=cfg.dataset,
+            dataset_id=dataset_id,
+            template=str(TEMPLATE),
+            guidelines_sha256=templates.text_hash(guidelines),
+        )
         run_.metrics.update(records=len(records), records_new=len(new), records_already_there=len(records) - len(new))
         result = runs.finish(run_)
-    print(f"pushed {len(new)} new records to '{cfg.dataset}' for review ({len(records) - len(new)} were already there); "
-          f"reviewers open {api_url}/dataset/{dataset_id}/annotation-mode")
+    print(
+        f"pushed {len(new)} new records to '{cfg.dataset}' for review ({len(records) - len(new)} were already there); "
+        f"reviewers open {api_url}/dataset/{dataset_id}/annotation-mode"
+    )
     return result

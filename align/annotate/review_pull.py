@@ -43,9 +43,9 @@ class Config(runs.RunOutput):
 
 
 def run(cfg: Config) -> dict[str, Any]:
+    from align.annotate import template as templates
     from align.annotate.review import review_template
     from align.privacy import redact as privacy
-    from align.annotate import template as templates
 
     if not cfg.dataset:
         raise AlignError("'dataset' is required: the review dataset `align feedback review` pushed")
@@ -75,12 +75,18 @@ def run(cfg: Config) -> dict[str, Any]:
                     counts["rewrite_without_a_new_reply"] += 1
                     continue
                 better = privacy.redact_value(redactor, better, findings)
-                pairs.append({"prompt": record["fields"]["prompt"],
-                              "chosen": [{"role": "assistant", "content": better}],
-                              "rejected": [{"role": "assistant", "content": record["fields"]["reply"]}],
-                              "policy_run": (record.get("metadata") or {}).get("policy_run"),
-                              "source": (record.get("metadata") or {}).get("source"), "record_id": record["external_id"],
-                              "reviewer": conn.username(str(response.get("user_id"))), "origin": "review"})
+                pairs.append(
+                    {
+                        "prompt": record["fields"]["prompt"],
+                        "chosen": [{"role": "assistant", "content": better}],
+                        "rejected": [{"role": "assistant", "content": record["fields"]["reply"]}],
+                        "policy_run": (record.get("metadata") or {}).get("policy_run"),
+                        "source": (record.get("metadata") or {}).get("source"),
+                        "record_id": record["external_id"],
+                        "reviewer": conn.username(str(response.get("user_id"))),
+                        "origin": "review",
+                    }
+                )
         api_url = conn.api_url
     if not pairs:
         raise AlignError(f"dataset '{cfg.dataset}': no submitted review with a better reply yet ({dict(counts)})")
@@ -90,7 +96,11 @@ def run(cfg: Config) -> dict[str, Any]:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs)
         run_.add_output("preferences", PREFERENCES, rows=len(pairs))
-        run_.notes.update(api_url=api_url, dataset=cfg.dataset, redaction_findings=dict(findings),
-                          redaction_detectors=redactor.describe())
+        run_.notes.update(
+            api_url=api_url,
+            dataset=cfg.dataset,
+            redaction_findings=dict(findings),
+            redaction_detectors=redactor.describe(),
+        )
         run_.metrics.update(pairs=len(pairs), reviewers=len({p["reviewer"] for p in pairs}), **dict(counts))
         return runs.finish(run_)

@@ -12,8 +12,9 @@ order first rated (the log's time order), which is the order they were deployed 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from statistics import NormalDist
-from typing import Any, Iterable
+from typing import Any
 
 
 def z_value(level: float) -> float:
@@ -57,8 +58,9 @@ def rating_rates(rows: Iterable[dict[str, Any]], level: float = 0.95) -> list[di
     for entry in table.values():
         n = entry["up"] + entry["down"]
         low, high = wilson_interval(entry["up"], n, level)
-        out.append({**entry, "n": n, "up_share": round(entry["up"] / n, 4), "ci_low": round(low, 4),
-                    "ci_high": round(high, 4)})
+        out.append(
+            {**entry, "n": n, "up_share": round(entry["up"] / n, 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+        )
     return sorted(out, key=lambda e: (e["first_time"] is None, e["first_time"] or ""))
 
 
@@ -70,8 +72,13 @@ def compare(rates: list[dict[str, Any]], level: float = 0.95) -> list[dict[str, 
         if i:
             prev = rates[i - 1]
             d, low, high = newcombe_difference(prev["up"], prev["n"], entry["up"], entry["n"], level)
-            entry["change"] = {"vs": prev["policy_run"], "diff": round(d, 4), "ci_low": round(low, 4),
-                               "ci_high": round(high, 4), "significant": low > 0 or high < 0}
+            entry["change"] = {
+                "vs": prev["policy_run"],
+                "diff": round(d, 4),
+                "ci_low": round(low, 4),
+                "ci_high": round(high, 4),
+                "significant": low > 0 or high < 0,
+            }
         out.append(entry)
     return out
 
@@ -84,6 +91,8 @@ def format_table(rates: list[dict[str, Any]], level: float = 0.95) -> str:
         if "change" in e:
             c = e["change"]
             change = f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{' *' if c['significant'] else ''}"
-        lines.append(f"{e['policy_run'][:40]:<40} {e['up']:>5} {e['down']:>5}  {e['up_share']:.3f} "
-                     f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]        {change}".rstrip())
+        lines.append(
+            f"{e['policy_run'][:40]:<40} {e['up']:>5} {e['down']:>5}  {e['up_share']:.3f} "
+            f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]        {change}".rstrip()
+        )
     return "\n".join(lines)

@@ -54,8 +54,11 @@ def salt_from_env(name: str = SALT_ENV) -> str | None:
 
 
 def is_hashed(value: str) -> bool:
-    return value.startswith(HASHED_PREFIX) and len(value) == len(HASHED_PREFIX) + 64 and \
-        all(c in "0123456789abcdef" for c in value[len(HASHED_PREFIX):])
+    return (
+        value.startswith(HASHED_PREFIX)
+        and len(value) == len(HASHED_PREFIX) + 64
+        and all(c in "0123456789abcdef" for c in value[len(HASHED_PREFIX) :])
+    )
 
 
 def hash_id(value: Any, salt: str | None) -> str | None:
@@ -135,8 +138,15 @@ def read_events(path: str | Path, heal: bool = False) -> list[dict[str, Any]]:
     return out
 
 
-def rating_event(reply_id: str, rating: Any = None, flag: str | None = None, correction: str | None = None,
-                 user: Any = None, salt: str | None = None, where: str = "rating") -> dict[str, Any]:
+def rating_event(
+    reply_id: str,
+    rating: Any = None,
+    flag: str | None = None,
+    correction: str | None = None,
+    user: Any = None,
+    salt: str | None = None,
+    where: str = "rating",
+) -> dict[str, Any]:
     """A validated rating line: at least one of rating, flag, correction."""
     if not isinstance(reply_id, str) or not reply_id:
         raise AlignError(f"{where}: 'reply_id' is required (the id returned with the reply)")
@@ -147,9 +157,14 @@ def rating_event(reply_id: str, rating: Any = None, flag: str | None = None, cor
         raise AlignError(f"{where}: 'correction' must be the corrected reply, a non-empty string")
     if rating is None and flag is None and correction is None:
         raise AlignError(f"{where}: give a rating (up|down), a flag reason or a correction")
-    event: dict[str, Any] = {"event": "rating", "reply_id": reply_id, "time": now(), "rating": rating,
-                             "flag": {"reason": flag.strip()} if flag else None,
-                             "correction": correction}
+    event: dict[str, Any] = {
+        "event": "rating",
+        "reply_id": reply_id,
+        "time": now(),
+        "rating": rating,
+        "flag": {"reason": flag.strip()} if flag else None,
+        "correction": correction,
+    }
     hashed = hash_id(user, salt)
     if hashed:
         event["user"] = hashed

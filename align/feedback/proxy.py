@@ -36,20 +36,30 @@ log = logging.getLogger(__name__)
 LOGGED_PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "n", "seed", "stop")
 
 
-def create_app(upstream: str, log_path: str | Path, policy_run: str, model: str, api_key: str | None = None,
-               salt: str | None = None, upstream_transport=None, timeout_s: float = 600.0):
+def create_app(
+    upstream: str,
+    log_path: str | Path,
+    policy_run: str,
+    model: str,
+    api_key: str | None = None,
+    salt: str | None = None,
+    upstream_transport=None,
+    timeout_s: float = 600.0,
+):
     """The proxy app: `upstream` is vLLM's base URL (http://127.0.0.1:PORT); `policy_run` goes in every line."""
     feedback_log = FeedbackLog(log_path)
     known = feedback_log.reply_ids() if Path(log_path).exists() else set()
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     client = httpx.AsyncClient(base_url=upstream, timeout=timeout_s, transport=upstream_transport, headers=headers)
+
     @asynccontextmanager
     async def lifespan(_app):
         yield
         await client.aclose()
 
-    app = FastAPI(title="align serve", description=f"policy {policy_run}, feedback logged to {log_path}",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="align serve", description=f"policy {policy_run}, feedback logged to {log_path}", lifespan=lifespan
+    )
     app.state.counts = {"replies": 0, "ratings": 0, "upstream_errors": 0, "user_ids_dropped": 0}
 
     def error(status: int, message: str) -> JSONResponse:
@@ -79,8 +89,11 @@ def create_app(upstream: str, log_path: str | Path, policy_run: str, model: str,
         latency = round(time.perf_counter() - started, 3)
         if upstream_reply.status_code != 200:
             app.state.counts["upstream_errors"] += 1
-            return Response(upstream_reply.content, upstream_reply.status_code,
-                            media_type=upstream_reply.headers.get("content-type", "application/json"))
+            return Response(
+                upstream_reply.content,
+                upstream_reply.status_code,
+                media_type=upstream_reply.headers.get("content-type", "application/json"),
+            )
         data = upstream_reply.json()
         user = hash_id(body.get("user"), salt)
         if body.get("user") and user is None:
@@ -89,10 +102,16 @@ def create_app(upstream: str, log_path: str | Path, policy_run: str, model: str,
             reply_id = new_reply_id()
             choice["reply_id"] = reply_id
             event: dict[str, Any] = {
-                "event": "reply", "reply_id": reply_id, "time": now(), "policy_run": policy_run,
-                "model": data.get("model", body["model"]), "messages": body["messages"],
-                "reply": (choice.get("message") or {}).get("content"), "finish_reason": choice.get("finish_reason"),
-                "usage": data.get("usage"), "latency_s": latency,
+                "event": "reply",
+                "reply_id": reply_id,
+                "time": now(),
+                "policy_run": policy_run,
+                "model": data.get("model", body["model"]),
+                "messages": body["messages"],
+                "reply": (choice.get("message") or {}).get("content"),
+                "finish_reason": choice.get("finish_reason"),
+                "usage": data.get("usage"),
+                "latency_s": latency,
                 "params": {k: body[k] for k in LOGGED_PARAMS if k in body},
             }
             if user:
@@ -116,13 +135,22 @@ def create_app(upstream: str, log_path: str | Path, policy_run: str, model: str,
             return error(400, "feedback is an object {reply_id, rating, flag, correction}")
         unknown = set(body) - {"reply_id", "rating", "flag", "correction", "user"}
         if unknown:
-            return error(400, f"unknown field(s) {sorted(unknown)}; feedback has reply_id, rating, flag, correction, user")
+            return error(
+                400, f"unknown field(s) {sorted(unknown)}; feedback has reply_id, rating, flag, correction, user"
+            )
         flag = body.get("flag")
         if isinstance(flag, dict):
             flag = flag.get("reason")
         try:
-            event = rating_event(body.get("reply_id"), body.get("rating"), flag, body.get("correction"),
-                                 body.get("user"), salt, where="feedback")
+            event = rating_event(
+                body.get("reply_id"),
+                body.get("rating"),
+                flag,
+                body.get("correction"),
+                body.get("user"),
+                salt,
+                where="feedback",
+            )
         except AlignError as exc:
             return error(400, str(exc))
         if event["reply_id"] not in known:

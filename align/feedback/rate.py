@@ -38,13 +38,21 @@ class Config:
 def run(cfg: Config) -> dict:
     path = feedback_log_path(cfg.serve_run)
     feedback_log = FeedbackLog(path)
-    event = rating_event(cfg.reply_id, cfg.rating, cfg.flag, cfg.correction, cfg.user, salt_from_env(cfg.salt_env),
-                         where="align feedback rate")
+    event = rating_event(
+        cfg.reply_id,
+        cfg.rating,
+        cfg.flag,
+        cfg.correction,
+        cfg.user,
+        salt_from_env(cfg.salt_env),
+        where="align feedback rate",
+    )
     if cfg.reply_id not in feedback_log.reply_ids():
         raise AlignError(f"no reply with reply_id {cfg.reply_id!r} in {path}; give the id returned with the reply")
     feedback_log.append(event)
-    what = ", ".join(f"{k} {event[k] if k != 'flag' else event[k]['reason']!r}" for k in ("rating", "flag", "correction")
-                     if event[k])
+    what = ", ".join(
+        f"{k} {event[k] if k != 'flag' else event[k]['reason']!r}" for k in ("rating", "flag", "correction") if event[k]
+    )
     print(f"recorded for {cfg.reply_id}: {what} ({path})")
     return {}
 

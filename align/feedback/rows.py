@@ -39,8 +39,19 @@ from align.feedback.log import check_rating, hash_id, is_hashed
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("messages", "prompt", "reply", "policy_run", "rating", "flag", "correction", "user", "session", "time",
-          "reply_id")
+FIELDS = (
+    "messages",
+    "prompt",
+    "reply",
+    "policy_run",
+    "rating",
+    "flag",
+    "correction",
+    "user",
+    "session",
+    "time",
+    "reply_id",
+)
 MAX_ERRORS_SHOWN = 5
 
 
@@ -60,15 +71,27 @@ class FeedbackRow:
     """file:line the row was read from."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "reply": self.reply, "policy_run": self.policy_run, "rating": self.rating,
-                "flag": {"reason": self.flag} if self.flag else None, "correction": self.correction,
-                "user": self.user, "session": self.session, "time": self.time, "reply_id": self.reply_id,
-                "source": self.source}
+        return {
+            "prompt": self.prompt,
+            "reply": self.reply,
+            "policy_run": self.policy_run,
+            "rating": self.rating,
+            "flag": {"reason": self.flag} if self.flag else None,
+            "correction": self.correction,
+            "user": self.user,
+            "session": self.session,
+            "time": self.time,
+            "reply_id": self.reply_id,
+            "source": self.source,
+        }
 
     def key(self) -> str:
         """What makes two rows the same feedback (see the module docstring)."""
-        payload = json.dumps([self.prompt, self.reply, self.policy_run, self.rating, self.flag, self.correction], sort_keys=True,
-                             ensure_ascii=False)
+        payload = json.dumps(
+            [self.prompt, self.reply, self.policy_run, self.rating, self.flag, self.correction],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -136,8 +159,10 @@ def parse_row(rec: Any, where: str, cols: FeedbackColumns, salt: str | None) -> 
         raise AlignError(f"{where}: a feedback row must be an object with fields, got {type(rec).__name__}")
     convo_key = cols.messages if _present(rec, cols.messages) else cols.prompt
     if not _present(rec, convo_key):
-        raise AlignError(f"{where}: no conversation: field '{cols.messages}' or '{cols.prompt}' is missing "
-                         "(set columns.messages or columns.prompt if yours has another name)")
+        raise AlignError(
+            f"{where}: no conversation: field '{cols.messages}' or '{cols.prompt}' is missing "
+            "(set columns.messages or columns.prompt if yours has another name)"
+        )
     messages = as_messages(rec[convo_key], where, convo_key, default_role="user")
     reply = rec.get(cols.reply)
     if not _present(rec, cols.reply):
@@ -145,8 +170,10 @@ def parse_row(rec: Any, where: str, cols: FeedbackColumns, salt: str | None) -> 
             reply = messages[-1]["content"]
             messages = messages[:-1]
         else:
-            raise AlignError(f"{where}: no reply: field '{cols.reply}' is missing or empty and '{convo_key}' does not end "
-                             "with the assistant's turn")
+            raise AlignError(
+                f"{where}: no reply: field '{cols.reply}' is missing or empty and '{convo_key}' does not end "
+                "with the assistant's turn"
+            )
     if not isinstance(reply, str) or not reply.strip():
         raise AlignError(f"{where}: '{cols.reply}' must be the reply text, a non-empty string")
     if not messages or messages[-1]["role"] != "user":
@@ -172,15 +199,26 @@ def parse_row(rec: Any, where: str, cols: FeedbackColumns, salt: str | None) -> 
             ids[name] = None
             continue
         if not salt and not is_hashed(str(raw)):
-            raise AlignError(f"{where}: '{getattr(cols, name)}' holds a raw id; set the salt (env ALIGN_FEEDBACK_SALT, a "
-                             "secret the team keeps) so it is hashed on import, or leave the column out")
+            raise AlignError(
+                f"{where}: '{getattr(cols, name)}' holds a raw id; set the salt (env ALIGN_FEEDBACK_SALT, a "
+                "secret the team keeps) so it is hashed on import, or leave the column out"
+            )
         ids[name] = hash_id(raw, salt)
     policy = rec.get(cols.policy_run)
     reply_id = rec.get(cols.reply_id)
-    return FeedbackRow(prompt=messages, reply=reply, policy_run=None if policy in (None, "") else str(policy),
-                       rating=check_rating(rec.get(cols.rating), where), flag=flag, correction=correction,
-                       user=ids["user"], session=ids["session"], time=parse_time(rec.get(cols.time), where),
-                       reply_id=None if reply_id in (None, "") else str(reply_id), source=where)
+    return FeedbackRow(
+        prompt=messages,
+        reply=reply,
+        policy_run=None if policy in (None, "") else str(policy),
+        rating=check_rating(rec.get(cols.rating), where),
+        flag=flag,
+        correction=correction,
+        user=ids["user"],
+        session=ids["session"],
+        time=parse_time(rec.get(cols.time), where),
+        reply_id=None if reply_id in (None, "") else str(reply_id),
+        source=where,
+    )
 
 
 def serve_log_rows(records: list[tuple[str, Any]], errors: list[str], report: Counter):
@@ -193,7 +231,9 @@ def serve_log_rows(records: list[tuple[str, Any]], errors: list[str], report: Co
             replies[rec.get("reply_id")] = (where, rec)
         elif kind == "rating":
             if rec.get("reply_id") not in replies:
-                errors.append(f"{where}: a rating of reply_id {rec.get('reply_id')!r}, which no earlier line of the log holds")
+                errors.append(
+                    f"{where}: a rating of reply_id {rec.get('reply_id')!r}, which no earlier line of the log holds"
+                )
                 continue
             merged = ratings.setdefault(rec["reply_id"], {}).setdefault(rec.get("user"), {"where": where})
             for key in ("rating", "flag", "correction", "time", "user"):
@@ -203,8 +243,14 @@ def serve_log_rows(records: list[tuple[str, Any]], errors: list[str], report: Co
         else:
             errors.append(f"{where}: unknown event {kind!r} (a serve log has reply and rating lines)")
     for reply_id, (where, rec) in replies.items():
-        base = {"messages": rec.get("messages"), "reply": rec.get("reply"), "policy_run": rec.get("policy_run"),
-                "reply_id": reply_id, "time": rec.get("time"), "session": rec.get("session")}
+        base = {
+            "messages": rec.get("messages"),
+            "reply": rec.get("reply"),
+            "policy_run": rec.get("policy_run"),
+            "reply_id": reply_id,
+            "time": rec.get("time"),
+            "session": rec.get("session"),
+        }
         given = ratings.get(reply_id)
         if not given:
             yield where, {**base, "user": rec.get("user")}
@@ -238,6 +284,7 @@ def _present(rec: dict, key: str) -> bool:
 
 
 # -- redaction and deduplication ------------------------------------------------------------------
+
 
 def redact_rows(rows: list[FeedbackRow], redactor) -> Counter:
     """Redact, in place, every text a row holds (conversation, reply, flag reason, correction); counts per type."""
@@ -287,10 +334,20 @@ def counts(rows: list[FeedbackRow]) -> dict[str, Any]:
 
 # -- training data --------------------------------------------------------------------------------
 
+
 def kto_examples(rows: list[FeedbackRow]) -> list[dict[str, Any]]:
     """Thumbs -> `align kto`'s unpaired examples {prompt, completion, label}: up desirable, down undesirable."""
-    return [{"prompt": r.prompt, "completion": [{"role": "assistant", "content": r.reply}], "label": r.rating == "up",
-             "policy_run": r.policy_run, "source": r.source} for r in rows if r.rating]
+    return [
+        {
+            "prompt": r.prompt,
+            "completion": [{"role": "assistant", "content": r.reply}],
+            "label": r.rating == "up",
+            "policy_run": r.policy_run,
+            "source": r.source,
+        }
+        for r in rows
+        if r.rating
+    ]
 
 
 def correction_pairs(rows: list[FeedbackRow]) -> tuple[list[dict[str, Any]], int]:
@@ -303,9 +360,16 @@ def correction_pairs(rows: list[FeedbackRow]) -> tuple[list[dict[str, Any]], int
         if r.correction.strip() == r.reply.strip():
             same += 1
             continue
-        pairs.append({"prompt": r.prompt, "chosen": [{"role": "assistant", "content": r.correction}],
-                      "rejected": [{"role": "assistant", "content": r.reply}], "policy_run": r.policy_run,
-                      "source": r.source, "origin": "correction"})
+        pairs.append(
+            {
+                "prompt": r.prompt,
+                "chosen": [{"role": "assistant", "content": r.correction}],
+                "rejected": [{"role": "assistant", "content": r.reply}],
+                "policy_run": r.policy_run,
+                "source": r.source,
+                "origin": "correction",
+            }
+        )
     return pairs, same
 
 

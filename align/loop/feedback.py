@@ -68,19 +68,27 @@ class FeedbackSource:
         if not self.on:
             return
         if not Path(self.source).exists():
-            raise AlignError(f"'feedback.source' not found: {self.source} (a feedback run, reviewed run or feedback file)")
+            raise AlignError(
+                f"'feedback.source' not found: {self.source} (a feedback run, reviewed run or feedback file)"
+            )
         if runs.is_run(self.source):
             stage = runs.read_manifest(self.source).get("stage")
             if stage not in FEEDBACK_STAGES:
-                raise AlignError(f"'feedback.source' {self.source} is a '{stage}' run; give an `align feedback import` "
-                                 "or `align feedback reviewed` run, or a feedback file")
+                raise AlignError(
+                    f"'feedback.source' {self.source} is a '{stage}' run; give an `align feedback import` "
+                    "or `align feedback reviewed` run, or a feedback file"
+                )
             if stage == "feedback reviewed" and self.mode == "kto":
-                raise AlignError("'feedback.source' is a reviewed run, which holds pairs, not thumbs: set feedback.mode=pairs")
+                raise AlignError(
+                    "'feedback.source' is a reviewed run, which holds pairs, not thumbs: set feedback.mode=pairs"
+                )
         last = stages[-1]
         if self.mode == "kto" and last != "kto":
             raise AlignError(f"feedback.mode=kto trains KTO: set train.stages to end with kto (got {stages})")
         if self.mode == "pairs" and last != "dpo":
-            raise AlignError(f"feedback.mode=pairs trains DPO on the corrections: set train.stages to end with dpo (got {stages})")
+            raise AlignError(
+                f"feedback.mode=pairs trains DPO on the corrections: set train.stages to end with dpo (got {stages})"
+            )
 
 
 def import_if_file(source: str, runs_dir: str | Path) -> dict[str, Any] | None:
@@ -90,12 +98,14 @@ def import_if_file(source: str, runs_dir: str | Path) -> dict[str, Any] | None:
     from align.core.config import build
     from align.stages import feedback as feedback_import
 
-    return feedback_import.run(build(feedback_import.Config, {"inputs": [source], "runs_dir": str(runs_dir),
-                                                              "name": "feedback_import"}))
+    return feedback_import.run(
+        build(feedback_import.Config, {"inputs": [source], "runs_dir": str(runs_dir), "name": "feedback_import"})
+    )
 
 
-def write_round_data(cfg: FeedbackSource, feedback_run: str, labels_run: str | None, runs_dir: str | Path,
-                     name: str = "feedback") -> dict[str, Any]:
+def write_round_data(
+    cfg: FeedbackSource, feedback_run: str, labels_run: str | None, runs_dir: str | Path, name: str = "feedback"
+) -> dict[str, Any]:
     """The `loop feedback` run a round trains on (see the module docstring); returns its manifest."""
     generated: list[dict[str, Any]] = []
     if labels_run is not None:
@@ -112,13 +122,17 @@ def write_round_data(cfg: FeedbackSource, feedback_run: str, labels_run: str | N
         output, file = "examples", EXAMPLES
     else:
         with open(runs.output_path(feedback_run, fb_manifest, "preferences"), encoding="utf-8") as f:
-            from_users = [{"origin": "review" if fb_manifest.get("stage") == "feedback reviewed" else "correction", **r}
-                          for r in map(json.loads, f)]
+            from_users = [
+                {"origin": "review" if fb_manifest.get("stage") == "feedback reviewed" else "correction", **r}
+                for r in map(json.loads, f)
+            ]
         rows = [{**r, "origin": "generated"} for r in generated] + from_users
         output, file = "preferences", PREFERENCES
     if not from_users:
-        raise AlignError(f"feedback run {feedback_run} has no {'thumbs' if cfg.mode == 'kto' else 'corrections or reviewed replies'} "
-                         f"for feedback.mode={cfg.mode}")
+        raise AlignError(
+            f"feedback run {feedback_run} has no {'thumbs' if cfg.mode == 'kto' else 'corrections or reviewed replies'} "
+            f"for feedback.mode={cfg.mode}"
+        )
     by_origin = Counter(r["origin"] for r in rows)
     with runs.new_run(STAGE, {"mode": cfg.mode, "use": cfg.use}, runs_dir, name) as run:
         if labels_run is not None:
@@ -127,7 +141,9 @@ def write_round_data(cfg: FeedbackSource, feedback_run: str, labels_run: str | N
         with open(run.path / file, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         run.add_output(output, file, rows=len(rows))
-        run.metrics.update(usable_pairs=len(rows), by_origin=dict(sorted(by_origin.items())), mode=cfg.mode, use=cfg.use)
+        run.metrics.update(
+            usable_pairs=len(rows), by_origin=dict(sorted(by_origin.items())), mode=cfg.mode, use=cfg.use
+        )
         if cfg.mode == "kto":
             desirable = sum(bool(r["label"]) for r in rows)
             run.metrics.update(desirable=desirable, undesirable=len(rows) - desirable)
@@ -145,9 +161,14 @@ def kto_wiring(data_run: dict[str, Any], section: dict[str, Any]) -> dict[str, A
     weights = kto_weights(desirable, undesirable)
     if weights:
         # Over a kto config file's own weights (configs/kto/default.yaml sets 1.0): said here, and in the kto run's config.
-        log.info("kto: %d desirable and %d undesirable examples: training.desirable_weight=%s, undesirable_weight=%s "
-                 "(the KTO paper's range; set them in the loop's kto section to choose your own)", desirable, undesirable,
-                 weights["desirable_weight"], weights["undesirable_weight"])
+        log.info(
+            "kto: %d desirable and %d undesirable examples: training.desirable_weight=%s, undesirable_weight=%s "
+            "(the KTO paper's range; set them in the loop's kto section to choose your own)",
+            desirable,
+            undesirable,
+            weights["desirable_weight"],
+            weights["undesirable_weight"],
+        )
     return {f"training.{k}": v for k, v in (weights or {}).items()}
 
 
@@ -159,18 +180,25 @@ def report_section(rounds) -> str:
         if run is None:
             continue
         manifest = run if isinstance(run, dict) else runs.read_manifest(run)
-        sources += [i["path"] for i in manifest.get("inputs", []) if i.get("role") == "feedback" and i["path"] not in sources]
+        sources += [
+            i["path"] for i in manifest.get("inputs", []) if i.get("role") == "feedback" and i["path"] not in sources
+        ]
         m = manifest.get("metrics", {})
         origins = ", ".join(f"{html.escape(str(k))} {v}" for k, v in (m.get("by_origin") or {}).items())
-        rows.append(f"<tr><td class='num'>{r.round}</td><td>{html.escape(str(m.get('mode')))}</td>"
-                    f"<td>{html.escape(str(m.get('use')))}</td><td>{origins}</td><td class='num'>{m.get('usable_pairs')}</td></tr>")
+        rows.append(
+            f"<tr><td class='num'>{r.round}</td><td>{html.escape(str(m.get('mode')))}</td>"
+            f"<td>{html.escape(str(m.get('use')))}</td><td>{origins}</td><td class='num'>{m.get('usable_pairs')}</td></tr>"
+        )
     if not rows:
         return ""
-    return (drift_table(sources) + "<h2>Training data by origin</h2><p>Rounds that used feedback from deployment (the loop's <code>feedback</code>): "
-            "what the round trained on, by origin: generated (pairs annotators labelled), thumbs (users' ratings, as KTO "
-            "examples), correction (users' corrected replies), review (replies annotators rewrote).</p>"
-            "<table><tr><th>round</th><th>mode</th><th>use</th><th>rows by origin</th><th>total</th></tr>"
-            f"{''.join(rows)}</table>")
+    return (
+        drift_table(sources)
+        + "<h2>Training data by origin</h2><p>Rounds that used feedback from deployment (the loop's <code>feedback</code>): "
+        "what the round trained on, by origin: generated (pairs annotators labelled), thumbs (users' ratings, as KTO "
+        "examples), correction (users' corrected replies), review (replies annotators rewrote).</p>"
+        "<table><tr><th>round</th><th>mode</th><th>use</th><th>rows by origin</th><th>total</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def drift_table(feedback_runs: list[str]) -> str:
@@ -179,18 +207,26 @@ def drift_table(feedback_runs: list[str]) -> str:
     from align.feedback.drift import compare, rating_rates
     from align.feedback.report import feedback_rows
 
-    rows = [row for path in feedback_runs if runs.is_run(path)
-            and runs.read_manifest(path).get("stage") == "feedback import" for row in feedback_rows(path)]
+    rows = [
+        row
+        for path in feedback_runs
+        if runs.is_run(path) and runs.read_manifest(path).get("stage") == "feedback import"
+        for row in feedback_rows(path)
+    ]
     table = compare(rating_rates(rows))
     if not table:
         return ""
     cells = []
     for e in table:
         c = e.get("change")
-        change = (f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c else "")
-        cells.append(f"<tr><td>{html.escape(e['policy_run'])}</td><td class='num'>{e['up']}</td><td class='num'>{e['down']}</td>"
-                     f"<td class='num'>{e['up_share']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]</td><td class='num'>{change}</td></tr>")
-    return ("<h2>Users' ratings per policy run</h2><p>Thumbs-up share of each policy run's replies in the feedback from "
-            "deployment, with 95% Wilson intervals; the change from the run deployed before it has Newcombe's interval. "
-            "An interval that excludes 0 is a change users noticed.</p><table><tr><th>policy run</th><th>up</th><th>down</th>"
-            f"<th>thumbs-up share [95%]</th><th>change vs previous [95%]</th></tr>{''.join(cells)}</table>")
+        change = f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" if c else ""
+        cells.append(
+            f"<tr><td>{html.escape(e['policy_run'])}</td><td class='num'>{e['up']}</td><td class='num'>{e['down']}</td>"
+            f"<td class='num'>{e['up_share']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]</td><td class='num'>{change}</td></tr>"
+        )
+    return (
+        "<h2>Users' ratings per policy run</h2><p>Thumbs-up share of each policy run's replies in the feedback from "
+        "deployment, with 95% Wilson intervals; the change from the run deployed before it has Newcombe's interval. "
+        "An interval that excludes 0 is a change users noticed.</p><table><tr><th>policy run</th><th>up</th><th>down</th>"
+        f"<th>thumbs-up share [95%]</th><th>change vs previous [95%]</th></tr>{''.join(cells)}</table>"
+    )

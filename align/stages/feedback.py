@@ -35,7 +35,6 @@ from align.core import runs
 from align.core.config import to_dict
 from align.core.errors import AlignError
 from align.feedback.log import SALT_ENV, salt_from_env
-from align.privacy.backend import DEFAULT_SPACY_MODEL, check_backend
 from align.feedback.rows import (
     FeedbackColumns,
     correction_pairs,
@@ -46,6 +45,7 @@ from align.feedback.rows import (
     read_feedback,
     redact_rows,
 )
+from align.privacy.backend import DEFAULT_SPACY_MODEL, check_backend
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,15 @@ def prepare(cfg: Config):
     findings = redact_rows_or_drop(rows, redactor, cfg.redaction)
     rows, dropped_for_pii = findings.pop("__kept__"), findings.pop("__dropped__")
     rows, duplicates = dedupe(rows)
-    report = {**dict(read.report), "duplicates_dropped": duplicates,
-              "redaction": {"mode": cfg.redaction, "findings": dict(sorted(findings.items())),
-                            "rows_dropped": dropped_for_pii}}
+    report = {
+        **dict(read.report),
+        "duplicates_dropped": duplicates,
+        "redaction": {
+            "mode": cfg.redaction,
+            "findings": dict(sorted(findings.items())),
+            "rows_dropped": dropped_for_pii,
+        },
+    }
     if not rows:
         raise AlignError(f"{', '.join(cfg.inputs)}: no feedback rows left ({report})")
     return rows, report, redactor
@@ -129,22 +135,47 @@ def run(cfg: Config) -> dict:
         run.add_output("preferences", PREFERENCES, rows=len(pairs))
         run.add_output("review", REVIEW, rows=len(review))
         summary = counts(rows)
-        run.metrics.update(rows=len(rows), kto_examples=len(examples), kto_desirable=desirable,
-                           correction_pairs=len(pairs), review_rows=len(review),
-                           corrections_same_as_reply=same, duplicates_dropped=report["duplicates_dropped"],
-                           rows_read=report["rows_read"])
-        run.notes.update(counts=summary, redaction=report["redaction"], kto_weights=weights,
-                         salt_env=cfg.salt_env if salt_from_env(cfg.salt_env) else None)
+        run.metrics.update(
+            rows=len(rows),
+            kto_examples=len(examples),
+            kto_desirable=desirable,
+            correction_pairs=len(pairs),
+            review_rows=len(review),
+            corrections_same_as_reply=same,
+            duplicates_dropped=report["duplicates_dropped"],
+            rows_read=report["rows_read"],
+        )
+        run.notes.update(
+            counts=summary,
+            redaction=report["redaction"],
+            kto_weights=weights,
+            salt_env=cfg.salt_env if salt_from_env(cfg.salt_env) else None,
+        )
         run.notes["redaction"]["detectors"] = redactor.describe()  # the backend that ran, its model and versions
         manifest = runs.finish(run)
-    log.info("feedback: %d rows (%d up, %d down, %d flagged, %d corrections; %d repeats dropped); %d KTO examples, "
-             "%d correction pairs, %d to review", len(rows), summary["by_rating"]["up"], summary["by_rating"]["down"],
-             summary["flagged"], summary["corrections"], report["duplicates_dropped"], len(examples), len(pairs),
-             len(review))
+    log.info(
+        "feedback: %d rows (%d up, %d down, %d flagged, %d corrections; %d repeats dropped); %d KTO examples, "
+        "%d correction pairs, %d to review",
+        len(rows),
+        summary["by_rating"]["up"],
+        summary["by_rating"]["down"],
+        summary["flagged"],
+        summary["corrections"],
+        report["duplicates_dropped"],
+        len(examples),
+        len(pairs),
+        len(review),
+    )
     if weights and weights != {"desirable_weight": 1.0, "undesirable_weight": 1.0}:
-        log.info("for `align kto data.train=%s`: training.desirable_weight=%s training.undesirable_weight=%s balances "
-                 "%d up and %d down (the KTO paper's range)", manifest["path"], weights["desirable_weight"],
-                 weights["undesirable_weight"], desirable, len(examples) - desirable)
+        log.info(
+            "for `align kto data.train=%s`: training.desirable_weight=%s training.undesirable_weight=%s balances "
+            "%d up and %d down (the KTO paper's range)",
+            manifest["path"],
+            weights["desirable_weight"],
+            weights["undesirable_weight"],
+            desirable,
+            len(examples) - desirable,
+        )
     return manifest
 
 

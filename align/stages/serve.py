@@ -91,15 +91,21 @@ def check(cfg: Config) -> dict:
 
 def prepare(cfg: Config, vllm_port: int = 0) -> dict:
     if not cfg.policy:
-        raise AlignError("give the policy to serve: `align serve POLICY_RUN` (a training run, model directory or embedded)")
+        raise AlignError(
+            "give the policy to serve: `align serve POLICY_RUN` (a training run, model directory or embedded)"
+        )
     api_key = os.environ.get(cfg.api_key_env, "") or None
     if cfg.host not in LOOPBACK and not api_key:
-        raise AlignError(f"host={cfg.host} makes the server reachable from other machines: set an API key in the "
-                         f"environment variable {cfg.api_key_env} (clients send it as Bearer), or keep host=127.0.0.1")
+        raise AlignError(
+            f"host={cfg.host} makes the server reachable from other machines: set an API key in the "
+            f"environment variable {cfg.api_key_env} (clients send it as Bearer), or keep host=127.0.0.1"
+        )
     source = resolve_model(cfg.policy, cfg.trust_remote_code)
     max_len = cfg.max_model_len or context_length(source.base_dir)
     if max_len > context_length(source.base_dir):
-        raise AlignError(f"max_model_len={max_len} is longer than the model's context ({context_length(source.base_dir)})")
+        raise AlignError(
+            f"max_model_len={max_len} is longer than the model's context ({context_length(source.base_dir)})"
+        )
     command, env, weights = vllm_command(cfg, source, max_len, vllm_port or 0, api_key)
     return {"source": source, "command": command, "env": env, "weights": weights, "api_key": api_key}
 
@@ -113,9 +119,15 @@ def run(cfg: Config) -> dict:
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run:
         run.add_input_record("policy", source.record)
-        run.notes.update(policy=source.stable_ref, weights=plan["weights"], host=cfg.host, port=cfg.port,
-                         api_key_env=cfg.api_key_env if api_key else None, user_ids="hashed" if salt else "dropped",
-                         vllm_command=[a if a != api_key else "***" for a in plan["command"]])
+        run.notes.update(
+            policy=source.stable_ref,
+            weights=plan["weights"],
+            host=cfg.host,
+            port=cfg.port,
+            api_key_env=cfg.api_key_env if api_key else None,
+            user_ids="hashed" if salt else "dropped",
+            vllm_command=[a if a != api_key else "***" for a in plan["command"]],
+        )
         log_path = run.path / FEEDBACK_LOG
         os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600))
         started = time.time()
@@ -125,12 +137,21 @@ def run(cfg: Config) -> dict:
             run.notes["vllm_start_s"] = round(time.time() - started, 1)
             from align.feedback.proxy import create_app
 
-            app = create_app(f"http://127.0.0.1:{vllm_port}", log_path, _policy_id(cfg.policy, source),
-                             cfg.served_model_name, api_key=api_key, salt=salt)
-            print(f"serving {source.stable_ref} at http://{cfg.host}:{cfg.port}/v1 (OpenAI chat API, model "
-                  f"'{cfg.served_model_name}'); feedback log {log_path}\nrate a reply: POST /v1/feedback "
-                  f"{{reply_id, rating: up|down}} or `align feedback rate {run.final_path} REPLY_ID --rating up`; "
-                  "Ctrl-C stops and writes the run", flush=True)
+            app = create_app(
+                f"http://127.0.0.1:{vllm_port}",
+                log_path,
+                _policy_id(cfg.policy, source),
+                cfg.served_model_name,
+                api_key=api_key,
+                salt=salt,
+            )
+            print(
+                f"serving {source.stable_ref} at http://{cfg.host}:{cfg.port}/v1 (OpenAI chat API, model "
+                f"'{cfg.served_model_name}'); feedback log {log_path}\nrate a reply: POST /v1/feedback "
+                f"{{reply_id, rating: up|down}} or `align feedback rate {run.final_path} REPLY_ID --rating up`; "
+                "Ctrl-C stops and writes the run",
+                flush=True,
+            )
             serve_proxy(app, cfg.host, cfg.port)
             counts = app.state.counts
         finally:
@@ -138,10 +159,13 @@ def run(cfg: Config) -> dict:
         events = read_events(log_path, heal=True)
         run.add_output("feedback_log", FEEDBACK_LOG)
         run.add_output("vllm_log", VLLM_LOG)
-        run.metrics.update(replies=sum(e.get("event") == "reply" for e in events),
-                           ratings=sum(e.get("event") == "rating" for e in events),
-                           upstream_errors=counts["upstream_errors"], user_ids_dropped=counts["user_ids_dropped"],
-                           served_s=round(time.time() - started, 1))
+        run.metrics.update(
+            replies=sum(e.get("event") == "reply" for e in events),
+            ratings=sum(e.get("event") == "rating" for e in events),
+            upstream_errors=counts["upstream_errors"],
+            user_ids_dropped=counts["user_ids_dropped"],
+            served_s=round(time.time() - started, 1),
+        )
         return runs.finish(run)
 
 
@@ -150,6 +174,7 @@ def vllm_command(cfg: Config, source, max_len: int, port: int, api_key: str | No
     import torch
 
     from align.core.device import resolve_dtype
+
     # Through the vLLM engine module, which keeps the merged-weights cache and the LoRA choices align generate makes.
     from align.rollout.vllm_engine import _lora_rank, lora_mode, merged_policy_dir
 
@@ -171,25 +196,58 @@ def vllm_command(cfg: Config, source, max_len: int, port: int, api_key: str | No
         if mode == "serve":
             adapter = source.adapters[-1]
             weights = {**weights, "lora": "served", "adapter": str(adapter)}
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--tokenizer", str(tokenizer_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
-               "--max-model-len", str(max_len), "--max-num-seqs", str(settings.max_num_seqs),
-               "--tensor-parallel-size", str(settings.tensor_parallel_size), "--seed", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+        "--max-model-len",
+        str(max_len),
+        "--max-num-seqs",
+        str(settings.max_num_seqs),
+        "--tensor-parallel-size",
+        str(settings.tensor_parallel_size),
+        "--seed",
+        "0",
+    ]
     if cfg.trust_remote_code:
         command.append("--trust-remote-code")
     if settings.enforce_eager:
         command.append("--enforce-eager")
     if adapter is not None:
         # Clients ask for `served_model_name`: the adapter; the base answers to `<name>-base`.
-        command += ["--served-model-name", f"{cfg.served_model_name}-base", "--enable-lora", "--max-loras", "1",
-                    "--max-lora-rank", str(_lora_rank(adapter)), "--lora-modules", f"{cfg.served_model_name}={adapter}"]
+        command += [
+            "--served-model-name",
+            f"{cfg.served_model_name}-base",
+            "--enable-lora",
+            "--max-loras",
+            "1",
+            "--max-lora-rank",
+            str(_lora_rank(adapter)),
+            "--lora-modules",
+            f"{cfg.served_model_name}={adapter}",
+        ]
     else:
         command += ["--served-model-name", cfg.served_model_name]
     env = {"VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO")}
     if on_cpu:
         # As align generate's engine on a CPU: an explicit KV cache, whole prefills (see vllm_engine.py).
-        command += ["--kv-cache-memory-bytes", str(settings.kv_cache_gib * 2**30), "--no-enable-chunked-prefill",
-                    "--max-num-batched-tokens", str(max(max_len, 4096))]
+        command += [
+            "--kv-cache-memory-bytes",
+            str(settings.kv_cache_gib * 2**30),
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(max(max_len, 4096)),
+        ]
         env["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
         if settings.cpu_reserved is not None:
             env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(settings.cpu_reserved)
@@ -208,8 +266,9 @@ def start_vllm(command: list[str], env: dict, log_file: Path) -> subprocess.Pope
     out = open(log_file, "ab")
     try:
         # Its own process group, so stopping it also stops the engine-core processes it spawns.
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                start_new_session=True)
+        return subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
+        )
     finally:
         out.close()
 
@@ -222,8 +281,10 @@ def wait_ready(process: subprocess.Popen, url: str, timeout_s: float, log_file: 
     while time.time() < deadline:
         if process.poll() is not None:
             tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-            raise ServiceError(f"vLLM's server exited with code {process.returncode} before it was ready; last lines "
-                               f"of {log_file}: {' | '.join(tail)}")
+            raise ServiceError(
+                f"vLLM's server exited with code {process.returncode} before it was ready; last lines "
+                f"of {log_file}: {' | '.join(tail)}"
+            )
         try:
             if httpx.get(f"{url}/health", timeout=2, headers=headers).status_code == 200:
                 log.info("vLLM ready")
@@ -231,8 +292,9 @@ def wait_ready(process: subprocess.Popen, url: str, timeout_s: float, log_file: 
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    raise ServiceError(f"vLLM's server did not answer {url}/health within {timeout_s:.0f} s (startup_timeout_s); "
-                       f"see {log_file}")
+    raise ServiceError(
+        f"vLLM's server did not answer {url}/health within {timeout_s:.0f} s (startup_timeout_s); see {log_file}"
+    )
 
 
 def serve_proxy(app, host: str, port: int) -> None:

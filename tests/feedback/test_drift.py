@@ -35,8 +35,12 @@ def test_newcombe_matches_the_published_examples():
 
 
 def test_rates_per_policy_run_in_deployment_order():
-    rows = [{"policy_run": "r2", "rating": "up", "time": "2026-12-02"}, {"policy_run": "r1", "rating": "down", "time": "2026-12-01"},
-            {"policy_run": "r1", "rating": "up", "time": "2026-12-01"}, {"policy_run": "r2", "rating": None}]
+    rows = [
+        {"policy_run": "r2", "rating": "up", "time": "2026-12-02"},
+        {"policy_run": "r1", "rating": "down", "time": "2026-12-01"},
+        {"policy_run": "r1", "rating": "up", "time": "2026-12-01"},
+        {"policy_run": "r2", "rating": None},
+    ]
     table = compare(rating_rates(rows))
     assert [(e["policy_run"], e["up"], e["down"]) for e in table] == [("r1", 1, 1), ("r2", 1, 0)]
     assert table[1]["change"]["diff"] == 0.5 and table[1]["change"]["significant"] is False

@@ -28,8 +28,11 @@ def write(path: Path, rows) -> Path:
 
 def import_run(tmp_path, *inputs, **overrides):
     items = [f"{k}={v}" for k, v in overrides.items()]
-    cfg = load_config(feedback.Config, None, [f"inputs={json.dumps([str(i) for i in inputs])}",
-                                              f"runs_dir={tmp_path / 'runs'}", *items])
+    cfg = load_config(
+        feedback.Config,
+        None,
+        [f"inputs={json.dumps([str(i) for i in inputs])}", f"runs_dir={tmp_path / 'runs'}", *items],
+    )
     return feedback.run(cfg)
 
 
@@ -44,7 +47,10 @@ def test_example_file_counts_by_rating_policy_and_day(tmp_path, salt):
     counts = manifest["notes"]["counts"]
     # Worked out from the file: round 1 has 6 up / 6 down, round 2 8 up / 4 down plus one up (1) and one unrated.
     assert counts["by_rating"] == {"up": 15, "down": 10, "unrated": 1}
-    assert counts["by_policy_run"] == {"dpo-round1": {"down": 6, "up": 6}, "dpo-round2": {"down": 4, "unrated": 1, "up": 9}}
+    assert counts["by_policy_run"] == {
+        "dpo-round1": {"down": 6, "up": 6},
+        "dpo-round2": {"down": 4, "unrated": 1, "up": 9},
+    }
     assert counts["flagged"] == 4 and counts["corrections"] == 6
     assert counts["by_day"]["2026-11-21"] == 12 and counts["by_day"]["2026-11-28"] == 14
     assert sum(counts["by_day"].values()) == 26
@@ -59,7 +65,14 @@ def test_no_raw_personal_data_or_ids_are_stored(tmp_path, salt, backend):
     # auto: presidio where it is installed with its spaCy model (it may find more), else the rules.
     manifest = import_run(tmp_path, EXAMPLE, redaction_backend=backend)
     run = Path(manifest["path"])
-    for name in ("feedback.jsonl", "examples.jsonl", "preferences.jsonl", "review.jsonl", "manifest.json", "config.yaml"):
+    for name in (
+        "feedback.jsonl",
+        "examples.jsonl",
+        "preferences.jsonl",
+        "review.jsonl",
+        "manifest.json",
+        "config.yaml",
+    ):
         text = (run / name).read_text(encoding="utf-8")
         for raw in ("jane.doe@example.com", "415 555 2671", "customer-1", "s-77", "team-secret"):
             assert raw not in text, (name, raw)
@@ -73,13 +86,16 @@ def test_no_raw_personal_data_or_ids_are_stored(tmp_path, salt, backend):
 
 
 def test_bad_rows_are_listed_with_file_line_and_nothing_is_written(tmp_path, salt):
-    bad = write(tmp_path / "bad.jsonl", [
-        {"messages": "hi", "reply": "hello", "rating": "up"},
-        {"messages": "hi", "reply": "hello", "rating": "meh"},
-        {"reply": "hello"},
-        {"messages": "hi", "reply": "", "rating": "down"},
-        {"messages": "hi", "reply": "ok", "time": "yesterday"},
-    ])
+    bad = write(
+        tmp_path / "bad.jsonl",
+        [
+            {"messages": "hi", "reply": "hello", "rating": "up"},
+            {"messages": "hi", "reply": "hello", "rating": "meh"},
+            {"reply": "hello"},
+            {"messages": "hi", "reply": "", "rating": "down"},
+            {"messages": "hi", "reply": "ok", "time": "yesterday"},
+        ],
+    )
     with pytest.raises(AlignError) as exc:
         import_run(tmp_path, bad)
     message = str(exc.value)
@@ -96,15 +112,25 @@ def test_raw_user_id_without_a_salt_is_refused(tmp_path, monkeypatch):
     file = write(tmp_path / "f.jsonl", [{"prompt": "hi", "reply": "hello", "rating": 1, "user": "alice"}])
     with pytest.raises(AlignError, match=r"f.jsonl:1: 'user' holds a raw id; set the salt"):
         import_run(tmp_path, file)
-    hashed = write(tmp_path / "g.jsonl", [{"prompt": "hi", "reply": "hello", "rating": 1, "user": hash_id("alice", "s")}])
+    hashed = write(
+        tmp_path / "g.jsonl", [{"prompt": "hi", "reply": "hello", "rating": 1, "user": hash_id("alice", "s")}]
+    )
     assert import_run(tmp_path, hashed)["metrics"]["rows"] == 1
 
 
 def test_columns_are_configurable_and_csv_reads(tmp_path, salt):
     csv = tmp_path / "export.csv"
     csv.write_text("question,answer,model_version,thumbs\nWhere is it?,On its way.,v7,1\nAnd now?,No idea.,v7,0\n")
-    manifest = import_run(tmp_path, csv, **{"columns.prompt": "question", "columns.reply": "answer",
-                                            "columns.policy_run": "model_version", "columns.rating": "thumbs"})
+    manifest = import_run(
+        tmp_path,
+        csv,
+        **{
+            "columns.prompt": "question",
+            "columns.reply": "answer",
+            "columns.policy_run": "model_version",
+            "columns.rating": "thumbs",
+        },
+    )
     assert manifest["notes"]["counts"]["by_policy_run"] == {"v7": {"down": 1, "up": 1}}
 
 
@@ -137,10 +163,26 @@ def test_cli_import_takes_several_files_and_serve_log_joins_ratings(tmp_path, sa
     from align.feedback.log import FeedbackLog, rating_event
 
     log = FeedbackLog(tmp_path / "feedback.jsonl")
-    log.append({"event": "reply", "reply_id": "r-1", "time": "2026-12-01T10:00:00+00:00", "policy_run": "dpo-r3",
-                "messages": [{"role": "user", "content": "Hello"}], "reply": "Hi there."})
-    log.append({"event": "reply", "reply_id": "r-2", "time": "2026-12-01T10:01:00+00:00", "policy_run": "dpo-r3",
-                "messages": [{"role": "user", "content": "Help"}], "reply": "No."})
+    log.append(
+        {
+            "event": "reply",
+            "reply_id": "r-1",
+            "time": "2026-12-01T10:00:00+00:00",
+            "policy_run": "dpo-r3",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "reply": "Hi there.",
+        }
+    )
+    log.append(
+        {
+            "event": "reply",
+            "reply_id": "r-2",
+            "time": "2026-12-01T10:01:00+00:00",
+            "policy_run": "dpo-r3",
+            "messages": [{"role": "user", "content": "Help"}],
+            "reply": "No.",
+        }
+    )
     log.append(rating_event("r-2", "down", user="bob", salt=salt))
     log.append(rating_event("r-2", correction="Of course, what do you need?", user="bob", salt=salt))
     code = main(["feedback", "import", str(log.path), str(EXAMPLE), f"runs_dir={tmp_path / 'runs'}", "name=fb"])

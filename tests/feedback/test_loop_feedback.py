@@ -22,16 +22,23 @@ EXAMPLE = Path(__file__).parent / "data" / "feedback_example.jsonl"
 @pytest.fixture
 def feedback_run(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("ALIGN_FEEDBACK_SALT", "s")
-    cfg = load_config(feedback.Config, None, [f"inputs={json.dumps([str(EXAMPLE)])}", f"runs_dir={tmp_path}", "name=fb"])
+    cfg = load_config(
+        feedback.Config, None, [f"inputs={json.dumps([str(EXAMPLE)])}", f"runs_dir={tmp_path}", "name=fb"]
+    )
     return feedback.run(cfg)["path"]
 
 
 @pytest.fixture
 def labels_run(tmp_path) -> str:
     """A round's labels as the loop's labels run holds them: 3 usable pairs and a tie."""
-    rows = [{"prompt": [{"role": "user", "content": f"Question {i}?"}],
-             "chosen": [{"role": "assistant", "content": f"Helpful answer {i}."}],
-             "rejected": [{"role": "assistant", "content": "No."}]} for i in range(3)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}?"}],
+            "chosen": [{"role": "assistant", "content": f"Helpful answer {i}."}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+        }
+        for i in range(3)
+    ]
     rows.append({"prompt": [{"role": "user", "content": "Tie?"}], "chosen": None, "rejected": None})
     with runs.new_run("loop labels", {}, tmp_path, "labels") as run:
         (run.path / "preferences.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -40,7 +47,9 @@ def labels_run(tmp_path) -> str:
 
 
 def test_pairs_with_generated_labels_count_both_origins(tmp_path, feedback_run, labels_run):
-    data = write_round_data(FeedbackSource(source=feedback_run, mode="pairs"), feedback_run, labels_run, tmp_path / "r1")
+    data = write_round_data(
+        FeedbackSource(source=feedback_run, mode="pairs"), feedback_run, labels_run, tmp_path / "r1"
+    )
     # 3 usable generated pairs (the tie is left out) + 6 corrections in the example file.
     assert data["metrics"]["by_origin"] == {"correction": 6, "generated": 3} and data["metrics"]["usable_pairs"] == 9
     pairs = load_preference_pairs(data["path"])
@@ -69,8 +78,12 @@ def test_kto_with_generated_pairs_unpairs_them(tmp_path, feedback_run, labels_ru
 def test_report_shows_origins_and_ratings_per_policy_run(tmp_path, feedback_run, labels_run):
     from align.loop.rounds import RoundSummary
 
-    data = write_round_data(FeedbackSource(source=feedback_run, mode="pairs"), feedback_run, labels_run, tmp_path / "r1")
-    page = report_section([RoundSummary(round=0, policy="base"), RoundSummary(round=1, policy="p", feedback=data["path"])])
+    data = write_round_data(
+        FeedbackSource(source=feedback_run, mode="pairs"), feedback_run, labels_run, tmp_path / "r1"
+    )
+    page = report_section(
+        [RoundSummary(round=0, policy="base"), RoundSummary(round=1, policy="p", feedback=data["path"])]
+    )
     assert "Training data by origin" in page and "correction 6, generated 3" in page
     assert "Users&#x27; ratings per policy run" in page or "Users' ratings per policy run" in page
     assert "dpo-round1" in page and "0.500 [0.254, 0.746]" in page  # 6 of 12 up, Wilson by hand in test_drift.py

@@ -26,42 +26,65 @@ def fake_vllm(seen: list):
         if body["model"] != "policy":
             return httpx.Response(404, json={"error": {"message": f"model {body['model']} not found"}})
         text = "Echo: " + body["messages"][-1]["content"]
-        return httpx.Response(200, json={
-            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}})
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            },
+        )
+
     return httpx.MockTransport(handle)
 
 
 @pytest.fixture
 def proxy(tmp_path):
     seen: list = []
-    app = create_app("http://vllm", tmp_path / "feedback.jsonl", "dpo-round3", "policy", salt="s",
-                     upstream_transport=fake_vllm(seen))
+    app = create_app(
+        "http://vllm", tmp_path / "feedback.jsonl", "dpo-round3", "policy", salt="s", upstream_transport=fake_vllm(seen)
+    )
     with TestClient(app) as client:
         yield client, seen, tmp_path / "feedback.jsonl", app
 
 
 def test_chat_is_forwarded_logged_and_rated(proxy):
     client, seen, log_path, app = proxy
-    reply = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}],
-                                                      "temperature": 0, "user": "alice"})
+    reply = client.post(
+        "/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "user": "alice"},
+    )
     assert reply.status_code == 200
     data = reply.json()
     assert data["choices"][0]["message"]["content"] == "Echo: Hi"
     reply_id = data["reply_id"]
     assert reply.headers["x-reply-id"] == reply_id == data["choices"][0]["reply_id"]
     assert seen[0][1]["model"] == "policy"  # filled in for a request without one
-    rated = client.post("/v1/feedback", json={"reply_id": reply_id, "rating": "down", "flag": "too short",
-                                               "correction": "Hello! How can I help?", "user": "alice"})
+    rated = client.post(
+        "/v1/feedback",
+        json={
+            "reply_id": reply_id,
+            "rating": "down",
+            "flag": "too short",
+            "correction": "Hello! How can I help?",
+            "user": "alice",
+        },
+    )
     assert rated.status_code == 200 and rated.json() == {"ok": True, "reply_id": reply_id}
     events = read_events(log_path)
     assert [e["event"] for e in events] == ["reply", "rating"]
     assert events[0]["policy_run"] == "dpo-round3" and events[0]["reply"] == "Echo: Hi"
     assert events[0]["messages"] == [{"role": "user", "content": "Hi"}] and events[0]["params"] == {"temperature": 0}
     assert events[0]["user"] == hash_id("alice", "s") and "alice" not in log_path.read_text()
-    assert events[1] == {**events[1], "rating": "down", "flag": {"reason": "too short"},
-                         "correction": "Hello! How can I help?"}
+    assert events[1] == {
+        **events[1],
+        "rating": "down",
+        "flag": {"reason": "too short"},
+        "correction": "Hello! How can I help?",
+    }
     assert stat.S_IMODE(os.stat(log_path).st_mode) == 0o600
     assert app.state.counts["replies"] == 1 and app.state.counts["ratings"] == 1
 
@@ -72,7 +95,9 @@ def test_bad_feedback_and_unknown_replies_are_refused(proxy):
     bad = client.post("/v1/feedback", json={"reply_id": "r-1", "rating": "meh"})
     assert bad.status_code == 400 and "rating 'meh' is not up or down" in bad.json()["error"]["message"]
     assert client.post("/v1/feedback", json={"reply_id": "r-1", "stars": 5}).status_code == 400
-    streaming = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True})
+    streaming = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "stream": True}
+    )
     assert streaming.status_code == 400
     assert not log_path.exists() or log_path.read_text() == ""
 
@@ -86,8 +111,9 @@ def test_upstream_errors_pass_through_unlogged(proxy):
 
 def test_api_key_is_required_and_passed_on(tmp_path):
     seen: list = []
-    app = create_app("http://vllm", tmp_path / "feedback.jsonl", "p", "policy", api_key="k3y",
-                     upstream_transport=fake_vllm(seen))
+    app = create_app(
+        "http://vllm", tmp_path / "feedback.jsonl", "p", "policy", api_key="k3y", upstream_transport=fake_vllm(seen)
+    )
     with TestClient(app) as client:
         body = {"messages": [{"role": "user", "content": "Hi"}]}
         assert client.post("/v1/chat/completions", json=body).status_code == 401
@@ -99,9 +125,24 @@ def test_api_key_is_required_and_passed_on(tmp_path):
 
 def test_cli_rate_appends_to_the_log_and_refuses_unknown_ids(proxy, capsys):
     client, _, log_path, _ = proxy
-    reply_id = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]}).json()["reply_id"]
-    assert main(["feedback", "rate", str(log_path.parent), reply_id, "--rating", "up",
-                 "--correction", "Hello: how can I help?"]) == 0
+    reply_id = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]}).json()[
+        "reply_id"
+    ]
+    assert (
+        main(
+            [
+                "feedback",
+                "rate",
+                str(log_path.parent),
+                reply_id,
+                "--rating",
+                "up",
+                "--correction",
+                "Hello: how can I help?",
+            ]
+        )
+        == 0
+    )
     last = read_events(log_path)[-1]
     assert last["rating"] == "up" and last["correction"] == "Hello: how can I help?"  # taken as typed, not YAML
     assert main(["feedback", "rate", str(log_path.parent), "r-unknown", "--rating", "up"]) == 2

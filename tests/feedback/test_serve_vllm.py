@@ -45,15 +45,26 @@ def lora_policy(tmp_path_factory) -> Path:
 
     base = tmp_path_factory.mktemp("tiny-llama-vllm")
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(base, safe_serialization=True)
     tokenizer.save_pretrained(base)
-    model = get_peft_model(LlamaForCausalLM.from_pretrained(base), LoraConfig(
-        r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        LlamaForCausalLM.from_pretrained(base),
+        LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"),
+    )
     runs_dir = tmp_path_factory.mktemp("runs")
     with runs.new_run("dpo", {"hand_made": True}, runs_dir, "dpo-round1") as run:
         model.save_pretrained(Path(run.path) / "model")
@@ -77,9 +88,26 @@ def test_serve_answers_openai_requests_and_logs_them(lora_policy, tmp_path, lora
     port = free_port()
     env = {**os.environ, "ALIGN_CACHE": str(tmp_path / "cache"), "ALIGN_FEEDBACK_SALT": "pepper"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "align", "serve", str(lora_policy), f"port={port}", f"runs_dir={tmp_path / 'runs'}",
-         "name=serve-pilot", "max_model_len=256", "vllm.kv_cache_gib=1", "vllm.max_num_seqs=4", f"vllm.lora={lora}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "align",
+            "serve",
+            str(lora_policy),
+            f"port={port}",
+            f"runs_dir={tmp_path / 'runs'}",
+            "name=serve-pilot",
+            "max_model_len=256",
+            "vllm.kv_cache_gib=1",
+            "vllm.max_num_seqs=4",
+            f"vllm.lora={lora}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -91,8 +119,12 @@ def test_serve_answers_openai_requests_and_logs_them(lora_policy, tmp_path, lora
                 time.sleep(2)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         completion = client.chat.completions.create(
-            model="policy", messages=[{"role": "user", "content": "Name a colour."}], max_tokens=8, temperature=0,
-            user="customer-42")
+            model="policy",
+            messages=[{"role": "user", "content": "Name a colour."}],
+            max_tokens=8,
+            temperature=0,
+            user="customer-42",
+        )
         reply_id = completion.model_extra["reply_id"]
         assert completion.choices[0].message.content is not None
         rated = httpx.post(f"http://127.0.0.1:{port}/v1/feedback", json={"reply_id": reply_id, "rating": "up"})
