@@ -71,9 +71,16 @@ def step_lines(manifest):
     return [runs.json.loads(x) for x in (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()]
 
 
-def test_ppo_smoke(setup):
-    m = ppo.run(load_config(ppo.Config, None, overrides(
+@pytest.fixture(scope="module")
+def ppo_run(setup):
+    """The PPO smoke run (2 steps, a checkpoint after step 1 in `setup['tmp']/checkpoints`), for the tests
+    that check it, resume from it or give it as a reward model."""
+    return ppo.run(load_config(ppo.Config, None, overrides(
         setup, "algorithm=ppo", "checkpoint_every=1", f"checkpoint_dir={setup['tmp'] / 'checkpoints'}")))
+
+
+def test_ppo_smoke(setup, ppo_run):
+    m = ppo_run
     on_disk, steps = check_run(m, setup)
     assert [s["step"] for s in steps] == [1, 2]
     for key in ("reward", "reward_with_kl", "kl", "entropy", "response_length", "clip_fraction", "value_loss",
@@ -84,7 +91,6 @@ def test_ppo_smoke(setup):
     assert on_disk["notes"]["rollout"] == {"engine": "hf", "requested": "auto", "reason": on_disk["notes"]["rollout"]["reason"]}
     # The lineage reaches the reward run, and through it the model the reward model was trained from.
     assert any("reward_model: reward" in line for line in runs.lineage(m["path"]))
-    setup["ppo_run"] = m
 
 
 @pytest.mark.integration
@@ -166,10 +172,8 @@ def test_refuses_a_policy_as_reward_model(setup, capsys):
     assert "not a one-output sequence classifier" in err
 
 
-def test_refuses_a_run_that_is_not_a_reward_model(setup, capsys):
-    if "ppo_run" not in setup:
-        pytest.skip("needs the PPO smoke run")
-    assert "not a reward model" in refused(setup, capsys, f"reward_model={setup['ppo_run']['path']}")
+def test_refuses_a_run_that_is_not_a_reward_model(setup, ppo_run, capsys):
+    assert "not a reward model" in refused(setup, capsys, f"reward_model={ppo_run['path']}")
 
 
 def test_refuses_a_reward_model_on_another_tokenizer(setup, capsys):
@@ -215,24 +219,20 @@ def test_refuses_merged_vllm_rollouts_in_a_spawned_engine(setup, capsys):
     assert "vllm.lora=merge" in err and "vllm.multiprocessing=false" in err
 
 
-def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup):
-    if "ppo_run" not in setup:
-        pytest.skip("needs the PPO smoke run and its checkpoint")
+def test_ppo_resume_gives_the_same_steps_as_not_stopping(setup, ppo_run):
     ckpt = setup["tmp"] / "checkpoints"
     # The smoke run (2 steps) checkpointed after step 1 only: the last step needs none.
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
     resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, f"resume_from={ckpt / 'step-1'}")))
-    a, b = step_lines(setup["ppo_run"])[1:], step_lines(resumed)
+    a, b = step_lines(ppo_run)[1:], step_lines(resumed)
     assert [x["step"] for x in b] == [2]
     for key in ("reward", "kl", "policy_loss", "value_loss", "response_length"):
         assert [x[key] for x in b] == pytest.approx([x[key] for x in a], abs=1e-5), key
     assert any(i["role"] == "resume_from" for i in runs.read_manifest(resumed["path"])["inputs"])
 
 
-def test_refuses_resume_with_other_settings(setup, capsys):
+def test_refuses_resume_with_other_settings(setup, ppo_run, capsys):
     ckpt = setup["tmp"] / "checkpoints" / "step-1"
-    if not ckpt.exists():
-        pytest.skip("needs the PPO smoke run's checkpoint")
     assert "batch_size" in refused(setup, capsys, f"resume_from={ckpt}", "batch_size=2", "num_generations=1")
     assert "not before steps=1" in refused(setup, capsys, f"resume_from={ckpt}", "steps=1")
     assert "not an `align ppo` checkpoint" in refused(setup, capsys, f"resume_from={setup['tmp']}")
