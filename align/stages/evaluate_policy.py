@@ -34,6 +34,7 @@ replies and every judgement) and the metrics in `manifest.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -71,6 +72,20 @@ class EvalSampling(SamplingSettings):
     """0 is greedy decoding (reproducible, the default); above 0 samples with `seed`."""
     max_tokens: int = 160
     """Most new tokens per reply: leave room for a full reply (a cut reply fails length and sign-off rules)."""
+    set_max_tokens: dict[str, int] = field(default_factory=dict)
+    """Most new tokens for one prompt set's replies where it differs from max_tokens, e.g. `{harmful: 48, safe: 48}`:
+    a refusal shows in its first sentence, so the safety sets need not decode a full brand reply each."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name, tokens in self.set_max_tokens.items():
+            if name not in SETS:
+                raise AlignError(f"'sampling.set_max_tokens' names prompt set {name!r}; the sets are {', '.join(SETS)}")
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+                raise AlignError(f"'sampling.set_max_tokens.{name}' must be a whole number >= 1, got {tokens!r}")
+
+    def tokens_for(self, prompt_set: str) -> int:
+        return self.set_max_tokens.get(prompt_set, self.max_tokens)
 
 
 @dataclass
@@ -140,7 +155,8 @@ def run(cfg: Config) -> dict:
     for role, source in (("policy", policy), ("baseline", baseline)):
         tokenizer = load_tokenizer(source, cfg.trust_remote_code)
         ids = encode_prompts(tokenizer, conversations)
-        check_context(ids, [p.source for _, p in prompts], cfg.sampling.max_tokens, context_length(source.base_dir))
+        check_context(ids, [p.source for _, p in prompts], max(map(cfg.sampling.tokens_for, sets)),
+                      context_length(source.base_dir))
         encoded[role] = (tokenizer, ids)
     engine_name = choose_engine(cfg.engine)
     reused = None
@@ -163,13 +179,14 @@ def run(cfg: Config) -> dict:
             run_dir.add_input("baseline_replies", cfg.baseline_replies)
 
         timing = {}
-        replies = {"policy": _generate(cfg, engine_name, policy, *encoded["policy"], timing, "policy")}
+        set_names = [name for name, _ in prompts]
+        replies = {"policy": _generate(cfg, engine_name, policy, *encoded["policy"], set_names, timing, "policy")}
         if same_model:
             replies["baseline"] = replies["policy"]
         elif reused is not None:
             replies["baseline"] = reused
         else:
-            replies["baseline"] = _generate(cfg, engine_name, baseline, *encoded["baseline"], timing, "baseline")
+            replies["baseline"] = _generate(cfg, engine_name, baseline, *encoded["baseline"], set_names, timing, "baseline")
         rewards = _rewards(cfg, reward, conversations, replies) if reward is not None else None
 
         rows = [_judge(name, prompt, {m: replies[m][i] for m in MODELS}, rubric,
@@ -239,12 +256,21 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
 
 # -- models ---------------------------------------------------------------------------------------
 
-def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, prompt_ids, timing: dict, role: str):
-    out, took = generate_replies(cfg, engine_name, source, tokenizer, {"replies": (prompt_ids, cfg.sampling)},
-                                 cfg.sampling.seed)
+def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, prompt_ids, set_names: list[str],
+              timing: dict, role: str) -> list[Completion]:
+    """One reply per prompt from one engine load: one job per max-tokens budget (a single job, as before
+    `set_max_tokens`, when every set decodes to `max_tokens`), the replies put back in prompt order."""
+    budgets = [cfg.sampling.tokens_for(name) for name in set_names]
+    plain = {f.name: getattr(cfg.sampling, f.name) for f in dataclasses.fields(SamplingSettings)}
+    jobs = {tokens: ([ids for ids, b in zip(prompt_ids, budgets) if b == tokens], SamplingSettings(**{**plain, "max_tokens": tokens}))
+            for tokens in dict.fromkeys(budgets)}
+    out, took = generate_replies(cfg, engine_name, source, tokenizer, jobs, cfg.sampling.seed)
     timing[f"{role}_engine_load_s"] = took["engine_load_s"]
-    timing.update({f"{role}_{k}": v for k, v in took["jobs"]["replies"].items()})
-    return out["replies"]
+    for key in ("generation_s", "new_tokens"):
+        timing[f"{role}_{key}"] = round(sum(job[key] for job in took["jobs"].values()), 2)
+    timing[f"{role}_tokens_per_s"] = round(timing[f"{role}_new_tokens"] / max(timing[f"{role}_generation_s"], 1e-9), 2)
+    replies = {tokens: iter(completions) for tokens, completions in out.items()}
+    return [next(replies[b]) for b in budgets]
 
 
 def _rewards(cfg: Config, source: ModelSource, conversations, replies) -> dict[str, list[float]]:

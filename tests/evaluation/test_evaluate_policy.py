@@ -139,3 +139,32 @@ def test_dry_run_reads_and_counts_every_prompt_set(tmp_path, capsys):
     missing = tmp_path / "nope.csv"
     assert main(["evaluate", "policy", "--config", config, f"harmful.paths=[{missing}]", "--dry-run"]) == 2
     assert "data not found" in capsys.readouterr().err
+
+
+def test_a_set_decodes_to_its_own_max_tokens(tmp_path, tiny_model, prompt_files):
+    """`sampling.set_max_tokens` caps one set's replies (a refusal shows in its first words) and leaves the others
+    at `sampling.max_tokens`, in one engine load; replies stay in prompt order."""
+    code, runs_dir = evaluate(tmp_path, tiny_model, prompt_files, "sampling.set_max_tokens={harmful: 2, safe: 3}")
+    assert code == 0
+    rows = replies(runs_dir / "ev")
+    budget = {"harmful": 2, "safe": 3, "brand": 6}
+    for row in rows:
+        assert 1 <= row["policy"]["tokens"] <= budget[row["prompt_set"]]
+    # The random tiny model never ends a reply early, so every reply uses its set's whole budget.
+    assert {(r["prompt_set"], r["policy"]["tokens"]) for r in rows} == set(budget.items())
+    assert [r["prompt_set"] for r in rows] == sorted((r["prompt_set"] for r in rows), key=list(budget).index)
+    metrics = runs.read_manifest(runs_dir / "ev")["metrics"]
+    assert metrics["policy_new_tokens"] == sum(budget[r["prompt_set"]] for r in rows)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{harmfull: 48}", "names prompt set 'harmfull'"),
+    ("{safe: 0}", "'sampling.set_max_tokens.safe' must be a whole number >= 1"),
+])
+def test_a_bad_set_max_tokens_is_refused(value, message):
+    from align.core.config import load_config
+    from align.core.errors import AlignError
+    from align.stages.evaluate_policy import Config
+
+    with pytest.raises(AlignError, match=message):
+        load_config(Config, None, ["policy=embedded", f"sampling.set_max_tokens={value}"])
