@@ -86,7 +86,16 @@ class Config(runs.RunOutput, ModelLoading):
 def check(cfg: Config) -> dict:
     """What `--dry-run` prints: the policy resolved and the vLLM command (nothing started)."""
     plan = prepare(cfg)
-    return {"policy": plan["source"].stable_ref, "command": plan["command"], "env": plan["env"]}
+    return {
+        "policy": plan["source"].stable_ref,
+        "command": masked(plan["command"], plan["api_key"]),
+        "env": plan["env"],
+    }
+
+
+def masked(command: list[str], api_key: str | None) -> list[str]:
+    """The command as it may be printed or stored: the API key replaced by ***."""
+    return [a if not api_key or a != api_key else "***" for a in command]
 
 
 def prepare(cfg: Config, vllm_port: int = 0) -> dict:
@@ -126,7 +135,7 @@ def run(cfg: Config) -> dict:
             port=cfg.port,
             api_key_env=cfg.api_key_env if api_key else None,
             user_ids="hashed" if salt else "dropped",
-            vllm_command=[a if a != api_key else "***" for a in plan["command"]],
+            vllm_command=masked(plan["command"], api_key),
         )
         log_path = run.path / FEEDBACK_LOG
         os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600))

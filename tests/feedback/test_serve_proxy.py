@@ -153,3 +153,11 @@ def test_serve_refuses_a_public_bind_without_an_api_key(monkeypatch, capsys):
     monkeypatch.delenv("ALIGN_SERVE_API_KEY", raising=False)
     assert main(["serve", "embedded", "host=0.0.0.0", "--dry-run"]) == 2
     assert "set an API key in the environment variable ALIGN_SERVE_API_KEY" in capsys.readouterr().err
+
+
+def test_serve_dry_run_never_shows_the_api_key(monkeypatch, capsys):
+    monkeypatch.setenv("ALIGN_SERVE_API_KEY", "s3cret-key")
+    assert main(["serve", "embedded", "host=0.0.0.0", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "--api-key" in out and "***" in out
+    assert "s3cret-key" not in out
