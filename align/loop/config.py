@@ -204,7 +204,7 @@ class LoopConfig:
                 raise AlignError(f"'generate.{key}' ({self.generate[key]}) and 'mix' both say what a round answers; with "
                                  f"mix, list each kind's prompts under mix.kinds (mix.prompts_per_round for the count) "
                                  f"and drop generate.{key}")
-        if "kto" in self.train.stages and self.feedback.mode != "kto":
+        if "kto" in self.train.stages and (self.feedback.mode != "kto" or not self.feedback.on):
             raise AlignError("train.stages has kto, which the loop trains on feedback: set feedback.source and "
                              "feedback.mode=kto (align/loop/feedback.py)")
         self.feedback.check(self.train.stages)

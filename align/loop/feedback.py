@@ -47,12 +47,12 @@ class FeedbackSource:
     source: str = ""
     """A feedback run (`align feedback import`), a reviewed run (`align feedback reviewed`), or a feedback file;
     empty: no feedback."""
-    mode: Literal["kto", "pairs"] = "pairs"
+    mode: Literal["kto", "pairs"] | None = None
     """kto: thumbs up/down as KTO examples (train.stages must end with kto); pairs: corrections or reviewed
-    replies as DPO pairs (the better reply over the logged one)."""
-    use: Literal["with", "instead"] = "with"
-    """with: added to the round's generated, labelled pairs; instead: the round trains on feedback alone
-    (no generate, push or pull)."""
+    replies as DPO pairs (the better reply over the logged one). Required with a source."""
+    use: Literal["with", "instead"] | None = None
+    """with (unset means with): added to the round's generated, labelled pairs; instead: the round trains on
+    feedback alone (no generate, push or pull)."""
     rounds: list[int] = field(default_factory=list)
     """Rounds that use the feedback; empty: every round."""
 
@@ -66,7 +66,14 @@ class FeedbackSource:
     def check(self, stages: list[str]) -> None:
         """Refuse a source that does not exist or a mode the round's training cannot use."""
         if not self.on:
+            if self.mode == "kto":
+                raise AlignError("feedback.mode=kto needs feedback.source: a feedback run or file")
             return
+        if self.mode is None:
+            raise AlignError(
+                "'feedback.mode' is required with feedback.source: kto (thumbs as KTO examples) or pairs "
+                "(corrections or reviewed replies as DPO pairs)"
+            )
         if not Path(self.source).exists():
             raise AlignError(
                 f"'feedback.source' not found: {self.source} (a feedback run, reviewed run or feedback file)"
@@ -134,16 +141,15 @@ def write_round_data(
             f"for feedback.mode={cfg.mode}"
         )
     by_origin = Counter(r["origin"] for r in rows)
-    with runs.new_run(STAGE, {"mode": cfg.mode, "use": cfg.use}, runs_dir, name) as run:
+    use = cfg.use or "with"
+    with runs.new_run(STAGE, {"mode": cfg.mode, "use": use}, runs_dir, name) as run:
         if labels_run is not None:
             run.add_input("labels", labels_run)
         run.add_input("feedback", feedback_run)
         with open(run.path / file, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         run.add_output(output, file, rows=len(rows))
-        run.metrics.update(
-            usable_pairs=len(rows), by_origin=dict(sorted(by_origin.items())), mode=cfg.mode, use=cfg.use
-        )
+        run.metrics.update(usable_pairs=len(rows), by_origin=dict(sorted(by_origin.items())), mode=cfg.mode, use=use)
         if cfg.mode == "kto":
             desirable = sum(bool(r["label"]) for r in rows)
             run.metrics.update(desirable=desirable, undesirable=len(rows) - desirable)

@@ -98,12 +98,25 @@ def loop_config(tmp_path, *overrides):
 
 def test_loop_config_checks_the_feedback_source(tmp_path, feedback_run):
     cfg = loop_config(tmp_path, f"feedback.source={feedback_run}", "feedback.mode=kto", "train.stages=[kto]")
-    assert cfg.feedback.applies(1) and cfg.feedback.use == "with"
+    assert cfg.feedback.applies(1) and cfg.feedback.use is None  # unset: with the generated pairs
     with pytest.raises(AlignError, match="feedback.mode=kto trains KTO: set train.stages to end with kto"):
         loop_config(tmp_path, f"feedback.source={feedback_run}", "feedback.mode=kto")
     with pytest.raises(AlignError, match="train.stages has kto, which the loop trains on feedback"):
         loop_config(tmp_path, "train.stages=[kto]")
     with pytest.raises(AlignError, match="'feedback.source' not found"):
-        loop_config(tmp_path, f"feedback.source={tmp_path / 'nope.jsonl'}")
-    only_round_2 = loop_config(tmp_path, f"feedback.source={feedback_run}", "feedback.rounds=[2]")
+        loop_config(tmp_path, f"feedback.source={tmp_path / 'nope.jsonl'}", "feedback.mode=pairs")
+    with pytest.raises(AlignError, match="'feedback.mode' is required with feedback.source"):
+        loop_config(tmp_path, f"feedback.source={feedback_run}")
+    only_round_2 = loop_config(
+        tmp_path, f"feedback.source={feedback_run}", "feedback.mode=pairs", "feedback.rounds=[2]"
+    )
     assert not only_round_2.feedback.applies(1) and only_round_2.feedback.applies(2)
+
+
+def test_a_loop_started_before_the_feedback_section_resumes_without_a_config_change(tmp_path):
+    from align.core.config import to_dict
+    from align.loop.config import loop_changes
+
+    now = to_dict(loop_config(tmp_path))
+    then = {k: v for k, v in now.items() if k not in ("feedback", "kto")}  # as a loop written before them saved it
+    assert loop_changes(then, {}, now, {}) == ([], [])
