@@ -7,7 +7,7 @@ subclasses replace only the loss, per pair:
 
     weighting=none             -log P(c > r | d)                          (Bradley-Terry: -log sigmoid(d))
     weighting=label_smoothing  -[p log P(c > r | d) + (1-p) log P(r > c | d)]   p = p_chosen
-    weighting=weight           (2p - 1) * -log P(c > r | d)
+    weighting=weight           (2p - 1) * -log P(c > r | d)           (p < 0.5: (1 - 2p) * -log P(r > c | d))
     a tie (data.ties kept)     -log P(tie | d)
 
 `label_smoothing` is conservative DPO (cDPO, Mitchell 2023) with a per-pair eps = 1 - p_chosen
@@ -91,7 +91,10 @@ def pair_losses(
         p = p_chosen.to(d.dtype)
         clear = p * win + (1 - p) * -log_p_win(-d, ties, strength)
     elif weighting == "weight":
-        clear = (2 * p_chosen.to(d.dtype) - 1) * win
+        # p < 0.5 says the rejected reply is more likely the better one: weight |2p - 1| on the flipped pair
+        # (a negative weight on the hard loss would be unbounded below).
+        p = p_chosen.to(d.dtype)
+        clear = torch.where(p >= 0.5, (2 * p - 1) * win, (1 - 2 * p) * -log_p_win(-d, ties, strength))
     else:
         raise ValueError(f"unknown weighting {weighting!r}")
     if tie is None or ties == "drop":

@@ -27,6 +27,8 @@ def test_bradley_terry_soft_target_and_weight_by_hand():
     # p = 1 is the plain loss; p = 0.5 weighs nothing
     assert losses([d, -d], [1.0, 1.0], weighting="label_smoothing") == pytest.approx(losses([d, -d]))
     assert losses([d], [0.5], weighting="weight") == [0.0]
+    # p = 0.2 < 0.5: the pair counts the other way round, weight 0.6, on -log sigmoid(-d) = ln 4
+    assert losses([d], [0.2], weighting="weight") == pytest.approx([0.6 * math.log(4)])
 
 
 def test_soft_target_is_minimised_at_the_margin_whose_probability_is_p():
