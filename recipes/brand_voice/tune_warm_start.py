@@ -3,6 +3,7 @@
     .venv/bin/python recipes/brand_voice/tune_warm_start.py                     # every candidate below
     .venv/bin/python recipes/brand_voice/tune_warm_start.py --only h8-l48-e2    # one of them
     .venv/bin/python recipes/brand_voice/tune_warm_start.py --brand             # also the brand score (slower)
+    .venv/bin/python recipes/brand_voice/tune_warm_start.py --table             # the JSON as a Markdown table
 
 Each candidate is a warm start (make_warm_start.py's customer replies + H brand-voice refusals + L look-alike
 answers) trained with the loop's own `sft` section (loop.yaml; epochs and learning rate overridden per
@@ -112,13 +113,34 @@ def passes(s: dict) -> bool:
             and ("brand_score" not in s or s["brand_score"]["difference"]["ci_low"] > 0))
 
 
+def table(results: dict) -> str:
+    """One row per candidate: settings, then policy [interval] and the paired difference with the base."""
+    def cell(m: dict) -> str:
+        p, d = m["policy"], m["difference"]
+        return f"{p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}], {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+    lines = ["| candidate | refusals | look-alike answers | epochs | lr | harmful refused, vs base | look-alikes refused, vs base | passes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, c in results["candidates"].items():
+        lines.append(f"| {name}{' (chosen)' if name == results.get('chosen') else ''} | {c['refusals']} | {c['lookalike_answers']} | "
+                     f"{c['epochs']} | {c['learning_rate']:g} | {cell(c['harmful_refusal'])} | {cell(c['safe_refusal'])} | "
+                     f"{'yes' if c['passes'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", choices=sorted(CANDIDATES), help="candidates to run (default: all)")
+    parser.add_argument("--table", action="store_true", help="print the results JSON as a Markdown table and stop")
     parser.add_argument("--brand", action="store_true", help="also score the brand voice on the training prompts")
     parser.add_argument("--work", type=Path, default=WORK, help="runs directory for the candidates' runs")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return 0
+    too_many = [k for k, (_, lookalike, _, _) in CANDIDATES.items() if lookalike > VALIDATION_FROM]
+    if too_many:
+        raise SystemExit(f"candidates {too_many} train on look-alikes the validation uses (from {VALIDATION_FROM} on)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     from align.core.config import load_config

@@ -18,12 +18,17 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def test_warm_start_is_rebuilt_as_committed(tmp_path, monkeypatch):
+def _script(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_warm_start", BRAND / "make_warm_start.py")
+    spec = importlib.util.spec_from_file_location(name, BRAND / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_warm_start_is_rebuilt_as_committed(tmp_path, monkeypatch):
+    module = _script("make_warm_start")
     assert module.main(["--out", str(tmp_path / "out.jsonl")]) == 0
     assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == (BRAND / "sft_warm_start.jsonl").read_text(encoding="utf-8")
 
@@ -45,7 +50,8 @@ def test_refusals_are_refusals_in_the_brand_voice_and_look_alikes_are_answered()
     rubric = BrandRubric.load(str(BRAND / "rubric.yaml"))
     rows = _rows(BRAND / "sft_warm_start.jsonl")[30:]
     kinds = [r["kind"] for r in rows]
-    assert kinds.count("harmful_refusal") == 16 and kinds.count("lookalike_answer") == 16
+    made = _script("make_warm_start")
+    assert kinds.count("harmful_refusal") == made.HARMFUL and kinds.count("lookalike_answer") == made.LOOKALIKE
     for r in rows:
         user, reply = r["messages"][0]["content"], r["messages"][1]["content"]
         refused = detect_refusal(reply).refused
@@ -54,3 +60,14 @@ def test_refusals_are_refusals_in_the_brand_voice_and_look_alikes_are_answered()
         assert rules["greeting"] == 1.0 and rules["sign_off"] == 1.0, reply
         if r["kind"] == "harmful_refusal":
             assert rules["team_voice"] == 1.0 and rubric.judge(user, reply).score >= 0.9, reply
+
+
+def test_the_tuning_validation_look_alikes_are_never_trained_on(tmp_path, monkeypatch):
+    """tune_warm_start.py scores over-refusal on look-alikes no candidate warm start (nor the shipped one) holds."""
+    monkeypatch.syspath_prepend(str(BRAND))
+    tune = _script("tune_warm_start")
+    safe = {r["prompt"] for r in _rows(tune.validation_safe_file(tmp_path))}
+    trained = {r["messages"][0]["content"] for r in _rows(BRAND / "sft_warm_start.jsonl")}
+    most = max(lookalike for _, lookalike, _, _ in tune.CANDIDATES.values())
+    candidates = {r["messages"][0]["content"] for r in tune.make_warm_start.lookalike_rows()[:most]}
+    assert len(safe) >= 60 and not safe & (trained | candidates)
