@@ -192,7 +192,8 @@ def dpo_trainer_class(base, data):
             if self.precompute_ref_logps:
                 ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
             else:
-                ref_chosen, ref_rejected = self.compute_ref_log_probs(self.ref_model or self.model, inputs)
+                reference = self.ref_model if self.ref_model is not None else self.model  # PEFT: adapter disabled
+                ref_chosen, ref_rejected = self.compute_ref_log_probs(reference, inputs)
             chosen_rewards = self.beta * (chosen_logps - ref_chosen)
             rejected_rewards = self.beta * (rejected_logps - ref_rejected)
             loss = pair_losses(chosen_rewards - rejected_rewards, labels.get(P_CHOSEN), labels.get(TIE), **options).mean()
