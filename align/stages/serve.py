@@ -27,7 +27,6 @@ salted hashes (`salt_env`), or left out when no salt is set.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -337,8 +336,11 @@ def free_port() -> int:
 
 
 def _policy_id(ref: str, source) -> str:
-    """The policy's run id as the log records it: the run directory's name for a run, else its reference."""
+    """The policy's run id as the log records it: the run directory (relative to the working directory when
+    inside it, e.g. runs/brand-loop/round-2/dpo; a loop names every round's run `dpo`, so the name alone would
+    not tell rounds apart), else the model's reference."""
     path = Path(ref)
     if runs.is_run(path):
-        return json.loads((path / runs.MANIFEST).read_text(encoding="utf-8")).get("name") or path.name
+        relative = os.path.relpath(path.resolve())
+        return str(path.resolve()) if relative.startswith("..") else relative
     return source.stable_ref

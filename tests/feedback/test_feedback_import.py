@@ -203,3 +203,34 @@ def test_a_rating_of_an_unknown_reply_in_a_serve_log_is_a_bad_row(tmp_path, salt
     log.append(rating_event("r-9", "up"))
     with pytest.raises(AlignError, match=r"feedback.jsonl:2: a rating of reply_id 'r-9'"):
         import_run(tmp_path, log.path)
+
+
+def test_parquet_export_reads(tmp_path, salt):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(
+        [
+            {
+                "messages": [{"role": "user", "content": "Is it in stock?"}],
+                "reply": "Yes, ships today.",
+                "rating": 1,
+                "policy_run": "r7",
+                "time": 1795860000,
+                "correction": None,
+            },  # pyarrow takes the columns from row 1
+            {
+                "messages": [{"role": "user", "content": "Refund?"}],
+                "reply": "No.",
+                "rating": 0,
+                "policy_run": "r7",
+                "time": 1795860060,
+                "correction": "Of course, I've started your refund.",
+            },
+        ]
+    )
+    pq.write_table(table, tmp_path / "export.parquet")
+    manifest = import_run(tmp_path, tmp_path / "export.parquet")
+    assert manifest["notes"]["counts"]["by_rating"] == {"up": 1, "down": 1, "unrated": 0}
+    assert manifest["notes"]["counts"]["by_day"] == {"2026-11-28": 2}
+    assert manifest["metrics"]["correction_pairs"] == 1

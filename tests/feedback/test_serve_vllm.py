@@ -139,6 +139,7 @@ def test_serve_answers_openai_requests_and_logs_them(lora_policy, tmp_path, lora
     assert manifest["notes"]["weights"]["lora"] == ("merged" if lora == "merge" else "served")
     events = [json.loads(line) for line in (run / "feedback.jsonl").open()]
     assert events[0]["event"] == "reply" and events[0]["reply_id"] == reply_id
-    assert events[0]["policy_run"] == "dpo-round1" and events[0]["messages"][0]["content"] == "Name a colour."
+    assert events[0]["policy_run"] == str(lora_policy.resolve())  # the run directory: rounds of a loop share names
+    assert events[0]["messages"][0]["content"] == "Name a colour."
     assert events[0]["reply"] == completion.choices[0].message.content
     assert events[1]["rating"] == "up" and "customer-42" not in (run / "feedback.jsonl").read_text()
