@@ -11,6 +11,16 @@ US bank and driver's licence numbers, dates and organisations, and flags every 1
 of them):
 - spaCy NER -> PERSON (PERSON/PER) and LOCATION (GPE, LOC, FAC); other NER labels are ignored
   (dates, organisations and products are what support conversations are about);
+- first names the NER misses (a small model misses lone first names: "an agent called Daniel" came
+  out as an organisation): a token is a PERSON when it is capitalised, is a first name in Faker's
+  person providers (MIT; Latin-script first names listed by two or more of its 80+ locales,
+  `first_name_gazetteer`), is
+  not part of a date or number entity, and either is tagged a proper noun mid-sentence (and does
+  not modify a common noun: "Dell laptop", "Victoria sponge" are brands) or follows a
+  word that introduces a person ("Hi", "Thanks", "called", "named", "ask", "tell", "Mr", "it's",
+  "this is", a signature dash or "Cheers,"); a capitalised proper noun right after it is taken as the
+  surname. Names outside the list ("Olumide") and names at the start of a sentence with no such word
+  are left to NER;
 - Presidio's CreditCardRecognizer (Luhn), IbanRecognizer and UsSsnRecognizer (scores raised by
   context words such as "ssn");
 - every detector of the rules backend (align/privacy/redact.py) as one recognizer: e-mails (plain
@@ -37,7 +47,7 @@ from collections import Counter
 from typing import Any
 
 from align.core.errors import AlignError
-from align.privacy.redact import Finding, Redactor, detector_versions, resolve_overlaps
+from align.privacy.redact import TYPES, Finding, Redactor, detector_versions, resolve_overlaps
 
 # Presidio's own default model (its SpacyNlpEngine loads en_core_web_lg); the larger model finds more
 # names than en_core_web_sm at ~400 MB.
@@ -69,7 +79,7 @@ def missing(spacy_model: str) -> str | None:
     """Why the presidio backend cannot run here (a short phrase), or None when it can."""
     import importlib.util
 
-    for module in ("presidio_analyzer", "presidio_anonymizer", "spacy"):
+    for module in ("presidio_analyzer", "presidio_anonymizer", "spacy", "faker"):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed ({INSTALL})"
     if spacy_model == BLANK:
@@ -131,7 +141,7 @@ class PresidioRedactor:
         meta = self.nlp.meta
         return {
             "backend": self.backend,
-            **{name: metadata.version(name) for name in ("presidio-analyzer", "presidio-anonymizer", "spacy")},
+            **{name: metadata.version(name) for name in ("presidio-analyzer", "presidio-anonymizer", "spacy", "faker")},
             "spacy_model": self.spacy_model,
             "spacy_model_name": f"{meta.get('lang', 'en')}_{meta.get('name', 'blank')}",
             "spacy_model_version": meta.get("version", ""),
@@ -164,6 +174,8 @@ class PresidioRedactor:
         for recognizer in (CreditCardRecognizer(), IbanRecognizer(), UsSsnRecognizer()):
             registry.add_recognizer(recognizer)
         registry.add_recognizer(_RulesRecognizer(self.rules))
+        if self.has_ner:
+            registry.add_recognizer(_FirstNameRecognizer())
         return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
 
 
@@ -180,8 +192,105 @@ def _RulesRecognizer(rules: Redactor):
         def analyze(self, text, entities, nlp_artifacts=None):
             return [RecognizerResult(entity.get(f.type, f.type), f.start, f.end, 1.0) for f in rules.find(text)]
 
-    supported = sorted({*entity.values(), "ADDRESS", *rules.patterns} - {"PERSON", "LOCATION"})
+    supported = sorted({entity.get(t, t) for t in (*TYPES, *rules.patterns)})
     return RulesRecognizer(supported_entities=supported, name="align_rules", supported_language="en")
+
+
+# Words after which a capitalised first name is a person whatever the tagger says: greetings,
+# sign-offs, "called"/"named", verbs that take a person ("ask Ana", "tell Ana"), titles. Two-word
+# openers ("it's", "I'm", "this is", "name is") are matched on the two lower-cased tokens.
+_PERSON_CUES = frozenset(
+    "hi hello hey dear thanks thank cheers regards best love called named ask tell told asked thanked "
+    "mr mrs ms miss dr sir madam agent".split()
+)
+_PERSON_CUE_PAIRS = frozenset({("it", "'s"), ("i", "'m"), ("i", "am"), ("this", "is"), ("name", "is")})
+# NER labels that say a capitalised first name is something else: "in May", "on June 3".
+_NOT_A_NAME = frozenset({"DATE", "TIME", "MONEY", "QUANTITY", "CARDINAL", "ORDINAL", "PERCENT"})
+_NAME_SCORE = 0.6
+
+
+def first_name_gazetteer() -> frozenset[str]:
+    """Capitalised Latin-script first names listed by at least two of Faker's person locales (cached).
+
+    Two, because single lists carry words: Faker's generic `en` list alone has "West", "General",
+    "Fed", "Brain", "China" (US baby-name records), and on real dialogues (HH-RLHF) those were most of
+    what the gazetteer added beyond NER. The price: names only one locale lists ("Rahul") are left to NER.
+    """
+    global _FIRST_NAMES
+    if _FIRST_NAMES is None:
+        import importlib
+        import pkgutil
+        import re
+
+        import faker.providers.person as person
+
+        locales: Counter = Counter()
+        for module in pkgutil.iter_modules(person.__path__):
+            provider = importlib.import_module(f"{person.__name__}.{module.name}").Provider
+            names: set[str] = set()
+            for attr in ("first_names", "first_names_male", "first_names_female"):
+                values = provider.__dict__.get(attr)
+                if isinstance(values, (dict, list, tuple, set)):
+                    names.update(n for n in values if re.fullmatch(r"[A-Z][a-z]+(?:-[A-Z][a-z]+)?", n))
+            locales.update(names)
+        _FIRST_NAMES = frozenset(name for name, n in locales.items() if n >= 2)
+    return _FIRST_NAMES
+
+
+_FIRST_NAMES: frozenset[str] | None = None
+
+
+def _FirstNameRecognizer():
+    """PERSON for first names NER missed, by the rule in the module docstring (works on spaCy's tokens)."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    class FirstNameRecognizer(EntityRecognizer):
+        def load(self) -> None:
+            self.names = first_name_gazetteer()
+
+        def analyze(self, text, entities, nlp_artifacts=None):
+            doc = nlp_artifacts.tokens if nlp_artifacts is not None else None
+            if doc is None:
+                return []
+            results, i = [], 0
+            while i < len(doc):
+                token = doc[i]
+                if not self._is_name(token):
+                    i += 1
+                    continue
+                end = i + 1
+                while end < len(doc) and end - i < 3 and _surname(doc[end]):
+                    end += 1
+                results.append(RecognizerResult("PERSON", token.idx, doc[end - 1].idx + len(doc[end - 1]), _NAME_SCORE))
+                i = end
+            return results
+
+        def _is_name(self, token) -> bool:
+            if token.text not in self.names or token.ent_type_ in _NOT_A_NAME:
+                return False
+            if _after_person_cue(token):
+                return True
+            # "Dell laptop", "Victoria sponge": a name modifying a common noun is a brand or a product.
+            brand = token.dep_ == "compound" and token.head.pos_ == "NOUN"
+            return token.pos_ == "PROPN" and not token.is_sent_start and not brand
+
+    return FirstNameRecognizer(supported_entities=["PERSON"], name="align_first_names", supported_language="en")
+
+
+def _after_person_cue(token) -> bool:
+    """A cue word among the two words before `token` or a cue pair right before it (punctuation and
+    line breaks skipped: "Cheers,\\nAna"), or a signature: the name ends the text after a dash."""
+    words = [t for t in token.doc[max(0, token.i - 6) : token.i] if not (t.is_punct or t.is_space)][-2:]
+    lower = [t.lower_ for t in words]
+    if any(w in _PERSON_CUES for w in lower) or tuple(lower) in _PERSON_CUE_PAIRS:
+        return True
+    rest = token.doc[token.i + 1 :]
+    before = token.doc[token.i - 1] if token.i else None
+    return before is not None and before.text in ("-", "--", "\u2013", "\u2014") and all(t.is_punct or t.is_space for t in rest)
+
+
+def _surname(token) -> bool:
+    return token.is_title and token.is_alpha and token.pos_ == "PROPN" and token.ent_type_ not in _NOT_A_NAME
 
 
 def _load_pipeline(spacy_model: str):

@@ -10,8 +10,9 @@ The rules' detectors, each validated rather than pattern-only, so look-alikes su
 - EMAIL: `local@domain.tld` (a regex; the domain needs a dot and a 2+ letter top-level label), and
   e-mails spelled out to dodge filters ("jane dot doe at example dot com", "jdoe [at] example.com"):
   at least one of `at`/`dot` written as a word or in brackets, and a known top-level domain at the end;
-  a plain " at " with real dots counts only when the local part has a dot, `_` or a digit, so
-  "look at example.com" is left alone;
+  a plain " at " with real dots counts when the local part has a dot, `_` or a digit, or when an
+  e-mail word comes just before it ("email jdoe at example.org", "e-mail me: jdoe at example.org"),
+  so "look at example.com" is left alone;
 - PHONE: `phonenumbers`' PhoneNumberMatcher (valid numbers, grouped as the region writes them), for
   national numbers of `phone_region` and any `+`-prefixed international number; a national number
   written as a bare run of 10 (or 1 + 10) digits only when `phonenumbers` finds it valid AND a phone
@@ -22,7 +23,13 @@ The rules' detectors, each validated rather than pattern-only, so look-alikes su
   "SSN" / "social security (number)";
 - ADDRESS: a US-style street line (house number, capitalised street name, a street suffix such as
   Street/Ave/Lane, an optional Apt/Suite/Unit) with an optional ", City, ST 12345" after it, a
-  "City, ST 12345" on its own, and "PO Box 123";
+  "City, ST 12345" on its own, and "PO Box 123"; in lower case ("12 oak street") only with a suffix
+  that is seldom anything but a street (street, avenue, road, lane, boulevard, crescent, terrace,
+  parkway and their abbreviations; not "way", "place", "drive", "court") and street-name words that
+  are not function words or units ("3 blocks down the road", "a 2 hour drive" are left alone);
+- DOB: a date (3/14/1988, 1988-03-14, March 14, 1988, 14 March 1988, 4th of July 1990, March 1988)
+  right after "born (on)", "DOB", "date of birth", "birth date" or "birthday (is)"; other dates are
+  left alone (order and delivery dates are what support text is about);
 - CARD: 13-19 digits, unbroken or grouped as cards are printed (4-4-4-4, 4-6-5, ...), with a card
   network's prefix and a valid Luhn check digit (`stdnum.luhn`);
 - IBAN: country code, check digits and account, validated by `stdnum.iban` (country length and mod-97);
@@ -31,7 +38,7 @@ The rules' detectors, each validated rather than pattern-only, so look-alikes su
 - user patterns: `{TYPE: regex}`, each match replaced by `[TYPE]`.
 
 What the rules do not catch: personal names, places and street addresses not written in the US
-pattern above (lower-case street names, other countries' formats), dates of birth, national ids
+pattern above (other countries' formats), dates of birth without one of the words above, national ids
 other than the above, account numbers without a checksum, numbers written out in words or split by
 unusual separators, bare national phone numbers without a phone word before them, phone numbers of
 other regions written without their `+` prefix, and anything inside images or encoded text. A
@@ -40,7 +47,7 @@ places (NER); benchmarks/pii_redaction.py measures both on data/pii_eval.jsonl. 
 what a data set is known to hold; review samples before sharing.
 
 Modes: `redact` replaces each finding with its typed placeholder (`[EMAIL]`, `[PHONE]`, `[SSN]`,
-`[ADDRESS]`, `[CARD]`, `[IBAN]`, `[IP]`, `[TYPE]`; presidio adds `[PERSON]`, `[LOCATION]`); `drop`
+`[ADDRESS]`, `[DOB]`, `[CARD]`, `[IBAN]`, `[IP]`, `[TYPE]`; presidio adds `[PERSON]`, `[LOCATION]`); `drop`
 leaves out a record with any finding; `off` does nothing. Counts per type are reported; the values
 found are never logged or written.
 """
@@ -57,6 +64,8 @@ from typing import Any
 from align.core.errors import AlignError
 
 MODES = ("redact", "drop", "off")
+# The placeholders the built-in detectors write (user patterns add theirs).
+TYPES = ("EMAIL", "PHONE", "SSN", "ADDRESS", "DOB", "CARD", "IBAN", "IP")
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
 # Digits in groups separated by at most one space or dash; the validator decides.
@@ -107,6 +116,32 @@ _ADDRESS = re.compile(
     rf"(?:,\s+{_CITY_STATE_ZIP})?"
     rf"|(?<![\w-])(?i:P\.?\s?O\.?\s+Box)\s+\d{{1,6}}(?!\w)"
     rf"|(?<![\w-]){_CITY_STATE_ZIP}(?!\w)")
+# Lower-case street lines: only suffixes that are seldom anything but a street ("way", "place",
+# "drive", "court", "close" are ordinary words: "1 more way", "a 2 hour drive"), and name words that
+# are not function words or units ("3 blocks down the road").
+_STREET_SUFFIX_LOWER = (r"(?:street|st|avenue|ave|road|rd|lane|ln|boulevard|blvd|crescent|terrace|parkway|pkwy)")
+_NOT_STREET_WORD = (r"(?:the|a|an|and|or|of|to|in|on|at|by|for|from|with|into|onto|down|up|over|off|out|"
+                    r"my|your|our|their|his|her|its|this|that|these|those|more|other|some|any|no|each|"
+                    r"one|two|three|few|hours?|mins?|minutes?|days?|weeks?|months?|years?|miles?|km|"
+                    r"blocks?|times?|lanes?|roads?|streets?|items?|boxes|steps?)")
+_ADDRESS_LOWER = re.compile(
+    rf"(?<![\w./:-])\d{{1,6}}\s+(?:(?:north|south|east|west|[nsew])\s+)?"
+    rf"(?:(?!{_NOT_STREET_WORD}\b)[a-z][a-z']+\s+){{1,3}}{_STREET_SUFFIX_LOWER}\b\.?"
+    rf"(?:,?\s+(?:apt|apartment|suite|ste|unit)\.?\s*#?[a-z0-9-]+)?(?![\w-])")
+# An e-mail written "name at domain.tld" counts after one of these words (within a few characters).
+_EMAIL_WORDS = re.compile(r"(?i)\b(?:e-?mail(?:ed)?|mail|address|inbox|contact|reach|write|send)\b[^\n]{0,24}$")
+# ... unless the word before " at " is one of these: "his email address at example.com", "write us at".
+_NOT_A_MAILBOX = frozenset("address email e-mail mail inbox account page site website web form link it me us "
+                           "him her them you one".split())
+# Dates of birth: a date right after a birth word. Numeric (3/14/1988, 14.03.1988, 1988-03-14) or with
+# a month name (March 14, 1988; 14 March 1988; 4th of July 1990; Mar 1988).
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+          r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_DAY = r"(?:[0-3]?\d(?:st|nd|rd|th)?)"
+_DATE = (rf"(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{1,2}}-\d{{1,2}}"
+         rf"|{_MONTH}\s+{_DAY},?\s+\d{{4}}|{_DAY}\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}|{_MONTH},?\s+\d{{4}})")
+_DOB = re.compile(rf"(?i)\b(?:born|d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday)"
+                  rf"(?:\s+(?:is|was|on|in|of|:|-))*\s*:?\s*(?P<date>{_DATE})(?![\w/.-]\d)")
 _TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -146,8 +181,8 @@ class Redactor:
         """Non-overlapping findings in text order; where two overlap, the longer one wins."""
         return resolve_overlaps([
             *self._emails(text), *self._spelled_emails(text), *self._phones(text), *self._bare_phones(text),
-            *self._ssns(text), *self._addresses(text), *self._cards(text), *self._ibans(text), *self._ips(text),
-            *self._user(text)])
+            *self._ssns(text), *self._addresses(text), *self._dobs(text), *self._cards(text), *self._ibans(text),
+            *self._ips(text), *self._user(text)])
 
     def redact(self, text: str) -> tuple[str, Counter]:
         """`text` with each finding replaced by `[TYPE]`, and the count per type."""
@@ -170,8 +205,10 @@ class Redactor:
             at = m.group("at").strip()
             if at == "@" and not spelled_dot:
                 continue  # a plain e-mail: _emails has it
-            if at.lower() == "at" and not spelled_dot and not re.search(r"[._\d]", m.group("local")):
-                continue  # "look at example.com": a word, " at ", a domain
+            if at.lower() == "at" and not spelled_dot and not re.search(r"[._\d]", m.group("local")) and (
+                    m.group("local").lower() in _NOT_A_MAILBOX
+                    or not _EMAIL_WORDS.search(text[max(0, m.start() - 40):m.start()])):
+                continue  # "look at example.com", "his email address at example.com": a word, " at ", a domain
             yield Finding(m.start(), m.end(), "EMAIL")
 
     def _bare_phones(self, text: str) -> Iterator[Finding]:
@@ -199,6 +236,12 @@ class Redactor:
     def _addresses(self, text: str) -> Iterator[Finding]:
         for m in _ADDRESS.finditer(text):
             yield Finding(m.start(), m.end(), "ADDRESS")
+        for m in _ADDRESS_LOWER.finditer(text):
+            yield Finding(m.start(), m.end(), "ADDRESS")
+
+    def _dobs(self, text: str) -> Iterator[Finding]:
+        for m in _DOB.finditer(text):
+            yield Finding(m.start("date"), m.end("date"), "DOB")
 
     def _phones(self, text: str) -> Iterator[Finding]:
         import phonenumbers

