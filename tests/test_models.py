@@ -29,6 +29,7 @@ def chain(tiny_model, easy_pairs, tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_a_copied_chain_loads_from_the_copy_after_the_original_is_gone(chain, tmp_path):
     moved = tmp_path / "elsewhere" / "pipeline"
     shutil.copytree(chain, moved)

@@ -163,6 +163,7 @@ def wiring(path: Path, command: str, made: dict[str, str]) -> list[str]:
     return overrides
 
 
+@pytest.mark.slow
 def test_the_standalone_copy_runs_a_stage_in_a_subprocess(standalone):
     """A real `python -m align` start in the copy, reading its own data/ (the align package imported is the
     copy's: python -m puts the working directory first on sys.path)."""

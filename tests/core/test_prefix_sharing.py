@@ -105,6 +105,7 @@ def assert_same_computation(stage, model_dir, rows, lora, tmp_path, max_length=2
     return inputs, metrics_a
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
 def test_shared_prefix_equals_unshared_on_tiny_model(stage, lora, tiny_model, repo_data, tmp_path):
@@ -132,6 +133,7 @@ def test_auto_leaves_batches_alone_when_packing_would_not_save(tiny_model, tmp_p
     assert trainer.prefix_sharer.packed_batches == 0 and trainer.prefix_sharer.unpacked_batches == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
 def test_stage_trains_with_prefix_sharing_on(stage, tiny_model, repo_data, tmp_path):
     import math

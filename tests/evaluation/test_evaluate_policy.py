@@ -32,6 +32,7 @@ def replies(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "replies.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_policy_against_its_base_with_reward_model(tmp_path, policy_chain, prompt_files, tiny_model):
     code, runs_dir = evaluate(tmp_path, policy_chain["policy"], prompt_files, f"reward_model={policy_chain['reward']}")
     assert code == 0
@@ -69,6 +70,7 @@ def test_policy_against_its_base_with_reward_model(tmp_path, policy_chain, promp
     assert [json.loads(line)["prompt_set"] for line in lines] == ["harmful", "safe", "brand"]
 
 
+@pytest.mark.slow
 def test_a_model_without_a_base_is_compared_with_itself(tmp_path, tiny_model, prompt_files):
     code, runs_dir = evaluate(tmp_path, tiny_model, {**prompt_files}, "brand.paths=[]")
     assert code == 0
@@ -80,6 +82,7 @@ def test_a_model_without_a_base_is_compared_with_itself(tmp_path, tiny_model, pr
         assert diff["mean"] == diff["ci_low"] == diff["ci_high"] == 0.0
 
 
+@pytest.mark.slow
 def test_base_of_follows_adapters_to_the_first_base(policy_chain, tiny_model):
     assert base_of(str(policy_chain["policy"])) == str(tiny_model.resolve())
     # The reward run was trained from the SFT run: followed through it to the same first base.
@@ -87,6 +90,7 @@ def test_base_of_follows_adapters_to_the_first_base(policy_chain, tiny_model):
     assert base_of("embedded") == "embedded"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,message", [
     ("missing_file", "data not found"),
     ("empty_set", "prompt set 'safe' is empty"),
@@ -141,6 +145,7 @@ def test_dry_run_reads_and_counts_every_prompt_set(tmp_path, capsys):
     assert "data not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_set_decodes_to_its_own_max_tokens(tmp_path, tiny_model, prompt_files):
     """`sampling.set_max_tokens` caps one set's replies (a refusal shows in its first words) and leaves the others
     at `sampling.max_tokens`, in one engine load; replies stay in prompt order."""

@@ -50,6 +50,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_policy_against_its_base(tmp_path, policy_chain, retention_files, tiny_model):
     code, run = evaluate(tmp_path, policy_chain["policy"], retention_files, f"reward_model={policy_chain['reward']}")
     assert code == 0
@@ -78,6 +79,7 @@ def test_policy_against_its_base(tmp_path, policy_chain, retention_files, tiny_m
     assert evaluate_gates(specs, run).passed
 
 
+@pytest.mark.slow
 def test_model_against_itself_has_zero_kl_and_no_difference(tmp_path, tiny_model, retention_files):
     code, run = evaluate(tmp_path, tiny_model, retention_files)
     assert code == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from align.cli import main
@@ -15,6 +16,7 @@ from align.core import runs
 EXAMPLE = Path(__file__).parent / "data" / "feedback_example.jsonl"
 
 
+@pytest.mark.slow
 def test_import_then_kto_on_thumbs_and_dpo_reads_corrections(tiny_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALIGN_FEEDBACK_SALT", "s")
     assert main(["feedback", "import", str(EXAMPLE), f"runs_dir={tmp_path}", "name=fb"]) == 0
@@ -52,6 +54,7 @@ def test_import_then_kto_on_thumbs_and_dpo_reads_corrections(tiny_model, tmp_pat
     assert printed["inputs"]["data"]["pairs"] == 6
 
 
+@pytest.mark.slow
 def test_a_loop_round_trains_kto_on_feedback_instead_of_generated_pairs(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("ALIGN_FEEDBACK_SALT", "s")
     gates = tmp_path / "gates.yaml"

@@ -55,6 +55,7 @@ def retention_gates(tmp: Path, gates: list[dict] | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_retention_gate_holds_a_round_back(argilla, tiny_model, tmp_path, capsys):
     config = loop_yaml(tmp_path, tiny_model, argilla, "kept", rounds=1, sft=SFT_WARM_START,
                        retention=retention_section(tmp_path), retention_gates=str(retention_gates(tmp_path)))

@@ -97,6 +97,7 @@ def test_every_config_opens_with_its_command():
         assert first.startswith("# ") and f"--config recipes/gpu_7b/{path.name}" in first, path
 
 
+@pytest.mark.slow
 def test_every_config_dry_runs_offline_and_prints_memory(hub_cache):
     configs = recipe_configs()
     for path, (code, out, err) in zip(configs, dry_runs(configs, hub_cache)):
@@ -120,6 +121,7 @@ def test_every_config_dry_runs_offline_and_prints_memory(hub_cache):
             assert block["if_sharded_over_8_gpus_gb"] < block["total_per_gpu_gb"]
 
 
+@pytest.mark.slow
 def test_dry_run_without_the_model_cached_still_prints_the_estimate(tmp_path):
     """No snapshot anywhere: the estimate comes from the table of known architectures, then reading the
     inputs fails (exit 2, one line naming the model): the input check needs the model's tokenizer."""

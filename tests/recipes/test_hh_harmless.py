@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from align.core import runs
 from recipes.hh_harmless import run as recipe
 
@@ -17,6 +19,7 @@ SMALL = [
 ]
 
 
+@pytest.mark.slow
 def test_recipe_runs_sft_reward_dpo_and_resumes(tiny_model, repo_data, tmp_path, capsys):
     code = recipe.main(["--runs-dir", str(tmp_path), f"all.model={tiny_model}", *SMALL])
     out = capsys.readouterr().out

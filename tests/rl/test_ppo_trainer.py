@@ -9,6 +9,9 @@ import torch
 from align.rl.ppo import PPOSettings, PPOTrainer, reward_model_scorer
 from align.rollout import encode_prompts
 
+# Trains or samples the tiny model (make test runs it; make test-fast does not).
+pytestmark = pytest.mark.slow
+
 TARGET = " happy"
 
 

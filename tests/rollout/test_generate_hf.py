@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from align.cli import main
 from align.core import runs
 from tests.conftest import write_jsonl
@@ -26,6 +28,7 @@ def rows(manifest: dict) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_generate_writes_the_contract(tmp_path, tiny_model):
     manifest = generate(tmp_path, tiny_model, "gen")
     out = rows(manifest)
@@ -46,6 +49,7 @@ def test_generate_writes_the_contract(tmp_path, tiny_model):
     assert {i["role"] for i in manifest["inputs"]} == {"prompts", "policy"}
 
 
+@pytest.mark.slow
 def test_same_seed_same_outputs_other_seed_differs(tmp_path, tiny_model):
     first = rows(generate(tmp_path, tiny_model, "a", "sampling.seed=3", "sampling.temperature=1.0"))
     again = rows(generate(tmp_path, tiny_model, "b", "sampling.seed=3", "sampling.temperature=1.0"))
@@ -54,6 +58,7 @@ def test_same_seed_same_outputs_other_seed_differs(tmp_path, tiny_model):
     assert [r["responses"] for r in first] != [r["responses"] for r in other]
 
 
+@pytest.mark.slow
 def test_greedy_ignores_batching(tmp_path, tiny_model):
     """Greedy decoding with left padding gives the same text whatever the batch: padding is masked."""
     one = rows(generate(tmp_path, tiny_model, "g1", "sampling.temperature=0", "sampling.n=1", "batch_size=1"))
@@ -61,6 +66,7 @@ def test_greedy_ignores_batching(tmp_path, tiny_model):
     assert [r["responses"] for r in one] == [r["responses"] for r in many]
 
 
+@pytest.mark.slow
 def test_top_k_is_what_the_config_says(tiny_model):
     """top_k=0 samples from the whole vocabulary (transformers' default top_k=50 is not applied)."""
     import torch
@@ -106,6 +112,7 @@ def test_auto_falls_back_to_hf_without_vllm(monkeypatch, caplog):
         choose_engine("vllm")
 
 
+@pytest.mark.slow
 def test_checkpoint_generation_defaults_are_not_applied(tmp_path, tiny_model):
     """A generation_config.json with repetition_penalty / no_repeat_ngram_size the config never set
     must not change the outputs: they equal those of the same weights without that file."""

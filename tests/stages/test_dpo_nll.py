@@ -25,6 +25,7 @@ def first_loss(tiny_model, pairs, runs_dir, *overrides) -> float:
     return runs.read_manifest(m["path"])["metrics"]["train_loss"]
 
 
+@pytest.mark.slow
 def test_rpo_config_adds_the_chosen_nll_with_its_weight(tiny_model, easy_pairs, tmp_path):
     shipped = yaml.safe_load((ROOT / "configs" / "dpo" / "rpo.yaml").read_text())
     assert shipped["loss_type"] == ["sigmoid", "sft"] and len(shipped["training"]["loss_weights"]) == 2

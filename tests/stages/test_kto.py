@@ -42,6 +42,7 @@ def two_runs(tiny_model, unpaired_file, tmp_path_factory):
     return first, second, first_manifest
 
 
+@pytest.mark.slow
 def test_kto_trains_on_unpaired_data(two_runs, unpaired_file):
     first, _, _ = two_runs
     m = assert_complete_manifest(first, "kto")
@@ -60,6 +61,7 @@ def test_kto_trains_on_unpaired_data(two_runs, unpaired_file):
     assert any("kl" in s for s in steps)
 
 
+@pytest.mark.slow
 def test_a_second_run_is_a_fresh_run_that_repeats_the_first(two_runs):
     first, second, first_manifest = two_runs
     assert second["path"] != first["path"]
@@ -101,6 +103,7 @@ def test_kto_refusals_before_any_run(tiny_model, unpaired_file, tmp_path, overri
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_kto_resumes_from_a_checkpoint_with_the_same_later_losses(tiny_model, unpaired_file, tmp_path):
     import json
 
@@ -157,6 +160,7 @@ def test_cli_lists_kto(capsys):
     assert "desirable_weight" in out and "loss_type" in out
 
 
+@pytest.mark.slow
 def test_a_kto_run_counts_as_upstream_training_for_held_out_checks(two_runs, tmp_path):
     # DPO on pairs over the KTO run's prompts, holding out a different split: some of its held-out prompts
     # were trained on by the KTO run (its unpaired examples are recomputed from its manifest), so it refuses.
@@ -171,6 +175,7 @@ def test_a_kto_run_counts_as_upstream_training_for_held_out_checks(two_runs, tmp
         dpo.check(cfg)
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_trains_all_weights_against_a_reference_copy(tiny_model, unpaired_file, tmp_path):
     from safetensors.torch import load_file
 

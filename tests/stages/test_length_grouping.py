@@ -32,6 +32,7 @@ def run(stage, tiny_model, data, tmp_path, *extra):
     return stage.run(cfg)
 
 
+@pytest.mark.slow
 def test_reward_batches_grouped_by_length_carry_less_padding(tiny_model, two_lengths, tmp_path):
     grouped = run(reward, tiny_model, two_lengths, tmp_path)
     shuffled = run(reward, tiny_model, two_lengths, tmp_path, "training.train_sampling_strategy=random")
@@ -44,6 +45,7 @@ def test_reward_batches_grouped_by_length_carry_less_padding(tiny_model, two_len
     assert s > 0.2 and g < 0.1, (g, s)
 
 
+@pytest.mark.slow
 def test_dpo_batches_are_grouped_and_their_padding_recorded(tiny_model, two_lengths, tmp_path):
     m = run(dpo, tiny_model, two_lengths, tmp_path, "reward_eval.prompts=0")
     assert m["notes"]["batches"]["sampling"] == "group_by_length"

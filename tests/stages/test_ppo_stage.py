@@ -19,6 +19,9 @@ from align.stages import ppo, reward
 from tests.conftest import write_jsonl
 from tests.rollout.conftest import vllm_tiny_model  # noqa: F401  (the fixture: a tiny model vLLM's CPU attention takes)
 
+# Trains or samples the tiny model (make test runs it; make test-fast does not).
+pytestmark = pytest.mark.slow
+
 SMALL = ["max_length=128", "steps=2", "batch_size=4", "num_generations=2", "max_new_tokens=6",
          "eval.prompts=2", "eval.max_new_tokens=4", "ppo.ppo_epochs=1", "ppo.minibatch_size=2", "lora.r=4"]
 

@@ -86,6 +86,7 @@ def kill_after_checkpoint(args, runs_dir: Path, step: int) -> Path:
     return partial
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_killed_run_resumes_with_the_losses_of_a_run_that_never_stopped(stage, tiny_model, easy_pairs, tmp_path):
     runs_dir = tmp_path / "runs"
@@ -112,6 +113,7 @@ def test_killed_run_resumes_with_the_losses_of_a_run_that_never_stopped(stage, t
     assert manifest["notes"]["checkpoints"] == {"path": "checkpoints", "steps": [2, 4], "kept": True}
 
 
+@pytest.mark.slow
 def test_reward_resumes_from_a_kept_checkpoint_path(tiny_model, easy_pairs, tmp_path):
     runs_dir = tmp_path / "runs"
     assert main(stage_args("reward", tiny_model, easy_pairs, runs_dir, "training.max_steps=4", "name=a")) == 0
@@ -127,6 +129,7 @@ def test_reward_resumes_from_a_kept_checkpoint_path(tiny_model, easy_pairs, tmp_
     assert checkpoint.is_dir()  # a checkpoint given by path is read where it lies
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_its_checkpoints_and_resume_checks_settings(tiny_model, easy_pairs, tmp_path, capsys,
                                                                           monkeypatch):
     from transformers.trainer_callback import CallbackHandler
@@ -164,6 +167,7 @@ def test_interrupted_run_keeps_its_checkpoints_and_resume_checks_settings(tiny_m
     assert runs.resumable_checkpoints(partial)
 
 
+@pytest.mark.slow
 def test_eval_during_training_logs_eval_loss_to_metrics_and_tensorboard(tiny_model, easy_pairs, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

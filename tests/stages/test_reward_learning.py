@@ -18,6 +18,9 @@ from align.data.preferences import PreferenceDataConfig, load_splits
 from align.stages import evaluate, reward
 from tests.conftest import write_jsonl
 
+# Trains or samples the tiny model (make test runs it; make test-fast does not).
+pytestmark = pytest.mark.slow
+
 POLITE = ["Of course, happy to help! Thank you for asking.", "Gladly, here is what I can do for you.",
           "Sure, thanks for reaching out, let us sort it out together.", "Certainly! I appreciate your patience."]
 CURT = ["No.", "Figure it out yourself.", "Not my problem, go away.", "I will not help you with that, stop asking."]

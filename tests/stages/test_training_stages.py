@@ -14,6 +14,9 @@ from align.core.config import load_config
 from align.stages import dpo, reward, sft
 from tests.conftest import write_jsonl
 
+# Trains or samples the tiny model (make test runs it; make test-fast does not).
+pytestmark = pytest.mark.slow
+
 FAST = ["max_length=128", "training.max_steps=2", "training.logging_steps=1", "training.per_device_train_batch_size=2"]
 
 

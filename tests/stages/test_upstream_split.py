@@ -34,6 +34,7 @@ def sft_run(tiny_model, data, runs_dir, *overrides):
         *FAST, *overrides]))
 
 
+@pytest.mark.slow
 def test_reward_refuses_prompts_sft_trained_on(tiny_model, pairs, tmp_path, capsys):
     parent = sft_run(tiny_model, pairs, tmp_path / "runs")  # nothing held out
     code = main(["reward", f"model={parent['path']}", f"data.train={pairs}", "data.test_fraction=0.3",
@@ -46,6 +47,7 @@ def test_reward_refuses_prompts_sft_trained_on(tiny_model, pairs, tmp_path, caps
     assert not (tmp_path / "runs2").exists()
 
 
+@pytest.mark.slow
 def test_different_seed_upstream_is_refused_same_split_passes_and_is_recorded(tiny_model, pairs, tmp_path, capsys):
     other = sft_run(tiny_model, pairs, tmp_path / "runs", "data.test_fraction=0.3", "data.seed=1")
     code = main(["reward", f"model={other['path']}", f"data.train={pairs}", "data.test_fraction=0.3",
@@ -65,6 +67,7 @@ def test_different_seed_upstream_is_refused_same_split_passes_and_is_recorded(ti
     assert sft_split["held_out_sha256"] == split["held_out_sha256"], "SFT left out exactly the prompts reward holds out"
 
 
+@pytest.mark.slow
 def test_dpo_checks_the_reward_models_chain(tiny_model, pairs, tmp_path, capsys):
     policy = sft_run(tiny_model, pairs, tmp_path / "runs", "data.test_fraction=0.3")
     rm = reward.run(load_config(reward.Config, None, [
@@ -75,6 +78,7 @@ def test_dpo_checks_the_reward_models_chain(tiny_model, pairs, tmp_path, capsys)
     assert code == 2 and rm["path"] in err and "upstream reward run" in err
 
 
+@pytest.mark.slow
 def test_opt_out_is_recorded(tiny_model, pairs, tmp_path):
     parent = sft_run(tiny_model, pairs, tmp_path / "runs")
     m = reward.run(load_config(reward.Config, None, [
@@ -84,6 +88,7 @@ def test_opt_out_is_recorded(tiny_model, pairs, tmp_path):
     assert split["check_upstream_split"] is False and split["upstream"] == []
 
 
+@pytest.mark.slow
 def test_moved_data_file_is_found_by_its_hash(tiny_model, pairs, tmp_path, capsys):
     """The upstream run's file was moved: the same content given to this stage is used to recompute."""
     parent = sft_run(tiny_model, pairs, tmp_path / "runs")
