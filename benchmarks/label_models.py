@@ -39,6 +39,13 @@ labels of: majority (hard; no-majority pairs dropped), Dawid-Skene hard (p = 1),
 `data.weighting=label_smoothing` and with `weight`. Scored: pairwise accuracy against the truth on
 2,000 held-out pairs. Synthetic features are not text: this says what the losses do with these labels,
 not what a language model reward model reaches.
+
+Ties (`ties` in the JSON): the same synthetic set-up where the judge calls a pair a tie when
+|w* . (x_a - x_b)| is in its lowest quarter; three careful annotators (noise 0.05) vote "tie" on such a
+pair with probability 0.8 (else a or b at random) and never on a clear one. Pairs whose majority is a tie
+are dropped (`data.ties=drop`) or trained on with `davidson` / `rao_kupper` (default strengths); scored on
+2,000 held-out clear pairs (accuracy), and by the mean |r(a) - r(b)| the model gives held-out tied pairs
+relative to clear ones (lower: the model has learnt that ties are close).
 """
 
 from __future__ import annotations
@@ -195,6 +202,7 @@ def main() -> None:
         "results": results,
     }
     out["training"] = training_comparison(args.seeds)
+    out["ties"] = tie_comparison(args.seeds)
     out["wall_s"] = round(time.time() - start, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
@@ -259,6 +267,71 @@ def training_comparison(seeds: int) -> list[dict]:
                 [a - b for a, b in zip(scores["dawid_skene_label_smoothing"], scores["dawid_skene_hard"])])
             rows.append(row)
             print(f"train {team_name:13s} {budget:4d} pairs: " + ", ".join(f"{a} {row[a]['mean']:.3f}" for a in scores))
+    return rows
+
+
+def fit_linear_bt_ties(diff, tie, ties: str, steps: int = 300):
+    import torch
+
+    from align.core.preference_losses import pair_losses
+
+    w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = pair_losses(diff @ w, tie=tie, ties=ties).mean() + 1e-3 * (w * w).sum()
+        loss.backward()
+        opt.step()
+    return w.detach()
+
+
+def tie_comparison(seeds: int) -> list[dict]:
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for budget in TRAIN_BUDGETS:
+        scores: dict[str, dict[str, list[float]]] = {}
+        for seed in range(seeds):
+            gen = torch.Generator().manual_seed(1000 + seed)
+            w_true = torch.randn(DIMS, generator=gen, dtype=torch.float64)
+            diff_ab = torch.randn(budget, DIMS, generator=gen, dtype=torch.float64) * math.sqrt(2)
+            test = torch.randn(4000, DIMS, generator=gen, dtype=torch.float64) * math.sqrt(2)
+            margin, test_margin = diff_ab @ w_true, test @ w_true
+            tau = margin.abs().quantile(0.25).item()
+            rng = random.Random(f"ties:{seed}:{budget}")
+            labels = []  # per pair: "a", "b" or "tie" by majority of 3 careful votes (None: no majority)
+            for m in margin.tolist():
+                votes = []
+                for _ in range(3):
+                    if abs(m) < tau:
+                        votes.append("tie" if rng.random() < 0.8 else rng.choice("ab"))
+                    else:
+                        votes.append(vote(rng, "a" if m > 0 else "b", rng.choice("ab"), **CAREFUL))
+                top = max(("a", "b", "tie"), key=votes.count)
+                labels.append(top if votes.count(top) * 2 > len(votes) else None)
+            clear_test = test_margin.abs() >= tau
+            for ties in ("drop", "davidson", "rao_kupper"):
+                keep = [i for i, lab in enumerate(labels) if lab in ("a", "b") or (lab == "tie" and ties != "drop")]
+                sign = torch.tensor([-1.0 if labels[i] == "b" else 1.0 for i in keep], dtype=torch.float64)
+                tie = torch.tensor([labels[i] == "tie" for i in keep])
+                w = fit_linear_bt_ties(diff_ab[keep] * sign[:, None], tie, ties)
+                pred = test @ w
+                accuracy = ((pred > 0) == (test_margin > 0))[clear_test].double().mean().item()
+                gap_ratio = (pred[~clear_test].abs().mean() / pred[clear_test].abs().mean()).item()
+                arm = scores.setdefault(ties, {"clear_accuracy": [], "tie_gap_ratio": [], "ties_trained": []})
+                arm["clear_accuracy"].append(accuracy)
+                arm["tie_gap_ratio"].append(gap_ratio)
+                arm["ties_trained"].append(float(tie.sum()))
+        row = {"pairs": budget, "seeds": seeds, "tie_share_by_judge": 0.25}
+        for ties, metrics in scores.items():
+            row[ties] = {k: interval(v) for k, v in metrics.items()}
+        for ties in ("davidson", "rao_kupper"):
+            row[f"{ties}_minus_drop_clear_accuracy"] = interval(
+                [a - b for a, b in zip(scores[ties]["clear_accuracy"], scores["drop"]["clear_accuracy"])])
+        rows.append(row)
+        print(f"ties {budget:4d} pairs: " + ", ".join(
+            f"{t} acc {row[t]['clear_accuracy']['mean']:.3f} gap {row[t]['tie_gap_ratio']['mean']:.2f}" for t in scores))
     return rows
 
 
