@@ -7,7 +7,8 @@ The loop calls `write_report(path, rounds, loop_info)` after every round with on
 - scores per round with their 95% bootstrap intervals (error bars and table): brand-voice score,
   refusal rate on harmful prompts and on XSTest's safe prompts (over-refusal), reward-model win
   rate, mean reply length; the interval is evaluate policy's (align/evaluation/bootstrap.py);
-- labels per round: records, votes, discards, ties, agreement, Krippendorff's alpha, annotators,
+- labels per round: records pushed (the label budget spent), records labelled, votes, gold votes
+  (spent on checking annotators), discards, ties, how votes became labels (majority or Dawid-Skene), agreement, Krippendorff's alpha, annotators,
   and who voted: the pull's counts of simulated and human votes (both when a round has both);
   per record kind in a mixed loop: records, usable pairs, votes, ties;
 - per round, a table per annotator (align/loop/annotators.py): gold accuracy, alpha without them,
@@ -256,16 +257,17 @@ def _labels_table(rounds: list[RoundSummary]) -> str:
         lab = r.labels
         if lab is None:
             note = "starting policy: no labels" if r.round == 0 else "no labels pulled"
-            rows.append(f"<tr><td class='num'>{r.round}</td><td colspan='8' class='muted'>{note}</td></tr>")
+            rows.append(f"<tr><td class='num'>{r.round}</td><td colspan='11' class='muted'>{note}</td></tr>")
             continue
         who = _annotated_by(lab)
         rows.append(
-            f"<tr><td class='num'>{r.round}</td><td class='num'>{lab.records}</td><td class='num'>{lab.votes}</td>"
-            f"<td class='num'>{lab.discards}</td><td class='num'>{lab.ties}</td>"
+            f"<tr><td class='num'>{r.round}</td><td class='num'>{_num(lab.records_pushed)}</td>"
+            f"<td class='num'>{lab.records}</td><td class='num'>{lab.votes}</td><td class='num'>{lab.gold_votes}</td>"
+            f"<td class='num'>{lab.discards}</td><td class='num'>{lab.ties}</td><td>{_e(lab.label_model or '')}</td>"
             f"<td class='num'>{_num(lab.pairwise_agreement)}</td><td class='num'>{_num(lab.krippendorff_alpha)}</td>"
             f"<td>{_e(', '.join(lab.annotators))} <small>({len(lab.annotators)})</small></td><td>{who}</td></tr>")
-    return ("<table><tr><th>round</th><th>records</th><th>votes</th><th>discards</th><th>ties</th>"
-            "<th>pairwise agreement</th><th>Krippendorff's α</th><th>annotators</th><th>annotated by</th></tr>"
+    return ("<table><tr><th>round</th><th>records pushed</th><th>records labelled</th><th>votes</th><th>gold votes</th>"
+            "<th>discards</th><th>ties</th><th>labels by</th><th>pairwise agreement</th><th>Krippendorff's α</th><th>annotators</th><th>annotated by</th></tr>"
             f"{''.join(rows)}</table>")
 
 

@@ -43,6 +43,13 @@ class LabelSummary:
     kinds: dict[str, dict[str, int]] = field(default_factory=dict)
     """Per record kind of a mixed round (`mix:` in the loop config): records, usable pairs, votes and ties
     it contributed; {} for a round of one kind."""
+    records_pushed: int | None = None
+    """Records the round's push sent (its `metrics.records`: the round's label budget spent, gold included);
+    None when the push run is not known."""
+    gold_votes: int = 0
+    """Votes on known-answer (gold) records: labels spent on checking annotators, never trained on."""
+    label_model: str | None = None
+    """How votes became labels (the pull's `label_model.method`: majority or dawid_skene); None for an older pull."""
 
     @property
     def annotated_by(self) -> str:
@@ -54,9 +61,10 @@ class LabelSummary:
         return "simulated" if self.simulated_votes else "people" if self.human_votes else "unknown"
 
     @classmethod
-    def from_pull_run(cls, path: str | Path, kinds: dict[str, dict[str, int]] | None = None) -> LabelSummary:
+    def from_pull_run(cls, path: str | Path, kinds: dict[str, dict[str, int]] | None = None,
+                      push: str | Path | None = None) -> LabelSummary:
         """Read a pull run: counts, agreement and who voted (simulated or human votes, as the pull counted
-        them by user id) from its manifest, annotators from its preferences."""
+        them by user id) from its manifest, annotators from its preferences; records pushed from the `push` run."""
         manifest = runs.read_manifest(path)
         if manifest.get("stage") != "annotate pull":
             raise AlignError(f"{path} is a '{manifest.get('stage')}' run, not an 'annotate pull' run")
@@ -70,7 +78,10 @@ class LabelSummary:
                    krippendorff_alpha=metrics.get("krippendorff_alpha"), annotators=sorted(annotators),
                    simulated_votes=metrics.get("simulated_votes"), human_votes=metrics.get("human_votes"),
                    discards=metrics.get("discards", 0), ties=metrics.get("ties", 0), run=str(path),
-                   kinds=dict(kinds or {}))
+                   kinds=dict(kinds or {}),
+                   records_pushed=runs.read_manifest(push)["metrics"].get("records") if push else None,
+                   gold_votes=metrics.get("gold_votes", 0),
+                   label_model=(manifest.get("notes", {}).get("label_model") or {}).get("method"))
 
 
 @dataclass

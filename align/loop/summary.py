@@ -36,7 +36,8 @@ def round_summaries(state: LoopState) -> list[RoundSummary]:
             round=rnd["round"],
             policy=state.abs(rnd.get("policy")) or "(not trained yet)",
             evaluation=evaluation,
-            labels=LabelSummary.from_pull_run(pull, kinds=_kinds(state, rnd)) if pull else None,
+            labels=LabelSummary.from_pull_run(pull, kinds=_kinds(state, rnd), push=_done(state, steps, "push"))
+            if pull else None,
             gates=GateResult.from_dict(rnd["gates"]) if rnd.get("gates") else None,
             promoted=rnd.get("promoted") if rnd.get("decided") and (rnd["round"] > 0 or rnd.get("gates")) else None,
             reasons=list(rnd.get("reasons", [])),
