@@ -24,7 +24,8 @@ Set-up, kept cheap enough for two CPU cores and kept honest:
   labels so far, the batch = the pool pairs with the highest disagreement (align.rollout.pairs.ensemble_disagreement,
   the function `align pairs` uses); `least_sure`: one model, the pairs whose P(A > B) is closest to 0.5.
 - Measured: test pairwise accuracy of the model fitted on all labels so far, per seed; mean and 95% t-interval
-  over seeds; per budget the paired difference to random (same seed, same first 8 labels) with its interval;
+  over seeds; per budget the paired difference to random (same seed, same first 8 labels) with its interval over
+  seeds, and a second interval that also resamples the test pairs (paired bootstrap, 2000 draws);
   the fewest labels at which each arm's mean reaches random's best mean. The model fitted on the whole pool is
   the ceiling.
 
@@ -57,6 +58,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=160, help="keep the last N tokens of prompt + reply")
     ap.add_argument("--dims", type=int, default=64, help="PCA dimensions fitted on the pool's reply embeddings")
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--split-seed", type=int, default=0, help="seed of the pool/validation/test split")
     ap.add_argument("--members", type=int, default=5, help="bootstrap members of the ensemble")
     ap.add_argument("--batch", type=int, default=8, help="labels added per step (a round's budget)")
     ap.add_argument("--max-labels", type=int, default=128)
@@ -69,7 +71,7 @@ def main() -> int:
     pairs = read_pairs(args.pairs)
     emb_chosen, emb_rejected, embed_s = embeddings(pairs, args)
     order = list(range(len(pairs)))
-    random.Random(0).shuffle(order)
+    random.Random(args.split_seed).shuffle(order)
     n_pool, n_val = int(0.6 * len(pairs)), int(0.1 * len(pairs))
     split = {"pool": order[:n_pool], "validation": order[n_pool:n_pool + n_val], "test": order[n_pool + n_val:]}
 
@@ -91,12 +93,18 @@ def main() -> int:
     choice_c = {}
     for c in C_GRID:  # the random arm on the validation split: the only place settings are chosen
         curves = [run_arm("random", data["pool"], data["validation"], seed, c, args, budgets) for seed in range(args.seeds)]
-        choice_c[c] = float(np.mean([np.mean([curve[b] for b in BUDGETS if b in curve]) for curve in curves]))
+        choice_c[c] = float(np.mean([np.mean([curve[b].mean() for b in BUDGETS if b in curve]) for curve in curves]))
     c = max(choice_c, key=choice_c.get)
 
-    results = {arm: [run_arm(arm, data["pool"], data["test"], seed, c, args, budgets) for seed in range(args.seeds)]
-               for arm in ARMS}
-    ceiling = accuracy(fit(*data["pool"], c), *data["test"])
+    results, distance = {}, {}
+    pool_distance = np.linalg.norm(data["pool"][0], axis=1)
+    for arm in ARMS:
+        results[arm], distance[arm] = [], []
+        for seed in range(args.seeds):
+            chosen: list[int] = []
+            results[arm].append(run_arm(arm, data["pool"], data["test"], seed, c, args, budgets, chosen))
+            distance[arm].append(float(pool_distance[chosen].mean()))
+    ceiling = correct(fit(*data["pool"], c), *data["test"]).mean()
 
     report = summarise(results, budgets, args)
     out = {
@@ -113,6 +121,10 @@ def main() -> int:
         "settings": {"seeds": args.seeds, "members": args.members, "batch": args.batch, "start_labels": args.batch,
                      "max_labels": args.max_labels},
         "ceiling_whole_pool": {"labels": len(split["pool"]), "test_accuracy": round(ceiling, 4)},
+        # How different the two replies of the labelled pairs are (feature distance |z(A) - z(B)|), at the last budget:
+        # a rule that prefers clearly different replies shows here.
+        "labelled_pair_distance": {"pool_mean": round(float(pool_distance.mean()), 3),
+                                   **{arm: round(float(np.mean(d)), 3) for arm, d in distance.items()}},
         **report,
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "date": time.strftime("%Y-%m-%d")},
@@ -145,15 +157,17 @@ def fit(x, y, c: float, iterations: int = 50):
     return w
 
 
-def accuracy(w, x, y) -> float:
+def correct(w, x, y):
+    """Per held-out pair: 1 when the model ranks it as the label does, 0.5 on a tie, else 0 (accuracy is the mean)."""
     import numpy as np
 
     margin = x @ w
-    return float(np.mean(np.where(margin == 0, 0.5, (margin > 0) == (y == 1))))
+    return np.where(margin == 0, 0.5, (margin > 0) == (y == 1)).astype(float)
 
 
-def run_arm(arm: str, pool, held, seed: int, c: float, args, budgets) -> dict[int, float]:
-    """Test accuracy after each batch of labels, for one arm and seed."""
+def run_arm(arm: str, pool, held, seed: int, c: float, args, budgets, chosen: list | None = None) -> dict:
+    """Per-pair correctness on `held` after each batch of labels, for one arm and seed. `chosen`, when given,
+    receives the labelled pool indices at the end."""
     import numpy as np
 
     from align.rollout.pairs import ensemble_disagreement
@@ -164,8 +178,10 @@ def run_arm(arm: str, pool, held, seed: int, c: float, args, budgets) -> dict[in
     curve = {}
     while True:
         w = fit(x[labelled], y[labelled], c)
-        curve[len(labelled)] = accuracy(w, *held)
+        curve[len(labelled)] = correct(w, *held)
         if len(labelled) >= budgets[-1]:
+            if chosen is not None:
+                chosen.extend(labelled)
             return curve
         rest = np.setdiff1d(np.arange(len(x)), labelled)
         if arm == "random":
@@ -195,24 +211,35 @@ def summarise(results: dict[str, list[dict[int, float]]], budgets: list[int], ar
         half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
         return {"mean": round(mean, 4), "ci_low": round(mean - half, 4), "ci_high": round(mean + half, 4)}
 
-    curves = {arm: {b: interval([r[b] for r in runs]) for b in budgets} for arm, runs in results.items()}
+    curves = {arm: {b: interval([r[b].mean() for r in runs]) for b in budgets} for arm, runs in results.items()}
+
+    def test_resampled(arm, b) -> dict:
+        # The intervals over seeds hold the test split fixed; this one resamples its pairs too (paired bootstrap of
+        # the difference averaged over seeds), so a gain that only one lucky test split shows is not mistaken for one.
+        diff = np.mean([r[b] - q[b] for r, q in zip(results[arm], results["random"])], axis=0)
+        draws = np.random.default_rng(0).integers(0, len(diff), size=(2000, len(diff)))
+        means = diff[draws].mean(axis=1)
+        return {"ci_low": round(float(np.quantile(means, 0.025)), 4), "ci_high": round(float(np.quantile(means, 0.975)), 4)}
+
     table = []
     for b in (b for b in BUDGETS if b in budgets):
         row = {"labels": b}
         for arm in ARMS:
             row[arm] = curves[arm][b]
             if arm != "random":
-                row[f"{arm}_minus_random"] = interval([r[b] - q[b] for r, q in zip(results[arm], results["random"])])
+                row[f"{arm}_minus_random"] = interval([r[b].mean() - q[b].mean() for r, q in zip(results[arm], results["random"])])
+                row[f"{arm}_minus_random_test_resampled"] = test_resampled(arm, b)
         table.append(row)
     best = max(curves["random"][b]["mean"] for b in budgets)
     reach = {arm: next((b for b in budgets if curves[arm][b]["mean"] >= best), None) for arm in ARMS}
     verdict = []
     for arm in ARMS[1:]:
         wins = [row["labels"] for row in table if row[f"{arm}_minus_random"]["ci_low"] > 0]
+        firm = [row["labels"] for row in table if row[f"{arm}_minus_random_test_resampled"]["ci_low"] > 0]
         losses = [row["labels"] for row in table if row[f"{arm}_minus_random"]["ci_high"] < 0]
-        verdict.append(f"{arm}: better than random (interval above 0) at {wins or 'no'} budget(s), worse at "
-                       f"{losses or 'no'} budget(s); reaches random's best mean ({best}) with {reach[arm]} labels "
-                       f"(random: {reach['random']})")
+        verdict.append(f"{arm}: better than random (interval over seeds above 0) at {wins or 'no'} budget(s), also with "
+                       f"the test pairs resampled at {firm or 'no'}; worse at {losses or 'no'} budget(s); reaches "
+                       f"random's best mean ({best}) with {reach[arm]} labels (random: {reach['random']})")
     return {"curves": {arm: {str(b): v for b, v in c.items()} for arm, c in curves.items()}, "table": table,
             "random_best_mean": best, "labels_to_reach_random_best": reach, "verdict": verdict}
 
