@@ -85,7 +85,11 @@ def main() -> int:
         "question": "recall per PII type and false positives of align redact's backends on synthetic support text",
         "command": "benchmarks/pii_redaction.py "
         + " ".join(f"--spacy-model {m}" for m in args.spacy_model)
-        + ("" if data == DATA else f" --data {data.relative_to(REPO)} --out {Path(args.out).resolve().relative_to(REPO)}"),
+        + (
+            ""
+            if data == DATA
+            else f" --data {data.relative_to(REPO)} --out {Path(args.out).resolve().relative_to(REPO)}"
+        ),
         "note": args.note,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {platform.python_version()}",

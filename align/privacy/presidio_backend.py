@@ -286,7 +286,11 @@ def _after_person_cue(token) -> bool:
         return True
     rest = token.doc[token.i + 1 :]
     before = token.doc[token.i - 1] if token.i else None
-    return before is not None and before.text in ("-", "--", "\u2013", "\u2014") and all(t.is_punct or t.is_space for t in rest)
+    return (
+        before is not None
+        and before.text in ("-", "--", "\u2013", "\u2014")
+        and all(t.is_punct or t.is_space for t in rest)
+    )
 
 
 def _surname(token) -> bool:

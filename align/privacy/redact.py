@@ -86,8 +86,10 @@ _DOTTED_SINGLE_DIGIT = re.compile(r"(?:^|\D)\d\.|\.\d(?:\D|$)")
 
 # A bare national number counts as a phone only after one of these words (within the few characters
 # before it): the words people use to give a number, not "order" or "account".
-_PHONE_WORDS = re.compile(r"(?i)\b(?:phone|cell|cellphone|mobile|call|called|calling|text|texts|tel|telephone|"
-                          r"reach|contact|fax|sms|whatsapp|callback|number is|my number|number:)\b[^\d\n]{0,20}$")
+_PHONE_WORDS = re.compile(
+    r"(?i)\b(?:phone|cell|cellphone|mobile|call|called|calling|text|texts|tel|telephone|"
+    r"reach|contact|fax|sms|whatsapp|callback|number is|my number|number:)\b[^\d\n]{0,20}$"
+)
 _BARE_PHONE = re.compile(r"(?<![\w.+/-])1?\d{10}(?![\w-]|[.,]\d)")
 # SSN: 3-2-4 digits with the same separator twice; issued ranges are checked in code.
 _SSN = re.compile(r"(?<![\w-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-])")
@@ -104,10 +106,13 @@ _TLD = r"(?:com|org|net|edu|gov|mil|int|info|biz|name|mobi|io|ai|app|dev|xyz|onl
 _SPELLED_EMAIL = re.compile(
     rf"(?i)(?<![\w.'@-])(?P<local>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL}){{0,5}})"
     rf"(?P<at>{_AT_WORD}|{_AT_BRACKET}|\s*@\s*)"
-    rf"(?P<domain>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL}){{0,4}}(?:{_DOT_SPELLED}|\.){_TLD})(?![\w-]|\.\w)")
+    rf"(?P<domain>{_LABEL}(?:(?:{_DOT_SPELLED}|\.){_LABEL}){{0,4}}(?:{_DOT_SPELLED}|\.){_TLD})(?![\w-]|\.\w)"
+)
 # US street addresses. Street names must be capitalised: lower case would match "2 days in a row".
-_STREET_SUFFIX = (r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|"
-                  r"Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Loop|Alley|Crescent|Close)")
+_STREET_SUFFIX = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Lane|Ln|Drive|Dr|Boulevard|Blvd|Court|Ct|Way|Place|Pl|"
+    r"Terrace|Ter|Circle|Cir|Parkway|Pkwy|Highway|Hwy|Square|Sq|Trail|Trl|Loop|Alley|Crescent|Close)"
+)
 _CITY_STATE_ZIP = r"[A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2},?\s+[A-Z]{2}\s+\d{5}(?:-\d{4})?"
 _ADDRESS = re.compile(
     rf"(?<![\w-])\d{{1,6}}[A-Z]?\s+(?:(?:[NSEW]\.?|North|South|East|West)\s+)?"
@@ -115,33 +120,44 @@ _ADDRESS = re.compile(
     rf"(?:,?\s+(?:Apt|Apartment|Suite|Ste|Unit|#)\.?\s*#?[A-Za-z0-9-]+)?"
     rf"(?:,\s+{_CITY_STATE_ZIP})?"
     rf"|(?<![\w-])(?i:P\.?\s?O\.?\s+Box)\s+\d{{1,6}}(?!\w)"
-    rf"|(?<![\w-]){_CITY_STATE_ZIP}(?!\w)")
+    rf"|(?<![\w-]){_CITY_STATE_ZIP}(?!\w)"
+)
 # Lower-case street lines: only suffixes that are seldom anything but a street ("way", "place",
 # "drive", "court", "close" are ordinary words: "1 more way", "a 2 hour drive"), and name words that
 # are not function words or units ("3 blocks down the road").
-_STREET_SUFFIX_LOWER = (r"(?:street|st|avenue|ave|road|rd|lane|ln|boulevard|blvd|crescent|terrace|parkway|pkwy)")
-_NOT_STREET_WORD = (r"(?:the|a|an|and|or|of|to|in|on|at|by|for|from|with|into|onto|down|up|over|off|out|"
-                    r"my|your|our|their|his|her|its|this|that|these|those|more|other|some|any|no|each|"
-                    r"one|two|three|few|hours?|mins?|minutes?|days?|weeks?|months?|years?|miles?|km|"
-                    r"blocks?|times?|lanes?|roads?|streets?|items?|boxes|steps?)")
+_STREET_SUFFIX_LOWER = r"(?:street|st|avenue|ave|road|rd|lane|ln|boulevard|blvd|crescent|terrace|parkway|pkwy)"
+_NOT_STREET_WORD = (
+    r"(?:the|a|an|and|or|of|to|in|on|at|by|for|from|with|into|onto|down|up|over|off|out|"
+    r"my|your|our|their|his|her|its|this|that|these|those|more|other|some|any|no|each|"
+    r"one|two|three|few|hours?|mins?|minutes?|days?|weeks?|months?|years?|miles?|km|"
+    r"blocks?|times?|lanes?|roads?|streets?|items?|boxes|steps?)"
+)
 _ADDRESS_LOWER = re.compile(
     rf"(?<![\w./:-])\d{{1,6}}\s+(?:(?:north|south|east|west|[nsew])\s+)?"
     rf"(?:(?!{_NOT_STREET_WORD}\b)[a-z][a-z']+\s+){{1,3}}{_STREET_SUFFIX_LOWER}\b\.?"
-    rf"(?:,?\s+(?:apt|apartment|suite|ste|unit)\.?\s*#?[a-z0-9-]+)?(?![\w-])")
+    rf"(?:,?\s+(?:apt|apartment|suite|ste|unit)\.?\s*#?[a-z0-9-]+)?(?![\w-])"
+)
 # An e-mail written "name at domain.tld" counts after one of these words (within a few characters).
 _EMAIL_WORDS = re.compile(r"(?i)\b(?:e-?mail(?:ed)?|mail|address|inbox|contact|reach|write|send)\b[^\n]{0,24}$")
 # ... unless the word before " at " is one of these: "his email address at example.com", "write us at".
-_NOT_A_MAILBOX = frozenset("address email e-mail mail inbox account page site website web form link it me us "
-                           "him her them you one".split())
+_NOT_A_MAILBOX = frozenset(
+    "address email e-mail mail inbox account page site website web form link it me us him her them you one".split()
+)
 # Dates of birth: a date right after a birth word. Numeric (3/14/1988, 14.03.1988, 1988-03-14) or with
 # a month name (March 14, 1988; 14 March 1988; 4th of July 1990; Mar 1988).
-_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
-          r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
+    r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+)
 _DAY = r"(?:[0-3]?\d(?:st|nd|rd|th)?)"
-_DATE = (rf"(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{1,2}}-\d{{1,2}}"
-         rf"|{_MONTH}\s+{_DAY},?\s+\d{{4}}|{_DAY}\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}|{_MONTH},?\s+\d{{4}})")
-_DOB = re.compile(rf"(?i)\b(?:born|d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday)"
-                  rf"(?:\s+(?:is|was|on|in|of|:|-))*\s*:?\s*(?P<date>{_DATE})(?![\w/.-]\d)")
+_DATE = (
+    rf"(?:\d{{1,2}}[/.-]\d{{1,2}}[/.-](?:\d{{4}}|\d{{2}})|\d{{4}}-\d{{1,2}}-\d{{1,2}}"
+    rf"|{_MONTH}\s+{_DAY},?\s+\d{{4}}|{_DAY}\s+(?:of\s+)?{_MONTH},?\s+\d{{4}}|{_MONTH},?\s+\d{{4}})"
+)
+_DOB = re.compile(
+    rf"(?i)\b(?:born|d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday)"
+    rf"(?:\s+(?:is|was|on|in|of|:|-))*\s*:?\s*(?P<date>{_DATE})(?![\w/.-]\d)"
+)
 _TYPE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
@@ -162,27 +178,46 @@ class Redactor:
 
         region = (phone_region or "").upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
-            raise AlignError(f"phone region '{phone_region}' is not a region phonenumbers knows; use a two-letter "
-                             "country code such as US, GB, DE")
+            raise AlignError(
+                f"phone region '{phone_region}' is not a region phonenumbers knows; use a two-letter "
+                "country code such as US, GB, DE"
+            )
         self.phone_region = region
         self.patterns: dict[str, re.Pattern] = {}
         for name, pattern in (patterns or {}).items():
             if not isinstance(name, str) or not _TYPE_NAME.match(name):
-                raise AlignError(f"redaction pattern name '{name}' must be upper case letters, digits and _ "
-                                 "(it becomes the placeholder, e.g. EMPLOYEE_ID -> [EMPLOYEE_ID])")
+                raise AlignError(
+                    f"redaction pattern name '{name}' must be upper case letters, digits and _ "
+                    "(it becomes the placeholder, e.g. EMPLOYEE_ID -> [EMPLOYEE_ID])"
+                )
             try:
                 self.patterns[name] = re.compile(pattern)
             except (re.error, TypeError) as exc:
-                raise AlignError(f"redaction pattern {name}: '{pattern}' is not a valid regular expression ({exc})") from None
+                raise AlignError(
+                    f"redaction pattern {name}: '{pattern}' is not a valid regular expression ({exc})"
+                ) from None
             if self.patterns[name].search(""):
-                raise AlignError(f"redaction pattern {name}: '{pattern}' matches the empty string; it would match everywhere")
+                raise AlignError(
+                    f"redaction pattern {name}: '{pattern}' matches the empty string; it would match everywhere"
+                )
 
     def find(self, text: str) -> list[Finding]:
         """Non-overlapping findings in text order; where two overlap, the longer one wins."""
-        return resolve_overlaps([
-            *self._emails(text), *self._spelled_emails(text), *self._phones(text), *self._bare_phones(text),
-            *self._ssns(text), *self._addresses(text), *self._dobs(text), *self._cards(text), *self._ibans(text),
-            *self._ips(text), *self._user(text)])
+        return resolve_overlaps(
+            [
+                *self._emails(text),
+                *self._spelled_emails(text),
+                *self._phones(text),
+                *self._bare_phones(text),
+                *self._ssns(text),
+                *self._addresses(text),
+                *self._dobs(text),
+                *self._cards(text),
+                *self._ibans(text),
+                *self._ips(text),
+                *self._user(text),
+            ]
+        )
 
     def redact(self, text: str) -> tuple[str, Counter]:
         """`text` with each finding replaced by `[TYPE]`, and the count per type."""
@@ -205,9 +240,15 @@ class Redactor:
             at = m.group("at").strip()
             if at == "@" and not spelled_dot:
                 continue  # a plain e-mail: _emails has it
-            if at.lower() == "at" and not spelled_dot and not re.search(r"[._\d]", m.group("local")) and (
+            if (
+                at.lower() == "at"
+                and not spelled_dot
+                and not re.search(r"[._\d]", m.group("local"))
+                and (
                     m.group("local").lower() in _NOT_A_MAILBOX
-                    or not _EMAIL_WORDS.search(text[max(0, m.start() - 40):m.start()])):
+                    or not _EMAIL_WORDS.search(text[max(0, m.start() - 40) : m.start()])
+                )
+            ):
                 continue  # "look at example.com", "his email address at example.com": a word, " at ", a domain
             yield Finding(m.start(), m.end(), "EMAIL")
 
@@ -215,7 +256,7 @@ class Redactor:
         import phonenumbers
 
         for m in _BARE_PHONE.finditer(text):
-            if not _PHONE_WORDS.search(text[max(0, m.start() - 40):m.start()]):
+            if not _PHONE_WORDS.search(text[max(0, m.start() - 40) : m.start()]):
                 continue
             try:
                 number = phonenumbers.parse(m.group(), self.phone_region)
@@ -263,8 +304,12 @@ class Redactor:
         for m in _CARD.finditer(text):
             groups = tuple(len(g) for g in re.split(r"[ -]", m.group()))
             digits = m.group().translate(_NO_SEPARATORS)
-            if (len(groups) == 1 or groups in _CARD_GROUPS) and 13 <= len(digits) <= 19 \
-                    and _CARD_PREFIX.match(digits) and luhn.is_valid(digits):
+            if (
+                (len(groups) == 1 or groups in _CARD_GROUPS)
+                and 13 <= len(digits) <= 19
+                and _CARD_PREFIX.match(digits)
+                and luhn.is_valid(digits)
+            ):
                 yield Finding(m.start(), m.end(), "CARD")
 
     def _ibans(self, text: str) -> Iterator[Finding]:
@@ -318,7 +363,7 @@ def replace_findings(text: str, findings: list[Finding]) -> str:
     """`text` with each (non-overlapping, ordered) finding replaced by `[TYPE]`."""
     out, pos = [], 0
     for f in findings:
-        out.append(text[pos:f.start])
+        out.append(text[pos : f.start])
         out.append(f"[{f.type}]")
         pos = f.end
     out.append(text[pos:])
@@ -342,6 +387,7 @@ def mask(value: str) -> str:
 
 
 # -- records --------------------------------------------------------------------------------------
+
 
 def redact_value(redactor: Redactor, value: Any, counts: Counter) -> Any:
     """`value` (a string, or lists and dicts of them, e.g. chat messages) with every string redacted.

@@ -25,9 +25,7 @@ ROWS = pii_eval.load_labelled(DATA)
 # Written apart from the shipped set, to develop the detectors on (other names, places, phrasings).
 DEV_ROWS = pii_eval.load_labelled(REPO / "data" / "pii_dev.jsonl")
 SHAPED = ("SSN", "PHONE", "CARD", "IP", "IBAN", "EMAIL", "ADDRESS", "DOB")  # what the rules are for
-HAS_PRESIDIO = all(
-    importlib.util.find_spec(m) for m in ("presidio_analyzer", "presidio_anonymizer", "spacy", "faker")
-)
+HAS_PRESIDIO = all(importlib.util.find_spec(m) for m in ("presidio_analyzer", "presidio_anonymizer", "spacy", "faker"))
 needs_presidio = pytest.mark.skipif(not HAS_PRESIDIO, reason="presidio not installed (pip install 'align[privacy]')")
 
 

@@ -77,9 +77,7 @@ def test_an_annotator_reads_no_labelled_value(argilla, pushed):
     mine = annotator.http.get("/api/v1/me/datasets").json()["items"]
     dataset_id = next(d["id"] for d in mine if d["name"] == DATASET)
     # What the annotation page asks for: the dataset's records through the annotator's search endpoint.
-    found = annotator.http.post(
-        f"/api/v1/me/datasets/{dataset_id}/records/search", params={"limit": 1000}, json={}
-    )
+    found = annotator.http.post(f"/api/v1/me/datasets/{dataset_id}/records/search", params={"limit": 1000}, json={})
     assert found.status_code == 200, found.text
     records = [item["record"] for item in found.json()["items"]]
     assert len(records) == len(ROWS)

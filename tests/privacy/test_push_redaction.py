@@ -7,8 +7,15 @@ from align.privacy.redact import Redactor
 
 
 def pair(prompt: str, a: str, b: str) -> dict:
-    return {"prompt": [{"role": "user", "content": prompt}], "response_a": a, "response_b": b,
-            "policy": "runs/sft", "sampling": None, "source": "test", "where": "pairs.jsonl:1"}
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "response_a": a,
+        "response_b": b,
+        "policy": "runs/sft",
+        "sampling": None,
+        "source": "test",
+        "where": "pairs.jsonl:1",
+    }
 
 
 PAIRS = [
@@ -22,8 +29,13 @@ def test_redact_mode_counts_types_and_skips_pairs_made_identical():
     kept, report = redact_pairs(PAIRS, Redactor(), "redact")
     assert [p["prompt"][0]["content"] for p in kept] == ["Mail me at [EMAIL]", "Version?"]
     assert kept[1] is PAIRS[2]  # untouched pairs pass through as they were
-    assert report == {"mode": "redact", "findings": {"EMAIL": 3}, "pairs_redacted": 1, "pairs_dropped": 0,
-                      "skipped_identical_after_redaction": 1}
+    assert report == {
+        "mode": "redact",
+        "findings": {"EMAIL": 3},
+        "pairs_redacted": 1,
+        "pairs_dropped": 0,
+        "skipped_identical_after_redaction": 1,
+    }
     assert kept[0]["where"] == "pairs.jsonl:1" and kept[0]["policy"] == "runs/sft"
 
 

@@ -39,10 +39,16 @@ PII = [
     ("mail priya_r [at] example [dot] net now", "priya_r [at] example [dot] net", "EMAIL"),
     ("it is diego (at) example (dot) com", "diego (at) example (dot) com", "EMAIL"),
     ("contact: wei.zhang at example.com", "wei.zhang at example.com", "EMAIL"),
-    ("ship to 742 Evergreen Terrace, Springfield, IL 62704 asap", "742 Evergreen Terrace, Springfield, IL 62704",
-     "ADDRESS"),
-    ("billing: 310 W 58th St, Suite 1200, New York, NY 10019.", "310 W 58th St, Suite 1200, New York, NY 10019",
-     "ADDRESS"),
+    (
+        "ship to 742 Evergreen Terrace, Springfield, IL 62704 asap",
+        "742 Evergreen Terrace, Springfield, IL 62704",
+        "ADDRESS",
+    ),
+    (
+        "billing: 310 W 58th St, Suite 1200, New York, NY 10019.",
+        "310 W 58th St, Suite 1200, New York, NY 10019",
+        "ADDRESS",
+    ),
     ("send it to PO Box 4471 instead", "PO Box 4471", "ADDRESS"),
     # Lower-case street lines, e-mails with a bare " at " after an e-mail word, dates of birth.
     ("deliver to 58 willow crescent, the blue door", "58 willow crescent", "ADDRESS"),
@@ -129,11 +135,14 @@ def test_user_patterns_get_their_own_placeholder():
     assert out == "badge [EMPLOYEE_ID], not EMP-12" and counts == Counter({"EMPLOYEE_ID": 1})
 
 
-@pytest.mark.parametrize("patterns,message", [
-    ({"employee": r"x"}, "upper case"),
-    ({"ID": r"(unclosed"}, "not a valid regular expression"),
-    ({"ID": r"x*"}, "matches the empty string"),
-])
+@pytest.mark.parametrize(
+    "patterns,message",
+    [
+        ({"employee": r"x"}, "upper case"),
+        ({"ID": r"(unclosed"}, "not a valid regular expression"),
+        ({"ID": r"x*"}, "matches the empty string"),
+    ],
+)
 def test_bad_user_patterns_are_errors(patterns, message):
     with pytest.raises(AlignError, match=message):
         Redactor(patterns=patterns)
@@ -145,12 +154,18 @@ def test_unknown_region_is_an_error():
 
 
 def test_nested_records_keep_their_shape():
-    record = {"messages": [{"role": "user", "content": "I am jane@example.com"}, {"role": "assistant", "content": "Hi"}],
-              "score": 1.5, "email": None}
+    record = {
+        "messages": [{"role": "user", "content": "I am jane@example.com"}, {"role": "assistant", "content": "Hi"}],
+        "score": 1.5,
+        "email": None,
+    }
     counts = Counter()
     out = redact_value(Redactor(), record, counts)
-    assert out == {"messages": [{"role": "user", "content": "I am [EMAIL]"}, {"role": "assistant", "content": "Hi"}],
-                   "score": 1.5, "email": None}
+    assert out == {
+        "messages": [{"role": "user", "content": "I am [EMAIL]"}, {"role": "assistant", "content": "Hi"}],
+        "score": 1.5,
+        "email": None,
+    }
     assert counts == Counter({"EMAIL": 1})
 
 

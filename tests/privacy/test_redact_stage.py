@@ -9,11 +9,21 @@ from align.cli import main
 from align.data.records import read_records
 from align.privacy.redact import detector_versions
 
-VALUES = ["jane.doe@example.com", "(415) 555-2671", "4111 1111 1111 1111", "DE89370400440532013000",
-          "192.168.1.20", "EMP-123456"]
+VALUES = [
+    "jane.doe@example.com",
+    "(415) 555-2671",
+    "4111 1111 1111 1111",
+    "DE89370400440532013000",
+    "192.168.1.20",
+    "EMP-123456",
+]
 ROWS = [
-    {"messages": [{"role": "user", "content": "I'm jane.doe@example.com, call (415) 555-2671"},
-                  {"role": "assistant", "content": "Noted; release 2.13.0 ships 2026-12-01."}]},
+    {
+        "messages": [
+            {"role": "user", "content": "I'm jane.doe@example.com, call (415) 555-2671"},
+            {"role": "assistant", "content": "Noted; release 2.13.0 ships 2026-12-01."},
+        ]
+    },
     {"messages": [{"role": "user", "content": "charge 4111 1111 1111 1111 or DE89370400440532013000"}]},
     {"messages": [{"role": "user", "content": "order #A-1029384, ISBN 978-3-16-148410-0, $12.50"}]},
     {"messages": [{"role": "user", "content": "host 192.168.1.20, badge EMP-123456"}]},
@@ -33,8 +43,9 @@ def files_under(folder: Path) -> list[Path]:
 def test_redact_writes_a_redacted_run_with_counts_and_no_values(tmp_path):
     data = write(tmp_path)
     runs = tmp_path / "runs"
-    rc = main(["redact", str(data), f"runs_dir={runs}", "name=clean", "patterns.EMPLOYEE_ID=EMP-\\d{6}",
-               "backend=rules"])
+    rc = main(
+        ["redact", str(data), f"runs_dir={runs}", "name=clean", "patterns.EMPLOYEE_ID=EMP-\\d{6}", "backend=rules"]
+    )
     assert rc == 0
     run = runs / "clean"
     rows = [r for _, r in read_records(run)]  # later stages read the run as data
@@ -55,8 +66,9 @@ def test_redact_writes_a_redacted_run_with_counts_and_no_values(tmp_path):
 
 def test_drop_mode_leaves_out_records_with_findings(tmp_path):
     data = write(tmp_path)
-    assert main(["redact", str(data), f"runs_dir={tmp_path / 'runs'}", "name=dropped", "mode=drop",
-                 "backend=rules"]) == 0
+    assert (
+        main(["redact", str(data), f"runs_dir={tmp_path / 'runs'}", "name=dropped", "mode=drop", "backend=rules"]) == 0
+    )
     run = tmp_path / "runs" / "dropped"
     assert [r for _, r in read_records(run)] == [ROWS[2]]
     metrics = json.loads((run / "manifest.json").read_text())["metrics"]
@@ -72,7 +84,10 @@ def test_dry_run_shows_masked_changes_and_writes_nothing(tmp_path, capsys):
     assert not runs.exists()
     assert f"{data}:1  messages[0].content  EMAIL  j******************m  -> [EMAIL]" in out
     assert f"{data}:2  messages[0].content  CARD" in out and f"{data}:4  messages[0].content  IP" in out
-    assert "dry run (rules backend): 3 of 4 records would be redacted (CARD 1, EMAIL 1, IBAN 1, IP 1, PHONE 1); nothing written" in out
+    assert (
+        "dry run (rules backend): 3 of 4 records would be redacted (CARD 1, EMAIL 1, IBAN 1, IP 1, PHONE 1); nothing written"
+        in out
+    )
     for value in VALUES:
         assert value not in out
 
