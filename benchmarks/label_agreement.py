@@ -99,7 +99,7 @@ def make_records(rows: list[dict], rubric: BrandRubric) -> list[dict]:
         for x, y in itertools.combinations(range(len(row["responses"])), 2):
             if row["responses"][x].strip() == row["responses"][y].strip():
                 continue
-            records.append({"id": f"p{i}-{x}{y}", "response_a": row["responses"][x], "response_b": row["responses"][y],
+            records.append({"id": f"p{i}-{x}{y}", "prompt": row["prompt"], "response_a": row["responses"][x], "response_b": row["responses"][y],
                             "score_a": scores[x], "score_b": scores[y]})
     return records
 
