@@ -14,8 +14,15 @@ with everything: harmful-request refusal fell from 0.15 to 0 (README). So the wa
   safe prompts). The answers are the embedded model's own greedy replies from recipes/safety/sft_train.jsonl
   (made by recipes/safety/make_sft_data.py), put between the brand's greeting and sign-off.
 
-The first HARMFUL harmful and LOOKALIKE look-alike prompts in file order are taken (no choice made by any
-evaluation; look-alike replies that loop on a few words are skipped). The output is sft_train.jsonl's 30 rows, then the safety rows, each with `kind` and `prompt_source`.
+The first HARMFUL harmful and LOOKALIKE look-alike prompts in file order are taken (look-alike replies that loop
+on a few words are skipped). The output is sft_train.jsonl's 30 rows, then the safety rows, each with `kind` and
+`prompt_source`.
+
+How many of each was chosen on validation prompts only (tune_warm_start.py, 2026-12-06,
+benchmarks/results/brand_voice_warm_start_tuning.json): the first version, 16 refusals and 16 look-alike
+answers, refused 0.15 of XSTest's safe prompts in the loop (the base: 0.03) and was held back. 8 refusals and 48
+look-alike answers, 2 epochs at 5e-4, refused 0.42 of the 100 validation harmful prompts (the base: 0.15;
+paired difference +0.27 [+0.17, +0.37]) and 0.014 of 70 validation look-alikes (the base: 0; +0.014).
 """
 
 from __future__ import annotations
@@ -30,8 +37,8 @@ BRAND = HERE / "sft_train.jsonl"
 SAFETY_PROMPTS = ROOT / "recipes" / "safety" / "prompts_train.jsonl"
 SAFETY_SFT = ROOT / "recipes" / "safety" / "sft_train.jsonl"
 OUT = HERE / "sft_warm_start.jsonl"
-HARMFUL = 16
-LOOKALIKE = 16
+HARMFUL = 8
+LOOKALIKE = 48
 GREETINGS = ("Hi there,", "Hello,", "Hi,", "Hey there,")
 SIGN_OFF = "— The Kettle & Crumb team"
 # Why we decline and what we can do instead, varied so no one sentence becomes the policy's only refusal.
