@@ -10,14 +10,20 @@ peak, so padded tokens cost as much as real ones), and each goes to the device o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
-
-from align.core import device
-from align.core.errors import AlignError
 
 from tqdm.auto import tqdm
 
+from align.core import device, runs
+from align.core.errors import AlignError
+
 Messages = list[dict[str, str]]
+
+ENSEMBLE_STAGE = "reward ensemble"
+"""The stage of an `align reward-ensemble` run; `align score` scores with each of its members."""
+MEMBERS = "members.json"
+"""An ensemble run's list of its member runs, as paths relative to it."""
 
 
 def conversation_ids(tokenizer, conversation: Messages) -> list[int]:
@@ -110,3 +116,17 @@ def check_reward_model(source) -> None:
             f"'{source.ref}' is a classifier with {labels} labels, not a one-output reward model; "
             "give a run of `align reward` or a checkpoint with num_labels=1"
         )
+
+
+def reward_members(ref: str) -> list[str]:
+    """The reward models behind `ref`: its members for a reward ensemble run, else `ref` itself."""
+    if not runs.is_run(ref) or runs.read_manifest(ref).get("stage") != ENSEMBLE_STAGE:
+        return [ref]
+    manifest = runs.read_manifest(ref)
+    listed = json.loads(runs.output_path(ref, manifest, "members").read_text(encoding="utf-8"))
+    members = [str((Path(ref) / m).resolve()) for m in listed]
+    missing = [m for m in members if not Path(m).exists()]
+    if missing:
+        raise AlignError(f"reward ensemble {ref}: member(s) {missing} are missing; the ensemble names its members "
+                         "by path relative to itself, so keep them beside it")
+    return members

@@ -51,12 +51,12 @@ def preflight(cfg: LoopConfig) -> tuple[list, tuple[str, ...]]:
         stage_config("score", cfg.score, {"generations": placeholder, "reward_model": placeholder, "runs_dir": ".", "name": "x"})
     pairs = stage_config("pairs", cfg.pairs, {"generations": placeholder, "runs_dir": ".", "name": "x"})
     from align.rollout.pairs import NEEDS_MEMBERS, NEEDS_SCORES
-    from align.stages import score as score_stage
+    from align.scoring import reward_members
 
     if pairs.selection in NEEDS_SCORES + NEEDS_MEMBERS and not cfg.reward_model:
         raise AlignError(f"pairs.selection={pairs.selection} needs scored candidates, but round 1 has no reward model "
                          "to score them: set reward_model (an `align reward` run) or use selection: random")
-    if pairs.selection in NEEDS_MEMBERS and ("reward" in cfg.train.stages or len(score_stage.reward_members(cfg.reward_model)) < 2):
+    if pairs.selection in NEEDS_MEMBERS and ("reward" in cfg.train.stages or len(reward_members(cfg.reward_model)) < 2):
         raise AlignError(f"pairs.selection={pairs.selection} needs reward_model to be a reward ensemble "
                          "(`align reward-ensemble`) kept for every round, so train.stages must not retrain a single "
                          f"reward model; got reward_model={cfg.reward_model}, train.stages={cfg.train.stages}")

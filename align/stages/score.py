@@ -19,7 +19,6 @@ can read either run.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from dataclasses import dataclass
@@ -41,13 +40,9 @@ from align.models import (
     same_weights,
 )
 from align.rollout.generations import GENERATIONS, read_generations
-from align.scoring import check_reward_model, reward_scores
+from align.scoring import check_reward_model, reward_members, reward_scores
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_STAGE = "reward ensemble"
-MEMBERS = "members.json"
-
 
 @dataclass
 class Config(runs.RunOutput, ModelLoading):
@@ -104,20 +99,6 @@ def prepare(cfg: Config) -> SimpleNamespace:
         report.update(policy=policy.stable_ref, reference=reference.stable_ref)
     return SimpleNamespace(parent=parent, rows=rows, members=members, tokenizer=tokenizer, policy=policy,
                            reference=reference, report=report)
-
-
-def reward_members(ref: str) -> list[str]:
-    """The reward models behind `ref`: its members for a reward ensemble run, else `ref` itself."""
-    if not runs.is_run(ref) or runs.read_manifest(ref).get("stage") != ENSEMBLE_STAGE:
-        return [ref]
-    manifest = runs.read_manifest(ref)
-    listed = json.loads(runs.output_path(ref, manifest, "members").read_text(encoding="utf-8"))
-    members = [str((Path(ref) / m).resolve()) for m in listed]
-    missing = [m for m in members if not Path(m).exists()]
-    if missing:
-        raise AlignError(f"reward ensemble {ref}: member(s) {missing} are missing; the ensemble names its members "
-                         "by path relative to itself, so keep them beside it")
-    return members
 
 
 def run(cfg: Config) -> dict:

@@ -226,8 +226,9 @@ def test_score_logratios_match_a_direct_computation(tmp_path, tiny_model):
 
 
 def test_reward_ensemble_trains_members_on_bootstrap_resamples(tmp_path, tiny_model, easy_pairs):
-    assert main(["reward-ensemble", f"model={tiny_model}", f"data.train={easy_pairs}", "data.test_fraction=0.25",
-                 "bootstrap.members=2", "max_length=64", "training.max_steps=2", "training.per_device_train_batch_size=4",
+    assert main(["reward-ensemble", f"reward.model={tiny_model}", f"reward.data.train={easy_pairs}",
+                 "reward.data.test_fraction=0.25", "bootstrap.members=2", "reward.max_length=64",
+                 "reward.training.max_steps=2", "reward.training.per_device_train_batch_size=4",
                  f"runs_dir={tmp_path / 'runs'}", "name=ens"]) == 0
     ens = tmp_path / "runs" / "ens"
     manifest = runs.read_manifest(ens)
@@ -244,7 +245,12 @@ def test_reward_ensemble_trains_members_on_bootstrap_resamples(tmp_path, tiny_mo
     for k in range(2):
         member = runs.read_manifest(tmp_path / "runs" / f"ens-member-{k}")
         assert member["stage"] == "reward" and member["metrics"]["test_pairs"] == len(held)
-    from align.stages.score import reward_members
+        assert member["config"]["seed"] == k and member["config"]["data"]["train"].endswith(f"train-{k}.jsonl")
+    # A bad reward setting is refused before anything is written (align reward's own check, exit 2).
+    assert main(["reward-ensemble", "reward.model=embedded", f"reward.data.train={easy_pairs}", "reward.lerning_rate=1",
+                 f"runs_dir={tmp_path / 'bad'}", "--dry-run"]) == 2
+    assert not (tmp_path / "bad").exists()
+    from align.scoring import reward_members
 
     assert reward_members(str(ens)) == [str((tmp_path / "runs" / f"ens-member-{k}").resolve()) for k in range(2)]
 
