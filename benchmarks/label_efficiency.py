@@ -113,14 +113,14 @@ def most_disputed(warm: list[dict], pool: list[dict], k: int, seed: int, team, w
     from align.models import load_reward_model, load_tokenizer, resolve_model
     from align.rollout.pairs import ensemble_disagreement
     from align.scoring import reward_scores
-    from align.stages.score import reward_members
+    from align.scoring import reward_members
 
     data = work / "warm.jsonl"
     rows = pulled_rows(warm, team, seed)
     label_rows(rows, "majority")
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    align("reward-ensemble", "--config", "configs/reward/default.yaml", "model=embedded", f"data.train={data}",
-          "data.test_fraction=0.0", "data.check_upstream_split=false", f"bootstrap.members={ENSEMBLE_MEMBERS}",
+    align("reward-ensemble", "reward.config=configs/reward/default.yaml", "reward.model=embedded", f"reward.data.train={data}",
+          "reward.data.test_fraction=0.0", "reward.data.check_upstream_split=false", f"bootstrap.members={ENSEMBLE_MEMBERS}",
           f"runs_dir={work}", "name=ensemble")
     texts = sorted({(json.dumps(r["prompt"]), t) for r in pool for t in (r["response_a"], r["response_b"])})
     conversations = [json.loads(p) + [{"role": "assistant", "content": t.strip()}] for p, t in texts]
