@@ -245,6 +245,29 @@ def pii_redaction(files: list[tuple[str, dict]]) -> str:
     return module.table(data) + "\n" + (f"\nNot measured: {'; '.join(skipped)}.\n" if skipped else "")
 
 
+def feedback_vs_pairs(files: list[tuple[str, dict]]) -> str:
+    """benchmarks/feedback_vs_pairs.py: base, pairs round and feedback round per metric, then what each trained on."""
+    _, data = files[0]
+    labels = {"brand_score": "brand score", "harmful_refusal": "harmful refusal", "over_refusal": "XSTest over-refusal"}
+    rows = []
+    for key, label in labels.items():
+        m = data["metrics"][key]
+        rows.append([f"{label} ({m['prompts']})", stat(m["base"]), stat(m["pairs_round"]), stat(m["feedback_round"]),
+                     stat(m["pairs_minus_base"], sign=True), stat(m["feedback_minus_base"], sign=True),
+                     f"**{stat(m['feedback_minus_pairs'], sign=True)}**"])
+    text = table(["held-out metric (prompts)", "base", "pairs round", "feedback round", "pairs − base, paired",
+                  "feedback − base, paired", "feedback − pairs, paired"], rows)
+    pairs, fb = data["labels"]["pairs"], data["labels"]["feedback"]
+    wall = data["wall_time_s"]
+    text += "\n" + table(["round", "trained on", "labels", "training", "round wall time"], [
+        ["pairs", f"{pairs['usable_pairs']} pairs (DPO)", f"{pairs['votes']} votes on {pairs['records']} records",
+         minutes(wall["pairs"].get("dpo")), minutes(wall["pairs"]["round_total"])],
+        ["feedback", f"{fb['examples']} thumbs (KTO)", f"{fb['thumbs_up']} up, {fb['thumbs_down']} down",
+         minutes(wall["feedback"].get("kto")), minutes(wall["feedback"]["round_total"])],
+    ])
+    return text
+
+
 # -- label quality (issue 32): label_models, label_agreement, active_selection, label_efficiency ------------------
 
 def _ci(entry: dict | None, digits: int = 3, sign: bool = False) -> str:
@@ -343,7 +366,8 @@ def builder(name: str, data: dict):
                           ("training_vs_trl", training_vs_trl), ("retention_replay", retention_replay),
                           ("generation_", generation_engines), ("batch_padding", batch_padding),
                           ("prefix_sharing", prefix_sharing), ("annotate_roundtrip", annotate_roundtrip),
-                          ("demo_hh_reward_before_after", demo_hh_reward), ("pii_redaction", pii_redaction)):
+                          ("demo_hh_reward_before_after", demo_hh_reward), ("pii_redaction", pii_redaction),
+                          ("feedback_vs_pairs", feedback_vs_pairs)):
         if kind.startswith(prefix):
             return build
     for prefix, build in (("label_models", label_models), ("label_agreement", label_agreement),
