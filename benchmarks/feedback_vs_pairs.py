@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         if sorted(a) != sorted(b):
             raise SystemExit(f"the two evaluations answered different {prompt_set} prompts")
         ids = sorted(a)
+        for k, rows in (("pairs", a), ("feedback", b)):  # the replies are the ones the manifest's means came from
+            mean = sum(value(rows[i]["policy"]) for i in ids) / len(ids)
+            if abs(mean - m[k]["policy"]["mean"]) > 1e-9:
+                raise SystemExit(f"{k}: {prompt_set} {metric} from replies.jsonl is {mean}, the manifest says "
+                                 f"{m[k]['policy']['mean']}")
         # Same base, same prompts, greedy decoding: the base's replies should be the same in both runs.
         base_identical[prompt_set] = all(a[i]["baseline"]["reply"] == b[i]["baseline"]["reply"] for i in ids)
         paired = bootstrap_paired_difference([value(b[i]["policy"]) for i in ids], [value(a[i]["policy"]) for i in ids],
