@@ -164,6 +164,7 @@ def test_every_shipped_yaml_survives_its_run_directory(path, tmp_path):
     assert manifest["config"] == to_dict(cfg)
 
 
+@pytest.mark.slow
 def test_a_real_run_reruns_from_its_own_config_yaml(tmp_path, tiny_model):
     """`align generate --config RUN/config.yaml` repeats the run: same settings, same outputs."""
     from align.cli import main

@@ -212,6 +212,7 @@ def prompts(tmp_path_factory) -> Path:
                        [{"prompt": f"Tell me about topic {i}"} for i in range(6)])
 
 
+@pytest.mark.slow
 def test_ppo_places_policy_value_reference_and_reward_model_and_every_batch(monkeypatch, tiny_model, reward_dir,
                                                                            prompts, tmp_path):
     from align.stages import ppo
@@ -229,6 +230,7 @@ def test_ppo_places_policy_value_reference_and_reward_model_and_every_batch(monk
     assert manifest["notes"]["device"]["type"] == "meta"
 
 
+@pytest.mark.slow
 def test_generate_score_and_evaluations_place_their_models_and_batches(monkeypatch, tiny_model, reward_dir, prompts,
                                                                         tmp_path):
     from align.stages import evaluate, evaluate_policy, evaluate_retention, generate, score
@@ -304,6 +306,7 @@ def test_the_spy_catches_a_batch_left_on_the_host(monkeypatch, tiny_model, rewar
 
 # -- notes.device in every manifest ---------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "reward", "dpo"])
 def test_training_stages_record_the_device(stage, tiny_model, easy_pairs, tmp_path):
     from importlib import import_module

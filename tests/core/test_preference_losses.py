@@ -133,6 +133,7 @@ def stock_margins(stage, trainer):
     return margins
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
 def test_p_one_reproduces_trl_and_soft_labels_and_ties_follow_the_formulas(stage, tiny_model, tmp_path):
     stock = build(stage, tiny_model, tmp_path, ROWS, None)

@@ -123,6 +123,7 @@ def test_only_secret_keys_are_scrubbed_not_settings_that_mention_tokens(tmp_path
     assert set(scrubbed["argilla"].values()) == {"***"}
 
 
+@pytest.mark.slow
 def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, easy_pairs, tmp_path, caplog):
     """A real `align sft` killed with SIGKILL mid-training leaves its partial dir; the next run removes
     it, and leaves alone a live stage's partial dir and one without an owner file."""

@@ -10,6 +10,7 @@ from align.cli import main
 from align.core import runs
 
 
+@pytest.mark.slow
 def test_tensorboard_events_are_written_inside_the_run(tiny_model, easy_pairs, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -32,6 +33,7 @@ def test_tensorboard_events_are_written_inside_the_run(tiny_model, easy_pairs, t
     assert not (run / "trainer").exists()
 
 
+@pytest.mark.slow
 def test_no_tracker_unless_asked(tiny_model, easy_pairs, tmp_path):
     assert main(["sft", f"model={tiny_model}", f"data.train={easy_pairs}", "data.format=preference-chosen",
                  "max_length=64", "training.max_steps=1", f"runs_dir={tmp_path}", "name=plain"]) == 0

@@ -65,6 +65,7 @@ def test_lora_targets_only_the_last_blocks(tiny_model):
         lora_targets(model, 3, ["all-linear"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [True, False])
 def test_reward_stage_trains_only_the_top_block(tiny_model, easy_pairs, tmp_path, lora):
     m = reward.run(load_config(reward.Config, None, [
@@ -93,6 +94,7 @@ def test_too_many_layers_is_exit_2_with_no_run_directory(tiny_model, easy_pairs,
     assert not list((tmp_path / "runs").glob("*/manifest.json")) if (tmp_path / "runs").exists() else True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_policy_stages_train_only_the_top_block(tiny_model, easy_pairs, tmp_path, stage):
     from align.stages import dpo, sft

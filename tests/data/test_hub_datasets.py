@@ -211,6 +211,7 @@ def align_cli(args, env_extra, cwd):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_no_network_and_no_cache_is_exit_2_with_one_line_saying_how_to_give_a_copy(tmp_path, tiny_model):
     out = align_cli(["sft", f"model={tiny_model}", "data.train=hf:org/absent?split=train", "--dry-run"],
                     {"HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}, tmp_path)
@@ -225,6 +226,7 @@ def test_no_network_and_no_cache_is_exit_2_with_one_line_saying_how_to_give_a_co
 
 # -- end to end ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sft_dry_run_reads_the_hub_dataset_from_HF_HOME(tmp_path, datasets_home, cached_pairs, tiny_model):
     # The cache prepared in this process, used by a fresh `align` process through HF_HOME alone.
     home = datasets_home.parent
@@ -234,6 +236,7 @@ def test_sft_dry_run_reads_the_hub_dataset_from_HF_HOME(tmp_path, datasets_home,
     assert "train: hf:org/pairs" in out.stdout and "records_read: 12" in out.stdout
 
 
+@pytest.mark.slow
 def test_reward_run_records_the_hub_dataset_in_its_manifest(tmp_path, cached_pairs, tiny_model):
     from align.stages import reward
 

@@ -60,6 +60,7 @@ def test_more_replay_than_the_data_holds_is_an_error(files):
         load_sft_examples(SFTDataConfig(train=str(task), replay=ReplayConfig(path=str(general), fraction=0.7)))
 
 
+@pytest.mark.slow
 def test_sft_stage_records_replay_and_downstream_holdout_is_checked_against_it(tiny_model, files, tmp_path, capsys):
     task, general = files
     run = sft.run(load_config(sft.Config, None, [

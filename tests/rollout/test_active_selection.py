@@ -225,6 +225,7 @@ def test_score_logratios_match_a_direct_computation(tmp_path, tiny_model):
     assert same["logratios"] == [0.0, 0.0] and m["metrics"]["policy_is_reference"] is True
 
 
+@pytest.mark.slow
 def test_reward_ensemble_trains_members_on_bootstrap_resamples(tmp_path, tiny_model, easy_pairs):
     assert main(["reward-ensemble", f"reward.model={tiny_model}", f"reward.data.train={easy_pairs}",
                  "reward.data.test_fraction=0.25", "bootstrap.members=2", "reward.max_length=64",

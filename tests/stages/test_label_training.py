@@ -33,6 +33,7 @@ def pulled(tmp_path):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage, ties", [(reward, "rao_kupper"), (dpo, "davidson")], ids=["reward", "dpo"])
 def test_stage_trains_with_soft_labels_and_ties(stage, ties, pulled, tiny_model, tmp_path):
     m = stage.run(load_config(stage.Config, None, [
