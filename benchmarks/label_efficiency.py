@@ -112,8 +112,7 @@ def most_disputed(warm: list[dict], pool: list[dict], k: int, seed: int, team, w
     """The k records of `pool` a reward ensemble trained on `warm`'s majority labels disagrees on most (BALD)."""
     from align.models import load_reward_model, load_tokenizer, resolve_model
     from align.rollout.pairs import ensemble_disagreement
-    from align.scoring import reward_scores
-    from align.scoring import reward_members
+    from align.scoring import reward_members, reward_scores
 
     data = work / "warm.jsonl"
     rows = pulled_rows(warm, team, seed)
@@ -234,7 +233,12 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "label_efficiency")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_efficiency.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "label_efficiency.png")
+    parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out's JSON")
     args = parser.parse_args()
+    if args.replot:
+        data = json.loads(args.out.read_text(encoding="utf-8"))
+        plot(data["summary"], data["start_brand_score"], args.plot)
+        return
     if args.quick:
         args.budgets, args.seeds, args.teams, args.arms = QUICK["budgets"], QUICK["seeds"], QUICK["teams"], QUICK["arms"]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -252,7 +256,6 @@ def main() -> None:
         done.append(run_arm(team, budget, seed, arm, records, args.runs_dir, start_eval))
         data = result(args, grid, done, start, len(records))
         args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")  # after every arm: a cut run keeps its arms
-    if done:
         plot(data["summary"], start, args.plot)
     print(f"wrote {args.out} ({len(done)} arms)")
 
