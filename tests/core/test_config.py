@@ -87,7 +87,7 @@ def test_every_field_is_documented():
 
 def _config_class_for(path: Path):
     """configs/<stage>/x.yaml and recipes/<recipe>/<stage>.yaml -> the stage's Config class."""
-    if path.name == "loop.yaml":  # a recipe's feedback loop: `align loop --config`
+    if path.name == "loop.yaml" or path.name.endswith("_loop.yaml"):  # a recipe's loop: `align loop --config`
         from align.loop.config import LoopConfig
 
         return LoopConfig
