@@ -232,7 +232,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "label_efficiency")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_efficiency.json")
-    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results" / "label_efficiency.png")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "label_efficiency.png")
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out's JSON")
     args = parser.parse_args()
     if args.replot:
