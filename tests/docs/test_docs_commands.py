@@ -25,6 +25,9 @@ names exist (placeholders such as `runs/<policy-run>` stand for the reader's own
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 import re
 import shlex
 from pathlib import Path
@@ -120,8 +123,23 @@ def command_argv(segment: str, variables: dict[str, str]) -> list[str] | None:
     return expanded
 
 
+@functools.cache
+def import_align() -> None:
+    """Import every align module before `check` patches `load_config`: a module first imported while the
+    patch is in place would bind the patched function by `from align.core.config import load_config` and
+    keep it after the test (other tests' runs then stopped at their config)."""
+    import align
+
+    for info in pkgutil.walk_packages(align.__path__, "align."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:  # an optional edge (vllm, presidio) that is not installed: nothing to bind
+            pass
+
+
 def check(argv: list[str], monkeypatch, capsys) -> None:
     """Raise AssertionError (with the reason) unless `argv` parses."""
+    import_align()
     from align import cli
     from align.core import config as config_module
     from align.core.errors import AlignError
@@ -138,8 +156,6 @@ def check(argv: list[str], monkeypatch, capsys) -> None:
     if module == "recipes.hh_harmless.run":
         return check_hh_pipeline(rest, monkeypatch)
     if module != "align":
-        import importlib
-
         importlib.import_module(module)
         files = [a for a in rest if not a.startswith("-") and "/" in a]
         assert all((ROOT / f).exists() for f in files), f"missing file in {files}"
