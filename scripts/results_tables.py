@@ -245,6 +245,15 @@ def pii_redaction(files: list[tuple[str, dict]]) -> str:
     return module.table(data) + "\n" + (f"\nNot measured: {'; '.join(skipped)}.\n" if skipped else "")
 
 
+def brand_voice_warm_start(files: list[tuple[str, dict]]) -> str:
+    """recipes/brand_voice/tune_warm_start.py's own table (`table`), so the page and `--table` cannot differ."""
+    spec = importlib.util.spec_from_file_location("tune_warm_start", ROOT / "recipes" / "brand_voice" / "tune_warm_start.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, data = files[0]
+    return module.table(data) + f"\n\nChoice rule, fixed before any result: {data['rule']}.\n"
+
+
 def feedback_vs_pairs(files: list[tuple[str, dict]]) -> str:
     """benchmarks/feedback_vs_pairs.py: base, pairs round and feedback round per metric, then what each trained on."""
     _, data = files[0]
@@ -367,7 +376,8 @@ def builder(name: str, data: dict):
                           ("generation_", generation_engines), ("batch_padding", batch_padding),
                           ("prefix_sharing", prefix_sharing), ("annotate_roundtrip", annotate_roundtrip),
                           ("demo_hh_reward_before_after", demo_hh_reward), ("pii_redaction", pii_redaction),
-                          ("feedback_vs_pairs", feedback_vs_pairs)):
+                          ("feedback_vs_pairs", feedback_vs_pairs),
+                          ("brand_voice_warm_start", brand_voice_warm_start)):
         if kind.startswith(prefix):
             return build
     for prefix, build in (("label_models", label_models), ("label_agreement", label_agreement),
