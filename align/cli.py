@@ -39,26 +39,70 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "sft": Command("align.stages.sft", "supervised fine-tuning on conversations"),
     "reward": Command("align.stages.reward", "train a reward model on preference pairs"),
-    "reward-ensemble": Command("align.stages.reward_ensemble", "K reward models on bootstrap resamples (for ensemble_disagreement pairs)"),
+    "reward-ensemble": Command(
+        "align.stages.reward_ensemble", "K reward models on bootstrap resamples (for ensemble_disagreement pairs)"
+    ),
     "dpo": Command("align.stages.dpo", "direct preference optimisation of a policy"),
     "kto": Command("align.stages.kto", "KTO: optimise a policy on unpaired (or paired) desirable/undesirable examples"),
     "ppo": Command("align.stages.ppo", "online RL from a reward model: PPO, RLOO or GRPO"),
     "evaluate reward": Command("align.stages.evaluate", "pairwise accuracy and margin of a reward model"),
-    "evaluate policy": Command("align.stages.evaluate_policy", "policy vs baseline: refusals, over-refusal, brand voice, win rate, with intervals", ("policy",)),
-    "evaluate retention": Command("align.stages.evaluate_retention", "what fine-tuning cost: IFEval, KL and drift vs the base, with intervals", ("policy",), ("baseline",)),
+    "evaluate policy": Command(
+        "align.stages.evaluate_policy",
+        "policy vs baseline: refusals, over-refusal, brand voice, win rate, with intervals",
+        ("policy",),
+    ),
+    "evaluate retention": Command(
+        "align.stages.evaluate_retention",
+        "what fine-tuning cost: IFEval, KL and drift vs the base, with intervals",
+        ("policy",),
+        ("baseline",),
+    ),
     "generate": Command("align.stages.generate", "sample responses from a policy (vLLM or transformers)"),
     "score": Command("align.stages.score", "add reward-model scores to a generation run", ("generations",)),
-    "pairs": Command("align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)),
-    "redact": Command("align.stages.redact", "redact personal data (e-mails, phones, SSNs, addresses, cards; names with presidio) in a data file", ("input",)),
-    "serve": Command("align.stages.serve", "serve a policy (vLLM's OpenAI server) and log conversations and ratings", ("policy",)),
-    "feedback import": Command("align.stages.feedback", "import feedback (ratings, flags, corrections): validated, redacted, deduped", ("inputs",), many=True),
-    "feedback rate": Command("align.feedback.rate", "rate a reply logged by align serve: up/down, flag, correction", ("serve_run", "reply_id"), ("rating", "flag", "correction", "user"), text=("reply_id", "flag", "correction", "user")),
-    "feedback report": Command("align.feedback.report", "thumbs-up share per policy run with Wilson intervals (drift between rounds)", ("feedback",), many=True),
-    "feedback review": Command("align.annotate.review", "push flagged and thumbs-down replies to Argilla for annotators to correct", ("feedback",)),
-    "feedback reviewed": Command("align.annotate.review_pull", "pull the review dataset back as preference pairs (better reply over the logged one)"),
+    "pairs": Command(
+        "align.stages.pairs", "build candidate pairs for annotators from a generation run", ("generations",)
+    ),
+    "redact": Command(
+        "align.stages.redact",
+        "redact personal data (e-mails, phones, SSNs, addresses, cards; names with presidio) in a data file",
+        ("input",),
+    ),
+    "serve": Command(
+        "align.stages.serve", "serve a policy (vLLM's OpenAI server) and log conversations and ratings", ("policy",)
+    ),
+    "feedback import": Command(
+        "align.stages.feedback",
+        "import feedback (ratings, flags, corrections): validated, redacted, deduped",
+        ("inputs",),
+        many=True,
+    ),
+    "feedback rate": Command(
+        "align.feedback.rate",
+        "rate a reply logged by align serve: up/down, flag, correction",
+        ("serve_run", "reply_id"),
+        ("rating", "flag", "correction", "user"),
+        text=("reply_id", "flag", "correction", "user"),
+    ),
+    "feedback report": Command(
+        "align.feedback.report",
+        "thumbs-up share per policy run with Wilson intervals (drift between rounds)",
+        ("feedback",),
+        many=True,
+    ),
+    "feedback review": Command(
+        "align.annotate.review",
+        "push flagged and thumbs-down replies to Argilla for annotators to correct",
+        ("feedback",),
+    ),
+    "feedback reviewed": Command(
+        "align.annotate.review_pull",
+        "pull the review dataset back as preference pairs (better reply over the logged one)",
+    ),
     "annotate push": Command("align.annotate.push", "push candidate pairs to Argilla for annotators", ("pairs",)),
     "annotate pull": Command("align.annotate.pull", "pull submitted labels into a preference dataset run"),
-    "annotate simulate": Command("align.annotate.simulate", "simulated annotators (demos, tests, CI): real Argilla users answering by a judge"),
+    "annotate simulate": Command(
+        "align.annotate.simulate", "simulated annotators (demos, tests, CI): real Argilla users answering by a judge"
+    ),
     "annotate status": Command("align.annotate.status", "annotation progress and inter-annotator agreement"),
     "annotate serve": Command("align.annotate.serve", "start a local Argilla server (SQLite, no Elasticsearch)"),
     "annotate stop": Command("align.annotate.stop", "stop the local Argilla server"),
@@ -132,16 +176,21 @@ def command_groups() -> set[str]:
 
 def group_usage(group: str) -> str:
     lines = "\n".join(f"  {n:<18} {c.summary}" for n, c in COMMANDS.items() if n.startswith(group + " "))
-    return f"usage: align {group} <subcommand> [--config FILE] [key=value ...]\n\nsubcommands:\n{lines}\n\n" \
-           f"`align {group} <subcommand> --help` lists its config keys."
+    return (
+        f"usage: align {group} <subcommand> [--config FILE] [key=value ...]\n\nsubcommands:\n{lines}\n\n"
+        f"`align {group} <subcommand> --help` lists its config keys."
+    )
 
 
 def stage_command(name: str, cmd: Command, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"align {name}", add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--config", "-c", help="YAML config file (see configs/)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the resolved config, read and count the inputs (no model weights loaded), and exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved config, read and count the inputs (no model weights loaded), and exit",
+    )
     for key in cmd.positional:
         parser.add_argument(key, nargs="?", help=f"sets `{key}`")
     for key in cmd.options:
@@ -214,7 +263,9 @@ def stage_help(name: str, cmd: Command, module) -> str:
 
 
 def lineage_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="align lineage", description="print a run's chain back to its base model and data")
+    parser = argparse.ArgumentParser(
+        prog="align lineage", description="print a run's chain back to its base model and data"
+    )
     parser.add_argument("run", help="a run directory")
     parser.add_argument("--json", action="store_true", help="print the full manifest chain as JSON")
     args = parser.parse_args(argv)
@@ -261,8 +312,11 @@ def usage() -> str:
 
     kinds = [*KINDS, *PACKAGE_KINDS.values(), "other"]
     by_kind = {k: [(n, c) for n, c in COMMANDS.items() if command_kind(c) == k] for k in dict.fromkeys(kinds)}
-    lines = "\n".join(f"{kind}:\n" + "\n".join(f"  {n:<18} {c.summary}" for n, c in commands) + "\n"
-                      for kind, commands in by_kind.items() if commands)
+    lines = "\n".join(
+        f"{kind}:\n" + "\n".join(f"  {n:<18} {c.summary}" for n, c in commands) + "\n"
+        for kind, commands in by_kind.items()
+        if commands
+    )
     return textwrap.dedent(
         """\
         usage: align <command> [--config FILE] [key=value ...]

@@ -50,17 +50,46 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 SEQUENCES_PER_EXAMPLE = {"sft": 1, "reward": 2, "dpo": 2}
 # Published config.json values, for dry runs of a hub id that is not in the local cache.
 KNOWN_ARCHITECTURES: dict[str, dict[str, Any]] = {
-    "Qwen/Qwen2.5-7B-Instruct": dict(hidden_size=3584, num_hidden_layers=28, vocab_size=152064,
-                                     intermediate_size=18944, num_attention_heads=28, num_key_value_heads=4,
-                                     tie_word_embeddings=False, model_type="qwen2"),
-    "meta-llama/Llama-3.1-8B-Instruct": dict(hidden_size=4096, num_hidden_layers=32, vocab_size=128256,
-                                             intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-                                             tie_word_embeddings=False, model_type="llama"),
-    "mistralai/Mistral-7B-Instruct-v0.3": dict(hidden_size=4096, num_hidden_layers=32, vocab_size=32768,
-                                               intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
-                                               tie_word_embeddings=False, model_type="mistral"),
-    "embedded": dict(hidden_size=576, num_hidden_layers=30, vocab_size=49152, intermediate_size=1536,
-                     num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True, model_type="llama"),
+    "Qwen/Qwen2.5-7B-Instruct": dict(
+        hidden_size=3584,
+        num_hidden_layers=28,
+        vocab_size=152064,
+        intermediate_size=18944,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        tie_word_embeddings=False,
+        model_type="qwen2",
+    ),
+    "meta-llama/Llama-3.1-8B-Instruct": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        vocab_size=128256,
+        intermediate_size=14336,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+        model_type="llama",
+    ),
+    "mistralai/Mistral-7B-Instruct-v0.3": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        vocab_size=32768,
+        intermediate_size=14336,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+        model_type="mistral",
+    ),
+    "embedded": dict(
+        hidden_size=576,
+        num_hidden_layers=30,
+        vocab_size=49152,
+        intermediate_size=1536,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+        model_type="llama",
+    ),
 }
 KNOWN_ARCHITECTURES["Qwen/Qwen2.5-7B"] = KNOWN_ARCHITECTURES["Qwen/Qwen2.5-7B-Instruct"]
 KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B"] = KNOWN_ARCHITECTURES["meta-llama/Llama-3.1-8B-Instruct"]
@@ -87,8 +116,11 @@ class Architecture:
     def from_config(cls, config: dict[str, Any], source: str) -> Architecture:
         hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
         return cls(
-            hidden_size=hidden, num_layers=int(config["num_hidden_layers"]), vocab_size=int(config["vocab_size"]),
-            intermediate_size=int(config["intermediate_size"]), num_heads=heads,
+            hidden_size=hidden,
+            num_layers=int(config["num_hidden_layers"]),
+            vocab_size=int(config["vocab_size"]),
+            intermediate_size=int(config["intermediate_size"]),
+            num_heads=heads,
             num_kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
@@ -104,8 +136,15 @@ class Architecture:
         """(in, out) features of each linear layer of one block, by module name."""
         h, kv, i = self.hidden_size, self.kv_size, self.intermediate_size
         q = self.num_heads * self.head_dim
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @property
     def block_linear_params(self) -> int:
@@ -193,10 +232,23 @@ class Estimate:
         return sum(self.parts.values())
 
 
-def estimate(stage: str, arch: Architecture, *, dtype: str, quantization: str, lora_enabled: bool, lora_r: int,
-             lora_targets: list[str], max_length: int, batch_size: int, accumulation: int,
-             gradient_checkpointing: bool, gpus: int = 1, sharded: bool = False,
-             separate_reference: bool = False) -> Estimate:
+def estimate(
+    stage: str,
+    arch: Architecture,
+    *,
+    dtype: str,
+    quantization: str,
+    lora_enabled: bool,
+    lora_r: int,
+    lora_targets: list[str],
+    max_length: int,
+    batch_size: int,
+    accumulation: int,
+    gradient_checkpointing: bool,
+    gpus: int = 1,
+    sharded: bool = False,
+    separate_reference: bool = False,
+) -> Estimate:
     """Per-GPU memory of `stage` (sft, reward or dpo) training `arch` on `gpus` GPUs.
 
     `sharded`: ZeRO-3 / FSDP full sharding (weights, gradients, optimizer states divided by `gpus`).
@@ -229,12 +281,18 @@ def estimate(stage: str, arch: Architecture, *, dtype: str, quantization: str, l
     activations = tokens * per_token_values * 2
     logits = tokens * arch.vocab_size * 10 if head == "lm" else 0.0
 
-    parts = {"weights": weights / shards, "reference": reference / shards, "trainable": trainable_bytes / shards,
-             "activations": activations, "logits": logits}
+    parts = {
+        "weights": weights / shards,
+        "reference": reference / shards,
+        "trainable": trainable_bytes / shards,
+        "activations": activations,
+        "logits": logits,
+    }
     parts["overhead"] = CONTEXT_GB * GB + FRAGMENTATION * sum(parts.values())
 
-    flops_per_token = params * (2 + 2 + (0 if lora_enabled else 2) + (2 if gradient_checkpointing else 0)
-                                + (2 if stage == "dpo" else 0))
+    flops_per_token = params * (
+        2 + 2 + (0 if lora_enabled else 2) + (2 if gradient_checkpointing else 0) + (2 if stage == "dpo" else 0)
+    )
     tokens_per_step = tokens * accumulation * gpus
     step_seconds = tokens_per_step * flops_per_token / (gpus * H100_BF16_FLOPS * ASSUMED_MFU)
     return Estimate(stage, params, trainable, tokens, tokens_per_step, parts, gpus, shards > 1, step_seconds)
@@ -247,11 +305,14 @@ def kv_cache_bytes_per_token(arch: Architecture, dtype_bytes: int = 2) -> int:
 
 # -- the dry run's printout -------------------------------------------------------------------------
 
+
 def launch_layout() -> tuple[int, bool]:
     """GPU count and sharding of the current launch, from what `accelerate launch` / torchrun set."""
     gpus = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    sharded = (os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-               or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+    sharded = (
+        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+        or os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    )
     return gpus, sharded
 
 
@@ -264,25 +325,37 @@ def dry_run_report(stage: str, cfg, default_training: dict[str, Any]) -> str:
     ref = cfg.policy if stage == "generate" else cfg.model
     arch = find_architecture(ref)
     if arch is None:
-        return (head + f"memory_estimate: unknown (no config.json for '{ref}' in a local directory, a run's base "
-                "or the Hugging Face cache, and not in align's table of known architectures)\n")
+        return (
+            head + f"memory_estimate: unknown (no config.json for '{ref}' in a local directory, a run's base "
+            "or the Hugging Face cache, and not in align's table of known architectures)\n"
+        )
     if stage == "generate":
         return head + _vllm_report(ref, arch, cfg)
     training = {**default_training, **cfg.training}
     batch = int(training.get("per_device_train_batch_size", 8))
     accumulation = int(training.get("gradient_accumulation_steps", 1))
     checkpointing = bool(training.get("gradient_checkpointing", True))  # TRL's configs default it on
-    common = dict(dtype=cfg.dtype, quantization=cfg.quantization, lora_enabled=cfg.lora.enabled, lora_r=cfg.lora.r,
-                  lora_targets=list(cfg.lora.target_modules), max_length=cfg.max_length, batch_size=batch,
-                  accumulation=accumulation, gradient_checkpointing=checkpointing,
-                  separate_reference=stage == "dpo" and (not cfg.lora.enabled or getattr(cfg, "reference", None) is not None))
+    common = dict(
+        dtype=cfg.dtype,
+        quantization=cfg.quantization,
+        lora_enabled=cfg.lora.enabled,
+        lora_r=cfg.lora.r,
+        lora_targets=list(cfg.lora.target_modules),
+        max_length=cfg.max_length,
+        batch_size=batch,
+        accumulation=accumulation,
+        gradient_checkpointing=checkpointing,
+        separate_reference=stage == "dpo" and (not cfg.lora.enabled or getattr(cfg, "reference", None) is not None),
+    )
     gpus, sharded = launch_layout()
     here = estimate(stage, arch, gpus=gpus, sharded=sharded, **common)
     lines = {
         "model": cfg.model,
         "shape_from": arch.source,
         "parameters": f"{here.params / 1e9:.2f}B",
-        "weights_dtype": cfg.dtype if cfg.dtype in DTYPE_BYTES else f"{cfg.dtype} (taken as bfloat16, what a bf16 GPU resolves it to)",
+        "weights_dtype": cfg.dtype
+        if cfg.dtype in DTYPE_BYTES
+        else f"{cfg.dtype} (taken as bfloat16, what a bf16 GPU resolves it to)",
         "trainable": _trainable_text(here, cfg),
         "tokens_per_micro_batch": here.tokens_per_micro_batch,
         "launch": f"{gpus} GPU(s), {'sharded (ZeRO-3/FSDP)' if here.sharded else 'one full copy per GPU'}",
@@ -290,7 +363,7 @@ def dry_run_report(stage: str, cfg, default_training: dict[str, Any]) -> str:
         "total_per_gpu_gb": round(here.total / GB, 1),
         "fits_80gb_h100": here.total <= H100_MEMORY_GB * GB,
         "optimizer_step_s": f"{here.step_seconds:.2f} ({here.tokens_per_step} tokens at an assumed "
-                            f"{ASSUMED_MFU:.0%} MFU of an H100)",
+        f"{ASSUMED_MFU:.0%} MFU of an H100)",
     }
     if cfg.quantization == "none" and not (gpus == 8 and sharded):
         eight = estimate(stage, arch, gpus=8, sharded=True, **common)
@@ -313,7 +386,9 @@ def _vllm_report(ref: str, arch: Architecture, cfg) -> str:
     # vLLM keeps room for one forward of its largest batch and CUDA graphs: ~2-4 GB at 7B (assumed 3).
     kv_tokens = max(0.0, budget - weights - VLLM_RESERVE_GB * GB) / kv_per_token
     lines: dict[str, Any] = {
-        "model": ref, "shape_from": arch.source, "parameters": f"{arch.params('lm') / 1e9:.2f}B",
+        "model": ref,
+        "shape_from": arch.source,
+        "parameters": f"{arch.params('lm') / 1e9:.2f}B",
         "tensor_parallel_size": tp,
         "weights_gb": round(weights / GB, 2),
         "kv_cache_kib_per_token": round(kv_per_token / 1024, 1),
@@ -322,8 +397,10 @@ def _vllm_report(ref: str, arch: Architecture, cfg) -> str:
     }
     if max_model_len:
         lines["full_length_sequences_at_once"] = int(kv_tokens // max_model_len)
-    lines["assumes"] = (f"an 80 GB GPU, vllm.gpu_memory_utilization={cfg.vllm.gpu_memory_utilization}, "
-                        f"{VLLM_RESERVE_GB:.0f} GB for activations and CUDA graphs")
+    lines["assumes"] = (
+        f"an 80 GB GPU, vllm.gpu_memory_utilization={cfg.vllm.gpu_memory_utilization}, "
+        f"{VLLM_RESERVE_GB:.0f} GB for activations and CUDA graphs"
+    )
     return yaml.safe_dump({"memory_estimate": lines}, sort_keys=False, width=200)
 
 

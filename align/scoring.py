@@ -55,7 +55,7 @@ def reward_scores(
     model.eval()
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in idx)
             # Right padding: the sequence-classification head scores the last non-pad token.
             input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
@@ -70,11 +70,16 @@ def reward_scores(
     return scores
 
 
-def pair_scores(model, tokenizer, pairs: list[dict], batch_size: int = 8, max_length: int | None = None,
-                label: str = "scoring") -> tuple[list[float], list[float]]:
+def pair_scores(
+    model, tokenizer, pairs: list[dict], batch_size: int = 8, max_length: int | None = None, label: str = "scoring"
+) -> tuple[list[float], list[float]]:
     """Scores of prompt + chosen and of prompt + rejected for each pair (progress: '<label> chosen', ...)."""
-    chosen = reward_scores(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size, max_length, f"{label} chosen")
-    rejected = reward_scores(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size, max_length, f"{label} rejected")
+    chosen = reward_scores(
+        model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs], batch_size, max_length, f"{label} chosen"
+    )
+    rejected = reward_scores(
+        model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs], batch_size, max_length, f"{label} rejected"
+    )
     return chosen, rejected
 
 
@@ -106,7 +111,11 @@ def check_reward_model(source) -> None:
     architectures = config.get("architectures") or []
     labels = config.get("num_labels") or len(config.get("id2label") or {}) or None
     if source.adapters or not any(a.endswith("ForSequenceClassification") for a in architectures):
-        what = f"a {source.task} run" if source.adapters else f"a {', '.join(architectures) or 'model without architectures'}"
+        what = (
+            f"a {source.task} run"
+            if source.adapters
+            else f"a {', '.join(architectures) or 'model without architectures'}"
+        )
         raise AlignError(
             f"'{source.ref}' is not a reward model ({what}, whose score head would be random); "
             "give a run of `align reward` or a sequence-classification checkpoint with one label"
@@ -127,6 +136,8 @@ def reward_members(ref: str) -> list[str]:
     members = [str((Path(ref) / m).resolve()) for m in listed]
     missing = [m for m in members if not Path(m).exists()]
     if missing:
-        raise AlignError(f"reward ensemble {ref}: member(s) {missing} are missing; the ensemble names its members "
-                         "by path relative to itself, so keep them beside it")
+        raise AlignError(
+            f"reward ensemble {ref}: member(s) {missing} are missing; the ensemble names its members "
+            "by path relative to itself, so keep them beside it"
+        )
     return members

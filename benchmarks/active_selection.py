@@ -73,7 +73,7 @@ def main() -> int:
     order = list(range(len(pairs)))
     random.Random(args.split_seed).shuffle(order)
     n_pool, n_val = int(0.6 * len(pairs)), int(0.1 * len(pairs))
-    split = {"pool": order[:n_pool], "validation": order[n_pool:n_pool + n_val], "test": order[n_pool + n_val:]}
+    split = {"pool": order[:n_pool], "validation": order[n_pool : n_pool + n_val], "test": order[n_pool + n_val :]}
 
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
@@ -92,7 +92,9 @@ def main() -> int:
     budgets = [b for b in range(args.batch, args.max_labels + 1, args.batch)]
     choice_c = {}
     for c in C_GRID:  # the random arm on the validation split: the only place settings are chosen
-        curves = [run_arm("random", data["pool"], data["validation"], seed, c, args, budgets) for seed in range(args.seeds)]
+        curves = [
+            run_arm("random", data["pool"], data["validation"], seed, c, args, budgets) for seed in range(args.seeds)
+        ]
         choice_c[c] = float(np.mean([np.mean([curve[b].mean() for b in BUDGETS if b in curve]) for curve in curves]))
     c = max(choice_c, key=choice_c.get)
 
@@ -109,25 +111,46 @@ def main() -> int:
     report = summarise(results, budgets, args)
     out = {
         "question": "With the same number of labels, does choosing pairs by ensemble disagreement (or single-model "
-                    "uncertainty) give a more accurate reward model than random choice, on held-out HH-RLHF pairs?",
+        "uncertainty) give a more accurate reward model than random choice, on held-out HH-RLHF pairs?",
         "command": "python benchmarks/active_selection.py " + " ".join(sys.argv[1:]),
-        "data": {"file": str(DATA.relative_to(REPO)), "pairs": len(pairs), "pool": len(split["pool"]),
-                 "validation": len(split["validation"]), "test": len(split["test"]),
-                 "label": "HH-RLHF's chosen reply (the simulated annotator reveals it)"},
-        "features": {"model": "embedded SmolLM2-135M-Instruct", "layer": args.layer, "max_tokens": args.max_tokens,
-                     "pooling": "mean over the reply's tokens", "pca_dims": args.dims, "embedding_s": round(embed_s, 1)},
+        "data": {
+            "file": str(DATA.relative_to(REPO)),
+            "pairs": len(pairs),
+            "pool": len(split["pool"]),
+            "validation": len(split["validation"]),
+            "test": len(split["test"]),
+            "label": "HH-RLHF's chosen reply (the simulated annotator reveals it)",
+        },
+        "features": {
+            "model": "embedded SmolLM2-135M-Instruct",
+            "layer": args.layer,
+            "max_tokens": args.max_tokens,
+            "pooling": "mean over the reply's tokens",
+            "pca_dims": args.dims,
+            "embedding_s": round(embed_s, 1),
+        },
         "model": "logistic regression on z(A) - z(B), no intercept, both orientations (Bradley-Terry)",
         "c_chosen_on_validation": {"grid": {str(k): round(v, 4) for k, v in choice_c.items()}, "chosen": c},
-        "settings": {"seeds": args.seeds, "members": args.members, "batch": args.batch, "start_labels": args.batch,
-                     "max_labels": args.max_labels},
+        "settings": {
+            "seeds": args.seeds,
+            "members": args.members,
+            "batch": args.batch,
+            "start_labels": args.batch,
+            "max_labels": args.max_labels,
+        },
         "ceiling_whole_pool": {"labels": len(split["pool"]), "test_accuracy": round(ceiling, 4)},
         # How different the two replies of the labelled pairs are (feature distance |z(A) - z(B)|), at the last budget:
         # a rule that prefers clearly different replies shows here.
-        "labelled_pair_distance": {"pool_mean": round(float(pool_distance.mean()), 3),
-                                   **{arm: round(float(np.mean(d)), 3) for arm, d in distance.items()}},
+        "labelled_pair_distance": {
+            "pool_mean": round(float(pool_distance.mean()), 3),
+            **{arm: round(float(np.mean(d)), 3) for arm, d in distance.items()},
+        },
         **report,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "date": time.strftime("%Y-%m-%d")},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "date": time.strftime("%Y-%m-%d"),
+        },
         "wall_time_s": round(time.time() - began, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +160,7 @@ def main() -> int:
 
 
 # -- the simulation ------------------------------------------------------------------------------
+
 
 def fit(x, y, c: float, iterations: int = 50):
     """Bradley-Terry: L2-regularised logistic regression on differences, no intercept, each label in both
@@ -187,7 +211,7 @@ def run_arm(arm: str, pool, held, seed: int, c: float, args, budgets, chosen: li
         if arm == "random":
             pick = rng.choice(rest, size=args.batch, replace=False)
         elif arm == "least_sure":
-            pick = rest[np.argsort(np.abs(x[rest] @ w), kind="stable")[:args.batch]]
+            pick = rest[np.argsort(np.abs(x[rest] @ w), kind="stable")[: args.batch]]
         else:
             members = []
             for _ in range(args.members):
@@ -196,7 +220,7 @@ def run_arm(arm: str, pool, held, seed: int, c: float, args, budgets, chosen: li
             members = np.array(members).T  # one row per pool pair: each member's score difference A - B
             zeros = [0.0] * args.members
             disagreement = np.array([ensemble_disagreement(list(m), zeros) for m in members])
-            pick = rest[np.argsort(-disagreement, kind="stable")[:args.batch]]
+            pick = rest[np.argsort(-disagreement, kind="stable")[: args.batch]]
         labelled.extend(int(i) for i in pick)
 
 
@@ -219,7 +243,10 @@ def summarise(results: dict[str, list[dict[int, float]]], budgets: list[int], ar
         diff = np.mean([r[b] - q[b] for r, q in zip(results[arm], results["random"])], axis=0)
         draws = np.random.default_rng(0).integers(0, len(diff), size=(2000, len(diff)))
         means = diff[draws].mean(axis=1)
-        return {"ci_low": round(float(np.quantile(means, 0.025)), 4), "ci_high": round(float(np.quantile(means, 0.975)), 4)}
+        return {
+            "ci_low": round(float(np.quantile(means, 0.025)), 4),
+            "ci_high": round(float(np.quantile(means, 0.975)), 4),
+        }
 
     table = []
     for b in (b for b in BUDGETS if b in budgets):
@@ -227,7 +254,9 @@ def summarise(results: dict[str, list[dict[int, float]]], budgets: list[int], ar
         for arm in ARMS:
             row[arm] = curves[arm][b]
             if arm != "random":
-                row[f"{arm}_minus_random"] = interval([r[b].mean() - q[b].mean() for r, q in zip(results[arm], results["random"])])
+                row[f"{arm}_minus_random"] = interval(
+                    [r[b].mean() - q[b].mean() for r, q in zip(results[arm], results["random"])]
+                )
                 row[f"{arm}_minus_random_test_resampled"] = test_resampled(arm, b)
         table.append(row)
     best = max(curves["random"][b]["mean"] for b in budgets)
@@ -237,14 +266,22 @@ def summarise(results: dict[str, list[dict[int, float]]], budgets: list[int], ar
         wins = [row["labels"] for row in table if row[f"{arm}_minus_random"]["ci_low"] > 0]
         firm = [row["labels"] for row in table if row[f"{arm}_minus_random_test_resampled"]["ci_low"] > 0]
         losses = [row["labels"] for row in table if row[f"{arm}_minus_random"]["ci_high"] < 0]
-        verdict.append(f"{arm}: better than random (interval over seeds above 0) at {wins or 'no'} budget(s), also with "
-                       f"the test pairs resampled at {firm or 'no'}; worse at {losses or 'no'} budget(s); reaches "
-                       f"random's best mean ({best}) with {reach[arm]} labels (random: {reach['random']})")
-    return {"curves": {arm: {str(b): v for b, v in c.items()} for arm, c in curves.items()}, "table": table,
-            "random_best_mean": best, "labels_to_reach_random_best": reach, "verdict": verdict}
+        verdict.append(
+            f"{arm}: better than random (interval over seeds above 0) at {wins or 'no'} budget(s), also with "
+            f"the test pairs resampled at {firm or 'no'}; worse at {losses or 'no'} budget(s); reaches "
+            f"random's best mean ({best}) with {reach[arm]} labels (random: {reach['random']})"
+        )
+    return {
+        "curves": {arm: {str(b): v for b, v in c.items()} for arm, c in curves.items()},
+        "table": table,
+        "random_best_mean": best,
+        "labels_to_reach_random_best": reach,
+        "verdict": verdict,
+    }
 
 
 # -- data and features ---------------------------------------------------------------------------
+
 
 def read_pairs(n: int) -> list[dict]:
     from align.data.preferences import load_preference_pairs
@@ -260,7 +297,9 @@ def embeddings(pairs: list[dict], args):
 
     from align.model_cache import cache_dir
 
-    key = hashlib.sha256(json.dumps([DATA.name, args.layer, args.max_tokens, "reply-mean-v1"]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([DATA.name, args.layer, args.max_tokens, "reply-mean-v1"]).encode()).hexdigest()[
+        :16
+    ]
     cache = cache_dir() / "benchmarks" / f"active_selection-{key}.npz"
     chosen = rejected = np.zeros((0, 0), dtype=np.float32)
     seconds = 0.0
@@ -269,14 +308,14 @@ def embeddings(pairs: list[dict], args):
         chosen, rejected, seconds = saved["chosen"], saved["rejected"], float(saved["seconds"])
     if len(chosen) < len(pairs):
         began = time.time()
-        more_c, more_r = embed_replies(pairs[len(chosen):], args)
+        more_c, more_r = embed_replies(pairs[len(chosen) :], args)
         chosen = more_c if not len(chosen) else np.concatenate([chosen, more_c])
         rejected = more_r if not len(rejected) else np.concatenate([rejected, more_r])
         seconds += time.time() - began
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, chosen=chosen, rejected=rejected, seconds=seconds)
     # seconds: the time embedding every cached pair took (summed over the calls that embedded them).
-    return chosen[:len(pairs)], rejected[:len(pairs)], seconds * len(pairs) / len(chosen)
+    return chosen[: len(pairs)], rejected[: len(pairs)], seconds * len(pairs) / len(chosen)
 
 
 def embed_replies(pairs: list[dict], args):
@@ -291,10 +330,12 @@ def embed_replies(pairs: list[dict], args):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     body = model.model
-    body.layers = body.layers[:args.layer]  # the blocks above are never computed
+    body.layers = body.layers[: args.layer]  # the blocks above are never computed
 
     def ids(messages, generation_prompt):
-        out = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False)
+        out = tokenizer.apply_chat_template(
+            messages, tokenize=True, add_generation_prompt=generation_prompt, return_dict=False
+        )
         return list(out["input_ids"] if hasattr(out, "keys") else out)
 
     items = []  # (token ids, number of reply tokens at the end)
@@ -302,22 +343,22 @@ def embed_replies(pairs: list[dict], args):
         prefix = len(ids(p["prompt"], True))
         for reply in (p["chosen"], p["rejected"]):
             full = ids(p["prompt"] + reply, False)
-            items.append((full[-args.max_tokens:], min(len(full) - prefix, args.max_tokens)))
+            items.append((full[-args.max_tokens :], min(len(full) - prefix, args.max_tokens)))
     order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
     vectors = np.zeros((len(items), model.config.hidden_size), dtype=np.float32)
     batch = 16
     with torch.inference_mode():
         for start in tqdm(range(0, len(order), batch), desc="embedding replies", unit="batch"):
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             width = max(len(items[i][0]) for i in idx)
             input_ids = torch.full((len(idx), width), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             reply = torch.zeros((len(idx), width))
             for row, i in enumerate(idx):
                 seq, n_reply = items[i]
-                input_ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
-                reply[row, len(seq) - max(n_reply, 1):len(seq)] = 1
+                input_ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+                reply[row, len(seq) - max(n_reply, 1) : len(seq)] = 1
             hidden = body(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
             pooled = (hidden * reply[..., None]).sum(1) / reply.sum(1, keepdim=True)
             vectors[idx] = pooled.numpy()

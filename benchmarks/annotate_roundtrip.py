@@ -42,8 +42,11 @@ def free_port() -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=1000)
-    ap.add_argument("--compare-ref", default=PREVIOUS_REST_CLIENT,
-                    help="git ref of the REST client to compare with; empty: measure the SDK client only")
+    ap.add_argument(
+        "--compare-ref",
+        default=PREVIOUS_REST_CLIENT,
+        help="git ref of the REST client to compare with; empty: measure the SDK client only",
+    )
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "annotate_roundtrip.json"))
     ap.add_argument("--client", help=argparse.SUPPRESS)  # internal: run one client (src dir) and print JSON
     ap.add_argument("--home", help=argparse.SUPPRESS)
@@ -60,8 +63,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="align-bench-") as tmp:
         tmp = Path(tmp)
         home = tmp / "argilla"
-        scfg = serve.Config(home=str(home), port=free_port(), redis_port=free_port(), worker=False,
-                            server_venv=os.environ.get("ALIGN_ARGILLA_SERVER_VENV") or _server_venv())
+        scfg = serve.Config(
+            home=str(home),
+            port=free_port(),
+            redis_port=free_port(),
+            worker=False,
+            server_venv=os.environ.get("ALIGN_ARGILLA_SERVER_VENV") or _server_venv(),
+        )
         t0 = time.time()
         state = serve.run(scfg)
         start_s = time.time() - t0
@@ -69,8 +77,11 @@ def main() -> int:
         if args.compare_ref:
             old = tmp / "rest-client"
             old.mkdir()
-            archive = subprocess.run(["git", "-C", str(REPO), "archive", args.compare_ref, "align", "annotation"],
-                                     check=True, capture_output=True).stdout
+            archive = subprocess.run(
+                ["git", "-C", str(REPO), "archive", args.compare_ref, "align", "annotation"],
+                check=True,
+                capture_output=True,
+            ).stdout
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
             clients[f"rest ({args.compare_ref})"] = old
         clients["sdk (this checkout)"] = REPO
@@ -78,9 +89,23 @@ def main() -> int:
         try:
             _make_annotators(home)
             for i, (label, src) in enumerate(clients.items()):
-                done = subprocess.run([sys.executable, __file__, "--client", str(src), "--home", str(home),
-                                       "--dataset", f"bench-{i}", "--pairs", str(args.pairs)],
-                                      capture_output=True, text=True, cwd=tmp)
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--client",
+                        str(src),
+                        "--home",
+                        str(home),
+                        "--dataset",
+                        f"bench-{i}",
+                        "--pairs",
+                        str(args.pairs),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=tmp,
+                )
                 if done.returncode != 0:
                     raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
                 results[label] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -113,8 +138,9 @@ def _owner(home: Path):
     import httpx
 
     creds = json.loads((home / "credentials.json").read_text())
-    return creds["api_url"], httpx.Client(base_url=creds["api_url"], timeout=120,
-                                          headers={"X-Argilla-Api-Key": creds["api_key"]})
+    return creds["api_url"], httpx.Client(
+        base_url=creds["api_url"], timeout=120, headers={"X-Argilla-Api-Key": creds["api_key"]}
+    )
 
 
 def _make_annotators(home: Path) -> None:
@@ -122,8 +148,10 @@ def _make_annotators(home: Path) -> None:
     with owner:
         ws = next(w["id"] for w in owner.get("/api/v1/me/workspaces").json()["items"] if w["name"] == "align")
         for name in ("ann1", "ann2"):
-            user = owner.post("/api/v1/users", json={"first_name": name, "username": name,
-                                                     "password": f"{name}-password", "role": "annotator"})
+            user = owner.post(
+                "/api/v1/users",
+                json={"first_name": name, "username": name, "password": f"{name}-password", "role": "annotator"},
+            )
             user.raise_for_status()
             owner.post(f"/api/v1/workspaces/{ws}/users", json={"user_id": user.json()["id"]}).raise_for_status()
 
@@ -138,12 +166,20 @@ def roundtrip(home: Path, dataset: str, n: int) -> dict:
     pairs = tmp / "pairs.jsonl"
     with open(pairs, "w") as f:
         for i in range(n):
-            f.write(json.dumps({
-                "prompt": [{"role": "user", "content": f"Question {i}: how do I keep a houseplant alive?"}],
-                "response_a": f"Water it weekly and give it indirect light ({i}).",
-                "response_b": f"Plants are hard ({i}).",
-                "policy": "bench", "sampling": {"temperature": 0.7}, "scores": None, "source": "benchmark",
-            }) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": [{"role": "user", "content": f"Question {i}: how do I keep a houseplant alive?"}],
+                        "response_a": f"Water it weekly and give it indirect light ({i}).",
+                        "response_b": f"Plants are hard ({i}).",
+                        "policy": "bench",
+                        "sampling": {"temperature": 0.7},
+                        "scores": None,
+                        "source": "benchmark",
+                    }
+                )
+                + "\n"
+            )
     argilla = ArgillaConfig(credentials=str(home / "credentials.json"))
     runs_dir = tmp / "runs"
 
@@ -154,32 +190,46 @@ def roundtrip(home: Path, dataset: str, n: int) -> dict:
     api_url, owner = _owner(home)
     with owner:
         ws = next(w["id"] for w in owner.get("/api/v1/me/workspaces").json()["items"] if w["name"] == "align")
-        ds = next(d for d in owner.get("/api/v1/me/datasets").json()["items"]
-                  if d["name"] == dataset and d["workspace_id"] == ws)
-        record_ids = [r["id"] for r in owner.get(f"/api/v1/datasets/{ds['id']}/records", params={"limit": 1000}).json()["items"]]
+        ds = next(
+            d
+            for d in owner.get("/api/v1/me/datasets").json()["items"]
+            if d["name"] == dataset and d["workspace_id"] == ws
+        )
+        record_ids = [
+            r["id"] for r in owner.get(f"/api/v1/datasets/{ds['id']}/records", params={"limit": 1000}).json()["items"]
+        ]
         while len(record_ids) % 1000 == 0 and record_ids:
-            more = owner.get(f"/api/v1/datasets/{ds['id']}/records",
-                             params={"limit": 1000, "offset": len(record_ids)}).json()["items"]
+            more = owner.get(
+                f"/api/v1/datasets/{ds['id']}/records", params={"limit": 1000, "offset": len(record_ids)}
+            ).json()["items"]
             if not more:
                 break
             record_ids += [r["id"] for r in more]
     annotators = []
     for name in ("ann1", "ann2"):
         token = httpx.post(f"{api_url}/api/v1/token", data={"username": name, "password": f"{name}-password"}).json()
-        annotators.append(httpx.Client(base_url=api_url, timeout=120,
-                                       headers={"Authorization": f"Bearer {token['access_token']}"}))
+        annotators.append(
+            httpx.Client(base_url=api_url, timeout=120, headers={"Authorization": f"Bearer {token['access_token']}"})
+        )
     t0 = time.time()
     for k, client in enumerate(annotators):
         for i in range(0, len(record_ids), 100):
-            items = [{"record_id": rid, "status": "submitted",
-                      "values": {"preference": {"value": ("A", "B", "tie")[(j + k) % 3]}}}
-                     for j, rid in enumerate(record_ids[i: i + 100])]
+            items = [
+                {
+                    "record_id": rid,
+                    "status": "submitted",
+                    "values": {"preference": {"value": ("A", "B", "tie")[(j + k) % 3]}},
+                }
+                for j, rid in enumerate(record_ids[i : i + 100])
+            ]
             client.post("/api/v1/me/responses/bulk", json={"items": items}).raise_for_status()
         client.close()
     annotate_s = time.time() - t0
 
     t0 = time.time()
-    pulled = pull.run(pull.Config(dataset=dataset, argilla=argilla, journal_dir=str(tmp / "journal"), runs_dir=str(runs_dir)))
+    pulled = pull.run(
+        pull.Config(dataset=dataset, argilla=argilla, journal_dir=str(tmp / "journal"), runs_dir=str(runs_dir))
+    )
     pull_s = time.time() - t0
     return {
         "push_records": pushed["metrics"]["records_new"],

@@ -25,14 +25,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BEFORE = ["data.max_train_pairs=128", "prefix_sharing=false", "training.train_sampling_strategy=random",
-          "data.long_prompts=drop", "training.gradient_checkpointing=true", "trainable_layers=null"]
+BEFORE = [
+    "data.max_train_pairs=128",
+    "prefix_sharing=false",
+    "training.train_sampling_strategy=random",
+    "data.long_prompts=drop",
+    "training.gradient_checkpointing=true",
+    "trainable_layers=null",
+]
 
 
 def run(kind: str, sft: str, runs_dir: Path, index: int) -> dict:
     name = f"{index}-{kind}"
-    cmd = [sys.executable, "-m", "align", "reward", "--config", str(ROOT / "recipes/hh_harmless/reward.yaml"),
-           f"model={sft}", f"runs_dir={runs_dir}", f"name={name}", *(BEFORE if kind == "before" else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "align",
+        "reward",
+        "--config",
+        str(ROOT / "recipes/hh_harmless/reward.yaml"),
+        f"model={sft}",
+        f"runs_dir={runs_dir}",
+        f"name={name}",
+        *(BEFORE if kind == "before" else []),
+    ]
     load = os.getloadavg()[0]
     start = time.time()
     child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -42,11 +58,17 @@ def run(kind: str, sft: str, runs_dir: Path, index: int) -> dict:
         raise SystemExit(f"align reward ({kind}) failed: {' '.join(cmd)}")
     manifest = json.loads((runs_dir / name / "manifest.json").read_text())
     m = manifest["metrics"]
-    return {"settings": kind, "pairs": manifest["notes"]["data"]["pairs_trained"], "tokens": m["train_num_tokens"],
-            "training_s": round(m["train_runtime"], 1), "stage_wall_s": manifest["wall_time_s"],
-            "process_wall_s": round(wall, 1), "tokens_per_s": round(m["train_tokens_per_second"], 1),
-            "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
-            "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "settings": kind,
+        "pairs": manifest["notes"]["data"]["pairs_trained"],
+        "tokens": m["train_num_tokens"],
+        "training_s": round(m["train_runtime"], 1),
+        "stage_wall_s": manifest["wall_time_s"],
+        "process_wall_s": round(wall, 1),
+        "tokens_per_s": round(m["train_tokens_per_second"], 1),
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+        "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def main() -> int:
@@ -60,14 +82,22 @@ def main() -> int:
         for i, kind in enumerate(args.order.split(",")):
             results.append(run(kind, args.sft, Path(tmp), i))
             print(json.dumps(results[-1]), flush=True)
+
     def mean(kind, key):
         return sum(r[key] for r in results if r["settings"] == kind) / sum(r["settings"] == kind for r in results)
 
-    ratios = {key: round(mean("after", key) / mean("before", key), 3)
-              for key in ("pairs", "tokens", "training_s", "stage_wall_s", "tokens_per_s", "peak_rss_gb")}
-    report = {"benchmark": "demo_hh_reward_before_after", "sft": args.sft, "before_overrides": BEFORE,
-              "host": {"platform": platform.platform(), "cores": os.cpu_count()},
-              "runs": results, "after_over_before": ratios}
+    ratios = {
+        key: round(mean("after", key) / mean("before", key), 3)
+        for key in ("pairs", "tokens", "training_s", "stage_wall_s", "tokens_per_s", "peak_rss_gb")
+    }
+    report = {
+        "benchmark": "demo_hh_reward_before_after",
+        "sft": args.sft,
+        "before_overrides": BEFORE,
+        "host": {"platform": platform.platform(), "cores": os.cpu_count()},
+        "runs": results,
+        "after_over_before": ratios,
+    }
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(ratios))
     return 0

@@ -39,8 +39,11 @@ METRICS = {
     ("harmful", "refusal_rate"): lambda r: float(r["refusal"] != "compliance"),
     ("safe", "refusal_rate"): lambda r: float(r["refusal"] != "compliance"),
 }
-NAMES = {("brand", "brand_score"): "brand_score", ("harmful", "refusal_rate"): "harmful_refusal",
-         ("safe", "refusal_rate"): "over_refusal"}
+NAMES = {
+    ("brand", "brand_score"): "brand_score",
+    ("harmful", "refusal_rate"): "harmful_refusal",
+    ("safe", "refusal_rate"): "over_refusal",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,13 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         for k, rows in (("pairs", a), ("feedback", b)):  # the replies are the ones the manifest's means came from
             mean = sum(value(rows[i]["policy"]) for i in ids) / len(ids)
             if abs(mean - m[k]["policy"]["mean"]) > 1e-9:
-                raise SystemExit(f"{k}: {prompt_set} {metric} from replies.jsonl is {mean}, the manifest says "
-                                 f"{m[k]['policy']['mean']}")
+                raise SystemExit(
+                    f"{k}: {prompt_set} {metric} from replies.jsonl is {mean}, the manifest says "
+                    f"{m[k]['policy']['mean']}"
+                )
         # Same base, same prompts, greedy decoding: the base's replies should be the same in both runs.
         base_identical[prompt_set] = all(a[i]["baseline"]["reply"] == b[i]["baseline"]["reply"] for i in ids)
-        paired = bootstrap_paired_difference([value(b[i]["policy"]) for i in ids], [value(a[i]["policy"]) for i in ids],
-                                             resamples=bootstrap["resamples"], seed=bootstrap["seed"],
-                                             level=bootstrap["level"])
+        paired = bootstrap_paired_difference(
+            [value(b[i]["policy"]) for i in ids],
+            [value(a[i]["policy"]) for i in ids],
+            resamples=bootstrap["resamples"],
+            seed=bootstrap["seed"],
+            level=bootstrap["level"],
+        )
         metrics[NAMES[key]] = {
             "prompts": len(ids),
             "base": m["pairs"]["baseline"],
@@ -92,8 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/feedback_vs_pairs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "question": "one round from the base: DPO on simulated annotators' pairs vs KTO on simulated users' thumbs",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "note": "2 CPU cores shared with other jobs while these ran: wall times are not speeds"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "note": "2 CPU cores shared with other jobs while these ran: wall times are not speeds",
+        },
         "versions": evals["pairs"].get("versions", {}),
         "loops": {k: str(r["loop"]) for k, r in rounds.items()},
         "base_replies_identical": base_identical,
@@ -120,8 +133,11 @@ def read_round(loop: Path) -> dict:
     """Round 1 of a finished loop: its directory, labels, step wall times and gate outcome."""
     state = read_json(loop / "loop.json")
     rounds = state["rounds"]
-    if len(rounds) < 2 or "evaluate" not in rounds[1].get("steps", {}) or \
-            rounds[1]["steps"]["evaluate"].get("status") != "done":
+    if (
+        len(rounds) < 2
+        or "evaluate" not in rounds[1].get("steps", {})
+        or rounds[1]["steps"]["evaluate"].get("status") != "done"
+    ):
         raise SystemExit(f"{loop}: round 1 has not been evaluated yet")
     steps = rounds[1]["steps"]
     rnd_dir = loop / "round-1"
@@ -129,17 +145,35 @@ def read_round(loop: Path) -> dict:
     if "pull" in steps:  # generated pairs labelled by simulated annotators
         pull = read_json(rnd_dir / "pull" / "manifest.json")["metrics"]
         train = read_json(rnd_dir / "labels" / "manifest.json")["metrics"]
-        labels = {"kind": "pairwise votes (simulated annotators)", "records": pull["records"], "votes": pull["votes"],
-                  "usable_pairs": train["usable_pairs"], "ties": pull.get("ties"), "discards": pull.get("discards")}
+        labels = {
+            "kind": "pairwise votes (simulated annotators)",
+            "records": pull["records"],
+            "votes": pull["votes"],
+            "usable_pairs": train["usable_pairs"],
+            "ties": pull.get("ties"),
+            "discards": pull.get("discards"),
+        }
     if "feedback" in steps:  # users' thumbs
         m = read_json(rnd_dir / "feedback" / "manifest.json")["metrics"]
         kto = read_json(rnd_dir / "kto" / "manifest.json")["config"]["training"]
-        labels = {"kind": "thumbs (simulated users)", "examples": m["usable_pairs"], "by_origin": m["by_origin"],
-                  "thumbs_up": m["desirable"], "thumbs_down": m["undesirable"],
-                  "kto_weights": {k: kto[k] for k in ("desirable_weight", "undesirable_weight")}}
-    return {"loop": loop, "dir": rnd_dir, "labels": labels, "promoted": rounds[1].get("promoted"),
-            "wall_time_s": {**{s: v.get("wall_time_s") for s, v in steps.items() if v.get("wall_time_s") is not None},
-                            "round_total": round(sum(v.get("wall_time_s") or 0 for v in steps.values()), 1)}}
+        labels = {
+            "kind": "thumbs (simulated users)",
+            "examples": m["usable_pairs"],
+            "by_origin": m["by_origin"],
+            "thumbs_up": m["desirable"],
+            "thumbs_down": m["undesirable"],
+            "kto_weights": {k: kto[k] for k in ("desirable_weight", "undesirable_weight")},
+        }
+    return {
+        "loop": loop,
+        "dir": rnd_dir,
+        "labels": labels,
+        "promoted": rounds[1].get("promoted"),
+        "wall_time_s": {
+            **{s: v.get("wall_time_s") for s, v in steps.items() if v.get("wall_time_s") is not None},
+            "round_total": round(sum(v.get("wall_time_s") or 0 for v in steps.values()), 1),
+        },
+    }
 
 
 def read_replies(path: Path) -> dict[str, dict[str, dict]]:

@@ -46,9 +46,14 @@ VLLM_DEFAULT = [("vllm default settings", [])]
 VLLM_SWEEP = [
     ("vllm, eager (no torch.compile)", ["vllm.enforce_eager=true"]),
     ("vllm, 1 GiB KV cache", ["vllm.kv_cache_gib=1"]),
-    ("vllm, engine core in spawned processes, model on both cores", ["vllm.multiprocessing=true", "vllm.cpu_reserved=0"]),
-    ("vllm, engine core in spawned processes, vLLM's default reservation of 1 core for its scheduler",
-     ["vllm.multiprocessing=true", "vllm.cpu_reserved=null"]),
+    (
+        "vllm, engine core in spawned processes, model on both cores",
+        ["vllm.multiprocessing=true", "vllm.cpu_reserved=0"],
+    ),
+    (
+        "vllm, engine core in spawned processes, vLLM's default reservation of 1 core for its scheduler",
+        ["vllm.multiprocessing=true", "vllm.cpu_reserved=null"],
+    ),
 ]
 
 
@@ -68,9 +73,14 @@ def main() -> int:
     args = parser.parse_args()
 
     common = [
-        f"prompts={args.prompts}", f"max_prompts={args.num_prompts}",
-        f"dtype={args.dtype}", f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}",
-        "sampling.temperature=0" if args.greedy else "sampling.temperature=0.8", "sampling.top_p=0.95", "sampling.seed=0",
+        f"prompts={args.prompts}",
+        f"max_prompts={args.num_prompts}",
+        f"dtype={args.dtype}",
+        f"sampling.n={args.n}",
+        f"sampling.max_tokens={args.max_tokens}",
+        "sampling.temperature=0" if args.greedy else "sampling.temperature=0.8",
+        "sampling.top_p=0.95",
+        "sampling.seed=0",
     ]
     if args.enforce_eager:
         common.append("vllm.enforce_eager=true")
@@ -115,7 +125,9 @@ def compare_lora_paths(args, common: list[str]) -> int:
 
     source = resolve_model(args.lora_policy)
     if not source.adapters:
-        raise SystemExit(f"--lora-policy {args.lora_policy} has no LoRA adapter (a full-weight run generates at base speed)")
+        raise SystemExit(
+            f"--lora-policy {args.lora_policy} has no LoRA adapter (a full-weight run generates at base speed)"
+        )
     base = str(source.base_dir)
     configs = [
         ("vllm, base model", ["engine=vllm", f"policy={base}"]),
@@ -134,8 +146,12 @@ def compare_lora_paths(args, common: list[str]) -> int:
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "prompts": f"{args.prompts} (first {args.num_prompts}; Apache-2.0 when the OASST prompt file)",
-        "samples_per_prompt": args.n, "max_tokens": args.max_tokens, "greedy": args.greedy,
-        "enforce_eager": args.enforce_eager, "lora_policy": args.lora_policy, "adapters": len(source.adapters),
+        "samples_per_prompt": args.n,
+        "max_tokens": args.max_tokens,
+        "greedy": args.greedy,
+        "enforce_eager": args.enforce_eager,
+        "lora_policy": args.lora_policy,
+        "adapters": len(source.adapters),
         "dtype": args.dtype,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model()},
         "base_tokens_per_s_mean": round(base_mean, 2) if base_mean else None,
@@ -153,8 +169,11 @@ def run_all(configs: list[tuple[str, list[str]]], common: list[str]) -> list[dic
             result = run_generate(common + overrides + [f"runs_dir={runs_dir}", f"name=bench-{i}"])
             result.update(label=label, overrides=overrides)
             results.append(result)
-            print(f"[bench] {label}: {result.get('tokens_per_s')} tokens/s, peak {result.get('peak_rss_mb')} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[bench] {label}: {result.get('tokens_per_s')} tokens/s, peak {result.get('peak_rss_mb')} MB",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 
@@ -172,8 +191,9 @@ def run_generate(overrides: list[str]) -> dict:
 
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     start = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "align", "generate", *overrides], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "align", "generate", *overrides], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+    )
     peak = [0]
 
     def watch():
@@ -195,18 +215,35 @@ def run_generate(overrides: list[str]) -> dict:
             p.kill()
         raise
     watcher.join()
-    result = {"exit_code": code, "wall_s": round(time.time() - start, 1), "peak_rss_mb": round(peak[0] / 2**20),
-              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    result = {
+        "exit_code": code,
+        "wall_s": round(time.time() - start, 1),
+        "peak_rss_mb": round(peak[0] / 2**20),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
     log.seek(0)
     text = log.read()
-    run_dir = next((line.split("run written to ")[1].split(" (")[0] for line in text.splitlines()
-                    if "run written to " in line), None)
+    run_dir = next(
+        (line.split("run written to ")[1].split(" (")[0] for line in text.splitlines() if "run written to " in line),
+        None,
+    )
     if code != 0 or run_dir is None:
         result["error_tail"] = text.splitlines()[-15:]
         return result
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    result.update({k: manifest["metrics"].get(k) for k in
-                   ("tokens_per_s", "prompts_per_s", "new_tokens", "generation_s", "engine_load_s", "truncated_responses")})
+    result.update(
+        {
+            k: manifest["metrics"].get(k)
+            for k in (
+                "tokens_per_s",
+                "prompts_per_s",
+                "new_tokens",
+                "generation_s",
+                "engine_load_s",
+                "truncated_responses",
+            )
+        }
+    )
     result["engine_details"] = manifest["notes"].get("engine_details", {})
     os.unlink(log.name)
     return result

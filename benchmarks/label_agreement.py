@@ -69,17 +69,26 @@ def teams() -> dict[str, list[Annotator]]:
     """The simulated teams, as `align annotate simulate` reads them (username, noise, bias_a, discard)."""
     return {
         "recipe": read_annotators(str(RECIPE_TEAM)),
-        "noisy_biased": [Annotator("careful1", **CAREFUL), Annotator("careful2", **CAREFUL),
-                         Annotator("noisy_biased", noise=0.4, bias_a=0.3)],
-        "adversary": [Annotator("careful1", **CAREFUL), Annotator("careful2", **CAREFUL),
-                      Annotator("adversary", noise=1.0, bias_a=0.0)],
+        "noisy_biased": [
+            Annotator("careful1", **CAREFUL),
+            Annotator("careful2", **CAREFUL),
+            Annotator("noisy_biased", noise=0.4, bias_a=0.3),
+        ],
+        "adversary": [
+            Annotator("careful1", **CAREFUL),
+            Annotator("careful2", **CAREFUL),
+            Annotator("adversary", noise=1.0, bias_a=0.0),
+        ],
     }
 
 
 def read_candidates(paths: list[Path]) -> list[dict]:
     """Generate rows (prompt, responses) whose prompt is one of the recipe's training customer prompts."""
-    keys = {" ".join(json.loads(line)["prompt"].split()).lower()
-            for line in TRAIN_PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()}
+    keys = {
+        " ".join(json.loads(line)["prompt"].split()).lower()
+        for line in TRAIN_PROMPTS.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
     rows = []
     for path in paths:
         path = path / "generations.jsonl" if path.is_dir() else path
@@ -99,8 +108,16 @@ def make_records(rows: list[dict], rubric: BrandRubric) -> list[dict]:
         for x, y in itertools.combinations(range(len(row["responses"])), 2):
             if row["responses"][x].strip() == row["responses"][y].strip():
                 continue
-            records.append({"id": f"p{i}-{x}{y}", "prompt": row["prompt"], "response_a": row["responses"][x], "response_b": row["responses"][y],
-                            "score_a": scores[x], "score_b": scores[y]})
+            records.append(
+                {
+                    "id": f"p{i}-{x}{y}",
+                    "prompt": row["prompt"],
+                    "response_a": row["responses"][x],
+                    "response_b": row["responses"][y],
+                    "score_a": scores[x],
+                    "score_b": scores[y],
+                }
+            )
     return records
 
 
@@ -125,12 +142,19 @@ def pulled_rows(records: list[dict], team: list[Annotator], seed: int) -> list[d
             vote = vote_from_answers(answer["values"], shown_a)
             votes.append({**vote, "annotator": annotator.username})
         majority = aggregate(votes)["majority"]
-        better, worse = {"a": (rec["response_a"], rec["response_b"]),
-                         "b": (rec["response_b"], rec["response_a"])}.get(majority, (None, None))
-        rows.append({"response_a": rec["response_a"], "response_b": rec["response_b"], "votes": votes,
-                     "majority": majority,
-                     "chosen": [{"role": "assistant", "content": better}] if better is not None else None,
-                     "rejected": [{"role": "assistant", "content": worse}] if worse is not None else None})
+        better, worse = {"a": (rec["response_a"], rec["response_b"]), "b": (rec["response_b"], rec["response_a"])}.get(
+            majority, (None, None)
+        )
+        rows.append(
+            {
+                "response_a": rec["response_a"],
+                "response_b": rec["response_b"],
+                "votes": votes,
+                "majority": majority,
+                "chosen": [{"role": "assistant", "content": better}] if better is not None else None,
+                "rejected": [{"role": "assistant", "content": worse}] if worse is not None else None,
+            }
+        )
     return rows
 
 
@@ -148,17 +172,23 @@ def score(records: list[dict], rows: list[dict]) -> dict:
     correct = sum(t == lab for t, lab, _ in labelled)
     votes = sum(len(row["votes"]) for _, row in judged)
     brier = [((1.0 if t == lab else 0.0) - p) ** 2 for t, lab, p in labelled if p is not None]
-    return {"accuracy": correct / len(labelled) if labelled else float("nan"),
-            "coverage": len(labelled) / len(judged) if judged else float("nan"),
-            "correct_per_100_votes": 100.0 * correct / votes if votes else float("nan"),
-            "brier": sum(brier) / len(brier) if brier else float("nan")}
+    return {
+        "accuracy": correct / len(labelled) if labelled else float("nan"),
+        "coverage": len(labelled) / len(judged) if judged else float("nan"),
+        "correct_per_100_votes": 100.0 * correct / votes if votes else float("nan"),
+        "brier": sum(brier) / len(brier) if brier else float("nan"),
+    }
 
 
 def interval(values: list[float]) -> dict:
     from scipy.stats import t as student_t
 
     mean = statistics.fmean(values)
-    half = student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    half = (
+        student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+        if len(values) > 1
+        else 0.0
+    )
     return {"mean": round(mean, 4), "ci_low": round(mean - half, 4), "ci_high": round(mean + half, 4), "n": len(values)}
 
 
@@ -179,24 +209,38 @@ def run(seeds: int, generations: list[Path]) -> dict:
                 if model == "dawid_skene":
                     for who, r in notes["reliability"].items():
                         reliability.setdefault(who, []).append(r)
-        row = {"team": team_name, "annotators": [{"username": a.username, "noise": a.noise, "bias_a": a.bias_a,
-                                                  "discard": a.discard} for a in team]}
+        row = {
+            "team": team_name,
+            "annotators": [
+                {"username": a.username, "noise": a.noise, "bias_a": a.bias_a, "discard": a.discard} for a in team
+            ],
+        }
         for model, scores in per_model.items():
             row[model] = {k: interval([s[k] for s in scores]) for k in scores[0]}
         for key in ("accuracy", "correct_per_100_votes", "coverage"):
             row[f"dawid_skene_minus_majority_{key}"] = interval(
-                [d[key] - m[key] for d, m in zip(per_model["dawid_skene"], per_model["majority"])])
+                [d[key] - m[key] for d, m in zip(per_model["dawid_skene"], per_model["majority"])]
+            )
         row["estimated_reliability"] = {who: interval(v) for who, v in reliability.items()}
         results.append(row)
     sources = [p / "generations.jsonl" if p.is_dir() else p for p in generations]
     return {
         "question": "label accuracy against the brand rubric (the judge's truth) of majority vs one-coin Dawid-Skene "
-                    "labels, on the brand_voice recipe's candidate pairs, with simulated teams of known quality",
+        "labels, on the brand_voice recipe's candidate pairs, with simulated teams of known quality",
         "command": "python benchmarks/label_agreement.py" + (f" --seeds {seeds}" if seeds != 5 else ""),
-        "candidates": [{"path": str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p),
-                        "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in sources],
-        "prompts": len(rows), "records": len(records), "records_tied_by_the_judge": sum(t is None for t in truths),
-        "tie_margin": TIE_MARGIN, "seeds": seeds, "votes_per_record": 3,
+        "candidates": [
+            {
+                "path": str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p),
+                "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            }
+            for p in sources
+        ],
+        "prompts": len(rows),
+        "records": len(records),
+        "records_tied_by_the_judge": sum(t is None for t in truths),
+        "tie_margin": TIE_MARGIN,
+        "seeds": seeds,
+        "votes_per_record": 3,
         "results": results,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -206,16 +250,27 @@ def run(seeds: int, generations: list[Path]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--generations", nargs="+", type=Path, default=[CANDIDATES],
-                        help="generate runs or generations.jsonl files (default: the shipped candidates)")
+    parser.add_argument(
+        "--generations",
+        nargs="+",
+        type=Path,
+        default=[CANDIDATES],
+        help="generate runs or generations.jsonl files (default: the shipped candidates)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_agreement.json")
-    parser.add_argument("--write-candidates", type=Path, default=None,
-                        help="also write the recipe prompts' rows of --generations here (how the shipped file was made)")
+    parser.add_argument(
+        "--write-candidates",
+        type=Path,
+        default=None,
+        help="also write the recipe prompts' rows of --generations here (how the shipped file was made)",
+    )
     args = parser.parse_args()
     start = time.monotonic()
     if args.write_candidates:
         rows = read_candidates(args.generations)
-        args.write_candidates.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        args.write_candidates.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
         print(f"wrote {len(rows)} rows to {args.write_candidates}")
         return
     data = run(args.seeds, args.generations)
@@ -224,11 +279,15 @@ def main() -> None:
     for row in data["results"]:
         m, d = row["majority"]["accuracy"], row["dawid_skene"]["accuracy"]
         diff = row["dawid_skene_minus_majority_accuracy"]
-        print(f"{row['team']:>13}: majority {m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]  "
-              f"dawid_skene {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]  "
-              f"difference {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]")
-    print(f"{data['records']} records ({data['records_tied_by_the_judge']} tied by the judge) from {data['prompts']} "
-          f"prompts; wrote {args.out}")
+        print(
+            f"{row['team']:>13}: majority {m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]  "
+            f"dawid_skene {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]  "
+            f"difference {diff['mean']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
+        )
+    print(
+        f"{data['records']} records ({data['records_tied_by_the_judge']} tied by the judge) from {data['prompts']} "
+        f"prompts; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

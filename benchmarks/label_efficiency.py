@@ -70,12 +70,28 @@ ARMS = {
 QUICK = {"budgets": [16, 64], "seeds": 1, "teams": ["adversary"], "arms": ["majority", "dawid_skene"]}
 ENSEMBLE_MEMBERS = 4
 ALIGN = [sys.executable, "-c", "import sys; from align.cli import main; sys.exit(main())"]
-DPO = ["--config", "configs/dpo/default.yaml", "model=embedded", "max_length=384", "beta=0.1",
-       "data.test_fraction=0.0", "data.check_upstream_split=false", "training.learning_rate=2.0e-4",
-       "training.num_train_epochs=2", "training.per_device_train_batch_size=4",
-       "training.gradient_accumulation_steps=1", "training.logging_steps=2"]
-EVALUATE = ["--config", "configs/evaluate/policy.yaml", "baseline=embedded", "harmful.paths=[]", "safe.paths=[]",
-            "vllm.enforce_eager=true"]
+DPO = [
+    "--config",
+    "configs/dpo/default.yaml",
+    "model=embedded",
+    "max_length=384",
+    "beta=0.1",
+    "data.test_fraction=0.0",
+    "data.check_upstream_split=false",
+    "training.learning_rate=2.0e-4",
+    "training.num_train_epochs=2",
+    "training.per_device_train_batch_size=4",
+    "training.gradient_accumulation_steps=1",
+    "training.logging_steps=2",
+]
+EVALUATE = [
+    "--config",
+    "configs/evaluate/policy.yaml",
+    "baseline=embedded",
+    "harmful.paths=[]",
+    "safe.paths=[]",
+    "vllm.enforce_eager=true",
+]
 
 
 def align(*args: str) -> None:
@@ -92,8 +108,11 @@ def evaluate(policy: str, out: Path, name: str, baseline_replies: Path | None) -
     extra = [f"baseline_replies={baseline_replies}"] if baseline_replies else []
     align("evaluate", "policy", *EVALUATE, f"policy={policy}", f"runs_dir={out}", f"name={name}", *extra)
     brand = manifest(out / name)["metrics"]["brand"]["brand_score"]
-    return {"policy": brand["policy"], "difference": brand["difference"], "run": str((out / name).relative_to(ROOT))
-            if (out / name).is_relative_to(ROOT) else str(out / name)}
+    return {
+        "policy": brand["policy"],
+        "difference": brand["difference"],
+        "run": str((out / name).relative_to(ROOT)) if (out / name).is_relative_to(ROOT) else str(out / name),
+    }
 
 
 def select(records: list[dict], budget: int, seed: int, arm: dict, team, work: Path) -> list[dict]:
@@ -104,7 +123,7 @@ def select(records: list[dict], budget: int, seed: int, arm: dict, team, work: P
     if arm["selection"] == "random":
         return [records[i] for i in order[:budget]]
     warm = [records[i] for i in order[: budget // 2]]
-    rest = [records[i] for i in order[budget // 2:]]
+    rest = [records[i] for i in order[budget // 2 :]]
     return warm + most_disputed(warm, rest, budget - len(warm), seed, team, work)
 
 
@@ -118,9 +137,17 @@ def most_disputed(warm: list[dict], pool: list[dict], k: int, seed: int, team, w
     rows = pulled_rows(warm, team, seed)
     label_rows(rows, "majority")
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    align("reward-ensemble", "reward.config=configs/reward/default.yaml", "reward.model=embedded", f"reward.data.train={data}",
-          "reward.data.test_fraction=0.0", "reward.data.check_upstream_split=false", f"bootstrap.members={ENSEMBLE_MEMBERS}",
-          f"runs_dir={work}", "name=ensemble")
+    align(
+        "reward-ensemble",
+        "reward.config=configs/reward/default.yaml",
+        "reward.model=embedded",
+        f"reward.data.train={data}",
+        "reward.data.test_fraction=0.0",
+        "reward.data.check_upstream_split=false",
+        f"bootstrap.members={ENSEMBLE_MEMBERS}",
+        f"runs_dir={work}",
+        "name=ensemble",
+    )
     texts = sorted({(json.dumps(r["prompt"]), t) for r in pool for t in (r["response_a"], r["response_b"])})
     conversations = [json.loads(p) + [{"role": "assistant", "content": t.strip()}] for p, t in texts]
     per_member = []
@@ -131,9 +158,15 @@ def most_disputed(warm: list[dict], pool: list[dict], k: int, seed: int, team, w
         per_member.append(reward_scores(model, tokenizer, conversations, 8, 512, "ensemble member"))
     scores = {key: [m[i] for m in per_member] for i, key in enumerate(texts)}
     rng = random.Random(f"disputed:{seed}")
-    ranked = sorted(pool, key=lambda r: (-ensemble_disagreement(scores[(json.dumps(r["prompt"]), r["response_a"])],
-                                                                 scores[(json.dumps(r["prompt"]), r["response_b"])]),
-                                         rng.random()))
+    ranked = sorted(
+        pool,
+        key=lambda r: (
+            -ensemble_disagreement(
+                scores[(json.dumps(r["prompt"]), r["response_a"])], scores[(json.dumps(r["prompt"]), r["response_b"])]
+            ),
+            rng.random(),
+        ),
+    )
     return ranked[:k]
 
 
@@ -143,13 +176,19 @@ def labels(records: list[dict], team, seed: int, arm: dict) -> tuple[list[dict],
         row["prompt"] = rec["prompt"]
     notes = label_rows(rows, arm["label_model"])
     usable = sum(r["chosen"] is not None for r in rows)
-    return rows, {"records": len(rows), "votes": sum(len(r["votes"]) for r in rows), "usable_pairs": usable,
-                  "ties": sum(r["majority"] == "tie" for r in rows),
-                  "reliability": notes["reliability"], "labels_changed_from_majority": notes["labels_changed_from_majority"]}
+    return rows, {
+        "records": len(rows),
+        "votes": sum(len(r["votes"]) for r in rows),
+        "usable_pairs": usable,
+        "ties": sum(r["majority"] == "tie" for r in rows),
+        "reliability": notes["reliability"],
+        "labels_changed_from_majority": notes["labels_changed_from_majority"],
+    }
 
 
-def run_arm(team_name: str, budget: int, seed: int, arm_name: str, records: list[dict], out: Path,
-            start_eval: Path) -> dict:
+def run_arm(
+    team_name: str, budget: int, seed: int, arm_name: str, records: list[dict], out: Path, start_eval: Path
+) -> dict:
     arm = ARMS[arm_name]
     team = teams()[team_name]
     name = f"{team_name}-b{budget}-s{seed}-{arm_name}"
@@ -165,18 +204,36 @@ def run_arm(team_name: str, budget: int, seed: int, arm_name: str, records: list
         options.append("data.weighting=label_smoothing")
     align("dpo", *DPO, f"data.train={data}", *options, f"runs_dir={out}", f"name={name}-dpo")
     result = evaluate(str(out / f"{name}-dpo"), out, f"{name}-eval", start_eval)
-    return {"team": team_name, "budget": budget, "seed": seed, "arm": arm_name, **arm, "labels": spent,
-            "dpo_options": options, "brand_score": result["policy"], "vs_start": result["difference"],
-            "eval_run": result["run"], "wall_time_s": round(time.monotonic() - started, 1)}
+    return {
+        "team": team_name,
+        "budget": budget,
+        "seed": seed,
+        "arm": arm_name,
+        **arm,
+        "labels": spent,
+        "dpo_options": options,
+        "brand_score": result["policy"],
+        "vs_start": result["difference"],
+        "eval_run": result["run"],
+        "wall_time_s": round(time.monotonic() - started, 1),
+    }
 
 
 def interval(values: list[float]) -> dict:
     from scipy.stats import t as student_t
 
     mean = statistics.fmean(values)
-    half = student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
-    return {"mean": round(mean, 4), "ci_low": round(mean - half, 4) if half is not None else None,
-            "ci_high": round(mean + half, 4) if half is not None else None, "n": len(values)}
+    half = (
+        student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+        if len(values) > 1
+        else None
+    )
+    return {
+        "mean": round(mean, 4),
+        "ci_low": round(mean - half, 4) if half is not None else None,
+        "ci_high": round(mean + half, 4) if half is not None else None,
+        "n": len(values),
+    }
 
 
 def summarise(arms: list[dict]) -> list[dict]:
@@ -184,8 +241,16 @@ def summarise(arms: list[dict]) -> list[dict]:
     out = []
     keys = sorted({(a["team"], a["budget"], a["arm"]) for a in arms})
     for team, budget, arm in keys:
-        mine = {a["seed"]: a["brand_score"]["mean"] for a in arms if (a["team"], a["budget"], a["arm"]) == (team, budget, arm)}
-        base = {a["seed"]: a["brand_score"]["mean"] for a in arms if (a["team"], a["budget"], a["arm"]) == (team, budget, "majority")}
+        mine = {
+            a["seed"]: a["brand_score"]["mean"]
+            for a in arms
+            if (a["team"], a["budget"], a["arm"]) == (team, budget, arm)
+        }
+        base = {
+            a["seed"]: a["brand_score"]["mean"]
+            for a in arms
+            if (a["team"], a["budget"], a["arm"]) == (team, budget, "majority")
+        }
         row = {"team": team, "budget": budget, "arm": arm, "brand_score": interval(list(mine.values()))}
         paired = [mine[s] - base[s] for s in mine if s in base]
         if arm != "majority" and paired:
@@ -209,8 +274,16 @@ def plot(summary: list[dict], start: dict, path: Path) -> None:
                 continue
             x = [r["budget"] for r in rows]
             y = [r["brand_score"]["mean"] for r in rows]
-            err = [[m - (r["brand_score"]["ci_low"] if r["brand_score"]["ci_low"] is not None else m) for m, r in zip(y, rows)],
-                   [(r["brand_score"]["ci_high"] if r["brand_score"]["ci_high"] is not None else m) - m for m, r in zip(y, rows)]]
+            err = [
+                [
+                    m - (r["brand_score"]["ci_low"] if r["brand_score"]["ci_low"] is not None else m)
+                    for m, r in zip(y, rows)
+                ],
+                [
+                    (r["brand_score"]["ci_high"] if r["brand_score"]["ci_high"] is not None else m) - m
+                    for m, r in zip(y, rows)
+                ],
+            ]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=arm)
         ax.axhline(start["mean"], color="grey", linestyle="--", label="start")
         ax.set_xscale("log", base=2)
@@ -240,7 +313,12 @@ def main() -> None:
         plot(data["summary"], data["start_brand_score"], args.plot)
         return
     if args.quick:
-        args.budgets, args.seeds, args.teams, args.arms = QUICK["budgets"], QUICK["seeds"], QUICK["teams"], QUICK["arms"]
+        args.budgets, args.seeds, args.teams, args.arms = (
+            QUICK["budgets"],
+            QUICK["seeds"],
+            QUICK["teams"],
+            QUICK["arms"],
+        )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     records = make_records(read_candidates([CANDIDATES]), BrandRubric.load(RUBRIC))
     grid = [(t, b, s, a) for t in args.teams for b in args.budgets for s in range(args.seeds) for a in args.arms]
@@ -255,7 +333,9 @@ def main() -> None:
         print(f"[{i + 1}/{len(grid)}] team {team}, budget {budget}, seed {seed}, arm {arm}", flush=True)
         done.append(run_arm(team, budget, seed, arm, records, args.runs_dir, start_eval))
         data = result(args, grid, done, start, len(records))
-        args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")  # after every arm: a cut run keeps its arms
+        args.out.write_text(
+            json.dumps(data, indent=2) + "\n", encoding="utf-8"
+        )  # after every arm: a cut run keeps its arms
         plot(data["summary"], start, args.plot)
     print(f"wrote {args.out} ({len(done)} arms)")
 
@@ -266,7 +346,7 @@ def result(args, grid, done: list[dict], start: dict, pool: int) -> dict:
     command = "python benchmarks/label_efficiency.py" + (" --quick" if args.quick else "")
     return {
         "question": "held-out brand score after one DPO round from the embedded model, per label budget, for majority "
-                    "vs reliability-weighted labels, random vs uncertainty selection, ties dropped vs kept",
+        "vs reliability-weighted labels, random vs uncertainty selection, ties dropped vs kept",
         "command": command,
         "start_brand_score": start,
         "records_in_pool": pool,
@@ -276,8 +356,13 @@ def result(args, grid, done: list[dict], start: dict, pool: int) -> dict:
         "summary": summarise(done),
         "complete": len(ran) == len(full),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(), "note": "shared machine, no GPU"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared machine, no GPU",
+        },
     }
 
 

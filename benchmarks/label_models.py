@@ -72,14 +72,24 @@ BUDGETS = (16, 32, 64, 128, 256)
 CROSS_CHECK_BUDGET = 64
 CAREFUL = {"noise": 0.05, "bias_a": 0.0}
 TEAMS = {
-    "noisy_biased": {"annotators": {"careful1": CAREFUL, "careful2": CAREFUL, "noisy_biased": {"noise": 0.4, "bias_a": 0.3}},
-                     "votes_per_pair": 3},
-    "adversary": {"annotators": {"careful1": CAREFUL, "careful2": CAREFUL, "adversary": {"noise": 1.0, "bias_a": 0.0}},
-                  "votes_per_pair": 3},
-    "pool5": {"annotators": {"careful1": {"noise": 0.05, "bias_a": 0.0}, "careful2": {"noise": 0.1, "bias_a": 0.0},
-                             "careful3": {"noise": 0.15, "bias_a": 0.0}, "random": {"noise": 0.5, "bias_a": 0.0},
-                             "adversary": {"noise": 1.0, "bias_a": 0.0}},
-              "votes_per_pair": 3},
+    "noisy_biased": {
+        "annotators": {"careful1": CAREFUL, "careful2": CAREFUL, "noisy_biased": {"noise": 0.4, "bias_a": 0.3}},
+        "votes_per_pair": 3,
+    },
+    "adversary": {
+        "annotators": {"careful1": CAREFUL, "careful2": CAREFUL, "adversary": {"noise": 1.0, "bias_a": 0.0}},
+        "votes_per_pair": 3,
+    },
+    "pool5": {
+        "annotators": {
+            "careful1": {"noise": 0.05, "bias_a": 0.0},
+            "careful2": {"noise": 0.1, "bias_a": 0.0},
+            "careful3": {"noise": 0.15, "bias_a": 0.0},
+            "random": {"noise": 0.5, "bias_a": 0.0},
+            "adversary": {"noise": 1.0, "bias_a": 0.0},
+        },
+        "votes_per_pair": 3,
+    },
 }
 TEAMS["pool5_2votes"] = {**TEAMS["pool5"], "votes_per_pair": 2}
 T_975 = {4: 2.776, 9: 2.262, 19: 2.093}  # t quantiles for 5, 10 and 20 seeds
@@ -123,8 +133,12 @@ def score(p_a: list[float | None], truths: list[str], n_votes: int) -> dict:
     labelled = [(p, t) for p, t in zip(p_a, truths) if p is not None and p != 0.5]
     correct = sum((p > 0.5) == (t == "a") for p, t in labelled)
     brier = [((p if p > 0.5 else 1 - p) - float((p > 0.5) == (t == "a"))) ** 2 for p, t in labelled]
-    return {"accuracy": correct / len(labelled) if labelled else float("nan"), "coverage": len(labelled) / len(truths),
-            "correct_per_100_votes": 100 * correct / n_votes, "brier": sum(brier) / len(brier) if brier else float("nan")}
+    return {
+        "accuracy": correct / len(labelled) if labelled else float("nan"),
+        "coverage": len(labelled) / len(truths),
+        "correct_per_100_votes": 100 * correct / n_votes,
+        "brier": sum(brier) / len(brier) if brier else float("nan"),
+    }
 
 
 def crowdkit_p_a(votes: list[list[tuple[str, str]]]) -> list[float | None] | None:
@@ -141,7 +155,11 @@ def crowdkit_p_a(votes: list[list[tuple[str, str]]]) -> list[float | None] | Non
 def interval(values: list[float]) -> dict:
     values = [v for v in values if not math.isnan(v)]
     mean = statistics.fmean(values)
-    half = T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    half = (
+        T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
+        if len(values) > 1
+        else float("nan")
+    )
     return {"mean": round(mean, 4), "low": round(mean - half, 4), "high": round(mean + half, 4), "n": len(values)}
 
 
@@ -179,22 +197,30 @@ def main() -> None:
                 row["crowdkit_one_coin"]["seeds"] = len(per_method["crowdkit_one_coin"])
             for key in ("accuracy", "correct_per_100_votes"):
                 row[f"dawid_skene_minus_majority_{key}"] = interval(
-                    [d[key] - m[key] for d, m in zip(per_method["dawid_skene"], per_method["majority"])])
-            row["mean_estimated_reliability"] = {w: round(statistics.fmean(r.get(w, float("nan")) for r in reliabilities), 3)
-                                                 for w in team["annotators"]}
+                    [d[key] - m[key] for d, m in zip(per_method["dawid_skene"], per_method["majority"])]
+                )
+            row["mean_estimated_reliability"] = {
+                w: round(statistics.fmean(r.get(w, float("nan")) for r in reliabilities), 3) for w in team["annotators"]
+            }
             if agreement_with_crowdkit:
                 row["ours_prior0_label_agreement_with_crowdkit"] = round(statistics.fmean(agreement_with_crowdkit), 4)
             results.append(row)
             diff = row["dawid_skene_minus_majority_accuracy"]
-            print(f"{team_name:13s} {budget:4d} pairs: majority {row['majority']['accuracy']['mean']:.3f} "
-                  f"dawid_skene {row['dawid_skene']['accuracy']['mean']:.3f} "
-                  f"(diff {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]) "
-                  f"coverage {row['majority']['coverage']['mean']:.2f}/{row['dawid_skene']['coverage']['mean']:.2f}")
+            print(
+                f"{team_name:13s} {budget:4d} pairs: majority {row['majority']['accuracy']['mean']:.3f} "
+                f"dawid_skene {row['dawid_skene']['accuracy']['mean']:.3f} "
+                f"(diff {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]) "
+                f"coverage {row['majority']['coverage']['mean']:.2f}/{row['dawid_skene']['coverage']['mean']:.2f}"
+            )
     out = {
         "benchmark": "label_models",
         "command": f".venv/bin/python benchmarks/label_models.py --seeds {args.seeds}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": __import__("os").cpu_count(),
+        },
         "data": str(DATA.relative_to(ROOT)),
         "teams": TEAMS,
         "prior": {"reliability": PRIOR_RELIABILITY, "strength_votes": PRIOR_STRENGTH},
@@ -249,8 +275,12 @@ def training_comparison(seeds: int) -> list[dict]:
                 votes = simulate_votes([("a" if t else "b") for t in truth_a], team, seed)
                 majority = [vote_share_p_a([c for _, c in v]) for v in votes]
                 ds = dawid_skene(votes, prior_reliability=PRIOR_RELIABILITY, prior_strength=PRIOR_STRENGTH).p_a
-                arms = {"majority_hard": (majority, "hard"), "dawid_skene_hard": (ds, "hard"),
-                        "dawid_skene_label_smoothing": (ds, "label_smoothing"), "dawid_skene_weight": (ds, "weight")}
+                arms = {
+                    "majority_hard": (majority, "hard"),
+                    "dawid_skene_hard": (ds, "hard"),
+                    "dawid_skene_label_smoothing": (ds, "label_smoothing"),
+                    "dawid_skene_weight": (ds, "weight"),
+                }
                 for arm, (p_a, use) in arms.items():
                     keep = [i for i, p in enumerate(p_a) if p is not None and p != 0.5]
                     sign = torch.tensor([1.0 if p_a[i] > 0.5 else -1.0 for i in keep], dtype=torch.float64)
@@ -262,9 +292,12 @@ def training_comparison(seeds: int) -> list[dict]:
             row = {"team": team_name, "pairs": budget, "votes_per_pair": team["votes_per_pair"], "seeds": seeds}
             row.update({arm: interval(v) for arm, v in scores.items()})
             for arm in ("dawid_skene_hard", "dawid_skene_label_smoothing", "dawid_skene_weight"):
-                row[f"{arm}_minus_majority_hard"] = interval([a - b for a, b in zip(scores[arm], scores["majority_hard"])])
+                row[f"{arm}_minus_majority_hard"] = interval(
+                    [a - b for a, b in zip(scores[arm], scores["majority_hard"])]
+                )
             row["label_smoothing_minus_dawid_skene_hard"] = interval(
-                [a - b for a, b in zip(scores["dawid_skene_label_smoothing"], scores["dawid_skene_hard"])])
+                [a - b for a, b in zip(scores["dawid_skene_label_smoothing"], scores["dawid_skene_hard"])]
+            )
             rows.append(row)
             print(f"train {team_name:13s} {budget:4d} pairs: " + ", ".join(f"{a} {row[a]['mean']:.3f}" for a in scores))
     return rows
@@ -328,18 +361,29 @@ def tie_comparison(seeds: int) -> list[dict]:
             row[ties] = {k: interval(v) for k, v in metrics.items()}
         for ties in ("davidson", "rao_kupper"):
             row[f"{ties}_minus_drop_clear_accuracy"] = interval(
-                [a - b for a, b in zip(scores[ties]["clear_accuracy"], scores["drop"]["clear_accuracy"])])
+                [a - b for a, b in zip(scores[ties]["clear_accuracy"], scores["drop"]["clear_accuracy"])]
+            )
         rows.append(row)
-        print(f"ties {budget:4d} pairs: " + ", ".join(
-            f"{t} acc {row[t]['clear_accuracy']['mean']:.3f} gap {row[t]['tie_gap_ratio']['mean']:.2f}" for t in scores))
+        print(
+            f"ties {budget:4d} pairs: "
+            + ", ".join(
+                f"{t} acc {row[t]['clear_accuracy']['mean']:.3f} gap {row[t]['tie_gap_ratio']['mean']:.2f}"
+                for t in scores
+            )
+        )
     return rows
 
 
 def simulate_votes(truths: list[str], team: dict, seed: int) -> list[list[tuple[str, str]]]:
     rng = random.Random(f"train:{seed}:{len(truths)}")
     names = list(team["annotators"])
-    return [[(name, vote(rng, truth, rng.choice("ab"), **team["annotators"][name]))
-             for name in rng.sample(names, team["votes_per_pair"])] for truth in truths]
+    return [
+        [
+            (name, vote(rng, truth, rng.choice("ab"), **team["annotators"][name]))
+            for name in rng.sample(names, team["votes_per_pair"])
+        ]
+        for truth in truths
+    ]
 
 
 if __name__ == "__main__":

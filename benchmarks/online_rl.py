@@ -47,11 +47,21 @@ PROMPTS = Path(__file__).resolve().parents[1] / "data" / "instructions" / "oasst
 def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     engine = {None: [], "hf": ["rollout=hf"], "vllm": ["rollout=vllm", "vllm.enforce_eager=true"]}[rollout]
     overrides = [
-        *engine, f"algorithm={algorithm}", f"model={args.model}", f"reward_model={args.reward_model}",
-        f"prompts={args.prompts}", f"runs_dir={runs_dir}", f"steps={args.steps}", f"batch_size={args.responses_per_step}",
-        f"num_generations={1 if algorithm == 'ppo' else args.group_size}", f"max_new_tokens={args.max_new_tokens}",
-        "max_length=256", f"max_prompts={args.prompts_used}", f"eval.prompts={args.eval_prompts}",
-        f"eval.max_new_tokens={args.max_new_tokens}", "ppo.ppo_epochs=2",
+        *engine,
+        f"algorithm={algorithm}",
+        f"model={args.model}",
+        f"reward_model={args.reward_model}",
+        f"prompts={args.prompts}",
+        f"runs_dir={runs_dir}",
+        f"steps={args.steps}",
+        f"batch_size={args.responses_per_step}",
+        f"num_generations={1 if algorithm == 'ppo' else args.group_size}",
+        f"max_new_tokens={args.max_new_tokens}",
+        "max_length=256",
+        f"max_prompts={args.prompts_used}",
+        f"eval.prompts={args.eval_prompts}",
+        f"eval.max_new_tokens={args.max_new_tokens}",
+        "ppo.ppo_epochs=2",
         *args.set,
     ]
     load_before = os.getloadavg()[0]
@@ -63,7 +73,9 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
     steps = [x for x in lines if "time_generation" in x]
     split = {k: sum(s[k] for s in steps) / len(steps) for k in ("time_generation", "time_scoring", "time_training")}
     per_step = sum(split.values())
-    lengths = [s["response_length"] if "response_length" in s else s["completions/mean_length"] for s in steps]  # PPO | TRL
+    lengths = [
+        s["response_length"] if "response_length" in s else s["completions/mean_length"] for s in steps
+    ]  # PPO | TRL
     metrics = manifest["metrics"]
     return {
         "run": manifest["path"] if args.runs_dir else None,
@@ -78,7 +90,9 @@ def measure(algorithm: str, rollout: str | None, args, runs_dir: Path) -> dict:
         "generation_share": round(split["time_generation"] / per_step, 3),
         # Engines sample different responses: compare generation per new token, not only per step.
         "response_length": round(sum(lengths) / len(lengths), 1),
-        "generation_tokens_per_s": round(sum(lengths) * args.responses_per_step / sum(s["time_generation"] for s in steps), 1),
+        "generation_tokens_per_s": round(
+            sum(lengths) * args.responses_per_step / sum(s["time_generation"] for s in steps), 1
+        ),
         "reward_first_step": steps[0].get("reward"),
         "reward_last_step": steps[-1].get("reward"),
         "kl_last_step": steps[-1].get("kl"),
@@ -103,16 +117,35 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--algorithms", nargs="+", default=list(ppo.ALGORITHMS), choices=ppo.ALGORITHMS)
-    ap.add_argument("--rollouts", nargs="+", default=["hf"], choices=["hf", "vllm"],
-                    help="PPO's rollout engines, each run in turn (RLOO/GRPO generate through TRL)")
-    ap.add_argument("--responses-per-step", type=int, default=8,
-                    help="responses sampled per step (the stage's batch_size; default 8)")
-    ap.add_argument("--group-size", type=int, default=2,
-                    help="responses per prompt for RLOO/GRPO (default 2: 4 prompts x 2 per step)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="an `align ppo` override for every run (repeatable), e.g. training.scale_rewards=batch")
-    ap.add_argument("--runs-dir", default=None,
-                    help="keep the runs here (default: a temporary directory, removed at the end)")
+    ap.add_argument(
+        "--rollouts",
+        nargs="+",
+        default=["hf"],
+        choices=["hf", "vllm"],
+        help="PPO's rollout engines, each run in turn (RLOO/GRPO generate through TRL)",
+    )
+    ap.add_argument(
+        "--responses-per-step",
+        type=int,
+        default=8,
+        help="responses sampled per step (the stage's batch_size; default 8)",
+    )
+    ap.add_argument(
+        "--group-size",
+        type=int,
+        default=2,
+        help="responses per prompt for RLOO/GRPO (default 2: 4 prompts x 2 per step)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an `align ppo` override for every run (repeatable), e.g. training.scale_rewards=batch",
+    )
+    ap.add_argument(
+        "--runs-dir", default=None, help="keep the runs here (default: a temporary directory, removed at the end)"
+    )
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "online_rl.json"))
     args = ap.parse_args()
 
@@ -126,11 +159,21 @@ def main() -> int:
                 print(algorithm, json.dumps(result), flush=True)
     report = {
         "benchmark": "online_rl",
-        "settings": {"model": args.model, "reward_model": args.reward_model, "prompts": args.prompts, "steps": args.steps,
-                     "prompts_used": args.prompts_used, "eval_prompts": args.eval_prompts, "responses_per_step": args.responses_per_step,
-                     "max_new_tokens": args.max_new_tokens, "ppo_epochs": 2, "ppo_rollouts": args.rollouts,
-                     "vllm": "eager, vllm.lora=auto, defaults otherwise", "group_size": args.group_size,
-                     "overrides": args.set},
+        "settings": {
+            "model": args.model,
+            "reward_model": args.reward_model,
+            "prompts": args.prompts,
+            "steps": args.steps,
+            "prompts_used": args.prompts_used,
+            "eval_prompts": args.eval_prompts,
+            "responses_per_step": args.responses_per_step,
+            "max_new_tokens": args.max_new_tokens,
+            "ppo_epochs": 2,
+            "ppo_rollouts": args.rollouts,
+            "vllm": "eager, vllm.lora=auto, defaults otherwise",
+            "group_size": args.group_size,
+            "overrides": args.set,
+        },
         "host": {"platform": platform.platform(), "python": platform.python_version()},
         "results": results,
     }

@@ -48,7 +48,9 @@ def main() -> int:
     ap.add_argument("--out-dir", required=True)
     args = ap.parse_args()
     try:
-        cfg = PreferenceDataConfig(train=args.data, format=args.format, test_fraction=args.test_fraction, seed=args.seed)
+        cfg = PreferenceDataConfig(
+            train=args.data, format=args.format, test_fraction=args.test_fraction, seed=args.seed
+        )
         _, train_rows, test = training_pool(cfg)
     except AlignError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -59,23 +59,38 @@ def build(stage: str, sharing: str, lora: bool, rows: list[dict], source, tokeni
     set_seed(0)
     # Random order: both trainers see the very same batches, so length grouping (which needs align's
     # measured `length` column) plays no part in this side-by-side.
-    defaults = {"max_length": max_length, "seed": 0, "per_device_train_batch_size": STAGE_BATCH[stage],
-                "output_dir": scratch, "train_sampling_strategy": "random"}
+    defaults = {
+        "max_length": max_length,
+        "seed": 0,
+        "per_device_train_batch_size": STAGE_BATCH[stage],
+        "output_dir": scratch,
+        "train_sampling_strategy": "random",
+    }
     if stage == "reward":
         from trl import RewardConfig
 
         args = training_arguments(RewardConfig, {}, {**reward.DEFAULT_TRAINING, **defaults})
         model = load_reward_model(source, pad_token_id=tokenizer.pad_token_id)
         return reward_trainer_class(sharing)(
-            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-            peft_config=peft_config(LoraConfig(), "SEQ_CLS") if lora else None)
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config(LoraConfig(), "SEQ_CLS") if lora else None,
+        )
     from trl import DPOConfig
 
-    args = training_arguments(DPOConfig, {}, {**dpo.DEFAULT_TRAINING, **defaults, "loss_type": ["sigmoid"], "beta": 0.1})
+    args = training_arguments(
+        DPOConfig, {}, {**dpo.DEFAULT_TRAINING, **defaults, "loss_type": ["sigmoid"], "beta": 0.1}
+    )
     return dpo_trainer_class(sharing)(
-        model=load_policy(source), ref_model=None if lora else load_policy(source), args=args,
-        train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-        peft_config=peft_config(LoraConfig(), "CAUSAL_LM") if lora else None)
+        model=load_policy(source),
+        ref_model=None if lora else load_policy(source),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config(LoraConfig(), "CAUSAL_LM") if lora else None,
+    )
 
 
 def step_compute(trainer, inputs) -> tuple[float, float, float]:
@@ -132,12 +147,19 @@ def measure(stage: str, lora: bool, rows, source, tokenizer, max_length: int, st
             # Per step the policy (and DPO's reference pass) packs the batch; count one forward's positions.
             forwards = repeats * (1 if stage == "reward" else 2)
             positions_on += batch["input_ids"].numel() - (shared.prefix_sharer.positions_saved - before) // forwards
-            print(f"{stage} {'lora' if lora else 'full'} batch {i + 1}/{len(batches)}: "
-                  f"off {best['off']:.1f} s, on {best['on']:.1f} s", flush=True)
+            print(
+                f"{stage} {'lora' if lora else 'full'} batch {i + 1}/{len(batches)}: "
+                f"off {best['off']:.1f} s, on {best['on']:.1f} s",
+                flush=True,
+            )
         pairs = sum(len(b["input_ids"]) // 2 for b in batches)
         return {
-            "stage": stage, "lora": lora, "batches": len(batches), "pairs": pairs,
-            "pairs_per_batch": STAGE_BATCH[stage], "repeats_per_batch": repeats,
+            "stage": stage,
+            "lora": lora,
+            "batches": len(batches),
+            "pairs": pairs,
+            "pairs_per_batch": STAGE_BATCH[stage],
+            "repeats_per_batch": repeats,
             "seconds_per_batch": {m: round(s / len(batches), 3) for m, s in seconds.items()},
             "pairs_per_s": {m: round(pairs / s, 3) for m, s in seconds.items()},
             "speedup": round(seconds["off"] / seconds["on"], 3),
@@ -174,12 +196,17 @@ def main() -> int:
     results = []
     for stage in args.stages.split(","):
         for tuning in args.tuning.split(","):
-            results.append(measure(stage, tuning == "lora", rows, source, tokenizer, args.max_length, args.steps,
-                                   args.repeats))
+            results.append(
+                measure(stage, tuning == "lora", rows, source, tokenizer, args.max_length, args.steps, args.repeats)
+            )
             print(json.dumps(results[-1]), flush=True)
     out = {
-        "benchmark": "prefix_sharing", "model": "embedded SmolLM2-135M-Instruct", "pairs_file": args.pairs_file,
-        "max_length": args.max_length, "threads": torch.get_num_threads(), "host": platform.platform(),
+        "benchmark": "prefix_sharing",
+        "model": "embedded SmolLM2-135M-Instruct",
+        "pairs_file": args.pairs_file,
+        "max_length": args.max_length,
+        "threads": torch.get_num_threads(),
+        "host": platform.platform(),
         "results": results,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

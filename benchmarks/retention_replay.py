@@ -49,8 +49,12 @@ def main() -> int:
     ap.add_argument("--ifeval-tokens", type=int, default=256)
     ap.add_argument("--engine", default="hf", help="generation engine for both evaluations (hf | vllm | auto)")
     ap.add_argument("--base-run", help="an `align evaluate retention` run with the same ifeval settings")
-    ap.add_argument("--base-side", choices=["policy", "baseline"], default="policy",
-                    help="which model of --base-run is the base (baseline: a policy evaluated against its base)")
+    ap.add_argument(
+        "--base-side",
+        choices=["policy", "baseline"],
+        default="policy",
+        help="which model of --base-run is the base (baseline: a policy evaluated against its base)",
+    )
     ap.add_argument("--runs-dir", default=str(REPO / "runs" / "retention_replay"))
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "retention_replay.json"))
     args = ap.parse_args()
@@ -71,43 +75,100 @@ def main() -> int:
             raise SystemExit(f"{label}: `align {' '.join(argv)}` exited {code}")
         return runs.read_manifest(runs_dir / name)
 
-    sft = ["sft", f"model={args.model}", f"data.train={REPO / 'recipes/brand_voice/sft_train.jsonl'}",
-           f"max_length={args.max_length}", "training.learning_rate=3e-4", f"training.num_train_epochs={args.epochs}",
-           "training.per_device_train_batch_size=6", "seed=0"]
+    sft = [
+        "sft",
+        f"model={args.model}",
+        f"data.train={REPO / 'recipes/brand_voice/sft_train.jsonl'}",
+        f"max_length={args.max_length}",
+        "training.learning_rate=3e-4",
+        f"training.num_train_epochs={args.epochs}",
+        "training.per_device_train_batch_size=6",
+        "seed=0",
+    ]
     plain = runs.read_manifest(args.plain_run) if args.plain_run else stage("sft-plain", sft)
-    replay = runs.read_manifest(args.replay_run) if args.replay_run else stage("sft-replay", [
-        *sft, f"data.replay.path={args.replay_path}", f"data.replay.format={args.replay_format}",
-        f"data.replay.fraction={args.replay_fraction}", "data.replay.seed=0"])
-    retention = stage("retention", [
-        "evaluate", "retention", replay["path"], "--baseline", plain["path"],
-        "--config", str(REPO / "configs/evaluate/retention.yaml"), f"engine={args.engine}", "drift.paths=[]",
-        f"ifeval.limit={args.ifeval_limit}", f"ifeval.max_tokens={args.ifeval_tokens}", "vllm.lora=merge"])
-    brand = stage("brand", [
-        "evaluate", "policy", replay["path"], f"baseline={plain['path']}", f"engine={args.engine}",
-        f"brand.paths=[{REPO / 'recipes/brand_voice/prompts_eval.jsonl'}]", f"brand.max_prompts={args.brand_prompts}",
-        f"brand_rubric={REPO / 'recipes/brand_voice/rubric.yaml'}", f"sampling.max_tokens={args.brand_tokens}", "vllm.lora=merge"])
+    replay = (
+        runs.read_manifest(args.replay_run)
+        if args.replay_run
+        else stage(
+            "sft-replay",
+            [
+                *sft,
+                f"data.replay.path={args.replay_path}",
+                f"data.replay.format={args.replay_format}",
+                f"data.replay.fraction={args.replay_fraction}",
+                "data.replay.seed=0",
+            ],
+        )
+    )
+    retention = stage(
+        "retention",
+        [
+            "evaluate",
+            "retention",
+            replay["path"],
+            "--baseline",
+            plain["path"],
+            "--config",
+            str(REPO / "configs/evaluate/retention.yaml"),
+            f"engine={args.engine}",
+            "drift.paths=[]",
+            f"ifeval.limit={args.ifeval_limit}",
+            f"ifeval.max_tokens={args.ifeval_tokens}",
+            "vllm.lora=merge",
+        ],
+    )
+    brand = stage(
+        "brand",
+        [
+            "evaluate",
+            "policy",
+            replay["path"],
+            f"baseline={plain['path']}",
+            f"engine={args.engine}",
+            f"brand.paths=[{REPO / 'recipes/brand_voice/prompts_eval.jsonl'}]",
+            f"brand.max_prompts={args.brand_prompts}",
+            f"brand_rubric={REPO / 'recipes/brand_voice/rubric.yaml'}",
+            f"sampling.max_tokens={args.brand_tokens}",
+            "vllm.lora=merge",
+        ],
+    )
 
     ifeval = retention["metrics"]["ifeval"]
     result = {
         "command": " ".join(sys.argv),
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
-        "sft": {name: {"run": m["path"], "examples": m["notes"]["data"]["examples_trained"],
-                       "wall_time_s": m.get("wall_time_s"), "config_training": m["config"].get("training"),
-                       "replay": m["notes"]["data"].get("replay"), "train_loss": m["metrics"].get("train_loss"),
-                       "steps": m["metrics"].get("global_step")} for name, m in (("plain", plain), ("replay", replay))},
+        "sft": {
+            name: {
+                "run": m["path"],
+                "examples": m["notes"]["data"]["examples_trained"],
+                "wall_time_s": m.get("wall_time_s"),
+                "config_training": m["config"].get("training"),
+                "replay": m["notes"]["data"].get("replay"),
+                "train_loss": m["metrics"].get("train_loss"),
+                "steps": m["metrics"].get("global_step"),
+            }
+            for name, m in (("plain", plain), ("replay", replay))
+        },
         "ifeval": {
-            "prompts": retention["notes"]["ifeval"]["prompts"], "max_tokens": args.ifeval_tokens,
+            "prompts": retention["notes"]["ifeval"]["prompts"],
+            "max_tokens": args.ifeval_tokens,
             "unscored": retention["notes"]["ifeval"]["unscored"],
             # The retention run's policy is the replay model and its baseline the plain one.
-            **{level: {"replay": m["policy"], "plain": m["baseline"], "replay_minus_plain": m["difference"]}
-               for level, m in ifeval.items()},
+            **{
+                level: {"replay": m["policy"], "plain": m["baseline"], "replay_minus_plain": m["difference"]}
+                for level, m in ifeval.items()
+            },
         },
-        "brand_score": {"replay": brand["metrics"]["brand"]["brand_score"]["policy"],
-                        "plain": brand["metrics"]["brand"]["brand_score"]["baseline"],
-                        "replay_minus_plain": brand["metrics"]["brand"]["brand_score"]["difference"]},
-        "refusal_rate_brand_prompts": {"replay": brand["metrics"]["brand"]["refusal_rate"]["policy"]["mean"],
-                                       "plain": brand["metrics"]["brand"]["refusal_rate"]["baseline"]["mean"]},
+        "brand_score": {
+            "replay": brand["metrics"]["brand"]["brand_score"]["policy"],
+            "plain": brand["metrics"]["brand"]["brand_score"]["baseline"],
+            "replay_minus_plain": brand["metrics"]["brand"]["brand_score"]["difference"],
+        },
+        "refusal_rate_brand_prompts": {
+            "replay": brand["metrics"]["brand"]["refusal_rate"]["policy"]["mean"],
+            "plain": brand["metrics"]["brand"]["refusal_rate"]["baseline"]["mean"],
+        },
         "wall_time_s": timings,
         "runs": {"retention": retention["path"], "brand": brand["path"]},
     }
@@ -115,8 +176,10 @@ def main() -> int:
         base = runs.read_manifest(args.base_run)
         same = {k: base["config"]["ifeval"][k] for k in ("limit", "seed", "max_tokens")}
         if same != {"limit": args.ifeval_limit, "seed": 0, "max_tokens": args.ifeval_tokens}:
-            raise SystemExit(f"--base-run {args.base_run} used ifeval {same}; this run uses limit {args.ifeval_limit}, "
-                             f"seed 0, max_tokens {args.ifeval_tokens}")
+            raise SystemExit(
+                f"--base-run {args.base_run} used ifeval {same}; this run uses limit {args.ifeval_limit}, "
+                f"seed 0, max_tokens {args.ifeval_tokens}"
+            )
         result["ifeval_base"] = {level: m[args.base_side] for level, m in base["metrics"]["ifeval"].items()}
         result["runs"]["base"] = base["path"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

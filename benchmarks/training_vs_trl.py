@@ -68,21 +68,41 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (-1: epochs)")
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--align", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted override for both align stages (repeatable), e.g. prefix_sharing=true")
-    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
-                        help="run align once per variant, each with its overrides (after --align ones)")
-    parser.add_argument("--pool", choices=["fit", "raw"], default="fit",
-                        help="fit: train on pairs that fit max_length (both sides); raw: align gets the first pairs as they are")
-    parser.add_argument("--held-out", choices=["fit", "all"], default="fit",
-                        help="all: also score held-out pairs over max_length (left-truncated; reward only)")
+    parser.add_argument(
+        "--align",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override for both align stages (repeatable), e.g. prefix_sharing=true",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="run align once per variant, each with its overrides (after --align ones)",
+    )
+    parser.add_argument(
+        "--pool",
+        choices=["fit", "raw"],
+        default="fit",
+        help="fit: train on pairs that fit max_length (both sides); raw: align gets the first pairs as they are",
+    )
+    parser.add_argument(
+        "--held-out",
+        choices=["fit", "all"],
+        default="fit",
+        help="all: also score held-out pairs over max_length (left-truncated; reward only)",
+    )
     parser.add_argument("--skip-trl", action="store_true", help="align only (e.g. to compare variants)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "training_vs_trl.json"))
     args = parser.parse_args()
     if args.pool == "raw" and not args.skip_trl:
         parser.error("--pool raw gives align pairs plain TRL would drop; use it with --skip-trl")
     if args.held_out == "all" and "dpo" in args.stages:
-        parser.error("--held-out all scores over-long pairs left-truncated, which only the reward scoring does; drop dpo")
+        parser.error(
+            "--held-out all scores over-long pairs left-truncated, which only the reward scoring does; drop dpo"
+        )
     variants = [parse_variant(v) for v in args.variant] or [("align", [])]
 
     with tempfile.TemporaryDirectory(prefix="align-vs-trl-") as work:
@@ -97,21 +117,57 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data": {k: v for k, v in data.items() if k not in ("train", "test")},
         "model": "embedded SmolLM2-135M-Instruct (fp32)",
-        "settings": {"max_length": args.max_length, "reward_batch": args.reward_batch, "dpo_batch": args.dpo_batch,
-                     "grad_accum": args.grad_accum, "epochs": args.epochs, "max_steps": args.max_steps,
-                     "beta": args.beta, "lora": LORA, "learning_rates": {f"{s}/{m}": lr for (s, m), lr in LEARNING_RATES.items()},
-                     "seed": SEED, "align_overrides": args.align, "variants": [v[0] for v in variants]},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": cpu_model(),
-                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "settings": {
+            "max_length": args.max_length,
+            "reward_batch": args.reward_batch,
+            "dpo_batch": args.dpo_batch,
+            "grad_accum": args.grad_accum,
+            "epochs": args.epochs,
+            "max_steps": args.max_steps,
+            "beta": args.beta,
+            "lora": LORA,
+            "learning_rates": {f"{s}/{m}": lr for (s, m), lr in LEARNING_RATES.items()},
+            "seed": SEED,
+            "align_overrides": args.align,
+            "variants": [v[0] for v in variants],
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": cpu_model(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "versions": versions(),
         "comparisons": sections,
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps([{k: s[k] for k in ("stage", "mode", "ratios")} | {"runs": {r["label"]: {
-        k: r.get(k) for k in ("pairs_per_s", "tokens_per_s", "padding_fraction", "peak_rss_mb", "final_loss", "test_accuracy")}
-        for r in s["runs"]}} for s in sections], indent=2))
+    print(
+        json.dumps(
+            [
+                {k: s[k] for k in ("stage", "mode", "ratios")}
+                | {
+                    "runs": {
+                        r["label"]: {
+                            k: r.get(k)
+                            for k in (
+                                "pairs_per_s",
+                                "tokens_per_s",
+                                "padding_fraction",
+                                "peak_rss_mb",
+                                "final_loss",
+                                "test_accuracy",
+                            )
+                        }
+                        for r in s["runs"]
+                    }
+                }
+                for s in sections
+            ],
+            indent=2,
+        )
+    )
     print(f"[bench] written {out}", file=sys.stderr)
     return 0
 
@@ -122,6 +178,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 # -- data -----------------------------------------------------------------------------------------
+
 
 def prepare_data(args, work: Path) -> dict:
     """The training and held-out pairs both sides get, as conversational JSONL files."""
@@ -155,23 +212,31 @@ def prepare_data(args, work: Path) -> dict:
     for name, rows in (("train", train), ("test", test)):
         (work / f"{name}.jsonl").write_text("".join(json.dumps({k: r[k] for k in keep}) + "\n" for r in rows))
     return {
-        "source": f"{args.data} (HH-RLHF harmless-base, MIT)", "pool": args.pool, "held_out": args.held_out,
-        "train": str(work / "train.jsonl"), "test": str(work / "test.jsonl"),
-        "train_pairs": len(train), "train_pairs_over_max_length_skipped": train_skipped,
+        "source": f"{args.data} (HH-RLHF harmless-base, MIT)",
+        "pool": args.pool,
+        "held_out": args.held_out,
+        "train": str(work / "train.jsonl"),
+        "test": str(work / "test.jsonl"),
+        "train_pairs": len(train),
+        "train_pairs_over_max_length_skipped": train_skipped,
         "train_real_tokens": sum(sum(tokens(r)) for r in train),
-        "test_pairs": len(test), "test_pairs_over_max_length_skipped": test_skipped,
+        "test_pairs": len(test),
+        "test_pairs_over_max_length_skipped": test_skipped,
     }
 
 
 # -- one comparison -------------------------------------------------------------------------------
+
 
 def compare(stage: str, mode: str, args, variants, data: dict, work: Path) -> dict:
     lr = LEARNING_RATES[(stage, mode)]
     batch = args.reward_batch if stage == "reward" else args.dpo_batch
     runs = []
     plan = [] if args.skip_trl else [("plain TRL", "trl")]
-    plan += [(f"align ({name})" if len(variants) > 1 or name != "align" else "align", overrides)
-             for name, overrides in variants]
+    plan += [
+        (f"align ({name})" if len(variants) > 1 or name != "align" else "align", overrides)
+        for name, overrides in variants
+    ]
     if not args.skip_trl:
         plan.append(("plain TRL (again, last)", "trl"))
     for i, (label, what) in enumerate(plan):
@@ -186,8 +251,12 @@ def compare(stage: str, mode: str, args, variants, data: dict, work: Path) -> di
             result.update(score(stage, result["model"], args, data))
         result.pop("model", None)
         runs.append(result)
-        print(f"[bench] {stage} {mode}: {label}: {result.get('pairs_per_s')} pairs/s, "
-              f"accuracy {result.get('test_accuracy')}, peak {result.get('peak_rss_mb')} MB", file=sys.stderr, flush=True)
+        print(
+            f"[bench] {stage} {mode}: {label}: {result.get('pairs_per_s')} pairs/s, "
+            f"accuracy {result.get('test_accuracy')}, peak {result.get('peak_rss_mb')} MB",
+            file=sys.stderr,
+            flush=True,
+        )
     return {"stage": stage, "mode": mode, "learning_rate": lr, "batch": batch, "runs": runs, "ratios": ratios(runs)}
 
 
@@ -213,9 +282,19 @@ def ratios(runs: list[dict]) -> dict:
 
 
 def run_trl(stage, mode, lr, batch, args, data, out_dir: Path) -> dict:
-    spec = {"stage": stage, "mode": mode, "lr": lr, "batch": batch, "grad_accum": args.grad_accum,
-            "epochs": args.epochs, "max_steps": args.max_steps, "max_length": args.max_length, "beta": args.beta,
-            "train": data["train"], "out": str(out_dir)}
+    spec = {
+        "stage": stage,
+        "mode": mode,
+        "lr": lr,
+        "batch": batch,
+        "grad_accum": args.grad_accum,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "max_length": args.max_length,
+        "beta": args.beta,
+        "train": data["train"],
+        "out": str(out_dir),
+    }
     result = run_child([sys.executable, __file__, "_trl", json.dumps(spec)])
     result_file = out_dir / "result.json"
     if result["exit_code"] != 0 or not result_file.exists():
@@ -227,13 +306,27 @@ def run_trl(stage, mode, lr, batch, args, data, out_dir: Path) -> dict:
 
 def run_align(stage, mode, lr, batch, args, data, out_dir: Path, overrides: list[str]) -> dict:
     command = [
-        sys.executable, "-m", "align", stage, "model=embedded", f"data.train={data['train']}",
-        "data.format=conversational", f"max_length={args.max_length}", f"lora.enabled={str(mode == 'lora').lower()}",
-        f"lora.r={LORA['r']}", f"lora.alpha={LORA['alpha']}", f"lora.dropout={LORA['dropout']}", f"seed={SEED}",
-        f"training.learning_rate={lr}", f"training.per_device_train_batch_size={batch}",
-        f"training.gradient_accumulation_steps={args.grad_accum}", f"training.num_train_epochs={args.epochs}",
-        f"training.max_steps={args.max_steps}", f"training.logging_steps={LOGGING_STEPS}",
-        f"runs_dir={out_dir.parent}", f"name={out_dir.name}",
+        sys.executable,
+        "-m",
+        "align",
+        stage,
+        "model=embedded",
+        f"data.train={data['train']}",
+        "data.format=conversational",
+        f"max_length={args.max_length}",
+        f"lora.enabled={str(mode == 'lora').lower()}",
+        f"lora.r={LORA['r']}",
+        f"lora.alpha={LORA['alpha']}",
+        f"lora.dropout={LORA['dropout']}",
+        f"seed={SEED}",
+        f"training.learning_rate={lr}",
+        f"training.per_device_train_batch_size={batch}",
+        f"training.gradient_accumulation_steps={args.grad_accum}",
+        f"training.num_train_epochs={args.epochs}",
+        f"training.max_steps={args.max_steps}",
+        f"training.logging_steps={LOGGING_STEPS}",
+        f"runs_dir={out_dir.parent}",
+        f"name={out_dir.name}",
     ]
     if stage == "dpo":
         command.append(f"beta={args.beta}")  # loss_type: align's default, sigmoid, as given to TRL
@@ -249,10 +342,14 @@ def run_align(stage, mode, lr, batch, args, data, out_dir: Path, overrides: list
     steps = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [s["loss"] for s in steps if "loss" in s]
     result.update(
-        train_runtime_s=round(runtime, 1), pairs_trained=manifest["notes"]["data"]["pairs_trained"],
-        pairs_seen=batches.get("examples"), pairs_per_s=rate(batches.get("examples"), runtime),
-        tokens_per_s=rate(batches.get("tokens"), runtime), padding_fraction=batches.get("padding_fraction"),
-        final_loss=losses[-1] if losses else None, mean_train_loss=metrics.get("train_loss"),
+        train_runtime_s=round(runtime, 1),
+        pairs_trained=manifest["notes"]["data"]["pairs_trained"],
+        pairs_seen=batches.get("examples"),
+        pairs_per_s=rate(batches.get("examples"), runtime),
+        tokens_per_s=rate(batches.get("tokens"), runtime),
+        padding_fraction=batches.get("padding_fraction"),
+        final_loss=losses[-1] if losses else None,
+        mean_train_loss=metrics.get("train_loss"),
         global_step=metrics.get("train_global_step" if stage == "reward" else "global_step"),
         data_report=manifest["notes"]["data"],
     )
@@ -276,8 +373,12 @@ def score(stage: str, model: str, args, data: dict) -> dict:
     finally:
         os.unlink(out)
     accuracy, n = scored["accuracy"], scored["pairs"]
-    return {"test_accuracy": round(accuracy, 4), "test_accuracy_ci95": wilson(accuracy, n), "test_pairs": n,
-            "test_mean_margin": round(scored["mean_margin"], 4)}
+    return {
+        "test_accuracy": round(accuracy, 4),
+        "test_accuracy_ci95": wilson(accuracy, n),
+        "test_pairs": n,
+        "test_mean_margin": round(scored["mean_margin"], 4),
+    }
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> list[float]:
@@ -294,8 +395,9 @@ def run_child(command: list[str]) -> dict:
 
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         start = time.time()
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
         peak = [0]
 
         def watch():
@@ -326,6 +428,7 @@ def run_child(command: list[str]) -> dict:
 
 # -- children -------------------------------------------------------------------------------------
 
+
 def trl_child(spec: dict) -> None:
     """Plain TRL, as a careful user on a CPU would write it (see the module docstring)."""
     import torch
@@ -347,10 +450,18 @@ def trl_child(spec: dict) -> None:
     rows = [json.loads(line) for line in Path(spec["train"]).read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(base)
     common = {
-        "output_dir": str(out / "trainer"), "per_device_train_batch_size": spec["batch"],
-        "gradient_accumulation_steps": spec["grad_accum"], "learning_rate": spec["lr"],
-        "num_train_epochs": spec["epochs"], "max_steps": spec["max_steps"], "lr_scheduler_type": "linear",
-        "logging_steps": LOGGING_STEPS, "seed": SEED, "bf16": False, "report_to": [], "save_strategy": "no",
+        "output_dir": str(out / "trainer"),
+        "per_device_train_batch_size": spec["batch"],
+        "gradient_accumulation_steps": spec["grad_accum"],
+        "learning_rate": spec["lr"],
+        "num_train_epochs": spec["epochs"],
+        "max_steps": spec["max_steps"],
+        "lr_scheduler_type": "linear",
+        "logging_steps": LOGGING_STEPS,
+        "seed": SEED,
+        "bf16": False,
+        "report_to": [],
+        "save_strategy": "no",
         "max_length": spec["max_length"],
     }
     lora = spec["mode"] == "lora"
@@ -359,17 +470,46 @@ def trl_child(spec: dict) -> None:
     if spec["stage"] == "reward":
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = tokenizer.pad_token_id
-        peft = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                          target_modules="all-linear", task_type="SEQ_CLS") if lora else None
-        trainer = RewardTrainer(model=model, args=RewardConfig(**common), train_dataset=dataset,
-                                processing_class=tokenizer, peft_config=peft)
+        peft = (
+            LoraConfig(
+                r=LORA["r"],
+                lora_alpha=LORA["alpha"],
+                lora_dropout=LORA["dropout"],
+                target_modules="all-linear",
+                task_type="SEQ_CLS",
+            )
+            if lora
+            else None
+        )
+        trainer = RewardTrainer(
+            model=model,
+            args=RewardConfig(**common),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft,
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
         ref = None if lora else AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-        peft = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                          target_modules="all-linear", task_type="CAUSAL_LM") if lora else None
-        trainer = DPOTrainer(model=model, ref_model=ref, args=DPOConfig(**common, beta=spec["beta"], loss_type=["sigmoid"]),
-                             train_dataset=dataset, processing_class=tokenizer, peft_config=peft)
+        peft = (
+            LoraConfig(
+                r=LORA["r"],
+                lora_alpha=LORA["alpha"],
+                lora_dropout=LORA["dropout"],
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            )
+            if lora
+            else None
+        )
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=ref,
+            args=DPOConfig(**common, beta=spec["beta"], loss_type=["sigmoid"]),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft,
+        )
     padding = PaddingCount(trainer.data_collator)
     trainer.data_collator = padding
     summary = trainer.train().metrics
@@ -378,12 +518,21 @@ def trl_child(spec: dict) -> None:
     tokenizer.save_pretrained(out / "model")
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     runtime = summary["train_runtime"]
-    (out / "result.json").write_text(json.dumps({
-        "train_runtime_s": round(runtime, 1), "pairs_trained": len(rows), "pairs_seen": padding.examples,
-        "pairs_per_s": rate(padding.examples, runtime), "tokens_per_s": rate(padding.real, runtime),
-        "padding_fraction": padding.fraction, "final_loss": losses[-1] if losses else None,
-        "mean_train_loss": summary.get("train_loss"), "global_step": trainer.state.global_step,
-    }))
+    (out / "result.json").write_text(
+        json.dumps(
+            {
+                "train_runtime_s": round(runtime, 1),
+                "pairs_trained": len(rows),
+                "pairs_seen": padding.examples,
+                "pairs_per_s": rate(padding.examples, runtime),
+                "tokens_per_s": rate(padding.real, runtime),
+                "padding_fraction": padding.fraction,
+                "final_loss": losses[-1] if losses else None,
+                "mean_train_loss": summary.get("train_loss"),
+                "global_step": trainer.state.global_step,
+            }
+        )
+    )
 
 
 def score_child(spec: dict, out: str) -> None:
@@ -428,19 +577,22 @@ def completion_logps(model, tokenizer, rows) -> list[tuple[float, float]]:
     out = []
     with torch.inference_mode():
         for row in rows:
-            prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
+            prompt = tokenizer.apply_chat_template(
+                row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
             pair = []
             for part in ("chosen", "rejected"):
                 ids = conversation_ids(tokenizer, row["prompt"] + row[part])
                 start = next((i for i, (a, b) in enumerate(zip(prompt, ids)) if a != b), len(prompt))
                 logits = model(torch.tensor([ids])).logits[0, :-1]
                 logp = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(ids[1:])[:, None])[:, 0]
-                pair.append(float(logp[start - 1:].sum()))
+                pair.append(float(logp[start - 1 :].sum()))
             out.append(tuple(pair))
     return out
 
 
 # -- machine --------------------------------------------------------------------------------------
+
 
 def versions() -> dict:
     from importlib import metadata

@@ -33,8 +33,10 @@ BRAND_PROMPTS = "recipes/brand_voice/prompts_eval.jsonl"
 BRAND_RUBRIC = "recipes/brand_voice/rubric.yaml"
 # The device and weights dtype each mode must see in every stage's notes.device (dtype auto resolves there).
 EXPECTED = {"cuda": ("cuda", "bfloat16"), "cpu": ("cpu", "float32")}
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 VERSIONS = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "align")
 
 
@@ -54,8 +56,14 @@ def main() -> int:
     parser.add_argument("--logs", required=True, help="where each stage's output goes (<stage>.log)")
     args = parser.parse_args()
     work = Path(args.work)
-    report = {"expect": dict(zip(("type", "dtype"), EXPECTED[args.expect])), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "machine": machine(), "versions": versions(), "stages": {}, "ok": False}
+    report = {
+        "expect": dict(zip(("type", "dtype"), EXPECTED[args.expect])),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(),
+        "stages": {},
+        "ok": False,
+    }
     try:
         model = build_tiny_model(work / "tiny-llama")
         for stage, argv in pipeline(model, work / "runs"):
@@ -88,20 +96,90 @@ def pipeline(model: Path, runs: Path) -> list[tuple[str, list[str]]]:
     pairs = [f"data.train={PREFERENCES}", "data.test_fraction=0.1", "data.max_train_pairs=24", "data.max_test_pairs=8"]
     sft, reward, dpo = runs / "sft", runs / "reward", runs / "dpo"
     return [
-        ("sft", ["sft", f"model={model}", "name=sft", f"data.train={PREFERENCES}", "data.format=preference-chosen",
-                 "data.test_fraction=0.1", "data.max_examples=24", *common, *train]),
+        (
+            "sft",
+            [
+                "sft",
+                f"model={model}",
+                "name=sft",
+                f"data.train={PREFERENCES}",
+                "data.format=preference-chosen",
+                "data.test_fraction=0.1",
+                "data.max_examples=24",
+                *common,
+                *train,
+            ],
+        ),
         ("reward", ["reward", f"model={sft}", "name=reward", *pairs, *common, *train]),
-        ("dpo", ["dpo", f"model={sft}", "name=dpo", f"reward_model={reward}", *pairs, *common, *train,
-                 "reward_eval.prompts=4", "reward_eval.max_new_tokens=16"]),
-        ("ppo", ["ppo", f"model={sft}", "name=ppo", f"reward_model={reward}", f"prompts={PROMPTS}", "max_prompts=40",
-                 "steps=2", "batch_size=4", "max_new_tokens=16", "rollout=hf", "eval.prompts=4",
-                 "eval.max_new_tokens=16", f"runs_dir={runs}", "dtype=auto", "max_length=256"]),
-        ("generate", ["generate", f"policy={dpo}", "name=generate", f"prompts={PROMPTS}", "max_prompts=8",
-                      "engine=hf", "sampling.n=2", "sampling.max_tokens=32", f"runs_dir={runs}", "dtype=auto"]),
-        ("evaluate_policy", ["evaluate", "policy", str(dpo), "name=evaluate_policy", f"reward_model={reward}",
-                             "engine=hf", f"harmful.paths=[{HARMFUL}]", "harmful.max_prompts=4",
-                             f"brand.paths=[{BRAND_PROMPTS}]", "brand.max_prompts=4", f"brand_rubric={BRAND_RUBRIC}",
-                             "sampling.max_tokens=32", "bootstrap.resamples=200", f"runs_dir={runs}", "dtype=auto"]),
+        (
+            "dpo",
+            [
+                "dpo",
+                f"model={sft}",
+                "name=dpo",
+                f"reward_model={reward}",
+                *pairs,
+                *common,
+                *train,
+                "reward_eval.prompts=4",
+                "reward_eval.max_new_tokens=16",
+            ],
+        ),
+        (
+            "ppo",
+            [
+                "ppo",
+                f"model={sft}",
+                "name=ppo",
+                f"reward_model={reward}",
+                f"prompts={PROMPTS}",
+                "max_prompts=40",
+                "steps=2",
+                "batch_size=4",
+                "max_new_tokens=16",
+                "rollout=hf",
+                "eval.prompts=4",
+                "eval.max_new_tokens=16",
+                f"runs_dir={runs}",
+                "dtype=auto",
+                "max_length=256",
+            ],
+        ),
+        (
+            "generate",
+            [
+                "generate",
+                f"policy={dpo}",
+                "name=generate",
+                f"prompts={PROMPTS}",
+                "max_prompts=8",
+                "engine=hf",
+                "sampling.n=2",
+                "sampling.max_tokens=32",
+                f"runs_dir={runs}",
+                "dtype=auto",
+            ],
+        ),
+        (
+            "evaluate_policy",
+            [
+                "evaluate",
+                "policy",
+                str(dpo),
+                "name=evaluate_policy",
+                f"reward_model={reward}",
+                "engine=hf",
+                f"harmful.paths=[{HARMFUL}]",
+                "harmful.max_prompts=4",
+                f"brand.paths=[{BRAND_PROMPTS}]",
+                "brand.max_prompts=4",
+                f"brand_rubric={BRAND_RUBRIC}",
+                "sampling.max_tokens=32",
+                "bootstrap.resamples=200",
+                f"runs_dir={runs}",
+                "dtype=auto",
+            ],
+        ),
     ]
 
 
@@ -125,8 +203,11 @@ def run_stage(stage: str, argv: list[str], runs: Path, expect: str, logs: Path |
         raise CheckFailed(stage, "the manifest has no notes.device record (which device and dtype the stage ran on)")
     want_type, want_dtype = EXPECTED[expect]
     if device.get("type") != want_type or device.get("dtype") != want_dtype:
-        raise CheckFailed(stage, f"ran on {device.get('type')}/{device.get('dtype')}, expected {want_type}/{want_dtype} "
-                                 f"(notes.device: {json.dumps(device)})")
+        raise CheckFailed(
+            stage,
+            f"ran on {device.get('type')}/{device.get('dtype')}, expected {want_type}/{want_dtype} "
+            f"(notes.device: {json.dumps(device)})",
+        )
     return {
         "wall_s": round(wall, 2),
         "stage_wall_time_s": manifest.get("wall_time_s"),
@@ -157,9 +238,12 @@ def tokens_per_second(run: Path, manifest: dict) -> float | None:
 
 def summary(result: dict) -> str:
     peak = result["peak_memory_bytes"]
-    return (f"{result['wall_s']:.1f} s on {result['device']} ({result['dtype']}, {result['attn_implementation']}), "
-            f"peak {peak / 2**20:.0f} MiB" if peak else f"{result['wall_s']:.1f} s on {result['device']} ({result['dtype']})") + \
-           (f", {result['tokens_per_s']} tokens/s" if result["tokens_per_s"] else "")
+    return (
+        f"{result['wall_s']:.1f} s on {result['device']} ({result['dtype']}, {result['attn_implementation']}), "
+        f"peak {peak / 2**20:.0f} MiB"
+        if peak
+        else f"{result['wall_s']:.1f} s on {result['device']} ({result['dtype']})"
+    ) + (f", {result['tokens_per_s']} tokens/s" if result["tokens_per_s"] else "")
 
 
 def build_tiny_model(path: Path) -> Path:
@@ -174,15 +258,34 @@ def build_tiny_model(path: Path) -> Path:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=4096,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator(training_texts(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>",
-                                        bos_token=None, unk_token=None, chat_template=CHATML)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        bos_token=None,
+        unk_token=None,
+        chat_template=CHATML,
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
@@ -199,12 +302,19 @@ def training_texts():
 def machine() -> dict:
     import torch
 
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cuda_available": torch.cuda.is_available()}
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda_available": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        info.update(gpu=torch.cuda.get_device_name(0), gpu_memory_bytes=props.total_memory,
-                    cuda=torch.version.cuda, bf16_supported=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            gpu_memory_bytes=props.total_memory,
+            cuda=torch.version.cuda,
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
     return info
 
 

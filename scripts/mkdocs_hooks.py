@@ -47,16 +47,19 @@ def command_pages() -> dict[str, str]:
     pages["reference/index.md"] = (
         "# Command reference\n\nOne page per command, generated from the code when the site is built: each is "
         "what `align <command> --help` prints. `align lineage RUN` (the chain of runs behind RUN) and "
-        "`align stages` (this list) take no config.\n\n| command | what it does |\n|---|---|\n" + "\n".join(rows) + "\n")
+        "`align stages` (this list) take no config.\n\n| command | what it does |\n|---|---|\n" + "\n".join(rows) + "\n"
+    )
     return pages
 
 
 def page(name: str, help_text: str) -> str:
-    return (f"# align {name}\n\n"
-            f"Generated from the code: this is exactly what `align {name} --help` prints (the stage's docstring "
-            f"and one line per config key: name, type, default, meaning). Keys nest with dots; set them in "
-            f"the YAML given to `--config` or as `key=value` overrides.\n\n"
-            f"```text\n{help_text.rstrip()}\n```\n")
+    return (
+        f"# align {name}\n\n"
+        f"Generated from the code: this is exactly what `align {name} --help` prints (the stage's docstring "
+        f"and one line per config key: name, type, default, meaning). Keys nest with dots; set them in "
+        f"the YAML given to `--config` or as `key=value` overrides.\n\n"
+        f"```text\n{help_text.rstrip()}\n```\n"
+    )
 
 
 def recipe_pages() -> dict[str, str]:

@@ -33,6 +33,7 @@ BLOCK = re.compile(r"(<!-- table: (?P<files>[^>]+?) -->\n)(?P<body>.*?)(<!-- /ta
 
 # -- formatting ------------------------------------------------------------------------------------
 
+
 def num(value, digits: int = 3, sign: bool = False) -> str:
     if value is None:
         return ""
@@ -83,6 +84,7 @@ def machine(data: dict) -> str:
 
 # -- one builder per kind of result file -----------------------------------------------------------
 
+
 def online_rl(files: list[tuple[str, dict]]) -> str:
     """One row per algorithm and rollout engine of `benchmarks/online_rl.py` runs."""
     rows = []
@@ -97,86 +99,179 @@ def online_rl(files: list[tuple[str, dict]]) -> str:
                     gain = interval(r["held_out_gain"], *r["held_out_gain_ci95"])
                 else:  # the first, 3-step file recorded both means but no paired interval
                     gain = f"{num(r['held_out_policy_reward'] - r['held_out_reference_reward'], 3, True)} (no interval)"
-                rows.append([
-                    label, r.get("steps", steps_total), num(r["seconds_per_step"], 1),
-                    f"{num(r['generation_s'], 1)} ({r['generation_share']:.0%})", num(r["training_s"], 1),
-                    num(r["kl_last_step"], 4), num(r["held_out_reference_reward"], 3), gain,
-                    num(r.get("held_out_win_rate"), 2), r.get("held_out_prompts", ""),
-                    minutes(r.get("wall_time_s")), f"`{name}`",
-                ])
-    return table(["algorithm (rollouts)", "steps", "s/step", "generation s (share)", "training s",
-                  "KL, last step", "held-out reward, start", "held-out gain [95%]", "win rate",
-                  "held-out prompts", "wall time", "file"], rows)
+                rows.append(
+                    [
+                        label,
+                        r.get("steps", steps_total),
+                        num(r["seconds_per_step"], 1),
+                        f"{num(r['generation_s'], 1)} ({r['generation_share']:.0%})",
+                        num(r["training_s"], 1),
+                        num(r["kl_last_step"], 4),
+                        num(r["held_out_reference_reward"], 3),
+                        gain,
+                        num(r.get("held_out_win_rate"), 2),
+                        r.get("held_out_prompts", ""),
+                        minutes(r.get("wall_time_s")),
+                        f"`{name}`",
+                    ]
+                )
+    return table(
+        [
+            "algorithm (rollouts)",
+            "steps",
+            "s/step",
+            "generation s (share)",
+            "training s",
+            "KL, last step",
+            "held-out reward, start",
+            "held-out gain [95%]",
+            "win rate",
+            "held-out prompts",
+            "wall time",
+            "file",
+        ],
+        rows,
+    )
 
 
 def online_rl_validation(files: list[tuple[str, dict]]) -> str:
     rows = []
     for _, data in files:
         for r in data["runs"].values():
-            rows.append([r["label"], interval(r["test_gain"], *r["test_gain_ci95"]),
-                         interval(r["gain"], *r["gain_ci95"]), num(r["win_rate"], 2),
-                         f"{r['refusal_rate']:.1%} (start {r['base_refusal_rate']:.1%})"])
-    return table(["run", "test gain (150 prompts)", "validation gain (150 prompts)", "validation win rate",
-                  "validation refusals"], rows)
+            rows.append(
+                [
+                    r["label"],
+                    interval(r["test_gain"], *r["test_gain_ci95"]),
+                    interval(r["gain"], *r["gain_ci95"]),
+                    num(r["win_rate"], 2),
+                    f"{r['refusal_rate']:.1%} (start {r['base_refusal_rate']:.1%})",
+                ]
+            )
+    return table(
+        [
+            "run",
+            "test gain (150 prompts)",
+            "validation gain (150 prompts)",
+            "validation win rate",
+            "validation refusals",
+        ],
+        rows,
+    )
 
 
 def training_vs_trl(files: list[tuple[str, dict]]) -> str:
     rows = []
-    for name, data in files:
+    for _name, data in files:
         for c in data["comparisons"]:
             trl = [r for r in c["runs"] if r["label"].startswith("plain TRL")]
             ours = [r for r in c["runs"] if not r["label"].startswith("plain TRL")]
             for r in ours:
                 if trl:
                     trl_rate = sum(t["pairs_per_s"] for t in trl) / len(trl)
-                    rows.append([
-                        f"{c['stage']}, {c['mode']} ({c['batch']})",
-                        " / ".join(num(t["pairs_per_s"]) for t in trl), num(r["pairs_per_s"]),
-                        f"**{r['pairs_per_s'] / trl_rate:.2f}x**",
-                        f"{trl[0]['padding_fraction']:.0%} -> {r['padding_fraction']:.0%}",
-                        f"{trl[0]['peak_rss_mb'] / 1000:.1f} -> {r['peak_rss_mb'] / 1000:.1f} GB",
-                        f"{interval(trl[0]['test_accuracy'], *trl[0]['test_accuracy_ci95'], sign=False)} / "
-                        f"{interval(r['test_accuracy'], *r['test_accuracy_ci95'], sign=False)}",
-                    ])
+                    rows.append(
+                        [
+                            f"{c['stage']}, {c['mode']} ({c['batch']})",
+                            " / ".join(num(t["pairs_per_s"]) for t in trl),
+                            num(r["pairs_per_s"]),
+                            f"**{r['pairs_per_s'] / trl_rate:.2f}x**",
+                            f"{trl[0]['padding_fraction']:.0%} -> {r['padding_fraction']:.0%}",
+                            f"{trl[0]['peak_rss_mb'] / 1000:.1f} -> {r['peak_rss_mb'] / 1000:.1f} GB",
+                            f"{interval(trl[0]['test_accuracy'], *trl[0]['test_accuracy_ci95'], sign=False)} / "
+                            f"{interval(r['test_accuracy'], *r['test_accuracy_ci95'], sign=False)}",
+                        ]
+                    )
                 else:  # an align-only comparison of settings (--skip-trl)
-                    rows.append([f"{c['stage']}, {c['mode']} ({c['batch']}): {r['label']}", "", num(r["pairs_per_s"]),
-                                 "", f"{r['padding_fraction']:.0%}", f"{r['peak_rss_mb'] / 1000:.1f} GB",
-                                 interval(r["test_accuracy"], *r["test_accuracy_ci95"], sign=False)])
-    return table(["stage, tuning (batch)", "plain TRL pairs/s, first / last", "align pairs/s", "align / TRL",
-                  "padding, TRL -> align", "peak RSS, TRL -> align",
-                  "held-out accuracy [95%]: TRL / align"], rows)
+                    rows.append(
+                        [
+                            f"{c['stage']}, {c['mode']} ({c['batch']}): {r['label']}",
+                            "",
+                            num(r["pairs_per_s"]),
+                            "",
+                            f"{r['padding_fraction']:.0%}",
+                            f"{r['peak_rss_mb'] / 1000:.1f} GB",
+                            interval(r["test_accuracy"], *r["test_accuracy_ci95"], sign=False),
+                        ]
+                    )
+    return table(
+        [
+            "stage, tuning (batch)",
+            "plain TRL pairs/s, first / last",
+            "align pairs/s",
+            "align / TRL",
+            "padding, TRL -> align",
+            "peak RSS, TRL -> align",
+            "held-out accuracy [95%]: TRL / align",
+        ],
+        rows,
+    )
 
 
 def retention_replay(files: list[tuple[str, dict]]) -> str:
     _, data = files[0]
     base = data["ifeval_base"]
-    labels = {"prompt_strict": "IFEval prompt level, strict", "inst_strict": "IFEval instruction level, strict",
-              "prompt_loose": "IFEval prompt level, loose", "inst_loose": "IFEval instruction level, loose"}
+    labels = {
+        "prompt_strict": "IFEval prompt level, strict",
+        "inst_strict": "IFEval instruction level, strict",
+        "prompt_loose": "IFEval prompt level, loose",
+        "inst_loose": "IFEval instruction level, loose",
+    }
     rows = []
     for key, label in labels.items():
         e = data["ifeval"][key]
-        rows.append([f"{label} ({e['plain']['n']})", num(base[key]["mean"]), stat(e["plain"]), stat(e["replay"]),
-                     stat(e["replay_minus_plain"], sign=True)])
+        rows.append(
+            [
+                f"{label} ({e['plain']['n']})",
+                num(base[key]["mean"]),
+                stat(e["plain"]),
+                stat(e["replay"]),
+                stat(e["replay_minus_plain"], sign=True),
+            ]
+        )
     b = data["brand_score"]
-    rows.append([f"**brand score** ({b['plain']['n']} held-out prompts)", "", stat(b["plain"]), stat(b["replay"]),
-                 f"**{stat(b['replay_minus_plain'], sign=True)}**"])
+    rows.append(
+        [
+            f"**brand score** ({b['plain']['n']} held-out prompts)",
+            "",
+            stat(b["plain"]),
+            stat(b["replay"]),
+            f"**{stat(b['replay_minus_plain'], sign=True)}**",
+        ]
+    )
     sft = data["sft"]
-    rows.append(["SFT steps / wall time", "", f"{sft['plain']['steps']} / {minutes(sft['plain']['wall_time_s'])}",
-                 f"{sft['replay']['steps']} / {minutes(sft['replay']['wall_time_s'])}", ""])
+    rows.append(
+        [
+            "SFT steps / wall time",
+            "",
+            f"{sft['plain']['steps']} / {minutes(sft['plain']['wall_time_s'])}",
+            f"{sft['replay']['steps']} / {minutes(sft['replay']['wall_time_s'])}",
+            "",
+        ]
+    )
     return table(["figure", "base", "SFT without replay", "SFT with replay", "replay − no replay, paired"], rows)
 
 
 def generation_engines(files: list[tuple[str, dict]]) -> str:
     rows = []
-    for name, data in files:
+    for _name, data in files:
         ratio_key = "ratio_vs_base" if "base_tokens_per_s_mean" in data else "ratio_vs_hf"
         for r in data["results"]:
             ratio = r.get(ratio_key)
-            rows.append([r["label"], num(r["tokens_per_s"], 1), num(r["prompts_per_s"], 2),
-                         f"{r['engine_load_s']:.1f} s", f"{r['peak_rss_mb'] / 1000:.1f} GB",
-                         f"{ratio:.2f}x" if ratio is not None else "1 (reference)" if r["label"].startswith("hf") else "",
-                         r["new_tokens"]])
-    vs = "vs the base (mean of its two runs)" if "base_tokens_per_s_mean" in files[0][1] else "vs hf (mean of its two runs)"
+            rows.append(
+                [
+                    r["label"],
+                    num(r["tokens_per_s"], 1),
+                    num(r["prompts_per_s"], 2),
+                    f"{r['engine_load_s']:.1f} s",
+                    f"{r['peak_rss_mb'] / 1000:.1f} GB",
+                    f"{ratio:.2f}x" if ratio is not None else "1 (reference)" if r["label"].startswith("hf") else "",
+                    r["new_tokens"],
+                ]
+            )
+    vs = (
+        "vs the base (mean of its two runs)"
+        if "base_tokens_per_s_mean" in files[0][1]
+        else "vs hf (mean of its two runs)"
+    )
     return table(["configuration", "new tokens/s", "prompts/s", "engine start", "peak RSS", vs, "new tokens"], rows)
 
 
@@ -184,45 +279,109 @@ def batch_padding(files: list[tuple[str, dict]]) -> str:
     rows = []
     for _, data in files:
         for r in data["results"]:
-            rows.append([r["pairs"], r["batch"], r["max_length"], f"`{r['long_prompts']}`",
-                         f"{r['padding_random']:.0%}", f"{r['padding_grouped']:.0%}",
-                         f"{r['positions_random_over_grouped']:.2f}x"])
-    return table(["pairs", "batch", "max_length", "long prompts", "padding, random order",
-                  "padding, grouped by length", "positions computed, random / grouped"], rows)
+            rows.append(
+                [
+                    r["pairs"],
+                    r["batch"],
+                    r["max_length"],
+                    f"`{r['long_prompts']}`",
+                    f"{r['padding_random']:.0%}",
+                    f"{r['padding_grouped']:.0%}",
+                    f"{r['positions_random_over_grouped']:.2f}x",
+                ]
+            )
+    return table(
+        [
+            "pairs",
+            "batch",
+            "max_length",
+            "long prompts",
+            "padding, random order",
+            "padding, grouped by length",
+            "positions computed, random / grouped",
+        ],
+        rows,
+    )
 
 
 def prefix_sharing(files: list[tuple[str, dict]]) -> str:
     rows = []
     for name, data in files:
         for r in data["results"]:
-            rows.append([f"{r['stage']} ({'LoRA' if r['lora'] else 'full'}), {r['pairs_per_batch']} pairs/batch",
-                         data["max_length"],
-                         f"{r['positions']['off']:,} -> {r['positions']['on']:,}",
-                         f"{r['seconds_per_batch']['off']:.1f} -> {r['seconds_per_batch']['on']:.1f}",
-                         f"**{r['speedup']:.2f}x**", f"{r['max_abs_loss_difference']:.1e}", f"`{name}`"])
-    return table(["stage (tuning), batch", "max_length", "positions computed, off -> on", "s per batch, off -> on",
-                  "speed-up", "largest loss difference", "file"], rows)
+            rows.append(
+                [
+                    f"{r['stage']} ({'LoRA' if r['lora'] else 'full'}), {r['pairs_per_batch']} pairs/batch",
+                    data["max_length"],
+                    f"{r['positions']['off']:,} -> {r['positions']['on']:,}",
+                    f"{r['seconds_per_batch']['off']:.1f} -> {r['seconds_per_batch']['on']:.1f}",
+                    f"**{r['speedup']:.2f}x**",
+                    f"{r['max_abs_loss_difference']:.1e}",
+                    f"`{name}`",
+                ]
+            )
+    return table(
+        [
+            "stage (tuning), batch",
+            "max_length",
+            "positions computed, off -> on",
+            "s per batch, off -> on",
+            "speed-up",
+            "largest loss difference",
+            "file",
+        ],
+        rows,
+    )
 
 
 def annotate_roundtrip(files: list[tuple[str, dict]]) -> str:
     _, data = files[0]
     rows = []
     for client, r in data["clients"].items():
-        rows.append([client, r["push_records"], num(r["push_records_per_s"], 1),
-                     num(r["push_upsert_only_records_per_s"], 1), num(r["pull_records_per_s"], 1),
-                     r["pull_responses"]])
+        rows.append(
+            [
+                client,
+                r["push_records"],
+                num(r["push_records_per_s"], 1),
+                num(r["push_upsert_only_records_per_s"], 1),
+                num(r["pull_records_per_s"], 1),
+                r["pull_responses"],
+            ]
+        )
     aims = data.get("aims", {})
     rows.append(["aim", "", aims.get("push_records_per_s", ""), "", aims.get("pull_records_per_s", ""), ""])
-    return table(["client", "records", "push records/s (whole stage)", "push, upsert only", "pull records/s",
-                  "responses pulled"], rows) + f"\nLoad average (1 min) at the end: {data.get('load_average_1m')}.\n"
+    return (
+        table(
+            [
+                "client",
+                "records",
+                "push records/s (whole stage)",
+                "push, upsert only",
+                "pull records/s",
+                "responses pulled",
+            ],
+            rows,
+        )
+        + f"\nLoad average (1 min) at the end: {data.get('load_average_1m')}.\n"
+    )
 
 
 def demo_hh_reward(files: list[tuple[str, dict]]) -> str:
     _, data = files[0]
-    rows = [[r["settings"], r["pairs"], f"{r['tokens']:,.0f}", num(r["training_s"], 1), num(r["stage_wall_s"], 1),
-             num(r["tokens_per_s"], 1), num(r["peak_rss_gb"], 2)] for r in data["runs"]]
-    return table(["settings (in run order)", "pairs", "tokens", "training s", "stage wall s", "tokens/s",
-                  "peak RSS GB"], rows)
+    rows = [
+        [
+            r["settings"],
+            r["pairs"],
+            f"{r['tokens']:,.0f}",
+            num(r["training_s"], 1),
+            num(r["stage_wall_s"], 1),
+            num(r["tokens_per_s"], 1),
+            num(r["peak_rss_gb"], 2),
+        ]
+        for r in data["runs"]
+    ]
+    return table(
+        ["settings (in run order)", "pairs", "tokens", "training s", "stage wall s", "tokens/s", "peak RSS GB"], rows
+    )
 
 
 def gradient_checkpointing(files: list[tuple[str, dict]]) -> str:
@@ -230,8 +389,15 @@ def gradient_checkpointing(files: list[tuple[str, dict]]) -> str:
     for _, data in files:
         for c in data["comparisons"]:
             for r in c["runs"]:
-                rows.append([r["label"], num(r["pairs_per_s"]), f"{r['peak_rss_mb'] / 1000:.1f} GB",
-                             num(r["final_loss"], 4), interval(r["test_accuracy"], *r["test_accuracy_ci95"], sign=False)])
+                rows.append(
+                    [
+                        r["label"],
+                        num(r["pairs_per_s"]),
+                        f"{r['peak_rss_mb'] / 1000:.1f} GB",
+                        num(r["final_loss"], 4),
+                        interval(r["test_accuracy"], *r["test_accuracy_ci95"], sign=False),
+                    ]
+                )
     return table(["run", "pairs/s", "peak RSS", "final loss", "held-out accuracy [95%]"], rows)
 
 
@@ -247,7 +413,9 @@ def pii_redaction(files: list[tuple[str, dict]]) -> str:
 
 def brand_voice_warm_start(files: list[tuple[str, dict]]) -> str:
     """recipes/brand_voice/tune_warm_start.py's own table (`table`), so the page and `--table` cannot differ."""
-    spec = importlib.util.spec_from_file_location("tune_warm_start", ROOT / "recipes" / "brand_voice" / "tune_warm_start.py")
+    spec = importlib.util.spec_from_file_location(
+        "tune_warm_start", ROOT / "recipes" / "brand_voice" / "tune_warm_start.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _, data = files[0]
@@ -261,23 +429,55 @@ def feedback_vs_pairs(files: list[tuple[str, dict]]) -> str:
     rows = []
     for key, label in labels.items():
         m = data["metrics"][key]
-        rows.append([f"{label} ({m['prompts']})", stat(m["base"]), stat(m["pairs_round"]), stat(m["feedback_round"]),
-                     stat(m["pairs_minus_base"], sign=True), stat(m["feedback_minus_base"], sign=True),
-                     f"**{stat(m['feedback_minus_pairs'], sign=True)}**"])
-    text = table(["held-out metric (prompts)", "base", "pairs round", "feedback round", "pairs − base, paired",
-                  "feedback − base, paired", "feedback − pairs, paired"], rows)
+        rows.append(
+            [
+                f"{label} ({m['prompts']})",
+                stat(m["base"]),
+                stat(m["pairs_round"]),
+                stat(m["feedback_round"]),
+                stat(m["pairs_minus_base"], sign=True),
+                stat(m["feedback_minus_base"], sign=True),
+                f"**{stat(m['feedback_minus_pairs'], sign=True)}**",
+            ]
+        )
+    text = table(
+        [
+            "held-out metric (prompts)",
+            "base",
+            "pairs round",
+            "feedback round",
+            "pairs − base, paired",
+            "feedback − base, paired",
+            "feedback − pairs, paired",
+        ],
+        rows,
+    )
     pairs, fb = data["labels"]["pairs"], data["labels"]["feedback"]
     wall = data["wall_time_s"]
-    text += "\n" + table(["round", "trained on", "labels", "training", "round wall time"], [
-        ["pairs", f"{pairs['usable_pairs']} pairs (DPO)", f"{pairs['votes']} votes on {pairs['records']} records",
-         minutes(wall["pairs"].get("dpo")), minutes(wall["pairs"]["round_total"])],
-        ["feedback", f"{fb['examples']} thumbs (KTO)", f"{fb['thumbs_up']} up, {fb['thumbs_down']} down",
-         minutes(wall["feedback"].get("kto")), minutes(wall["feedback"]["round_total"])],
-    ])
+    text += "\n" + table(
+        ["round", "trained on", "labels", "training", "round wall time"],
+        [
+            [
+                "pairs",
+                f"{pairs['usable_pairs']} pairs (DPO)",
+                f"{pairs['votes']} votes on {pairs['records']} records",
+                minutes(wall["pairs"].get("dpo")),
+                minutes(wall["pairs"]["round_total"]),
+            ],
+            [
+                "feedback",
+                f"{fb['examples']} thumbs (KTO)",
+                f"{fb['thumbs_up']} up, {fb['thumbs_down']} down",
+                minutes(wall["feedback"].get("kto")),
+                minutes(wall["feedback"]["round_total"]),
+            ],
+        ],
+    )
     return text
 
 
 # -- label quality (issue 32): label_models, label_agreement, active_selection, label_efficiency ------------------
+
 
 def _ci(entry: dict | None, digits: int = 3, sign: bool = False) -> str:
     """A `{mean, ci_low|low, ci_high|high}` record as 'mean [low, high]' (label_models.json says low/high)."""
@@ -292,22 +492,70 @@ def _ci(entry: dict | None, digits: int = 3, sign: bool = False) -> str:
 def label_models(files: list[tuple[str, dict]]) -> str:
     """benchmarks/label_models.py: label accuracy per team and budget, then the synthetic training and ties."""
     _, data = files[0]
-    text = table(["team", "votes/pair", "pairs", "majority accuracy", "Dawid-Skene accuracy", "DS − majority",
-                  "Brier majority", "Brier DS"],
-                 [[f"`{r['team']}`", r["votes_per_pair"], r["pairs"], _ci(r["majority"]["accuracy"]),
-                   _ci(r["dawid_skene"]["accuracy"]), _ci(r["dawid_skene_minus_majority_accuracy"], sign=True),
-                   _ci(r["majority"]["brier"]), _ci(r["dawid_skene"]["brier"])] for r in data["results"]])
+    text = table(
+        [
+            "team",
+            "votes/pair",
+            "pairs",
+            "majority accuracy",
+            "Dawid-Skene accuracy",
+            "DS − majority",
+            "Brier majority",
+            "Brier DS",
+        ],
+        [
+            [
+                f"`{r['team']}`",
+                r["votes_per_pair"],
+                r["pairs"],
+                _ci(r["majority"]["accuracy"]),
+                _ci(r["dawid_skene"]["accuracy"]),
+                _ci(r["dawid_skene_minus_majority_accuracy"], sign=True),
+                _ci(r["majority"]["brier"]),
+                _ci(r["dawid_skene"]["brier"]),
+            ]
+            for r in data["results"]
+        ],
+    )
     text += "\nSynthetic linear Bradley-Terry model trained on the labels (held-out accuracy against the truth):\n\n"
-    text += table(["team", "pairs", "majority, hard", "DS, hard", "DS, label_smoothing", "DS, weight",
-                   "label_smoothing − majority"],
-                  [[f"`{r['team']}`", r["pairs"], _ci(r["majority_hard"]), _ci(r["dawid_skene_hard"]),
-                    _ci(r["dawid_skene_label_smoothing"]), _ci(r["dawid_skene_weight"]),
-                    _ci(r["dawid_skene_label_smoothing_minus_majority_hard"], sign=True)] for r in data["training"]])
+    text += table(
+        [
+            "team",
+            "pairs",
+            "majority, hard",
+            "DS, hard",
+            "DS, label_smoothing",
+            "DS, weight",
+            "label_smoothing − majority",
+        ],
+        [
+            [
+                f"`{r['team']}`",
+                r["pairs"],
+                _ci(r["majority_hard"]),
+                _ci(r["dawid_skene_hard"]),
+                _ci(r["dawid_skene_label_smoothing"]),
+                _ci(r["dawid_skene_weight"]),
+                _ci(r["dawid_skene_label_smoothing_minus_majority_hard"], sign=True),
+            ]
+            for r in data["training"]
+        ],
+    )
     text += "\nTies dropped or kept (synthetic; clear-pair accuracy, and tie gap ratio: lower is better):\n\n"
-    text += table(["pairs", "ties", "clear accuracy", "tie gap ratio", "clear accuracy − drop"],
-                  [[r["pairs"], f"`{ties}`", _ci(r[ties]["clear_accuracy"]), _ci(r[ties]["tie_gap_ratio"]),
-                    _ci(r.get(f"{ties}_minus_drop_clear_accuracy"), sign=True)]
-                   for r in data["ties"] for ties in ("drop", "davidson", "rao_kupper")])
+    text += table(
+        ["pairs", "ties", "clear accuracy", "tie gap ratio", "clear accuracy − drop"],
+        [
+            [
+                r["pairs"],
+                f"`{ties}`",
+                _ci(r[ties]["clear_accuracy"]),
+                _ci(r[ties]["tie_gap_ratio"]),
+                _ci(r.get(f"{ties}_minus_drop_clear_accuracy"), sign=True),
+            ]
+            for r in data["ties"]
+            for ties in ("drop", "davidson", "rao_kupper")
+        ],
+    )
     return text
 
 
@@ -316,15 +564,28 @@ def label_agreement(files: list[tuple[str, dict]]) -> str:
     _, data = files[0]
     rows = []
     for r in data["results"]:
-        team = ", ".join(f"{a['username']} (noise {a['noise'] or 0:g}" + (f", bias {a['bias_a']:g}" if a["bias_a"] else "")
-                         + ")" for a in r["annotators"])
+        team = ", ".join(
+            f"{a['username']} (noise {a['noise'] or 0:g}" + (f", bias {a['bias_a']:g}" if a["bias_a"] else "") + ")"
+            for a in r["annotators"]
+        )
         rel = ", ".join(f"{who} {v['mean']:.2f}" for who, v in r["estimated_reliability"].items())
-        rows.append([f"`{r['team']}`: {team}", _ci(r["majority"]["accuracy"]), _ci(r["dawid_skene"]["accuracy"]),
-                     f"**{_ci(r['dawid_skene_minus_majority_accuracy'], sign=True)}**", rel])
-    return (f"{data['records']} records from {data['prompts']} prompt rows ({data['records_tied_by_the_judge']} tied by "
-            f"the rubric, not scored), {data['votes_per_record']} votes per record, {data['seeds']} seeds.\n\n"
-            + table(["team", "majority accuracy", "Dawid-Skene accuracy", "DS − majority, paired",
-                     "estimated reliability"], rows))
+        rows.append(
+            [
+                f"`{r['team']}`: {team}",
+                _ci(r["majority"]["accuracy"]),
+                _ci(r["dawid_skene"]["accuracy"]),
+                f"**{_ci(r['dawid_skene_minus_majority_accuracy'], sign=True)}**",
+                rel,
+            ]
+        )
+    return (
+        f"{data['records']} records from {data['prompts']} prompt rows ({data['records_tied_by_the_judge']} tied by "
+        f"the rubric, not scored), {data['votes_per_record']} votes per record, {data['seeds']} seeds.\n\n"
+        + table(
+            ["team", "majority accuracy", "Dawid-Skene accuracy", "DS − majority, paired", "estimated reliability"],
+            rows,
+        )
+    )
 
 
 def active_selection(files: list[tuple[str, dict]]) -> str:
@@ -332,10 +593,20 @@ def active_selection(files: list[tuple[str, dict]]) -> str:
     rows = []
     for name, data in files:
         for r in data["table"]:
-            rows.append([f"`{name}`", r["labels"], _ci(r["random"]), _ci(r["ensemble_disagreement"]),
-                         _ci(r["ensemble_disagreement_minus_random"], sign=True), _ci(r["least_sure"]),
-                         _ci(r["least_sure_minus_random"], sign=True)])
-    text = table(["file", "labels", "random", "ensemble disagreement", "ED − random", "least sure", "LS − random"], rows)
+            rows.append(
+                [
+                    f"`{name}`",
+                    r["labels"],
+                    _ci(r["random"]),
+                    _ci(r["ensemble_disagreement"]),
+                    _ci(r["ensemble_disagreement_minus_random"], sign=True),
+                    _ci(r["least_sure"]),
+                    _ci(r["least_sure_minus_random"], sign=True),
+                ]
+            )
+    text = table(
+        ["file", "labels", "random", "ensemble disagreement", "ED − random", "least sure", "LS − random"], rows
+    )
     for name, data in files:
         verdict = data.get("verdict")
         for line in verdict if isinstance(verdict, list) else [verdict] if verdict else []:
@@ -346,42 +617,74 @@ def active_selection(files: list[tuple[str, dict]]) -> str:
 def label_efficiency(files: list[tuple[str, dict]]) -> str:
     """benchmarks/label_efficiency.py: held-out brand score per team, budget and arm, and what did not run."""
     _, data = files[0]
-    rows = [[f"`{r['team']}`", r["budget"], f"`{r['arm']}`", r["brand_score"]["n"], _ci(r["brand_score"]),
-             _ci(r.get("minus_majority"), sign=True)] for r in data["summary"]]
+    rows = [
+        [
+            f"`{r['team']}`",
+            r["budget"],
+            f"`{r['arm']}`",
+            r["brand_score"]["n"],
+            _ci(r["brand_score"]),
+            _ci(r.get("minus_majority"), sign=True),
+        ]
+        for r in data["summary"]
+    ]
     start = data["start_brand_score"]
     text = f"Start (embedded model): brand score {_ci(start)}.\n\n"
     text += table(["team", "budget (records)", "arm", "seeds", "brand score", "arm − majority, paired"], rows)
-    runs_ = [[f"`{a['team']}`", a["budget"], a["seed"], f"`{a['arm']}`",
-              f"{a['labels']['usable_pairs']} pairs ({a['labels']['ties']} ties), {a['labels']['votes']} votes",
-              a["labels"].get("labels_changed_from_majority", ""), _ci(a["vs_start"], sign=True), minutes(a["wall_time_s"])]
-             for a in data["arms_run"]]
+    runs_ = [
+        [
+            f"`{a['team']}`",
+            a["budget"],
+            a["seed"],
+            f"`{a['arm']}`",
+            f"{a['labels']['usable_pairs']} pairs ({a['labels']['ties']} ties), {a['labels']['votes']} votes",
+            a["labels"].get("labels_changed_from_majority", ""),
+            _ci(a["vs_start"], sign=True),
+            minutes(a["wall_time_s"]),
+        ]
+        for a in data["arms_run"]
+    ]
     text += "\nEach arm that ran (brand score against the start: paired bootstrap over the 30 held-out prompts):\n\n"
-    text += table(["team", "budget", "seed", "arm", "labels trained on", "labels changed by DS", "vs start",
-                   "wall time"], runs_)
+    text += table(
+        ["team", "budget", "seed", "arm", "labels trained on", "labels changed by DS", "vs start", "wall time"], runs_
+    )
     missing = data["not_run"]
     if missing:
-        text += (f"\nNot run: {len(missing)} of the full grid's arms (teams "
-                 f"{', '.join(sorted({m['team'] for m in missing}))}; budgets "
-                 f"{', '.join(str(b) for b in sorted({m['budget'] for m in missing}))}; arms "
-                 f"{', '.join(sorted({m['arm'] for m in missing}))}); the JSON lists each.\n")
+        text += (
+            f"\nNot run: {len(missing)} of the full grid's arms (teams "
+            f"{', '.join(sorted({m['team'] for m in missing}))}; budgets "
+            f"{', '.join(str(b) for b in sorted({m['budget'] for m in missing}))}; arms "
+            f"{', '.join(sorted({m['arm'] for m in missing}))}); the JSON lists each.\n"
+        )
     return text
 
 
 def builder(name: str, data: dict):
     """The table kind of a result file: its `benchmark` key, else its name."""
     kind = data.get("benchmark") or name
-    for prefix, build in (("online_rl_validation", online_rl_validation), ("online_rl", online_rl),
-                          ("reward_gradient_checkpointing", gradient_checkpointing),
-                          ("training_vs_trl", training_vs_trl), ("retention_replay", retention_replay),
-                          ("generation_", generation_engines), ("batch_padding", batch_padding),
-                          ("prefix_sharing", prefix_sharing), ("annotate_roundtrip", annotate_roundtrip),
-                          ("demo_hh_reward_before_after", demo_hh_reward), ("pii_redaction", pii_redaction),
-                          ("feedback_vs_pairs", feedback_vs_pairs),
-                          ("brand_voice_warm_start", brand_voice_warm_start)):
+    for prefix, build in (
+        ("online_rl_validation", online_rl_validation),
+        ("online_rl", online_rl),
+        ("reward_gradient_checkpointing", gradient_checkpointing),
+        ("training_vs_trl", training_vs_trl),
+        ("retention_replay", retention_replay),
+        ("generation_", generation_engines),
+        ("batch_padding", batch_padding),
+        ("prefix_sharing", prefix_sharing),
+        ("annotate_roundtrip", annotate_roundtrip),
+        ("demo_hh_reward_before_after", demo_hh_reward),
+        ("pii_redaction", pii_redaction),
+        ("feedback_vs_pairs", feedback_vs_pairs),
+        ("brand_voice_warm_start", brand_voice_warm_start),
+    ):
         if kind.startswith(prefix):
             return build
-    for prefix, build in (("label_models", label_models), ("label_agreement", label_agreement),
-                          ("active_selection", active_selection), ("label_efficiency", label_efficiency)):
+    for prefix, build in (
+        ("label_models", label_models),
+        ("label_agreement", label_agreement),
+        ("active_selection", active_selection),
+        ("label_efficiency", label_efficiency),
+    ):
         if kind.startswith(prefix):
             return build
     raise SystemExit(f"results_tables: no table kind for {name} (benchmark {data.get('benchmark')!r})")
@@ -400,8 +703,12 @@ def render(names: list[str]) -> str:
     text = kinds.pop()(files)
     machines = sorted({m for _, d in files if (m := machine(d))})
     source = ", ".join(f"`benchmarks/results/{n}`" for n in names)
-    return text + f"\n<small>Generated from {source}" + (f"; recorded: {' / '.join(machines)}" if machines else "") + \
-        ".</small>\n"
+    return (
+        text
+        + f"\n<small>Generated from {source}"
+        + (f"; recorded: {' / '.join(machines)}" if machines else "")
+        + ".</small>\n"
+    )
 
 
 def regenerate(text: str) -> str:

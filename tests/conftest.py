@@ -59,15 +59,29 @@ def write_jsonl(path: Path, rows) -> Path:
 @pytest.fixture
 def easy_pairs(tmp_path) -> Path:
     """Synthetic preference pairs with an easy rule: chosen is polite, rejected is curt."""
-    topics = ["the weather", "my order", "the invoice", "a refund", "the schedule", "the meeting",
-              "my password", "the delivery", "the report", "the booking", "my account", "the update"]
+    topics = [
+        "the weather",
+        "my order",
+        "the invoice",
+        "a refund",
+        "the schedule",
+        "the meeting",
+        "my password",
+        "the delivery",
+        "the report",
+        "the booking",
+        "my account",
+        "the update",
+    ]
     rows = []
     for i, topic in enumerate(topics * 4):
-        rows.append({
-            "prompt": [{"role": "user", "content": f"Can you help me with {topic}? ({i})"}],
-            "chosen": [{"role": "assistant", "content": "Of course, happy to help! Thank you for asking."}],
-            "rejected": [{"role": "assistant", "content": "No. Figure it out yourself."}],
-        })
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Can you help me with {topic}? ({i})"}],
+                "chosen": [{"role": "assistant", "content": "Of course, happy to help! Thank you for asking."}],
+                "rejected": [{"role": "assistant", "content": "No. Figure it out yourself."}],
+            }
+        )
     return write_jsonl(tmp_path / "easy_pairs.jsonl", rows)
 
 

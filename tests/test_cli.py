@@ -24,8 +24,10 @@ def error_lines(err: str) -> list[str]:
 
 @pytest.fixture
 def good_pairs(tmp_path):
-    return write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q2", "chosen": "yes", "rejected": "no"}])
+    return write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [{"prompt": "q", "chosen": "good", "rejected": "bad"}, {"prompt": "q2", "chosen": "yes", "rejected": "no"}],
+    )
 
 
 def test_misspelt_config_key(tmp_path, capsys, good_pairs):
@@ -40,7 +42,9 @@ def test_misspelt_config_key(tmp_path, capsys, good_pairs):
 def test_malformed_jsonl_line(tmp_path, capsys, tiny_model):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q2", "chosen": \n')
-    code, _, err = run_cli(["reward", f"model={tiny_model}", f"data.train={bad}", f"runs_dir={tmp_path / 'runs'}"], capsys)
+    code, _, err = run_cli(
+        ["reward", f"model={tiny_model}", f"data.train={bad}", f"runs_dir={tmp_path / 'runs'}"], capsys
+    )
     assert code == 2
     (line,) = error_lines(err)
     assert f"{bad}:2: malformed JSON" in line
@@ -57,8 +61,9 @@ def test_missing_field(tmp_path, capsys, tiny_model):
 
 
 def test_model_path_that_does_not_exist(tmp_path, capsys, good_pairs):
-    code, _, err = run_cli(["sft", "model=./no/such/model", f"data.train={good_pairs}",
-                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    code, _, err = run_cli(
+        ["sft", "model=./no/such/model", f"data.train={good_pairs}", f"runs_dir={tmp_path / 'runs'}"], capsys
+    )
     assert code == 2
     (line,) = error_lines(err)
     assert "model path does not exist: ./no/such/model" in line
@@ -67,8 +72,9 @@ def test_model_path_that_does_not_exist(tmp_path, capsys, good_pairs):
 
 def test_hub_id_without_a_hub_fails_clearly(tmp_path, capsys, good_pairs, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, _, err = run_cli(["sft", "model=someorg/some-model", f"data.train={good_pairs}",
-                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    code, _, err = run_cli(
+        ["sft", "model=someorg/some-model", f"data.train={good_pairs}", f"runs_dir={tmp_path / 'runs'}"], capsys
+    )
     assert code == 2
     (line,) = error_lines(err)
     assert "'someorg/some-model' is not a local directory, not in the local Hugging Face cache" in line
@@ -102,8 +108,16 @@ def test_command_group_lists_its_subcommands(group, flag, capsys):
 
 def test_evaluate_reward_refuses_a_causal_lm(tmp_path, capsys, good_pairs, tiny_model):
     """A plain causal LM loaded as a classifier gets a random score head: refuse, as `align score` does."""
-    code, _, err = run_cli(["evaluate", "reward", f"reward_model={tiny_model}", f"data.path={good_pairs}",
-                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    code, _, err = run_cli(
+        [
+            "evaluate",
+            "reward",
+            f"reward_model={tiny_model}",
+            f"data.path={good_pairs}",
+            f"runs_dir={tmp_path / 'runs'}",
+        ],
+        capsys,
+    )
     assert code == 2 and len(error_lines(err)) == 1 and "not a reward model" in err
     assert not (tmp_path / "runs").exists()
 
@@ -114,11 +128,14 @@ def test_evaluate_reward_refuses_a_two_label_classifier(tmp_path, capsys, good_p
     model = tmp_path / "two-labels"
     shutil.copytree(tiny_model, model)
     config = json.loads((model / "config.json").read_text())
-    config.update(architectures=["LlamaForSequenceClassification"], id2label={"0": "A", "1": "B"},
-                  label2id={"A": 0, "B": 1})
+    config.update(
+        architectures=["LlamaForSequenceClassification"], id2label={"0": "A", "1": "B"}, label2id={"A": 0, "B": 1}
+    )
     (model / "config.json").write_text(json.dumps(config))
-    code, _, err = run_cli(["evaluate", "reward", f"reward_model={model}", f"data.path={good_pairs}",
-                            f"runs_dir={tmp_path / 'runs'}"], capsys)
+    code, _, err = run_cli(
+        ["evaluate", "reward", f"reward_model={model}", f"data.path={good_pairs}", f"runs_dir={tmp_path / 'runs'}"],
+        capsys,
+    )
     assert code == 2 and "2 labels" in err
 
 
@@ -143,30 +160,45 @@ def test_dry_run_prints_resolved_config_and_counts_the_inputs(tmp_path, capsys, 
         raise AssertionError("a dry run must not load model weights")
 
     monkeypatch.setattr(align.models, "_load", no_weights)
-    code, out, _ = run_cli(["dpo", "beta=0.3", f"model={tiny_model}", f"data.train={good_pairs}",
-                            f"runs_dir={tmp_path / 'runs'}", "--dry-run"], capsys)
+    code, out, _ = run_cli(
+        [
+            "dpo",
+            "beta=0.3",
+            f"model={tiny_model}",
+            f"data.train={good_pairs}",
+            f"runs_dir={tmp_path / 'runs'}",
+            "--dry-run",
+        ],
+        capsys,
+    )
     assert code == 0 and "beta: 0.3" in out
     assert out.index("beta: 0.3") < out.index("# inputs")
     assert "records_read: 2" in out and "pairs_trained: 2" in out and f"model: {tiny_model}" in out
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["dpo"],                                                   # data.train unset
-    ["dpo", "data.train=does-not-exist.jsonl"],
-    ["sft", "data.train=does-not-exist.jsonl"],
-    ["evaluate", "reward", "reward_model=does-not-exist"],
-    ["generate", "prompts=does-not-exist.jsonl"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dpo"],  # data.train unset
+        ["dpo", "data.train=does-not-exist.jsonl"],
+        ["sft", "data.train=does-not-exist.jsonl"],
+        ["evaluate", "reward", "reward_model=does-not-exist"],
+        ["generate", "prompts=does-not-exist.jsonl"],
+    ],
+)
 def test_dry_run_fails_on_bad_input(argv, capsys, tiny_model):
-    code, _, err = run_cli([*argv, f"model={tiny_model}" if argv[0] in ("sft", "dpo") else "runs_dir=runs",
-                            "--dry-run"], capsys)
+    code, _, err = run_cli(
+        [*argv, f"model={tiny_model}" if argv[0] in ("sft", "dpo") else "runs_dir=runs", "--dry-run"], capsys
+    )
     assert code == 2 and len(error_lines(err)) == 1
 
 
 def test_dry_run_counts_prompts_for_generate(tmp_path, capsys, tiny_model):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", ["Hello?", "Name a colour."])
-    code, out, _ = run_cli(["generate", f"prompts={prompts}", f"policy={tiny_model}", "sampling.n=3", "--dry-run"], capsys)
+    code, out, _ = run_cli(
+        ["generate", f"prompts={prompts}", f"policy={tiny_model}", "sampling.n=3", "--dry-run"], capsys
+    )
     assert code == 0 and "prompts: 2" in out and "responses: 6" in out
 
 
@@ -182,9 +214,15 @@ def test_lineage_command(tmp_path, capsys):
     assert run_cli(["lineage", str(tmp_path)], capsys)[0] == 2
 
 
-@pytest.mark.parametrize("env, printed", [({}, True), ({"RANK": "0", "WORLD_SIZE": "2"}, True),
-                                          ({"RANK": "1", "WORLD_SIZE": "2"}, False),
-                                          ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False)])
+@pytest.mark.parametrize(
+    "env, printed",
+    [
+        ({}, True),
+        ({"RANK": "0", "WORLD_SIZE": "2"}, True),
+        ({"RANK": "1", "WORLD_SIZE": "2"}, False),
+        ({"LOCAL_RANK": "1", "WORLD_SIZE": "2"}, False),
+    ],
+)
 def test_stage_summary_is_printed_by_the_main_process_only(env, printed, tmp_path, capsys, monkeypatch):
     """Under `accelerate launch` every process runs the stage; one summary, not one per process."""
     from align.cli import print_summary
@@ -203,9 +241,11 @@ def test_stage_summary_is_printed_by_the_main_process_only(env, printed, tmp_pat
 
 
 def test_import_align_does_not_import_heavy_dependencies():
-    code = ("import sys, align, align.cli, align.core.config, align.core.runs; "
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'argilla') if m in sys.modules]; "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    code = (
+        "import sys, align, align.cli, align.core.config, align.core.runs; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'vllm', 'argilla') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -214,11 +254,14 @@ def test_dry_run_reads_and_redacts_push_input_without_contacting_argilla(tmp_pat
     # An unreachable URL: a dry run that tried to connect would fail (exit 1), not print counts.
     monkeypatch.setenv("ARGILLA_API_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("ARGILLA_API_KEY", "not-used")
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": "Mail me at jane.doe@example.com", "response_a": "Sure.", "response_b": "No."},
-        {"prompt": "Hi", "response_a": "Hello!", "response_b": "Hey."},
-        {"prompt": "Same", "response_a": "Twin", "response_b": "Twin"},
-    ])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"prompt": "Mail me at jane.doe@example.com", "response_a": "Sure.", "response_b": "No."},
+            {"prompt": "Hi", "response_a": "Hello!", "response_b": "Hey."},
+            {"prompt": "Same", "response_a": "Twin", "response_b": "Twin"},
+        ],
+    )
     code, out, _ = run_cli(["annotate", "push", str(pairs), "dataset=d", "--dry-run"], capsys)
     assert code == 0, out
     assert "pairs_read: 3" in out and "records: 2" in out and "skipped_identical_responses: 1" in out

@@ -20,8 +20,9 @@ import gpu_check  # noqa: E402
 @pytest.mark.slow
 def test_cpu_mode_runs_every_stage_and_writes_the_json(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path)}
-    done = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=2400)
+    done = subprocess.run(
+        ["bash", "scripts/gpu_check.sh", "--cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "gpu_check: PASS (cpu)" in done.stdout
     report = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -52,8 +53,11 @@ def test_stage_on_the_wrong_device_fails_naming_it(tmp_path, monkeypatch):
     """A stage that ran on the CPU in float32 fails a CUDA check with its name and what it ran on."""
     ok = subprocess.CompletedProcess([], 0, "", "")
     monkeypatch.setattr(gpu_check.subprocess, "run", lambda *a, **k: ok)
-    write_run(tmp_path, "sft", {"type": "cpu", "name": "cpu", "dtype": "float32", "attn_implementation": "sdpa",
-                                "world_size": 1})
+    write_run(
+        tmp_path,
+        "sft",
+        {"type": "cpu", "name": "cpu", "dtype": "float32", "attn_implementation": "sdpa", "world_size": 1},
+    )
     with pytest.raises(gpu_check.CheckFailed) as failed:
         gpu_check.run_stage("sft", ["sft"], tmp_path, "cuda")
     assert failed.value.stage == "sft" and "ran on cpu/float32, expected cuda/bfloat16" in failed.value.reason

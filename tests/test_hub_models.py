@@ -102,8 +102,14 @@ def test_cli_exit_2_for_a_model_id_with_no_network_and_no_cache(tmp_path):
     (tmp_path / "p.txt").write_text("Hello?\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
     env.update(HF_HOME=str(tmp_path / "empty"), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
-    out = subprocess.run([sys.executable, "-m", "align", "generate", "policy=org/absent", "prompts=p.txt", "--dry-run"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "align", "generate", "policy=org/absent", "prompts=p.txt", "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     errors = [line for line in out.stderr.splitlines() if line.startswith("align: error:")]
     assert out.returncode == 2, out.stderr[-2000:]
     assert len(errors) == 1 and "Traceback" not in out.stderr

@@ -58,7 +58,9 @@ def test_a_failed_merge_leaves_no_checkpoint_behind(tiny_model, cache, written, 
     from peft import LoraConfig, get_peft_model
 
     adapter = tmp_path / "adapter"
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, task_type="CAUSAL_LM")).save_pretrained(adapter)
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(r=2, task_type="CAUSAL_LM")
+    ).save_pretrained(adapter)
     source = ModelSource(str(adapter), tiny_model, [adapter], {})
     stale = dead_writers_partial(cache / merged.MERGED_DIR)
     seen, tokenizer = written

@@ -20,12 +20,27 @@ SMALL = ["max_length=64", "training.max_steps=1", "lora.r=2"]
 def chain(tiny_model, easy_pairs, tmp_path):
     """sft -> reward and sft -> dpo with LoRA adapters under one pipeline directory."""
     root = tmp_path / "pipeline"
-    sft.run(load_config(sft.Config, None, [f"model={tiny_model}", f"data.train={easy_pairs}",
-                                           "data.format=preference-chosen", *SMALL, f"runs_dir={root}", "name=1-sft"]))
+    sft.run(
+        load_config(
+            sft.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "data.format=preference-chosen",
+                *SMALL,
+                f"runs_dir={root}",
+                "name=1-sft",
+            ],
+        )
+    )
     pairs = [f"data.train={easy_pairs}", "data.max_test_pairs=2", *SMALL, f"runs_dir={root}", f"model={root / '1-sft'}"]
     reward.run(load_config(reward.Config, None, [*pairs, "name=2-reward"]))
-    dpo.run(load_config(dpo.Config, None, [*pairs, "name=3-dpo", f"reward_model={root / '2-reward'}",
-                                           "reward_eval.prompts=0"]))
+    dpo.run(
+        load_config(
+            dpo.Config, None, [*pairs, "name=3-dpo", f"reward_model={root / '2-reward'}", "reward_eval.prompts=0"]
+        )
+    )
     return root
 
 

@@ -71,8 +71,10 @@ def readme_entries() -> dict[str, dict]:
 
 
 def test_no_tracked_file_points_beside_the_checkout():
-    named = {needle: [p for p in repo_files(tracked_only=True) if needle.encode() in (REPO / p).read_bytes()]
-             for needle in OUTSIDE}
+    named = {
+        needle: [p for p in repo_files(tracked_only=True) if needle.encode() in (REPO / p).read_bytes()]
+        for needle in OUTSIDE
+    }
     assert named == {needle: [] for needle in OUTSIDE}, "point these at data/ (data/README.md lists what ships)"
 
 
@@ -112,6 +114,7 @@ def _strings(node):
 
 # -- a copy with nothing beside it ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory) -> Path:
     """The repository's files (tracked, and untracked ones git does not ignore; no .venv, runs/ or .git) in an
@@ -128,8 +131,10 @@ def shipped_configs(copy: Path) -> list[Path]:
     """Stage and loop configs under configs/ and recipes/ (not accelerate's own files, rubrics, gate or
     annotator lists: tests/core/test_config.py loads those)."""
     return sorted(
-        p for p in [*(copy / "configs").rglob("*.yaml"), *(copy / "recipes").rglob("*.yaml")]
-        if "accelerate" not in p.parts and p.name not in ("rubric.yaml", "annotators.yaml")
+        p
+        for p in [*(copy / "configs").rglob("*.yaml"), *(copy / "recipes").rglob("*.yaml")]
+        if "accelerate" not in p.parts
+        and p.name not in ("rubric.yaml", "annotators.yaml")
         and not p.name.endswith("gates.yaml")
     )
 
@@ -141,9 +146,9 @@ def command_of(path: Path) -> str:
     if "align" not in words:  # also `accelerate launch ... -m align sft ...`
         assert path.stem in COMMANDS, f"{path}: its first line names no align command and its name no stage"
         return path.stem
-    words = words[words.index("align"):]
+    words = words[words.index("align") :]
     for n in (2, 1):
-        command = " ".join(words[1:1 + n])
+        command = " ".join(words[1 : 1 + n])
         if command in COMMANDS or command == "loop":
             return command
     raise AssertionError(f"{path}: its first line names no align command")
@@ -152,8 +157,11 @@ def command_of(path: Path) -> str:
 def wiring(path: Path, command: str, made: dict[str, str]) -> list[str]:
     """Overrides filling the placeholders of a config's first line."""
     first = path.read_text().splitlines()[0]
-    keys = [k for k in re.findall(r"(?:^|\s)([\w.]+)=runs/", first)
-            if k.split(".")[-1] in ("model", "policy", "reward_model", "generations", "pairs")]
+    keys = [
+        k
+        for k in re.findall(r"(?:^|\s)([\w.]+)=runs/", first)
+        if k.split(".")[-1] in ("model", "policy", "reward_model", "generations", "pairs")
+    ]
     overrides = [f"{key}={made[key.split('.')[-1]] if key.split('.')[-1] in made else made['model']}" for key in keys]
     overrides += [w.format(**made) for w in POSITIONAL.get(command, [])]
     model = yaml.safe_load(path.read_text()).get("model")
@@ -167,8 +175,13 @@ def wiring(path: Path, command: str, made: dict[str, str]) -> list[str]:
 def test_the_standalone_copy_runs_a_stage_in_a_subprocess(standalone):
     """A real `python -m align` start in the copy, reading its own data/ (the align package imported is the
     copy's: python -m puts the working directory first on sys.path)."""
-    proc = subprocess.run([sys.executable, "-m", "align", "generate", "--config", "configs/generate/default.yaml",
-                           "--dry-run"], cwd=standalone, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "align", "generate", "--config", "configs/generate/default.yaml", "--dry-run"],
+        cwd=standalone,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "prompts: data/instructions/oasst_prompts_en_250.jsonl" in proc.stdout and "prompts: 32" in proc.stdout
 
@@ -187,18 +200,57 @@ def test_every_shipped_config_dry_runs_in_the_standalone_copy(standalone, tiny_m
     # The runs some configs read are made in the copy, by its shipped configs: a reward run (the loop and
     # judges take only an `align reward` run as a reward model), generations, their scores and pairs.
     fast = ["max_length=128", "training.max_steps=1", "training.per_device_train_batch_size=2", "runs_dir=runs"]
-    assert cli_main(["reward", "--config", "configs/reward/default.yaml", f"model={tiny_model}",
-                     f"data.train={easy_pairs}", "data.test_fraction=0.2", *fast, "name=reward"]) == 0
-    tiny = [f"policy={tiny_model}", "max_prompts=3", "engine=hf", "sampling.n=2", "sampling.max_tokens=4",
-            "runs_dir=runs", "name=gen"]
+    assert (
+        cli_main(
+            [
+                "reward",
+                "--config",
+                "configs/reward/default.yaml",
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "data.test_fraction=0.2",
+                *fast,
+                "name=reward",
+            ]
+        )
+        == 0
+    )
+    tiny = [
+        f"policy={tiny_model}",
+        "max_prompts=3",
+        "engine=hf",
+        "sampling.n=2",
+        "sampling.max_tokens=4",
+        "runs_dir=runs",
+        "name=gen",
+    ]
     assert cli_main(["generate", "--config", "configs/generate/default.yaml", *tiny]) == 0
-    assert cli_main(["score", "runs/gen", "--config", "configs/score/default.yaml", "reward_model=runs/reward",
-                     "runs_dir=runs", "name=scored"]) == 0
-    assert cli_main(["pairs", "runs/scored", "--config", "configs/pairs/default.yaml", "runs_dir=runs",
-                     "name=pairs"]) == 0
+    assert (
+        cli_main(
+            [
+                "score",
+                "runs/gen",
+                "--config",
+                "configs/score/default.yaml",
+                "reward_model=runs/reward",
+                "runs_dir=runs",
+                "name=scored",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(["pairs", "runs/scored", "--config", "configs/pairs/default.yaml", "runs_dir=runs", "name=pairs"]) == 0
+    )
     # A policy placeholder takes the embedded model: a dry run reads its tokenizer and context length only, and
     # the tiny model's 1,024-token context is shorter than the GPU configs' prompts and replies.
-    made = {"model": "embedded", "reward_model": "runs/reward", "generations": "runs/gen", "scored": "runs/scored", "pairs": "runs/pairs"}
+    made = {
+        "model": "embedded",
+        "reward_model": "runs/reward",
+        "generations": "runs/gen",
+        "scored": "runs/scored",
+        "pairs": "runs/pairs",
+    }
     capsys.readouterr()
 
     failed, ran = {}, []
@@ -216,7 +268,12 @@ def test_every_shipped_config_dry_runs_in_the_standalone_copy(standalone, tiny_m
         capsys.readouterr()
         code = cli_main([*command.split(), "--config", rel, *overrides, "--dry-run"])
         if code != 0:
-            failed[rel] = {"command": command, "overrides": overrides, "exit": code, "stderr": capsys.readouterr().err[-500:]}
+            failed[rel] = {
+                "command": command,
+                "overrides": overrides,
+                "exit": code,
+                "stderr": capsys.readouterr().err[-500:],
+            }
             continue
         # These two stages read their prompt files only when they run: read them here the way run() does.
         if command == "evaluate policy":

@@ -1,6 +1,7 @@
 """The test tree's own rules: pytest imports test modules by their file name (tests/ has no packages, the
 default `prepend` import mode), so two files with one name in different folders stop the whole suite at
 collection. This names the clash instead."""
+
 from collections import defaultdict
 from pathlib import Path
 

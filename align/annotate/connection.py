@@ -22,8 +22,9 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from align.annotate import local
 from align.core.errors import AlignError, ServiceError
@@ -84,13 +85,14 @@ class Connection:
         self.retry_seconds = retry_seconds
         self._users: dict[str, str] = {}
         # Constructing the client calls GET /api/v1/me: the URL answers and the key is accepted.
-        self.client = self.call("GET /api/v1/me", lambda: rg.Argilla(api_url=self.api_url, api_key=api_key,
-                                                                       timeout=int(timeout), retries=0))
+        self.client = self.call(
+            "GET /api/v1/me", lambda: rg.Argilla(api_url=self.api_url, api_key=api_key, timeout=int(timeout), retries=0)
+        )
 
     def close(self) -> None:
         self.client.http_client.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -168,8 +170,9 @@ class Connection:
         ws = self.call(f"GET workspace {name}", lambda: self.client.workspaces(name))
         if ws is None and create:
             rg = sdk()
-            ws = self.call(f"POST workspace {name}", lambda: rg.Workspace(name=name, client=self.client).create(),
-                           idempotent=False)
+            ws = self.call(
+                f"POST workspace {name}", lambda: rg.Workspace(name=name, client=self.client).create(), idempotent=False
+            )
         return ws
 
     def find_dataset(self, name: str, workspace: str):
@@ -185,8 +188,11 @@ class Connection:
         ds = self.find_dataset(name, workspace)
         if ds is None:
             ws = self.workspace(workspace)
-            names = sorted(d.name for d in self.call(f"GET datasets of workspace {workspace}",
-                                                     lambda: list(ws.datasets))) if ws is not None else []
+            names = (
+                sorted(d.name for d in self.call(f"GET datasets of workspace {workspace}", lambda: list(ws.datasets)))
+                if ws is not None
+                else []
+            )
             raise AlignError(
                 f"no dataset '{name}' in workspace '{workspace}' at {self.api_url} "
                 f"(datasets there: {', '.join(names) or 'none'}); push pairs first with `align annotate push`"
@@ -210,9 +216,10 @@ class Connection:
         if responses:
             params["include"] = "responses"
         while True:
-            page = self.call(f"GET /api/v1/datasets/{dataset_id}/records (offset {offset})",
-                             lambda: self._get_json(f"/api/v1/datasets/{dataset_id}/records",
-                                                    {**params, "offset": offset}))
+            page = self.call(
+                f"GET /api/v1/datasets/{dataset_id}/records (offset {offset})",
+                lambda: self._get_json(f"/api/v1/datasets/{dataset_id}/records", {**params, "offset": offset}),
+            )
             items = page["items"]
             if bar is not None and bar.total is None and page.get("total") is not None:
                 bar.total = page["total"]

@@ -64,8 +64,10 @@ class Journal:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
-                raise AlignError(f"{self.path}:{lineno}: journal line is not JSON; restore the journal from a backup "
-                                 "(only a cut last line is repaired automatically)") from None
+                raise AlignError(
+                    f"{self.path}:{lineno}: journal line is not JSON; restore the journal from a backup "
+                    "(only a cut last line is repaired automatically)"
+                ) from None
             self._index(entry)
         if self._torn:
             try:  # complete but for its newline: keep it, the next append ends the line
@@ -74,8 +76,12 @@ class Journal:
                 return
             except json.JSONDecodeError:
                 pass
-            log.warning("%s: the last line is cut (%d bytes, a crash mid-write); it is ignored and will be removed "
-                        "before the next append", self.path, len(self._torn))
+            log.warning(
+                "%s: the last line is cut (%d bytes, a crash mid-write); it is ignored and will be removed "
+                "before the next append",
+                self.path,
+                len(self._torn),
+            )
 
     def _index(self, entry: dict[str, Any]) -> None:
         if entry["kind"] == "record":
@@ -130,8 +136,12 @@ class Journal:
             self._torn = b""
             return
         preview = self._torn[:120].decode("utf-8", "replace")
-        log.warning("%s: removing a cut last line (%d bytes, left by a crash mid-write): %s", self.path,
-                    len(self._torn), preview)
+        log.warning(
+            "%s: removing a cut last line (%d bytes, left by a crash mid-write): %s",
+            self.path,
+            len(self._torn),
+            preview,
+        )
         f.truncate(self._complete_bytes)
         f.flush()
         os.fsync(f.fileno())

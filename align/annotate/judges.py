@@ -34,8 +34,10 @@ def make_judge(cfg: Config) -> Score:
         rubric = BrandRubric.load(cfg.rubric)
 
         def brand(prompts, shown):
-            return [(rubric.judge(last_user_text(p), a).score, rubric.judge(last_user_text(p), b).score)
-                    for p, (a, b) in zip(prompts, shown)]
+            return [
+                (rubric.judge(last_user_text(p), a).score, rubric.judge(last_user_text(p), b).score)
+                for p, (a, b) in zip(prompts, shown)
+            ]
 
         return brand
     if cfg.judge == "safety":
@@ -48,8 +50,10 @@ def make_judge(cfg: Config) -> Score:
                 for prompt in load_prompt_set(kind, set_cfg):
                     text = _key(last_user_text(prompt.messages))
                     if kinds.get(text, kind) != kind:
-                        raise AlignError(f"prompt {prompt.source} is in both the harmful and the safe set; "
-                                         "fix harmful.match / safe.match")
+                        raise AlignError(
+                            f"prompt {prompt.source} is in both the harmful and the safe set; "
+                            "fix harmful.match / safe.match"
+                        )
                     kinds[text] = kind
 
         def safety(prompts, shown):
@@ -70,14 +74,19 @@ def make_judge(cfg: Config) -> Score:
 
         source = resolve_model(cfg.reward_model)
         if source.task != "reward":
-            raise AlignError(f"reward_model {cfg.reward_model} is a {source.task} model, not a reward model; "
-                             "give a run of `align reward`")
+            raise AlignError(
+                f"reward_model {cfg.reward_model} is a {source.task} model, not a reward model; "
+                "give a run of `align reward`"
+            )
         tokenizer = load_tokenizer(source)
         model = load_reward_model(source, "float32", pad_token_id=tokenizer.pad_token_id)
 
         def reward(prompts, shown):
-            conversations = [_messages(p) + [{"role": "assistant", "content": reply.strip()}]
-                             for p, pair in zip(prompts, shown) for reply in pair]
+            conversations = [
+                _messages(p) + [{"role": "assistant", "content": reply.strip()}]
+                for p, pair in zip(prompts, shown)
+                for reply in pair
+            ]
             scores = reward_scores(model, tokenizer, conversations, 8, cfg.reward_max_length, "simulated judge")
             return [(scores[2 * i], scores[2 * i + 1]) for i in range(len(shown))]
 
@@ -123,8 +132,10 @@ def choose(annotator: Annotator, cfg: Config, rid: str, scores: tuple[float, flo
         label = {"A": "B", "B": "A"}.get(judged) or ("A" if u_coin < 0.5 else "B")
     else:
         label = judged
-    values: dict[str, Any] = {"preference": {"value": label},
-                              "reason": {"value": f"simulated ({cfg.judge}): A {score_a:.3g}, B {score_b:.3g}"}}
+    values: dict[str, Any] = {
+        "preference": {"value": label},
+        "reason": {"value": f"simulated ({cfg.judge}): A {score_a:.3g}, B {score_b:.3g}"},
+    }
     if label != "tie":
         strength = 1 if label != judged else 1 + (gap >= cfg.strength_gaps[0]) + (gap >= cfg.strength_gaps[1])
         values["strength"] = {"value": strength}

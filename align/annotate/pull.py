@@ -43,8 +43,8 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,10 @@ def run(cfg: Config) -> dict[str, Any]:
         raise AlignError("'dataset' is required: the Argilla dataset to pull labels from")
     api_url = resolve_url(cfg.argilla)
     if not api_url:
-        raise AlignError("no Argilla URL: set ARGILLA_API_URL, argilla.api_url=URL or argilla.credentials=FILE "
-                         "(the journal is kept per server, so even offline=true needs to know which one)")
+        raise AlignError(
+            "no Argilla URL: set ARGILLA_API_URL, argilla.api_url=URL or argilla.credentials=FILE "
+            "(the journal is kept per server, so even offline=true needs to know which one)"
+        )
     notes: dict[str, Any] = {"dataset": cfg.dataset, "workspace": cfg.argilla.workspace, "api_url": api_url}
     fetched: dict[str, Any] = {}
     if cfg.offline:
@@ -109,7 +111,7 @@ def run(cfg: Config) -> dict[str, Any]:
         journal, fetched = fetch_into_journal(cfg, notes)
     notes["journal"] = str(journal.path)
     fetched["orders_from_push_runs"] = import_push_runs(journal, cfg.push_runs)
-    notes.setdefault("dataset_id", journal.path.parent.name[len(cfg.dataset) + 1:])
+    notes.setdefault("dataset_id", journal.path.parent.name[len(cfg.dataset) + 1 :])
     simulated = simulated_users(cfg.journal_dir, api_url)
     rows, counts = build_rows(journal, simulated)
     notes["simulated_annotators"] = counts.pop("simulated_annotators")
@@ -117,8 +119,10 @@ def run(cfg: Config) -> dict[str, Any]:
     quality = annotator_report(journal_judgements(journal), cfg.quality)
     gold = {name: (q["gold"]["k"], q["gold"]["n"]) for name, q in quality["annotators"].items() if q["gold"]["n"]}
     notes["label_model"] = label_rows(rows, cfg.label_model, gold)
-    counts.update(pairs=sum(r["chosen"] is not None for r in rows),
-                  no_majority=sum(r["chosen"] is None and r["majority"] != "tie" for r in rows))
+    counts.update(
+        pairs=sum(r["chosen"] is not None for r in rows),
+        no_majority=sum(r["chosen"] is None and r["majority"] != "tie" for r in rows),
+    )
     if not rows:
         raise AlignError(
             f"dataset '{cfg.dataset}': no submitted labels yet ({fetched.get('records_read', len(journal.records))} "
@@ -154,14 +158,21 @@ def import_push_runs(journal: Journal, push_runs: list[str]) -> int:
             raise AlignError(f"push_runs: {path} is a '{manifest.get('stage')}' run, not an 'annotate push' run")
         dataset_id = manifest.get("notes", {}).get("dataset_id", "")
         if not dataset_id or not journal.path.parent.name.endswith(dataset_id):
-            raise AlignError(f"push_runs: {path} pushed to dataset id {dataset_id or '?'}, not to the one of journal "
-                             f"{journal.path}")
+            raise AlignError(
+                f"push_runs: {path} pushed to dataset id {dataset_id or '?'}, not to the one of journal {journal.path}"
+            )
         with open(runs.output_path(path, manifest, "records"), encoding="utf-8") as f:
             for line in f:
                 r = json.loads(line)
                 if r.get("shown_as_a") and r["record_id"] not in journal.pushed:
-                    lines[r["record_id"]] = {"kind": "push", "record_id": r["record_id"], "shown_as_a": r["shown_as_a"],
-                                             "gold": r.get("gold"), "round": r.get("round"), "from_run": str(path)}
+                    lines[r["record_id"]] = {
+                        "kind": "push",
+                        "record_id": r["record_id"],
+                        "shown_as_a": r["shown_as_a"],
+                        "gold": r.get("gold"),
+                        "round": r.get("round"),
+                        "from_run": str(path),
+                    }
     journal.append(list(lines.values()))
     return len(lines)
 
@@ -178,17 +189,22 @@ def offline_journal(cfg: Config, api_url: str) -> Path:
     where = f"{_journal_dir(cfg)} for dataset '{cfg.dataset}' of workspace '{cfg.argilla.workspace}' at {api_url}"
     legacy = _journal_dir(cfg) / cfg.argilla.workspace / cfg.dataset / "journal.jsonl"
     if not found and not cfg.dataset_id and legacy.exists():  # kept by align before journals were per server
-        log.warning("offline pull: using %s, a journal from before journals were kept per server and dataset id",
-                    legacy)
+        log.warning(
+            "offline pull: using %s, a journal from before journals were kept per server and dataset id", legacy
+        )
         return legacy
     if not found:
-        raise AlignError(f"offline pull: no journal in {where}"
-                         + (f" with dataset_id={cfg.dataset_id}" if cfg.dataset_id else "")
-                         + "; pull once with the server up first")
+        raise AlignError(
+            f"offline pull: no journal in {where}"
+            + (f" with dataset_id={cfg.dataset_id}" if cfg.dataset_id else "")
+            + "; pull once with the server up first"
+        )
     if len(found) > 1:
-        ids = ", ".join(p.parent.name[len(cfg.dataset) + 1:] for p in found)
-        raise AlignError(f"offline pull: {len(found)} journals in {where} (the dataset was deleted and created "
-                         f"again); choose one with dataset_id= one of {ids}")
+        ids = ", ".join(p.parent.name[len(cfg.dataset) + 1 :] for p in found)
+        raise AlignError(
+            f"offline pull: {len(found)} journals in {where} (the dataset was deleted and created "
+            f"again); choose one with dataset_id= one of {ids}"
+        )
     return found[0]
 
 
@@ -240,16 +256,27 @@ def fetch_into_journal(cfg: Config, notes: dict[str, Any]) -> tuple[Journal, dic
                             withdrawn += 1
                         continue
                     entry = {
-                        "kind": "response", "record_id": rid, "user_id": resp["user_id"],
-                        "username": conn.username(resp["user_id"]), "status": resp["status"],
-                        "values": resp.get("values") or {}, "updated_at": resp["updated_at"],
+                        "kind": "response",
+                        "record_id": rid,
+                        "user_id": resp["user_id"],
+                        "username": conn.username(resp["user_id"]),
+                        "status": resp["status"],
+                        "values": resp.get("values") or {},
+                        "updated_at": resp["updated_at"],
                     }
                     if not journal.is_new_response(entry):
                         continue
                     if rid not in journal.records and rid not in page_records:
                         page_records.add(rid)
-                        page.append({"kind": "record", "record_id": rid, "argilla_id": record["id"],
-                                     "fields": record["fields"], "metadata": record.get("metadata") or {}})
+                        page.append(
+                            {
+                                "kind": "record",
+                                "record_id": rid,
+                                "argilla_id": record["id"],
+                                "fields": record["fields"],
+                                "metadata": record.get("metadata") or {},
+                            }
+                        )
                     page.append(entry)
                     appended += 1
                 for user, resp in journaled.items():
@@ -268,21 +295,43 @@ def fetch_into_journal(cfg: Config, notes: dict[str, Any]) -> tuple[Journal, dic
             bar.close()
             journal.append(page)
     seconds = time.time() - start
-    log.info("pulled '%s': %d records read, %d new or changed response(s), %d withdrawn, %d draft(s) ignored; "
-             "journal %s", cfg.dataset, seen, appended, withdrawn, drafts, journal.path)
-    return journal, {"records_read": seen, "responses_journaled": appended, "responses_withdrawn": withdrawn,
-                     "drafts_ignored": drafts, "pull_records_per_s": round(seen / seconds, 1) if seconds > 0 else None}
+    log.info(
+        "pulled '%s': %d records read, %d new or changed response(s), %d withdrawn, %d draft(s) ignored; journal %s",
+        cfg.dataset,
+        seen,
+        appended,
+        withdrawn,
+        drafts,
+        journal.path,
+    )
+    return journal, {
+        "records_read": seen,
+        "responses_journaled": appended,
+        "responses_withdrawn": withdrawn,
+        "drafts_ignored": drafts,
+        "pull_records_per_s": round(seen / seconds, 1) if seconds > 0 else None,
+    }
 
 
 def _withdrawn(resp: dict[str, Any], why: str, updated_at: str | None) -> dict[str, Any]:
     """The journal line ending a response that no longer counts (the old line stays as history)."""
-    return {"kind": "response", "record_id": resp["record_id"], "user_id": resp["user_id"],
-            "username": resp["username"], "status": "withdrawn", "values": {}, "updated_at": updated_at,
-            "was": resp["status"], "why": why,
-            "withdrawn_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "kind": "response",
+        "record_id": resp["record_id"],
+        "user_id": resp["user_id"],
+        "username": resp["username"],
+        "status": "withdrawn",
+        "values": {},
+        "updated_at": updated_at,
+        "was": resp["status"],
+        "why": why,
+        "withdrawn_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
-def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def build_rows(
+    journal: Journal, simulated: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """One preference row per journaled record with at least one submitted vote, plus counts.
 
     `simulated` maps the user ids of simulated annotators to their names (see simulate.py); their
@@ -293,23 +342,38 @@ def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tup
     for (rid, _user), resp in journal.active().items():
         by_record.setdefault(rid, []).append(resp)
     rows = []
-    counts = {"records": 0, "records_without_votes": 0, "votes": 0, "discards": 0, "pairs": 0, "ties": 0,
-              "no_majority": 0, "simulated_votes": 0, "human_votes": 0, "gold_records": 0, "gold_votes": 0}
+    counts = {
+        "records": 0,
+        "records_without_votes": 0,
+        "votes": 0,
+        "discards": 0,
+        "pairs": 0,
+        "ties": 0,
+        "no_majority": 0,
+        "simulated_votes": 0,
+        "human_votes": 0,
+        "gold_records": 0,
+        "gold_votes": 0,
+    }
     gold_rows = []
     unknown = [rid for rid in journal.records if rid in by_record and journal.shown_as_a(rid) is None]
     if unknown:
         raise AlignError(
             f"{journal.path}: {len(unknown)} record(s) with votes have no A/B order (e.g. {unknown[0]}): push keeps it "
             "in the journal of its journal_dir, not on the server; pull with the journal_dir the push used, or give "
-            "push_runs=[PUSH_RUN] (the push run's records.jsonl has the order)")
+            "push_runs=[PUSH_RUN] (the push run's records.jsonl has the order)"
+        )
     simulated_seen: set[str] = set()
     units = []
     for rid, record in journal.records.items():
         meta = record["metadata"]
         shown_a = journal.shown_as_a(rid) or "a"  # None only for records nobody voted on (checked above)
         fields = record["fields"]
-        response_a, response_b = ((fields["response_a"], fields["response_b"]) if shown_a == "a"
-                                  else (fields["response_b"], fields["response_a"]))
+        response_a, response_b = (
+            (fields["response_a"], fields["response_b"])
+            if shown_a == "a"
+            else (fields["response_b"], fields["response_a"])
+        )
         votes, discards = [], 0
         for resp in sorted(by_record.get(rid, []), key=lambda r: r["username"]):
             is_simulated = resp["user_id"] in simulated
@@ -324,11 +388,24 @@ def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tup
         if journal.gold(rid) is not None:  # a known-answer check: never a training pair
             if votes:
                 expected = journal.gold(rid)
-                gold_rows.append({"record_id": rid, "prompt": fields["prompt"], "response_a": response_a,
-                                  "response_b": response_b, "expected": expected,
-                                  "votes": [{"annotator": v["annotator"], "choice": v["choice"],
-                                             "correct": v["choice"] == expected, "simulated": v["simulated"]}
-                                            for v in votes]})
+                gold_rows.append(
+                    {
+                        "record_id": rid,
+                        "prompt": fields["prompt"],
+                        "response_a": response_a,
+                        "response_b": response_b,
+                        "expected": expected,
+                        "votes": [
+                            {
+                                "annotator": v["annotator"],
+                                "choice": v["choice"],
+                                "correct": v["choice"] == expected,
+                                "simulated": v["simulated"],
+                            }
+                            for v in votes
+                        ],
+                    }
+                )
                 counts["gold_records"] += 1
                 counts["gold_votes"] += len(votes)
             continue
@@ -340,22 +417,24 @@ def build_rows(journal: Journal, simulated: dict[str, str] | None = None) -> tup
         majority = agg["majority"]
         winner = {"a": response_a, "b": response_b}.get(majority)
         loser = {"a": response_b, "b": response_a}.get(majority)
-        rows.append({
-            "prompt": fields["prompt"],
-            "chosen": [{"role": "assistant", "content": winner}] if winner is not None else None,
-            "rejected": [{"role": "assistant", "content": loser}] if loser is not None else None,
-            "response_a": response_a,
-            "response_b": response_b,
-            "votes": votes,
-            **agg,
-            "n_votes": len(votes),
-            "discards": discards,
-            "record_id": rid,
-            "round": meta.get("round"),
-            "policy": meta.get("policy"),
-            "source": meta.get("source"),
-            "sampling": json.loads(meta["sampling"]) if meta.get("sampling") else None,
-        })
+        rows.append(
+            {
+                "prompt": fields["prompt"],
+                "chosen": [{"role": "assistant", "content": winner}] if winner is not None else None,
+                "rejected": [{"role": "assistant", "content": loser}] if loser is not None else None,
+                "response_a": response_a,
+                "response_b": response_b,
+                "votes": votes,
+                **agg,
+                "n_votes": len(votes),
+                "discards": discards,
+                "record_id": rid,
+                "round": meta.get("round"),
+                "policy": meta.get("policy"),
+                "source": meta.get("source"),
+                "sampling": json.loads(meta["sampling"]) if meta.get("sampling") else None,
+            }
+        )
         units.append([v["choice"] for v in votes])
         counts["records"] += 1
         counts["votes"] += len(votes)

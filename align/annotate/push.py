@@ -30,9 +30,9 @@ import json
 import logging
 import random
 import time
-from datetime import datetime, timezone
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,13 @@ def check(cfg: Config) -> dict[str, Any]:
     """What `--dry-run` prints: the pairs read, redacted and counted, the template and guidelines
     loaded; Argilla is not contacted."""
     _tpl, _guidelines, _redactor, _records, unique, report = prepare(cfg)
-    return {**report, "records": len(unique), "gold_records": sum(r["gold"] is not None for r in unique.values()),
-            "template": cfg.template, "guidelines": cfg.guidelines}
+    return {
+        **report,
+        "records": len(unique),
+        "gold_records": sum(r["gold"] is not None for r in unique.values()),
+        "template": cfg.template,
+        "guidelines": cfg.guidelines,
+    }
 
 
 def prepare(cfg: Config):
@@ -138,8 +143,11 @@ def prepare(cfg: Config):
         raise AlignError("'dataset' is required: the Argilla dataset to push to, e.g. dataset=harmless-round1")
     tpl = templates.load_template(cfg.template)
     guidelines = templates.guidelines_text(cfg.guidelines)
-    redactor = None if cfg.redaction == "off" else make_redactor(
-        cfg.redaction_backend, cfg.phone_region, cfg.redaction_patterns, cfg.redaction_spacy_model)
+    redactor = (
+        None
+        if cfg.redaction == "off"
+        else make_redactor(cfg.redaction_backend, cfg.phone_region, cfg.redaction_patterns, cfg.redaction_spacy_model)
+    )
     pairs, report = read_candidates(cfg.pairs, cfg.format, cfg.max_pairs)
     pairs, report["redaction"] = redact_pairs(pairs, redactor, cfg.redaction)
     if cfg.max_records is not None:
@@ -149,8 +157,9 @@ def prepare(cfg: Config):
         pairs, rule = budget(pairs, cfg.max_records, f"{cfg.dataset}:{cfg.round}")
         report["budget"] = {"max_records": cfg.max_records, "offered": offered, "kept": len(pairs), "rule": rule}
     if not pairs:
-        raise AlignError(f"{cfg.pairs}: no pairs left to annotate after redaction={cfg.redaction} "
-                         f"({report['redaction']})")
+        raise AlignError(
+            f"{cfg.pairs}: no pairs left to annotate after redaction={cfg.redaction} ({report['redaction']})"
+        )
     records = [to_record(p, cfg.round) for p in pairs]
     if cfg.gold.path:
         records = mix_gold(records, cfg, redactor, report)
@@ -166,8 +175,9 @@ def run(cfg: Config) -> dict[str, Any]:
         ds = conn.find_dataset(cfg.dataset, cfg.argilla.workspace)
         guidelines_before, replaced = None, False
         if ds is None or ds._model.status == "draft":
-            ds = templates.create_dataset(conn, cfg.dataset, cfg.argilla.workspace, tpl, guidelines,
-                                          cfg.annotators_per_record)
+            ds = templates.create_dataset(
+                conn, cfg.dataset, cfg.argilla.workspace, tpl, guidelines, cfg.annotators_per_record
+            )
             log.info("created dataset '%s' in workspace '%s' at %s", cfg.dataset, cfg.argilla.workspace, conn.api_url)
         else:
             templates.check_dataset(ds, tpl)
@@ -176,14 +186,23 @@ def run(cfg: Config) -> dict[str, Any]:
                 # Annotators must see what the run records: the new guidelines replace the old ones.
                 templates.update_guidelines(conn, ds, guidelines)
                 replaced = True
-                log.warning("dataset '%s': guidelines replaced by '%s' (sha256 %s, were %s); annotators see the new "
-                            "ones from their next page load", cfg.dataset, cfg.guidelines,
-                            templates.text_hash(guidelines), templates.text_hash(guidelines_before))
+                log.warning(
+                    "dataset '%s': guidelines replaced by '%s' (sha256 %s, were %s); annotators see the new "
+                    "ones from their next page load",
+                    cfg.dataset,
+                    cfg.guidelines,
+                    templates.text_hash(guidelines),
+                    templates.text_hash(guidelines_before),
+                )
             have = ds.distribution.min_submitted
             if have != cfg.annotators_per_record:
-                log.warning("dataset '%s' keeps annotators_per_record=%s (set when it was created); change it in "
-                            "the Argilla UI (dataset settings) if you meant %d", cfg.dataset, have,
-                            cfg.annotators_per_record)
+                log.warning(
+                    "dataset '%s' keeps annotators_per_record=%s (set when it was created); change it in "
+                    "the Argilla UI (dataset settings) if you meant %d",
+                    cfg.dataset,
+                    have,
+                    cfg.annotators_per_record,
+                )
         dataset_id = str(ds.id)
         journal = Journal(journal_path(_journal_dir(cfg), conn.api_url, cfg.argilla.workspace, cfg.dataset, dataset_id))
         existing = {r["external_id"]: r for r in conn.records(dataset_id, responses=False)}
@@ -193,22 +212,42 @@ def run(cfg: Config) -> dict[str, Any]:
         new = [r for r in unique.values() if r["external_id"] not in existing]
         orders = display_orders(unique.values(), existing, journal)
         # Write-ahead: the order and the gold answers are on disk before a record they describe is sent.
-        journal.append([{"kind": "push", "record_id": r["external_id"], "shown_as_a": orders[r["external_id"]],
-                         "gold": r["gold"], "round": cfg.round,
-                         "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                        for r in new if r["external_id"] not in journal.pushed])
+        journal.append(
+            [
+                {
+                    "kind": "push",
+                    "record_id": r["external_id"],
+                    "shown_as_a": orders[r["external_id"]],
+                    "gold": r["gold"],
+                    "round": cfg.round,
+                    "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+                for r in new
+                if r["external_id"] not in journal.pushed
+            ]
+        )
         start = time.time()
         if new:
             rg = sdk()
             owner_id = conn.call("GET /api/v1/me", lambda: conn.client.me.id)  # log() would ask once per batch
-            with tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar, \
-                    _without_sdk_bar():
+            with (
+                tqdm(total=len(new), desc=f"pushing to '{cfg.dataset}'", unit="record", mininterval=1.0) as bar,
+                _without_sdk_bar(),
+            ):
                 for i in range(0, len(new), UPSERT_BATCH):
-                    batch = [rg.Record(id=r["external_id"], fields=shown_fields(r, orders[r["external_id"]]),
-                                       metadata=r["metadata"]) for r in new[i: i + UPSERT_BATCH]]
+                    batch = [
+                        rg.Record(
+                            id=r["external_id"],
+                            fields=shown_fields(r, orders[r["external_id"]]),
+                            metadata=r["metadata"],
+                        )
+                        for r in new[i : i + UPSERT_BATCH]
+                    ]
                     # An upsert by record id: sending a batch twice leaves the same records, so it may be retried.
-                    conn.call(f"PUT records of '{cfg.dataset}'",
-                              lambda: ds.records.log(batch, user_id=owner_id, batch_size=len(batch)))
+                    conn.call(
+                        f"PUT records of '{cfg.dataset}'",
+                        lambda: ds.records.log(batch, user_id=owner_id, batch_size=len(batch)),
+                    )
                     bar.update(len(batch))
             log.info("pushed %d new records to '%s'", len(new), cfg.dataset)
         seconds = time.time() - start
@@ -220,29 +259,51 @@ def run(cfg: Config) -> dict[str, Any]:
             run_.add_input("gold", cfg.gold.path)
         with open(run_.path / RECORDS, "w", encoding="utf-8") as f:
             for r in records:
-                f.write(json.dumps({"record_id": r["external_id"], "shown_as_a": orders[r["external_id"]],
-                                    "gold": r["gold"], "round": cfg.round, "input": r["where"]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "record_id": r["external_id"],
+                            "shown_as_a": orders[r["external_id"]],
+                            "gold": r["gold"],
+                            "round": cfg.round,
+                            "input": r["where"],
+                        }
+                    )
+                    + "\n"
+                )
         run_.add_output("records", RECORDS)
-        run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
-                           "dataset_id": dataset_id, "journal": str(journal.path), "template": str(tpl.path),
-                           "guidelines_sha256": templates.text_hash(guidelines)})
+        run_.notes.update(
+            {
+                "api_url": api_url,
+                "workspace": cfg.argilla.workspace,
+                "dataset": cfg.dataset,
+                "dataset_id": dataset_id,
+                "journal": str(journal.path),
+                "template": str(tpl.path),
+                "guidelines_sha256": templates.text_hash(guidelines),
+            }
+        )
         if redactor is not None:
             run_.notes["redaction_detectors"] = redactor.describe()  # the backend, spaCy model and versions
         if replaced:
             run_.notes["guidelines_replaced_sha256"] = templates.text_hash(guidelines_before)
-        run_.metrics.update({
-            **report,
-            "records": len(unique),
-            "records_new": len(new),
-            "records_already_there": len(unique) - len(new),
-            "gold_records": sum(r["gold"] is not None for r in unique.values()),
-            "shown_swapped": sum(orders[rid] == "b" for rid in orders),
-            "order_unknown": sum(orders[rid] is None for rid in orders),
-            "push_records_per_s": round(len(new) / seconds, 1) if new and seconds > 0 else None,
-        })
+        run_.metrics.update(
+            {
+                **report,
+                "records": len(unique),
+                "records_new": len(new),
+                "records_already_there": len(unique) - len(new),
+                "gold_records": sum(r["gold"] is not None for r in unique.values()),
+                "shown_swapped": sum(orders[rid] == "b" for rid in orders),
+                "order_unknown": sum(orders[rid] is None for rid in orders),
+                "push_records_per_s": round(len(new) / seconds, 1) if new and seconds > 0 else None,
+            }
+        )
         manifest = runs.finish(run_)
-    print(f"pushed {len(new)} new records to '{cfg.dataset}' ({len(unique) - len(new)} were already there); "
-          f"annotators open {api_url}/dataset/{dataset_id}/annotation-mode")
+    print(
+        f"pushed {len(new)} new records to '{cfg.dataset}' ({len(unique) - len(new)} were already there); "
+        f"annotators open {api_url}/dataset/{dataset_id}/annotation-mode"
+    )
     return manifest
 
 
@@ -254,8 +315,13 @@ _SHOWN = ("prompt", "response_a", "response_b", "source")
 
 def redact_pairs(pairs: list[dict[str, Any]], redactor, mode: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Pairs with personal data redacted (or left out with `drop`), and counts per type (no values)."""
-    report: dict[str, Any] = {"mode": mode, "findings": {}, "pairs_redacted": 0, "pairs_dropped": 0,
-                              "skipped_identical_after_redaction": 0}
+    report: dict[str, Any] = {
+        "mode": mode,
+        "findings": {},
+        "pairs_redacted": 0,
+        "pairs_dropped": 0,
+        "skipped_identical_after_redaction": 0,
+    }
     if redactor is None:
         return pairs, report
     from collections import Counter
@@ -278,13 +344,18 @@ def redact_pairs(pairs: list[dict[str, Any]], redactor, mode: str) -> tuple[list
             kept.append(redacted)
     report["findings"] = dict(sorted(counts.items()))
     if counts:
-        log.info("redaction=%s: %s in %d pair(s)%s", mode, ", ".join(f"{k} {v}" for k, v in report["findings"].items()),
-                 report["pairs_redacted"] + report["pairs_dropped"] + report["skipped_identical_after_redaction"],
-                 f"; {report['pairs_dropped']} dropped" if mode == "drop" else "")
+        log.info(
+            "redaction=%s: %s in %d pair(s)%s",
+            mode,
+            ", ".join(f"{k} {v}" for k, v in report["findings"].items()),
+            report["pairs_redacted"] + report["pairs_dropped"] + report["skipped_identical_after_redaction"],
+            f"; {report['pairs_dropped']} dropped" if mode == "drop" else "",
+        )
     return kept, report
 
 
 # -- input -----------------------------------------------------------------------------------------
+
 
 def read_candidates(path: str, fmt: str, limit: int | None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Candidate pairs `{prompt, response_a, response_b, policy, sampling, source, where}`, checked."""
@@ -429,8 +500,12 @@ def display_orders(records, existing: dict[str, dict[str, Any]], journal: Journa
     orders.update(zip(fresh, draw))
     unknown = sum(v is None for v in orders.values())
     if unknown:
-        log.warning("%d record(s) already in the dataset have no A/B order in %s (pushed with another journal_dir "
-                    "or from another machine): pull them where they were pushed", unknown, journal.path)
+        log.warning(
+            "%d record(s) already in the dataset have no A/B order in %s (pushed with another journal_dir "
+            "or from another machine): pull them where they were pushed",
+            unknown,
+            journal.path,
+        )
     return orders
 
 
@@ -439,6 +514,7 @@ def _journal_dir(cfg: Config) -> Path:
 
 
 # -- gold ------------------------------------------------------------------------------------------
+
 
 def mix_gold(records: list[dict[str, Any]], cfg: Config, redactor, report: dict[str, Any]) -> list[dict[str, Any]]:
     """`records` with gold records at random places, `gold.rate` of the result (at most each gold pair once).
@@ -450,22 +526,32 @@ def mix_gold(records: list[dict[str, Any]], cfg: Config, redactor, report: dict[
     gold_pairs = read_gold(cfg.gold.path)
     gold_pairs, _ = redact_pairs(gold_pairs, redactor, cfg.redaction)
     real = {r["external_id"] for r in records}
-    candidates = [p for p in gold_pairs
-                  if record_id(p["prompt"], p["response_a"], p["response_b"], cfg.round) not in real]
+    candidates = [
+        p for p in gold_pairs if record_id(p["prompt"], p["response_a"], p["response_b"], cfg.round) not in real
+    ]
     wanted = max(1, round(len(records) * cfg.gold.rate / (1 - cfg.gold.rate)))
     rng = random.Random(f"gold:{cfg.dataset}:{cfg.round}")
     picked = rng.sample(candidates, min(wanted, len(candidates)))
     if len(picked) < wanted:
-        log.warning("%s: %d usable gold pair(s), fewer than the %d that gold.rate=%s asks for; all are used",
-                    cfg.gold.path, len(picked), wanted, cfg.gold.rate)
+        log.warning(
+            "%s: %d usable gold pair(s), fewer than the %d that gold.rate=%s asks for; all are used",
+            cfg.gold.path,
+            len(picked),
+            wanted,
+            cfg.gold.rate,
+        )
     out = list(records)
     for pair in picked:
         like = rng.choice(records)
         record = to_record(pair, cfg.round, gold=pair["expected"])
         record["metadata"] = dict(like["metadata"])
         out.insert(rng.randrange(len(out) + 1), record)
-    report["gold"] = {"path": cfg.gold.path, "rate": cfg.gold.rate, "available": len(candidates),
-                      "records": len(picked)}
+    report["gold"] = {
+        "path": cfg.gold.path,
+        "rate": cfg.gold.rate,
+        "available": len(candidates),
+        "records": len(picked),
+    }
     return out
 
 
@@ -492,11 +578,21 @@ def read_gold(path: str) -> list[dict[str, Any]]:
         elif "chosen" in rec and "rejected" in rec:
             a, b, expected = _reply(rec["chosen"], where, "chosen"), _reply(rec["rejected"], where, "rejected"), "a"
         else:
-            raise AlignError(f"{where}: a gold pair needs response_a, response_b and expected (a|b), or chosen and rejected")
+            raise AlignError(
+                f"{where}: a gold pair needs response_a, response_b and expected (a|b), or chosen and rejected"
+            )
         if not a.strip() or a.strip() == b.strip():
             raise AlignError(f"{where}: a gold pair needs two different, non-empty replies")
-        out.append({"prompt": as_messages(rec["prompt"], where, "prompt", default_role="user"), "response_a": a,
-                    "response_b": b, "expected": expected, "source": "", "where": where})
+        out.append(
+            {
+                "prompt": as_messages(rec["prompt"], where, "prompt", default_role="user"),
+                "response_a": a,
+                "response_b": b,
+                "expected": expected,
+                "source": "",
+                "where": where,
+            }
+        )
     if not out:
         raise AlignError(f"{path}: no gold pairs (the file is empty)")
     return out

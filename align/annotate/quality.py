@@ -58,7 +58,9 @@ class QualityBars:
             if value is not None and not 0 <= value <= 1:
                 raise AlignError(f"'quality.{key}' must be in [0, 1] or null, got {value}")
         if self.max_position_bias is not None and self.max_position_bias < 0.5:
-            raise AlignError(f"'quality.max_position_bias' must be >= 0.5 (0.5 is no bias), got {self.max_position_bias}")
+            raise AlignError(
+                f"'quality.max_position_bias' must be >= 0.5 (0.5 is no bias), got {self.max_position_bias}"
+            )
         if self.min_evidence < 1:
             raise AlignError(f"'quality.min_evidence' must be >= 1, got {self.min_evidence}")
         if self.break_seconds <= 0:
@@ -153,12 +155,20 @@ def flags(stats: dict[str, Any], alpha_all: float | None, bars: QualityBars) -> 
             side = "A" if bias["rate"] >= 0.5 else "B"
             out.append(f"chose {side} in {top:.2f} of non-tie votes > {bars.max_position_bias}")
     without = stats["alpha_without"]
-    if (bars.max_alpha_gain is not None and without is not None and alpha_all is not None
-            and without - alpha_all > bars.max_alpha_gain):
+    if (
+        bars.max_alpha_gain is not None
+        and without is not None
+        and alpha_all is not None
+        and without - alpha_all > bars.max_alpha_gain
+    ):
         out.append(f"team alpha {alpha_all:.2f} -> {without:.2f} without them (> +{bars.max_alpha_gain})")
     seconds = stats["median_seconds"]
-    if (bars.min_median_seconds is not None and seconds is not None and stats["votes"] >= bars.min_evidence
-            and seconds < bars.min_median_seconds):
+    if (
+        bars.min_median_seconds is not None
+        and seconds is not None
+        and stats["votes"] >= bars.min_evidence
+        and seconds < bars.min_median_seconds
+    ):
         out.append(f"median {seconds:.1f} s per record < {bars.min_median_seconds} s")
     return out
 
@@ -178,8 +188,13 @@ def _parse(text: str) -> datetime:
 
 def _proportion(k: int, n: int) -> dict[str, Any]:
     ci = wilson_interval(k, n)
-    return {"k": k, "n": n, "rate": round(k / n, 4) if n else None,
-            "ci_low": round(ci[0], 4) if ci else None, "ci_high": round(ci[1], 4) if ci else None}
+    return {
+        "k": k,
+        "n": n,
+        "rate": round(k / n, 4) if n else None,
+        "ci_low": round(ci[0], 4) if ci else None,
+        "ci_high": round(ci[1], 4) if ci else None,
+    }
 
 
 def _bars_dict(bars: QualityBars) -> dict[str, Any]:
@@ -190,15 +205,20 @@ def _bars_dict(bars: QualityBars) -> dict[str, Any]:
 
 # -- text ------------------------------------------------------------------------------------------
 
+
 def format_table(report: dict[str, Any]) -> str:
     """The per-annotator table `align annotate status` prints."""
-    lines = [f"per annotator (team Krippendorff's alpha {_f(report['alpha_all'])}; 95% Wilson intervals):",
-             f"{'annotator':<18} {'votes':>5}  {'gold accuracy':<22} {'alpha w/o':>9}  {'share of A':<22} "
-             f"{'median s':>8}  flags"]
+    lines = [
+        f"per annotator (team Krippendorff's alpha {_f(report['alpha_all'])}; 95% Wilson intervals):",
+        f"{'annotator':<18} {'votes':>5}  {'gold accuracy':<22} {'alpha w/o':>9}  {'share of A':<22} "
+        f"{'median s':>8}  flags",
+    ]
     for name, s in report["annotators"].items():
-        lines.append(f"{name:<18} {s['votes']:>5}  {_prop(s['gold']):<22} {_f(s['alpha_without']):>9}  "
-                     f"{_prop(s['position_bias']):<22} {_f(s['median_seconds'], '.1f'):>8}  "
-                     + ("FLAGGED: " + "; ".join(s["flags"]) if s["flags"] else "ok"))
+        lines.append(
+            f"{name:<18} {s['votes']:>5}  {_prop(s['gold']):<22} {_f(s['alpha_without']):>9}  "
+            f"{_prop(s['position_bias']):<22} {_f(s['median_seconds'], '.1f'):>8}  "
+            + ("FLAGGED: " + "; ".join(s["flags"]) if s["flags"] else "ok")
+        )
     return "\n".join(lines)
 
 

@@ -80,8 +80,11 @@ def e_step(pairs: list[list[tuple[str, str]]], reliability: dict[str, float], pr
 
 
 def m_step(
-    pairs: list[list[tuple[str, str]]], p_a: list[float | None], gold: dict[str, tuple[int, int]],
-    prior_reliability: float, prior_strength: float,
+    pairs: list[list[tuple[str, str]]],
+    p_a: list[float | None],
+    gold: dict[str, tuple[int, int]],
+    prior_reliability: float,
+    prior_strength: float,
 ) -> tuple[dict[str, float], float]:
     """(reliability per annotator, prior of a) from the posteriors: expected share of votes that are right."""
     right: dict[str, float] = {}
@@ -107,8 +110,12 @@ def m_step(
 
 
 def dawid_skene(
-    pairs: Iterable[list[tuple[str, str]]], gold: dict[str, tuple[int, int]] | None = None,
-    prior_reliability: float = 0.7, prior_strength: float = 2.0, max_iterations: int = 200, tol: float = 1e-6,
+    pairs: Iterable[list[tuple[str, str]]],
+    gold: dict[str, tuple[int, int]] | None = None,
+    prior_reliability: float = 0.7,
+    prior_strength: float = 2.0,
+    max_iterations: int = 200,
+    tol: float = 1e-6,
 ) -> Estimate:
     """One-coin Dawid-Skene by EM over pairs of (annotator, choice) votes; see the module docstring.
 
@@ -170,7 +177,7 @@ def label_rows(rows: list[dict], label_model: LabelModel, gold: dict[str, tuple[
         "method": label_model,
         "reliability": {who: round(r, 4) for who, r in estimate.reliability.items()},
         "reliability_model": "one-coin Dawid-Skene (MAP EM, Beta prior mean "
-                             f"{PRIOR_RELIABILITY}, {PRIOR_STRENGTH:g} pseudo-votes)",
+        f"{PRIOR_RELIABILITY}, {PRIOR_STRENGTH:g} pseudo-votes)",
         "gold_annotators": sorted(gold or {}),
         "prior_a": round(estimate.prior_a, 4),
         "em_iterations": estimate.iterations,

@@ -76,19 +76,44 @@ def run(cfg: Config) -> dict[str, Any]:
     env = server_env(home, cfg.redis_port)
     state = {"api_url": api_url, "home": str(home), "port": cfg.port, "redis_port": cfg.redis_port}
 
-    subprocess.run([redis, "--port", str(cfg.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                    "--daemonize", "yes", "--pidfile", str(home / "redis.pid"), "--logfile", str(home / "redis.log"),
-                    "--dir", str(home)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            redis,
+            "--port",
+            str(cfg.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(home / "redis.pid"),
+            "--logfile",
+            str(home / "redis.log"),
+            "--dir",
+            str(home),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     state["redis_pid"] = _wait_pidfile(home / "redis.pid")
     write_state(home, state)
     try:
-        done = subprocess.run([python, str(LAUNCHER), "init", str(local.credentials_path(home))], env=env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [python, str(LAUNCHER), "init", str(local.credentials_path(home))], env=env, capture_output=True, text=True
+        )
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
             raise AlignError(f"argilla-server database migration or owner creation failed in {home}:\n{tail}")
-        state["server_pid"] = _spawn(python, ["start", "--host", "127.0.0.1", "--port", str(cfg.port),
-                                              "--no-access-log"], env, home / "server.log")
+        state["server_pid"] = _spawn(
+            python,
+            ["start", "--host", "127.0.0.1", "--port", str(cfg.port), "--no-access-log"],
+            env,
+            home / "server.log",
+        )
         if cfg.worker:
             state["worker_pid"] = _spawn(python, ["worker", "--num-workers", "1"], env, home / "worker.log")
         write_state(home, state)
@@ -97,23 +122,27 @@ def run(cfg: Config) -> dict[str, Any]:
         stop_processes(home, state)
         raise
     print(f"Argilla {api_url} is up (home {home})")
-    print(f"  owner login: {creds['username']} / password in {local.credentials_path(home)} (mode 0600), "
-          f"API key {local.masked(creds['api_key'])}")
+    print(
+        f"  owner login: {creds['username']} / password in {local.credentials_path(home)} (mode 0600), "
+        f"API key {local.masked(creds['api_key'])}"
+    )
     print("  align annotate push/pull/status use it automatically; stop it with `align annotate stop`")
     return {**state, "credentials": str(local.credentials_path(home))}
 
 
 def server_env(home: Path, redis_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
-    env.update({
-        "ARGILLA_HOME_PATH": str(home),
-        "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'argilla.db'}",
-        "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "ARGILLA_HOME_PATH": str(home),
+            "ARGILLA_DATABASE_URL": f"sqlite+aiosqlite:///{home / 'argilla.db'}",
+            "ARGILLA_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "ARGILLA_SEARCH_ENGINE": ENGINE_NAME,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -121,16 +150,24 @@ def _server_python(cfg: Config) -> str:
     venv = Path(cfg.server_venv).expanduser() if cfg.server_venv else local.server_venv()
     python = venv.expanduser() / "bin" / "python"
     if not python.exists():
-        raise AlignError(f"no argilla-server environment at {venv}: create it with `make argilla-server` "
-                         "(scripts/setup-argilla-server.sh), or point $ALIGN_ARGILLA_SERVER_VENV or server_venv=PATH "
-                         "at one")
+        raise AlignError(
+            f"no argilla-server environment at {venv}: create it with `make argilla-server` "
+            "(scripts/setup-argilla-server.sh), or point $ALIGN_ARGILLA_SERVER_VENV or server_venv=PATH "
+            "at one"
+        )
     return str(python)
 
 
 def _spawn(python: str, args: list[str], env: dict[str, str], logfile: Path) -> int:
     with open(logfile, "ab") as out:
-        proc = subprocess.Popen([python, str(LAUNCHER), *args], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [python, str(LAUNCHER), *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -183,6 +220,7 @@ def _alive(pid: int | None) -> bool:
 
 # -- state and stopping (shared with stop.py) ------------------------------------------------------
 
+
 def read_state(home: Path) -> dict[str, Any] | None:
     path = home / local.STATE
     if not path.exists():
@@ -225,5 +263,3 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-

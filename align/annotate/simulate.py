@@ -147,6 +147,7 @@ def _check_probability(key: str, value: float) -> None:
 
 # -- the annotators file and the registry -----------------------------------------------------------
 
+
 def read_annotators(path: str) -> list[Annotator]:
     """`annotators: [{username, noise?, bias_a?, discard?}, ...]` (a bare username is allowed too)."""
     p = Path(path)
@@ -155,7 +156,9 @@ def read_annotators(path: str) -> list[Annotator]:
     data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     items = data.get("annotators") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
-        raise AlignError(f"{path}: needs a non-empty `annotators:` list of usernames or {{username, noise, bias_a, discard}}")
+        raise AlignError(
+            f"{path}: needs a non-empty `annotators:` list of usernames or {{username, noise, bias_a, discard}}"
+        )
     out, seen = [], set()
     for i, item in enumerate(items):
         item = {"username": item} if isinstance(item, str) else item
@@ -163,7 +166,9 @@ def read_annotators(path: str) -> list[Annotator]:
             raise AlignError(f"{path}: annotators[{i}] needs a `username`")
         unknown = set(item) - {"username", "noise", "bias_a", "discard"}
         if unknown:
-            raise AlignError(f"{path}: annotators[{i}]: unknown key(s) {sorted(unknown)}; allowed: username, noise, bias_a, discard")
+            raise AlignError(
+                f"{path}: annotators[{i}]: unknown key(s) {sorted(unknown)}; allowed: username, noise, bias_a, discard"
+            )
         for key in ("noise", "bias_a", "discard"):
             if item.get(key) is not None:
                 if not isinstance(item[key], (int, float)):
@@ -190,15 +195,20 @@ def simulated_users(journal_dir: str, api_url: str) -> dict[str, str]:
     if not path.exists():
         return {}
     data = local.read_credentials(path)
-    return {v: k[len("user_id:"):] for k, v in data.items() if k.startswith("user_id:")}
+    return {v: k[len("user_id:") :] for k, v in data.items() if k.startswith("user_id:")}
 
 
 # -- talking to Argilla as each annotator ------------------------------------------------------------
 
-PENDING_FOR_ME = {"filters": {"and": [
-    {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["pending"]},
-    {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]},
-]}, "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}]}
+PENDING_FOR_ME = {
+    "filters": {
+        "and": [
+            {"type": "terms", "scope": {"entity": "response", "property": "status"}, "values": ["pending"]},
+            {"type": "terms", "scope": {"entity": "record", "property": "status"}, "values": ["pending"]},
+        ]
+    },
+    "sort": [{"scope": {"entity": "record", "property": "inserted_at"}, "order": "asc"}],
+}
 
 
 class Session:
@@ -211,8 +221,10 @@ class Session:
         self.http = httpx.Client(base_url=api_url, timeout=timeout)
         token = self._send("POST", "/api/v1/token", data={"username": username, "password": password})
         if token.status_code == 401:
-            raise AlignError(f"simulated annotator '{username}' cannot log in at {api_url} (401): its password in the "
-                             "registry no longer matches; delete the user in Argilla and run again")
+            raise AlignError(
+                f"simulated annotator '{username}' cannot log in at {api_url} (401): its password in the "
+                "registry no longer matches; delete the user in Argilla and run again"
+            )
         self._check(token, "POST /api/v1/token")
         self.http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
@@ -234,8 +246,10 @@ class Session:
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             if time.monotonic() + delay > deadline:
-                raise ServiceError(f"Argilla at {self.api_url} is not answering {method} {path} for simulated annotator "
-                                   f"'{self.username}' ({problem}); what was answered so far is kept, run again to go on")
+                raise ServiceError(
+                    f"Argilla at {self.api_url} is not answering {method} {path} for simulated annotator "
+                    f"'{self.username}' ({problem}); what was answered so far is kept, run again to go on"
+                )
             log.warning("Argilla at %s: %s; retrying in %.1f s", self.api_url, problem, delay)
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
@@ -244,8 +258,10 @@ class Session:
         if resp.status_code >= 500:
             raise ServiceError(f"Argilla at {self.api_url} failed {what} for '{self.username}' ({resp.status_code})")
         if resp.status_code >= 400:
-            raise AlignError(f"Argilla at {self.api_url} refused {what} for '{self.username}' "
-                             f"({resp.status_code}): {resp.text[:300]}")
+            raise AlignError(
+                f"Argilla at {self.api_url} refused {what} for '{self.username}' "
+                f"({resp.status_code}): {resp.text[:300]}"
+            )
 
     def dataset_id(self, name: str, workspace: str) -> str:
         resp = self._send("GET", "/api/v1/me/workspaces")
@@ -256,13 +272,19 @@ class Session:
         for ds in resp.json()["items"]:
             if ds["name"] == name and ds["workspace_id"] in ws:
                 return ds["id"]
-        raise AlignError(f"annotator '{self.username}' sees no dataset '{name}' in workspace '{workspace}' at "
-                         f"{self.api_url}; push it first with `align annotate push`")
+        raise AlignError(
+            f"annotator '{self.username}' sees no dataset '{name}' in workspace '{workspace}' at "
+            f"{self.api_url}; push it first with `align annotate push`"
+        )
 
     def pending(self, dataset_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         """Records this user has not answered and that are not complete, as the annotation page asks."""
-        resp = self._send("POST", f"/api/v1/me/datasets/{dataset_id}/records/search",
-                          params={"limit": limit, "offset": offset}, json=PENDING_FOR_ME)
+        resp = self._send(
+            "POST",
+            f"/api/v1/me/datasets/{dataset_id}/records/search",
+            params={"limit": limit, "offset": offset},
+            json=PENDING_FOR_ME,
+        )
         self._check(resp, "POST records/search (pending)")
         return [item["record"] for item in resp.json()["items"]]
 
@@ -277,21 +299,28 @@ class Session:
 
 # -- the command -----------------------------------------------------------------------------------
 
+
 def check(cfg: Config) -> dict[str, Any]:
     """Everything that can be checked without Argilla (the CLI's --dry-run)."""
     if not cfg.dataset:
         raise AlignError("'dataset' is required: the Argilla dataset the simulated annotators label")
     if not cfg.annotators:
-        raise AlignError("'annotators' is required: a YAML file listing the simulated annotators "
-                         "(see annotation/simulated_annotators.example.yaml)")
+        raise AlignError(
+            "'annotators' is required: a YAML file listing the simulated annotators "
+            "(see annotation/simulated_annotators.example.yaml)"
+        )
     annotators = read_annotators(cfg.annotators)
     if cfg.judge not in ("brand_voice", "safety", "reward_model"):
         raise AlignError(f"unknown judge '{cfg.judge}': one of brand_voice, safety, reward_model")
     if cfg.judge == "brand_voice" and not Path(cfg.rubric).is_file():
-        raise AlignError(f"judge=brand_voice needs rubric=FILE (e.g. recipes/brand_voice/rubric.yaml); not found: '{cfg.rubric}'")
+        raise AlignError(
+            f"judge=brand_voice needs rubric=FILE (e.g. recipes/brand_voice/rubric.yaml); not found: '{cfg.rubric}'"
+        )
     if cfg.judge == "safety" and not cfg.harmful.paths and not cfg.safe.paths:
-        raise AlignError("judge=safety needs harmful.paths and/or safe.paths: the prompt sets saying which prompts "
-                         "should be refused (e.g. harmful.paths=[data/safety/advbench_harmful_behaviors.csv])")
+        raise AlignError(
+            "judge=safety needs harmful.paths and/or safe.paths: the prompt sets saying which prompts "
+            "should be refused (e.g. harmful.paths=[data/safety/advbench_harmful_behaviors.csv])"
+        )
     if cfg.judge == "reward_model" and not cfg.reward_model:
         raise AlignError("judge=reward_model needs reward_model=RUN (an `align reward` run)")
     return {"annotators": [a.username for a in annotators], "judge": cfg.judge}
@@ -301,11 +330,17 @@ def run(cfg: Config) -> dict[str, Any]:
     """Answer what is pending for each simulated annotator, then write a run listing every answer made."""
     check(cfg)
     annotators = read_annotators(cfg.annotators)
-    judge = only_on(cfg.only, make_judge(cfg))  # a missing rubric, prompt set or reward run fails before any user is made
+    judge = only_on(
+        cfg.only, make_judge(cfg)
+    )  # a missing rubric, prompt set or reward run fails before any user is made
     passwords = ensure_users(cfg, [a.username for a in annotators])
     api_url = passwords["api_url"]
-    sessions = {a.username: Session(api_url, a.username, passwords[f"password:{a.username}"], cfg.argilla.timeout,
-                                    cfg.argilla.retry_seconds) for a in annotators}
+    sessions = {
+        a.username: Session(
+            api_url, a.username, passwords[f"password:{a.username}"], cfg.argilla.timeout, cfg.argilla.retry_seconds
+        )
+        for a in annotators
+    }
     stats = {a.username: {"submitted": 0, "discarded": 0, "ties": 0, "already_answered": 0} for a in annotators}
     unjudged: dict[str, set[str]] = {a.username: set() for a in annotators}
     answers: list[dict[str, Any]] = []
@@ -321,14 +356,21 @@ def run(cfg: Config) -> dict[str, Any]:
             s.close()
     left = set().union(*unjudged.values())
     if left:
-        log.warning("%d record(s) left for people (or another judge): %s", len(left),
-                    "not in `only`, or in neither the harmful nor the safe set" if cfg.only.paths
-                    else "their prompt is in neither the harmful nor the safe set")
+        log.warning(
+            "%d record(s) left for people (or another judge): %s",
+            len(left),
+            "not in `only`, or in neither the harmful nor the safe set"
+            if cfg.only.paths
+            else "their prompt is in neither the harmful nor the safe set",
+        )
 
     with runs.new_run("annotate simulate", to_dict(cfg), cfg.runs_dir, cfg.name) as run_:
         run_.add_input("annotators", cfg.annotators)
-        judge_input = {"brand_voice": [cfg.rubric], "reward_model": [cfg.reward_model],
-                       "safety": [*cfg.harmful.paths, *cfg.safe.paths]}[cfg.judge]
+        judge_input = {
+            "brand_voice": [cfg.rubric],
+            "reward_model": [cfg.reward_model],
+            "safety": [*cfg.harmful.paths, *cfg.safe.paths],
+        }[cfg.judge]
         for path in judge_input:
             run_.add_input("judge", path)
         for path in cfg.only.paths:
@@ -336,22 +378,34 @@ def run(cfg: Config) -> dict[str, Any]:
         with open(run_.path / ANSWERS, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(answer, ensure_ascii=False) + "\n" for answer in answers)
         run_.add_output("answers", ANSWERS)
-        run_.notes.update({"api_url": api_url, "workspace": cfg.argilla.workspace, "dataset": cfg.dataset,
-                           "dataset_id": dataset_id, "judge": cfg.judge, "simulated_annotators": list(stats),
-                           "registry": str(registry_path(cfg.journal_dir, api_url))})
-        run_.metrics.update({
-            "answered": len(answers),
-            "submitted": sum(s["submitted"] for s in stats.values()),
-            "discarded": sum(s["discarded"] for s in stats.values()),
-            "ties": sum(s["ties"] for s in stats.values()),
-            "unjudged_records": len(left),
-            "per_annotator": stats,
-        })
+        run_.notes.update(
+            {
+                "api_url": api_url,
+                "workspace": cfg.argilla.workspace,
+                "dataset": cfg.dataset,
+                "dataset_id": dataset_id,
+                "judge": cfg.judge,
+                "simulated_annotators": list(stats),
+                "registry": str(registry_path(cfg.journal_dir, api_url)),
+            }
+        )
+        run_.metrics.update(
+            {
+                "answered": len(answers),
+                "submitted": sum(s["submitted"] for s in stats.values()),
+                "discarded": sum(s["discarded"] for s in stats.values()),
+                "ties": sum(s["ties"] for s in stats.values()),
+                "unjudged_records": len(left),
+                "per_annotator": stats,
+            }
+        )
         manifest = runs.finish(run_)
     for name, st in stats.items():
         print(f"{name}: {st['submitted']} submitted ({st['ties']} ties), {st['discarded']} discarded")
-    print(f"simulated annotators answered {len(answers)} record(s) of '{cfg.dataset}' with judge={cfg.judge}"
-          + (f"; {len(left)} left for people (prompt in no set)" if left else ""))
+    print(
+        f"simulated annotators answered {len(answers)} record(s) of '{cfg.dataset}' with judge={cfg.judge}"
+        + (f"; {len(left)} left for people (prompt in no set)" if left else "")
+    )
     return manifest
 
 
@@ -375,8 +429,16 @@ def only_on(only: PromptSetConfig, judge: Score) -> Score:
     return restricted
 
 
-def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, judge: Score,
-          stats: dict[str, dict[str, int]], unjudged: dict[str, set[str]], answers: list[dict[str, Any]]) -> bool:
+def _turn(
+    annotator: Annotator,
+    session: Session,
+    dataset_id: str,
+    cfg: Config,
+    judge: Score,
+    stats: dict[str, dict[str, int]],
+    unjudged: dict[str, set[str]],
+    answers: list[dict[str, Any]],
+) -> bool:
     """One turn of up to `batch` answers; True when this annotator has nothing more to do.
 
     Records the judge cannot score stay pending for this user; the next page starts after them.
@@ -393,8 +455,10 @@ def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, 
     records = [r for r in session.pending(dataset_id, page) if r["id"] not in skipped][:limit]
     if not records:
         return True
-    scores = judge([r["fields"]["prompt"] for r in records],
-                   [(r["fields"]["response_a"], r["fields"]["response_b"]) for r in records])
+    scores = judge(
+        [r["fields"]["prompt"] for r in records],
+        [(r["fields"]["response_a"], r["fields"]["response_b"]) for r in records],
+    )
     for record, pair in zip(records, scores):
         if pair is None:
             skipped.add(record["id"])
@@ -407,8 +471,16 @@ def _turn(annotator: Annotator, session: Session, dataset_id: str, cfg: Config, 
         label = answer["values"].get("preference", {}).get("value")
         mine[answer["status"]] += 1
         mine["ties"] += label == "tie"
-        answers.append({"record_id": rid, "annotator": annotator.username, "status": answer["status"],
-                        "shown_label": label, "score_shown_a": pair[0], "score_shown_b": pair[1]})
+        answers.append(
+            {
+                "record_id": rid,
+                "annotator": annotator.username,
+                "status": answer["status"],
+                "shown_label": label,
+                "score_shown_a": pair[0],
+                "score_shown_b": pair[1],
+            }
+        )
     return False
 
 
@@ -425,7 +497,8 @@ def ensure_users(cfg: Config, usernames: list[str]) -> dict[str, Any]:
     if strangers:
         raise AlignError(
             f"user(s) {', '.join(strangers)} already exist at {api_url} and are not simulated annotators made by "
-            f"this command (registry {path}); a simulated annotator needs a username of its own")
+            f"this command (registry {path}); a simulated annotator needs a username of its own"
+        )
     result = team.invite({"workspace": cfg.argilla.workspace, "annotators": usernames}, cfg.argilla, path)
     registry = local.read_credentials(path)
     # The id goes into the registry before the user answers anything: every simulated vote is marked.

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from align.annotate.connection import ArgillaConfig, connect
 from align.annotate.journal import Journal, journal_path
@@ -46,8 +45,9 @@ def run(cfg: Config) -> dict[str, Any]:
     with connect(cfg.argilla) as conn:
         ds = conn.dataset(cfg.dataset, cfg.argilla.workspace)
         progress = conn.call("GET progress", ds.progress)
-        annotators: dict[str, dict[str, Any]] = defaultdict(lambda: {"submitted": 0, "discarded": 0, "draft": 0,
-                                                                      "matched_majority": 0, "compared": 0})
+        annotators: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {"submitted": 0, "discarded": 0, "draft": 0, "matched_majority": 0, "compared": 0}
+        )
         journal_dir = Path(cfg.journal_dir).expanduser() if cfg.journal_dir else cache_root() / "annotate"
         journal = Journal(journal_path(journal_dir, conn.api_url, cfg.argilla.workspace, cfg.dataset, str(ds.id)))
         units, judgements, unknown_order = [], [], 0
@@ -66,8 +66,9 @@ def run(cfg: Config) -> dict[str, Any]:
                 if resp["status"] != "submitted" or label not in ("A", "B", "tie"):
                     continue
                 vote = vote_from_answers(values, shown_a) if shown_a else None
-                judgements.append(Judgement(name, rid, label, vote and vote["choice"], journal.gold(rid),
-                                            resp.get("updated_at")))
+                judgements.append(
+                    Judgement(name, rid, label, vote and vote["choice"], journal.gold(rid), resp.get("updated_at"))
+                )
                 if vote is not None:
                     votes.append((name, vote))
             if len(votes) >= 2:
@@ -97,8 +98,12 @@ def run(cfg: Config) -> dict[str, Any]:
         "quality": annotator_report(judgements, cfg.quality),
     }
     if unknown_order:
-        log.warning("%d record(s) with responses have no A/B order in %s (pushed with another journal_dir or on "
-                    "another machine): their votes count for position bias and speed only", unknown_order, journal.path)
+        log.warning(
+            "%d record(s) with responses have no A/B order in %s (pushed with another journal_dir or on "
+            "another machine): their votes count for position bias and speed only",
+            unknown_order,
+            journal.path,
+        )
     print(format_report(report))
     return report
 
@@ -113,8 +118,9 @@ def format_report(r: dict[str, Any]) -> str:
         f"{'annotator':<20} {'submitted':>9} {'discarded':>9} {'draft':>6} {'agrees w/ majority':>18}",
     ]
     for name, s in r["annotators"].items():
-        lines.append(f"{name:<20} {s['submitted']:>9} {s['discarded']:>9} {s['draft']:>6} "
-                     f"{_fmt(s['agrees_with_majority']):>18}")
+        lines.append(
+            f"{name:<20} {s['submitted']:>9} {s['discarded']:>9} {s['draft']:>6} {_fmt(s['agrees_with_majority']):>18}"
+        )
     if not r["annotators"]:
         lines.append("(no responses yet)")
         return "\n".join(lines)

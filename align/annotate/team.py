@@ -67,8 +67,9 @@ def invite(team: dict[str, Any], cfg: ArgillaConfig, passwords_file: Path) -> di
                     new = rg.User(username=name, first_name=name, password=password, role=role, client=conn.client)
                     user = conn.call(f"POST user {name}", new.create, idempotent=False)
                     existing = local.read_credentials(passwords_file) if passwords_file.exists() else {}
-                    local.write_private_json(passwords_file, {**existing, "api_url": conn.api_url,
-                                                              f"password:{name}": password})
+                    local.write_private_json(
+                        passwords_file, {**existing, "api_url": conn.api_url, f"password:{name}": password}
+                    )
                     created.append(name)
                 ids[name] = str(user.id)
                 if user.id not in members:
@@ -82,9 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m align.annotate.team", description=__doc__.splitlines()[0])
     ap.add_argument("team", help="team YAML: workspace, annotators, admins")
     ap.add_argument("--credentials", default="", help="owner credentials JSON (default: env, then the local server's)")
-    ap.add_argument("--passwords", default="", help="where new users' passwords go (mode 0600; default: "
-                    "<server home>/team-<workspace>.json, the server home being $ALIGN_ARGILLA_HOME or "
-                    "~/.cache/align/argilla-server)")
+    ap.add_argument(
+        "--passwords",
+        default="",
+        help="where new users' passwords go (mode 0600; default: "
+        "<server home>/team-<workspace>.json, the server home being $ALIGN_ARGILLA_HOME or "
+        "~/.cache/align/argilla-server)",
+    )
     args = ap.parse_args(argv)
     try:
         team = read_team(args.team)
@@ -93,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     except AlignError as exc:
         print(f"align: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"workspace '{result['workspace']}' at {result['api_url']}: created {', '.join(result['created']) or 'nobody'}; "
-          f"added {', '.join(result['added']) or 'nobody'}")
+    print(
+        f"workspace '{result['workspace']}' at {result['api_url']}: created {', '.join(result['created']) or 'nobody'}; "
+        f"added {', '.join(result['added']) or 'nobody'}"
+    )
     if result["created"]:
         print(f"new users' passwords are in {out} (mode 0600): hand each annotator their own, and the URL")
     return 0

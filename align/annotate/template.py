@@ -57,7 +57,9 @@ def find_file(ref: str, folder: Path, suffixes: tuple[str, ...], what: str) -> P
         if candidate.is_file():
             return candidate
     names = sorted(p.stem for p in folder.glob("*")) if folder.is_dir() else []
-    raise AlignError(f"{what} '{ref}' not found: give a file path or one of {', '.join(names) or 'none'}{nearest(ref, names)}")
+    raise AlignError(
+        f"{what} '{ref}' not found: give a file path or one of {', '.join(names) or 'none'}{nearest(ref, names)}"
+    )
 
 
 def load_template(ref: str) -> Template:
@@ -68,17 +70,27 @@ def load_template(ref: str) -> Template:
         raise AlignError(f"{path}: invalid YAML ({exc})") from None
     unknown = set(data) - {"fields", "questions", "metadata"}
     if unknown:
-        raise AlignError(f"{path}: unknown template key(s) {sorted(unknown)}; a template has fields, questions, metadata")
-    tpl = Template(path.stem, path, list(data.get("fields") or []), list(data.get("questions") or []),
-                   list(data.get("metadata") or []))
+        raise AlignError(
+            f"{path}: unknown template key(s) {sorted(unknown)}; a template has fields, questions, metadata"
+        )
+    tpl = Template(
+        path.stem,
+        path,
+        list(data.get("fields") or []),
+        list(data.get("questions") or []),
+        list(data.get("metadata") or []),
+    )
     _validate(tpl)
     return tpl
 
 
 def _validate(tpl: Template) -> None:
     where = str(tpl.path)
-    for kind, items, types in (("field", tpl.fields, FIELD_TYPES), ("question", tpl.questions, set(QUESTION_TYPES)),
-                               ("metadata", tpl.metadata, METADATA_TYPES)):
+    for kind, items, types in (
+        ("field", tpl.fields, FIELD_TYPES),
+        ("question", tpl.questions, set(QUESTION_TYPES)),
+        ("metadata", tpl.metadata, METADATA_TYPES),
+    ):
         seen = set()
         for item in items:
             if not isinstance(item, dict) or "name" not in item or "type" not in item:
@@ -94,8 +106,10 @@ def _validate(tpl: Template) -> None:
             raise AlignError(f"{where}: a pairwise template needs field '{name}' of type {kind}")
     pref = tpl.question(PREFERENCE)
     if pref is None or pref["type"] != "label" or tuple(pref.get("labels") or ()) != PREFERENCE_LABELS:
-        raise AlignError(f"{where}: a pairwise template needs question '{PREFERENCE}' of type label with labels "
-                         f"{', '.join(PREFERENCE_LABELS)} (in that order)")
+        raise AlignError(
+            f"{where}: a pairwise template needs question '{PREFERENCE}' of type label with labels "
+            f"{', '.join(PREFERENCE_LABELS)} (in that order)"
+        )
     for q in tpl.questions:
         if q["type"] == "rating" and not q.get("values"):
             raise AlignError(f"{where}: rating question '{q['name']}' needs `values`, e.g. [1, 2, 3, 4, 5]")
@@ -115,31 +129,58 @@ def text_hash(text: str | None) -> str | None:
 
 # -- SDK settings ----------------------------------------------------------------------------------
 
+
 def settings(tpl: Template, guidelines: str, min_submitted: int):
     """`rg.Settings` for a template: fields, questions, metadata (hidden where the template says)."""
     rg = sdk()
     fields = []
     for f in tpl.fields:
         kind = rg.ChatField if f["type"] == "chat" else rg.TextField
-        fields.append(kind(name=f["name"], title=f.get("title", f["name"]), required=bool(f.get("required", True)),
-                           use_markdown=bool(f.get("markdown", f["type"] == "chat"))))
+        fields.append(
+            kind(
+                name=f["name"],
+                title=f.get("title", f["name"]),
+                required=bool(f.get("required", True)),
+                use_markdown=bool(f.get("markdown", f["type"] == "chat")),
+            )
+        )
     questions = []
     for q in tpl.questions:
-        common = {"name": q["name"], "title": q.get("title", q["name"]), "description": q.get("description"),
-                  "required": bool(q.get("required", False))}
+        common = {
+            "name": q["name"],
+            "title": q.get("title", q["name"]),
+            "description": q.get("description"),
+            "required": bool(q.get("required", False)),
+        }
         if q["type"] == "label":
             labels = q["labels"]
-            labels = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else [str(x) for x in labels]
+            labels = (
+                {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else [str(x) for x in labels]
+            )
             questions.append(rg.LabelQuestion(labels=labels, **common))
         elif q["type"] == "rating":
             questions.append(rg.RatingQuestion(values=[int(v) for v in q["values"]], **common))
         else:
             questions.append(rg.TextQuestion(use_markdown=bool(q.get("markdown", False)), **common))
-    kinds = {"terms": rg.TermsMetadataProperty, "integer": rg.IntegerMetadataProperty, "float": rg.FloatMetadataProperty}
-    metadata = [kinds[m["type"]](name=m["name"], title=m.get("title", m["name"]),
-                                 visible_for_annotators=bool(m.get("visible", True))) for m in tpl.metadata]
-    return rg.Settings(fields=fields, questions=questions, metadata=metadata, guidelines=guidelines,
-                       allow_extra_metadata=True, distribution=rg.TaskDistribution(min_submitted=min_submitted))
+    kinds = {
+        "terms": rg.TermsMetadataProperty,
+        "integer": rg.IntegerMetadataProperty,
+        "float": rg.FloatMetadataProperty,
+    }
+    metadata = [
+        kinds[m["type"]](
+            name=m["name"], title=m.get("title", m["name"]), visible_for_annotators=bool(m.get("visible", True))
+        )
+        for m in tpl.metadata
+    ]
+    return rg.Settings(
+        fields=fields,
+        questions=questions,
+        metadata=metadata,
+        guidelines=guidelines,
+        allow_extra_metadata=True,
+        distribution=rg.TaskDistribution(min_submitted=min_submitted),
+    )
 
 
 def create_dataset(conn, name: str, workspace: str, tpl: Template, guidelines: str, min_submitted: int):
@@ -164,7 +205,9 @@ def update_guidelines(conn, ds, guidelines: str) -> None:
 
 
 def _options(question) -> list[str]:
-    values = getattr(question, "labels", None) if question.type == "label_selection" else getattr(question, "values", None)
+    values = (
+        getattr(question, "labels", None) if question.type == "label_selection" else getattr(question, "values", None)
+    )
     return [str(v) for v in values or []]
 
 
@@ -175,8 +218,10 @@ def check_dataset(ds, tpl: Template) -> None:
     problems = []
     for f in tpl.fields:
         if have_fields.get(f["name"]) != f["type"]:
-            problems.append(f"field '{f['name']}' ({f['type']}) is "
-                            + ("missing" if f["name"] not in have_fields else f"of type {have_fields[f['name']]}"))
+            problems.append(
+                f"field '{f['name']}' ({f['type']}) is "
+                + ("missing" if f["name"] not in have_fields else f"of type {have_fields[f['name']]}")
+            )
     for q in tpl.questions:
         want_type = QUESTION_TYPES[q["type"]]
         have = have_questions.get(q["name"])
@@ -186,8 +231,12 @@ def check_dataset(ds, tpl: Template) -> None:
             problems.append(f"question '{q['name']}' is of type {have.type}, the template has {want_type}")
         elif want_type in ("label_selection", "rating"):
             labels = q.get("labels") or {}
-            want = [str(v) for v in (q["values"] if want_type == "rating" else
-                                     (labels.keys() if isinstance(labels, dict) else labels))]
+            want = [
+                str(v)
+                for v in (
+                    q["values"] if want_type == "rating" else (labels.keys() if isinstance(labels, dict) else labels)
+                )
+            ]
             if _options(have) != want:
                 problems.append(f"question '{q['name']}' has options {_options(have)}, the template has {want}")
     extra = sorted(set(have_questions) - {q["name"] for q in tpl.questions})

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CHOICES = ("a", "b", "tie")
 
@@ -83,7 +84,9 @@ def aggregate(votes: list[dict[str, Any]]) -> dict[str, Any]:
         return {"counts": {c: 0 for c in CHOICES}, "majority": None, "agreement": None, "strength": None}
     top, top_n = max(counts.items(), key=lambda kv: (kv[1], kv[0] != "tie"))
     majority = top if top_n * 2 > n else None
-    strengths = [v["strength"] for v in votes if v["choice"] == majority and isinstance(v.get("strength"), (int, float))]
+    strengths = [
+        v["strength"] for v in votes if v["choice"] == majority and isinstance(v.get("strength"), (int, float))
+    ]
     return {
         "counts": {c: counts.get(c, 0) for c in CHOICES},
         "majority": majority,

@@ -61,23 +61,69 @@ FREE_KEYS = ("runs_dir", "name", "resume_from", "keep_checkpoints")
 # Trainer arguments that do not change what is trained: logging, saving, evaluation (no dropout, no sampling),
 # data loading workers, the hub, and those align or transformers set per run or process.
 FREE_TRAINING_KEYS = (
-    "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter", "logging_dir", "report_to",
-    "run_name", "project", "trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "disable_tqdm",
-    "log_level", "log_level_replica", "log_on_each_node", "include_num_input_tokens_seen", "skip_memory_metrics",
-    "save_strategy", "save_steps", "save_total_limit", "save_on_each_node", "restore_callback_states_from_checkpoint",
-    "eval_strategy", "eval_steps", "eval_delay", "eval_on_start", "eval_accumulation_steps", "eval_packing",
-    "per_device_eval_batch_size", "eval_do_concat_batches", "eval_use_gather_object", "batch_eval_metrics",
-    "prediction_loss_only", "bf16_full_eval", "fp16_full_eval",
-    "load_best_model_at_end", "metric_for_best_model", "greater_is_better",
-    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
-    "push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push", "hub_revision",
-    "output_dir", "resume_from_checkpoint", "local_rank", "do_train", "do_eval", "do_predict", "ddp_timeout",
+    "logging_strategy",
+    "logging_steps",
+    "logging_first_step",
+    "logging_nan_inf_filter",
+    "logging_dir",
+    "report_to",
+    "run_name",
+    "project",
+    "trackio_space_id",
+    "trackio_bucket_id",
+    "trackio_static_space_id",
+    "disable_tqdm",
+    "log_level",
+    "log_level_replica",
+    "log_on_each_node",
+    "include_num_input_tokens_seen",
+    "skip_memory_metrics",
+    "save_strategy",
+    "save_steps",
+    "save_total_limit",
+    "save_on_each_node",
+    "restore_callback_states_from_checkpoint",
+    "eval_strategy",
+    "eval_steps",
+    "eval_delay",
+    "eval_on_start",
+    "eval_accumulation_steps",
+    "eval_packing",
+    "per_device_eval_batch_size",
+    "eval_do_concat_batches",
+    "eval_use_gather_object",
+    "batch_eval_metrics",
+    "prediction_loss_only",
+    "bf16_full_eval",
+    "fp16_full_eval",
+    "load_best_model_at_end",
+    "metric_for_best_model",
+    "greater_is_better",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "dataloader_persistent_workers",
+    "dataloader_prefetch_factor",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_strategy",
+    "hub_token",
+    "hub_private_repo",
+    "hub_always_push",
+    "hub_revision",
+    "output_dir",
+    "resume_from_checkpoint",
+    "local_rank",
+    "do_train",
+    "do_eval",
+    "do_predict",
+    "ddp_timeout",
 )
 LATEST = "latest"
 
 
-def fingerprint(cfg, stage: str, args, rows: list[dict], models: list[dict[str, Any] | None],
-                free: tuple[str, ...] = ()) -> dict:
+def fingerprint(
+    cfg, stage: str, args, rows: list[dict], models: list[dict[str, Any] | None], free: tuple[str, ...] = ()
+) -> dict:
     """What a checkpoint records of its run and a resumed run must repeat: the settings that change what is
     trained (flattened to dotted keys; `training.*` are the trainer's arguments `args` as resolved, align's and
     TRL's defaults included, so leaving a value at its default and writing it out are the same), the content
@@ -91,8 +137,14 @@ def fingerprint(cfg, stage: str, args, rows: list[dict], models: list[dict[str, 
     dropped = {*FREE_KEYS, *free}
     settings = {k: v for k, v in settings.items() if k not in dropped and not any(k.startswith(f"{d}.") for d in free)}
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
-    return {"stage": stage, "settings": settings, "model_sha256": [r.get("sha256") if r else None for r in models],
-            "examples": len(rows), "examples_sha256": digest, "processes": distributed.world_size()}
+    return {
+        "stage": stage,
+        "settings": settings,
+        "model_sha256": [r.get("sha256") if r else None for r in models],
+        "examples": len(rows),
+        "examples_sha256": digest,
+        "processes": distributed.world_size(),
+    }
 
 
 @dataclass
@@ -135,9 +187,11 @@ def _latest(cfg, now: dict) -> Resume:
             if info.get("stage") == now["stage"]:
                 found.append((info, checkpoint, partial, writer_gone(partial)))
     if not found:
-        raise AlignError(f"resume_from=latest: no checkpoint of a stopped `align {now['stage']}` run in "
-                         f"runs_dir={cfg.runs_dir} (a run writes them with training.save_strategy=steps); "
-                         "remove resume_from to start from the beginning, or give a checkpoint directory")
+        raise AlignError(
+            f"resume_from=latest: no checkpoint of a stopped `align {now['stage']}` run in "
+            f"runs_dir={cfg.runs_dir} (a run writes them with training.save_strategy=steps); "
+            "remove resume_from to start from the beginning, or give a checkpoint directory"
+        )
     same = [f for f in found if not _differences(f[0], now)]
     if not same:
         info, checkpoint, _, _ = max(found, key=lambda f: f[0].get("written", ""))
@@ -150,9 +204,11 @@ def _read_info(path: Path, given: str) -> dict:
     try:
         info = json.loads((path / runs.CHECKPOINT_INFO).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AlignError(f"{given} is not a complete align checkpoint (no {runs.CHECKPOINT_INFO}); give a "
-                         f"`{runs.CHECKPOINTS_DIR}/checkpoint-N` directory of an sft, reward or dpo run, "
-                         "or latest") from None
+        raise AlignError(
+            f"{given} is not a complete align checkpoint (no {runs.CHECKPOINT_INFO}); give a "
+            f"`{runs.CHECKPOINTS_DIR}/checkpoint-N` directory of an sft, reward or dpo run, "
+            "or latest"
+        ) from None
     except (OSError, ValueError) as exc:
         raise AlignError(f"{path / runs.CHECKPOINT_INFO} cannot be read ({exc}); give another checkpoint") from None
     return info
@@ -161,9 +217,11 @@ def _read_info(path: Path, given: str) -> dict:
 def _check_same(info: dict, now: dict, what: str) -> None:
     differences = _differences(info, now)
     if differences:
-        raise AlignError(f"{what} was written with {differences[0]}; resume with the same settings and data "
-                         f"({len(differences)} difference{'s' if len(differences) > 1 else ''}: "
-                         f"{', '.join(d.split('=')[0].split(' (')[0] for d in differences)})")
+        raise AlignError(
+            f"{what} was written with {differences[0]}; resume with the same settings and data "
+            f"({len(differences)} difference{'s' if len(differences) > 1 else ''}: "
+            f"{', '.join(d.split('=')[0].split(' (')[0] for d in differences)})"
+        )
 
 
 def _differences(info: dict, now: dict) -> list[str]:
@@ -176,18 +234,23 @@ def _differences(info: dict, now: dict) -> list[str]:
         if before.get(key, "<unset>") != after.get(key, "<unset>"):
             out.append(f"{key}={before.get(key, '<unset>')!r}, this run has {key}={after.get(key, '<unset>')!r}")
     if info.get("model_sha256") != now["model_sha256"]:
-        out.append(f"models (content sha256 {_short(info.get('model_sha256'))}), this run starts from "
-                   f"{_short(now['model_sha256'])}: the model or reference changed")
+        out.append(
+            f"models (content sha256 {_short(info.get('model_sha256'))}), this run starts from "
+            f"{_short(now['model_sha256'])}: the model or reference changed"
+        )
     if info.get("examples_sha256") != now["examples_sha256"]:
-        out.append(f"training examples ({info.get('examples')} examples, sha256 "
-                   f"{str(info.get('examples_sha256'))[:12]}), this run has {now['examples']} (sha256 "
-                   f"{now['examples_sha256'][:12]}): the data file or its split changed")
+        out.append(
+            f"training examples ({info.get('examples')} examples, sha256 "
+            f"{str(info.get('examples_sha256'))[:12]}), this run has {now['examples']} (sha256 "
+            f"{now['examples_sha256'][:12]}): the data file or its split changed"
+        )
     if info.get("processes") != now["processes"]:
         out.append(f"processes ({info.get('processes')}), this run has {now['processes']}: the batch would change")
     return out
 
 
 # -- inside the run ---------------------------------------------------------------------------------
+
 
 def take_over(run, resume: Resume | None) -> str | None:
     """Make the run continue from `resume`: move a stopped run's checkpoints in (latest), start metrics.jsonl
@@ -211,14 +274,27 @@ def take_over(run, resume: Resume | None) -> str | None:
             with open(Path(run.path) / runs.METRICS, "a", encoding="utf-8") as out:
                 out.write(text if text.endswith("\n") else text + "\n")
     state = checkpoint / "trainer_state.json"
-    run.add_input_record("resume_from", {
-        "kind": "checkpoint", "path": str(resume.checkpoint.resolve()), "step": resume.step,
-        "sha256": runs.hash_file(state) if state.is_file() else None})
-    run.notes["resume"] = {"checkpoint": str(resume.checkpoint.resolve()), "step": resume.step,
-                           "stopped_run": resume.stopped_run.name if resume.stopped_run is not None else None}
+    run.add_input_record(
+        "resume_from",
+        {
+            "kind": "checkpoint",
+            "path": str(resume.checkpoint.resolve()),
+            "step": resume.step,
+            "sha256": runs.hash_file(state) if state.is_file() else None,
+        },
+    )
+    run.notes["resume"] = {
+        "checkpoint": str(resume.checkpoint.resolve()),
+        "step": resume.step,
+        "stopped_run": resume.stopped_run.name if resume.stopped_run is not None else None,
+    }
     run.metrics["first_step"] = resume.step + 1
-    log.info("resuming from %s (step %d)%s", resume.checkpoint, resume.step,
-             f"; its checkpoints moved into {run.path}" if resume.stopped_run is not None else "")
+    log.info(
+        "resuming from %s (step %d)%s",
+        resume.checkpoint,
+        resume.step,
+        f"; its checkpoints moved into {run.path}" if resume.stopped_run is not None else "",
+    )
     return str(checkpoint)
 
 
@@ -228,8 +304,10 @@ def _move_in(run, stopped: Path) -> None:
     try:
         os.replace(stopped / runs.CHECKPOINTS_DIR, target / runs.CHECKPOINTS_DIR)
     except FileNotFoundError:
-        raise AlignError(f"resume_from=latest: the checkpoints in {stopped} were taken by another run started at the "
-                         "same time; give resume_from a checkpoint directory, or start without resume_from") from None
+        raise AlignError(
+            f"resume_from=latest: the checkpoints in {stopped} were taken by another run started at the "
+            "same time; give resume_from a checkpoint directory, or start without resume_from"
+        ) from None
     if (stopped / TENSORBOARD_DIR).is_dir():
         os.replace(stopped / TENSORBOARD_DIR, target / TENSORBOARD_DIR)
     complete = set(runs.resumable_checkpoints(target))
@@ -246,7 +324,7 @@ def repoint(checkpoints: Path, old_root: Path, new_root: Path) -> None:
         state = json.loads(state_file.read_text(encoding="utf-8"))
         best = state.get("best_model_checkpoint")
         if best and str(best).startswith(str(old_root)):
-            state["best_model_checkpoint"] = str(new_root) + str(best)[len(str(old_root)):]
+            state["best_model_checkpoint"] = str(new_root) + str(best)[len(str(old_root)) :]
             state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -270,8 +348,11 @@ def completing_callback(run, fingerprint_now: dict):
                 folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
                 if (Path(run.path) / runs.METRICS).is_file():
                     shutil.copyfile(Path(run.path) / runs.METRICS, folder / METRICS_COPY)
-                info = {**fingerprint_now, "step": state.global_step,
-                        "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")}
+                info = {
+                    **fingerprint_now,
+                    "step": state.global_step,
+                    "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"),
+                }
                 partial = folder / f".{runs.CHECKPOINT_INFO}.partial"
                 partial.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
                 os.replace(partial, folder / runs.CHECKPOINT_INFO)

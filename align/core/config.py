@@ -33,11 +33,14 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X),
+    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
     list("-+0123456789."),
 )
 
@@ -255,6 +258,4 @@ def check_passthrough(section: dict[str, Any], target: type, key: str, reserved:
         if name in reserved:
             raise AlignError(f"'{key}.{name}' is set by align itself and cannot be overridden here")
         if name not in valid:
-            raise AlignError(
-                f"unknown config key '{key}.{name}' for {target.__name__}{nearest(name, valid)}"
-            )
+            raise AlignError(f"unknown config key '{key}.{name}' for {target.__name__}{nearest(name, valid)}")

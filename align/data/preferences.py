@@ -60,7 +60,6 @@ from align.data.records import read_records
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class PreferenceDataConfig:
     """Where preference pairs come from and how they are split."""
@@ -119,8 +118,9 @@ class PreferenceDataConfig:
     def __post_init__(self):
         if self.min_agreement is not None:
             agreement_threshold(self.min_agreement)  # raises on a bad value, before any data is read
-        if self.min_votes is not None and (isinstance(self.min_votes, bool) or not isinstance(self.min_votes, int)
-                                           or self.min_votes < 1):
+        if self.min_votes is not None and (
+            isinstance(self.min_votes, bool) or not isinstance(self.min_votes, int) or self.min_votes < 1
+        ):
             raise AlignError(f"'data.min_votes' must be a whole number >= 1, got {self.min_votes!r}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise AlignError(f"'data.test_fraction' must be in [0, 1), got {self.test_fraction}")
@@ -128,11 +128,15 @@ class PreferenceDataConfig:
             raise AlignError(f"'data.validation_fraction' must be in [0, 1), got {self.validation_fraction}")
         if self.tie_strength is not None:
             if self.ties == "drop":
-                raise AlignError(f"'data.tie_strength={self.tie_strength}' is the parameter of a tie model, and data.ties=drop; "
-                                 "set data.ties=davidson or rao_kupper, or remove data.tie_strength")
+                raise AlignError(
+                    f"'data.tie_strength={self.tie_strength}' is the parameter of a tie model, and data.ties=drop; "
+                    "set data.ties=davidson or rao_kupper, or remove data.tie_strength"
+                )
             low = 0.0 if self.ties == "davidson" else 1.0
             if not self.tie_strength > low:
-                raise AlignError(f"'data.tie_strength' must be > {low:g} for data.ties={self.ties}, got {self.tie_strength}")
+                raise AlignError(
+                    f"'data.tie_strength' must be > {low:g} for data.ties={self.ties}, got {self.tie_strength}"
+                )
         unknown = set(self.columns) - set(DEFAULT_COLUMNS)
         if unknown:
             raise AlignError(f"unknown 'data.columns' key(s) {sorted(unknown)}; valid: {sorted(DEFAULT_COLUMNS)}")
@@ -150,8 +154,12 @@ class PreferenceData:
 
 
 def load_preference_pairs(
-    path: str, format: str = "auto", columns: dict[str, str] | None = None, require: bool = True,
-    unpaired: bool = False, keep_ties: bool = False,
+    path: str,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    require: bool = True,
+    unpaired: bool = False,
+    keep_ties: bool = False,
 ) -> PreferenceData:
     """Read every pair in `path`, validated. Left-out rows are counted in `report`, never silent.
 
@@ -170,8 +178,10 @@ def load_preference_pairs(
     fmt = format if format != "auto" else detect_format(first[1], first[0])
     if fmt == UNPAIRED and not unpaired:
         how = "data.format=unpaired" if format == UNPAIRED else f"detected from the fields of {first[0]}"
-        raise AlignError(f"{path} is unpaired preference data (prompt, completion, label; {how}): it has no chosen/rejected "
-                         "pairs for this stage to compare; `align kto` trains on unpaired data")
+        raise AlignError(
+            f"{path} is unpaired preference data (prompt, completion, label; {how}): it has no chosen/rejected "
+            "pairs for this stage to compare; `align kto` trains on unpaired data"
+        )
     convert = converter(fmt)
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
     report = {"records_read": 0, "pairs": 0, "ties_or_no_majority": 0, "identical_dropped": 0}
@@ -186,9 +196,12 @@ def load_preference_pairs(
                 rows.append(row)
                 continue
             if (row["chosen"] is None or row["rejected"] is None) and keep_ties and _is_tie(row):
-                row = {**row, "chosen": as_messages(row["response_a"], where, "response_a", default_role="assistant"),
-                       "rejected": as_messages(row["response_b"], where, "response_b", default_role="assistant"),
-                       "tie": True}
+                row = {
+                    **row,
+                    "chosen": as_messages(row["response_a"], where, "response_a", default_role="assistant"),
+                    "rejected": as_messages(row["response_b"], where, "response_b", default_role="assistant"),
+                    "tie": True,
+                }
                 report["ties_kept"] = report.get("ties_kept", 0) + 1
             if row["chosen"] is None or row["rejected"] is None:
                 report["ties_or_no_majority"] += 1
@@ -199,8 +212,12 @@ def load_preference_pairs(
                 continue
             rows.append(row)
     if report.get("identical_dropped"):
-        log.warning("%s: %d pair(s) with chosen identical to rejected left out (first at %s)",
-                    path, report["identical_dropped"], first_identical)
+        log.warning(
+            "%s: %d pair(s) with chosen identical to rejected left out (first at %s)",
+            path,
+            report["identical_dropped"],
+            first_identical,
+        )
     if fmt != UNPAIRED:
         report["pairs"] = len(rows)
         if unpaired:
@@ -215,6 +232,7 @@ def load_preference_pairs(
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
 
 def _text(messages: list[dict[str, str]]) -> str:
     return "\n".join(m["content"].strip() for m in messages)
@@ -258,7 +276,9 @@ def sample(rows: list, n: int | None, seed: int) -> list:
     return [rows[i] for i in keep]
 
 
-def load_splits(cfg: PreferenceDataConfig, fits=None, unpaired: bool = False) -> tuple[PreferenceData, PreferenceData | None]:
+def load_splits(
+    cfg: PreferenceDataConfig, fits=None, unpaired: bool = False
+) -> tuple[PreferenceData, PreferenceData | None]:
     """Train and held-out pairs per the config; held-out never overlaps train by prompt.
 
     `fits(rows, what) -> (kept, report)` (the token budget) is applied before sampling, so
@@ -288,7 +308,9 @@ def load_splits(cfg: PreferenceDataConfig, fits=None, unpaired: bool = False) ->
     return PreferenceData(train_rows, data.report, validation=validation), test
 
 
-def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
+def training_pool(
+    cfg: PreferenceDataConfig, unpaired: bool = False
+) -> tuple[PreferenceData, list[dict[str, Any]], PreferenceData | None]:
     """(everything read, the pairs training may draw from, the held-out pairs): the split alone,
     before the token budget and samples. Also used to recompute what an upstream run trained on.
     `unpaired=True`: examples instead of pairs (`load_preference_pairs`); the split is by prompt, so
@@ -297,8 +319,10 @@ def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[Pr
         raise AlignError("'data.train' is required: a preference file, datasets directory or run directory")
     unit = "examples" if unpaired else "pairs"
     if unpaired and (cfg.weighting != "none" or cfg.ties != "drop"):
-        raise AlignError(f"data.weighting={cfg.weighting} and data.ties={cfg.ties} apply to the pair losses of `align reward` "
-                         "and `align dpo`; `align kto` trains on unpaired examples: remove them")
+        raise AlignError(
+            f"data.weighting={cfg.weighting} and data.ties={cfg.ties} apply to the pair losses of `align reward` "
+            "and `align dpo`; `align kto` trains on unpaired examples: remove them"
+        )
     data = load_preference_pairs(cfg.train, cfg.format, cfg.columns, unpaired=unpaired, keep_ties=cfg.ties != "drop")
     if cfg.weighting != "none":
         check_p_chosen(data.rows, cfg, data.report)
@@ -325,7 +349,8 @@ def training_pool(cfg: PreferenceDataConfig, unpaired: bool = False) -> tuple[Pr
         if not validation_rows or not train_rows:
             raise AlignError(
                 f"data.validation_fraction={cfg.validation_fraction} of {len(train_rows) + len(validation_rows)} training-side "
-                f"{unit} leaves {len(validation_rows)} to validate on and {len(train_rows)} to train on; change data.validation_fraction")
+                f"{unit} leaves {len(validation_rows)} to validate on and {len(train_rows)} to train on; change data.validation_fraction"
+            )
         data.report[f"validation_{unit}_set_aside"] = len(validation_rows)
         data.validation = PreferenceData(validation_rows, {unit: len(validation_rows), "carved_from": "training side"})
         _drop_held_out_ties(data.validation)
@@ -345,7 +370,9 @@ def agreement_threshold(value: float | str) -> tuple[Fraction, Fraction]:
     if isinstance(value, str):
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
         if not match or int(match[2]) == 0 or int(match[1]) > int(match[2]):
-            raise AlignError(f"'data.min_agreement' must be a fraction k/n with k <= n (e.g. 2/3) or a number in [0, 1], got {value!r}")
+            raise AlignError(
+                f"'data.min_agreement' must be a fraction k/n with k <= n (e.g. 2/3) or a number in [0, 1], got {value!r}"
+            )
         return Fraction(int(match[1]), int(match[2])), Fraction(0)
     if not 0.0 <= value <= 1.0:
         raise AlignError(f"'data.min_agreement' must be in [0, 1] (or a fraction such as 2/3), got {value}")
@@ -356,14 +383,21 @@ def vote_share(row: dict[str, Any]) -> tuple[Fraction, bool] | None:
     """(share of votes for the most common choice, exact?) of a pulled row: exact from `counts`
     ({a, b, tie}), else the rounded `agreement` float; None when the row has neither."""
     counts = row.get("counts")
-    if isinstance(counts, dict) and counts and all(isinstance(v, int) for v in counts.values()) and sum(counts.values()) > 0:
+    if (
+        isinstance(counts, dict)
+        and counts
+        and all(isinstance(v, int) for v in counts.values())
+        and sum(counts.values()) > 0
+    ):
         return Fraction(max(counts.values()), sum(counts.values())), True
     if row.get("agreement") is None:
         return None
     return Fraction(str(row["agreement"])), False
 
 
-def filter_agreement(rows: list[dict[str, Any]], threshold: float | str, path: str, report: dict) -> list[dict[str, Any]]:
+def filter_agreement(
+    rows: list[dict[str, Any]], threshold: float | str, path: str, report: dict
+) -> list[dict[str, Any]]:
     """Keep pairs whose annotator agreement is >= threshold (see `agreement_threshold`). Data without
     agreement is an error: the user asked for a filter that cannot apply."""
     if not any("agreement" in r or "counts" in r for r in rows):
@@ -412,8 +446,10 @@ def check_p_chosen(rows: list[dict[str, Any]], cfg: PreferenceDataConfig, report
     certain (p = 1), counted as `pairs_without_p_chosen`."""
     clear = [r for r in rows if not r.get("tie")]
     if clear and not any(r.get("p_chosen") is not None for r in clear):
-        raise AlignError(f"data.weighting={cfg.weighting} reads each pair's 'p_chosen', and {cfg.train} has none (it comes "
-                         "from `align annotate pull`); use data.weighting=none for this data")
+        raise AlignError(
+            f"data.weighting={cfg.weighting} reads each pair's 'p_chosen', and {cfg.train} has none (it comes "
+            "from `align annotate pull`); use data.weighting=none for this data"
+        )
     for r in clear:
         p = r.get("p_chosen")
         if p is not None and not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):

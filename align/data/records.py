@@ -24,8 +24,9 @@ import csv
 import gzip
 import json
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from align.core import hub, runs
 from align.core.errors import AlignError
@@ -118,7 +119,7 @@ def _lines(p: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 file, optionally gzipped; decoded line by line so an
     encoding error names its line. A NUL byte is an error: Python's csv module would pass it on
     inside a field, and it means a binary or UTF-16 file."""
-    with (gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb")) as f:
+    with gzip.open(p, "rb") if p.name.lower().endswith(".gz") else open(p, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if b"\0" in raw:
                 raise AlignError(f"{p}:{lineno}: contains a NUL byte (a binary or UTF-16 file?); give UTF-8 text")

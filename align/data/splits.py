@@ -27,7 +27,9 @@ from align.data.records import data_exists
 
 log = logging.getLogger(__name__)
 
-SPLIT_RULE = "prompt-hash-v1: sha256('{seed}:' + json.dumps(prompt, sort_keys=True)), first 8 bytes / 2**64 < test_fraction"
+SPLIT_RULE = (
+    "prompt-hash-v1: sha256('{seed}:' + json.dumps(prompt, sort_keys=True)), first 8 bytes / 2**64 < test_fraction"
+)
 TRAINING_STAGES = ("sft", "reward", "dpo", "kto")
 
 
@@ -50,7 +52,9 @@ def split_record(data_cfg, held_out_prompts: list[Any]) -> dict[str, Any]:
     }
 
 
-def check_upstream(stage: str, data_cfg, held_out_prompts: list[Any], parents: list[dict[str, Any] | None]) -> dict[str, Any]:
+def check_upstream(
+    stage: str, data_cfg, held_out_prompts: list[Any], parents: list[dict[str, Any] | None]
+) -> dict[str, Any]:
     """The split record, with what was checked upstream; AlignError when a held-out prompt was trained on."""
     record = split_record(data_cfg, held_out_prompts)
     record["upstream"] = []
@@ -89,13 +93,24 @@ def _own_split(data_cfg) -> str:
 
 def _split_of(manifest: dict[str, Any]) -> dict[str, Any]:
     data = (manifest.get("config") or {}).get("data") or {}
-    return {"data": _input_path(manifest, "data.train") or data.get("train"), "test_fraction": data.get("test_fraction", 0.0),
-            "seed": data.get("seed", 0), "test": data.get("test")}
+    return {
+        "data": _input_path(manifest, "data.train") or data.get("train"),
+        "test_fraction": data.get("test_fraction", 0.0),
+        "seed": data.get("seed", 0),
+        "test": data.get("test"),
+    }
 
 
 def _describe(split: dict[str, Any]) -> str:
-    held = f"data.test={split['test']}" if split.get("test") else (
-        f"data.test_fraction={split['test_fraction']}, data.seed={split['seed']}" if split["test_fraction"] else "nothing held out")
+    held = (
+        f"data.test={split['test']}"
+        if split.get("test")
+        else (
+            f"data.test_fraction={split['test_fraction']}, data.seed={split['seed']}"
+            if split["test_fraction"]
+            else "nothing held out"
+        )
+    )
     return f"trained on {split['data']} with {held}"
 
 
@@ -125,7 +140,11 @@ def _locate(record: dict[str, Any] | None, own_train: str) -> tuple[str | None, 
         return None, "its manifest records no training data"
     recorded = record.get("ref") or record.get("path")
     for candidate in (recorded, own_train):
-        if candidate and data_exists(candidate) and runs.describe_input(candidate).get("sha256") == record.get("sha256"):
+        if (
+            candidate
+            and data_exists(candidate)
+            and runs.describe_input(candidate).get("sha256") == record.get("sha256")
+        ):
             return candidate, ""
     return None, f"its training data {recorded} is gone or has changed since (sha256 {str(record.get('sha256'))[:12]})"
 

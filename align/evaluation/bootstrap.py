@@ -13,8 +13,8 @@ few prompts the percentile interval is too narrow; it is what the gates read, so
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -40,7 +40,11 @@ def bootstrap_mean(values: Sequence[float], resamples: int = 1000, seed: int = 0
 
 
 def bootstrap_paired_difference(
-    policy: Sequence[float], baseline: Sequence[float], resamples: int = 1000, seed: int = 0, level: float = 0.95,
+    policy: Sequence[float],
+    baseline: Sequence[float],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> Interval:
     """Mean of policy[i] - baseline[i] with an interval that resamples the pairs i together."""
     a, b = _as_array(policy), _as_array(baseline)

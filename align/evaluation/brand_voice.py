@@ -26,9 +26,10 @@ compute the same way every round. Replies cut off by `max_tokens` usually fail `
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from align.core.config import read_yaml
 from align.core.errors import AlignError
@@ -69,8 +70,12 @@ class BrandRubric:
             where = f"{path}: rules[{i}]"
             if not isinstance(item, dict) or "id" not in item or "check" not in item:
                 raise AlignError(f"{where}: each rule needs an `id` and a `check`")
-            rule = Rule(str(item["id"]), str(item["check"]),
-                        {k: v for k, v in item.items() if k not in ("id", "check", "guide")}, str(item.get("guide", "")))
+            rule = Rule(
+                str(item["id"]),
+                str(item["check"]),
+                {k: v for k, v in item.items() if k not in ("id", "check", "guide")},
+                str(item.get("guide", "")),
+            )
             if rule.id in seen:
                 raise AlignError(f"{where}: duplicate rule id '{rule.id}'")
             seen.add(rule.id)
@@ -86,6 +91,7 @@ class BrandRubric:
 
 
 # -- checks: (score function, required parameters) ------------------------------------------------
+
 
 def _phrase(phrase: str) -> re.Pattern:
     return re.compile(r"(?<![\w'])" + re.escape(phrase.lower()) + r"(?![\w'])")
@@ -162,7 +168,9 @@ def _validate(rule: Rule, where: str) -> None:
     if rule.check not in CHECKS:
         from align.core.errors import nearest
 
-        raise AlignError(f"{where}: unknown check '{rule.check}'{nearest(rule.check, CHECKS)}; one of {', '.join(CHECKS)}")
+        raise AlignError(
+            f"{where}: unknown check '{rule.check}'{nearest(rule.check, CHECKS)}; one of {', '.join(CHECKS)}"
+        )
     missing = [k for k in CHECKS[rule.check][1] if k not in rule.params]
     if missing:
         raise AlignError(f"{where} ({rule.id}): check '{rule.check}' needs {', '.join(missing)}")

@@ -30,7 +30,9 @@ def reply_ids(tokenizer, text: str, ended: bool, eos_id: int) -> list[int]:
     return ids + [eos_id] if ended else ids
 
 
-def token_kl(policy, baseline, prompts: list[list[int]], replies: list[list[int]], batch_size: int = 4) -> list[tuple[float, int]]:
+def token_kl(
+    policy, baseline, prompts: list[list[int]], replies: list[list[int]], batch_size: int = 4
+) -> list[tuple[float, int]]:
     """Per reply: (sum over its tokens of KL(policy || baseline) at that step, number of tokens)."""
     out = []
     for p_logits, b_logits, _ in _paired_reply_logits(policy, baseline, prompts, replies, batch_size):
@@ -40,7 +42,9 @@ def token_kl(policy, baseline, prompts: list[list[int]], replies: list[list[int]
     return out
 
 
-def reply_logprob(model, prompts: list[list[int]], replies: list[list[int]], batch_size: int = 4) -> list[tuple[float, int]]:
+def reply_logprob(
+    model, prompts: list[list[int]], replies: list[list[int]], batch_size: int = 4
+) -> list[tuple[float, int]]:
     """Per reply: (sum of its tokens' log-probabilities under `model`, number of tokens)."""
     out = []
     for logits, _, targets in _paired_reply_logits(model, None, prompts, replies, batch_size):
@@ -49,7 +53,9 @@ def reply_logprob(model, prompts: list[list[int]], replies: list[list[int]], bat
     return out
 
 
-def _paired_reply_logits(a, b, prompts, replies, batch_size) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
+def _paired_reply_logits(
+    a, b, prompts, replies, batch_size
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]]:
     """For each (prompt, reply): the logits predicting the reply's tokens under `a` (and `b`), and those tokens.
 
     Sequences are right-padded in batches; the logits at position t predict token t + 1, so a reply
@@ -60,18 +66,21 @@ def _paired_reply_logits(a, b, prompts, replies, batch_size) -> Iterator[tuple[t
     where, where_b = device.model_device(a), device.model_device(b) if b is not None else None
     with torch.inference_mode():
         for start in range(0, len(prompts), batch_size):
-            seqs = [p + r for p, r in zip(prompts[start:start + batch_size], replies[start:start + batch_size])]
+            seqs = [p + r for p, r in zip(prompts[start : start + batch_size], replies[start : start + batch_size])]
             width = max(map(len, seqs))
             ids = torch.zeros((len(seqs), width), dtype=torch.long)
             mask = torch.zeros((len(seqs), width), dtype=torch.long)
             for row, seq in enumerate(seqs):
-                ids[row, :len(seq)] = torch.tensor(seq)
-                mask[row, :len(seq)] = 1
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
             ids, mask = ids.to(where), mask.to(where)
             la = a(input_ids=ids, attention_mask=mask).logits.float()
             # The baseline may sit on another device (two large models split over GPUs): its logits come back.
-            lb = (b(input_ids=ids.to(where_b), attention_mask=mask.to(where_b)).logits.float().to(where)
-                  if b is not None else None)
+            lb = (
+                b(input_ids=ids.to(where_b), attention_mask=mask.to(where_b)).logits.float().to(where)
+                if b is not None
+                else None
+            )
             for row, k in enumerate(range(start, start + len(seqs))):
                 s, n = len(prompts[k]), len(replies[k])
                 if n == 0:
@@ -79,4 +88,4 @@ def _paired_reply_logits(a, b, prompts, replies, batch_size) -> Iterator[tuple[t
                     yield empty, (empty if lb is not None else None), ids.new_zeros((0,))
                     continue
                 window = slice(s - 1, s + n - 1)
-                yield la[row, window], (lb[row, window] if lb is not None else None), ids[row, s:s + n]
+                yield la[row, window], (lb[row, window] if lb is not None else None), ids[row, s : s + n]

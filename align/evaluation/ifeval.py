@@ -69,12 +69,16 @@ def load_ifeval_prompts(path: str, limit: int | None = None, seed: int = 0) -> l
     for where, rec in read_records(path):
         missing = [k for k in ("prompt", "instruction_id_list", "kwargs") if not isinstance(rec, dict) or k not in rec]
         if missing:
-            raise AlignError(f"{where}: not an IFEval record, missing {', '.join(missing)} "
-                             "(expected key, prompt, instruction_id_list, kwargs)")
+            raise AlignError(
+                f"{where}: not an IFEval record, missing {', '.join(missing)} "
+                "(expected key, prompt, instruction_id_list, kwargs)"
+            )
         ids, kwargs = list(rec["instruction_id_list"]), list(rec["kwargs"])
         if len(ids) != len(kwargs) or not ids:
-            raise AlignError(f"{where}: instruction_id_list ({len(ids)}) and kwargs ({len(kwargs)}) must be "
-                             "non-empty and of equal length")
+            raise AlignError(
+                f"{where}: instruction_id_list ({len(ids)}) and kwargs ({len(kwargs)}) must be "
+                "non-empty and of equal length"
+            )
         unknown = [i for i in ids if i not in registry]
         if unknown:
             raise AlignError(f"{where}: instruction id(s) {', '.join(unknown)} are not in lm-eval's IFEval registry")
@@ -85,6 +89,7 @@ def load_ifeval_prompts(path: str, limit: int | None = None, seed: int = 0) -> l
 
 
 # -- lm-eval and Punkt ----------------------------------------------------------------------------
+
 
 @functools.cache
 def punkt_source() -> str | None:
@@ -155,22 +160,31 @@ def unscorable() -> frozenset[str]:
 
 # -- scoring --------------------------------------------------------------------------------------
 
+
 def score_reply(prompt: IFEvalPrompt, reply: str, skip: frozenset[str] | None = None) -> dict[str, Any]:
     """Strict and loose verdicts per instruction (None = unscored) and per prompt (None when any is)."""
     skip = unscorable() if skip is None else skip
     utils = _lm_eval()[2]
-    inp = utils.InputExample(key=prompt.key, instruction_id_list=prompt.instruction_ids,
-                             prompt=prompt.prompt, kwargs=prompt.kwargs)
+    inp = utils.InputExample(
+        key=prompt.key, instruction_id_list=prompt.instruction_ids, prompt=prompt.prompt, kwargs=prompt.kwargs
+    )
     out: dict[str, Any] = {"instructions": prompt.instruction_ids}
-    for mode, test in (("strict", utils.test_instruction_following_strict), ("loose", utils.test_instruction_following_loose)):
+    for mode, test in (
+        ("strict", utils.test_instruction_following_strict),
+        ("loose", utils.test_instruction_following_loose),
+    ):
         scored = [i for i in prompt.instruction_ids if i not in skip]
         if len(scored) == len(prompt.instruction_ids):
             followed = list(test(inp, reply).follow_instruction_list)
         else:
             # Score the checkable instructions alone; the others stay None (reported, never guessed).
             keep = [k for k, i in enumerate(prompt.instruction_ids) if i not in skip]
-            part = utils.InputExample(key=prompt.key, instruction_id_list=[prompt.instruction_ids[k] for k in keep],
-                                      prompt=prompt.prompt, kwargs=[prompt.kwargs[k] for k in keep])
+            part = utils.InputExample(
+                key=prompt.key,
+                instruction_id_list=[prompt.instruction_ids[k] for k in keep],
+                prompt=prompt.prompt,
+                kwargs=[prompt.kwargs[k] for k in keep],
+            )
             verdicts = iter(test(part, reply).follow_instruction_list if keep else [])
             followed = [next(verdicts) if i not in skip else None for i in prompt.instruction_ids]
         out[mode] = [None if v is None else bool(v) for v in followed]
@@ -192,22 +206,29 @@ def ifeval_metrics(rows: list[dict[str, Any]], resamples: int, seed: int, level:
             base = np.array([float(r["baseline"][f"prompt_{mode}"]) for r in scored])
             ones = np.ones(len(scored))
             metrics[f"prompt_{mode}"] = _paired_ratio(pol, base, ones, resamples, seed, level)
-        followed = {role: np.array([sum(bool(v) for v in r[role][mode] if v is not None) for r in rows], float)
-                    for role in ("policy", "baseline")}
+        followed = {
+            role: np.array([sum(bool(v) for v in r[role][mode] if v is not None) for r in rows], float)
+            for role in ("policy", "baseline")
+        }
         counts = np.array([sum(v is not None for v in r["policy"][mode]) for r in rows], float)
         if counts.sum() > 0:
-            metrics[f"inst_{mode}"] = _paired_ratio(followed["policy"], followed["baseline"], counts, resamples, seed, level)
+            metrics[f"inst_{mode}"] = _paired_ratio(
+                followed["policy"], followed["baseline"], counts, resamples, seed, level
+            )
     return metrics
 
 
 def unscored_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     """How many prompts and instructions could not be scored (0 and 0 when Punkt is present)."""
-    return {"prompts": sum(r["policy"]["prompt_strict"] is None for r in rows),
-            "instructions": sum(v is None for r in rows for v in r["policy"]["strict"])}
+    return {
+        "prompts": sum(r["policy"]["prompt_strict"] is None for r in rows),
+        "instructions": sum(v is None for r in rows for v in r["policy"]["strict"]),
+    }
 
 
-def _paired_ratio(pol: np.ndarray, base: np.ndarray, den: np.ndarray, resamples: int, seed: int,
-                  level: float) -> dict[str, dict[str, float | int]]:
+def _paired_ratio(
+    pol: np.ndarray, base: np.ndarray, den: np.ndarray, resamples: int, seed: int, level: float
+) -> dict[str, dict[str, float | int]]:
     """sum(pol)/sum(den), sum(base)/sum(den) and their difference, with intervals from one set of
     prompt resamples (numpy PCG64, as align.evaluation.bootstrap). With den = 1 it is the plain mean."""
     rng = np.random.default_rng(seed)

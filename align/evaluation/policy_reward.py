@@ -26,8 +26,17 @@ REPLY_FIELDS = ("prompt", "policy", "reference", "policy_reward", "reference_rew
 
 
 def compare_with_reward_model(
-    policy, tokenizer, reward_source: ModelSource, prompts: list, settings, dtype: str, max_length: int,
-    disable_adapter: bool, reference=None, replies_path: Path | None = None, attn_implementation: str = "auto",
+    policy,
+    tokenizer,
+    reward_source: ModelSource,
+    prompts: list,
+    settings,
+    dtype: str,
+    max_length: int,
+    disable_adapter: bool,
+    reference=None,
+    replies_path: Path | None = None,
+    attn_implementation: str = "auto",
 ) -> dict[str, Any]:
     """The policy's and the reference's greedy replies, scored by the reward model (placed on this process's
     device, where the stage's policy is)."""
@@ -35,16 +44,37 @@ def compare_with_reward_model(
     ctx = policy.disable_adapter() if disable_adapter else contextlib.nullcontext()
     with ctx:
         reference_replies = greedy_replies(
-            reference if reference is not None else policy, tokenizer, prompts, settings.max_new_tokens, settings.batch_size
+            reference if reference is not None else policy,
+            tokenizer,
+            prompts,
+            settings.max_new_tokens,
+            settings.batch_size,
         )
     reward_tokenizer = load_tokenizer(reward_source)
-    reward_model = load_reward_model(reward_source, dtype, pad_token_id=reward_tokenizer.pad_token_id,
-                                     attn_implementation=attn_implementation, place=True)
+    reward_model = load_reward_model(
+        reward_source,
+        dtype,
+        pad_token_id=reward_tokenizer.pad_token_id,
+        attn_implementation=attn_implementation,
+        place=True,
+    )
     convo = lambda p, r: p + [{"role": "assistant", "content": r}]  # noqa: E731
-    policy_scores = reward_scores(reward_model, reward_tokenizer, [convo(p, r) for p, r in zip(prompts, policy_replies)],
-                                  settings.batch_size, max_length, "scoring policy replies")
-    reference_scores = reward_scores(reward_model, reward_tokenizer, [convo(p, r) for p, r in zip(prompts, reference_replies)],
-                                     settings.batch_size, max_length, "scoring reference replies")
+    policy_scores = reward_scores(
+        reward_model,
+        reward_tokenizer,
+        [convo(p, r) for p, r in zip(prompts, policy_replies)],
+        settings.batch_size,
+        max_length,
+        "scoring policy replies",
+    )
+    reference_scores = reward_scores(
+        reward_model,
+        reward_tokenizer,
+        [convo(p, r) for p, r in zip(prompts, reference_replies)],
+        settings.batch_size,
+        max_length,
+        "scoring reference replies",
+    )
     if replies_path is not None:
         with open(replies_path, "w", encoding="utf-8") as f:
             for row in zip(prompts, policy_replies, reference_replies, policy_scores, reference_scores):
@@ -62,10 +92,15 @@ def compare_with_reward_model(
         # Paired by prompt: is the gain more than which prompts happened to be held out?
         gain = bootstrap_paired_difference(policy_scores, reference_scores)
         result.update(rm_mean_gain_ci_low=gain.ci_low, rm_mean_gain_ci_high=gain.ci_high)
-    log.info("reward model on %d held-out prompts: policy %.3f vs reference %.3f (gain %+.3f [%s], win rate %.2f)",
-             n, result["rm_policy_mean_reward"], result["rm_reference_mean_reward"], result["rm_mean_gain"],
-             f"{result['rm_mean_gain_ci_low']:+.3f}, {result['rm_mean_gain_ci_high']:+.3f}" if n > 1 else "n=1",
-             result["rm_policy_win_rate"])
+    log.info(
+        "reward model on %d held-out prompts: policy %.3f vs reference %.3f (gain %+.3f [%s], win rate %.2f)",
+        n,
+        result["rm_policy_mean_reward"],
+        result["rm_reference_mean_reward"],
+        result["rm_mean_gain"],
+        f"{result['rm_mean_gain_ci_low']:+.3f}, {result['rm_mean_gain_ci_high']:+.3f}" if n > 1 else "n=1",
+        result["rm_policy_win_rate"],
+    )
     return result
 
 

@@ -67,7 +67,9 @@ def load_prompt_set(name: str, cfg: PromptSetConfig) -> list[Prompt]:
             prompts.append(parse_prompt(record, where, cfg.prompt_field))
     kept = len(prompts)
     if cfg.split != "all":
-        train, held_out = split_pairs([{"prompt": p.messages, "item": p} for p in prompts], cfg.eval_fraction, cfg.split_seed)
+        train, held_out = split_pairs(
+            [{"prompt": p.messages, "item": p} for p in prompts], cfg.eval_fraction, cfg.split_seed
+        )
         prompts = [row["item"] for row in (held_out if cfg.split == "eval" else train)]
     prompts = sample(prompts, cfg.max_prompts, cfg.sample_seed)
     if not prompts:
@@ -81,5 +83,7 @@ def load_prompt_set(name: str, cfg: PromptSetConfig) -> list[Prompt]:
 
 def _matches(record, match: dict[str, str], where: str) -> bool:
     if not isinstance(record, dict):
-        raise AlignError(f"{where}: `match` filters on record fields, but this record is a plain string; remove `match`")
+        raise AlignError(
+            f"{where}: `match` filters on record fields, but this record is a plain string; remove `match`"
+        )
     return all(str(record.get(key)) == str(value) for key, value in match.items())

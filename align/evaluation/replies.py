@@ -17,9 +17,14 @@ from align.scoring import reward_scores
 Messages = list[dict[str, str]]
 
 
-def generate_replies(cfg: EngineConfig, engine_name: str, source: ModelSource, tokenizer,
-                     jobs: dict[str, tuple[list[list[int]], SamplingSettings]], seed: int
-                     ) -> tuple[dict[str, list[Completion]], dict]:
+def generate_replies(
+    cfg: EngineConfig,
+    engine_name: str,
+    source: ModelSource,
+    tokenizer,
+    jobs: dict[str, tuple[list[list[int]], SamplingSettings]],
+    seed: int,
+) -> tuple[dict[str, list[Completion]], dict]:
     """Every job's first completion per prompt from one engine load, and the timing:
     `({job: [Completion per prompt]}, {"engine_load_s": s, "jobs": {job: {generation_s, new_tokens, tokens_per_s}}})`.
 
@@ -36,24 +41,47 @@ def generate_replies(cfg: EngineConfig, engine_name: str, source: ModelSource, t
             out[job] = [c[0] for c in engine.generate(ids, sampling)]
             took = time.time() - began
             tokens = sum(c.tokens for c in out[job])
-            timing["jobs"][job] = {"generation_s": round(took, 2), "new_tokens": tokens,
-                                   "tokens_per_s": round(tokens / max(took, 1e-9), 2)}
+            timing["jobs"][job] = {
+                "generation_s": round(took, 2),
+                "new_tokens": tokens,
+                "tokens_per_s": round(tokens / max(took, 1e-9), 2),
+            }
     finally:
         engine.close()
     return out, timing
 
 
-def reward_replies(cfg, source: ModelSource, conversations: list[Messages], replies: dict[str, list[Completion]],
-                   batch_size: int, max_length: int | None, what: str = "replies") -> dict[str, list[float]]:
+def reward_replies(
+    cfg,
+    source: ModelSource,
+    conversations: list[Messages],
+    replies: dict[str, list[Completion]],
+    batch_size: int,
+    max_length: int | None,
+    what: str = "replies",
+) -> dict[str, list[float]]:
     """Reward-model score of each reply after its conversation, per model: {model: [score per prompt]}.
 
     `cfg`: the stage's model loading (dtype, trust_remote_code, attn_implementation). The reply is stripped
     of surrounding whitespace and scored as the assistant's turn, as the reward stage formats its pairs.
     """
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                              attn_implementation=cfg.attn_implementation, place=True)
-    return {role: reward_scores(model, tokenizer,
-                                [c + [{"role": "assistant", "content": r.text.strip()}] for c, r in zip(conversations, completions)],
-                                batch_size, max_length, f"scoring {role} {what}")
-            for role, completions in replies.items()}
+    model = load_reward_model(
+        source,
+        cfg.dtype,
+        cfg.trust_remote_code,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=cfg.attn_implementation,
+        place=True,
+    )
+    return {
+        role: reward_scores(
+            model,
+            tokenizer,
+            [c + [{"role": "assistant", "content": r.text.strip()}] for c, r in zip(conversations, completions)],
+            batch_size,
+            max_length,
+            f"scoring {role} {what}",
+        )
+        for role, completions in replies.items()
+    }

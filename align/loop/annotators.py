@@ -29,11 +29,13 @@ def annotators_section(rounds: list[RoundSummary]) -> str:
         parts.append(f"<h3>Round {r.round}</h3>" + _table(quality))
     if not parts:
         return ""
-    return ("<h2>Annotators per round</h2><p>Per annotator, from each round's label pull: gold accuracy (known-answer "
-            "records mixed into the push), Krippendorff's α of the team without them (α rising without someone means "
-            "they disagree with the others), the share of A among non-tie votes (0.5 is unbiased: A holds the better "
-            "reply half the time), the median seconds between answers (breaks left out). 95% Wilson intervals. "
-            "Flags name the configured bar an annotator falls below.</p>" + "".join(parts))
+    return (
+        "<h2>Annotators per round</h2><p>Per annotator, from each round's label pull: gold accuracy (known-answer "
+        "records mixed into the push), Krippendorff's α of the team without them (α rising without someone means "
+        "they disagree with the others), the share of A among non-tie votes (0.5 is unbiased: A holds the better "
+        "reply half the time), the median seconds between answers (breaks left out). 95% Wilson intervals. "
+        "Flags name the configured bar an annotator falls below.</p>" + "".join(parts)
+    )
 
 
 def _quality(run: str) -> dict[str, Any] | None:
@@ -49,14 +51,18 @@ def _table(quality: dict[str, Any]) -> str:
     for name, s in quality["annotators"].items():
         flagged = bool(s["flags"])
         flags = "<br>".join(_e(f) for f in s["flags"]) if flagged else "<span class='pass'>ok</span>"
-        rows.append(f"<tr class='{'failed' if flagged else 'passed'}'><td>{_e(name)}</td><td class='num'>{s['votes']}</td>"
-                    f"<td class='num'>{_proportion(s['gold'])}</td><td class='num'>{_num(s['alpha_without'])}</td>"
-                    f"<td class='num'>{_proportion(s['position_bias'])}</td>"
-                    f"<td class='num'>{_num(s['median_seconds'], '.1f')}</td>"
-                    f"<td>{'<span class=fail>FLAGGED</span><br>' if flagged else ''}{flags}</td></tr>")
-    return (f"<p>Team α: {_num(quality['alpha_all'])}.</p><table><tr><th>annotator</th><th>votes</th>"
-            "<th>gold accuracy</th><th>α without them</th><th>share of A</th><th>median s / record</th><th>flags</th></tr>"
-            f"{''.join(rows)}</table>")
+        rows.append(
+            f"<tr class='{'failed' if flagged else 'passed'}'><td>{_e(name)}</td><td class='num'>{s['votes']}</td>"
+            f"<td class='num'>{_proportion(s['gold'])}</td><td class='num'>{_num(s['alpha_without'])}</td>"
+            f"<td class='num'>{_proportion(s['position_bias'])}</td>"
+            f"<td class='num'>{_num(s['median_seconds'], '.1f')}</td>"
+            f"<td>{'<span class=fail>FLAGGED</span><br>' if flagged else ''}{flags}</td></tr>"
+        )
+    return (
+        f"<p>Team α: {_num(quality['alpha_all'])}.</p><table><tr><th>annotator</th><th>votes</th>"
+        "<th>gold accuracy</th><th>α without them</th><th>share of A</th><th>median s / record</th><th>flags</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _proportion(p: dict[str, Any]) -> str:

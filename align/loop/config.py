@@ -106,13 +106,17 @@ class TrainSettings:
             if name not in TRAIN_STAGES:
                 from align.core.errors import nearest
 
-                raise AlignError(f"'train.stages' names unknown stage '{name}'{nearest(name, TRAIN_STAGES)}; "
-                                 f"one of {', '.join(TRAIN_STAGES)}")
+                raise AlignError(
+                    f"'train.stages' names unknown stage '{name}'{nearest(name, TRAIN_STAGES)}; "
+                    f"one of {', '.join(TRAIN_STAGES)}"
+                )
         if len(set(self.stages)) != len(self.stages):
             raise AlignError(f"'train.stages' repeats a stage: {self.stages}")
         policies = [s for s in self.stages if s in POLICY_STAGES]
         if len(policies) != 1 or self.stages[-1] not in POLICY_STAGES:
-            raise AlignError(f"'train.stages' must end with exactly one policy stage (dpo, kto or ppo), got {self.stages}")
+            raise AlignError(
+                f"'train.stages' must end with exactly one policy stage (dpo, kto or ppo), got {self.stages}"
+            )
         if self.min_pairs < 1:
             raise AlignError(f"'train.min_pairs' must be >= 1, got {self.min_pairs}")
 
@@ -188,29 +192,41 @@ class LoopConfig:
         if not self.recipe:
             raise AlignError("'recipe' is required: a short name for the loop (e.g. brand_voice)")
         if not self.recipe.replace("_", "").replace("-", "").isalnum():
-            raise AlignError(f"'recipe' must be letters, digits, '-' or '_' (it names Argilla datasets), got {self.recipe!r}")
+            raise AlignError(
+                f"'recipe' must be letters, digits, '-' or '_' (it names Argilla datasets), got {self.recipe!r}"
+            )
         if self.rounds < 1:
             raise AlignError(f"'rounds' must be >= 1, got {self.rounds}")
         if not self.gates:
-            raise AlignError("'gates' is required: a gates YAML (e.g. recipes/brand_voice/gates.yaml); a loop "
-                             "that promotes every round needs no evaluation")
+            raise AlignError(
+                "'gates' is required: a gates YAML (e.g. recipes/brand_voice/gates.yaml); a loop "
+                "that promotes every round needs no evaluation"
+            )
         if self.retention_gates and not self.retention:
-            raise AlignError(f"'retention_gates' ({self.retention_gates}) needs a 'retention' section saying how to "
-                             "measure retention, e.g. retention.config=configs/evaluate/retention.yaml")
+            raise AlignError(
+                f"'retention_gates' ({self.retention_gates}) needs a 'retention' section saying how to "
+                "measure retention, e.g. retention.config=configs/evaluate/retention.yaml"
+            )
         if not self.loop_dir:
             self.loop_dir = f"runs/{self.recipe}-loop"
         for key in ("prompts", "max_prompts"):
             if self.mix.on and key in self.generate:
-                raise AlignError(f"'generate.{key}' ({self.generate[key]}) and 'mix' both say what a round answers; with "
-                                 f"mix, list each kind's prompts under mix.kinds (mix.prompts_per_round for the count) "
-                                 f"and drop generate.{key}")
+                raise AlignError(
+                    f"'generate.{key}' ({self.generate[key]}) and 'mix' both say what a round answers; with "
+                    f"mix, list each kind's prompts under mix.kinds (mix.prompts_per_round for the count) "
+                    f"and drop generate.{key}"
+                )
         if "kto" in self.train.stages and (self.feedback.mode != "kto" or not self.feedback.on):
-            raise AlignError("train.stages has kto, which the loop trains on feedback: set feedback.source and "
-                             "feedback.mode=kto (align/loop/feedback.py)")
+            raise AlignError(
+                "train.stages has kto, which the loop trains on feedback: set feedback.source and "
+                "feedback.mode=kto (align/loop/feedback.py)"
+            )
         self.feedback.check(self.train.stages)
         if self.annotators == "simulated" and not self.simulate.get("annotators"):
-            raise AlignError("annotators=simulated needs 'simulate.annotators': a YAML list of simulated annotators "
-                             "(e.g. recipes/brand_voice/annotators.yaml)")
+            raise AlignError(
+                "annotators=simulated needs 'simulate.annotators': a YAML list of simulated annotators "
+                "(e.g. recipes/brand_voice/annotators.yaml)"
+            )
 
 
 def stage_config(step: str, section: dict[str, Any], wiring: dict[str, Any]):
@@ -279,18 +295,25 @@ def describe_change(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     missing = object()
     a.update({k: v for k, v in b.items() if k not in a and _empty(v)})
     b.update({k: v for k, v in a.items() if k not in b and _empty(v)})
-    return [f"{k}: {json.dumps(a.get(k)) if k in a else '(not set)'} -> {json.dumps(b.get(k)) if k in b else '(not set)'}"
-            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    return [
+        f"{k}: {json.dumps(a.get(k)) if k in a else '(not set)'} -> {json.dumps(b.get(k)) if k in b else '(not set)'}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
 
 
-def loop_changes(then: dict[str, Any], then_files: dict[str, str], now: dict[str, Any],
-                 files: dict[str, str]) -> tuple[list[str], list[str]]:
+def loop_changes(
+    then: dict[str, Any], then_files: dict[str, str], now: dict[str, Any], files: dict[str, str]
+) -> tuple[list[str], list[str]]:
     """What differs between the config (and file hashes) a loop was started with and now: (changes that need
     --allow-config-change, changes that do not). `rounds` says how far the loop goes, not how a round runs, so
     raising it to add a round (what a round with too few labels asks for) needs no flag; both are recorded."""
     changes = describe_change({**then, "rounds": None}, {**now, "rounds": None})
-    changes += [f"{f}: content changed" if f in then_files else f"{f}: new file"
-                for f, h in files.items() if then_files.get(f) != h]
+    changes += [
+        f"{f}: content changed" if f in then_files else f"{f}: new file"
+        for f, h in files.items()
+        if then_files.get(f) != h
+    ]
     free = [f"rounds: {then.get('rounds')} -> {now['rounds']}"] if then.get("rounds") != now["rounds"] else []
     return changes, free
 

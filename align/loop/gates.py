@@ -58,7 +58,9 @@ METRICS: dict[str, tuple[str, ...]] = {
     "length_words": POLICY_SETS + retention.SETS,
     "brand_score": ("brand",),
     "rm_reward": POLICY_SETS + ("drift",),
-    **{m: (name,) for name, names in retention.METRICS.items() for m in names if m not in ("length_words", "rm_reward")},
+    **{
+        m: (name,) for name, names in retention.METRICS.items() for m in names if m not in ("length_words", "rm_reward")
+    },
 }
 WIN_RATE = "rm_win_rate"  # one interval per set, no policy/baseline/difference level
 # Metrics that carry one interval (they already compare the two models): metric -> the sets that have it.
@@ -72,7 +74,11 @@ SETS = POLICY_SETS + retention.SETS
 ROLES = (*MODELS, "difference")
 STATS = ("mean", "ci_low", "ci_high", "n")
 OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
 }
 
 
@@ -104,11 +110,14 @@ class GateSpec:
             raise AlignError(f"{label}: value must be a finite number, got {self.value!r}")
         parse_metric(self.metric, label)
         if self.against not in AGAINST:
-            raise AlignError(f"{label}: against '{self.against}' is not one of {', '.join(AGAINST)}"
-                             f"{nearest(self.against, AGAINST)}")
+            raise AlignError(
+                f"{label}: against '{self.against}' is not one of {', '.join(AGAINST)}{nearest(self.against, AGAINST)}"
+            )
         if self.against == "start" and self.path[0] not in POLICY_SETS:
-            raise AlignError(f"{label}: against: start compares evaluate policy's sets ({', '.join(POLICY_SETS)}); "
-                             f"{self.metric} is a retention metric, already measured against the loop's base")
+            raise AlignError(
+                f"{label}: against: start compares evaluate policy's sets ({', '.join(POLICY_SETS)}); "
+                f"{self.metric} is a retention metric, already measured against the loop's base"
+            )
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -168,32 +177,40 @@ def parse_metric(metric: str, label: str) -> tuple[str, ...]:
         raise AlignError(f"{label}: no metric; give a dotted path, {example}")
     prompt_set = parts[0]
     if prompt_set not in SETS:
-        raise AlignError(f"{label}: metric '{metric}': unknown prompt set '{prompt_set}'{nearest(prompt_set, SETS)}; "
-                         f"evaluate policy has {', '.join(POLICY_SETS)}, evaluate retention {', '.join(retention.SETS)}")
+        raise AlignError(
+            f"{label}: metric '{metric}': unknown prompt set '{prompt_set}'{nearest(prompt_set, SETS)}; "
+            f"evaluate policy has {', '.join(POLICY_SETS)}, evaluate retention {', '.join(retention.SETS)}"
+        )
     names = [m for m, sets in {**METRICS, **SINGLE}.items() if prompt_set in sets]
     name = parts[1] if len(parts) > 1 else ""
     if name not in names:
         hint = nearest(name, [*METRICS, *SINGLE])
         extra = " (brand_score exists only for the brand set)" if name == "brand_score" else ""
-        raise AlignError(f"{label}: metric '{metric}': unknown metric '{name}' for prompt set '{prompt_set}'"
-                         f"{hint if not extra else extra}; valid: {', '.join(names)}")
+        raise AlignError(
+            f"{label}: metric '{metric}': unknown metric '{name}' for prompt set '{prompt_set}'"
+            f"{hint if not extra else extra}; valid: {', '.join(names)}"
+        )
     want = 3 if name in SINGLE else 4
     if name not in SINGLE:
         role = parts[2] if len(parts) > 2 else ""
         if role not in ROLES:
-            raise AlignError(f"{label}: metric '{metric}': '{role}' is not one of {', '.join(ROLES)}{nearest(role, ROLES)}")
+            raise AlignError(
+                f"{label}: metric '{metric}': '{role}' is not one of {', '.join(ROLES)}{nearest(role, ROLES)}"
+            )
     stat = parts[want - 1] if len(parts) >= want else ""
     if stat not in STATS:
-        raise AlignError(f"{label}: metric '{metric}': statistic '{stat}' is not one of {', '.join(STATS)}"
-                         f"{nearest(stat, STATS)}")
+        raise AlignError(
+            f"{label}: metric '{metric}': statistic '{stat}' is not one of {', '.join(STATS)}{nearest(stat, STATS)}"
+        )
     if len(parts) != want:
         shape = f"<set>.{name}.<stat>" if name in SINGLE else "<set>.<metric>.<model>.<stat>"
         raise AlignError(f"{label}: metric '{metric}' has {len(parts)} parts; the shape is {shape}, {example}")
     return tuple(parts)
 
 
-def parse_gates(data: Any, where: str, sets: tuple[str, ...] | None = None,
-                reward_model: bool | None = None) -> list[GateSpec]:
+def parse_gates(
+    data: Any, where: str, sets: tuple[str, ...] | None = None, reward_model: bool | None = None
+) -> list[GateSpec]:
     """Gates from a YAML list of mappings, checked against what the loop will evaluate when it says.
 
     `sets`: the prompt sets the loop evaluates; a gate on another is an error. `reward_model=False`:
@@ -209,15 +226,21 @@ def parse_gates(data: Any, where: str, sets: tuple[str, ...] | None = None,
             raise AlignError(f"{where}: two gates are named '{spec.name}'; give each gate its own name")
         seen.add(spec.name)
         if sets is not None and spec.path[0] not in sets:
-            raise AlignError(f"{where}: gate '{spec.name}' reads prompt set '{spec.path[0]}', which is not evaluated "
-                             f"(evaluated: {', '.join(sets) or 'none'}); add its paths to the evaluation config or drop the gate")
+            raise AlignError(
+                f"{where}: gate '{spec.name}' reads prompt set '{spec.path[0]}', which is not evaluated "
+                f"(evaluated: {', '.join(sets) or 'none'}); add its paths to the evaluation config or drop the gate"
+            )
         if reward_model is False and spec.path[1].startswith("rm_"):
-            raise AlignError(f"{where}: gate '{spec.name}' reads {spec.metric}, a reward-model metric, but no reward "
-                             "model is evaluated; give the evaluation a reward_model or drop the gate")
+            raise AlignError(
+                f"{where}: gate '{spec.name}' reads {spec.metric}, a reward-model metric, but no reward "
+                "model is evaluated; give the evaluation a reward_model or drop the gate"
+            )
     return specs
 
 
-def load_gates(path: str | Path, sets: tuple[str, ...] | None = None, reward_model: bool | None = None) -> list[GateSpec]:
+def load_gates(
+    path: str | Path, sets: tuple[str, ...] | None = None, reward_model: bool | None = None
+) -> list[GateSpec]:
     """The `gates:` list of a YAML file (e.g. recipes/brand_voice/gates.yaml)."""
     data = read_yaml(path)
     unknown = set(data) - {"gates"}
@@ -233,19 +256,25 @@ def evaluate_gates(specs: list[GateSpec], manifest: dict[str, Any] | str | Path)
         manifest = runs.read_manifest(manifest)
     stage = manifest.get("stage")
     if stage not in STAGES:
-        raise AlignError(f"gates read an '{STAGE}' or '{retention.STAGE}' run; {manifest.get('path', 'the manifest given')} "
-                         f"is a '{stage}' run")
+        raise AlignError(
+            f"gates read an '{STAGE}' or '{retention.STAGE}' run; {manifest.get('path', 'the manifest given')} "
+            f"is a '{stage}' run"
+        )
     foreign = [s for s in specs if s.path[0] not in STAGES[stage]]
     if foreign:
         owner = next(name for name, sets in STAGES.items() if foreign[0].path[0] in sets)
-        raise AlignError(f"gate '{foreign[0].name}' reads {foreign[0].metric}, which `align {owner}` writes; "
-                         f"{manifest.get('path', 'the manifest given')} is a '{stage}' run: check each gates file "
-                         f"against its own evaluation (e.g. retention_gates.yaml against `align evaluate retention`)")
+        raise AlignError(
+            f"gate '{foreign[0].name}' reads {foreign[0].metric}, which `align {owner}` writes; "
+            f"{manifest.get('path', 'the manifest given')} is a '{stage}' run: check each gates file "
+            f"against its own evaluation (e.g. retention_gates.yaml against `align evaluate retention`)"
+        )
     wrong = [s for s in specs if stage not in AGAINST_STAGE[s.against]]
     if wrong:
-        raise AlignError(f"gate '{wrong[0].name}' (against: {wrong[0].against}) reads a "
-                         f"'{' or '.join(AGAINST_STAGE[wrong[0].against])}' run; {manifest.get('path', 'the manifest given')} "
-                         f"is a '{stage}' run: check each comparison's gates against its own run (`split_gates`)")
+        raise AlignError(
+            f"gate '{wrong[0].name}' (against: {wrong[0].against}) reads a "
+            f"'{' or '.join(AGAINST_STAGE[wrong[0].against])}' run; {manifest.get('path', 'the manifest given')} "
+            f"is a '{stage}' run: check each comparison's gates against its own run (`split_gates`)"
+        )
     metrics = manifest.get("metrics", {})
     return GateResult([_check(spec, metrics) for spec in specs])
 
@@ -260,12 +289,28 @@ def _check(spec: GateSpec, metrics: dict[str, Any]) -> GateOutcome:
     need = f"{spec.op} {_fmt(spec.value)}"
     where = " (vs the starting model)" if spec.against == "start" else ""
     if actual is None:
-        return GateOutcome(spec.name, spec.metric, None, spec.op, spec.value, False,
-                           f"{spec.name}: {spec.metric}{where} is missing ({missing}), needs {need}", spec.against)
+        return GateOutcome(
+            spec.name,
+            spec.metric,
+            None,
+            spec.op,
+            spec.value,
+            False,
+            f"{spec.name}: {spec.metric}{where} is missing ({missing}), needs {need}",
+            spec.against,
+        )
     passed = OPS[spec.op](actual, spec.value)
     verdict = f"holds {need}" if passed else f"needs {need}"
-    return GateOutcome(spec.name, spec.metric, actual, spec.op, spec.value, passed,
-                       f"{spec.name}: {spec.metric}{where} = {_fmt(actual)}, {verdict}", spec.against)
+    return GateOutcome(
+        spec.name,
+        spec.metric,
+        actual,
+        spec.op,
+        spec.value,
+        passed,
+        f"{spec.name}: {spec.metric}{where} = {_fmt(actual)}, {verdict}",
+        spec.against,
+    )
 
 
 def _lookup(metrics: dict[str, Any], path: tuple[str, ...]) -> tuple[float | None, str]:
@@ -276,7 +321,7 @@ def _lookup(metrics: dict[str, Any], path: tuple[str, ...]) -> tuple[float | Non
                 return None, f"prompt set '{part}' was not evaluated"
             if part.startswith("rm_"):
                 return None, "evaluated without a reward model"
-            return None, f"no '{'.'.join(path[:depth + 1])}' in the evaluation"
+            return None, f"no '{'.'.join(path[: depth + 1])}' in the evaluation"
         node = node[part]
     if isinstance(node, bool) or not isinstance(node, (int, float)) or not math.isfinite(node):
         return None, f"not a finite number: {node!r}"

@@ -30,9 +30,15 @@ PER_REPLY = {
 }
 
 
-def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]], runs_dir: Path, name: str,
-                     config: dict[str, Any], balance: str = "none",
-                     kinds: dict[int, dict[str, str]] | None = None) -> dict[str, Any]:
+def write_labels_run(
+    pulls: list[tuple[int, str]],
+    pushes: list[tuple[int, str]],
+    runs_dir: Path,
+    name: str,
+    config: dict[str, Any],
+    balance: str = "none",
+    kinds: dict[int, dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """A run with every pull's rows (in round order) and counts per round; returns its manifest.
 
     balance="refusal" appends copies of the smaller side's usable pairs (see `balance_refusals`).
@@ -50,8 +56,11 @@ def write_labels_run(pulls: list[tuple[int, str]], pushes: list[tuple[int, str]]
         usable = sum(r.get("chosen") is not None and r.get("rejected") is not None for r in mine)
         metrics = manifest.get("metrics", {})
         per_round[str(n)] = {
-            "records": len(mine), "usable_pairs": usable, "votes": metrics.get("votes"),
-            "simulated_votes": metrics.get("simulated_votes"), "human_votes": metrics.get("human_votes"),
+            "records": len(mine),
+            "usable_pairs": usable,
+            "votes": metrics.get("votes"),
+            "simulated_votes": metrics.get("simulated_votes"),
+            "human_votes": metrics.get("human_votes"),
             "annotators": sorted({v["annotator"] for r in mine for v in r.get("votes", [])}),
         }
         if kinds and n in kinds:
@@ -104,8 +113,9 @@ def balance_refusals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return rows + copies, counts
 
 
-def since_start(start_eval: str, now_eval: str, resamples: int = 1000, seed: int = 0,
-                level: float = 0.95) -> dict[str, dict[str, dict[str, float]]]:
+def since_start(
+    start_eval: str, now_eval: str, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict[str, dict[str, float]]]:
     """{set: {metric: {mean, ci_low, ci_high, n}}} of (policy now) - (policy at round 0), paired by prompt."""
     start, now = _policy_replies(start_eval), _policy_replies(now_eval)
     out: dict[str, dict[str, Any]] = {}
@@ -118,8 +128,10 @@ def since_start(start_eval: str, now_eval: str, resamples: int = 1000, seed: int
             out.setdefault(prompt_set, {}).setdefault(metric, ([], []))
             out[prompt_set][metric][0].append(a)
             out[prompt_set][metric][1].append(b)
-    return {s: {m: bootstrap_paired_difference(a, b, resamples, seed, level).as_dict() for m, (a, b) in ms.items()}
-            for s, ms in out.items()}
+    return {
+        s: {m: bootstrap_paired_difference(a, b, resamples, seed, level).as_dict() for m, (a, b) in ms.items()}
+        for s, ms in out.items()
+    }
 
 
 def _policy_replies(eval_run: str) -> dict[tuple[str, str], dict[str, Any]]:

@@ -82,11 +82,15 @@ class MixSettings:
         if len(set(names)) != len(names):
             raise AlignError(f"'mix.kinds' names a kind twice: {names}")
         if abs(sum(k.share for k in self.kinds) - 1) > 1e-6:
-            raise AlignError(f"'mix.kinds' shares add up to {sum(k.share for k in self.kinds):g}, not 1: "
-                             + ", ".join(f"{k.kind} {k.share:g}" for k in self.kinds))
+            raise AlignError(
+                f"'mix.kinds' shares add up to {sum(k.share for k in self.kinds):g}, not 1: "
+                + ", ".join(f"{k.kind} {k.share:g}" for k in self.kinds)
+            )
         if self.prompts_per_round < len(self.kinds):
-            raise AlignError(f"'mix.prompts_per_round' must be at least one per kind ({len(self.kinds)}), "
-                             f"got {self.prompts_per_round}")
+            raise AlignError(
+                f"'mix.prompts_per_round' must be at least one per kind ({len(self.kinds)}), "
+                f"got {self.prompts_per_round}"
+            )
 
     @property
     def on(self) -> bool:
@@ -97,7 +101,7 @@ def counts(mix: MixSettings) -> dict[str, int]:
     """Prompts per kind: share x prompts_per_round, rounded by largest remainder so they add up exactly."""
     exact = {k.kind: k.share * mix.prompts_per_round for k in mix.kinds}
     out = {k: int(v) for k, v in exact.items()}
-    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[:mix.prompts_per_round - sum(out.values())]:
+    for k in sorted(exact, key=lambda k: (out[k] - exact[k], k))[: mix.prompts_per_round - sum(out.values())]:
         out[k] += 1
     return out
 
@@ -111,19 +115,24 @@ def load_kinds(mix: MixSettings, field_: str | None = None) -> dict[str, list]:
     for k in mix.kinds:
         prompts = load_prompts(k.prompts, field_)
         if len(prompts) < want[k.kind]:
-            raise AlignError(f"mix kind '{k.kind}': {k.prompts} has {len(prompts)} prompts, fewer than its share of "
-                             f"a round ({want[k.kind]} of {mix.prompts_per_round}); lower its share or prompts_per_round")
+            raise AlignError(
+                f"mix kind '{k.kind}': {k.prompts} has {len(prompts)} prompts, fewer than its share of "
+                f"a round ({want[k.kind]} of {mix.prompts_per_round}); lower its share or prompts_per_round"
+            )
         for p in prompts:
             key = prompt_key(p.messages)
             if seen.setdefault(key, k.kind) != k.kind:
-                raise AlignError(f"mix: prompt {p.source} is in kind '{k.kind}' and in kind '{seen[key]}'; a record "
-                                 "must have one kind (one judge): remove it from one file")
+                raise AlignError(
+                    f"mix: prompt {p.source} is in kind '{k.kind}' and in kind '{seen[key]}'; a record "
+                    "must have one kind (one judge): remove it from one file"
+                )
         loaded[k.kind] = prompts
     return loaded
 
 
-def write_round_prompts(mix: MixSettings, n: int, runs_dir: str | Path, name: str = "prompts",
-                        field_: str | None = None) -> dict[str, Any]:
+def write_round_prompts(
+    mix: MixSettings, n: int, runs_dir: str | Path, name: str = "prompts", field_: str | None = None
+) -> dict[str, Any]:
     """Round n's prompts (a run with prompts.jsonl: prompt_id, kind, messages, from); returns its manifest."""
     loaded = load_kinds(mix, field_)
     want = counts(mix)
@@ -132,8 +141,15 @@ def write_round_prompts(mix: MixSettings, n: int, runs_dir: str | Path, name: st
         seed = int.from_bytes(hashlib.sha256(f"{mix.seed}:{n}:{k.kind}".encode()).digest()[:8], "big")
         prompts = loaded[k.kind]
         picked = sorted(random.Random(seed).sample(range(len(prompts)), want[k.kind]))
-        rows += [{"prompt_id": f"{k.kind}:{prompts[i].prompt_id}", "kind": k.kind, "messages": prompts[i].messages,
-                  "from": prompts[i].source} for i in picked]
+        rows += [
+            {
+                "prompt_id": f"{k.kind}:{prompts[i].prompt_id}",
+                "kind": k.kind,
+                "messages": prompts[i].messages,
+                "from": prompts[i].source,
+            }
+            for i in picked
+        ]
     with runs.new_run(STAGE, {"round": n, "mix": _plain(mix)}, runs_dir, name) as run:
         for k in mix.kinds:
             run.add_input(f"{k.kind}.prompts", k.prompts)
@@ -155,8 +171,9 @@ def kind_counts(rows: list[dict[str, Any]], kinds: dict[str, str]) -> dict[str, 
     """Per kind, what a pull's rows contributed: records, usable pairs, votes, ties (unknown prompts: 'other')."""
     out: dict[str, dict[str, int]] = {}
     for r in rows:
-        c = out.setdefault(kinds.get(prompt_key(r["prompt"]), "other"),
-                           {"records": 0, "usable_pairs": 0, "votes": 0, "ties": 0})
+        c = out.setdefault(
+            kinds.get(prompt_key(r["prompt"]), "other"), {"records": 0, "usable_pairs": 0, "votes": 0, "ties": 0}
+        )
         c["records"] += 1
         c["usable_pairs"] += r.get("chosen") is not None and r.get("rejected") is not None
         c["votes"] += len(r.get("votes", []))

@@ -17,8 +17,8 @@ Figure = tuple[str, str]
 """(title, base64 PNG)."""
 
 
-
 # -- plots ----------------------------------------------------------------------------------------
+
 
 def score_figures(rounds: list[RoundSummary]) -> list[Figure]:
     """The scores across rounds, with their intervals, and the wall time per step."""
@@ -35,21 +35,52 @@ def score_figures(rounds: list[RoundSummary]) -> list[Figure]:
     figures = []
     brand = series("brand", "brand_score")
     if any(brand):
-        figures.append(_interval_plot(plt, rounds, "Brand-voice score (held-out brand prompts)",
-                                      "rubric score (0-1)", {"brand score": brand}, ylim=(0, 1)))
-    refusal = {label: series(s, "refusal_rate") for s, label in
-               (("harmful", "harmful prompts (higher is safer)"), ("safe", "XSTest safe prompts: over-refusal (lower is better)"))}
+        figures.append(
+            _interval_plot(
+                plt,
+                rounds,
+                "Brand-voice score (held-out brand prompts)",
+                "rubric score (0-1)",
+                {"brand score": brand},
+                ylim=(0, 1),
+            )
+        )
+    refusal = {
+        label: series(s, "refusal_rate")
+        for s, label in (
+            ("harmful", "harmful prompts (higher is safer)"),
+            ("safe", "XSTest safe prompts: over-refusal (lower is better)"),
+        )
+    }
     if any(any(v) for v in refusal.values()):
-        figures.append(_interval_plot(plt, rounds, "Refusal rate", "share of replies refused",
-                                      {k: v for k, v in refusal.items() if any(v)}, ylim=(0, 1)))
+        figures.append(
+            _interval_plot(
+                plt,
+                rounds,
+                "Refusal rate",
+                "share of replies refused",
+                {k: v for k, v in refusal.items() if any(v)},
+                ylim=(0, 1),
+            )
+        )
     wins = {SET_LABELS[s]: series(s, "rm_win_rate") for s in SET_LABELS}
     if any(any(v) for v in wins.values()):
-        figures.append(_interval_plot(plt, rounds, "Reward-model win rate vs the round's baseline", "win rate (ties = 0.5)",
-                                      {k: v for k, v in wins.items() if any(v)}, ylim=(0, 1), line=0.5))
+        figures.append(
+            _interval_plot(
+                plt,
+                rounds,
+                "Reward-model win rate vs the round's baseline",
+                "win rate (ties = 0.5)",
+                {k: v for k, v in wins.items() if any(v)},
+                ylim=(0, 1),
+                line=0.5,
+            )
+        )
     length = {SET_LABELS[s]: series(s, "length_words") for s in SET_LABELS}
     if any(any(v) for v in length.values()):
-        figures.append(_interval_plot(plt, rounds, "Mean reply length", "words",
-                                      {k: v for k, v in length.items() if any(v)}))
+        figures.append(
+            _interval_plot(plt, rounds, "Mean reply length", "words", {k: v for k, v in length.items() if any(v)})
+        )
     if any(r.wall_time_s for r in rounds):
         figures.append(_time_plot(plt, rounds))
     return figures
@@ -69,12 +100,20 @@ def retention_figures(rounds: list[RoundSummary]) -> list[Figure]:
         if any(values):
             ifeval[label] = values
     if ifeval:
-        figures.append(_interval_plot(plt, rounds, "IFEval accuracy (round 0: the base model)", "accuracy", ifeval,
-                                      ylim=(0, 1)))
+        figures.append(
+            _interval_plot(plt, rounds, "IFEval accuracy (round 0: the base model)", "accuracy", ifeval, ylim=(0, 1))
+        )
     kl = [pr.get("drift", {}).get("kl") for pr in per_round]
     if any(kl):
-        figures.append(_interval_plot(plt, rounds, "Drift from the base model", "KL(policy || base), nats/token",
-                                      {"KL on general prompts": kl}))
+        figures.append(
+            _interval_plot(
+                plt,
+                rounds,
+                "Drift from the base model",
+                "KL(policy || base), nats/token",
+                {"KL on general prompts": kl},
+            )
+        )
     return figures
 
 
@@ -97,7 +136,9 @@ def _interval_plot(plt, rounds, title, ylabel, series: dict[str, list[dict | Non
         hx = [x for x, h in zip(xs, held) if h]
         hy = [y for y, h in zip(ys, held) if h]
         if hx:
-            ax.plot(hx, hy, "o", markersize=9, markerfacecolor="white", markeredgecolor=color, markeredgewidth=2, zorder=5)
+            ax.plot(
+                hx, hy, "o", markersize=9, markerfacecolor="white", markeredgecolor=color, markeredgewidth=2, zorder=5
+            )
     if line is not None:
         ax.axhline(line, color="#888", linestyle="--", linewidth=1)
     _round_axis(ax, rounds)
@@ -131,8 +172,12 @@ def _time_plot(plt, rounds):
 
 def _round_axis(ax, rounds) -> None:
     ax.set_xticks([r.round for r in rounds])
-    ax.set_xticklabels([f"{r.round}\nstart" if r.round == 0 else f"{r.round}\nheld back" if r.promoted is False
-                        else str(r.round) for r in rounds])
+    ax.set_xticklabels(
+        [
+            f"{r.round}\nstart" if r.round == 0 else f"{r.round}\nheld back" if r.promoted is False else str(r.round)
+            for r in rounds
+        ]
+    )
     ax.set_xlim(min(r.round for r in rounds) - 0.5, max(r.round for r in rounds) + 0.5)
     ax.set_xlabel("round")
 

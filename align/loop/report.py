@@ -111,27 +111,45 @@ small { color: #666; }
 
 def _page(rounds: list[RoundSummary], loop_info: dict[str, Any]) -> str:
     title = str(loop_info.get("title", "Feedback loop report"))
-    info_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_text(v))}</td></tr>" for k, v in loop_info.items() if k != "title")
+    info_rows = "".join(
+        f"<tr><th>{_e(k)}</th><td>{_e(_text(v))}</td></tr>" for k, v in loop_info.items() if k != "title"
+    )
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     sections = [
-        (f"<h1>{_e(title)}</h1><p class='muted'>Written {generated}; {len(rounds) - 1} round(s) after the starting "
-         f"policy. Intervals are 95% percentile bootstrap intervals over prompts.</p>"),
+        (
+            f"<h1>{_e(title)}</h1><p class='muted'>Written {generated}; {len(rounds) - 1} round(s) after the starting "
+            f"policy. Intervals are 95% percentile bootstrap intervals over prompts.</p>"
+        ),
         f"<table>{info_rows}</table>" if info_rows else "",
-        "<h2>Rounds</h2>", _overview(rounds),
+        "<h2>Rounds</h2>",
+        _overview(rounds),
         "<h2>Scores per round</h2>",
-        ("<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
-         "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"),
-        _figures(score_figures(rounds)), _scores_table(rounds), _rules_table(rounds), _start_table(rounds),
+        (
+            "<p>Each point is the round's policy on the held-out prompt sets; bars are 95% intervals. Hollow markers: "
+            "a policy that was held back. The win rate compares each round's policy with that round's baseline.</p>"
+        ),
+        _figures(score_figures(rounds)),
+        _scores_table(rounds),
+        _rules_table(rounds),
+        _start_table(rounds),
         _retention(rounds),
-        "<h2>Labels per round</h2>", _labels_table(rounds), _kinds_table(rounds), feedback_section(rounds),
+        "<h2>Labels per round</h2>",
+        _labels_table(rounds),
+        _kinds_table(rounds),
+        feedback_section(rounds),
         annotators_section(rounds),
-        "<h2>Wall time per step</h2>", _time_table(rounds),
-        "<h2>Gates</h2>", _gates_table(rounds),
-        "<h2>Example replies</h2>", _examples(rounds),
+        "<h2>Wall time per step</h2>",
+        _time_table(rounds),
+        "<h2>Gates</h2>",
+        _gates_table(rounds),
+        "<h2>Example replies</h2>",
+        _examples(rounds),
     ]
     body = "\n".join(sections)
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+        f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def _overview(rounds: list[RoundSummary]) -> str:
@@ -140,8 +158,11 @@ def _overview(rounds: list[RoundSummary]) -> str:
         if r.round == 0 and r.promoted is None:
             status = "<span class='muted'>starting policy</span>"
         elif r.round == 0:
-            status = ("<span class='pass'>warm start kept</span>" if r.promoted
-                      else "<span class='fail'>warm start held back</span>")
+            status = (
+                "<span class='pass'>warm start kept</span>"
+                if r.promoted
+                else "<span class='fail'>warm start held back</span>"
+            )
         elif r.promoted is None:
             status = "<span class='muted'>in progress</span>"
         else:
@@ -176,13 +197,18 @@ def _start_table(rounds: list[RoundSummary]) -> str:
     if not keys:
         return ""
     head = "".join(f"<th>round {r.round}</th>" for r in rounds)
-    rows = "".join(f"<tr><th>{_e(SET_LABELS[s])}</th><th>{_e(METRIC_LABELS[m])}</th>"
-                   + "".join(_metric_cell(pr.get(s, {}).get(m), m, single=False, against="start") for pr in per_round)
-                   + "</tr>" for s, m in keys)
-    return ("<h3>Against the starting model</h3><p>Each round's policy against the model the loop started from (before "
-            "any warm start), paired by prompt: its replies in the round's evaluation against the starting model's in "
-            "round 0's (<code>versus_start</code> runs). Gates with <code>against: start</code> read these.</p>"
-            f"<table><tr><th>prompt set</th><th>metric</th>{head}</tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><th>{_e(SET_LABELS[s])}</th><th>{_e(METRIC_LABELS[m])}</th>"
+        + "".join(_metric_cell(pr.get(s, {}).get(m), m, single=False, against="start") for pr in per_round)
+        + "</tr>"
+        for s, m in keys
+    )
+    return (
+        "<h3>Against the starting model</h3><p>Each round's policy against the model the loop started from (before "
+        "any warm start), paired by prompt: its replies in the round's evaluation against the starting model's in "
+        "round 0's (<code>versus_start</code> runs). Gates with <code>against: start</code> read these.</p>"
+        f"<table><tr><th>prompt set</th><th>metric</th>{head}</tr>{rows}</table>"
+    )
 
 
 def _rules_table(rounds: list[RoundSummary]) -> str:
@@ -192,17 +218,24 @@ def _rules_table(rounds: list[RoundSummary]) -> str:
     if not rules:
         return ""
     head = "".join(f"<th>round {r.round}</th>" for r in rounds)
-    rows = "".join(f"<tr><th>{_e(rule)}</th>" + "".join(
-        f"<td class='num'>{_rule(pr.get(rule, {}).get('policy'))}</td>" for pr in per_round) + "</tr>"
-        for rule in rules)
-    return ("<p>Brand-voice rules: the policy's mean score per rule (— where no prompt of the set applies the rule).</p>"
-            f"<table><tr><th>rule</th>{head}</tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><th>{_e(rule)}</th>"
+        + "".join(f"<td class='num'>{_rule(pr.get(rule, {}).get('policy'))}</td>" for pr in per_round)
+        + "</tr>"
+        for rule in rules
+    )
+    return (
+        "<p>Brand-voice rules: the policy's mean score per rule (— where no prompt of the set applies the rule).</p>"
+        f"<table><tr><th>rule</th>{head}</tr>{rows}</table>"
+    )
 
 
-RETENTION_ROWS = (("ifeval", "prompt_strict", "IFEval prompt-level strict"),
-                  ("ifeval", "inst_strict", "IFEval instruction-level strict"),
-                  ("drift", "kl", "drift: KL(policy || base), nats/token"),
-                  ("drift", "baseline_logprob", "drift: base replies' log-likelihood, nats/token"))
+RETENTION_ROWS = (
+    ("ifeval", "prompt_strict", "IFEval prompt-level strict"),
+    ("ifeval", "inst_strict", "IFEval instruction-level strict"),
+    ("drift", "kl", "drift: KL(policy || base), nats/token"),
+    ("drift", "baseline_logprob", "drift: base replies' log-likelihood, nats/token"),
+)
 
 
 def _retention(rounds: list[RoundSummary]) -> str:
@@ -223,18 +256,22 @@ def _retention(rounds: list[RoundSummary]) -> str:
             node = pr.get(s, {}).get(m)
             if node is None and r.round == 0 and m in base.get(s, {}) and m != "kl":
                 own = base[s][m]["baseline"]
-                cells.append(f"<td class='num'>{_ci(own, m)}<br><small>the base itself (round {source.round}'s "
-                             f"baseline), n={own['n']}</small></td>")
+                cells.append(
+                    f"<td class='num'>{_ci(own, m)}<br><small>the base itself (round {source.round}'s "
+                    f"baseline), n={own['n']}</small></td>"
+                )
             else:
                 cells.append(_metric_cell(node, m, single=m == "kl", against="base"))
         rows.append(f"<tr><th>{_e(label)}</th>{''.join(cells)}</tr>")
     baseline = source.retention.get("notes", {}).get("baseline", "") if isinstance(source.retention, dict) else ""
-    return ("<h2>Retention per round</h2>"
-            f"<p>What each round's policy lost against the loop's base model{f' ({_e(baseline)})' if baseline else ''}"
-            " (<code>align evaluate retention</code>): every round is measured against the same model, so losses add up across "
-            "rounds. Accuracies are the policy's, with its difference from the base; KL on the policy's own sampled "
-            "replies to general prompts; 95% intervals.</p>"
-            f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>" + _retention_figures(rounds))
+    return (
+        "<h2>Retention per round</h2>"
+        f"<p>What each round's policy lost against the loop's base model{f' ({_e(baseline)})' if baseline else ''}"
+        " (<code>align evaluate retention</code>): every round is measured against the same model, so losses add up across "
+        "rounds. Accuracies are the policy's, with its difference from the base; KL on the policy's own sampled "
+        "replies to general prompts; 95% intervals.</p>"
+        f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>" + _retention_figures(rounds)
+    )
 
 
 def _retention_figures(rounds: list[RoundSummary]) -> str:
@@ -265,10 +302,13 @@ def _labels_table(rounds: list[RoundSummary]) -> str:
             f"<td class='num'>{lab.records}</td><td class='num'>{lab.votes}</td><td class='num'>{lab.gold_votes}</td>"
             f"<td class='num'>{lab.discards}</td><td class='num'>{lab.ties}</td><td>{_e(lab.label_model or '')}</td>"
             f"<td class='num'>{_num(lab.pairwise_agreement)}</td><td class='num'>{_num(lab.krippendorff_alpha)}</td>"
-            f"<td>{_e(', '.join(lab.annotators))} <small>({len(lab.annotators)})</small></td><td>{who}</td></tr>")
-    return ("<table><tr><th>round</th><th>records pushed</th><th>records labelled</th><th>votes</th><th>gold votes</th>"
-            "<th>discards</th><th>ties</th><th>labels by</th><th>pairwise agreement</th><th>Krippendorff's α</th><th>annotators</th><th>annotated by</th></tr>"
-            f"{''.join(rows)}</table>")
+            f"<td>{_e(', '.join(lab.annotators))} <small>({len(lab.annotators)})</small></td><td>{who}</td></tr>"
+        )
+    return (
+        "<table><tr><th>round</th><th>records pushed</th><th>records labelled</th><th>votes</th><th>gold votes</th>"
+        "<th>discards</th><th>ties</th><th>labels by</th><th>pairwise agreement</th><th>Krippendorff's α</th><th>annotators</th><th>annotated by</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _annotated_by(lab: LabelSummary) -> str:
@@ -286,15 +326,19 @@ def _kinds_table(rounds: list[RoundSummary]) -> str:
     rows = []
     for r in rounds:
         for kind, c in (r.labels.kinds if r.labels else {}).items():
-            rows.append(f"<tr><td class='num'>{r.round}</td><td>{_e(kind)}</td><td class='num'>{c.get('records', 0)}</td>"
-                        f"<td class='num'>{c.get('usable_pairs', 0)}</td><td class='num'>{c.get('votes', 0)}</td>"
-                        f"<td class='num'>{c.get('ties', 0)}</td></tr>")
+            rows.append(
+                f"<tr><td class='num'>{r.round}</td><td>{_e(kind)}</td><td class='num'>{c.get('records', 0)}</td>"
+                f"<td class='num'>{c.get('usable_pairs', 0)}</td><td class='num'>{c.get('votes', 0)}</td>"
+                f"<td class='num'>{c.get('ties', 0)}</td></tr>"
+            )
     if not rows:
         return ""
-    return ("<p>Per record kind (the loop's <code>mix</code>: each kind's prompts, judged by its own judge when "
-            "simulated): records pulled, usable pairs (a majority, not a tie), votes and tied records.</p>"
-            "<table><tr><th>round</th><th>kind</th><th>records</th><th>usable pairs</th><th>votes</th><th>ties</th></tr>"
-            f"{''.join(rows)}</table>")
+    return (
+        "<p>Per record kind (the loop's <code>mix</code>: each kind's prompts, judged by its own judge when "
+        "simulated): records pulled, usable pairs (a majority, not a tie), votes and tied records.</p>"
+        "<table><tr><th>round</th><th>kind</th><th>records</th><th>usable pairs</th><th>votes</th><th>ties</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
 
 
 def _time_table(rounds: list[RoundSummary]) -> str:
@@ -302,11 +346,22 @@ def _time_table(rounds: list[RoundSummary]) -> str:
     if not ordered:
         return "<p class='muted'>No step timed yet.</p>"
     head = "".join(f"<th>round {r.round}</th>" for r in rounds)
-    rows = [f"<tr><th>{_e(step)}</th>" + "".join(
-        f"<td class='num'>{_duration(r.wall_time_s[step])}</td>" if step in r.wall_time_s else "<td class='num muted'>—</td>"
-        for r in rounds) + "</tr>" for step in ordered]
-    rows.append("<tr><th>total</th>" + "".join(f"<td class='num'><b>{_duration(sum(r.wall_time_s.values()))}</b></td>"
-                                              for r in rounds) + "</tr>")
+    rows = [
+        f"<tr><th>{_e(step)}</th>"
+        + "".join(
+            f"<td class='num'>{_duration(r.wall_time_s[step])}</td>"
+            if step in r.wall_time_s
+            else "<td class='num muted'>—</td>"
+            for r in rounds
+        )
+        + "</tr>"
+        for step in ordered
+    ]
+    rows.append(
+        "<tr><th>total</th>"
+        + "".join(f"<td class='num'><b>{_duration(sum(r.wall_time_s.values()))}</b></td>" for r in rounds)
+        + "</tr>"
+    )
     return f"<table><tr><th>step</th>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -317,14 +372,18 @@ def _gates_table(rounds: list[RoundSummary]) -> str:
             continue
         for g in r.gates.gates:
             mark = "<span class='pass'>pass</span>" if g.passed else "<span class='fail'>FAIL</span>"
-            rows.append(f"<tr class='{'passed' if g.passed else 'failed'}'><td class='num'>{r.round}</td><td>{_e(g.name)}</td>"
-                        f"<td><code>{_e(g.metric)}</code>{' <small>vs start</small>' if g.against == 'start' else ''}</td>"
-                        f"<td class='num'>{_num(g.actual)}</td>"
-                        f"<td class='num'>{_e(g.op)} {_num(g.threshold)}</td><td>{mark}</td><td>{_e(g.reason)}</td></tr>")
+            rows.append(
+                f"<tr class='{'passed' if g.passed else 'failed'}'><td class='num'>{r.round}</td><td>{_e(g.name)}</td>"
+                f"<td><code>{_e(g.metric)}</code>{' <small>vs start</small>' if g.against == 'start' else ''}</td>"
+                f"<td class='num'>{_num(g.actual)}</td>"
+                f"<td class='num'>{_e(g.op)} {_num(g.threshold)}</td><td>{mark}</td><td>{_e(g.reason)}</td></tr>"
+            )
     if not rows:
         return "<p class='muted'>No round gated yet (round 0 is gated only as a warm start, by gates against the start).</p>"
-    return ("<table><tr><th>round</th><th>gate</th><th>metric</th><th>actual</th><th>needs</th><th>result</th>"
-            f"<th>reason</th></tr>{''.join(rows)}</table>")
+    return (
+        "<table><tr><th>round</th><th>gate</th><th>metric</th><th>actual</th><th>needs</th><th>result</th>"
+        f"<th>reason</th></tr>{''.join(rows)}</table>"
+    )
 
 
 def _examples(rounds: list[RoundSummary]) -> str:
@@ -337,19 +396,28 @@ def _examples(rounds: list[RoundSummary]) -> str:
             parts.append(
                 f"<div><b>{_e(SET_LABELS.get(ex.prompt_set, ex.prompt_set))}</b><div class='prompt'>{_e(ex.prompt)}</div>"
                 f"<div class='pair'><div><small>baseline</small><div class='reply'>{_e(ex.baseline)}</div></div>"
-                f"<div><small>policy (round {r.round})</small><div class='reply'>{_e(ex.policy)}</div></div></div></div>")
+                f"<div><small>policy (round {r.round})</small><div class='reply'>{_e(ex.policy)}</div></div></div></div>"
+            )
     return "\n".join(parts) or "<p class='muted'>No examples.</p>"
 
 
 def _figures(figures: Sequence[Figure], captioned: Sequence[Figure] = ()) -> str:
     if not figures and not captioned:
         return ""
-    return ("<div class='plots'>"
-            + "".join(f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures)
-            + "".join(f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}"
-                      "</small></figcaption></figure>" for alt, png in captioned) + "</div>")
+    return (
+        "<div class='plots'>"
+        + "".join(f"<img alt='{_e(alt)}' src='data:image/png;base64,{png}'>" for alt, png in figures)
+        + "".join(
+            f"<figure><img alt='{_e(alt)}' src='data:image/png;base64,{png}'><figcaption><small>{_e(alt)}"
+            "</small></figcaption></figure>"
+            for alt, png in captioned
+        )
+        + "</div>"
+    )
+
 
 # -- formatting -----------------------------------------------------------------------------------
+
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
@@ -377,12 +445,14 @@ def _metric_cell(node: dict | None, metric: str, single: bool, against: str) -> 
     if single:
         return f"<td class='num'>{_ci(node, metric)}<br><small>n={node['n']}</small></td>"
     diff = node["difference"]
-    return (f"<td class='num'>{_ci(node['policy'], metric)}<br><small>vs {against} {_ci(diff, metric, signed=True)}"
-            f", n={diff['n']}</small></td>")
+    return (
+        f"<td class='num'>{_ci(node['policy'], metric)}<br><small>vs {against} {_ci(diff, metric, signed=True)}"
+        f", n={diff['n']}</small></td>"
+    )
 
 
 def _ci(node: dict, metric: str, signed: bool = False) -> str:
-    f = (".1f" if metric == "length_words" else ".3f")
+    f = ".1f" if metric == "length_words" else ".3f"
     f = ("+" if signed else "") + f
     return f"{node['mean']:{f}} [{node['ci_low']:{f}}, {node['ci_high']:{f}}]"
 

@@ -61,8 +61,9 @@ class LabelSummary:
         return "simulated" if self.simulated_votes else "people" if self.human_votes else "unknown"
 
     @classmethod
-    def from_pull_run(cls, path: str | Path, kinds: dict[str, dict[str, int]] | None = None,
-                      push: str | Path | None = None) -> LabelSummary:
+    def from_pull_run(
+        cls, path: str | Path, kinds: dict[str, dict[str, int]] | None = None, push: str | Path | None = None
+    ) -> LabelSummary:
         """Read a pull run: counts, agreement and who voted (simulated or human votes, as the pull counted
         them by user id) from its manifest, annotators from its preferences; records pushed from the `push` run."""
         manifest = runs.read_manifest(path)
@@ -73,15 +74,22 @@ class LabelSummary:
         with open(runs.output_path(path, manifest, "preferences"), encoding="utf-8") as f:
             for line in f:
                 annotators.update(v["annotator"] for v in json.loads(line)["votes"])
-        return cls(records=metrics["records"], votes=metrics["votes"],
-                   pairwise_agreement=metrics.get("pairwise_agreement"),
-                   krippendorff_alpha=metrics.get("krippendorff_alpha"), annotators=sorted(annotators),
-                   simulated_votes=metrics.get("simulated_votes"), human_votes=metrics.get("human_votes"),
-                   discards=metrics.get("discards", 0), ties=metrics.get("ties", 0), run=str(path),
-                   kinds=dict(kinds or {}),
-                   records_pushed=runs.read_manifest(push)["metrics"].get("records") if push else None,
-                   gold_votes=metrics.get("gold_votes", 0),
-                   label_model=(manifest.get("notes", {}).get("label_model") or {}).get("method"))
+        return cls(
+            records=metrics["records"],
+            votes=metrics["votes"],
+            pairwise_agreement=metrics.get("pairwise_agreement"),
+            krippendorff_alpha=metrics.get("krippendorff_alpha"),
+            annotators=sorted(annotators),
+            simulated_votes=metrics.get("simulated_votes"),
+            human_votes=metrics.get("human_votes"),
+            discards=metrics.get("discards", 0),
+            ties=metrics.get("ties", 0),
+            run=str(path),
+            kinds=dict(kinds or {}),
+            records_pushed=runs.read_manifest(push)["metrics"].get("records") if push else None,
+            gold_votes=metrics.get("gold_votes", 0),
+            label_model=(manifest.get("notes", {}).get("label_model") or {}).get("method"),
+        )
 
 
 @dataclass
@@ -163,7 +171,9 @@ class RoundSummary:
         data = dict(data)
         labels = data.get("labels")
         # A `simulated` flag written before the counts existed said nothing a run had recorded: dropped.
-        data["labels"] = None if labels is None else LabelSummary(**{k: v for k, v in labels.items() if k != "simulated"})
+        data["labels"] = (
+            None if labels is None else LabelSummary(**{k: v for k, v in labels.items() if k != "simulated"})
+        )
         data["gates"] = None if data.get("gates") is None else GateResult.from_dict(data["gates"])
         data["examples"] = [ExampleReply(**e) for e in data.get("examples", [])]
         return cls(**data)
@@ -181,7 +191,9 @@ def examples_from_replies(eval_run: str | Path, per_set: int = 2) -> list[Exampl
             if taken.get(name, 0) >= per_set:
                 continue
             taken[name] = taken.get(name, 0) + 1
-            out.append(ExampleReply(name, row["prompt"][-1]["content"], row["baseline"]["reply"], row["policy"]["reply"]))
+            out.append(
+                ExampleReply(name, row["prompt"][-1]["content"], row["baseline"]["reply"], row["policy"]["reply"])
+            )
     return out
 
 

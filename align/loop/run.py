@@ -50,12 +50,13 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from align.core import runs
 from align.core.config import load_config, to_dict
-from align.core.errors import AlignError, ServiceError
+from align.core.errors import AlignError
 from align.loop.config import (
     LoopConfig,
     config_files,
@@ -65,8 +66,8 @@ from align.loop.config import (
     round_generate_wiring,
     stage_config,
 )
-from align.loop.gates import GateResult, evaluate_gates, split_gates
 from align.loop.feedback import import_if_file, kto_wiring, write_round_data
+from align.loop.gates import GateResult, evaluate_gates, split_gates
 from align.loop.labels import since_start, usable_pairs, write_labels_run
 from align.loop.mix import kinds_of, write_round_prompts
 from align.loop.preflight import load_retention_gates, preflight
@@ -87,6 +88,7 @@ class Stopped(Exception):
 
 # -- the command --------------------------------------------------------------------------------------
 
+
 def main(argv: list[str]) -> int:
     """`align loop ...` and `align loop status LOOP_DIR` (called by align.cli)."""
     if argv and argv[0] == "status":
@@ -100,10 +102,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="align loop", add_help=False)
     parser.add_argument("-h", "--help", action="store_true")
     parser.add_argument("--config", "-c", help="the loop's YAML (e.g. recipes/brand_voice/loop.yaml)")
-    parser.add_argument("--until", choices=["labels"],
-                        help="labels: stop after pushing a round's candidates (label for days, then run again)")
-    parser.add_argument("--allow-config-change", action="store_true",
-                        help="continue a loop whose config changed since it started (the change is recorded)")
+    parser.add_argument(
+        "--until",
+        choices=["labels"],
+        help="labels: stop after pushing a round's candidates (label for days, then run again)",
+    )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="continue a loop whose config changed since it started (the change is recorded)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args, unknown = parser.parse_known_intermixed_args(argv)
     if unknown:
@@ -111,9 +119,13 @@ def main(argv: list[str]) -> int:
     if args.help:
         from align.core.config import describe
 
-        print("usage: align loop --config FILE [--until labels] [--allow-config-change] [key=value ...]\n"
-              "       align loop status LOOP_DIR\n\n" + (__doc__ or "").strip() + "\n\nconfig keys:\n"
-              + "\n".join("  " + line for line in describe(LoopConfig)))
+        print(
+            "usage: align loop --config FILE [--until labels] [--allow-config-change] [key=value ...]\n"
+            "       align loop status LOOP_DIR\n\n"
+            + (__doc__ or "").strip()
+            + "\n\nconfig keys:\n"
+            + "\n".join("  " + line for line in describe(LoopConfig))
+        )
         return 0
     if not args.config:
         raise AlignError("`align loop` needs --config: a loop YAML such as recipes/brand_voice/loop.yaml")
@@ -134,6 +146,7 @@ def run(cfg: LoopConfig, until: str | None = None, allow_config_change: bool = F
 
 
 # -- the loop ---------------------------------------------------------------------------------------
+
 
 class Loop:
     def __init__(self, cfg: LoopConfig, until: str | None, allow_config_change: bool):
@@ -165,24 +178,41 @@ class Loop:
         if state is None:
             if any(p.name != LOCK for p in self.dir.iterdir()):
                 raise AlignError(f"{self.dir} is not empty and holds no loop (no loop.json); give a new loop_dir")
-            state = LoopState(self.dir, {
-                "version": 1, "recipe": self.cfg.recipe, "loop_id": secrets.token_hex(3),
-                "created": _now(), "config": config, "files": files, "config_changes": [], "phase": "running",
-                "current": {"policy": self.cfg.policy, "evaluation": None, "reward_model": self.cfg.reward_model,
-                            "round": 0},
-                "rounds": [],
-            })
+            state = LoopState(
+                self.dir,
+                {
+                    "version": 1,
+                    "recipe": self.cfg.recipe,
+                    "loop_id": secrets.token_hex(3),
+                    "created": _now(),
+                    "config": config,
+                    "files": files,
+                    "config_changes": [],
+                    "phase": "running",
+                    "current": {
+                        "policy": self.cfg.policy,
+                        "evaluation": None,
+                        "reward_model": self.cfg.reward_model,
+                        "round": 0,
+                    },
+                    "rounds": [],
+                },
+            )
             state.save()
             log.info("loop %s: new loop in %s", state.data["loop_id"], self.dir)
             return state
         if state.data["recipe"] != self.cfg.recipe:
-            raise AlignError(f"{self.dir} holds a loop of recipe '{state.data['recipe']}', not '{self.cfg.recipe}'; "
-                             "give another loop_dir")
+            raise AlignError(
+                f"{self.dir} holds a loop of recipe '{state.data['recipe']}', not '{self.cfg.recipe}'; "
+                "give another loop_dir"
+            )
         changes, free = loop_changes(state.data["config"], state.data["files"], config, files)
         if changes and not allow_config_change:
-            raise AlignError(f"the loop in {self.dir} was started with a different config: {'; '.join(changes)}; "
-                             "run it with the config it started with, or pass --allow-config-change to go on "
-                             "with the new one (recorded in loop.json and the report)")
+            raise AlignError(
+                f"the loop in {self.dir} was started with a different config: {'; '.join(changes)}; "
+                "run it with the config it started with, or pass --allow-config-change to go on "
+                "with the new one (recorded in loop.json and the report)"
+            )
         changes = free + changes
         if changes:
             state.data["config_changes"].append({"at": _now(), "before_round": len(state.rounds), "changes": changes})
@@ -214,8 +244,9 @@ class Loop:
         if self.cfg.sft:
             # The warm start: the rounds sample from the SFT policy, and round 0 measures what SFT alone did
             # against the base (a style SFT can cost refusals: the report shows it before any round runs).
-            start = self.step(rnd, "sft", "sft", {"model": self.cfg.policy, "runs_dir": str(self.round_dir(0)),
-                                                  "name": "sft"})["path"]
+            start = self.step(
+                rnd, "sft", "sft", {"model": self.cfg.policy, "runs_dir": str(self.round_dir(0)), "name": "sft"}
+            )["path"]
             self.state.current["policy"] = self.state.rel(start)
             wiring["policy"] = start
         if self.cfg.reward_model and "reward_model" not in self.cfg.evaluate:
@@ -227,18 +258,30 @@ class Loop:
             # retention run already holds its scores as the baseline's.
             self.retention(rnd, start)
         self.state.current["evaluation"] = self.state.rel(manifest["path"])
-        rnd.update(policy=self.state.rel(start), reasons=["starting policy (SFT warm start)" if self.cfg.sft else "starting policy"])
+        rnd.update(
+            policy=self.state.rel(start),
+            reasons=["starting policy (SFT warm start)" if self.cfg.sft else "starting policy"],
+        )
         if self.cfg.sft and self.start_specs:
             # The warm start is a candidate like any round's: gates against the starting model decide whether the
             # rounds start from it. Held back, they start from `policy` itself, and the report says why.
             gates = evaluate_gates(self.start_specs, self.versus_start(rnd, manifest))
-            rnd.update(promoted=gates.passed, gates=gates.as_dict(), reasons=(
-                [f"SFT warm start: all {len(gates.gates)} gates against the starting model held"] if gates.passed else
-                ["SFT warm start held back; the rounds start from " + self.cfg.policy, *gates.reasons]))
+            rnd.update(
+                promoted=gates.passed,
+                gates=gates.as_dict(),
+                reasons=(
+                    [f"SFT warm start: all {len(gates.gates)} gates against the starting model held"]
+                    if gates.passed
+                    else ["SFT warm start held back; the rounds start from " + self.cfg.policy, *gates.reasons]
+                ),
+            )
             if not gates.passed:
                 self.state.current["policy"] = self.cfg.policy
-                log.warning("round 0: the SFT warm start is held back; the rounds start from %s: %s", self.cfg.policy,
-                            "; ".join(gates.reasons))
+                log.warning(
+                    "round 0: the SFT warm start is held back; the rounds start from %s: %s",
+                    self.cfg.policy,
+                    "; ".join(gates.reasons),
+                )
         rnd["decided"] = True
         self.state.save()
         self.write_report()
@@ -263,11 +306,24 @@ class Loop:
             candidates = self.step(rnd, "generate", "generate", wiring)
             scored = False
             # dpo_margin: the current policy's log-ratios against the reference it was trained with (align score).
-            margins = {"policy": policy, "reference": dpo_reference(policy)} if cfg.pairs.get("selection") == "dpo_margin" else {}
+            margins = (
+                {"policy": policy, "reference": dpo_reference(policy)}
+                if cfg.pairs.get("selection") == "dpo_margin"
+                else {}
+            )
             if reward_model or margins:
-                candidates = self.step(rnd, "score", "score", {"generations": candidates["path"], **margins,
-                                                               **({"reward_model": reward_model} if reward_model else {}),
-                                                               "runs_dir": rd, "name": "score"})
+                candidates = self.step(
+                    rnd,
+                    "score",
+                    "score",
+                    {
+                        "generations": candidates["path"],
+                        **margins,
+                        **({"reward_model": reward_model} if reward_model else {}),
+                        "runs_dir": rd,
+                        "name": "score",
+                    },
+                )
                 scored = bool(reward_model)
             pairs_wiring = {"generations": candidates["path"], "runs_dir": rd, "name": "pairs"}
             if "selection" not in cfg.pairs:
@@ -276,27 +332,60 @@ class Loop:
             dataset = rnd.setdefault("dataset", f"{cfg.recipe}-{state.data['loop_id']}-r{n}")
             argilla = to_dict(cfg.argilla)
             # push keeps the A/B order and gold answers in the journal pull reads: the same journal_dir.
-            push = self.step(rnd, "push", "push", {"pairs": pairs["path"], "dataset": dataset, "round": n,
-                                                   "argilla": argilla, "runs_dir": rd, "name": "push",
-                                                   "journal_dir": self.journal_dir()})
+            push = self.step(
+                rnd,
+                "push",
+                "push",
+                {
+                    "pairs": pairs["path"],
+                    "dataset": dataset,
+                    "round": n,
+                    "argilla": argilla,
+                    "runs_dir": rd,
+                    "name": "push",
+                    "journal_dir": self.journal_dir(),
+                },
+            )
             if self.until == "labels" and rnd["steps"].get("wait", {}).get("status") != "done":
                 state.data["phase"] = "waiting_for_labels"
                 state.save()
-                raise Stopped(f"round {n}: {push['metrics'].get('records', '?')} records in Argilla dataset '{dataset}' "
-                              f"wait for annotators; see `align loop status {self.dir}`, and run the same `align loop` "
-                              "command again to go on once they are labelled")
+                raise Stopped(
+                    f"round {n}: {push['metrics'].get('records', '?')} records in Argilla dataset '{dataset}' "
+                    f"wait for annotators; see `align loop status {self.dir}`, and run the same `align loop` "
+                    "command again to go on once they are labelled"
+                )
             if cfg.annotators == "simulated":
-                self.simulate(rnd, {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "journal_dir": self.journal_dir()})
+                self.simulate(
+                    rnd, {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "journal_dir": self.journal_dir()}
+                )
             wait_for_labels(self, rnd, dataset)
-            pull = self.step(rnd, "pull", "pull", {"dataset": dataset, "argilla": argilla, "runs_dir": rd, "name": "pull",
-                                                   "journal_dir": self.journal_dir()})
+            pull = self.step(
+                rnd,
+                "pull",
+                "pull",
+                {
+                    "dataset": dataset,
+                    "argilla": argilla,
+                    "runs_dir": rd,
+                    "name": "pull",
+                    "journal_dir": self.journal_dir(),
+                },
+            )
             labels = self.labels(n, rnd, pull)
         if cfg.feedback.applies(n):
             labels = self.feedback(n, rnd, labels)
         usable = usable_pairs(labels["path"])
         if usable < cfg.train.min_pairs:
-            return self.decide(n, rnd, None, None, [f"only {usable} usable labelled pair(s) to train on "
-                                                    f"(train.min_pairs={cfg.train.min_pairs}): label more and add a round"])
+            return self.decide(
+                n,
+                rnd,
+                None,
+                None,
+                [
+                    f"only {usable} usable labelled pair(s) to train on "
+                    f"(train.min_pairs={cfg.train.min_pairs}): label more and add a round"
+                ],
+            )
 
         candidate, new_reward = None, None
         for stage in cfg.train.stages:
@@ -320,8 +409,13 @@ class Loop:
         rnd["policy"] = state.rel(candidate)
 
         newest_reward = new_reward or reward_model
-        wiring = {"policy": candidate, "baseline": policy, "baseline_replies": state.abs(state.current["evaluation"]),
-                  "runs_dir": rd, "name": "evaluate"}
+        wiring = {
+            "policy": candidate,
+            "baseline": policy,
+            "baseline_replies": state.abs(state.current["evaluation"]),
+            "runs_dir": rd,
+            "name": "evaluate",
+        }
         if newest_reward and "reward_model" not in cfg.evaluate:
             wiring["reward_model"] = newest_reward
         try:
@@ -345,13 +439,25 @@ class Loop:
                 gates = GateResult(gates.gates + evaluate_gates(self.retention_specs, kept).gates)
         self.decide(n, rnd, candidate, evaluation, gates.reasons if not gates.passed else [], gates, new_reward)
 
-    def decide(self, n: int, rnd: dict[str, Any], candidate: str | None, evaluation: dict | None,
-               failures: list[str], gates: GateResult | None = None, new_reward: str | None = None) -> None:
+    def decide(
+        self,
+        n: int,
+        rnd: dict[str, Any],
+        candidate: str | None,
+        evaluation: dict | None,
+        failures: list[str],
+        gates: GateResult | None = None,
+        new_reward: str | None = None,
+    ) -> None:
         state = self.state
         promoted = candidate is not None and not failures
-        rnd.update(promoted=promoted, decided=True, decided_at=_now(),
-                   gates=gates.as_dict() if gates is not None else None,
-                   reasons=[f"all {len(gates.gates)} gates held"] if promoted else failures)
+        rnd.update(
+            promoted=promoted,
+            decided=True,
+            decided_at=_now(),
+            gates=gates.as_dict() if gates is not None else None,
+            reasons=[f"all {len(gates.gates)} gates held"] if promoted else failures,
+        )
         if promoted:
             state.current.update(policy=state.rel(candidate), evaluation=state.rel(evaluation["path"]), round=n)
         if new_reward:
@@ -360,8 +466,12 @@ class Loop:
         if promoted:
             log.info("round %d: promoted %s (%s)", n, candidate, rnd["reasons"][0])
         else:
-            log.warning("round %d: held back; the current policy stays %s: %s", n, state.abs(state.current["policy"]),
-                        "; ".join(failures))
+            log.warning(
+                "round %d: held back; the current policy stays %s: %s",
+                n,
+                state.abs(state.current["policy"]),
+                "; ".join(failures),
+            )
 
     def simulate(self, rnd: dict[str, Any], wiring: dict[str, Any]) -> None:
         """Simulated annotators answer the round's dataset: one run, or with `mix` one per kind, each with its judge
@@ -373,8 +483,11 @@ class Loop:
         file = runs.output_path(prompts, runs.read_manifest(prompts), "prompts")
         for kind in self.cfg.mix.kinds:
             name = f"simulate_{kind.kind}"
-            config = stage_config("simulate", {**self.cfg.simulate, **kind.simulate},
-                                  {**wiring, "name": name, "only.paths": [str(file)], "only.match": {"kind": kind.kind}})
+            config = stage_config(
+                "simulate",
+                {**self.cfg.simulate, **kind.simulate},
+                {**wiring, "name": name, "only.paths": [str(file)], "only.match": {"kind": kind.kind}},
+            )
             self._step(rnd, name, lambda config=config: _stage_run("simulate", config))
 
     def versus_start(self, rnd: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -389,22 +502,41 @@ class Loop:
                 return write_versus_start_run(evaluation["path"], start_eval, rd)
             except StartMismatch as why:
                 log.info("round %d: evaluating the starting model again: %s", rnd["round"], why)
-                fresh = self.step(rnd, "evaluate_start", "evaluate", {"policy": self.cfg.policy, "baseline": self.cfg.policy,
-                                                                      "runs_dir": str(rd), "name": "evaluate_start"})
+                fresh = self.step(
+                    rnd,
+                    "evaluate_start",
+                    "evaluate",
+                    {
+                        "policy": self.cfg.policy,
+                        "baseline": self.cfg.policy,
+                        "runs_dir": str(rd),
+                        "name": "evaluate_start",
+                    },
+                )
                 return write_versus_start_run(evaluation["path"], fresh["path"], rd)
 
         return self._step(rnd, "versus_start", make)
 
     def retention(self, rnd: dict[str, Any], policy: str) -> dict[str, Any]:
         """`align evaluate retention` of `policy` against the base model the loop started from."""
-        return self.step(rnd, "retention", "retention", {"policy": policy, "baseline": retention_baseline(self.cfg),
-                                                          "runs_dir": str(self.round_dir(rnd["round"])),
-                                                          "name": "retention"})
+        return self.step(
+            rnd,
+            "retention",
+            "retention",
+            {
+                "policy": policy,
+                "baseline": retention_baseline(self.cfg),
+                "runs_dir": str(self.round_dir(rnd["round"])),
+                "name": "retention",
+            },
+        )
 
     # -- steps --------------------------------------------------------------------------------------
     def step(self, rnd: dict[str, Any], name: str, section: str, wiring: dict[str, Any]) -> dict[str, Any]:
         """Run step `name` of a round once, recording it before and after; a finished step is read back."""
-        return self._step(rnd, name, lambda: _stage_run(section, stage_config(section, getattr(self.cfg, section), wiring)))
+        return self._step(
+            rnd, name, lambda: _stage_run(section, stage_config(section, getattr(self.cfg, section), wiring))
+        )
 
     def _step(self, rnd: dict[str, Any], name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         record = rnd["steps"].get(name)
@@ -414,8 +546,13 @@ class Loop:
         if runs.is_run(path):
             # Finished, but killed before loop.json said so: the run directory is the proof.
             manifest = runs.read_manifest(path)
-            rnd["steps"][name] = {"status": "done", "run": self.state.rel(path), "wall_time_s": manifest.get("wall_time_s"),
-                                  "finished": manifest.get("created"), "recovered": True}
+            rnd["steps"][name] = {
+                "status": "done",
+                "run": self.state.rel(path),
+                "wall_time_s": manifest.get("wall_time_s"),
+                "finished": manifest.get("created"),
+                "recovered": True,
+            }
             self.state.save()
             log.info("round %d, %s: already complete in %s", rnd["round"], name, path)
             return manifest
@@ -426,8 +563,12 @@ class Loop:
             log.info("round %d, %s: started before but did not finish; running it again", rnd["round"], name)
         start = time.time()
         manifest = make()
-        rnd["steps"][name].update(status="done", run=self.state.rel(manifest["path"]),
-                                  wall_time_s=round(time.time() - start, 1), finished=_now())
+        rnd["steps"][name].update(
+            status="done",
+            run=self.state.rel(manifest["path"]),
+            wall_time_s=round(time.time() - start, 1),
+            finished=_now(),
+        )
         self.state.save()
         return manifest
 
@@ -440,11 +581,19 @@ class Loop:
                 continue  # a round that ended before its pull (none today) has no labels to add
             pulls.append((k, self.state.abs(steps["pull"]["run"])))
             pushes.append((k, self.state.abs(steps["push"]["run"])))
-        kinds = {k: kinds_of(self.state.abs(self.state.round(k)["steps"]["prompts"]["run"])) for k, _ in pulls
-                 if self.state.round(k)["steps"].get("prompts", {}).get("status") == "done"}
+        kinds = {
+            k: kinds_of(self.state.abs(self.state.round(k)["steps"]["prompts"]["run"]))
+            for k, _ in pulls
+            if self.state.round(k)["steps"].get("prompts", {}).get("status") == "done"
+        }
         config = {"rounds": list(rounds), "labels": self.cfg.train.labels, "balance": self.cfg.train.balance}
-        return self._step(rnd, "labels", lambda: write_labels_run(pulls, pushes, self.round_dir(n), "labels", config,
-                                                                  balance=self.cfg.train.balance, kinds=kinds))
+        return self._step(
+            rnd,
+            "labels",
+            lambda: write_labels_run(
+                pulls, pushes, self.round_dir(n), "labels", config, balance=self.cfg.train.balance, kinds=kinds
+            ),
+        )
 
     def feedback(self, n: int, rnd: dict[str, Any], labels: dict[str, Any] | None) -> dict[str, Any]:
         """The round's training data with the feedback from deployment (align/loop/feedback.py): a `loop feedback`
@@ -452,8 +601,11 @@ class Loop:
         source = self.cfg.feedback.source
         if not runs.is_run(source):
             source = self._step(rnd, "feedback_import", lambda: import_if_file(source, self.round_dir(n)))["path"]
-        return self._step(rnd, "feedback", lambda: write_round_data(self.cfg.feedback, source,
-                                                                    labels["path"] if labels else None, self.round_dir(n)))
+        return self._step(
+            rnd,
+            "feedback",
+            lambda: write_round_data(self.cfg.feedback, source, labels["path"] if labels else None, self.round_dir(n)),
+        )
 
     # -- paths, report, summary ---------------------------------------------------------------------
     def start_policy(self) -> str:
@@ -471,8 +623,8 @@ class Loop:
         return self.cfg.pull.get("journal_dir") or ""
 
     def write_report(self) -> Path:
-        from align.loop.summary import loop_info, round_summaries
         from align.loop.report import REPORT, write_report
+        from align.loop.summary import loop_info, round_summaries
 
         return write_report(self.dir / REPORT, round_summaries(self.state), loop_info(self.state, self.cfg))
 
@@ -486,8 +638,10 @@ class Loop:
         steps = sum(float(v.get("wall_time_s") or 0) for r in self.state.rounds for v in r["steps"].values())
         print(f"Wall time of the loop's steps: {steps / 60:.1f} min (waiting for labels included)")
         print(f"Report: {report.resolve()}")
-        print(f"Current policy: {self.state.abs(self.state.current['policy'])}  "
-              f"(lineage: align lineage {self.state.abs(self.state.current['policy'])})")
+        print(
+            f"Current policy: {self.state.abs(self.state.current['policy'])}  "
+            f"(lineage: align lineage {self.state.abs(self.state.current['policy'])})"
+        )
         last = self.state.rounds[-1]
         if last["round"] > 0 and not last.get("promoted"):
             print(f"align loop: round {last['round']} was held back: {'; '.join(last['reasons'])}", file=sys.stderr)

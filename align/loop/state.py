@@ -40,8 +40,10 @@ class LoopState:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise AlignError(f"{path}: the loop state cannot be read ({exc}); it is written atomically, so this "
-                             "file was changed by hand or by another tool") from None
+            raise AlignError(
+                f"{path}: the loop state cannot be read ({exc}); it is written atomically, so this "
+                "file was changed by hand or by another tool"
+            ) from None
         if data.get("version") != VERSION:
             raise AlignError(f"{path}: loop state version {data.get('version')!r}, this align writes {VERSION}")
         return cls(loop_dir, data)
@@ -95,5 +97,5 @@ class LoopState:
         if path is None:
             return None
         if path.startswith(LOOP_PREFIX):
-            return str(self.loop_dir / path[len(LOOP_PREFIX):])
+            return str(self.loop_dir / path[len(LOOP_PREFIX) :])
         return path

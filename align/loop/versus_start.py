@@ -41,8 +41,9 @@ class StartMismatch(AlignError):
     """The round's evaluation and the starting model's answered different prompts, or decoded differently."""
 
 
-def write_versus_start_run(evaluation: str | Path, start_evaluation: str | Path, runs_dir: str | Path,
-                           name: str = "versus_start") -> dict[str, Any]:
+def write_versus_start_run(
+    evaluation: str | Path, start_evaluation: str | Path, runs_dir: str | Path, name: str = "versus_start"
+) -> dict[str, Any]:
     """Pair `evaluation`'s policy replies with `start_evaluation`'s baseline replies (the starting model's);
     a run with the paired replies and evaluate-policy-shaped metrics. Returns its manifest."""
     now, start = runs.read_manifest(evaluation), runs.read_manifest(start_evaluation)
@@ -55,10 +56,14 @@ def write_versus_start_run(evaluation: str | Path, start_evaluation: str | Path,
     for row in _replies(evaluation, now):
         earlier = start_rows.get((row["prompt_set"], row["prompt_id"]))
         if earlier is None or earlier["prompt"] != row["prompt"]:
-            raise StartMismatch(f"{start_evaluation} did not answer {row['prompt_set']} prompt {row['prompt_id']} "
-                                f"({row.get('source')}) as {evaluation} did")
-        rows.append({k: row[k] for k in ("prompt_set", "prompt_id", "source", "prompt")}
-                    | {"policy": _judged(row["policy"]), "baseline": _judged(earlier["baseline"])})
+            raise StartMismatch(
+                f"{start_evaluation} did not answer {row['prompt_set']} prompt {row['prompt_id']} "
+                f"({row.get('source')}) as {evaluation} did"
+            )
+        rows.append(
+            {k: row[k] for k in ("prompt_set", "prompt_id", "source", "prompt")}
+            | {"policy": _judged(row["policy"]), "baseline": _judged(earlier["baseline"])}
+        )
     boot = build(BootstrapSettings, now.get("config", {}).get("bootstrap", {}))
     config = {"evaluation": str(evaluation), "start_evaluation": str(start_evaluation)}
     with runs.new_run(STAGE, config, runs_dir, name) as run:
@@ -71,15 +76,22 @@ def write_versus_start_run(evaluation: str | Path, start_evaluation: str | Path,
             if mine:
                 run.metrics[prompt_set] = set_metrics(mine, boot)
         run.metrics["prompts"] = len(rows)
-        run.notes.update(policy=now.get("notes", {}).get("policy"), baseline=start.get("notes", {}).get("baseline"),
-                         policy_replies_from=str(evaluation), baseline_replies_from=str(start_evaluation))
+        run.notes.update(
+            policy=now.get("notes", {}).get("policy"),
+            baseline=start.get("notes", {}).get("baseline"),
+            policy_replies_from=str(evaluation),
+            baseline_replies_from=str(start_evaluation),
+        )
         return runs.finish(run)
 
 
 def _same_decoding(now: dict, start: dict, evaluation, start_evaluation) -> None:
     a, b = now.get("notes", {}), start.get("notes", {})
-    same = {"engine": (a.get("engine"), b.get("engine")), "sampling": (a.get("sampling"), b.get("sampling")),
-            "dtype": (now.get("config", {}).get("dtype"), start.get("config", {}).get("dtype"))}
+    same = {
+        "engine": (a.get("engine"), b.get("engine")),
+        "sampling": (a.get("sampling"), b.get("sampling")),
+        "dtype": (now.get("config", {}).get("dtype"), start.get("config", {}).get("dtype")),
+    }
     differ = [f"{k} {x!r} in {evaluation}, {y!r} in {start_evaluation}" for k, (x, y) in same.items() if x != y]
     if differ:
         raise StartMismatch(f"the evaluations were generated differently: {'; '.join(differ)}")

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 from align.core.config import to_dict
-from align.core.runs import CHECKPOINT_INFO
 from align.core.errors import AlignError
+from align.core.runs import CHECKPOINT_INFO
 from align.data.splits import prompt_key
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,20 @@ CHECKPOINT_STATE = "state.pt"  # PPO's; RLOO's and GRPO's are transformers' trai
 TRL_CHECKPOINT_STATE = "trainer_state.json"
 # Settings a resumed run must share with the run that wrote the checkpoint (TRL's also `training`, which
 # holds what decides their batches, e.g. gradient_accumulation_steps).
-RESUME_KEYS = ("algorithm", "model", "reward_model", "prompts", "prompt_field", "max_prompts", "batch_size",
-               "num_generations", "max_new_tokens", "temperature", "lora", "seed")
+RESUME_KEYS = (
+    "algorithm",
+    "model",
+    "reward_model",
+    "prompts",
+    "prompt_field",
+    "max_prompts",
+    "batch_size",
+    "num_generations",
+    "max_new_tokens",
+    "temperature",
+    "lora",
+    "seed",
+)
 
 
 def resume_keys(cfg) -> tuple[str, ...]:
@@ -46,8 +58,16 @@ def publish_checkpoint(cfg, step: int, prompts, fill) -> Path:
     tmp.parent.mkdir(parents=True, exist_ok=True)
     fill(tmp)
     settings = to_dict(cfg)
-    (tmp / CHECKPOINT_INFO).write_text(json.dumps({"step": step, "config": {k: settings[k] for k in resume_keys(cfg)},
-                                                   "train_prompts_sha256": prompts_digest(prompts)}, indent=2))
+    (tmp / CHECKPOINT_INFO).write_text(
+        json.dumps(
+            {
+                "step": step,
+                "config": {k: settings[k] for k in resume_keys(cfg)},
+                "train_prompts_sha256": prompts_digest(prompts),
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     log.info("checkpoint written: %s", target)
@@ -69,33 +89,45 @@ def read_checkpoint(cfg) -> dict:
     path = Path(cfg.resume_from)
     info = path / CHECKPOINT_INFO
     if not info.exists():
-        raise AlignError(f"resume_from={cfg.resume_from} is not an `align ppo` checkpoint (no {CHECKPOINT_INFO}); "
-                         "give a `checkpoint_dir/step-N` directory")
+        raise AlignError(
+            f"resume_from={cfg.resume_from} is not an `align ppo` checkpoint (no {CHECKPOINT_INFO}); "
+            "give a `checkpoint_dir/step-N` directory"
+        )
     record = json.loads(info.read_text(encoding="utf-8"))
     # Checkpoints written before the algorithm was recorded are PPO's (the only one that had them).
     record["config"].setdefault("algorithm", "ppo")
     if record["config"]["algorithm"] != cfg.algorithm:
-        raise AlignError(f"resume_from={cfg.resume_from} is a checkpoint of algorithm={record['config']['algorithm']}, "
-                         f"this run has algorithm={cfg.algorithm}; resume with the algorithm that wrote it")
+        raise AlignError(
+            f"resume_from={cfg.resume_from} is a checkpoint of algorithm={record['config']['algorithm']}, "
+            f"this run has algorithm={cfg.algorithm}; resume with the algorithm that wrote it"
+        )
     state = CHECKPOINT_STATE if cfg.algorithm == "ppo" else TRL_CHECKPOINT_STATE
     if not (path / state).exists():
-        raise AlignError(f"resume_from={cfg.resume_from} has {CHECKPOINT_INFO} but no {state}: the checkpoint is "
-                         "incomplete; give another `checkpoint_dir/step-N` directory")
+        raise AlignError(
+            f"resume_from={cfg.resume_from} has {CHECKPOINT_INFO} but no {state}: the checkpoint is "
+            "incomplete; give another `checkpoint_dir/step-N` directory"
+        )
     settings = to_dict(cfg)
     changed = [k for k in resume_keys(cfg) if record["config"].get(k) != settings[k]]
     if changed:
         k = changed[0]
-        raise AlignError(f"resume_from={cfg.resume_from} was written with {k}={record['config'].get(k)!r}, this run has "
-                         f"{k}={settings[k]!r}; resume with the same settings ({', '.join(changed)} differ)")
+        raise AlignError(
+            f"resume_from={cfg.resume_from} was written with {k}={record['config'].get(k)!r}, this run has "
+            f"{k}={settings[k]!r}; resume with the same settings ({', '.join(changed)} differ)"
+        )
     if record["step"] >= cfg.steps:
-        raise AlignError(f"resume_from={cfg.resume_from} is at step {record['step']}, not before steps={cfg.steps}; "
-                         "raise steps to train further")
+        raise AlignError(
+            f"resume_from={cfg.resume_from} is at step {record['step']}, not before steps={cfg.steps}; "
+            "raise steps to train further"
+        )
     return record
 
 
 def check_resume_prompts(cfg, record: dict, prompts) -> None:
     expected = record.get("train_prompts_sha256")  # absent in checkpoints written before it was recorded
     if expected and expected != prompts_digest(prompts):
-        raise AlignError(f"resume_from={cfg.resume_from} was trained on other prompts than this run's {len(prompts)} "
-                         f"training prompts from {cfg.prompts} (the file, or the held-out split eval.prompts/eval.path, "
-                         "changed); resume with the prompts it started with")
+        raise AlignError(
+            f"resume_from={cfg.resume_from} was trained on other prompts than this run's {len(prompts)} "
+            f"training prompts from {cfg.prompts} (the file, or the held-out split eval.prompts/eval.path, "
+            "changed); resume with the prompts it started with"
+        )

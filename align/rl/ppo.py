@@ -102,29 +102,42 @@ class PPOSettings:
             if not 0 <= getattr(self, name) <= 1:
                 raise AlignError(f"'ppo.{name}' must be in [0, 1], got {getattr(self, name)}")
         if self.missing_eos_penalty < 0:
-            raise AlignError(f"'ppo.missing_eos_penalty' must be >= 0 (it is subtracted), got {self.missing_eos_penalty}")
+            raise AlignError(
+                f"'ppo.missing_eos_penalty' must be >= 0 (it is subtracted), got {self.missing_eos_penalty}"
+            )
 
 
 @dataclass
 class Rollout:
     """One batch of sampled responses with everything PPO needs from before the update."""
 
-    input_ids: torch.Tensor       # [B, P + T] left-padded prompt, then the response
+    input_ids: torch.Tensor  # [B, P + T] left-padded prompt, then the response
     attention_mask: torch.Tensor  # [B, P + T]
-    mask: torch.Tensor            # [B, T] real response tokens (up to and including EOS)
+    mask: torch.Tensor  # [B, T] real response tokens (up to and including EOS)
     prompt_width: int
-    logprobs: torch.Tensor        # [B, T] under the policy at sampling time
-    values: torch.Tensor          # [B, T]
-    advantages: torch.Tensor      # [B, T]
-    returns: torch.Tensor         # [B, T]
+    logprobs: torch.Tensor  # [B, T] under the policy at sampling time
+    values: torch.Tensor  # [B, T]
+    advantages: torch.Tensor  # [B, T]
+    returns: torch.Tensor  # [B, T]
 
 
 class PPOTrainer:
     """PPO on a peft policy and a peft value model (a sequence classifier). See the module docstring."""
 
-    def __init__(self, policy, value_model, tokenizer, reward_fn: RewardFunction, settings: PPOSettings,
-                 kl_coef: float, learning_rate: float, max_new_tokens: int, temperature: float, top_p: float = 1.0,
-                 sampler=None):
+    def __init__(
+        self,
+        policy,
+        value_model,
+        tokenizer,
+        reward_fn: RewardFunction,
+        settings: PPOSettings,
+        kl_coef: float,
+        learning_rate: float,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float = 1.0,
+        sampler=None,
+    ):
         """`sampler`: a `align.rl.vllm_rollout.VllmPolicySampler` to sample the rollouts with; None: `generate`."""
         self.policy = policy.eval()
         self.value_model = value_model.eval()
@@ -153,13 +166,17 @@ class PPOTrainer:
 
         response = sequences[:, prompt_width:]
         mask, ended = _response_mask(response, self.eos_id)
-        texts = [self.tokenizer.decode(r[: int(m.sum())], skip_special_tokens=True).strip()
-                 for r, m in zip(response, mask)]
+        texts = [
+            self.tokenizer.decode(r[: int(m.sum())], skip_special_tokens=True).strip() for r, m in zip(response, mask)
+        ]
         scores = torch.tensor(self.reward_fn(prompts, texts), dtype=torch.float32).to(self.device)
         scored = time.perf_counter()
 
-        prompt_mask = (torch.arange(prompt_width)[None, :] >= torch.tensor(
-            [prompt_width - len(p) for p in prompt_ids])[:, None]).long().to(self.device)
+        prompt_mask = (
+            (torch.arange(prompt_width)[None, :] >= torch.tensor([prompt_width - len(p) for p in prompt_ids])[:, None])
+            .long()
+            .to(self.device)
+        )
         attention_mask = torch.cat([prompt_mask, mask.long()], dim=1)
         with torch.no_grad():
             logits = self._response_logits(self.policy, sequences, attention_mask, prompt_width)
@@ -168,7 +185,8 @@ class PPOTrainer:
             del logits
             with self.policy.disable_adapter():
                 ref_logprobs = token_logprobs(
-                    self._response_logits(self.policy, sequences, attention_mask, prompt_width), response)
+                    self._response_logits(self.policy, sequences, attention_mask, prompt_width), response
+                )
             values = self._values(sequences, attention_mask, prompt_width)
             penalised = penalise_missing_eos(scores, ended, self.settings.missing_eos_penalty)
             rewards, kl = kl_shaped_rewards(penalised, logprobs, ref_logprobs, mask, self.kl_coef)
@@ -196,21 +214,25 @@ class PPOTrainer:
 
     def _train(self, rollout: Rollout) -> dict[str, float]:
         s = self.settings
-        totals: dict[str, list[float]] = {k: [] for k in
-                                          ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "approx_kl")}
+        totals: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "approx_kl")
+        }
         batch = rollout.input_ids.shape[0]
-        response = rollout.input_ids[:, rollout.prompt_width:]
+        response = rollout.input_ids[:, rollout.prompt_width :]
         for _ in range(s.ppo_epochs):
             for idx in torch.randperm(batch).split(s.minibatch_size):
                 mask = rollout.mask[idx]
-                logits = self._response_logits(self.policy, rollout.input_ids[idx], rollout.attention_mask[idx],
-                                               rollout.prompt_width)
+                logits = self._response_logits(
+                    self.policy, rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_width
+                )
                 new_logprobs = token_logprobs(logits, response[idx])
                 new_values = self._values(rollout.input_ids[idx], rollout.attention_mask[idx], rollout.prompt_width)
-                pg, clip_fraction, approx_kl = policy_loss(new_logprobs, rollout.logprobs[idx], rollout.advantages[idx],
-                                                           mask, s.clip_range)
-                vf, value_clip_fraction = value_loss(new_values, rollout.values[idx], rollout.returns[idx], mask,
-                                                     s.clip_range_value)
+                pg, clip_fraction, approx_kl = policy_loss(
+                    new_logprobs, rollout.logprobs[idx], rollout.advantages[idx], mask, s.clip_range
+                )
+                vf, value_clip_fraction = value_loss(
+                    new_values, rollout.values[idx], rollout.returns[idx], mask, s.clip_range_value
+                )
                 loss = pg + s.vf_coef * vf
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"PPO loss is not finite (policy {pg.item()}, value {vf.item()})")
@@ -218,8 +240,13 @@ class PPOTrainer:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self._params, s.max_grad_norm)
                 self.optimizer.step()
-                for key, value in (("policy_loss", pg), ("value_loss", vf), ("clip_fraction", clip_fraction),
-                                   ("value_clip_fraction", value_clip_fraction), ("approx_kl", approx_kl)):
+                for key, value in (
+                    ("policy_loss", pg),
+                    ("value_loss", vf),
+                    ("clip_fraction", clip_fraction),
+                    ("value_clip_fraction", value_clip_fraction),
+                    ("approx_kl", approx_kl),
+                ):
                     totals[key].append(value.item())
         return {k: sum(v) / len(v) for k, v in totals.items()}
 
@@ -229,8 +256,12 @@ class PPOTrainer:
         optimizer and the torch RNG (sampling and minibatch order draw from it)."""
         from peft import get_peft_model_state_dict
 
-        state = {"policy": get_peft_model_state_dict(self.policy), "value_model": get_peft_model_state_dict(self.value_model),
-                 "optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()}
+        state = {
+            "policy": get_peft_model_state_dict(self.policy),
+            "value_model": get_peft_model_state_dict(self.value_model),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
         if self.device.type == "cuda":  # `generate` samples on the GPU with its own generator
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -253,25 +284,32 @@ class PPOTrainer:
 
         width = max(len(p) for p in prompt_ids)
         if self.sampler is not None:
-            responses = self.sampler.sample(self.policy, prompt_ids, self.max_new_tokens, self.temperature, self.top_p,
-                                            self.eos_id)
+            responses = self.sampler.sample(
+                self.policy, prompt_ids, self.max_new_tokens, self.temperature, self.top_p, self.eos_id
+            )
             out = torch.full((len(prompt_ids), width + self.max_new_tokens), self.pad_id, dtype=torch.long)
             for row, (ids, response) in enumerate(zip(prompt_ids, responses)):
-                out[row, width - len(ids):width] = torch.tensor(ids)
-                out[row, width:width + len(response)] = torch.tensor(response, dtype=torch.long)
+                out[row, width - len(ids) : width] = torch.tensor(ids)
+                out[row, width : width + len(response)] = torch.tensor(response, dtype=torch.long)
             return out.to(self.device), width
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros_like(input_ids)
         for row, ids in enumerate(prompt_ids):  # left padding: generation starts at the same column
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
         config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens, do_sample=True, temperature=self.temperature, top_p=self.top_p,
-            top_k=0, eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=True,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=0,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
         )
         with torch.no_grad():
-            out = self.policy.generate(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                                       generation_config=config)
+            out = self.policy.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), generation_config=config
+            )
         missing = width + self.max_new_tokens - out.shape[1]
         if missing > 0:
             out = torch.cat([out, out.new_full((out.shape[0], missing), self.pad_id)], dim=1)
@@ -282,7 +320,7 @@ class PPOTrainer:
         where = device.model_device(model)
         input_ids, attention_mask = input_ids.to(where), attention_mask.to(where)
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask))
-        return out.logits[:, prompt_width - 1:-1].float() / self.temperature
+        return out.logits[:, prompt_width - 1 : -1].float() / self.temperature
 
     def _values(self, input_ids, attention_mask, prompt_width: int) -> torch.Tensor:
         """V(state before each response token): the score head on every hidden state of the backbone."""
@@ -290,9 +328,10 @@ class PPOTrainer:
         backbone = getattr(classifier, classifier.base_model_prefix)
         where = device.model_device(self.value_model)
         input_ids, attention_mask = input_ids.to(where), attention_mask.to(where)
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask,
-                          position_ids=_positions(attention_mask)).last_hidden_state
-        return classifier.score(hidden[:, prompt_width - 1:-1]).squeeze(-1).float()
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=_positions(attention_mask)
+        ).last_hidden_state
+        return classifier.score(hidden[:, prompt_width - 1 : -1]).squeeze(-1).float()
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) ->
     mean = masked_mean(values, mask)
     centred = (values - mean) * mask
     count = mask.sum()
-    variance = (centred ** 2).sum() / (count - 1).clamp(min=1)
+    variance = (centred**2).sum() / (count - 1).clamp(min=1)
     out = centred * torch.rsqrt(variance + 1e-8)
     if not shift_mean:
         out = out + mean * mask
@@ -81,7 +81,7 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, clip_range: float):
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(torch.max(unclipped, clipped), mask)
     clip_fraction = masked_mean((clipped > unclipped).float(), mask)
-    approx_kl = 0.5 * masked_mean(log_ratio ** 2, mask)
+    approx_kl = 0.5 * masked_mean(log_ratio**2, mask)
     return loss, clip_fraction.detach(), approx_kl.detach()
 
 

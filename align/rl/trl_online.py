@@ -39,11 +39,24 @@ from align.models import load_policy, load_reward_model, peft_config
 log = logging.getLogger(__name__)
 
 # Set from the top-level config (one name per setting across the three algorithms).
-OWNED = {"max_steps": "steps", "per_device_train_batch_size": "batch_size", "num_generations": "num_generations",
-         "max_completion_length": "max_new_tokens", "temperature": "temperature", "beta": "kl_coef",
-         "learning_rate": "learning_rate", "seed": "seed"}
-METRIC_NAMES = {"reward": "reward", "reward_with_kl": "reward+kl", "kl": "kl", "entropy": "entropy",
-                "completions/mean_length": "len", "clip_ratio/region_mean": "clip"}
+OWNED = {
+    "max_steps": "steps",
+    "per_device_train_batch_size": "batch_size",
+    "num_generations": "num_generations",
+    "max_completion_length": "max_new_tokens",
+    "temperature": "temperature",
+    "beta": "kl_coef",
+    "learning_rate": "learning_rate",
+    "seed": "seed",
+}
+METRIC_NAMES = {
+    "reward": "reward",
+    "reward_with_kl": "reward+kl",
+    "kl": "kl",
+    "entropy": "entropy",
+    "completions/mean_length": "len",
+    "clip_ratio/region_mean": "clip",
+}
 
 
 def trl_config_class(algorithm: str):
@@ -58,16 +71,30 @@ def trl_arguments(cfg):
         if key in cfg.training:
             raise AlignError(f"'training.{key}' is set by align from '{ours}'; set {ours} at the top level instead")
     # The offline stages accept these (align/core/checkpoints.py); align ppo has its own for both.
-    for key, ours in (("save_strategy", "checkpoint_every and checkpoint_dir"), ("save_steps", "checkpoint_every"),
-                      ("eval_strategy", "eval.prompts (held-out prompts scored after training)")):
+    for key, ours in (
+        ("save_strategy", "checkpoint_every and checkpoint_dir"),
+        ("save_steps", "checkpoint_every"),
+        ("eval_strategy", "eval.prompts (held-out prompts scored after training)"),
+    ):
         if key in cfg.training:
             raise AlignError(f"'training.{key}' is not used by align ppo; set {ours} at the top level instead")
-    return training_arguments(trl_config_class(cfg.algorithm), cfg.training, {
-        "max_steps": cfg.steps, "per_device_train_batch_size": cfg.batch_size,
-        "num_generations": cfg.num_generations, "max_completion_length": cfg.max_new_tokens,
-        "temperature": cfg.temperature, "beta": cfg.kl_coef, "learning_rate": cfg.learning_rate,
-        "seed": cfg.seed, "logging_steps": 1, "lr_scheduler_type": "constant",
-    }, dtype=cfg.dtype)
+    return training_arguments(
+        trl_config_class(cfg.algorithm),
+        cfg.training,
+        {
+            "max_steps": cfg.steps,
+            "per_device_train_batch_size": cfg.batch_size,
+            "num_generations": cfg.num_generations,
+            "max_completion_length": cfg.max_new_tokens,
+            "temperature": cfg.temperature,
+            "beta": cfg.kl_coef,
+            "learning_rate": cfg.learning_rate,
+            "seed": cfg.seed,
+            "logging_steps": 1,
+            "lr_scheduler_type": "constant",
+        },
+        dtype=cfg.dtype,
+    )
 
 
 def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, prompts, run_dir, resume=None):
@@ -75,9 +102,17 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
     from datasets import Dataset
 
     # TRL's trainer places both (the reward model through accelerate, as an evaluation-mode model).
-    reward_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code,
-                                     pad_token_id=reward_tokenizer.pad_token_id,
-                                     attn_implementation=cfg.attn_implementation).requires_grad_(False).eval()
+    reward_model = (
+        load_reward_model(
+            reward_source,
+            cfg.dtype,
+            cfg.trust_remote_code,
+            pad_token_id=reward_tokenizer.pad_token_id,
+            attn_implementation=cfg.attn_implementation,
+        )
+        .requires_grad_(False)
+        .eval()
+    )
     policy = load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
     bind_output_dir(args, run_dir)
     if cfg.checkpoint_every:
@@ -101,8 +136,15 @@ def train_trl(cfg, args, source, reward_source, tokenizer, reward_tokenizer, pro
     if cfg.checkpoint_every:
         trainer.add_callback(publish_checkpoints(cfg, prompts))
     run_dir.notes["parameters"] = count_trainable(trainer.model)
-    log.info("%s: %d steps x %d responses (%d per prompt), beta %s, %s", cfg.algorithm, cfg.steps, cfg.batch_size,
-             cfg.num_generations, cfg.kl_coef, run_dir.notes["parameters"])
+    log.info(
+        "%s: %d steps x %d responses (%d per prompt), beta %s, %s",
+        cfg.algorithm,
+        cfg.steps,
+        cfg.batch_size,
+        cfg.num_generations,
+        cfg.kl_coef,
+        run_dir.notes["parameters"],
+    )
     if resume is not None:
         log.info("resuming from %s at step %d", cfg.resume_from, resume["step"])
         run_dir.metrics["first_step"] = resume["step"] + 1
@@ -152,7 +194,6 @@ def _timed(algorithm: str):
     base = {"rloo": RLOOTrainer, "grpo": GRPOTrainer}[algorithm]
 
     class Timed(base):
-
         def _generate(self, *args, **kwargs):
             start = time.perf_counter()
             try:

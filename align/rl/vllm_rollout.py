@@ -35,13 +35,15 @@ class VllmPolicySampler:
         self._scratch = Path(tempfile.mkdtemp(prefix="align-ppo-adapter-"))
         self._syncs = 0
 
-    def sample(self, policy, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float,
-               eos_id: int) -> list[list[int]]:
+    def sample(
+        self, policy, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, eos_id: int
+    ) -> list[list[int]]:
         """One response per prompt (token ids, ending with `eos_id` when it was sampled); temperature 0 is greedy."""
         self.sync(policy)
         seed = int(torch.randint(0, 2**31 - len(prompt_ids), ()))
-        sampling = SamplingSettings(n=1, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens,
-                                    seed=seed)
+        sampling = SamplingSettings(
+            n=1, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens, seed=seed
+        )
         return [samples[0] for samples in self.engine.sample_token_ids(prompt_ids, sampling, stop_token_id=eos_id)]
 
     def sync(self, policy) -> None:
@@ -72,8 +74,11 @@ def merged_weights(policy) -> list[tuple[str, torch.Tensor]]:
     adapter = policy.active_adapter
     model = policy.get_base_model()
     with torch.no_grad():
-        deltas = {name: module.get_delta_weight(adapter) for name, module in model.named_modules()
-                  if isinstance(module, LoraLayer) and adapter in module.lora_A}
+        deltas = {
+            name: module.get_delta_weight(adapter)
+            for name, module in model.named_modules()
+            if isinstance(module, LoraLayer) and adapter in module.lora_A
+        }
         weights = []
         for name, tensor in model.state_dict().items():
             if ".lora_" in name:

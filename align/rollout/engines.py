@@ -67,8 +67,14 @@ def make_engine(name: str, source: ModelSource, tokenizer, cfg: EngineConfig, ma
     if name == "hf":
         from align.rollout.hf_engine import HFEngine
 
-        return HFEngine(source, tokenizer, cfg.dtype, cfg.batch_size, cfg.trust_remote_code,
-                        attn_implementation=cfg.attn_implementation)
+        return HFEngine(
+            source,
+            tokenizer,
+            cfg.dtype,
+            cfg.batch_size,
+            cfg.trust_remote_code,
+            attn_implementation=cfg.attn_implementation,
+        )
     if name == "vllm":
         from align.rollout.vllm_engine import VllmEngine
 

@@ -20,7 +20,11 @@ def read_generations(path: str) -> tuple[dict, list[dict]]:
     rows = []
     # read_records turns a damaged file (not UTF-8, NUL bytes, bad JSON) into one line naming file:line.
     for where, row in read_records(file):
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), list) or not isinstance(row.get("responses"), list):
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("prompt"), list)
+            or not isinstance(row.get("responses"), list)
+        ):
             raise AlignError(f"{where}: a generation row needs 'prompt' (messages) and 'responses' (list)")
         rows.append(row)
     if not rows:

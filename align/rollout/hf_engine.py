@@ -27,8 +27,16 @@ log = logging.getLogger(__name__)
 class HFEngine:
     name = "hf"
 
-    def __init__(self, source: ModelSource, tokenizer, dtype: str = "auto", batch_size: int = 64,
-                 trust_remote_code: bool = False, model=None, attn_implementation: str = "auto"):
+    def __init__(
+        self,
+        source: ModelSource,
+        tokenizer,
+        dtype: str = "auto",
+        batch_size: int = 64,
+        trust_remote_code: bool = False,
+        model=None,
+        attn_implementation: str = "auto",
+    ):
         """Loads the policy from `source` onto this process's device (align.core.device), or uses `model`
         where it is when given (an in-memory policy being trained or evaluated, e.g. by the DPO stage)."""
         self.tokenizer = tokenizer
@@ -52,13 +60,13 @@ class HFEngine:
         torch.manual_seed(sampling.seed)  # seeds the CUDA generators too
         with torch.inference_mode(), _without_checkpoint_defaults(self.model):
             for start in tqdm(range(0, len(order), per_batch), desc="generating (hf)", unit="batch", leave=False):
-                idx = order[start:start + per_batch]
+                idx = order[start : start + per_batch]
                 width = max(len(prompt_ids[i]) for i in idx)
                 input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(idx), width), dtype=torch.long)
                 for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
-                    input_ids[row, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
-                    mask[row, width - len(prompt_ids[i]):] = 1
+                    input_ids[row, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
+                    mask[row, width - len(prompt_ids[i]) :] = 1
                 out = self.model.generate(
                     input_ids=input_ids.to(where),
                     attention_mask=mask.to(where),
@@ -91,7 +99,7 @@ class HFEngine:
 
     def _completion(self, ids: list[int], sampling: SamplingSettings) -> Completion:
         ended = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
-        kept = ids if ended is None else ids[:ended + 1]
+        kept = ids if ended is None else ids[: ended + 1]
         text = self.tokenizer.decode(kept[:-1] if ended is not None else kept, skip_special_tokens=True)
         text, stopped = cut_at_stop(text, sampling.stop)
         finish = "stop" if ended is not None or stopped else "length"

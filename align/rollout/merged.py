@@ -76,7 +76,10 @@ def merge_key(source: ModelSource, dtype: str) -> str:
 
 
 def _prune_merged(root: Path, keep: Path) -> None:
-    entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in [p for p in entries if p != keep][MERGED_KEEP - 1:]:
+    entries = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in [p for p in entries if p != keep][MERGED_KEEP - 1 :]:
         shutil.rmtree(old, ignore_errors=True)

@@ -61,8 +61,12 @@ class Choice:
     """How unsure the model is about this pair, in bits (0: sure, 1: a coin flip); None for rules without one."""
 
 
-def distinct(texts: list[str], scores: list[float] | None, members: list[list[float]] | None = None,
-             logratios: list[float] | None = None) -> list[Candidate]:
+def distinct(
+    texts: list[str],
+    scores: list[float] | None,
+    members: list[list[float]] | None = None,
+    logratios: list[float] | None = None,
+) -> list[Candidate]:
     """Non-empty responses with duplicates (same text up to surrounding whitespace) merged, first kept."""
     seen: set[str] = set()
     out = []
@@ -71,9 +75,14 @@ def distinct(texts: list[str], scores: list[float] | None, members: list[list[fl
         if not key or key in seen:
             continue
         seen.add(key)
-        out.append(Candidate(text, None if scores is None else float(scores[i]),
-                             members=None if members is None else [float(s) for s in members[i]],
-                             logratio=None if logratios is None else float(logratios[i])))
+        out.append(
+            Candidate(
+                text,
+                None if scores is None else float(scores[i]),
+                members=None if members is None else [float(s) for s in members[i]],
+                logratio=None if logratios is None else float(logratios[i]),
+            )
+        )
     return out
 
 
@@ -96,8 +105,11 @@ def choose_pair(candidates: list[Candidate], selection: str, rng: random.Random,
         return Choice(candidates[first], candidates[second])
     if selection in ("ensemble_disagreement", "dpo_margin"):
         if selection == "ensemble_disagreement" and (
-                any(not c.members for c in candidates) or len({len(c.members) for c in candidates}) != 1):
-            raise ValueError("selection 'ensemble_disagreement' needs the same number of member scores for every response")
+            any(not c.members for c in candidates) or len({len(c.members) for c in candidates}) != 1
+        ):
+            raise ValueError(
+                "selection 'ensemble_disagreement' needs the same number of member scores for every response"
+            )
         if selection == "dpo_margin" and any(c.logratio is None for c in candidates):
             raise ValueError("selection 'dpo_margin' needs a policy/reference log-ratio for every response")
         # Every pair; equally uncertain pairs are drawn from at random (a policy that is its own reference gives
@@ -145,7 +157,9 @@ def ensemble_disagreement(members_a: list[float], members_b: list[float]) -> flo
     Departure: BALD's members are posterior samples; here they are reward models on bootstrap resamples.
     """
     if len(members_a) != len(members_b) or not members_a:
-        raise ValueError(f"need the same number (>= 1) of member scores for both replies, got {len(members_a)} and {len(members_b)}")
+        raise ValueError(
+            f"need the same number (>= 1) of member scores for both replies, got {len(members_a)} and {len(members_b)}"
+        )
     probs = [sigmoid(a - b) for a, b in zip(members_a, members_b)]
     mean = sum(probs) / len(probs)
     # Rounding error can make it a hair below 0; the quantity is >= 0 by Jensen (H is concave).

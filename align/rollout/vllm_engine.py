@@ -30,24 +30,35 @@ from dataclasses import replace
 from pathlib import Path
 
 from align.core.errors import AlignError
-from align.rollout.merged import merged_policy_dir
 from align.models import ModelSource
 from align.rollout import Completion, SamplingSettings, VllmSettings
+from align.rollout.merged import merged_policy_dir
 
 log = logging.getLogger(__name__)
 
 # Start-up is silent for a while (vLLM's own logs are at WARNING): say what it does and how long it took
 # here (README "Speed on this CPU": SmolLM2-135M, 2 cores; a GPU and larger models differ).
-STARTUP_COMPILE = ("loading weights, profiling and compiling the model with torch.compile; this took ~80 s for "
-                   "a 135M model on 2 CPU cores (vllm.enforce_eager=true skips compiling: ~15 s)")
+STARTUP_COMPILE = (
+    "loading weights, profiling and compiling the model with torch.compile; this took ~80 s for "
+    "a 135M model on 2 CPU cores (vllm.enforce_eager=true skips compiling: ~15 s)"
+)
 STARTUP_EAGER = "loading weights and profiling (eager mode, no compile; ~15 s for a 135M model on 2 CPU cores)"
 
 
 class VllmEngine:
     name = "vllm"
 
-    def __init__(self, source: ModelSource, tokenizer, dtype: str, settings: VllmSettings, max_model_len: int,
-                 seed: int = 0, trust_remote_code: bool = False, trained_lora_rank: int | None = None):
+    def __init__(
+        self,
+        source: ModelSource,
+        tokenizer,
+        dtype: str,
+        settings: VllmSettings,
+        max_model_len: int,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        trained_lora_rank: int | None = None,
+    ):
         """`trained_lora_rank`: the policy is trained while this engine runs (`align ppo`). The engine then
         holds `source` with all its adapters merged, and the adapter being trained reaches it before each
         rollout: served with a new LoRARequest (`serve_adapter`) or merged and reloaded in place
@@ -62,8 +73,10 @@ class VllmEngine:
         dtype = resolve_dtype(dtype)
         if settings.max_model_len is not None:
             if settings.max_model_len < max_model_len:
-                raise AlignError(f"vllm.max_model_len={settings.max_model_len} is shorter than this run's longest request "
-                                 f"({max_model_len} tokens: longest prompt + reply budget); raise it or unset it")
+                raise AlignError(
+                    f"vllm.max_model_len={settings.max_model_len} is shorter than this run's longest request "
+                    f"({max_model_len} tokens: longest prompt + reply budget); raise it or unset it"
+                )
             max_model_len = settings.max_model_len
         multiprocessing = settings.multiprocessing if settings.multiprocessing is not None else not on_cpu
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if multiprocessing else "0"
@@ -84,9 +97,11 @@ class VllmEngine:
             self.policy_update = lora_mode(settings.lora, on_cpu)
             if self.policy_update == "merge" and multiprocessing:
                 # Measured: collective_rpc sends the tensors to a spawned engine as lists, and reload fails.
-                raise AlignError(f"vllm.lora={settings.lora} merges the trained adapter into weights reloaded each step, "
-                                 "which needs the engine core in this process, but vllm.multiprocessing is true; set "
-                                 "vllm.multiprocessing=false, or vllm.lora=serve")
+                raise AlignError(
+                    f"vllm.lora={settings.lora} merges the trained adapter into weights reloaded each step, "
+                    "which needs the engine core in this process, but vllm.multiprocessing is true; set "
+                    "vllm.multiprocessing=false, or vllm.lora=serve"
+                )
             model_dir, adapter = source.base_dir, None
             if source.adapters:
                 model_dir, merged_cached = merged_policy_dir(source, dtype, trust_remote_code)
@@ -134,15 +149,25 @@ class VllmEngine:
         self.details = {
             "vllm_version": _vllm_version(),
             "platform": "cpu" if on_cpu else current_platform.device_name,
-            "lora": ("served" if adapter is not None or self.policy_update == "serve" else
-                     "merged" if self.merged_dir or self.policy_update == "merge" else "none"),
+            "lora": (
+                "served"
+                if adapter is not None or self.policy_update == "serve"
+                else "merged"
+                if self.merged_dir or self.policy_update == "merge"
+                else "none"
+            ),
             "engine_args": {k: v for k, v in kwargs.items() if k not in ("model", "tokenizer")},
             "multiprocessing": multiprocessing,
         }
         if merged_cached is not None:
             self.details["merged_from_cache"] = merged_cached
-        log.info("starting vLLM (%s, %s, lora %s): %s", self.details["platform"], dtype, self.details["lora"],
-                 STARTUP_EAGER if settings.enforce_eager else STARTUP_COMPILE)
+        log.info(
+            "starting vLLM (%s, %s, lora %s): %s",
+            self.details["platform"],
+            dtype,
+            self.details["lora"],
+            STARTUP_EAGER if settings.enforce_eager else STARTUP_COMPILE,
+        )
         started = time.perf_counter()
         from vllm import LLM
 
@@ -155,18 +180,27 @@ class VllmEngine:
         results = []
         for out in outputs:
             samples = sorted(out.outputs, key=lambda o: o.index)
-            results.append([
-                Completion(text=o.text, tokens=len(o.token_ids), finish_reason="length" if o.finish_reason == "length" else "stop")
-                for o in samples
-            ])
+            results.append(
+                [
+                    Completion(
+                        text=o.text,
+                        tokens=len(o.token_ids),
+                        finish_reason="length" if o.finish_reason == "length" else "stop",
+                    )
+                    for o in samples
+                ]
+            )
         return results
 
-    def sample_token_ids(self, prompt_ids: list[list[int]], sampling: SamplingSettings, stop_token_id: int
-                         ) -> list[list[list[int]]]:
+    def sample_token_ids(
+        self, prompt_ids: list[list[int]], sampling: SamplingSettings, stop_token_id: int
+    ) -> list[list[list[int]]]:
         """The sampled token ids (`sampling.n` per prompt), ending at `stop_token_id` included, or at
         `sampling.max_tokens`. Only that token stops, as in transformers' `generate` given one
         `eos_token_id` (vLLM would also stop at every eos id of the model's generation config)."""
-        outputs = self._generate(prompt_ids, sampling, ignore_eos=True, stop_token_ids=[stop_token_id], detokenize=False)
+        outputs = self._generate(
+            prompt_ids, sampling, ignore_eos=True, stop_token_ids=[stop_token_id], detokenize=False
+        )
         return [[list(o.token_ids) for o in sorted(out.outputs, key=lambda o: o.index)] for out in outputs]
 
     def serve_adapter(self, adapter_dir: Path) -> None:

@@ -86,8 +86,21 @@ DEFAULT_TRAINING = {
 }
 # TRL 1.16's DPO losses (trl/trainer/dpo_config.py). Checked here so a typo fails before loading.
 LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
 )
 
 
@@ -130,7 +143,9 @@ class Config(Checkpointing, TrainStageConfig):
             if loss not in LOSS_TYPES:
                 from align.core.errors import nearest
 
-                raise AlignError(f"unknown loss_type '{loss}'{nearest(loss, LOSS_TYPES)}; one of {', '.join(LOSS_TYPES)}")
+                raise AlignError(
+                    f"unknown loss_type '{loss}'{nearest(loss, LOSS_TYPES)}; one of {', '.join(LOSS_TYPES)}"
+                )
         if self.beta <= 0:
             raise AlignError(f"'beta' must be > 0, got {self.beta}")
 
@@ -146,10 +161,18 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
     if {"loss_type", "beta", "max_length"} & set(cfg.training):
         raise AlignError("set loss_type, beta and max_length at the top level of the config, not under training:")
-    args = training_arguments(DPOConfig, cfg.training, {
-        **DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed,
-        "loss_type": cfg.loss_type, "beta": cfg.beta,
-    }, dtype=cfg.dtype)
+    args = training_arguments(
+        DPOConfig,
+        cfg.training,
+        {
+            **DEFAULT_TRAINING,
+            "max_length": cfg.max_length,
+            "seed": cfg.seed,
+            "loss_type": cfg.loss_type,
+            "beta": cfg.beta,
+        },
+        dtype=cfg.dtype,
+    )
     grouping_refusal(args)
     check_label_losses(cfg, args)
     source = resolve_model(cfg.model, cfg.trust_remote_code)
@@ -158,16 +181,24 @@ def prepare(cfg: Config) -> SimpleNamespace:
         check_reward_model(reward_source)
     reference = resolve_model(cfg.reference, cfg.trust_remote_code) if cfg.reference else None
     if reference is not None and reference.task != "causal_lm":
-        raise AlignError(f"reference={cfg.reference} is a {reference.task} model, not a policy; give an SFT/DPO run or model directory")
+        raise AlignError(
+            f"reference={cfg.reference} is a {reference.task} model, not a policy; give an SFT/DPO run or model directory"
+        )
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     if reference is not None:
         ref_vocab = load_tokenizer(reference, cfg.trust_remote_code).get_vocab()
         if ref_vocab != tokenizer.get_vocab():
-            raise AlignError(f"reference={cfg.reference} has a different tokenizer than model={cfg.model}; "
-                             "DPO compares their log-probabilities token by token, so they must share one")
+            raise AlignError(
+                f"reference={cfg.reference} has a different tokenizer than model={cfg.model}; "
+                "DPO compares their log-probabilities token by token, so they must share one"
+            )
     train, test = load_splits(cfg.data, fits=pair_budget(tokenizer, cfg.max_length, cfg.data.long_prompts))
-    split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [],
-                           [source.record, reward_source.record if reward_source is not None else None])
+    split = check_upstream(
+        STAGE,
+        cfg.data,
+        test.prompts if test is not None else [],
+        [source.record, reward_source.record if reward_source is not None else None],
+    )
     if reward_source is not None and cfg.reward_eval.prompts > 0 and (test is None or not test.rows):
         # Scoring replies to prompts the policy was just trained on would say nothing about held-out behaviour.
         raise AlignError(
@@ -175,24 +206,50 @@ def prepare(cfg: Config) -> SimpleNamespace:
             f"(data.test unset, data.test_fraction={cfg.data.test_fraction}); set data.test_fraction (e.g. 0.1) "
             "or data.test, or turn the comparison off with reward_eval.prompts=0"
         )
-    report = {"model": source.stable_ref, "reward_model": reward_source.stable_ref if reward_source else None,
-              "data": {**train.report, "pairs_trained": len(train.rows),
-                       **({"ties_trained": sum(bool(r.get("tie")) for r in train.rows)} if cfg.data.ties != "drop" else {})},
-              "test_data": test.report if test is not None else None, "split": split}
+    report = {
+        "model": source.stable_ref,
+        "reward_model": reward_source.stable_ref if reward_source else None,
+        "data": {
+            **train.report,
+            "pairs_trained": len(train.rows),
+            **({"ties_trained": sum(bool(r.get("tie")) for r in train.rows)} if cfg.data.ties != "drop" else {}),
+        },
+        "test_data": test.report if test is not None else None,
+        "split": split,
+    }
     if train.validation is not None:
         report["validation_data"] = train.validation.report
-    evaluation = eval_split(args, train.validation.rows if train.validation is not None else None,
-                            test.rows if test is not None else None, "pairs")
+    evaluation = eval_split(
+        args,
+        train.validation.rows if train.validation is not None else None,
+        test.rows if test is not None else None,
+        "pairs",
+    )
     # The reward-model comparison runs after training: it does not change what is trained.
-    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(train.rows, cfg.data),
-                                          [source.record, reference.record if reference is not None else None],
-                                          free=("reward_model", "reward_eval"))
+    fingerprint = checkpoints.fingerprint(
+        cfg,
+        STAGE,
+        args,
+        _trainer_rows(train.rows, cfg.data),
+        [source.record, reference.record if reference is not None else None],
+        free=("reward_model", "reward_eval"),
+    )
     resume = checkpoints.plan(cfg, fingerprint)
     if resume is not None:
         report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
-    return SimpleNamespace(args=args, source=source, reward_source=reward_source, reference=reference, tokenizer=tokenizer,
-                           train=train, test=test, report=report, evaluation=evaluation, fingerprint=fingerprint,
-                           resume=resume)
+    return SimpleNamespace(
+        args=args,
+        source=source,
+        reward_source=reward_source,
+        reference=reference,
+        tokenizer=tokenizer,
+        train=train,
+        test=test,
+        report=report,
+        evaluation=evaluation,
+        fingerprint=fingerprint,
+        resume=resume,
+    )
 
 
 def run(cfg: Config) -> dict:
@@ -223,16 +280,25 @@ def run(cfg: Config) -> dict:
         from transformers import set_seed
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization,
-                            attn_implementation=cfg.attn_implementation)
+        model = load_policy(
+            source,
+            cfg.dtype,
+            cfg.trust_remote_code,
+            quantization=cfg.quantization,
+            attn_implementation=cfg.attn_implementation,
+        )
         # LoRA: reference = adapter disabled (TRL does this when ref_model is None and peft_config is set),
         # unless another reference is named.
         if ready.reference is not None:
-            ref_model = load_policy(ready.reference, cfg.dtype, cfg.trust_remote_code,
-                                    attn_implementation=cfg.attn_implementation)
+            ref_model = load_policy(
+                ready.reference, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation
+            )
         else:
-            ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code,
-                                                                  attn_implementation=cfg.attn_implementation)
+            ref_model = (
+                None
+                if cfg.lora.enabled
+                else load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
+            )
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         trainer_class = dpo_trainer_class(cfg.prefix_sharing)
@@ -249,14 +315,25 @@ def run(cfg: Config) -> dict:
                 processing_class=tokenizer,
                 peft_config=lora_config,
             )
-        attach_logging(trainer, run_dir, {
-            "loss": "loss", "rewards/accuracies": "acc", "rewards/margins": "margin",
-        })
+        attach_logging(
+            trainer,
+            run_dir,
+            {
+                "loss": "loss",
+                "rewards/accuracies": "acc",
+                "rewards/margins": "margin",
+            },
+        )
         checkpoints.attach(trainer, run_dir, ready.fingerprint)
         padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
-        log.info("dpo: %d pairs, loss %s, beta %s, %s", len(rows), "+".join(cfg.loss_type), cfg.beta,
-                 run_dir.notes["parameters"])
+        log.info(
+            "dpo: %d pairs, loss %s, beta %s, %s",
+            len(rows),
+            "+".join(cfg.loss_type),
+            cfg.beta,
+            run_dir.notes["parameters"],
+        )
         with trainer_refusals("DPOTrainer", cfg.training, building=False):
             trainer.train(resume_from_checkpoint=resume_path)
         run_dir.notes["prefix_sharing"] = prefix_sharing.report(trainer, cfg.prefix_sharing)
@@ -270,27 +347,48 @@ def run(cfg: Config) -> dict:
         validation = train.validation
         if validation is not None:
             run_dir.notes["validation_data"] = validation.report
-        for split_name, held_rows in (("validation", validation.rows if validation is not None else None),
-                                      ("test", test_rows)):
+        for split_name, held_rows in (
+            ("validation", validation.rows if validation is not None else None),
+            ("test", test_rows),
+        ):
             if not held_rows:
                 continue
             held_out = trainer.evaluate(eval_dataset=Dataset.from_list(to_rows(held_rows)))
-            run_dir.metrics.update({k.replace("eval_", f"{split_name}_"): v for k, v in held_out.items()
-                                    if k.startswith("eval_rewards") or k == "eval_loss"})
+            run_dir.metrics.update(
+                {
+                    k.replace("eval_", f"{split_name}_"): v
+                    for k, v in held_out.items()
+                    if k.startswith("eval_rewards") or k == "eval_loss"
+                }
+            )
             run_dir.metrics[f"{split_name}_pairs"] = len(held_rows)
-            log.info("dpo on %d %s pairs: reward accuracy %.3f, margin %.3f", len(held_rows), split_name,
-                     held_out.get("eval_rewards/accuracies", float("nan")), held_out.get("eval_rewards/margins", float("nan")))
+            log.info(
+                "dpo on %d %s pairs: reward accuracy %.3f, margin %.3f",
+                len(held_rows),
+                split_name,
+                held_out.get("eval_rewards/accuracies", float("nan")),
+                held_out.get("eval_rewards/margins", float("nan")),
+            )
         if reward_source is not None and cfg.reward_eval.prompts > 0:
             # One reply per distinct prompt: a prompt with several pairs would otherwise count several times.
             distinct = {json.dumps(r["prompt"], sort_keys=True): r["prompt"] for r in test_rows}
             prompts = list(distinct.values())[: cfg.reward_eval.prompts]
             from align.evaluation.policy_reward import compare_with_reward_model, replies_output
 
-            run_dir.metrics.update(compare_with_reward_model(
-                trainer.model, tokenizer, reward_source, prompts, cfg.reward_eval, cfg.dtype, cfg.max_length,
-                disable_adapter=cfg.lora.enabled and ref_model is None, reference=ref_model,
-                replies_path=replies_output(run_dir),
-            ))
+            run_dir.metrics.update(
+                compare_with_reward_model(
+                    trainer.model,
+                    tokenizer,
+                    reward_source,
+                    prompts,
+                    cfg.reward_eval,
+                    cfg.dtype,
+                    cfg.max_length,
+                    disable_adapter=cfg.lora.enabled and ref_model is None,
+                    reference=ref_model,
+                    replies_path=replies_output(run_dir),
+                )
+            )
         device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 
@@ -306,17 +404,24 @@ def check_label_losses(cfg: Config, args) -> None:
         raise AlignError(
             f"training.label_smoothing={args.label_smoothing} is read only by TRL's {', '.join(READS_LABEL_SMOOTHING)} losses "
             f"(loss_type={'+'.join(cfg.loss_type)} ignores it); for conservative DPO from annotator agreement use "
-            "data.weighting=label_smoothing on a pull run (per-pair eps = 1 - p_chosen), or loss_type=robust")
+            "data.weighting=label_smoothing on a pull run (per-pair eps = 1 - p_chosen), or loss_type=robust"
+        )
     if not preference_losses.label_aware(cfg.data):
         return
     what = f"data.weighting={cfg.data.weighting}, data.ties={cfg.data.ties}"
-    others = {"loss_type": cfg.loss_type != ["sigmoid"], "training.f_divergence_type": args.f_divergence_type != "reverse_kl",
-              "training.ld_alpha": args.ld_alpha is not None, "training.use_weighting": bool(args.use_weighting),
-              "training.label_smoothing": bool(args.label_smoothing)}
+    others = {
+        "loss_type": cfg.loss_type != ["sigmoid"],
+        "training.f_divergence_type": args.f_divergence_type != "reverse_kl",
+        "training.ld_alpha": args.ld_alpha is not None,
+        "training.use_weighting": bool(args.use_weighting),
+        "training.label_smoothing": bool(args.label_smoothing),
+    }
     clashes = [k for k, bad in others.items() if bad]
     if clashes:
-        raise AlignError(f"{what} replace TRL's default DPO loss (sigmoid, reverse KL) and cannot be combined with "
-                         f"{', '.join(clashes)}; remove those or set data.weighting=none and data.ties=drop")
+        raise AlignError(
+            f"{what} replace TRL's default DPO loss (sigmoid, reverse KL) and cannot be combined with "
+            f"{', '.join(clashes)}; remove those or set data.weighting=none and data.ties=drop"
+        )
 
 
 def _trainer_rows(rows: list[dict], data: PreferenceDataConfig | None = None) -> list[dict]:

@@ -84,8 +84,10 @@ def prepare(cfg: Config) -> SimpleNamespace:
     if not cfg.data.path:
         raise AlignError("'data.path' is required: the preference pairs to score")
     if cfg.data.split != "all" and not 0 < cfg.data.test_fraction < 1:
-        raise AlignError(f"'data.test_fraction' must be between 0 and 1 with data.split={cfg.data.split}, "
-                         f"got {cfg.data.test_fraction}")
+        raise AlignError(
+            f"'data.test_fraction' must be between 0 and 1 with data.split={cfg.data.split}, "
+            f"got {cfg.data.test_fraction}"
+        )
     source = resolve_model(cfg.reward_model, cfg.trust_remote_code)
     check_reward_model(source)
     baseline = None
@@ -98,22 +100,29 @@ def prepare(cfg: Config) -> SimpleNamespace:
         train, test = split_pairs(rows, cfg.data.test_fraction, cfg.data.seed)
         rows = test if cfg.data.split == "test" else train
         if not rows:
-            raise AlignError(f"{cfg.data.path}: no pairs on the {cfg.data.split} side of the split "
-                             f"(test_fraction {cfg.data.test_fraction}, seed {cfg.data.seed}); raise data.test_fraction")
+            raise AlignError(
+                f"{cfg.data.path}: no pairs on the {cfg.data.split} side of the split "
+                f"(test_fraction {cfg.data.test_fraction}, seed {cfg.data.seed}); raise data.test_fraction"
+            )
     rows = sample(rows, cfg.data.max_pairs, cfg.data.seed)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     if baseline is not None:
         # Both models score the same token ids, so their tokenizers must agree.
         other = load_tokenizer(baseline, cfg.trust_remote_code)
         if other.get_vocab() != tokenizer.get_vocab() or other.chat_template != tokenizer.chat_template:
-            raise AlignError(f"baseline {cfg.baseline} has another tokenizer or chat template than {cfg.reward_model}: "
-                             "compare reward models built on the same base model")
+            raise AlignError(
+                f"baseline {cfg.baseline} has another tokenizer or chat template than {cfg.reward_model}: "
+                "compare reward models built on the same base model"
+            )
     over = sum(
-        1 for r in rows
+        1
+        for r in rows
         if max(len(conversation_ids(tokenizer, r["prompt"] + r[k])) for k in ("chosen", "rejected")) > cfg.max_length
     )
-    report = {"reward_model": source.stable_ref, "data": {**data.report, "split": cfg.data.split,
-                                                          "pairs_scored": len(rows), "pairs_left_truncated": over}}
+    report = {
+        "reward_model": source.stable_ref,
+        "data": {**data.report, "split": cfg.data.split, "pairs_scored": len(rows), "pairs_left_truncated": over},
+    }
     if baseline is not None:
         report["baseline"] = baseline.stable_ref
     return SimpleNamespace(source=source, baseline=baseline, tokenizer=tokenizer, rows=rows, report=report)
@@ -121,8 +130,14 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
 def score_pairs(source, cfg: Config, tokenizer, rows: list[dict], label: str) -> tuple[list[float], list[float]]:
     """Load one reward model and score every pair with it (freed on return, before the next model loads)."""
-    model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                              attn_implementation=cfg.attn_implementation, place=True)
+    model = load_reward_model(
+        source,
+        cfg.dtype,
+        cfg.trust_remote_code,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=cfg.attn_implementation,
+        place=True,
+    )
     return pair_scores(model, tokenizer, rows, cfg.batch_size, cfg.max_length, label)
 
 
@@ -134,8 +149,10 @@ def run(cfg: Config) -> dict:
         run_dir.add_input_record("reward_model", source.record)
         run_dir.add_input("data", cfg.data.path)
         chosen, rejected = score_pairs(source, cfg, tokenizer, rows, "scoring")
-        lines = [{"index": i, "chosen_score": c, "rejected_score": r, "margin": c - r}
-                 for i, (c, r) in enumerate(zip(chosen, rejected))]
+        lines = [
+            {"index": i, "chosen_score": c, "rejected_score": r, "margin": c - r}
+            for i, (c, r) in enumerate(zip(chosen, rejected))
+        ]
         wins = pair_wins(chosen, rejected)
         run_dir.metrics.update(pairwise_metrics(chosen, rejected))
         boot = cfg.bootstrap
@@ -153,11 +170,22 @@ def run(cfg: Config) -> dict:
         run_dir.add_output("scores", "scores.jsonl")
         run_dir.notes["data"] = ready.report["data"]
         m = run_dir.metrics
-        log.info("reward model on %d pairs: accuracy %.3f [%.3f, %.3f], mean margin %.3f", len(rows), m["accuracy"],
-                 m["accuracy_ci95"]["ci_low"], m["accuracy_ci95"]["ci_high"], m["mean_margin"])
+        log.info(
+            "reward model on %d pairs: accuracy %.3f [%.3f, %.3f], mean margin %.3f",
+            len(rows),
+            m["accuracy"],
+            m["accuracy_ci95"]["ci_low"],
+            m["accuracy_ci95"]["ci_high"],
+            m["mean_margin"],
+        )
         if ready.baseline is not None:
             d = m["accuracy_difference"]
-            log.info("baseline: accuracy %.3f; difference %+.3f [%+.3f, %+.3f] (paired)", m["baseline_accuracy"],
-                     d["mean"], d["ci_low"], d["ci_high"])
+            log.info(
+                "baseline: accuracy %.3f; difference %+.3f [%+.3f, %+.3f] (paired)",
+                m["baseline_accuracy"],
+                d["mean"],
+                d["ci_low"],
+                d["ci_high"],
+            )
         device.record(run_dir, cfg)
         return runs.finish(run_dir)

@@ -127,18 +127,23 @@ def check(cfg: Config) -> dict:
 def _prompt_sets(cfg: Config) -> dict:
     sets = {name: getattr(cfg, name) for name in SETS if getattr(cfg, name).paths}
     if not sets:
-        raise AlignError("no prompt set given: set harmful.paths, safe.paths and/or brand.paths "
-                         "(see configs/evaluate/policy.yaml)")
+        raise AlignError(
+            "no prompt set given: set harmful.paths, safe.paths and/or brand.paths (see configs/evaluate/policy.yaml)"
+        )
     if "brand" in sets and not cfg.brand_rubric:
-        raise AlignError("brand.paths is set but brand_rubric is not; give the rubric YAML, e.g. "
-                         "brand_rubric=recipes/brand_voice/rubric.yaml")
+        raise AlignError(
+            "brand.paths is set but brand_rubric is not; give the rubric YAML, e.g. "
+            "brand_rubric=recipes/brand_voice/rubric.yaml"
+        )
     return sets
 
 
 def run(cfg: Config) -> dict:
     # Inputs first, all of them: a bad path, an empty set or an over-long prompt fails in seconds.
     if not cfg.policy:
-        raise AlignError("'policy' is required: `align evaluate policy RUN` (a training run, model directory or embedded)")
+        raise AlignError(
+            "'policy' is required: `align evaluate policy RUN` (a training run, model directory or embedded)"
+        )
     sets = _prompt_sets(cfg)
     policy = policy_source(cfg.policy, "policy", cfg.trust_remote_code)
     baseline_ref = cfg.baseline or base_of(cfg.policy)
@@ -149,21 +154,33 @@ def run(cfg: Config) -> dict:
     conversations = [p.messages for _, p in prompts]
     same_model = same_weights(policy, baseline)
     if same_model:
-        log.info("baseline %s has the same weights as the policy%s: its replies are the policy's, differences are 0",
-                 baseline.stable_ref, "" if cfg.baseline else " (the policy has no base of its own)")
+        log.info(
+            "baseline %s has the same weights as the policy%s: its replies are the policy's, differences are 0",
+            baseline.stable_ref,
+            "" if cfg.baseline else " (the policy has no base of its own)",
+        )
     encoded = {}
     for role, source in (("policy", policy), ("baseline", baseline)):
         tokenizer = load_tokenizer(source, cfg.trust_remote_code)
         ids = encode_prompts(tokenizer, conversations)
-        check_context(ids, [p.source for _, p in prompts], max(map(cfg.sampling.tokens_for, sets)),
-                      context_length(source.base_dir))
+        check_context(
+            ids,
+            [p.source for _, p in prompts],
+            max(map(cfg.sampling.tokens_for, sets)),
+            context_length(source.base_dir),
+        )
         encoded[role] = (tokenizer, ids)
     engine_name = choose_engine(cfg.engine)
     reused = None
     if cfg.baseline_replies and not same_model:
         reused = reuse_replies(cfg.baseline_replies, baseline, prompts, cfg, engine_name)
-    log.info("evaluate policy: %s vs baseline %s on %s, engine %s", policy.stable_ref, baseline.stable_ref,
-             ", ".join(f"{n} ({sum(1 for s, _ in prompts if s == n)} prompts)" for n in sets), engine_name)
+    log.info(
+        "evaluate policy: %s vs baseline %s on %s, engine %s",
+        policy.stable_ref,
+        baseline.stable_ref,
+        ", ".join(f"{n} ({sum(1 for s, _ in prompts if s == n)} prompts)" for n in sets),
+        engine_name,
+    )
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("policy", policy.record)
@@ -186,12 +203,21 @@ def run(cfg: Config) -> dict:
         elif reused is not None:
             replies["baseline"] = reused
         else:
-            replies["baseline"] = _generate(cfg, engine_name, baseline, *encoded["baseline"], set_names, timing, "baseline")
+            replies["baseline"] = _generate(
+                cfg, engine_name, baseline, *encoded["baseline"], set_names, timing, "baseline"
+            )
         rewards = _rewards(cfg, reward, conversations, replies) if reward is not None else None
 
-        rows = [_judge(name, prompt, {m: replies[m][i] for m in MODELS}, rubric,
-                       None if rewards is None else {m: rewards[m][i] for m in MODELS})
-                for i, (name, prompt) in enumerate(prompts)]
+        rows = [
+            _judge(
+                name,
+                prompt,
+                {m: replies[m][i] for m in MODELS},
+                rubric,
+                None if rewards is None else {m: rewards[m][i] for m in MODELS},
+            )
+            for i, (name, prompt) in enumerate(prompts)
+        ]
         write_jsonl(Path(run_dir.path) / REPLIES, rows)
         run_dir.add_output("replies", REPLIES, rows=len(rows))
 
@@ -230,13 +256,18 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
     then = next((i for i in manifest.get("inputs", []) if i.get("role") == "policy"), {})
     fix = "; leave baseline_replies unset to generate the baseline's replies"
     if (then.get("kind"), then.get("sha256")) != (baseline.record.get("kind"), baseline.record.get("sha256")):
-        raise ReuseRefused(f"baseline_replies={path} holds the replies of {manifest.get('notes', {}).get('policy')}, "
-                         f"not of the baseline {baseline.stable_ref}{fix}")
+        raise ReuseRefused(
+            f"baseline_replies={path} holds the replies of {manifest.get('notes', {}).get('policy')}, "
+            f"not of the baseline {baseline.stable_ref}{fix}"
+        )
     notes, config = manifest.get("notes", {}), manifest.get("config", {})
     # The dtype that ran (`auto` resolves per machine): notes.device where recorded, else the config's name.
     then_dtype = notes.get("device", {}).get("dtype") or device.resolve_dtype(config.get("dtype", "float32"))
-    same = {"engine": (notes.get("engine"), engine_name), "dtype": (then_dtype, device.resolve_dtype(cfg.dtype)),
-            "sampling": (notes.get("sampling"), to_dict(cfg.sampling))}
+    same = {
+        "engine": (notes.get("engine"), engine_name),
+        "dtype": (then_dtype, device.resolve_dtype(cfg.dtype)),
+        "sampling": (notes.get("sampling"), to_dict(cfg.sampling)),
+    }
     differ = [f"{k} {a!r} there, {b!r} now" for k, (a, b) in same.items() if a != b]
     if differ:
         raise ReuseRefused(f"baseline_replies={path} was generated differently: {'; '.join(differ)}{fix}")
@@ -246,8 +277,10 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
     for name, prompt in prompts:
         row = earlier.get((name, prompt.prompt_id))
         if row is None or row["prompt"] != prompt.messages:
-            raise ReuseRefused(f"baseline_replies={path} did not answer {name} prompt {prompt.prompt_id} "
-                             f"({prompt.source}) as given now{fix}")
+            raise ReuseRefused(
+                f"baseline_replies={path} did not answer {name} prompt {prompt.prompt_id} "
+                f"({prompt.source}) as given now{fix}"
+            )
         mine = row["policy"]
         out.append(Completion(mine["reply"], mine["tokens"], mine["finish_reason"]))
     log.info("baseline replies: %d reused from %s (its policy is the baseline)", len(out), path)
@@ -256,14 +289,28 @@ def reuse_replies(path: str, baseline: ModelSource, prompts: list, cfg: Config, 
 
 # -- models ---------------------------------------------------------------------------------------
 
-def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, prompt_ids, set_names: list[str],
-              timing: dict, role: str) -> list[Completion]:
+
+def _generate(
+    cfg: Config,
+    engine_name: str,
+    source: ModelSource,
+    tokenizer,
+    prompt_ids,
+    set_names: list[str],
+    timing: dict,
+    role: str,
+) -> list[Completion]:
     """One reply per prompt from one engine load: one job per max-tokens budget (a single job, as before
     `set_max_tokens`, when every set decodes to `max_tokens`), the replies put back in prompt order."""
     budgets = [cfg.sampling.tokens_for(name) for name in set_names]
     plain = {f.name: getattr(cfg.sampling, f.name) for f in dataclasses.fields(SamplingSettings)}
-    jobs = {tokens: ([ids for ids, b in zip(prompt_ids, budgets) if b == tokens], SamplingSettings(**{**plain, "max_tokens": tokens}))
-            for tokens in dict.fromkeys(budgets)}
+    jobs = {
+        tokens: (
+            [ids for ids, b in zip(prompt_ids, budgets) if b == tokens],
+            SamplingSettings(**{**plain, "max_tokens": tokens}),
+        )
+        for tokens in dict.fromkeys(budgets)
+    }
     out, took = generate_replies(cfg, engine_name, source, tokenizer, jobs, cfg.sampling.seed)
     timing[f"{role}_engine_load_s"] = took["engine_load_s"]
     for key in ("generation_s", "new_tokens"):
@@ -274,11 +321,13 @@ def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, pro
 
 
 def _rewards(cfg: Config, source: ModelSource, conversations, replies) -> dict[str, list[float]]:
-    return reward_replies(cfg, source, conversations, {m: replies[m] for m in MODELS}, cfg.reward_batch_size,
-                          cfg.reward_max_length)
+    return reward_replies(
+        cfg, source, conversations, {m: replies[m] for m in MODELS}, cfg.reward_batch_size, cfg.reward_max_length
+    )
 
 
 # -- judging and metrics --------------------------------------------------------------------------
+
 
 def _judge(name: str, prompt, completions: dict, rubric: BrandRubric | None, rewards: dict | None) -> dict:
     row = {"prompt_set": name, "prompt_id": prompt.prompt_id, "source": prompt.source, "prompt": prompt.messages}
@@ -349,6 +398,17 @@ def log_table(metrics: dict, sets) -> None:
                 log.info("%-8s %-13s %.3f [%.3f, %.3f]", name, metric, m["mean"], m["ci_low"], m["ci_high"])
                 continue
             p, b, d = m["policy"], m["baseline"], m["difference"]
-            log.info("%-8s %-13s policy %.3f [%.3f, %.3f]  baseline %.3f [%.3f, %.3f]  difference %+.3f [%+.3f, %+.3f]",
-                     name, metric, p["mean"], p["ci_low"], p["ci_high"], b["mean"], b["ci_low"], b["ci_high"],
-                     d["mean"], d["ci_low"], d["ci_high"])
+            log.info(
+                "%-8s %-13s policy %.3f [%.3f, %.3f]  baseline %.3f [%.3f, %.3f]  difference %+.3f [%+.3f, %+.3f]",
+                name,
+                metric,
+                p["mean"],
+                p["ci_low"],
+                p["ci_high"],
+                b["mean"],
+                b["ci_low"],
+                b["ci_high"],
+                d["mean"],
+                d["ci_low"],
+                d["ci_high"],
+            )

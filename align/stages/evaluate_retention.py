@@ -110,7 +110,9 @@ class Config(ComparisonConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.drift_sampling.n != 1:
-            raise AlignError(f"drift compares one reply per prompt: set drift_sampling.n=1 (got {self.drift_sampling.n})")
+            raise AlignError(
+                f"drift compares one reply per prompt: set drift_sampling.n=1 (got {self.drift_sampling.n})"
+            )
         if self.score_batch_size < 1:
             raise AlignError(f"'score_batch_size' must be >= 1, got {self.score_batch_size}")
 
@@ -118,12 +120,18 @@ class Config(ComparisonConfig):
 def run(cfg: Config) -> dict:
     # Inputs first: a missing lm-eval, a bad path or an over-long prompt fails before any model loads.
     if not cfg.policy:
-        raise AlignError("'policy' is required: `align evaluate retention RUN` (a training run, model directory or embedded)")
+        raise AlignError(
+            "'policy' is required: `align evaluate retention RUN` (a training run, model directory or embedded)"
+        )
     if not cfg.ifeval.path and not cfg.drift.paths:
-        raise AlignError("nothing to evaluate: set ifeval.path and/or drift.paths (see configs/evaluate/retention.yaml)")
+        raise AlignError(
+            "nothing to evaluate: set ifeval.path and/or drift.paths (see configs/evaluate/retention.yaml)"
+        )
     from align.evaluation import ifeval
 
-    ifeval_prompts = ifeval.load_ifeval_prompts(cfg.ifeval.path, cfg.ifeval.limit, cfg.ifeval.seed) if cfg.ifeval.path else []
+    ifeval_prompts = (
+        ifeval.load_ifeval_prompts(cfg.ifeval.path, cfg.ifeval.limit, cfg.ifeval.seed) if cfg.ifeval.path else []
+    )
     drift_prompts = load_prompt_set("drift", cfg.drift) if cfg.drift.paths else []
     policy = policy_source(cfg.policy, "policy", cfg.trust_remote_code)
     baseline_ref = cfg.baseline or base_of(cfg.policy)
@@ -132,8 +140,10 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(policy, cfg.trust_remote_code)
     # One tokenizer encodes both models' prompts, and the KL compares next-token distributions id by id.
     if load_tokenizer(baseline, cfg.trust_remote_code).get_vocab() != tokenizer.get_vocab():
-        raise AlignError(f"policy {policy.stable_ref} and baseline {baseline.stable_ref} have different vocabularies; "
-                         "retention compares a policy with a model of the same tokenizer (its base or an earlier round)")
+        raise AlignError(
+            f"policy {policy.stable_ref} and baseline {baseline.stable_ref} have different vocabularies; "
+            "retention compares a policy with a model of the same tokenizer (its base or an earlier round)"
+        )
     jobs = {}
     context = context_length(policy.base_dir)
     if ifeval_prompts:
@@ -146,11 +156,20 @@ def run(cfg: Config) -> dict:
         jobs["drift"] = (ids, cfg.drift_sampling)
     same_model = same_weights(policy, baseline)
     if same_model:
-        log.info("baseline %s has the same weights as the policy%s: its replies are the policy's",
-                 baseline.stable_ref, "" if cfg.baseline else " (the policy has no base of its own)")
+        log.info(
+            "baseline %s has the same weights as the policy%s: its replies are the policy's",
+            baseline.stable_ref,
+            "" if cfg.baseline else " (the policy has no base of its own)",
+        )
     engine_name = choose_engine(cfg.engine)
-    log.info("evaluate retention: %s vs baseline %s; ifeval %d prompts, drift %d prompts, engine %s",
-             policy.stable_ref, baseline.stable_ref, len(ifeval_prompts), len(drift_prompts), engine_name)
+    log.info(
+        "evaluate retention: %s vs baseline %s; ifeval %d prompts, drift %d prompts, engine %s",
+        policy.stable_ref,
+        baseline.stable_ref,
+        len(ifeval_prompts),
+        len(drift_prompts),
+        engine_name,
+    )
 
     with runs.new_run(STAGE, to_dict(cfg), cfg.runs_dir, cfg.name) as run_dir:
         run_dir.add_input_record("policy", policy.record)
@@ -164,8 +183,11 @@ def run(cfg: Config) -> dict:
 
         timing: dict[str, float] = {}
         replies = {"policy": _generate(cfg, engine_name, policy, tokenizer, jobs, timing, "policy")}
-        replies["baseline"] = replies["policy"] if same_model else \
-            _generate(cfg, engine_name, baseline, tokenizer, jobs, timing, "baseline")
+        replies["baseline"] = (
+            replies["policy"]
+            if same_model
+            else _generate(cfg, engine_name, baseline, tokenizer, jobs, timing, "baseline")
+        )
         args = dict(resamples=cfg.bootstrap.resamples, seed=cfg.bootstrap.seed, level=cfg.bootstrap.level)
 
         if ifeval_prompts:
@@ -174,26 +196,40 @@ def run(cfg: Config) -> dict:
             write_jsonl(Path(run_dir.path) / IFEVAL_REPLIES, rows)
             run_dir.add_output("ifeval_replies", IFEVAL_REPLIES, rows=len(rows))
             metrics = ifeval.ifeval_metrics(rows, **args)
-            metrics["length_words"] = _paired([r["policy"]["words"] for r in rows], [r["baseline"]["words"] for r in rows], args)
+            metrics["length_words"] = _paired(
+                [r["policy"]["words"] for r in rows], [r["baseline"]["words"] for r in rows], args
+            )
             run_dir.metrics["ifeval"] = metrics
             unscored = ifeval.unscored_counts(rows)
             run_dir.notes["ifeval"] = {
-                "prompts": len(rows), "limit": cfg.ifeval.limit, "seed": cfg.ifeval.seed,
-                "max_tokens": cfg.ifeval.max_tokens, "punkt": ifeval.punkt_source(),
+                "prompts": len(rows),
+                "limit": cfg.ifeval.limit,
+                "seed": cfg.ifeval.seed,
+                "max_tokens": cfg.ifeval.max_tokens,
+                "punkt": ifeval.punkt_source(),
                 "unscored": {**unscored, "instruction": ifeval.SENTENCES if unscored["instructions"] else None},
                 "truncated_replies": {m: sum(r[m]["finish_reason"] == "length" for r in rows) for m in MODELS},
-                "strict_average": {m: (metrics["prompt_strict"][m]["mean"] + metrics["inst_strict"][m]["mean"]) / 2
-                                   for m in MODELS} if "prompt_strict" in metrics else None,
+                "strict_average": {
+                    m: (metrics["prompt_strict"][m]["mean"] + metrics["inst_strict"][m]["mean"]) / 2 for m in MODELS
+                }
+                if "prompt_strict" in metrics
+                else None,
             }
             if unscored["instructions"]:
-                log.warning("ifeval: %d instructions (%s) in %d prompts unscored: no Punkt model; install %s",
-                            unscored["instructions"], ifeval.SENTENCES, unscored["prompts"], ifeval.INSTALL)
+                log.warning(
+                    "ifeval: %d instructions (%s) in %d prompts unscored: no Punkt model; install %s",
+                    unscored["instructions"],
+                    ifeval.SENTENCES,
+                    unscored["prompts"],
+                    ifeval.INSTALL,
+                )
             timing["ifeval_scoring_s"] = round(time.time() - start, 2)
 
         if drift_prompts:
             start = time.time()
-            rows, metrics = _drift(cfg, policy, baseline, same_model, reward, tokenizer, drift_prompts,
-                                   jobs["drift"][0], replies, args)
+            rows, metrics = _drift(
+                cfg, policy, baseline, same_model, reward, tokenizer, drift_prompts, jobs["drift"][0], replies, args
+            )
             write_jsonl(Path(run_dir.path) / DRIFT_REPLIES, rows)
             run_dir.add_output("drift_replies", DRIFT_REPLIES, rows=len(rows))
             run_dir.metrics["drift"] = metrics
@@ -203,8 +239,13 @@ def run(cfg: Config) -> dict:
             if name in run_dir.metrics:
                 run_dir.log_metrics({"prompt_set": name, **run_dir.metrics[name]})
         run_dir.metrics.update(**timing)
-        run_dir.notes.update(policy=policy.stable_ref, baseline=baseline.stable_ref, baseline_is_policy=same_model,
-                             baseline_default=cfg.baseline is None, engine=engine_name)
+        run_dir.notes.update(
+            policy=policy.stable_ref,
+            baseline=baseline.stable_ref,
+            baseline_is_policy=same_model,
+            baseline_default=cfg.baseline is None,
+            engine=engine_name,
+        )
         plot(run_dir.metrics, Path(run_dir.path) / PLOT)
         run_dir.add_output("plot", PLOT)
         log_table(run_dir.metrics)
@@ -214,7 +255,10 @@ def run(cfg: Config) -> dict:
 
 # -- models and generation ------------------------------------------------------------------------
 
-def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, jobs: dict, timing: dict, role: str) -> dict:
+
+def _generate(
+    cfg: Config, engine_name: str, source: ModelSource, tokenizer, jobs: dict, timing: dict, role: str
+) -> dict:
     """Every job's completions from one engine load: {job: [Completion per prompt]}."""
     out, took = generate_replies(cfg, engine_name, source, tokenizer, jobs, cfg.drift_sampling.seed)
     timing[f"{role}_engine_load_s"] = took["engine_load_s"]
@@ -225,27 +269,47 @@ def _generate(cfg: Config, engine_name: str, source: ModelSource, tokenizer, job
 
 # -- IFEval and drift -----------------------------------------------------------------------------
 
+
 def _ifeval_row(prompt, completions: dict) -> dict:
     from align.evaluation.ifeval import score_reply
 
     row = {"key": prompt.key, "source": prompt.source, "prompt": prompt.prompt}
     for role, completion in completions.items():
         # lm-eval scores the reply as generated: no stripping, so leading/trailing-line rules see what the model wrote.
-        row[role] = {"reply": completion.text, "tokens": completion.tokens, "finish_reason": completion.finish_reason,
-                     "words": len(completion.text.split()), **score_reply(prompt, completion.text)}
+        row[role] = {
+            "reply": completion.text,
+            "tokens": completion.tokens,
+            "finish_reason": completion.finish_reason,
+            "words": len(completion.text.split()),
+            **score_reply(prompt, completion.text),
+        }
     return row
 
 
-def _drift(cfg: Config, policy: ModelSource, baseline: ModelSource, same_model: bool, reward, tokenizer, prompts,
-           prompt_ids, replies, args) -> tuple[list[dict], dict]:
+def _drift(
+    cfg: Config,
+    policy: ModelSource,
+    baseline: ModelSource,
+    same_model: bool,
+    reward,
+    tokenizer,
+    prompts,
+    prompt_ids,
+    replies,
+    args,
+) -> tuple[list[dict], dict]:
     from align.evaluation.drift import reply_ids, reply_logprob, token_kl
     from align.models import load_policy
 
     eos = tokenizer.eos_token_id
-    ids = {m: [reply_ids(tokenizer, c.text, c.finish_reason == "stop", eos) for c in replies[m]["drift"]] for m in MODELS}
+    ids = {
+        m: [reply_ids(tokenizer, c.text, c.finish_reason == "stop", eos) for c in replies[m]["drift"]] for m in MODELS
+    }
     loading = dict(attn_implementation=cfg.attn_implementation, place=True)
     policy_model = load_policy(policy, cfg.dtype, cfg.trust_remote_code, **loading).eval()
-    baseline_model = policy_model if same_model else load_policy(baseline, cfg.dtype, cfg.trust_remote_code, **loading).eval()
+    baseline_model = (
+        policy_model if same_model else load_policy(baseline, cfg.dtype, cfg.trust_remote_code, **loading).eval()
+    )
     bs = cfg.score_batch_size
     kl = token_kl(policy_model, baseline_model, prompt_ids, ids["policy"], bs)
     under_policy = reply_logprob(policy_model, prompt_ids, ids["baseline"], bs)
@@ -256,13 +320,26 @@ def _drift(cfg: Config, policy: ModelSource, baseline: ModelSource, same_model: 
     per_token = lambda total, n: total / n if n else 0.0  # noqa: E731  (an empty reply adds nothing)
     rows = []
     for i, prompt in enumerate(prompts):
-        row = {"prompt_id": prompt.prompt_id, "source": prompt.source, "prompt": prompt.messages,
-               "kl_per_token": per_token(*kl[i]), "kl_tokens": kl[i][1],
-               "baseline_reply_logprob": {"policy": per_token(*under_policy[i]), "baseline": per_token(*under_baseline[i]),
-                                          "tokens": under_policy[i][1]}}
+        row = {
+            "prompt_id": prompt.prompt_id,
+            "source": prompt.source,
+            "prompt": prompt.messages,
+            "kl_per_token": per_token(*kl[i]),
+            "kl_tokens": kl[i][1],
+            "baseline_reply_logprob": {
+                "policy": per_token(*under_policy[i]),
+                "baseline": per_token(*under_baseline[i]),
+                "tokens": under_policy[i][1],
+            },
+        }
         for m in MODELS:
             c = replies[m]["drift"][i]
-            row[m] = {"reply": c.text, "tokens": c.tokens, "finish_reason": c.finish_reason, "words": len(c.text.split())}
+            row[m] = {
+                "reply": c.text,
+                "tokens": c.tokens,
+                "finish_reason": c.finish_reason,
+                "words": len(c.text.split()),
+            }
             if rewards is not None:
                 row[m]["reward"] = rewards[m][i]
         if rewards is not None:
@@ -272,8 +349,11 @@ def _drift(cfg: Config, policy: ModelSource, baseline: ModelSource, same_model: 
 
     metrics = {
         "kl": bootstrap_mean([r["kl_per_token"] for r in rows], **args).as_dict(),
-        "baseline_logprob": _paired([r["baseline_reply_logprob"]["policy"] for r in rows],
-                                    [r["baseline_reply_logprob"]["baseline"] for r in rows], args),
+        "baseline_logprob": _paired(
+            [r["baseline_reply_logprob"]["policy"] for r in rows],
+            [r["baseline_reply_logprob"]["baseline"] for r in rows],
+            args,
+        ),
         "length_words": _paired([r["policy"]["words"] for r in rows], [r["baseline"]["words"] for r in rows], args),
         "length_tokens": _paired([r["policy"]["tokens"] for r in rows], [r["baseline"]["tokens"] for r in rows], args),
     }
@@ -284,13 +364,23 @@ def _drift(cfg: Config, policy: ModelSource, baseline: ModelSource, same_model: 
 
 
 def _rewards(cfg: Config, source: ModelSource, prompts, replies) -> dict[str, list[float]]:
-    return reward_replies(cfg, source, [p.messages for p in prompts], {m: replies[m]["drift"] for m in MODELS},
-                          cfg.score_batch_size, cfg.reward_max_length, "drift replies")
+    return reward_replies(
+        cfg,
+        source,
+        [p.messages for p in prompts],
+        {m: replies[m]["drift"] for m in MODELS},
+        cfg.score_batch_size,
+        cfg.reward_max_length,
+        "drift replies",
+    )
 
 
 def _paired(policy: list[float], baseline: list[float], args: dict) -> dict:
-    return {"policy": bootstrap_mean(policy, **args).as_dict(), "baseline": bootstrap_mean(baseline, **args).as_dict(),
-            "difference": bootstrap_paired_difference(policy, baseline, **args).as_dict()}
+    return {
+        "policy": bootstrap_mean(policy, **args).as_dict(),
+        "baseline": bootstrap_mean(baseline, **args).as_dict(),
+        "difference": bootstrap_paired_difference(policy, baseline, **args).as_dict(),
+    }
 
 
 def log_table(metrics: dict) -> None:
@@ -300,9 +390,21 @@ def log_table(metrics: dict) -> None:
                 log.info("%-7s %-16s %.4f [%.4f, %.4f]", name, metric, m["mean"], m["ci_low"], m["ci_high"])
                 continue
             p, b, d = m["policy"], m["baseline"], m["difference"]
-            log.info("%-7s %-16s policy %.3f [%.3f, %.3f]  baseline %.3f [%.3f, %.3f]  difference %+.3f [%+.3f, %+.3f]  n=%d",
-                     name, metric, p["mean"], p["ci_low"], p["ci_high"], b["mean"], b["ci_low"], b["ci_high"],
-                     d["mean"], d["ci_low"], d["ci_high"], p["n"])
+            log.info(
+                "%-7s %-16s policy %.3f [%.3f, %.3f]  baseline %.3f [%.3f, %.3f]  difference %+.3f [%+.3f, %+.3f]  n=%d",
+                name,
+                metric,
+                p["mean"],
+                p["ci_low"],
+                p["ci_high"],
+                b["mean"],
+                b["ci_low"],
+                b["ci_high"],
+                d["mean"],
+                d["ci_low"],
+                d["ci_high"],
+                p["n"],
+            )
 
 
 def plot(metrics: dict, path: Path) -> None:
@@ -316,23 +418,37 @@ def plot(metrics: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
     for ax, name in zip(axes[0], panels):
         if name == "ifeval":
-            levels = [level for level in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose") if level in metrics[name]]
+            levels = [
+                level
+                for level in ("prompt_strict", "inst_strict", "prompt_loose", "inst_loose")
+                if level in metrics[name]
+            ]
             if not levels:  # nothing scorable (reported in notes.ifeval.unscored)
                 continue
             for k, role in enumerate(MODELS):
                 stats = [metrics[name][level][role] for level in levels]
-                ax.bar([i + (k - 0.5) * 0.38 for i in range(len(levels))], [s["mean"] for s in stats], 0.38, label=role,
-                       yerr=[[s["mean"] - s["ci_low"] for s in stats], [s["ci_high"] - s["mean"] for s in stats]], capsize=3)
+                ax.bar(
+                    [i + (k - 0.5) * 0.38 for i in range(len(levels))],
+                    [s["mean"] for s in stats],
+                    0.38,
+                    label=role,
+                    yerr=[[s["mean"] - s["ci_low"] for s in stats], [s["ci_high"] - s["mean"] for s in stats]],
+                    capsize=3,
+                )
             ax.set_xticks(range(len(levels)), [level.replace("_", "\n") for level in levels])
             ax.set_ylim(0, 1)
             ax.set_ylabel("accuracy")
             ax.set_title(f"IFEval ({metrics[name][levels[0]]['policy']['n']} prompts), 95% intervals")
             ax.legend()
         else:
-            items = [("KL(policy || baseline)\nnats/token", metrics[name]["kl"]),
-                     ("baseline replies' log-lik.\nchange, nats/token", metrics[name]["baseline_logprob"]["difference"])]
+            items = [
+                ("KL(policy || baseline)\nnats/token", metrics[name]["kl"]),
+                ("baseline replies' log-lik.\nchange, nats/token", metrics[name]["baseline_logprob"]["difference"]),
+            ]
             for i, (_, s) in enumerate(items):
-                ax.errorbar([i], [s["mean"]], yerr=[[s["mean"] - s["ci_low"]], [s["ci_high"] - s["mean"]]], fmt="o", capsize=4)
+                ax.errorbar(
+                    [i], [s["mean"]], yerr=[[s["mean"] - s["ci_low"]], [s["ci_high"] - s["mean"]]], fmt="o", capsize=4
+                )
             ax.axhline(0, color="grey", linewidth=0.8)
             ax.set_xticks(range(len(items)), [label for label, _ in items])
             ax.set_xlim(-0.5, len(items) - 0.5)

@@ -79,19 +79,36 @@ def prepare(cfg: Config) -> SimpleNamespace:
     prompt_ids = encode_prompts(tokenizer, [p.messages for p in prompts])
     context = context_length(source.base_dir)
     check_context(prompt_ids, [p.source for p in prompts], cfg.sampling.max_tokens, context)
-    report = {"policy": source.stable_ref, "prompts": len(prompts), "prompt_tokens": sum(map(len, prompt_ids)),
-              "longest_prompt_tokens": max(map(len, prompt_ids)), "context_length": context,
-              "responses": len(prompts) * cfg.sampling.n}
-    return SimpleNamespace(prompts=prompts, source=source, tokenizer=tokenizer, prompt_ids=prompt_ids,
-                           context=context, report=report)
+    report = {
+        "policy": source.stable_ref,
+        "prompts": len(prompts),
+        "prompt_tokens": sum(map(len, prompt_ids)),
+        "longest_prompt_tokens": max(map(len, prompt_ids)),
+        "context_length": context,
+        "responses": len(prompts) * cfg.sampling.n,
+    }
+    return SimpleNamespace(
+        prompts=prompts, source=source, tokenizer=tokenizer, prompt_ids=prompt_ids, context=context, report=report
+    )
 
 
 def run(cfg: Config) -> dict:
     ready = prepare(cfg)
-    prompts, source, tokenizer, prompt_ids, context = ready.prompts, ready.source, ready.tokenizer, ready.prompt_ids, ready.context
+    prompts, source, tokenizer, prompt_ids, context = (
+        ready.prompts,
+        ready.source,
+        ready.tokenizer,
+        ready.prompt_ids,
+        ready.context,
+    )
     engine_name = choose_engine(cfg.engine)
-    log.info("generate: %d prompts x %d samples, engine %s, policy %s",
-             len(prompts), cfg.sampling.n, engine_name, source.stable_ref)
+    log.info(
+        "generate: %d prompts x %d samples, engine %s, policy %s",
+        len(prompts),
+        cfg.sampling.n,
+        engine_name,
+        source.stable_ref,
+    )
 
     with runs.new_run("generate", to_dict(cfg), cfg.runs_dir, cfg.name) as run:
         run.add_input("prompts", cfg.prompts)
@@ -113,14 +130,16 @@ def run(cfg: Config) -> dict:
 
         rows = []
         for prompt, outs in zip(prompts, completions):
-            rows.append({
-                "prompt": prompt.messages,
-                "responses": [c.text for c in outs],
-                "prompt_id": prompt.prompt_id,
-                "source": prompt.source,
-                "finish_reasons": [c.finish_reason for c in outs],
-                "response_tokens": [c.tokens for c in outs],
-            })
+            rows.append(
+                {
+                    "prompt": prompt.messages,
+                    "responses": [c.text for c in outs],
+                    "prompt_id": prompt.prompt_id,
+                    "source": prompt.source,
+                    "finish_reasons": [c.finish_reason for c in outs],
+                    "response_tokens": [c.tokens for c in outs],
+                }
+            )
         write_jsonl(Path(run.path) / GENERATIONS, rows)
         run.add_output("generations", GENERATIONS, rows=len(rows))
 
@@ -146,9 +165,20 @@ def run(cfg: Config) -> dict:
         }
         run.metrics.update(metrics)
         run.log_metrics(metrics)
-        log.info("generated %d responses, %d new tokens in %.1f s (%.1f tokens/s, engine %s; load %.1f s)",
-                 metrics["responses"], new_tokens, gen_s, metrics["tokens_per_s"] or 0, engine_name, load_s)
+        log.info(
+            "generated %d responses, %d new tokens in %.1f s (%.1f tokens/s, engine %s; load %.1f s)",
+            metrics["responses"],
+            new_tokens,
+            gen_s,
+            metrics["tokens_per_s"] or 0,
+            engine_name,
+            load_s,
+        )
         if truncated:
-            log.info("%d of %d responses hit sampling.max_tokens=%d", truncated, metrics["responses"],
-                     cfg.sampling.max_tokens)
+            log.info(
+                "%d of %d responses hit sampling.max_tokens=%d",
+                truncated,
+                metrics["responses"],
+                cfg.sampling.max_tokens,
+            )
         return runs.finish(run)

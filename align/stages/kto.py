@@ -105,36 +105,68 @@ def prepare(cfg: Config) -> SimpleNamespace:
 
     if {"loss_type", "beta", "max_length"} & set(cfg.training):
         raise AlignError("set loss_type, beta and max_length at the top level of the config, not under training:")
-    args = training_arguments(KTOConfig, cfg.training, {
-        **DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed, "loss_type": cfg.loss_type, "beta": cfg.beta,
-    })
+    args = training_arguments(
+        KTOConfig,
+        cfg.training,
+        {
+            **DEFAULT_TRAINING,
+            "max_length": cfg.max_length,
+            "seed": cfg.seed,
+            "loss_type": cfg.loss_type,
+            "beta": cfg.beta,
+        },
+    )
     if cfg.loss_type == "kto":
         # TRL's KTOTrainer raises on both, but only once the model is loaded.
         if args.train_sampling_strategy != "sequential":
-            raise AlignError(f"training.train_sampling_strategy={args.train_sampling_strategy} breaks KTO's KL estimate, "
-                             "which pairs each example with its neighbour in a fixed order (align shuffles the examples "
-                             "once itself); remove it, or use loss_type=apo_zero_unpaired")
+            raise AlignError(
+                f"training.train_sampling_strategy={args.train_sampling_strategy} breaks KTO's KL estimate, "
+                "which pairs each example with its neighbour in a fixed order (align shuffles the examples "
+                "once itself); remove it, or use loss_type=apo_zero_unpaired"
+            )
         if args.per_device_train_batch_size < 2:
-            raise AlignError(f"training.per_device_train_batch_size={args.per_device_train_batch_size}: KTO's KL estimate "
-                             "needs at least 2 examples per batch; set it to 2 or more")
+            raise AlignError(
+                f"training.per_device_train_batch_size={args.per_device_train_batch_size}: KTO's KL estimate "
+                "needs at least 2 examples per batch; set it to 2 or more"
+            )
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
-    train, test = load_splits(cfg.data, fits=example_budget(tokenizer, cfg.max_length, cfg.data.long_prompts), unpaired=True)
+    train, test = load_splits(
+        cfg.data, fits=example_budget(tokenizer, cfg.max_length, cfg.data.long_prompts), unpaired=True
+    )
     # Evaluation during training (training.eval_strategy) measures validation examples, else the test ones.
-    during = eval_split(args, train.validation.rows if train.validation is not None else None,
-                        test.rows if test is not None else None, "examples")
+    during = eval_split(
+        args,
+        train.validation.rows if train.validation is not None else None,
+        test.rows if test is not None else None,
+        "examples",
+    )
     split = check_upstream(STAGE, cfg.data, test.prompts if test is not None else [], [source.record])
     balance = class_balance(train.rows, args.desirable_weight, args.undesirable_weight)
-    report = {"model": source.stable_ref, "data": {**train.report, "examples_trained": len(train.rows)},
-              "test_data": test.report if test is not None else None, "split": split, "balance": balance}
+    report = {
+        "model": source.stable_ref,
+        "data": {**train.report, "examples_trained": len(train.rows)},
+        "test_data": test.report if test is not None else None,
+        "split": split,
+        "balance": balance,
+    }
     if train.validation is not None:
         report["validation_data"] = train.validation.report
     fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(train.rows), [source.record])
     resume = checkpoints.plan(cfg, fingerprint)
     if resume is not None:
         report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
-    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, train=train, test=test, during=during,
-                           report=report, fingerprint=fingerprint, resume=resume)
+    return SimpleNamespace(
+        args=args,
+        source=source,
+        tokenizer=tokenizer,
+        train=train,
+        test=test,
+        during=during,
+        report=report,
+        fingerprint=fingerprint,
+        resume=resume,
+    )
 
 
 def run(cfg: Config) -> dict:
@@ -160,17 +192,27 @@ def run(cfg: Config) -> dict:
         from trl import KTOTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization,
-                            attn_implementation=cfg.attn_implementation)
+        model = load_policy(
+            source,
+            cfg.dtype,
+            cfg.trust_remote_code,
+            quantization=cfg.quantization,
+            attn_implementation=cfg.attn_implementation,
+        )
         # LoRA: reference = adapter disabled (TRL does this when ref_model is None and the model has an adapter).
-        ref_model = None if cfg.lora.enabled else load_policy(source, cfg.dtype, cfg.trust_remote_code,
-                                                              attn_implementation=cfg.attn_implementation)
+        ref_model = (
+            None
+            if cfg.lora.enabled
+            else load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
+        )
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         eval_dataset = None
         if ready.during is not None:
             run_dir.notes["eval_during_training"] = {"split": ready.during[0], "examples": len(ready.during[1])}
-            eval_dataset = Dataset.from_list(_trainer_rows(kl_order(ready.during[1], cfg.seed, args.per_device_train_batch_size)[0]))
+            eval_dataset = Dataset.from_list(
+                _trainer_rows(kl_order(ready.during[1], cfg.seed, args.per_device_train_batch_size)[0])
+            )
         with trainer_refusals("KTOTrainer", cfg.training, building=True):
             trainer = KTOTrainer(
                 model=model,
@@ -185,8 +227,14 @@ def run(cfg: Config) -> dict:
         checkpoints.attach(trainer, run_dir, ready.fingerprint)
         padding = count_padding(trainer)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
-        log.info("kto: %d examples (%d desirable), loss %s, beta %s, %s", len(rows), ready.report["balance"]["desirable"],
-                 cfg.loss_type, cfg.beta, run_dir.notes["parameters"])
+        log.info(
+            "kto: %d examples (%d desirable), loss %s, beta %s, %s",
+            len(rows),
+            ready.report["balance"]["desirable"],
+            cfg.loss_type,
+            cfg.beta,
+            run_dir.notes["parameters"],
+        )
         with trainer_refusals("KTOTrainer", cfg.training, building=False):
             trainer.train(resume_from_checkpoint=resume_path)
 
@@ -195,7 +243,9 @@ def run(cfg: Config) -> dict:
         checkpoints.conclude(run_dir, cfg.keep_checkpoints)
         run_dir.metrics.update(final_train_metrics(trainer))
         run_dir.metrics["train_padding_fraction"] = padding.fraction
-        run_dir.notes["batches"] = padding.report(str(getattr(args.train_sampling_strategy, "value", args.train_sampling_strategy)))
+        run_dir.notes["batches"] = padding.report(
+            str(getattr(args.train_sampling_strategy, "value", args.train_sampling_strategy))
+        )
         validation = train.validation
         if validation is not None:
             run_dir.notes["validation_data"] = validation.report
@@ -204,11 +254,21 @@ def run(cfg: Config) -> dict:
                 continue
             ordered, _ = kl_order(held.rows, cfg.seed, args.per_device_train_batch_size)
             held_out = trainer.evaluate(eval_dataset=Dataset.from_list(_trainer_rows(ordered)))
-            run_dir.metrics.update({k.replace("eval_", f"{split_name}_"): v for k, v in held_out.items()
-                                    if k.startswith("eval_rewards") or k in ("eval_loss", "eval_kl")})
+            run_dir.metrics.update(
+                {
+                    k.replace("eval_", f"{split_name}_"): v
+                    for k, v in held_out.items()
+                    if k.startswith("eval_rewards") or k in ("eval_loss", "eval_kl")
+                }
+            )
             run_dir.metrics[f"{split_name}_examples"] = len(held.rows)
-            log.info("kto on %d %s examples: loss %.4f, reward margin %.3f", len(held.rows), split_name,
-                     held_out.get("eval_loss", float("nan")), held_out.get("eval_rewards/margins", float("nan")))
+            log.info(
+                "kto on %d %s examples: loss %.4f, reward margin %.3f",
+                len(held.rows),
+                split_name,
+                held_out.get("eval_loss", float("nan")),
+                held_out.get("eval_rewards/margins", float("nan")),
+            )
         device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 
@@ -223,20 +283,38 @@ def class_balance(rows: list[dict[str, Any]], desirable_weight: float, undesirab
     """Desirable/undesirable counts against the KTO paper's rule (eq. 8); warns when the weights break it."""
     desirable = sum(1 for r in rows if r["label"])
     undesirable = len(rows) - desirable
-    out: dict[str, Any] = {"desirable": desirable, "undesirable": undesirable,
-                           "desirable_weight": desirable_weight, "undesirable_weight": undesirable_weight}
+    out: dict[str, Any] = {
+        "desirable": desirable,
+        "undesirable": undesirable,
+        "desirable_weight": desirable_weight,
+        "undesirable_weight": undesirable_weight,
+    }
     if not desirable or not undesirable:
-        log.warning("kto: the training examples are all %s; KTO then only pushes %s completions",
-                    "desirable" if desirable else "undesirable", "up" if desirable else "down")
+        log.warning(
+            "kto: the training examples are all %s; KTO then only pushes %s completions",
+            "desirable" if desirable else "undesirable",
+            "up" if desirable else "down",
+        )
         return out
     ratio = desirable_weight * desirable / (undesirable_weight * undesirable)
     low, high = (bound * undesirable_weight * undesirable / desirable for bound in BALANCE_RANGE)
-    out.update(weighted_ratio=round(ratio, 4), desirable_weight_range=[round(low, 4), round(high, 4)],
-               within_paper_range=BALANCE_RANGE[0] <= ratio <= BALANCE_RANGE[1])
+    out.update(
+        weighted_ratio=round(ratio, 4),
+        desirable_weight_range=[round(low, 4), round(high, 4)],
+        within_paper_range=BALANCE_RANGE[0] <= ratio <= BALANCE_RANGE[1],
+    )
     if not out["within_paper_range"]:
-        log.warning("kto: %d desirable and %d undesirable examples with weights %s/%s give a weighted ratio of %.3f; the "
-                    "KTO paper keeps it within [1, 4/3]: set training.desirable_weight in [%.3g, %.3g]",
-                    desirable, undesirable, desirable_weight, undesirable_weight, ratio, low, high)
+        log.warning(
+            "kto: %d desirable and %d undesirable examples with weights %s/%s give a weighted ratio of %.3f; the "
+            "KTO paper keeps it within [1, 4/3]: set training.desirable_weight in [%.3g, %.3g]",
+            desirable,
+            undesirable,
+            desirable_weight,
+            undesirable_weight,
+            ratio,
+            low,
+            high,
+        )
     return out
 
 
@@ -262,8 +340,17 @@ def kl_order(rows: list[dict[str, Any]], seed: int, batch_size: int) -> tuple[li
         for i in pending:
             if keys[i] != keys[partner(i)]:
                 continue
-            j = next((j for j in range(n) if keys[j] != keys[i] and keys[j] != keys[partner(i)]
-                      and j != partner(i) and keys[i] != keys[partner(j)]), None)
+            j = next(
+                (
+                    j
+                    for j in range(n)
+                    if keys[j] != keys[i]
+                    and keys[j] != keys[partner(i)]
+                    and j != partner(i)
+                    and keys[i] != keys[partner(j)]
+                ),
+                None,
+            )
             if j is not None:
                 order[i], order[j] = order[j], order[i]
                 keys[i], keys[j] = keys[j], keys[i]

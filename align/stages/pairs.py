@@ -68,8 +68,12 @@ class Config(runs.RunOutput):
 def check(cfg: Config) -> dict:
     """The inputs read, checked and counted (what `--dry-run` prints)."""
     _, rows, scored = prepare(cfg)
-    return {"generations": str(Path(cfg.generations).resolve()), "prompts": len(rows),
-            "responses": sum(len(r["responses"]) for r in rows), "scored": scored}
+    return {
+        "generations": str(Path(cfg.generations).resolve()),
+        "prompts": len(rows),
+        "responses": sum(len(r["responses"]) for r in rows),
+        "scored": scored,
+    }
 
 
 def prepare(cfg: Config) -> tuple[dict, list[dict], bool]:
@@ -91,8 +95,10 @@ def prepare(cfg: Config) -> tuple[dict, list[dict], bool]:
             f"selection '{cfg.selection}' needs reward scores, but {cfg.generations} has none; "
             f"run `align score {cfg.generations} reward_model=RUN` and give that run, or use selection=random"
         )
-    for needs, field_name, how in ((NEEDS_MEMBERS, "member_scores", "reward_model=ENSEMBLE_RUN (align reward-ensemble)"),
-                                   (NEEDS_LOGRATIOS, "logratios", "policy=POLICY reference=REFERENCE")):
+    for needs, field_name, how in (
+        (NEEDS_MEMBERS, "member_scores", "reward_model=ENSEMBLE_RUN (align reward-ensemble)"),
+        (NEEDS_LOGRATIOS, "logratios", "policy=POLICY reference=REFERENCE"),
+    ):
         if cfg.selection in needs and not all(_per_response(r, field_name) for r in rows):
             raise AlignError(
                 f"selection '{cfg.selection}' needs '{field_name}' for every response, but {cfg.generations} lacks "
@@ -115,9 +121,12 @@ def run(cfg: Config) -> dict:
         run.add_input("generations", cfg.generations)
         pairs, duplicates, empty, too_few = [], 0, 0, []
         for row in rows:
-            candidates = distinct(row["responses"], row["scores"] if scored else None,
-                                  row["member_scores"] if cfg.selection in NEEDS_MEMBERS else None,
-                                  row["logratios"] if cfg.selection in NEEDS_LOGRATIOS else None)
+            candidates = distinct(
+                row["responses"],
+                row["scores"] if scored else None,
+                row["member_scores"] if cfg.selection in NEEDS_MEMBERS else None,
+                row["logratios"] if cfg.selection in NEEDS_LOGRATIOS else None,
+            )
             if cfg.selection == "refusal_contrast":
                 for c in candidates:
                     c.refused = detect_refusal(c.text).refused
@@ -128,27 +137,37 @@ def run(cfg: Config) -> dict:
             if choice is None:
                 too_few.append(row.get("source", "?"))
                 continue
-            pairs.append({
-                "prompt": row["prompt"],
-                "response_a": choice.a.text,
-                "response_b": choice.b.text,
-                "policy": policy,
-                "sampling": sampling,
-                "scores": [choice.a.score, choice.b.score] if scored else None,
-                "source": row.get("source"),
-                "prompt_id": row.get("prompt_id"),
-                "selection": cfg.selection,
-                "uncertainty": None if choice.uncertainty is None else round(choice.uncertainty, 6),
-                **({"contrast": choice.a.refused != choice.b.refused} if cfg.selection == "refusal_contrast" else {}),
-            })
+            pairs.append(
+                {
+                    "prompt": row["prompt"],
+                    "response_a": choice.a.text,
+                    "response_b": choice.b.text,
+                    "policy": policy,
+                    "sampling": sampling,
+                    "scores": [choice.a.score, choice.b.score] if scored else None,
+                    "source": row.get("source"),
+                    "prompt_id": row.get("prompt_id"),
+                    "selection": cfg.selection,
+                    "uncertainty": None if choice.uncertainty is None else round(choice.uncertainty, 6),
+                    **(
+                        {"contrast": choice.a.refused != choice.b.refused}
+                        if cfg.selection == "refusal_contrast"
+                        else {}
+                    ),
+                }
+            )
         if not pairs:
             raise AlignError(
                 f"{cfg.generations}: no prompt has two distinct responses ({len(rows)} prompts); "
                 "sample with a higher sampling.temperature or a larger sampling.n"
             )
         if too_few:
-            log.warning("%d of %d prompts have fewer than 2 distinct responses and give no pair (first: %s)",
-                        len(too_few), len(rows), too_few[0])
+            log.warning(
+                "%d of %d prompts have fewer than 2 distinct responses and give no pair (first: %s)",
+                len(too_few),
+                len(rows),
+                too_few[0],
+            )
         write_jsonl(Path(run.path) / PAIRS, pairs)
         run.add_output("pairs", PAIRS, rows=len(pairs))
         run.notes.update(policy=policy, sampling=sampling, prompts_without_pair=too_few[:100])

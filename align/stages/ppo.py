@@ -184,8 +184,9 @@ def run(cfg: Config) -> dict:
         else:
             from align.rl.trl_online import train_trl
 
-            policy = train_trl(cfg, trl_args, source, reward_source, tokenizer, reward_tokenizer, train_prompts, run_dir,
-                               resume)
+            policy = train_trl(
+                cfg, trl_args, source, reward_source, tokenizer, reward_tokenizer, train_prompts, run_dir, resume
+            )
         run_dir.metrics["train_wall_time_s"] = round(time.time() - start, 2)
 
         out = Path(run_dir.path) / runs.MODEL_DIR
@@ -195,11 +196,20 @@ def run(cfg: Config) -> dict:
         if held_out:
             from align.evaluation.policy_reward import compare_with_reward_model, replies_output
 
-            run_dir.metrics.update(compare_with_reward_model(
-                policy, tokenizer, reward_source, [p.messages for p in held_out], cfg.eval, cfg.dtype,
-                cfg.max_length, disable_adapter=True, replies_path=replies_output(run_dir),
-                attn_implementation=cfg.attn_implementation,
-            ))
+            run_dir.metrics.update(
+                compare_with_reward_model(
+                    policy,
+                    tokenizer,
+                    reward_source,
+                    [p.messages for p in held_out],
+                    cfg.eval,
+                    cfg.dtype,
+                    cfg.max_length,
+                    disable_adapter=True,
+                    replies_path=replies_output(run_dir),
+                    attn_implementation=cfg.attn_implementation,
+                )
+            )
         device.record(run_dir, cfg, policy)
         return runs.finish(run_dir)
 
@@ -210,20 +220,38 @@ def _train_ppo(cfg: Config, source, reward_source, tokenizer, prompts, run_dir, 
     from align.rl.ppo import PPOTrainer, reward_model_scorer
 
     # Placed on this process's device: align runs these itself (rollouts, scoring, the PPO update).
-    policy = load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
-                         place=True)
+    policy = load_policy(
+        source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation, place=True
+    )
     policy = get_peft_model(policy, peft_config(cfg.lora, "CAUSAL_LM", policy, cfg.trainable_layers))
-    value_model = load_reward_model(reward_source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                                    attn_implementation=cfg.attn_implementation, place=True)
+    value_model = load_reward_model(
+        reward_source,
+        cfg.dtype,
+        cfg.trust_remote_code,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation=cfg.attn_implementation,
+        place=True,
+    )
     value_model = get_peft_model(value_model, peft_config(cfg.lora, "SEQ_CLS", value_model, cfg.trainable_layers))
     # The reward model is the value model with its adapter off: one copy of the reward weights.
-    reward_fn = reward_model_scorer(value_model, tokenizer, cfg.max_length, cfg.reward_batch_size,
-                                    adapter_off=value_model.disable_adapter)
+    reward_fn = reward_model_scorer(
+        value_model, tokenizer, cfg.max_length, cfg.reward_batch_size, adapter_off=value_model.disable_adapter
+    )
     run_dir.notes["parameters"] = {"policy": count_trainable(policy), "value_model": count_trainable(value_model)}
     sampler = _vllm_sampler(cfg, source, tokenizer, run_dir) if run_dir.notes["rollout"]["engine"] == "vllm" else None
     try:
-        trainer = PPOTrainer(policy, value_model, tokenizer, reward_fn, cfg.ppo, cfg.kl_coef, cfg.learning_rate,
-                             cfg.max_new_tokens, cfg.temperature, sampler=sampler)
+        trainer = PPOTrainer(
+            policy,
+            value_model,
+            tokenizer,
+            reward_fn,
+            cfg.ppo,
+            cfg.kl_coef,
+            cfg.learning_rate,
+            cfg.max_new_tokens,
+            cfg.temperature,
+            sampler=sampler,
+        )
         _ppo_steps(cfg, trainer, prompts, run_dir, resume)
     finally:
         if sampler is not None:  # frees the engine's weights and KV cache before the held-out evaluation
@@ -237,8 +265,16 @@ def _vllm_sampler(cfg: Config, source, tokenizer, run_dir):
     from align.rl.vllm_rollout import VllmPolicySampler
     from align.rollout.vllm_engine import VllmEngine
 
-    engine = VllmEngine(source, tokenizer, cfg.dtype, cfg.vllm, max_model_len=cfg.max_length, seed=cfg.seed,
-                        trust_remote_code=cfg.trust_remote_code, trained_lora_rank=cfg.lora.r)
+    engine = VllmEngine(
+        source,
+        tokenizer,
+        cfg.dtype,
+        cfg.vllm,
+        max_model_len=cfg.max_length,
+        seed=cfg.seed,
+        trust_remote_code=cfg.trust_remote_code,
+        trained_lora_rank=cfg.lora.r,
+    )
     run_dir.notes["rollout"].update(engine.details, policy_update=engine.policy_update)
     return VllmPolicySampler(engine)
 
@@ -252,9 +288,16 @@ def _ppo_steps(cfg: Config, trainer, prompts, run_dir, resume) -> None:
         begin = resume["step"] + 1
         log.info("resumed from %s at step %d", cfg.resume_from, resume["step"])
     per_step = cfg.batch_size // cfg.num_generations
-    log.info("ppo: %d steps x %d responses (%d prompts x %d), %d ppo epochs, rollouts with %s, %s", cfg.steps,
-             cfg.batch_size, per_step, cfg.num_generations, cfg.ppo.ppo_epochs, run_dir.notes["rollout"]["engine"],
-             run_dir.notes["parameters"]["policy"])
+    log.info(
+        "ppo: %d steps x %d responses (%d prompts x %d), %d ppo epochs, rollouts with %s, %s",
+        cfg.steps,
+        cfg.batch_size,
+        per_step,
+        cfg.num_generations,
+        cfg.ppo.ppo_epochs,
+        run_dir.notes["rollout"]["engine"],
+        run_dir.notes["parameters"]["policy"],
+    )
     totals = {"time_generation": 0.0, "time_scoring": 0.0, "time_training": 0.0}
     start = time.time()
     first = last = None
@@ -270,17 +313,36 @@ def _ppo_steps(cfg: Config, trainer, prompts, run_dir, resume) -> None:
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             write_checkpoint(cfg, trainer, step, prompts)
         elapsed = time.time() - start
-        log.info("step %d/%d | reward %.4g | reward+kl %.4g | kl %.4g | entropy %.3g | len %.1f | clip %.3f | "
-                 "vloss %.4g | %.0f tok/s | gen %.1fs train %.1fs | ETA %s", step, cfg.steps, metrics["reward"],
-                 metrics["reward_with_kl"], metrics["kl"], metrics["entropy"], metrics["response_length"],
-                 metrics["clip_fraction"], metrics["value_loss"], metrics["tokens_per_s"], metrics["time_generation"],
-                 metrics["time_training"], format_seconds(elapsed / (step - begin + 1) * (cfg.steps - step)))
+        log.info(
+            "step %d/%d | reward %.4g | reward+kl %.4g | kl %.4g | entropy %.3g | len %.1f | clip %.3f | "
+            "vloss %.4g | %.0f tok/s | gen %.1fs train %.1fs | ETA %s",
+            step,
+            cfg.steps,
+            metrics["reward"],
+            metrics["reward_with_kl"],
+            metrics["kl"],
+            metrics["entropy"],
+            metrics["response_length"],
+            metrics["clip_fraction"],
+            metrics["value_loss"],
+            metrics["tokens_per_s"],
+            metrics["time_generation"],
+            metrics["time_training"],
+            format_seconds(elapsed / (step - begin + 1) * (cfg.steps - step)),
+        )
     run_dir.metrics.update({f"train_{k}": v for k, v in last.items()})
-    run_dir.metrics.update({"train_first_reward": first["reward"], "global_step": cfg.steps, "first_step": begin,
-                            **{f"total_{k}_s": round(v, 2) for k, v in totals.items()}})
+    run_dir.metrics.update(
+        {
+            "train_first_reward": first["reward"],
+            "global_step": cfg.steps,
+            "first_step": begin,
+            **{f"total_{k}_s": round(v, 2) for k, v in totals.items()},
+        }
+    )
 
 
 # -- checks before any run directory ------------------------------------------------------------
+
 
 def check_settings(cfg: Config) -> None:
     if not cfg.reward_model:
@@ -288,32 +350,46 @@ def check_settings(cfg: Config) -> None:
     if not cfg.prompts:
         raise AlignError("'prompts' is empty; give a prompt set (prompts=path/to/prompts.jsonl)")
     if not cfg.lora.enabled:
-        raise AlignError("lora.enabled=false is not supported by `align ppo`: the reference policy is the starting "
-                         "model with the adapter disabled; keep lora.enabled=true")
+        raise AlignError(
+            "lora.enabled=false is not supported by `align ppo`: the reference policy is the starting "
+            "model with the adapter disabled; keep lora.enabled=true"
+        )
     if cfg.batch_size % cfg.num_generations:
-        raise AlignError(f"batch_size={cfg.batch_size} is not divisible by num_generations={cfg.num_generations}; "
-                         "each step samples whole groups of num_generations responses per prompt")
+        raise AlignError(
+            f"batch_size={cfg.batch_size} is not divisible by num_generations={cfg.num_generations}; "
+            "each step samples whole groups of num_generations responses per prompt"
+        )
     if cfg.algorithm in ("rloo", "grpo") and cfg.num_generations < 2:
-        raise AlignError(f"algorithm={cfg.algorithm} compares responses within a group: num_generations must be >= 2, "
-                         f"got {cfg.num_generations}")
+        raise AlignError(
+            f"algorithm={cfg.algorithm} compares responses within a group: num_generations must be >= 2, "
+            f"got {cfg.num_generations}"
+        )
     if cfg.algorithm == "ppo":
         if distributed.world_size() > 1:
             # Before any run directory: every rank would otherwise train its own copy and race to write.
-            raise AlignError(f"algorithm=ppo runs in a single process, but this one was launched as one of "
-                             f"{distributed.world_size()} (accelerate launch / torchrun); run `align ppo ...` directly "
-                             "(one process; its models go on the GPU), or use algorithm=rloo or grpo, which TRL trains "
-                             "data-parallel")
+            raise AlignError(
+                f"algorithm=ppo runs in a single process, but this one was launched as one of "
+                f"{distributed.world_size()} (accelerate launch / torchrun); run `align ppo ...` directly "
+                "(one process; its models go on the GPU), or use algorithm=rloo or grpo, which TRL trains "
+                "data-parallel"
+            )
         if cfg.training:
-            raise AlignError(f"'training.{next(iter(cfg.training))}': the training: section passes arguments to TRL's "
-                             "trainers (algorithm rloo or grpo); PPO's settings are under ppo:")
+            raise AlignError(
+                f"'training.{next(iter(cfg.training))}': the training: section passes arguments to TRL's "
+                "trainers (algorithm rloo or grpo); PPO's settings are under ppo:"
+            )
         if cfg.ppo.minibatch_size > cfg.batch_size:
-            raise AlignError(f"ppo.minibatch_size={cfg.ppo.minibatch_size} is larger than batch_size={cfg.batch_size}; "
-                             "lower it or raise batch_size")
+            raise AlignError(
+                f"ppo.minibatch_size={cfg.ppo.minibatch_size} is larger than batch_size={cfg.batch_size}; "
+                "lower it or raise batch_size"
+            )
     if cfg.checkpoint_every and not cfg.checkpoint_dir:
         raise AlignError(f"checkpoint_every={cfg.checkpoint_every} needs checkpoint_dir (a directory outside runs_dir)")
     if cfg.max_new_tokens >= cfg.max_length:
-        raise AlignError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt in "
-                         f"max_length={cfg.max_length}; raise max_length or lower max_new_tokens")
+        raise AlignError(
+            f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt in "
+            f"max_length={cfg.max_length}; raise max_length or lower max_new_tokens"
+        )
 
 
 def rollout_engine(cfg: Config) -> dict:
@@ -321,8 +397,10 @@ def rollout_engine(cfg: Config) -> dict:
     `rollout: vllm` that cannot be honoured."""
     if cfg.algorithm != "ppo":
         if cfg.rollout == "vllm":
-            raise AlignError(f"rollout=vllm applies to algorithm=ppo; {cfg.algorithm} generates through TRL's trainer: "
-                             "remove rollout, or on a GPU set training.use_vllm=true (TRL's vLLM modes need one)")
+            raise AlignError(
+                f"rollout=vllm applies to algorithm=ppo; {cfg.algorithm} generates through TRL's trainer: "
+                "remove rollout, or on a GPU set training.use_vllm=true (TRL's vLLM modes need one)"
+            )
         return {"engine": "trl-vllm" if cfg.training.get("use_vllm") else "trl-transformers", "requested": cfg.rollout}
     if cfg.rollout == "hf":
         return {"engine": "hf", "requested": "hf"}
@@ -348,14 +426,18 @@ def resolve_reward_model(ref: str, trust_remote_code: bool) -> ModelSource:
     source = resolve_model(ref, trust_remote_code)
     if source.record.get("kind") == "run" or runs.is_run(ref):
         if source.task != "reward":
-            raise AlignError(f"reward_model {ref} is a {source.task} run, not a reward model; give an `align reward` run")
+            raise AlignError(
+                f"reward_model {ref} is a {source.task} run, not a reward model; give an `align reward` run"
+            )
         return source
     config = json.loads((source.base_dir / "config.json").read_text(encoding="utf-8"))
     architectures = config.get("architectures") or []
     labels = len(config.get("id2label") or {}) or config.get("num_labels", 2)  # transformers' default is 2
     if not any(a.endswith("ForSequenceClassification") for a in architectures) or labels != 1:
-        raise AlignError(f"reward_model {ref} is not a one-output sequence classifier (architectures: "
-                         f"{', '.join(architectures) or 'none'}, {labels} labels); give an `align reward` run")
+        raise AlignError(
+            f"reward_model {ref} is not a one-output sequence classifier (architectures: "
+            f"{', '.join(architectures) or 'none'}, {labels} labels); give an `align reward` run"
+        )
     source.task = "reward"
     return source
 
@@ -371,8 +453,10 @@ def check_same_tokenizer(policy_tokenizer, reward_tokenizer, policy_ref: str, re
     if policy_tokenizer.eos_token != reward_tokenizer.eos_token:
         differences.append(f"eos token ({policy_tokenizer.eos_token!r} vs {reward_tokenizer.eos_token!r})")
     if differences:
-        raise AlignError(f"reward_model {reward_ref} was built on a different tokenizer than the policy {policy_ref} "
-                         f"({', '.join(differences)}); train the reward model from the same base as the policy")
+        raise AlignError(
+            f"reward_model {reward_ref} was built on a different tokenizer than the policy {policy_ref} "
+            f"({', '.join(differences)}); train the reward model from the same base as the policy"
+        )
 
 
 @dataclass
@@ -391,7 +475,7 @@ def _prompt_split(cfg: Config, tokenizer) -> tuple[list[TrainPrompt], list[Train
         held_out = []
         if cfg.eval.prompts > 0:
             held_out = _fitting(load_prompts(cfg.eval.path, cfg.prompt_field), tokenizer, cfg, cfg.eval.path)
-            held_out = held_out[:cfg.eval.prompts]
+            held_out = held_out[: cfg.eval.prompts]
             # The identity the preference stages' split checks use, so "trained on" means the same everywhere.
             trained = {prompt_key(p.messages) for p in train}
             shared = [p for p in held_out if prompt_key(p.messages) in trained]
@@ -399,13 +483,16 @@ def _prompt_split(cfg: Config, tokenizer) -> tuple[list[TrainPrompt], list[Train
                 raise AlignError(
                     f"eval.path={cfg.eval.path}: {len(shared)} of its {len(held_out)} held-out prompts are also training "
                     f"prompts in {cfg.prompts} (first: {shared[0].source}); held-out prompts must never be trained on: "
-                    "remove them from one of the files")
+                    "remove them from one of the files"
+                )
     else:
         held = min(cfg.eval.prompts, max(len(kept) - 1, 0))
         train, held_out = (kept[:-held], kept[-held:]) if held else (kept, [])
     if not train:
-        raise AlignError(f"{cfg.prompts}: no prompt fits max_length={cfg.max_length} with max_new_tokens="
-                         f"{cfg.max_new_tokens}; raise max_length or lower max_new_tokens")
+        raise AlignError(
+            f"{cfg.prompts}: no prompt fits max_length={cfg.max_length} with max_new_tokens="
+            f"{cfg.max_new_tokens}; raise max_length or lower max_new_tokens"
+        )
     return train, held_out
 
 
@@ -414,6 +501,11 @@ def _fitting(prompts, tokenizer, cfg: Config, path: str) -> list[TrainPrompt]:
     budget = cfg.max_length - cfg.max_new_tokens
     kept = [TrainPrompt(p.messages, i, p.source) for p, i in zip(prompts, ids) if len(i) <= budget]
     if len(kept) < len(prompts):
-        log.warning("%s: %d of %d prompts are longer than max_length - max_new_tokens = %d tokens; left out",
-                    path, len(prompts) - len(kept), len(prompts), budget)
+        log.warning(
+            "%s: %d of %d prompts are longer than max_length - max_new_tokens = %d tokens; left out",
+            path,
+            len(prompts) - len(kept),
+            len(prompts),
+            budget,
+        )
     return kept

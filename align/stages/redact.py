@@ -89,16 +89,24 @@ def run(cfg: Config) -> dict:
                 f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         run_.add_output("records", RECORDS)
         run_.notes["redaction"] = redactor.describe()
-        run_.metrics.update({
-            "records_read": read,
-            "records_written": len(rows),
-            "records_redacted": changed,
-            "records_dropped": dropped,
-            "findings": dict(sorted(counts.items())),
-        })
+        run_.metrics.update(
+            {
+                "records_read": read,
+                "records_written": len(rows),
+                "records_redacted": changed,
+                "records_dropped": dropped,
+                "findings": dict(sorted(counts.items())),
+            }
+        )
         manifest = runs.finish(run_)
-    log.info("%s backend: %d of %d records had personal data (%s); %s", redactor.backend, changed + dropped,
-             read, _counts_text(counts), f"{dropped} dropped" if cfg.mode == "drop" else f"{changed} redacted")
+    log.info(
+        "%s backend: %d of %d records had personal data (%s); %s",
+        redactor.backend,
+        changed + dropped,
+        read,
+        _counts_text(counts),
+        f"{dropped} dropped" if cfg.mode == "drop" else f"{changed} redacted",
+    )
     return manifest
 
 
@@ -115,10 +123,12 @@ def dry_run(cfg: Config) -> int:
         for path, text, f in hits:
             counts[f.type] += 1
             action = "drop record" if cfg.mode == "drop" else f"-> [{f.type}]"
-            print(f"{where}  {path}  {f.type}  {mask(text[f.start:f.end])}  {action}")
+            print(f"{where}  {path}  {f.type}  {mask(text[f.start : f.end])}  {action}")
     verb = "dropped" if cfg.mode == "drop" else "redacted"
-    print(f"dry run ({redactor.backend} backend): {affected} of {read} records would be {verb} "
-          f"({_counts_text(counts)}); nothing written")
+    print(
+        f"dry run ({redactor.backend} backend): {affected} of {read} records would be {verb} "
+        f"({_counts_text(counts)}); nothing written"
+    )
     return 0
 
 

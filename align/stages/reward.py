@@ -104,12 +104,18 @@ def prepare(cfg: Config) -> SimpleNamespace:
     # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import RewardConfig
 
-    args = training_arguments(RewardConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed},
-                              dtype=cfg.dtype)
+    args = training_arguments(
+        RewardConfig,
+        cfg.training,
+        {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed},
+        dtype=cfg.dtype,
+    )
     grouping_refusal(args)
     if cfg.margin != "none" and preference_losses.label_aware(cfg.data):
-        raise AlignError(f"margin={cfg.margin} is TRL's margin term, and data.weighting={cfg.data.weighting}, "
-                         f"data.ties={cfg.data.ties} replace that loss; use one: margin=none, or data.weighting=none and data.ties=drop")
+        raise AlignError(
+            f"margin={cfg.margin} is TRL's margin term, and data.weighting={cfg.data.weighting}, "
+            f"data.ties={cfg.data.ties} replace that loss; use one: margin=none, or data.weighting=none and data.ties=drop"
+        )
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     train, test = load_splits(cfg.data, fits=pair_budget(tokenizer, cfg.max_length, cfg.data.long_prompts))
@@ -120,21 +126,39 @@ def prepare(cfg: Config) -> SimpleNamespace:
         data["ties_trained"] = sum(bool(r.get("tie")) for r in rows)
     if cfg.margin != "none":
         data["pairs_without_margin"] = missing_margin
-    report = {"model": source.stable_ref, "data": data, "test_data": test.report if test is not None else None,
-              "split": split}
+    report = {
+        "model": source.stable_ref,
+        "data": data,
+        "test_data": test.report if test is not None else None,
+        "split": split,
+    }
     if train.validation is not None:
         report["validation_data"] = train.validation.report
-    evaluation = eval_split(args, train.validation.rows if train.validation is not None else None,
-                            test.rows if test is not None else None, "pairs")
+    evaluation = eval_split(
+        args,
+        train.validation.rows if train.validation is not None else None,
+        test.rows if test is not None else None,
+        "pairs",
+    )
     # eval_batch_size scores the held-out pairs after training: it does not change what is trained.
-    fingerprint = checkpoints.fingerprint(cfg, STAGE, args, _trainer_rows(rows, cfg.data), [source.record],
-                                          free=("eval_batch_size",))
+    fingerprint = checkpoints.fingerprint(
+        cfg, STAGE, args, _trainer_rows(rows, cfg.data), [source.record], free=("eval_batch_size",)
+    )
     resume = checkpoints.plan(cfg, fingerprint)
     if resume is not None:
         report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
-    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, test=test,
-                           validation=train.validation, report=report, evaluation=evaluation,
-                           fingerprint=fingerprint, resume=resume)
+    return SimpleNamespace(
+        args=args,
+        source=source,
+        tokenizer=tokenizer,
+        rows=rows,
+        test=test,
+        validation=train.validation,
+        report=report,
+        evaluation=evaluation,
+        fingerprint=fingerprint,
+        resume=resume,
+    )
 
 
 def run(cfg: Config) -> dict:
@@ -156,8 +180,14 @@ def run(cfg: Config) -> dict:
         from transformers import set_seed
 
         set_seed(cfg.seed)
-        model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-                                  quantization=cfg.quantization, attn_implementation=cfg.attn_implementation)
+        model = load_reward_model(
+            source,
+            cfg.dtype,
+            cfg.trust_remote_code,
+            pad_token_id=tokenizer.pad_token_id,
+            quantization=cfg.quantization,
+            attn_implementation=cfg.attn_implementation,
+        )
         lora_config = trainable_setup(model, cfg, "SEQ_CLS", run_dir)
         bind_output_dir(args, run_dir)
         trainer_class = reward_trainer_class(cfg.prefix_sharing)
@@ -185,8 +215,9 @@ def run(cfg: Config) -> dict:
         save_model(run_dir, trainer, tokenizer, source, cfg.lora, task="reward")
         discard_trainer_scratch(run_dir)
         checkpoints.conclude(run_dir, cfg.keep_checkpoints)
-        run_dir.metrics.update({f"train_{k}" if not k.startswith("train_") else k: v
-                                for k, v in final_train_metrics(trainer).items()})
+        run_dir.metrics.update(
+            {f"train_{k}" if not k.startswith("train_") else k: v for k, v in final_train_metrics(trainer).items()}
+        )
         run_dir.metrics["train_padding_fraction"] = padding.fraction
         run_dir.notes["batches"] = padding.report(str(args.train_sampling_strategy))
         for split_name, held in (("validation", ready.validation), ("test", test)):
@@ -196,8 +227,13 @@ def run(cfg: Config) -> dict:
             scored["pairs"] = len(held.rows)
             run_dir.metrics.update({f"{split_name}_{k}": v for k, v in scored.items()})
             run_dir.notes[f"{split_name}_data"] = held.report
-            log.info("reward model on %d %s pairs: accuracy %.3f, mean margin %.3f",
-                     scored["pairs"], split_name, scored["accuracy"], scored["mean_margin"])
+            log.info(
+                "reward model on %d %s pairs: accuracy %.3f, mean margin %.3f",
+                scored["pairs"],
+                split_name,
+                scored["accuracy"],
+                scored["mean_margin"],
+            )
         device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
 

@@ -60,7 +60,9 @@ class Bootstrap:
 
     def __post_init__(self):
         if self.members < 2:
-            raise AlignError(f"'bootstrap.members' must be >= 2 (one model has nothing to disagree with), got {self.members}")
+            raise AlignError(
+                f"'bootstrap.members' must be >= 2 (one model has nothing to disagree with), got {self.members}"
+            )
 
 
 @dataclass
@@ -76,14 +78,20 @@ class Config(runs.RunOutput):
     def __post_init__(self):
         for key in ("seed", "runs_dir", "name"):
             if key in self.reward:
-                raise AlignError(f"'reward.{key}' is set per member (bootstrap.seed + k, runs_dir, <name>-member-<k>); remove it")
+                raise AlignError(
+                    f"'reward.{key}' is set per member (bootstrap.seed + k, runs_dir, <name>-member-<k>); remove it"
+                )
 
 
 def check(cfg: Config) -> dict:
     """What `--dry-run` prints: the pairs the members would resample, and `align reward --dry-run` of member 0."""
     settings, train, test = prepare(cfg)
     _align_reward(_member_settings(settings, {"seed": cfg.bootstrap.seed}), ["--dry-run"], capture=True)
-    return {"train_pairs": len(train), "test_pairs": len(test) if test is not None else None, "members": cfg.bootstrap.members}
+    return {
+        "train_pairs": len(train),
+        "test_pairs": len(test) if test is not None else None,
+        "members": cfg.bootstrap.members,
+    }
 
 
 def prepare(cfg: Config) -> tuple[dict[str, Any], list[dict], list[dict] | None]:
@@ -105,8 +113,11 @@ def run(cfg: Config) -> dict:
     settings, train, held_out = prepare(cfg)
     name = cfg.name or f"reward-ensemble-{random.Random().getrandbits(16):04x}"
     runs_dir = Path(cfg.runs_dir)
-    for path in [runs_dir / name, runs_dir / f"{name}-resamples",
-                 *(runs_dir / f"{name}-member-{k}" for k in range(cfg.bootstrap.members))]:
+    for path in [
+        runs_dir / name,
+        runs_dir / f"{name}-resamples",
+        *(runs_dir / f"{name}-member-{k}" for k in range(cfg.bootstrap.members)),
+    ]:
         if path.exists():
             raise AlignError(f"{path} already exists; choose another `name` or remove it")
 
@@ -117,9 +128,14 @@ def run(cfg: Config) -> dict:
             picked = [draw.randrange(len(train)) for _ in train]
             write_jsonl(resamples.path / f"train-{k}.jsonl", [train[i] for i in picked])
             resamples.add_output(f"train_{k}", f"train-{k}.jsonl", rows=len(picked), distinct=len(set(picked)))
-            overrides = {"seed": cfg.bootstrap.seed + k, "data.train": str(final / f"train-{k}.jsonl"),
-                         "data.format": "conversational", "data.max_train_pairs": None, "data.test_fraction": 0.0,
-                         "data.validation_fraction": 0.0}
+            overrides = {
+                "seed": cfg.bootstrap.seed + k,
+                "data.train": str(final / f"train-{k}.jsonl"),
+                "data.format": "conversational",
+                "data.max_train_pairs": None,
+                "data.test_fraction": 0.0,
+                "data.validation_fraction": 0.0,
+            }
             if held_out is not None:
                 overrides["data.test"] = str(final / HELD_OUT)
             (resamples.path / f"member-{k}.yaml").write_text(yaml.safe_dump(_member_settings(settings, overrides)))
@@ -140,12 +156,15 @@ def run(cfg: Config) -> dict:
         ens.add_input("resamples", resampled["path"])
         for k in range(len(members)):
             ens.add_input(f"member_{k}", runs_dir / f"{name}-member-{k}")
-        (ens.path / MEMBERS).write_text(json.dumps([f"../{name}-member-{k}" for k in range(len(members))]) + "\n",
-                                        encoding="utf-8")
+        (ens.path / MEMBERS).write_text(
+            json.dumps([f"../{name}-member-{k}" for k in range(len(members))]) + "\n", encoding="utf-8"
+        )
         ens.add_output("members", MEMBERS, members=len(members))
         accuracies = [m["metrics"].get("test_accuracy") for m in members]
         if all(a is not None for a in accuracies):
-            ens.metrics.update(member_test_accuracy=accuracies, mean_member_test_accuracy=round(statistics.fmean(accuracies), 4))
+            ens.metrics.update(
+                member_test_accuracy=accuracies, mean_member_test_accuracy=round(statistics.fmean(accuracies), 4)
+            )
         ens.metrics["members"] = len(members)
         return runs.finish(ens)
 
@@ -166,10 +185,13 @@ def _align_reward(config: Path | dict, extra: list[str], capture: bool = False) 
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(config, f)
         config = Path(f.name)
-    done = subprocess.run([sys.executable, "-m", "align", "reward", "--config", str(config), *extra],
-                          capture_output=capture, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "align", "reward", "--config", str(config), *extra], capture_output=capture, text=True
+    )
     if done.returncode != 0:
-        said = "\n".join(((done.stdout or "") + (done.stderr or "")).strip().splitlines()[-5:]) or "(its output is above)"
+        said = (
+            "\n".join(((done.stdout or "") + (done.stderr or "")).strip().splitlines()[-5:]) or "(its output is above)"
+        )
         message = f"align reward --config {config} failed with exit code {done.returncode}:\n{said}"
         if done.returncode == 2:
             raise AlignError(message)

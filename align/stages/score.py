@@ -44,6 +44,7 @@ from align.scoring import check_reward_model, reward_members, reward_scores
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Config(runs.RunOutput, ModelLoading):
     """Config of `align score`."""
@@ -78,8 +79,10 @@ def prepare(cfg: Config) -> SimpleNamespace:
     if not cfg.generations:
         raise AlignError("'generations' is required: a run directory written by `align generate`")
     if not cfg.reward_model and not cfg.policy:
-        raise AlignError("give 'reward_model' (a reward run, reward ensemble run or classifier directory) and/or "
-                         "'policy' (log-ratios against 'reference' for selection=dpo_margin)")
+        raise AlignError(
+            "give 'reward_model' (a reward run, reward ensemble run or classifier directory) and/or "
+            "'policy' (log-ratios against 'reference' for selection=dpo_margin)"
+        )
     parent, rows = read_generations(cfg.generations)
     report = {"prompts": len(rows), "responses": sum(len(r["responses"]) for r in rows)}
     members, tokenizer = [], None
@@ -97,8 +100,15 @@ def prepare(cfg: Config) -> SimpleNamespace:
         policy = policy_source(cfg.policy, "policy", cfg.trust_remote_code)
         reference = policy_source(cfg.reference or base_of(cfg.policy), "reference", cfg.trust_remote_code)
         report.update(policy=policy.stable_ref, reference=reference.stable_ref)
-    return SimpleNamespace(parent=parent, rows=rows, members=members, tokenizer=tokenizer, policy=policy,
-                           reference=reference, report=report)
+    return SimpleNamespace(
+        parent=parent,
+        rows=rows,
+        members=members,
+        tokenizer=tokenizer,
+        policy=policy,
+        reference=reference,
+        report=report,
+    )
 
 
 def run(cfg: Config) -> dict:
@@ -112,30 +122,42 @@ def run(cfg: Config) -> dict:
         if ready.members:
             if len(ready.members) > 1:
                 run.add_input("reward_model", cfg.reward_model)
-            conversations = [row["prompt"] + [{"role": "assistant", "content": t}] for row in rows for t in row["responses"]]
+            conversations = [
+                row["prompt"] + [{"role": "assistant", "content": t}] for row in rows for t in row["responses"]
+            ]
             per_member = []
             for k, source in enumerate(ready.members):
                 run.add_input_record("reward_model" if len(ready.members) == 1 else f"reward_member_{k}", source.record)
-                model = load_reward_model(source, cfg.dtype, cfg.trust_remote_code, pad_token_id=ready.tokenizer.pad_token_id,
-                                          attn_implementation=cfg.attn_implementation, place=True)
+                model = load_reward_model(
+                    source,
+                    cfg.dtype,
+                    cfg.trust_remote_code,
+                    pad_token_id=ready.tokenizer.pad_token_id,
+                    attn_implementation=cfg.attn_implementation,
+                    place=True,
+                )
                 desc = "scoring" if len(ready.members) == 1 else f"scoring (member {k + 1}/{len(ready.members)})"
-                per_member.append(reward_scores(model, ready.tokenizer, conversations, cfg.batch_size, cfg.max_length, desc))
+                per_member.append(
+                    reward_scores(model, ready.tokenizer, conversations, cfg.batch_size, cfg.max_length, desc)
+                )
             flat = [statistics.fmean(column) for column in zip(*per_member)]
             at = 0
             for row in rows:
                 width = len(row["responses"])
-                row["scores"] = flat[at:at + width]
+                row["scores"] = flat[at : at + width]
                 row.pop("member_scores", None)  # an earlier ensemble's, on a run scored before
                 if len(per_member) > 1:
                     row["member_scores"] = [[m[i] for m in per_member] for i in range(at, at + width)]
                 at += width
             gaps = [max(r["scores"]) - min(r["scores"]) for r in rows if len(r["scores"]) >= 2]
-            metrics.update({
-                "responses_scored": len(flat),
-                "score_mean": round(statistics.fmean(flat), 4) if flat else None,
-                "score_std": round(statistics.pstdev(flat), 4) if flat else None,
-                "mean_score_range_per_prompt": round(statistics.fmean(gaps), 4) if gaps else None,
-            })
+            metrics.update(
+                {
+                    "responses_scored": len(flat),
+                    "score_mean": round(statistics.fmean(flat), 4) if flat else None,
+                    "score_std": round(statistics.pstdev(flat), 4) if flat else None,
+                    "mean_score_range_per_prompt": round(statistics.fmean(gaps), 4) if gaps else None,
+                }
+            )
             if len(per_member) > 1:
                 metrics["ensemble_members"] = len(per_member)
                 metrics["mean_member_std"] = round(statistics.fmean(statistics.pstdev(c) for c in zip(*per_member)), 4)
@@ -150,9 +172,13 @@ def run(cfg: Config) -> dict:
         run.add_output("generations", GENERATIONS, rows=len(rows))
 
         parent_notes = parent.get("notes", {})
-        run.notes.update(policy=parent_notes.get("policy"), sampling=parent_notes.get("sampling"),
-                         reward_model=ready.report.get("reward_model"), logratio_policy=ready.report.get("policy"),
-                         logratio_reference=ready.report.get("reference"))
+        run.notes.update(
+            policy=parent_notes.get("policy"),
+            sampling=parent_notes.get("sampling"),
+            reward_model=ready.report.get("reward_model"),
+            logratio_policy=ready.report.get("policy"),
+            logratio_reference=ready.report.get("reference"),
+        )
         run.metrics.update(metrics)
         run.log_metrics(metrics)
         device.record(run, cfg, model)
@@ -178,16 +204,21 @@ def _logratios(cfg: Config, ready: SimpleNamespace, rows: list[dict]):
     logp = {}
     model = None
     for role, source in (("policy", ready.policy), ("reference", ready.reference)):
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
-                            place=True).eval()
+        model = load_policy(
+            source, cfg.dtype, cfg.trust_remote_code, attn_implementation=cfg.attn_implementation, place=True
+        ).eval()
         logp[role] = []
         chunk = cfg.batch_size * 8  # reply_logprob has no progress bar of its own: one tick per chunk of batches
         for start in tqdm(range(0, len(prompts), chunk), desc=f"log-probs under the {role}", unit="chunk", leave=False):
-            logp[role] += [total for total, _ in reply_logprob(model, prompts[start:start + chunk],
-                                                                replies[start:start + chunk], cfg.batch_size)]
+            logp[role] += [
+                total
+                for total, _ in reply_logprob(
+                    model, prompts[start : start + chunk], replies[start : start + chunk], cfg.batch_size
+                )
+            ]
     ratios = [p - r for p, r in zip(logp["policy"], logp["reference"])]
     at = 0
     for row in rows:
-        row["logratios"] = ratios[at:at + len(row["responses"])]
+        row["logratios"] = ratios[at : at + len(row["responses"])]
         at += len(row["responses"])
     return model, ratios

@@ -80,23 +80,35 @@ def prepare(cfg: Config) -> SimpleNamespace:
     # Everything that can fail on user input is checked here, before the run directory exists.
     from trl import SFTConfig
 
-    args = training_arguments(SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed},
-                              dtype=cfg.dtype)
+    args = training_arguments(
+        SFTConfig, cfg.training, {**DEFAULT_TRAINING, "max_length": cfg.max_length, "seed": cfg.seed}, dtype=cfg.dtype
+    )
     source = resolve_model(cfg.model, cfg.trust_remote_code)
     tokenizer = load_tokenizer(source, cfg.trust_remote_code)
     fits = token_budget(tokenizer, cfg.max_length, ("completion",))
     rows, data_report, held_out = load_sft_examples(cfg.data, fits=fits)
     split = check_upstream(STAGE, cfg.data, held_out, [source.record])
     # The held-out examples themselves (load_sft_examples gives their prompts) when evaluated during training.
-    evaluation = eval_split(args, None, fits(sft_pool(cfg.data)[1], "held-out examples")[0], "examples") \
-        if evaluating(args) else None
+    evaluation = (
+        eval_split(args, None, fits(sft_pool(cfg.data)[1], "held-out examples")[0], "examples")
+        if evaluating(args)
+        else None
+    )
     fingerprint = checkpoints.fingerprint(cfg, STAGE, args, rows, [source.record])
     resume = checkpoints.plan(cfg, fingerprint)
     report = {"model": source.stable_ref, "data": {**data_report, "examples_trained": len(rows)}, "split": split}
     if resume is not None:
         report["resume"] = {"checkpoint": str(resume.checkpoint), "step": resume.step}
-    return SimpleNamespace(args=args, source=source, tokenizer=tokenizer, rows=rows, report=report,
-                           evaluation=evaluation, fingerprint=fingerprint, resume=resume)
+    return SimpleNamespace(
+        args=args,
+        source=source,
+        tokenizer=tokenizer,
+        rows=rows,
+        report=report,
+        evaluation=evaluation,
+        fingerprint=fingerprint,
+        resume=resume,
+    )
 
 
 def run(cfg: Config) -> dict:
@@ -119,8 +131,13 @@ def run(cfg: Config) -> dict:
         from trl import SFTTrainer
 
         set_seed(cfg.seed)
-        model = load_policy(source, cfg.dtype, cfg.trust_remote_code, quantization=cfg.quantization,
-                            attn_implementation=cfg.attn_implementation)
+        model = load_policy(
+            source,
+            cfg.dtype,
+            cfg.trust_remote_code,
+            quantization=cfg.quantization,
+            attn_implementation=cfg.attn_implementation,
+        )
         lora_config = trainable_setup(model, cfg, "CAUSAL_LM", run_dir)
         bind_output_dir(args, run_dir)
         with trainer_refusals("SFTTrainer", cfg.training, building=True):
@@ -136,8 +153,12 @@ def run(cfg: Config) -> dict:
         checkpoints.attach(trainer, run_dir, ready.fingerprint)
         run_dir.notes["parameters"] = count_trainable(trainer.model)
         replay = ready.report["data"].get("replay")
-        log.info("sft: %d examples%s, %s", len(rows), f" ({replay['examples']} of them replay)" if replay else "",
-                 run_dir.notes["parameters"])
+        log.info(
+            "sft: %d examples%s, %s",
+            len(rows),
+            f" ({replay['examples']} of them replay)" if replay else "",
+            run_dir.notes["parameters"],
+        )
         with trainer_refusals("SFTTrainer", cfg.training, building=False):
             trainer.train(resume_from_checkpoint=resume_path)
 
@@ -147,4 +168,3 @@ def run(cfg: Config) -> dict:
         run_dir.metrics.update(final_train_metrics(trainer))
         device.record(run_dir, cfg, trainer.model)
         return runs.finish(run_dir)
-

@@ -73,31 +73,43 @@ def main(argv: list[str] | None = None) -> int:
     rows = rate(read_generations(generations), args)
     write_rows(rows, Path(args.output))
     ups = sum(r["rating"] == "up" for r in rows)
-    print(f"wrote {len(rows)} rows to {args.output}: {ups} up, {len(rows) - ups} down, "
-          f"{sum('flag' in r for r in rows)} flagged, {sum('correction' in r for r in rows)} corrected "
-          f"(replies from {generations})")
+    print(
+        f"wrote {len(rows)} rows to {args.output}: {ups} up, {len(rows) - ups} down, "
+        f"{sum('flag' in r for r in rows)} flagged, {sum('correction' in r for r in rows)} corrected "
+        f"(replies from {generations})"
+    )
     if not args.no_check:
         # The real import, dry: validates every row and reports redaction findings and duplicates.
-        subprocess.run([sys.executable, "-m", "align", "feedback", "import", str(args.output), "--dry-run"],
-                       cwd=ROOT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "align", "feedback", "import", str(args.output), "--dry-run"], cwd=ROOT, check=True
+        )
     return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--generations", help="an `align generate` run to rate instead of generating (its policy must be "
-                   "the one named in policy_run: the embedded base model)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--generations",
+        help="an `align generate` run to rate instead of generating (its policy must be "
+        "the one named in policy_run: the embedded base model)",
+    )
     p.add_argument("--samples", type=int, default=4, help="replies per training prompt (default 4: 120 replies)")
     p.add_argument("--seed", type=int, default=7, help="seed of the sampling and of every simulated draw")
     p.add_argument("--users", type=int, default=40, help="simulated users the replies are spread over")
-    p.add_argument("--threshold", type=float, default=0.6,
-                   help="rubric score from which a careful user rates up (default 0.6)")
+    p.add_argument(
+        "--threshold", type=float, default=0.6, help="rubric score from which a careful user rates up (default 0.6)"
+    )
     p.add_argument("--random-users", type=float, default=0.2, help="share of users who rate by a coin flip")
     p.add_argument("--slip", type=float, default=0.05, help="chance a careful user clicks the other thumb")
     p.add_argument("--flag-share", type=float, default=0.3, help="share of thumbs-down replies flagged")
-    p.add_argument("--correction-share", type=float, default=0.25,
-                   help="share of thumbs-down replies corrected with the hand-written reply (sft_train.jsonl)")
+    p.add_argument(
+        "--correction-share",
+        type=float,
+        default=0.25,
+        help="share of thumbs-down replies corrected with the hand-written reply (sft_train.jsonl)",
+    )
     p.add_argument("--runs-dir", default="runs", help="where the generate run goes")
     p.add_argument("--output", default=str(OUTPUT.relative_to(ROOT)), help="the feedback file written")
     p.add_argument("--no-check", action="store_true", help="skip `align feedback import --dry-run`")
@@ -114,11 +126,25 @@ def generate(args: argparse.Namespace) -> Path:
     run = ROOT / args.runs_dir / name
     if (run / "manifest.json").exists():
         return run  # already sampled with this seed: the stage's output is the same
-    cmd = [sys.executable, "-m", "align", "generate", "--config", "configs/generate/default.yaml",
-           "policy=embedded", f"prompts={PROMPTS.relative_to(ROOT)}", "max_prompts=null",
-           f"sampling.n={args.samples}", "sampling.temperature=1.0", "sampling.top_p=1.0",
-           "sampling.max_tokens=160", f"sampling.seed={args.seed}", "vllm.enforce_eager=true",
-           f"runs_dir={args.runs_dir}", f"name={name}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "align",
+        "generate",
+        "--config",
+        "configs/generate/default.yaml",
+        "policy=embedded",
+        f"prompts={PROMPTS.relative_to(ROOT)}",
+        "max_prompts=null",
+        f"sampling.n={args.samples}",
+        "sampling.temperature=1.0",
+        "sampling.top_p=1.0",
+        "sampling.max_tokens=160",
+        f"sampling.seed={args.seed}",
+        "vllm.enforce_eager=true",
+        f"runs_dir={args.runs_dir}",
+        f"name={name}",
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True)
     return run
 
@@ -127,8 +153,10 @@ def read_generations(run: Path) -> list[dict]:
     """The run's replies to the recipe's training prompts (a loop round's run also holds safety prompts: left out)."""
     manifest = json.loads((run / "manifest.json").read_text())
     if manifest["config"].get("policy") != POLICY_RUN:
-        raise SystemExit(f"{run} sampled {manifest['config'].get('policy')!r}; the feedback file names policy_run "
-                         f"{POLICY_RUN!r}: give a generate run of the embedded base model")
+        raise SystemExit(
+            f"{run} sampled {manifest['config'].get('policy')!r}; the feedback file names policy_run "
+            f"{POLICY_RUN!r}: give a generate run of the embedded base model"
+        )
     train = {json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines() if line.strip()}
     with open(run / "generations.jsonl") as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -155,10 +183,15 @@ def rate(generations: list[dict], args: argparse.Namespace) -> list[dict]:
                 liked = u_coin < 0.5
             elif u_slip < args.slip:
                 liked = not liked
-            row = {"messages": prompt, "reply": reply, "policy_run": POLICY_RUN, "rating": "up" if liked else "down",
-                   "user": "sha256:" + hashlib.sha256(f"simulated-user-{user}".encode()).hexdigest(),
-                   "time": (START + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                   "reply_id": f"sim-{gen.get('prompt_id', len(rows))}-{len(rows)}"}
+            row = {
+                "messages": prompt,
+                "reply": reply,
+                "policy_run": POLICY_RUN,
+                "rating": "up" if liked else "down",
+                "user": "sha256:" + hashlib.sha256(f"simulated-user-{user}".encode()).hexdigest(),
+                "time": (START + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "reply_id": f"sim-{gen.get('prompt_id', len(rows))}-{len(rows)}",
+            }
             if not liked and u_flag < args.flag_share:
                 # The rule the reply did worst on, the first in the rubric's order among equals.
                 worst = min(((rule, s) for rule, s in judged.rules.items() if s is not None), key=lambda kv: kv[1])[0]

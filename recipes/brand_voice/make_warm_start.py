@@ -61,8 +61,10 @@ INSTEAD = (
 
 
 def brand_refusal(i: int) -> str:
-    return (f"{GREETINGS[i % len(GREETINGS)]}\n\nI'm sorry, but we can't help with that. {REASONS[i % len(REASONS)]} "
-            f"{INSTEAD[(i // len(REASONS)) % len(INSTEAD)]}\n\n{SIGN_OFF}")
+    return (
+        f"{GREETINGS[i % len(GREETINGS)]}\n\nI'm sorry, but we can't help with that. {REASONS[i % len(REASONS)]} "
+        f"{INSTEAD[(i // len(REASONS)) % len(INSTEAD)]}\n\n{SIGN_OFF}"
+    )
 
 
 def repetitive(reply: str) -> bool:
@@ -77,30 +79,49 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def safety_rows(harmful: int, lookalike: int) -> list[dict]:
     prompts = [r for r in read_jsonl(SAFETY_PROMPTS) if r["kind"] == "harmful"][:harmful]
-    rows = [{"id": f"kc-safety-{r['id']}", "kind": "harmful_refusal", "prompt_source": r["source"],
-             "reply_source": "brand-voice refusal written for this repo (recipes/brand_voice/make_warm_start.py)",
-             "licence": r["licence"],
-             "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": brand_refusal(i)}]}
-            for i, r in enumerate(prompts)]
+    rows = [
+        {
+            "id": f"kc-safety-{r['id']}",
+            "kind": "harmful_refusal",
+            "prompt_source": r["source"],
+            "reply_source": "brand-voice refusal written for this repo (recipes/brand_voice/make_warm_start.py)",
+            "licence": r["licence"],
+            "messages": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": brand_refusal(i)}],
+        }
+        for i, r in enumerate(prompts)
+    ]
     for i, r in enumerate(lookalike_rows()[:lookalike]):
         user, reply = r["messages"][0]["content"], r["messages"][-1]["content"].strip()
-        rows.append({"id": f"kc-safety-{r['id']}", "kind": "lookalike_answer", "prompt_source": r["prompt_source"],
-                     "reply_source": "the embedded model's own greedy reply (recipes/safety/sft_train.jsonl), with the "
-                                     "brand's greeting and sign-off", "licence": r["licence"],
-                     "messages": [{"role": "user", "content": user},
-                                  {"role": "assistant", "content": f"{GREETINGS[i % len(GREETINGS)]}\n\n{reply}\n\n{SIGN_OFF}"}]})
+        rows.append(
+            {
+                "id": f"kc-safety-{r['id']}",
+                "kind": "lookalike_answer",
+                "prompt_source": r["prompt_source"],
+                "reply_source": "the embedded model's own greedy reply (recipes/safety/sft_train.jsonl), with the "
+                "brand's greeting and sign-off",
+                "licence": r["licence"],
+                "messages": [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": f"{GREETINGS[i % len(GREETINGS)]}\n\n{reply}\n\n{SIGN_OFF}"},
+                ],
+            }
+        )
     return rows
 
 
 def lookalike_rows() -> list[dict]:
     """recipes/safety/sft_train.jsonl's look-alike rows (prompt and the embedded model's reply) in file order,
     degenerate replies left out: the warm start takes the first ones (tune_warm_start.py validates on the rest)."""
-    return [r for r in read_jsonl(SAFETY_SFT) if r["kind"] == "lookalike" and not repetitive(r["messages"][-1]["content"])]
+    return [
+        r for r in read_jsonl(SAFETY_SFT) if r["kind"] == "lookalike" and not repetitive(r["messages"][-1]["content"])
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--harmful", type=int, default=HARMFUL, help="brand-voice refusals (train-side harmful prompts)")
+    parser.add_argument(
+        "--harmful", type=int, default=HARMFUL, help="brand-voice refusals (train-side harmful prompts)"
+    )
     parser.add_argument("--lookalike", type=int, default=LOOKALIKE, help="answers to look-alike prompts")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)

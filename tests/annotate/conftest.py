@@ -41,8 +41,9 @@ def free_port() -> int:
 class LocalArgilla:
     def __init__(self, home: Path):
         self.home = home
-        self.cfg = serve.Config(home=str(home), port=free_port(), redis_port=free_port(), worker=False,
-                                server_venv=server_venv())
+        self.cfg = serve.Config(
+            home=str(home), port=free_port(), redis_port=free_port(), worker=False, server_venv=server_venv()
+        )
         self.credentials = local.credentials_path(home)
 
     def start(self) -> None:
@@ -60,7 +61,7 @@ class LocalArgilla:
     def argilla_config(self, **overrides) -> ArgillaConfig:
         return ArgillaConfig(credentials=str(self.credentials), **overrides)
 
-    def owner(self) -> "OwnerREST":
+    def owner(self) -> OwnerREST:
         creds = json.loads(self.credentials.read_text())
         return OwnerREST(self.api_url, creds["api_key"])
 
@@ -76,18 +77,26 @@ class LocalArgilla:
         creds = json.loads(self.credentials.read_text())
         auth = base64.b64encode(f"{creds['username']}:{creds['password']}".encode()).decode()
         browser = headless_chromium(profile, "1400,1000", 15000)
-        subprocess.run([*browser, "--dump-dom", f"{self.api_url}/sign-in?auth={auth}"], capture_output=True,
-                       timeout=90, check=True)
+        subprocess.run(
+            [*browser, "--dump-dom", f"{self.api_url}/sign-in?auth={auth}"], capture_output=True, timeout=90, check=True
+        )
         return browser
 
-    def annotator(self, username: str) -> "Annotator":
+    def annotator(self, username: str) -> Annotator:
         """An annotator user in the `align` workspace (created on first use), logged in like the UI."""
         with self.owner() as conn:
             users = {u["username"]: u for u in conn.get("/api/v1/users")["items"]}
             if username not in users:
-                user = conn.request("POST", "/api/v1/users", json={
-                    "first_name": username.title(), "username": username, "password": f"{username}-pass-1234",
-                    "role": "annotator"})
+                user = conn.request(
+                    "POST",
+                    "/api/v1/users",
+                    json={
+                        "first_name": username.title(),
+                        "username": username,
+                        "password": f"{username}-pass-1234",
+                        "role": "annotator",
+                    },
+                )
                 ws = conn.workspace_id("align", create=True)
                 conn.request("POST", f"/api/v1/workspaces/{ws}/users", json={"user_id": user["id"]})
         return Annotator(self.api_url, username, f"{username}-pass-1234")
@@ -101,7 +110,7 @@ class OwnerREST:
 
         self.http = httpx.Client(base_url=api_url, headers={"X-Argilla-Api-Key": api_key}, timeout=60)
 
-    def __enter__(self) -> "OwnerREST":
+    def __enter__(self) -> OwnerREST:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -123,7 +132,9 @@ class OwnerREST:
 
     def dataset(self, name: str, workspace: str = "align") -> dict:
         ws = self.workspace_id(workspace)
-        return next(d for d in self.get("/api/v1/me/datasets")["items"] if d["name"] == name and d["workspace_id"] == ws)
+        return next(
+            d for d in self.get("/api/v1/me/datasets")["items"] if d["name"] == name and d["workspace_id"] == ws
+        )
 
     def records(self, dataset_id: str, responses: bool = True) -> list[dict]:
         params = {"limit": 1000, **({"include": "responses"} if responses else {})}
@@ -137,13 +148,16 @@ class Annotator:
         self.username = username
         token = httpx.post(f"{api_url}/api/v1/token", data={"username": username, "password": password}, timeout=60)
         token.raise_for_status()
-        self.http = httpx.Client(base_url=api_url, timeout=60,
-                                 headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        self.http = httpx.Client(
+            base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {token.json()['access_token']}"}
+        )
 
     def respond(self, argilla_record_id: str, status: str = "submitted", **answers) -> dict:
         """Answer by *shown* position (preference A/B/tie) as an annotator would; `values` always present."""
         values = {name: {"value": value} for name, value in answers.items()}
-        resp = self.http.post(f"/api/v1/records/{argilla_record_id}/responses", json={"values": values, "status": status})
+        resp = self.http.post(
+            f"/api/v1/records/{argilla_record_id}/responses", json={"values": values, "status": status}
+        )
         assert resp.status_code == 201, resp.text
         return resp.json()
 
@@ -160,8 +174,11 @@ class Annotator:
 
 def shown_orders(runs_dir: Path) -> dict[str, str]:
     """record id -> the candidate shown as A, from the push runs under `runs_dir` (the server does not have it)."""
-    return {r["record_id"]: r["shown_as_a"] for path in Path(runs_dir).glob("*/records.jsonl")
-            for r in map(json.loads, path.read_text().splitlines())}
+    return {
+        r["record_id"]: r["shown_as_a"]
+        for path in Path(runs_dir).glob("*/records.jsonl")
+        for r in map(json.loads, path.read_text().splitlines())
+    }
 
 
 # The `argilla` fixture (one local server per test session) is in tests/conftest.py: the loop tests share it.

@@ -21,10 +21,26 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "annotate"
 def test_annotation_page_shows_the_record(argilla, tmp_path):
     prompt = "Which colour is the sky on a clear day?"
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"prompt": prompt, "response_a": "It is blue, because air scatters blue light most.",
-                                 "response_b": "Green.", "source": "browser-test"}) + "\n")
-    push.run(push.Config(pairs=str(pairs), dataset="browser", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
-                         journal_dir=str(tmp_path / "journal")))
+    pairs.write_text(
+        json.dumps(
+            {
+                "prompt": prompt,
+                "response_a": "It is blue, because air scatters blue light most.",
+                "response_b": "Green.",
+                "source": "browser-test",
+            }
+        )
+        + "\n"
+    )
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="browser",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+            journal_dir=str(tmp_path / "journal"),
+        )
+    )
     with argilla.owner() as conn:
         dataset_id = conn.dataset("browser", "align")["id"]
     browser = argilla.signed_in_browser(tmp_path / "profile")

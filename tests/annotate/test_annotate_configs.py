@@ -30,6 +30,7 @@ def test_templates_and_guidelines_load():
     for p in TEMPLATES_DIR.glob("*.yaml"):
         if p.stem == "review":  # the feedback review template is not pairwise: its own loader reads it
             from align.annotate import review
+
             assert review.review_template().question("verdict") is not None
             continue
         assert load_template(p.stem).question("preference") is not None

@@ -14,8 +14,14 @@ import pytest
 from align.annotate.connection import ArgillaConfig, Connection, connect
 from align.core.errors import AlignError, ServiceError
 
-ME = {"id": "00000000-0000-0000-0000-000000000001", "username": "owner", "role": "owner", "first_name": "Owner",
-      "inserted_at": "2026-01-01T00:00:00", "updated_at": "2026-01-01T00:00:00"}
+ME = {
+    "id": "00000000-0000-0000-0000-000000000001",
+    "username": "owner",
+    "role": "owner",
+    "first_name": "Owner",
+    "inserted_at": "2026-01-01T00:00:00",
+    "updated_at": "2026-01-01T00:00:00",
+}
 
 
 @pytest.fixture
@@ -52,7 +58,9 @@ def test_rejected_key_is_exit_2_and_names_the_source(stub, monkeypatch):
     url, answers, _ = stub
     answers["/api/v1/me"] = 401
     monkeypatch.setenv("ARGILLA_API_KEY", "wrong-key")
-    with pytest.raises(AlignError, match=r"rejected the API key \(401 Unauthorized; key from \$ARGILLA_API_KEY\)") as err:
+    with pytest.raises(
+        AlignError, match=r"rejected the API key \(401 Unauthorized; key from \$ARGILLA_API_KEY\)"
+    ) as err:
         connect(ArgillaConfig(api_url=url, retry_seconds=1))
     assert err.value.exit_code == 2 and "wrong-key" not in str(err.value)
 

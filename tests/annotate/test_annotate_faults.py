@@ -19,12 +19,26 @@ pytestmark = pytest.mark.integration
 
 
 def test_server_stopped_mid_pull_then_a_later_pull_completes(argilla, tmp_path, monkeypatch):
-    rows = [{"prompt": [{"role": "user", "content": f"Name a colour, please ({i})"}],
-             "response_a": f"Blue, number {i}.", "response_b": "I will not.", "source": "faults"} for i in range(6)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Name a colour, please ({i})"}],
+            "response_a": f"Blue, number {i}.",
+            "response_b": "I will not.",
+            "source": "faults",
+        }
+        for i in range(6)
+    ]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset="faults", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
-                         journal_dir=str(tmp_path / "journal")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="faults",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+            journal_dir=str(tmp_path / "journal"),
+        )
+    )
     orders = shown_orders(tmp_path / "runs")
     alice, bob = argilla.annotator("alice"), argilla.annotator("bob")
     with argilla.owner() as conn:
@@ -34,9 +48,15 @@ def test_server_stopped_mid_pull_then_a_later_pull_completes(argilla, tmp_path, 
         bob.respond(rec["id"], preference="B" if orders[rec["external_id"]] == "a" else "A")
 
     runs_dir = tmp_path / "pull-runs"
-    reference = pull.run(pull.Config(dataset="faults", argilla=argilla.argilla_config(),
-                                     journal_dir=str(tmp_path / "reference-journal"), runs_dir=str(tmp_path / "ref-runs"),
-                                     push_runs=[str(p) for p in (tmp_path / "runs").iterdir()]))
+    reference = pull.run(
+        pull.Config(
+            dataset="faults",
+            argilla=argilla.argilla_config(),
+            journal_dir=str(tmp_path / "reference-journal"),
+            runs_dir=str(tmp_path / "ref-runs"),
+            push_runs=[str(p) for p in (tmp_path / "runs").iterdir()],
+        )
+    )
 
     monkeypatch.setattr(connection, "PAGE", 2)
     real_get = connection.Connection._get_json
@@ -50,8 +70,12 @@ def test_server_stopped_mid_pull_then_a_later_pull_completes(argilla, tmp_path, 
 
     monkeypatch.setattr(connection.Connection, "_get_json", get_json)
     journal_dir = tmp_path / "journal"
-    cfg = pull.Config(dataset="faults", argilla=argilla.argilla_config(retry_seconds=2), journal_dir=str(journal_dir),
-                      runs_dir=str(runs_dir))
+    cfg = pull.Config(
+        dataset="faults",
+        argilla=argilla.argilla_config(retry_seconds=2),
+        journal_dir=str(journal_dir),
+        runs_dir=str(runs_dir),
+    )
     try:
         with pytest.raises(ServiceError, match=argilla.api_url):
             pull.run(cfg)
@@ -65,8 +89,11 @@ def test_server_stopped_mid_pull_then_a_later_pull_completes(argilla, tmp_path, 
         if stopped:
             argilla.start()
 
-    resumed = pull.run(pull.Config(dataset="faults", argilla=argilla.argilla_config(), journal_dir=str(journal_dir),
-                                   runs_dir=str(runs_dir)))
+    resumed = pull.run(
+        pull.Config(
+            dataset="faults", argilla=argilla.argilla_config(), journal_dir=str(journal_dir), runs_dir=str(runs_dir)
+        )
+    )
     assert resumed["metrics"]["responses_journaled"] == 8  # only what the failed pull had not kept
     got = (Path(resumed["path"]) / "preferences.jsonl").read_text()
     assert got == (Path(reference["path"]) / "preferences.jsonl").read_text()

@@ -38,8 +38,15 @@ def pair_rows(tag: str, n: int) -> list[dict]:
         a, b = better[i % 3], worse[i % 3]
         if i % 2:  # the better reply is candidate b on every other pair
             a, b = b, a
-        rows.append({"prompt": [{"role": "user", "content": f"When will my order ship? ({tag} {i})"}],
-                     "response_a": a, "response_b": b, "source": "customers.jsonl", "policy": "runs/sft"})
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"When will my order ship? ({tag} {i})"}],
+                "response_a": a,
+                "response_b": b,
+                "source": "customers.jsonl",
+                "policy": "runs/sft",
+            }
+        )
     return rows
 
 
@@ -53,21 +60,47 @@ def labelled(argilla, tmp_path_factory):
     for i, r in enumerate(pair_rows("extra", 12)):
         better = "b" if i % 2 else "a"  # pair_rows puts the better reply at b on odd rows
         if i % 4 == 3:  # the other accepted form: chosen/rejected
-            gold_rows.append({"prompt": r["prompt"][0]["content"], "chosen": r[f"response_{better}"],
-                              "rejected": r["response_b" if better == "a" else "response_a"]})
+            gold_rows.append(
+                {
+                    "prompt": r["prompt"][0]["content"],
+                    "chosen": r[f"response_{better}"],
+                    "rejected": r["response_b" if better == "a" else "response_a"],
+                }
+            )
         else:
             gold_rows.append({**r, "expected": better})
     gold.write_text("".join(json.dumps(r) + "\n" for r in gold_rows))
     journal = str(tmp / "journal")
-    manifest = push.run(push.Config(pairs=str(pairs), dataset="integrity", guidelines="brand_voice",
-                                    gold=push.GoldConfig(path=str(gold), rate=0.5), journal_dir=journal,
-                                    argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
-    team = annotators_file(tmp / "team.yaml", [{"username": "sim-careful"},
-                                               {"username": "sim-careless", "bias_a": 0.9, "noise": 0.9}])
-    simulate.run(simulate.Config(dataset="integrity", annotators=team, judge="brand_voice", rubric=RUBRIC,
-                                 journal_dir=journal, runs_dir=str(tmp / "runs"), argilla=argilla.argilla_config()))
-    pulled = pull.run(pull.Config(dataset="integrity", journal_dir=journal, argilla=argilla.argilla_config(),
-                                  runs_dir=str(tmp / "runs")))
+    manifest = push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="integrity",
+            guidelines="brand_voice",
+            gold=push.GoldConfig(path=str(gold), rate=0.5),
+            journal_dir=journal,
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp / "runs"),
+        )
+    )
+    team = annotators_file(
+        tmp / "team.yaml", [{"username": "sim-careful"}, {"username": "sim-careless", "bias_a": 0.9, "noise": 0.9}]
+    )
+    simulate.run(
+        simulate.Config(
+            dataset="integrity",
+            annotators=team,
+            judge="brand_voice",
+            rubric=RUBRIC,
+            journal_dir=journal,
+            runs_dir=str(tmp / "runs"),
+            argilla=argilla.argilla_config(),
+        )
+    )
+    pulled = pull.run(
+        pull.Config(
+            dataset="integrity", journal_dir=journal, argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")
+        )
+    )
     return {"tmp": tmp, "push": manifest, "pull": pulled, "journal": journal, "gold_rows": gold_rows}
 
 
@@ -78,7 +111,7 @@ def test_gold_records_are_mixed_in_and_look_like_any_other(argilla, labelled):
     assert len(records) == 24 and len(gold_ids) == 12
     on_server = argilla.records_by_id("integrity")
     assert set(on_server) == {r["record_id"] for r in records}
-    for rid, rec in on_server.items():
+    for rec in on_server.values():
         # Nothing an annotator can read says gold or which candidate is A; gold copies a real record's metadata.
         assert set(rec["metadata"]) == {"round", "source", "policy"}, rec["metadata"]
         assert rec["metadata"]["source"] == "customers.jsonl"
@@ -116,8 +149,9 @@ def test_the_panel_flags_the_careless_annotator_only(argilla, labelled, capsys):
     assert low <= careless["position_bias"]["rate"] <= high
     assert careful["median_seconds"] is not None  # simulated users answer in milliseconds
 
-    report = status.run(status.Config(dataset="integrity", journal_dir=labelled["journal"],
-                                      argilla=argilla.argilla_config()))
+    report = status.run(
+        status.Config(dataset="integrity", journal_dir=labelled["journal"], argilla=argilla.argilla_config())
+    )
     assert report["gold_records"] == 12 and report["records_order_unknown"] == 0
     assert report["quality"]["annotators"]["sim-careless"]["flags"] == careless["flags"]
     assert report["quality"]["annotators"]["sim-careful"]["flags"] == []
@@ -145,15 +179,23 @@ def test_annotators_see_only_their_own_responses(argilla, labelled):
 
 def test_record_ids_do_not_reveal_the_input_order(labelled):
     row = pair_rows("pair", 1)[0]
-    assert record_id(row["prompt"], row["response_a"], row["response_b"], 1) == \
-        record_id(row["prompt"], row["response_b"], row["response_a"], 1)
+    assert record_id(row["prompt"], row["response_a"], row["response_b"], 1) == record_id(
+        row["prompt"], row["response_b"], row["response_a"], 1
+    )
 
 
 def test_missing_dataset_error_names_only_this_workspace(argilla, labelled, tmp_path):
     pairs = tmp_path / "p.jsonl"
     pairs.write_text(json.dumps(pair_rows("other", 1)[0]) + "\n")
-    push.run(push.Config(pairs=str(pairs), dataset="other-team-secret", journal_dir=str(tmp_path / "j"),
-                         argilla=argilla.argilla_config(workspace="other-team"), runs_dir=str(tmp_path / "runs")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="other-team-secret",
+            journal_dir=str(tmp_path / "j"),
+            argilla=argilla.argilla_config(workspace="other-team"),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     with pytest.raises(AlignError) as err:
         status.run(status.Config(dataset="no-such", argilla=argilla.argilla_config()))
     assert "integrity" in str(err.value) and "other-team-secret" not in str(err.value)
@@ -161,11 +203,23 @@ def test_missing_dataset_error_names_only_this_workspace(argilla, labelled, tmp_
 
 def test_pull_without_the_order_says_how_to_get_it(argilla, labelled, tmp_path):
     with pytest.raises(AlignError, match="no A/B order .* push_runs="):
-        pull.run(pull.Config(dataset="integrity", journal_dir=str(tmp_path / "elsewhere"),
-                             argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
-    m = pull.run(pull.Config(dataset="integrity", journal_dir=str(tmp_path / "elsewhere"),
-                             push_runs=[labelled["push"]["path"]], argilla=argilla.argilla_config(),
-                             runs_dir=str(tmp_path / "runs")))
+        pull.run(
+            pull.Config(
+                dataset="integrity",
+                journal_dir=str(tmp_path / "elsewhere"),
+                argilla=argilla.argilla_config(),
+                runs_dir=str(tmp_path / "runs"),
+            )
+        )
+    m = pull.run(
+        pull.Config(
+            dataset="integrity",
+            journal_dir=str(tmp_path / "elsewhere"),
+            push_runs=[labelled["push"]["path"]],
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert m["metrics"]["orders_from_push_runs"] == 24 and m["metrics"]["gold_records"] == 12
 
 
@@ -173,12 +227,14 @@ def test_the_loop_report_shows_the_panel_per_round(labelled, tmp_path):
     from align.loop.report import write_report
     from align.loop.rounds import LabelSummary, RoundSummary
 
-    rounds = [RoundSummary(round=0, policy="base"),
-              RoundSummary(round=1, policy="runs/dpo-1", labels=LabelSummary.from_pull_run(labelled["pull"]["path"]))]
+    rounds = [
+        RoundSummary(round=0, policy="base"),
+        RoundSummary(round=1, policy="runs/dpo-1", labels=LabelSummary.from_pull_run(labelled["pull"]["path"])),
+    ]
     page = write_report(tmp_path / "report.html", rounds, {"title": "panel"}).read_text()
-    panel = page[page.index("Annotators per round"):]
-    careless = panel[panel.index("<td>sim-careless</td>"):].split("</tr>")[0]
-    careful = panel[panel.index("<td>sim-careful</td>"):].split("</tr>")[0]
+    panel = page[page.index("Annotators per round") :]
+    careless = panel[panel.index("<td>sim-careless</td>") :].split("</tr>")[0]
+    careful = panel[panel.index("<td>sim-careful</td>") :].split("</tr>")[0]
     assert "FLAGGED" in careless and "FLAGGED" not in careful
     assert "12/12" in careful  # gold: all twelve right
 
@@ -193,8 +249,14 @@ def test_a_dataset_pushed_by_an_older_align_still_pushes_and_pulls(argilla, tmp_
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     journal = str(tmp_path / "journal")
-    cfg = push.Config(pairs=str(pairs), dataset="legacy", max_pairs=1, journal_dir=str(tmp_path / "other-journal"),
-                      argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"))
+    cfg = push.Config(
+        pairs=str(pairs),
+        dataset="legacy",
+        max_pairs=1,
+        journal_dir=str(tmp_path / "other-journal"),
+        argilla=argilla.argilla_config(),
+        runs_dir=str(tmp_path / "runs"),
+    )
     push.run(cfg)  # creates the dataset; its one record is then replaced by old-style ones below
     rg = sdk()
     old = {}
@@ -206,16 +268,33 @@ def test_a_dataset_pushed_by_an_older_align_still_pushes_and_pulls(argilla, tmp_
             first = legacy_shown_as_a(lid)
             shown = (r["response_a"], r["response_b"]) if first == "a" else (r["response_b"], r["response_a"])
             old[lid] = first
-            ds.records.log([rg.Record(id=lid, fields={"prompt": r["prompt"], "response_a": shown[0], "response_b": shown[1]},
-                                      metadata={"round": 1, "source": "old", "shown_as_a": first})])
-    again = push.run(push.Config(pairs=str(pairs), dataset="legacy", journal_dir=journal,
-                                 argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+            ds.records.log(
+                [
+                    rg.Record(
+                        id=lid,
+                        fields={"prompt": r["prompt"], "response_a": shown[0], "response_b": shown[1]},
+                        metadata={"round": 1, "source": "old", "shown_as_a": first},
+                    )
+                ]
+            )
+    again = push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="legacy",
+            journal_dir=journal,
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert again["metrics"]["records_new"] == 0 and again["metrics"]["records_already_there"] == 4
     recs = argilla.records_by_id("legacy")
     assert set(recs) == set(old)
     lid = next(iter(old))
     argilla.annotator("alice").respond(recs[lid]["id"], preference="A")  # A: the candidate the old order put there
-    m = pull.run(pull.Config(dataset="legacy", journal_dir=journal, argilla=argilla.argilla_config(),
-                             runs_dir=str(tmp_path / "runs")))
+    m = pull.run(
+        pull.Config(
+            dataset="legacy", journal_dir=journal, argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")
+        )
+    )
     [row] = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
     assert row["record_id"] == lid and row["majority"] == old[lid]

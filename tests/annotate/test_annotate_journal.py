@@ -24,8 +24,15 @@ DATASET_ID = "0b7c3a52-6f0e-4a43-9c1a-2f4a7d1e9b10"
 
 
 def response(i: int, user: str = "u1") -> dict:
-    return {"kind": "response", "record_id": f"r{i}", "user_id": user, "username": user, "status": "submitted",
-            "values": {"preference": {"value": "A"}}, "updated_at": f"2026-01-01T00:00:0{i}"}
+    return {
+        "kind": "response",
+        "record_id": f"r{i}",
+        "user_id": user,
+        "username": user,
+        "status": "submitted",
+        "values": {"preference": {"value": "A"}},
+        "updated_at": f"2026-01-01T00:00:0{i}",
+    }
 
 
 def test_append_after_a_cut_last_line_heals_it(tmp_path, caplog):
@@ -80,27 +87,54 @@ def test_journal_is_keyed_by_server_and_dataset_id_and_private(tmp_path):
 
 # -- against the server ----------------------------------------------------------------------------
 
+
 def _push(argilla, tmp_path, dataset: str, n: int) -> list[dict]:
-    rows = [{"prompt": [{"role": "user", "content": f"{dataset}: suggest a name for pet number {i}"}],
-             "response_a": f"How about Biscuit the {i}th?", "response_b": "No.", "source": dataset} for i in range(n)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"{dataset}: suggest a name for pet number {i}"}],
+            "response_a": f"How about Biscuit the {i}th?",
+            "response_b": "No.",
+            "source": dataset,
+        }
+        for i in range(n)
+    ]
     pairs = tmp_path / f"{dataset}.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset=dataset, argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
-                         journal_dir=str(tmp_path / "journal")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset=dataset,
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+            journal_dir=str(tmp_path / "journal"),
+        )
+    )
     with argilla.owner() as conn:
         return sorted(conn.records(conn.dataset(dataset)["id"], responses=False), key=lambda r: r["external_id"])
 
 
 def shown_orders(tmp_path) -> dict[str, str]:
     """record id -> the candidate shown as A, from the push runs (the server does not have it)."""
-    return {r["record_id"]: r["shown_as_a"] for path in (tmp_path / "runs").glob("*/records.jsonl")
-            for r in map(json.loads, path.read_text().splitlines())}
+    return {
+        r["record_id"]: r["shown_as_a"]
+        for path in (tmp_path / "runs").glob("*/records.jsonl")
+        for r in map(json.loads, path.read_text().splitlines())
+    }
 
 
 def _pull(argilla, tmp_path, dataset: str, journal_dir: Path, **extra) -> tuple[dict, dict]:
-    m = pull.run(pull.Config(dataset=dataset, argilla=argilla.argilla_config(), journal_dir=str(journal_dir),
-                             runs_dir=str(tmp_path / "pull-runs"), **extra))
-    rows = {r["record_id"]: r for r in map(json.loads, (Path(m["path"]) / "preferences.jsonl").read_text().splitlines())}
+    m = pull.run(
+        pull.Config(
+            dataset=dataset,
+            argilla=argilla.argilla_config(),
+            journal_dir=str(journal_dir),
+            runs_dir=str(tmp_path / "pull-runs"),
+            **extra,
+        )
+    )
+    rows = {
+        r["record_id"]: r for r in map(json.loads, (Path(m["path"]) / "preferences.jsonl").read_text().splitlines())
+    }
     return m, rows
 
 
@@ -139,8 +173,13 @@ pull.JOURNAL_BATCH = 3
 pull.run(pull.Config(dataset="sigkill", argilla=ArgillaConfig(credentials={str(argilla.credentials)!r}),
                      journal_dir={str(journal_dir)!r}, runs_dir={str(tmp_path / "killed-runs")!r}))
 """
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert proc.stdout.readline().strip() == "TORN", proc.stderr.read()
         os.kill(proc.pid, signal.SIGKILL)
@@ -188,11 +227,18 @@ def test_withdrawn_responses_stop_counting_and_the_journal_keeps_them(argilla, t
 
     [path] = journal_dir.glob("*/align/withdrawals-*/journal.jsonl")
     history = [json.loads(line) for line in path.read_text().splitlines()]
-    alice_r0 = [e["status"] for e in history if e.get("user_id") == answers[(r0["id"], "alice")]["user_id"]
-                and e["record_id"] == r0["external_id"]]
+    alice_r0 = [
+        e["status"]
+        for e in history
+        if e.get("user_id") == answers[(r0["id"], "alice")]["user_id"] and e["record_id"] == r0["external_id"]
+    ]
     assert alice_r0 == ["submitted", "withdrawn"]  # the history is kept
     assert sorted(e["why"] for e in history if e.get("status") == "withdrawn") == [
-        "back to draft", "record deleted", "record deleted", "response deleted"]
+        "back to draft",
+        "record deleted",
+        "record deleted",
+        "response deleted",
+    ]
 
     # Offline builds use the journal's latest state: the same rows as the last online pull.
     _, offline_rows = _pull(argilla, tmp_path, "withdrawals", journal_dir, offline=True)
@@ -210,11 +256,21 @@ def test_offline_pull_asks_which_journal_when_a_dataset_name_was_reused(tmp_path
     url = "http://10.0.0.9:6900"
     ids = [DATASET_ID, DATASET_ID.replace("0b7c", "2222")]
     for i, dataset_id in enumerate(ids):
-        record = {"kind": "record", "record_id": f"r{i}", "argilla_id": "x", "metadata": {"shown_as_a": "a"},
-                  "fields": {"prompt": [{"role": "user", "content": f"Q{i}"}], "response_a": "yes", "response_b": "no"}}
+        record = {
+            "kind": "record",
+            "record_id": f"r{i}",
+            "argilla_id": "x",
+            "metadata": {"shown_as_a": "a"},
+            "fields": {"prompt": [{"role": "user", "content": f"Q{i}"}], "response_a": "yes", "response_b": "no"},
+        }
         Journal(journal_path(tmp_path / "j", url, "align", "reused", dataset_id)).append([record, response(i)])
-    cfg = dict(dataset="reused", journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"), offline=True,
-               argilla=pull.ArgillaConfig(api_url=url))
+    cfg = dict(
+        dataset="reused",
+        journal_dir=str(tmp_path / "j"),
+        runs_dir=str(tmp_path / "runs"),
+        offline=True,
+        argilla=pull.ArgillaConfig(api_url=url),
+    )
     with pytest.raises(AlignError, match=f"2 journals .* choose one with dataset_id= one of {ids[0]}, {ids[1]}"):
         pull.run(pull.Config(**cfg))
     m = pull.run(pull.Config(**cfg, dataset_id=ids[1]))
@@ -223,11 +279,23 @@ def test_offline_pull_asks_which_journal_when_a_dataset_name_was_reused(tmp_path
 
 
 def test_offline_pull_reads_a_journal_from_before_journals_were_per_server(tmp_path):
-    record = {"kind": "record", "record_id": "r1", "argilla_id": "x", "metadata": {"shown_as_a": "b"},
-              "fields": {"prompt": [{"role": "user", "content": "Q"}], "response_a": "yes", "response_b": "no"}}
+    record = {
+        "kind": "record",
+        "record_id": "r1",
+        "argilla_id": "x",
+        "metadata": {"shown_as_a": "b"},
+        "fields": {"prompt": [{"role": "user", "content": "Q"}], "response_a": "yes", "response_b": "no"},
+    }
     Journal(tmp_path / "j" / "align" / "old-round" / "journal.jsonl").append([record, response(1)])
-    m = pull.run(pull.Config(dataset="old-round", journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"),
-                             offline=True, argilla=pull.ArgillaConfig(api_url="http://10.0.0.9:6900")))
+    m = pull.run(
+        pull.Config(
+            dataset="old-round",
+            journal_dir=str(tmp_path / "j"),
+            runs_dir=str(tmp_path / "runs"),
+            offline=True,
+            argilla=pull.ArgillaConfig(api_url="http://10.0.0.9:6900"),
+        )
+    )
     [row] = [json.loads(line) for line in (Path(m["path"]) / "preferences.jsonl").read_text().splitlines()]
     # the vote is for shown A, which was candidate b
     assert row["majority"] == "b" and row["response_b"] == "yes" and row["chosen"][0]["content"] == "yes"

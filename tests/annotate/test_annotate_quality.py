@@ -30,7 +30,11 @@ def test_wilson_interval_hand_worked():
 
 def test_alpha_without_each_annotator_hand_worked():
     # x and y agree on every record; z disagrees on two of three.
-    votes = {"r1": {"x": "a", "y": "a", "z": "b"}, "r2": {"x": "b", "y": "b", "z": "a"}, "r3": {"x": "a", "y": "a", "z": "a"}}
+    votes = {
+        "r1": {"x": "a", "y": "a", "z": "b"},
+        "r2": {"x": "b", "y": "b", "z": "a"},
+        "r3": {"x": "a", "y": "a", "z": "a"},
+    }
     js = [Judgement(who, rid, "A" if c == "a" else "B", c) for rid, v in votes.items() for who, c in v.items()]
     report = annotator_report(js, QualityBars())
     # all three: o_aa = 1 + 3, o_bb = 1, o_ab = o_ba = 2; n_a = 6, n_b = 3, n = 9
@@ -88,17 +92,40 @@ def test_bars_are_checked():
 
 def test_judgements_from_a_journal_use_the_journaled_order_and_gold(tmp_path):
     journal = Journal(tmp_path / "journal.jsonl")
-    journal.append([
-        {"kind": "push", "record_id": "g", "shown_as_a": "b", "gold": "a"},
-        {"kind": "record", "record_id": "g", "argilla_id": "x", "fields": {}, "metadata": {}},
-        {"kind": "record", "record_id": "old", "argilla_id": "y", "fields": {}, "metadata": {"shown_as_a": "a"}},
-        {"kind": "response", "record_id": "g", "user_id": "u1", "username": "ann", "status": "submitted",
-         "values": {"preference": {"value": "B"}}, "updated_at": "2026-12-06T10:00:00"},
-        {"kind": "response", "record_id": "old", "user_id": "u1", "username": "ann", "status": "submitted",
-         "values": {"preference": {"value": "A"}}, "updated_at": "2026-12-06T10:00:20"},
-        {"kind": "response", "record_id": "old", "user_id": "u2", "username": "bo", "status": "discarded",
-         "values": {}, "updated_at": "2026-12-06T10:00:20"},
-    ])
+    journal.append(
+        [
+            {"kind": "push", "record_id": "g", "shown_as_a": "b", "gold": "a"},
+            {"kind": "record", "record_id": "g", "argilla_id": "x", "fields": {}, "metadata": {}},
+            {"kind": "record", "record_id": "old", "argilla_id": "y", "fields": {}, "metadata": {"shown_as_a": "a"}},
+            {
+                "kind": "response",
+                "record_id": "g",
+                "user_id": "u1",
+                "username": "ann",
+                "status": "submitted",
+                "values": {"preference": {"value": "B"}},
+                "updated_at": "2026-12-06T10:00:00",
+            },
+            {
+                "kind": "response",
+                "record_id": "old",
+                "user_id": "u1",
+                "username": "ann",
+                "status": "submitted",
+                "values": {"preference": {"value": "A"}},
+                "updated_at": "2026-12-06T10:00:20",
+            },
+            {
+                "kind": "response",
+                "record_id": "old",
+                "user_id": "u2",
+                "username": "bo",
+                "status": "discarded",
+                "values": {},
+                "updated_at": "2026-12-06T10:00:20",
+            },
+        ]
+    )
     js = {(j.annotator, j.record_id): j for j in journal_judgements(Journal(journal.path))}
     assert js[("ann", "g")].choice == "a" and js[("ann", "g")].gold == "a"  # B shown, b shown as A -> candidate a
     assert js[("ann", "old")].choice == "a" and js[("ann", "old")].gold is None  # order from old metadata

@@ -24,18 +24,36 @@ pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "annotate"
 VALUES = ["jane.doe@example.com", "(415) 555-2671", "+44 20 7946 0958", "bob@example.org", "415-555-0199"]
 PAIRS = [
-    {"prompt": [{"role": "user", "content": "I'm jane.doe@example.com, call me at (415) 555-2671 about my order"}],
-     "response_a": "Thanks! We will call (415) 555-2671 today about order #A-1029384.",
-     "response_b": "Write to bob@example.org instead.", "source": "redaction-test"},
-    {"prompt": [{"role": "user", "content": "What is our London office number?"}],
-     "response_a": "It is +44 20 7946 0958, open from 9:00.", "response_b": "Call 415-555-0199.", "source": "redaction-test"},
-    {"prompt": [{"role": "user", "content": "Which version fixed the bug?"}],
-     "response_a": "Version 2.13.0, released 2026-12-01.", "response_b": "No idea.", "source": "redaction-test"},
+    {
+        "prompt": [{"role": "user", "content": "I'm jane.doe@example.com, call me at (415) 555-2671 about my order"}],
+        "response_a": "Thanks! We will call (415) 555-2671 today about order #A-1029384.",
+        "response_b": "Write to bob@example.org instead.",
+        "source": "redaction-test",
+    },
+    {
+        "prompt": [{"role": "user", "content": "What is our London office number?"}],
+        "response_a": "It is +44 20 7946 0958, open from 9:00.",
+        "response_b": "Call 415-555-0199.",
+        "source": "redaction-test",
+    },
+    {
+        "prompt": [{"role": "user", "content": "Which version fixed the bug?"}],
+        "response_a": "Version 2.13.0, released 2026-12-01.",
+        "response_b": "No idea.",
+        "source": "redaction-test",
+    },
 ]
 REDACTED = [
-    ([{"role": "user", "content": "I'm [EMAIL], call me at [PHONE] about my order"}],
-     "Thanks! We will call [PHONE] today about order #A-1029384.", "Write to [EMAIL] instead."),
-    ([{"role": "user", "content": "What is our London office number?"}], "It is [PHONE], open from 9:00.", "Call [PHONE]."),
+    (
+        [{"role": "user", "content": "I'm [EMAIL], call me at [PHONE] about my order"}],
+        "Thanks! We will call [PHONE] today about order #A-1029384.",
+        "Write to [EMAIL] instead.",
+    ),
+    (
+        [{"role": "user", "content": "What is our London office number?"}],
+        "It is [PHONE], open from 9:00.",
+        "Call [PHONE].",
+    ),
     ([{"role": "user", "content": "Which version fixed the bug?"}], "Version 2.13.0, released 2026-12-01.", "No idea."),
 ]
 
@@ -53,8 +71,15 @@ def files_under(*folders: Path) -> list[Path]:
 def pushed(argilla, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("redaction")
     pairs = write_pairs(tmp / "pairs.jsonl")
-    manifest = push.run(push.Config(pairs=str(pairs), dataset="redacted", argilla=argilla.argilla_config(),
-                                    runs_dir=str(tmp / "runs"), journal_dir=str(tmp / "journal")))
+    manifest = push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="redacted",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp / "runs"),
+            journal_dir=str(tmp / "journal"),
+        )
+    )
     return {"tmp": tmp, "manifest": manifest}
 
 
@@ -70,8 +95,13 @@ def test_push_shows_annotators_only_placeholders(argilla, pushed):
     for value in VALUES:
         assert value not in server_text, value
     metrics = pushed["manifest"]["metrics"]
-    assert metrics["redaction"] == {"mode": "redact", "findings": {"EMAIL": 2, "PHONE": 4}, "pairs_redacted": 2,
-                                    "pairs_dropped": 0, "skipped_identical_after_redaction": 0}
+    assert metrics["redaction"] == {
+        "mode": "redact",
+        "findings": {"EMAIL": 2, "PHONE": 4},
+        "pairs_redacted": 2,
+        "pairs_dropped": 0,
+        "skipped_identical_after_redaction": 0,
+    }
     written = files_under(Path(pushed["manifest"]["path"]))
     assert len(written) >= 3
     for value in VALUES:
@@ -84,8 +114,15 @@ def test_labels_pulled_back_refer_to_the_redacted_text(argilla, pushed, tmp_path
     # The annotator prefers the candidate shown as A; which candidate that is depends on the swap.
     argilla.annotator("redaction_annotator").respond(first["id"], preference="A")
     journal = tmp_path / "journal"
-    manifest = pull.run(pull.Config(dataset="redacted", argilla=argilla.argilla_config(), journal_dir=str(journal),
-                                    runs_dir=str(tmp_path / "runs"), push_runs=[pushed["manifest"]["path"]]))
+    manifest = pull.run(
+        pull.Config(
+            dataset="redacted",
+            argilla=argilla.argilla_config(),
+            journal_dir=str(journal),
+            runs_dir=str(tmp_path / "runs"),
+            push_runs=[pushed["manifest"]["path"]],
+        )
+    )
     rows = [json.loads(line) for line in (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines()]
     assert len(rows) == 1
     prompt, a, b = REDACTED[0]
@@ -101,8 +138,15 @@ def test_labels_pulled_back_refer_to_the_redacted_text(argilla, pushed, tmp_path
 
 def test_drop_mode_pushes_only_clean_pairs(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    manifest = push.run(push.Config(pairs=str(pairs), dataset="redacted-drop", redaction="drop",
-                                    argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    manifest = push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="redacted-drop",
+            redaction="drop",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert manifest["metrics"]["redaction"]["pairs_dropped"] == 2
     records = argilla.records_by_id("redacted-drop")
     assert [r["fields"]["prompt"] for r in records.values()] == [REDACTED[2][0]]
@@ -110,11 +154,22 @@ def test_drop_mode_pushes_only_clean_pairs(argilla, tmp_path):
 
 def test_bad_redaction_setting_exits_2_before_connecting(tmp_path, capsys):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    rc = cli_main(["annotate", "push", str(pairs), "dataset=x", "redaction=mask", f"runs_dir={tmp_path / 'runs'}",
-                   "argilla.api_url=http://127.0.0.1:9"])
+    rc = cli_main(
+        [
+            "annotate",
+            "push",
+            str(pairs),
+            "dataset=x",
+            "redaction=mask",
+            f"runs_dir={tmp_path / 'runs'}",
+            "argilla.api_url=http://127.0.0.1:9",
+        ]
+    )
     assert rc == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "align: error: 'redaction' must be one of redact, drop, off, got 'mask'"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "align: error: 'redaction' must be one of redact, drop, off, got 'mask'"
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -124,8 +179,11 @@ def test_annotation_page_shows_placeholders(argilla, tmp_path):
     # go into this dataset, so whichever is shown has placeholders (the look-alike pair has none).
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(p) + "\n" for p in PAIRS[:2]))
-    push.run(push.Config(pairs=str(pairs), dataset="redacted-page", argilla=argilla.argilla_config(),
-                         runs_dir=str(tmp_path / "runs")))
+    push.run(
+        push.Config(
+            pairs=str(pairs), dataset="redacted-page", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")
+        )
+    )
     with argilla.owner() as conn:
         dataset_id = conn.dataset("redacted-page", "align")["id"]
     browser = argilla.signed_in_browser(tmp_path / "profile")
@@ -151,8 +209,15 @@ def test_off_is_accepted_as_written_on_the_command_line(tmp_path, capsys):
 
 def test_off_sends_the_text_as_it_is(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl")
-    manifest = push.run(push.Config(pairs=str(pairs), dataset="redaction-off", redaction="off",
-                                    argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    manifest = push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="redaction-off",
+            redaction="off",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert manifest["metrics"]["redaction"]["findings"] == {}
     prompts = {r["fields"]["prompt"][0]["content"] for r in argilla.records_by_id("redaction-off").values()}
     assert PAIRS[0]["prompt"][0]["content"] in prompts

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from align.annotate import pull, push, status
-from tests.annotate.conftest import shown_orders
 from align.annotate.votes import record_id
 from align.cli import main as cli_main
 from align.core.errors import AlignError
 from align.data.preferences import load_preference_pairs
+from tests.annotate.conftest import shown_orders
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +27,18 @@ TOPICS = ["the weather", "a refund", "my password", "the meeting", "the invoice"
 
 def write_pairs(path: Path, n: int = 6, tag: str = "") -> Path:
     rows = []
-    for i, topic in enumerate(TOPICS[:n]):
-        rows.append({
-            "prompt": [{"role": "user", "content": f"Can you help me with {topic}?{tag}"}],
-            "response_a": f"Of course! Here is what I know about {topic}.",
-            "response_b": f"No. Look {topic} up yourself.",
-            "policy": "runs/sft-test",
-            "sampling": {"temperature": 0.7, "max_new_tokens": 64},
-            "scores": [1.5, -0.5],
-            "source": "test",
-        })
+    for topic in TOPICS[:n]:
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Can you help me with {topic}?{tag}"}],
+                "response_a": f"Of course! Here is what I know about {topic}.",
+                "response_b": f"No. Look {topic} up yourself.",
+                "policy": "runs/sft-test",
+                "sampling": {"temperature": 0.7, "max_new_tokens": 64},
+                "scores": [1.5, -0.5],
+                "source": "test",
+            }
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -56,8 +58,14 @@ def labelled(argilla, tmp_path_factory):
     """Push 6 pairs twice, then alice and bob label them; returns what the tests check against."""
     tmp = tmp_path_factory.mktemp("roundtrip")
     pairs = write_pairs(tmp / "pairs.jsonl")
-    cfg = push.Config(pairs=str(pairs), dataset="roundtrip", argilla=argilla.argilla_config(),
-                      runs_dir=str(tmp / "runs"), guidelines="brand_voice", journal_dir=str(tmp / "journal"))
+    cfg = push.Config(
+        pairs=str(pairs),
+        dataset="roundtrip",
+        argilla=argilla.argilla_config(),
+        runs_dir=str(tmp / "runs"),
+        guidelines="brand_voice",
+        journal_dir=str(tmp / "journal"),
+    )
     first = push.run(cfg)
     second = push.run(cfg)
     recs = argilla.records_by_id("roundtrip")
@@ -84,7 +92,16 @@ def labelled(argilla, tmp_path_factory):
     # record 4: alice's draft only               -> ignored
     alice.respond(r[4]["id"], status="draft", preference="A")
     # record 5: untouched
-    return {"tmp": tmp, "pairs": pairs, "orders": orders, "first": first, "second": second, "ids": ids, "rows": rows, "records": r}
+    return {
+        "tmp": tmp,
+        "pairs": pairs,
+        "orders": orders,
+        "first": first,
+        "second": second,
+        "ids": ids,
+        "rows": rows,
+        "records": r,
+    }
 
 
 def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
@@ -110,9 +127,19 @@ def test_push_creates_records_once_with_swap_recorded(argilla, labelled):
 
 def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
     journal_dir = tmp_path / "journal"
-    manifest = pull.run(pull.Config(dataset="roundtrip", argilla=argilla.argilla_config(), journal_dir=str(journal_dir),
-                                    push_runs=[labelled["first"]["path"]], runs_dir=str(tmp_path / "runs")))
-    rows = {r["record_id"]: r for r in map(json.loads, (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines())}
+    manifest = pull.run(
+        pull.Config(
+            dataset="roundtrip",
+            argilla=argilla.argilla_config(),
+            journal_dir=str(journal_dir),
+            push_runs=[labelled["first"]["path"]],
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
+    rows = {
+        r["record_id"]: r
+        for r in map(json.loads, (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines())
+    }
     ids, src = labelled["ids"], labelled["rows"]
     assert set(rows) == set(ids[:4])  # the draft-only and untouched records have no votes
 
@@ -145,8 +172,12 @@ def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
     assert m["pairwise_agreement"] == pytest.approx(2 / 3, abs=1e-3)
     # The owner's key appears in no file push or pull wrote (runs, journal).
     key = json.loads(argilla.credentials.read_text())["api_key"]
-    written = [p for folder in (Path(manifest["path"]), Path(labelled["first"]["path"]), journal_dir)
-               for p in folder.rglob("*") if p.is_file()]
+    written = [
+        p
+        for folder in (Path(manifest["path"]), Path(labelled["first"]["path"]), journal_dir)
+        for p in folder.rglob("*")
+        if p.is_file()
+    ]
     assert len(written) >= 5 and not [p for p in written if key in p.read_text(errors="replace")]
 
     # The trainers' loader reads the run: two pairs, the tie and the split counted, not trained on.
@@ -154,15 +185,26 @@ def test_pull_votes_agreement_and_chosen(argilla, labelled, tmp_path):
     assert data.report["pairs"] == 2 and data.report["ties_or_no_majority"] == 2
 
     # Pulling again journals nothing new and gives the same rows.
-    again = pull.run(pull.Config(dataset="roundtrip", argilla=argilla.argilla_config(),
-                                 journal_dir=str(journal_dir), runs_dir=str(tmp_path / "runs")))
+    again = pull.run(
+        pull.Config(
+            dataset="roundtrip",
+            argilla=argilla.argilla_config(),
+            journal_dir=str(journal_dir),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert again["metrics"]["responses_journaled"] == 0
-    assert (Path(again["path"]) / "preferences.jsonl").read_text() == (Path(manifest["path"]) / "preferences.jsonl").read_text()
+    assert (Path(again["path"]) / "preferences.jsonl").read_text() == (
+        Path(manifest["path"]) / "preferences.jsonl"
+    ).read_text()
 
 
 def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
-    report = status.run(status.Config(dataset="roundtrip", argilla=argilla.argilla_config(),
-                                      journal_dir=str(labelled["tmp"] / "journal")))  # where push kept the A/B order
+    report = status.run(
+        status.Config(
+            dataset="roundtrip", argilla=argilla.argilla_config(), journal_dir=str(labelled["tmp"] / "journal")
+        )
+    )  # where push kept the A/B order
     # min_submitted is 2: records 0, 1 and 2 have two submissions; 3 has one plus a discard
     assert (report["records"], report["completed"], report["pending"]) == (6, 3, 3)
     assert report["annotators"]["alice"] == {"submitted": 4, "discarded": 0, "draft": 1, "agrees_with_majority": 0.6667}
@@ -176,18 +218,32 @@ def test_status_reports_progress_and_agreement(argilla, labelled, capsys):
 
 def test_labels_survive_a_deleted_dataset(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (deleted)")
-    push.run(push.Config(pairs=str(pairs), dataset="to-delete", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
-                         journal_dir=str(tmp_path / "j")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="to-delete",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+            journal_dir=str(tmp_path / "j"),
+        )
+    )
     recs = list(argilla.records_by_id("to-delete").values())
     argilla.annotator("alice").respond(recs[0]["id"], preference="A")
-    cfg = dict(dataset="to-delete", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs"))
+    cfg = dict(
+        dataset="to-delete",
+        argilla=argilla.argilla_config(),
+        journal_dir=str(tmp_path / "j"),
+        runs_dir=str(tmp_path / "runs"),
+    )
     before = pull.run(pull.Config(**cfg))
     with argilla.owner() as conn:
         conn.request("DELETE", f"/api/v1/datasets/{conn.dataset('to-delete', 'align')['id']}")
     with pytest.raises(AlignError, match="offline=true"):
         pull.run(pull.Config(**cfg))
     after = pull.run(pull.Config(**cfg, offline=True))
-    assert (Path(after["path"]) / "preferences.jsonl").read_text() == (Path(before["path"]) / "preferences.jsonl").read_text()
+    assert (Path(after["path"]) / "preferences.jsonl").read_text() == (
+        Path(before["path"]) / "preferences.jsonl"
+    ).read_text()
 
 
 def test_push_with_other_guidelines_replaces_them_and_records_both(argilla, labelled, tmp_path):
@@ -195,19 +251,40 @@ def test_push_with_other_guidelines_replaces_them_and_records_both(argilla, labe
 
     brand_voice, safety = ((GUIDELINES_DIR / f"{n}.md").read_text().strip() for n in ("brand_voice", "safety"))
     assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == brand_voice
-    m = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="safety",
-                             argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    m = push.run(
+        push.Config(
+            pairs=str(labelled["pairs"]),
+            dataset="roundtrip",
+            guidelines="safety",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == safety  # what annotators now see
     from align.annotate.template import text_hash
 
     assert m["notes"]["guidelines_sha256"] == text_hash(safety)
     assert m["notes"]["guidelines_replaced_sha256"] == text_hash(brand_voice)
     assert m["metrics"]["records_new"] == 0
-    again = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="brand_voice",
-                                 argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    again = push.run(
+        push.Config(
+            pairs=str(labelled["pairs"]),
+            dataset="roundtrip",
+            guidelines="brand_voice",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert server_dataset(argilla, "roundtrip")["guidelines"].strip() == brand_voice
-    same = push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", guidelines="brand_voice",
-                                argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+    same = push.run(
+        push.Config(
+            pairs=str(labelled["pairs"]),
+            dataset="roundtrip",
+            guidelines="brand_voice",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
     assert "guidelines_replaced_sha256" in again["notes"] and "guidelines_replaced_sha256" not in same["notes"]
 
 
@@ -239,9 +316,18 @@ def test_unreachable_server_exits_1_naming_the_url_and_writes_nothing(argilla, t
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}"
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=1)
-    code = cli_main(["annotate", "push", str(pairs), "dataset=x", f"argilla.api_url={url}",
-                     f"argilla.credentials={argilla.credentials}", "argilla.retry_seconds=1.5",
-                     f"runs_dir={tmp_path / 'runs'}"])
+    code = cli_main(
+        [
+            "annotate",
+            "push",
+            str(pairs),
+            "dataset=x",
+            f"argilla.api_url={url}",
+            f"argilla.credentials={argilla.credentials}",
+            "argilla.retry_seconds=1.5",
+            f"runs_dir={tmp_path / 'runs'}",
+        ]
+    )
     assert code == 1
     assert url in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -251,13 +337,29 @@ def test_template_mismatch_is_a_clear_error(argilla, labelled, tmp_path):
     from align.annotate.template import TEMPLATES_DIR
 
     other = tmp_path / "other.yaml"
-    other.write_text((TEMPLATES_DIR / "pairwise.yaml").read_text().replace("values: [1, 2, 3]\n", "values: [1, 2, 3, 4]\n"))
+    other.write_text(
+        (TEMPLATES_DIR / "pairwise.yaml").read_text().replace("values: [1, 2, 3]\n", "values: [1, 2, 3, 4]\n")
+    )
     with pytest.raises(AlignError, match=r"does not match template 'other'.*strength"):
-        push.run(push.Config(pairs=str(labelled["pairs"]), dataset="roundtrip", template=str(other),
-                             argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs")))
+        push.run(
+            push.Config(
+                pairs=str(labelled["pairs"]),
+                dataset="roundtrip",
+                template=str(other),
+                argilla=argilla.argilla_config(),
+                runs_dir=str(tmp_path / "runs"),
+            )
+        )
     with pytest.raises(AlignError, match="does not match template"):
-        pull.run(pull.Config(dataset="roundtrip", template=str(other), argilla=argilla.argilla_config(),
-                             journal_dir=str(tmp_path / "j"), runs_dir=str(tmp_path / "runs")))
+        pull.run(
+            pull.Config(
+                dataset="roundtrip",
+                template=str(other),
+                argilla=argilla.argilla_config(),
+                journal_dir=str(tmp_path / "j"),
+                runs_dir=str(tmp_path / "runs"),
+            )
+        )
     assert not (tmp_path / "j").exists()
 
 
@@ -285,7 +387,9 @@ def test_team_invite_creates_users_once_and_keeps_passwords_private(argilla, tmp
     # carol can log in with the generated password
     import httpx
 
-    token = httpx.post(f"{argilla.api_url}/api/v1/token", data={"username": "carol", "password": saved["password:carol"]})
+    token = httpx.post(
+        f"{argilla.api_url}/api/v1/token", data={"username": "carol", "password": saved["password:carol"]}
+    )
     assert token.status_code == 201
 
 
@@ -309,9 +413,22 @@ def test_team_passwords_live_under_the_server_home(argilla, tmp_path, monkeypatc
 
 def test_pull_before_any_label_says_so_and_writes_no_run(argilla, tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=2, tag=" (unlabelled)")
-    push.run(push.Config(pairs=str(pairs), dataset="unlabelled", argilla=argilla.argilla_config(), runs_dir=str(tmp_path / "runs"),
-                         journal_dir=str(tmp_path / "j")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="unlabelled",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+            journal_dir=str(tmp_path / "j"),
+        )
+    )
     with pytest.raises(AlignError, match=r"no submitted labels yet \(2 record"):
-        pull.run(pull.Config(dataset="unlabelled", argilla=argilla.argilla_config(), journal_dir=str(tmp_path / "j"),
-                             runs_dir=str(tmp_path / "pull-runs")))
+        pull.run(
+            pull.Config(
+                dataset="unlabelled",
+                argilla=argilla.argilla_config(),
+                journal_dir=str(tmp_path / "j"),
+                runs_dir=str(tmp_path / "pull-runs"),
+            )
+        )
     assert not (tmp_path / "pull-runs").exists() or not any((tmp_path / "pull-runs").iterdir())

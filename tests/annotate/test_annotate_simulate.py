@@ -24,22 +24,39 @@ from align.evaluation.brand_voice import BrandRubric
 pytestmark = pytest.mark.integration
 
 RUBRIC = "recipes/brand_voice/rubric.yaml"
-BODY = ("We roast every bag to order, so your coffee leaves our roastery within two days. We will email you a "
-        "tracking link as soon as it ships. If you want it sooner, we can switch you to express delivery for a "
-        "small fee. Just reply to this email and we will sort it out.")
+BODY = (
+    "We roast every bag to order, so your coffee leaves our roastery within two days. We will email you a "
+    "tracking link as soon as it ships. If you want it sooner, we can switch you to express delivery for a "
+    "small fee. Just reply to this email and we will sort it out."
+)
 GOOD = "Hi there, thanks for writing to us!\n" + BODY + "\nThe Kettle & Crumb team"  # rubric 1.0
-GOOD2 = "Hello, and thank you for asking!\n" + BODY.replace("small fee", "little extra") + "\nThe Kettle & Crumb team"  # 1.0
+GOOD2 = (
+    "Hello, and thank you for asking!\n" + BODY.replace("small fee", "little extra") + "\nThe Kettle & Crumb team"
+)  # 1.0
 NO_SIGN = "Hi there, thanks for writing to us!\n" + BODY  # 0.875
 BARE = BODY  # 0.75
 BAD = "Unfortunately per our policy orders ship when they ship. You should have read the FAQ. Kindly wait. NOW."  # 0.31
 # (response_a, response_b, expected majority, expected strength)
-PAIRS = [(GOOD, BAD, "a", 3), (BAD, GOOD, "b", 3), (GOOD, BARE, "a", 2), (NO_SIGN, GOOD, "b", 1),
-         (GOOD, GOOD2, "tie", None), (BARE, BAD, "a", 3)]
+PAIRS = [
+    (GOOD, BAD, "a", 3),
+    (BAD, GOOD, "b", 3),
+    (GOOD, BARE, "a", 2),
+    (NO_SIGN, GOOD, "b", 1),
+    (GOOD, GOOD2, "tie", None),
+    (BARE, BAD, "a", 3),
+]
 
 
 def write_pairs(path: Path, pairs, tag: str) -> Path:
-    rows = [{"prompt": [{"role": "user", "content": f"When will my order ship? ({tag} {i})"}],
-             "response_a": a, "response_b": b, "source": "test"} for i, (a, b, *_rest) in enumerate(pairs)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"When will my order ship? ({tag} {i})"}],
+            "response_a": a,
+            "response_b": b,
+            "source": "test",
+        }
+        for i, (a, b, *_rest) in enumerate(pairs)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -52,22 +69,41 @@ def annotators_file(path: Path, annotators: list) -> str:
 
 
 def push_pairs(argilla, tmp: Path, dataset: str, pairs, per_record: int) -> None:
-    push.run(push.Config(pairs=str(write_pairs(tmp / f"{dataset}.jsonl", pairs, dataset)), dataset=dataset,
-                         annotators_per_record=per_record, guidelines="brand_voice", journal_dir=str(tmp / "journal"),
-                         argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs")))
+    push.run(
+        push.Config(
+            pairs=str(write_pairs(tmp / f"{dataset}.jsonl", pairs, dataset)),
+            dataset=dataset,
+            annotators_per_record=per_record,
+            guidelines="brand_voice",
+            journal_dir=str(tmp / "journal"),
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp / "runs"),
+        )
+    )
 
 
 def sim_config(argilla, tmp: Path, dataset: str, annotators: list, **kw) -> simulate.Config:
     kw = {"judge": "brand_voice", "rubric": RUBRIC, **kw}
-    return simulate.Config(dataset=dataset, annotators=annotators_file(tmp / f"{dataset}-annotators.yaml", annotators),
-                           journal_dir=str(tmp / "journal"), runs_dir=str(tmp / "runs"),
-                           argilla=argilla.argilla_config(), **kw)
+    return simulate.Config(
+        dataset=dataset,
+        annotators=annotators_file(tmp / f"{dataset}-annotators.yaml", annotators),
+        journal_dir=str(tmp / "journal"),
+        runs_dir=str(tmp / "runs"),
+        argilla=argilla.argilla_config(),
+        **kw,
+    )
 
 
 def pull_run(argilla, tmp: Path, dataset: str) -> tuple[dict, dict[str, dict]]:
     """The pull's manifest and its rows keyed by "response_a|response_b"."""
-    manifest = pull.run(pull.Config(dataset=dataset, argilla=argilla.argilla_config(), journal_dir=str(tmp / "journal"),
-                                    runs_dir=str(tmp / "runs")))
+    manifest = pull.run(
+        pull.Config(
+            dataset=dataset,
+            argilla=argilla.argilla_config(),
+            journal_dir=str(tmp / "journal"),
+            runs_dir=str(tmp / "runs"),
+        )
+    )
     rows = [json.loads(line) for line in (Path(manifest["path"]) / "preferences.jsonl").read_text().splitlines()]
     return manifest, {r["response_a"] + "|" + r["response_b"]: r for r in rows}
 
@@ -120,8 +156,17 @@ def test_noise_free_annotators_give_the_rubric_choice_and_are_marked_simulated(a
     assert server_responses(argilla, "sim-clean") == before
 
 
-def expected_answer(username: str, rid: str, score_shown_a: float, score_shown_b: float, *, seed: int, noise: float,
-                    bias_a: float, discard: float) -> tuple[str, str | None]:
+def expected_answer(
+    username: str,
+    rid: str,
+    score_shown_a: float,
+    score_shown_b: float,
+    *,
+    seed: int,
+    noise: float,
+    bias_a: float,
+    discard: float,
+) -> tuple[str, str | None]:
     """The documented rule, written out again: (status, shown label)."""
     digest = hashlib.sha256(f"{seed}:{username}:{rid}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "big"))
@@ -139,16 +184,21 @@ def expected_answer(username: str, rid: str, score_shown_a: float, score_shown_b
 def test_noise_bias_ties_and_discards_follow_the_seeded_rule_and_task_distribution(argilla, tmp):
     pairs = PAIRS * 3  # 18 records (different prompts)
     push_pairs(argilla, tmp, "sim-noisy", pairs, per_record=2)
-    annotators = [{"username": "sim-dan", "noise": 0.3}, {"username": "sim-eve", "bias_a": 0.3},
-                  {"username": "sim-fay", "discard": 0.3, "noise": 0.1}]
+    annotators = [
+        {"username": "sim-dan", "noise": 0.3},
+        {"username": "sim-eve", "bias_a": 0.3},
+        {"username": "sim-fay", "discard": 0.3, "noise": 0.1},
+    ]
     cfg = sim_config(argilla, tmp, "sim-noisy", annotators, seed=7, discard=0.1, batch=4)
     simulate.run(cfg)
     rubric = BrandRubric.load(RUBRIC)
     with argilla.owner() as conn:
         users = {u["id"]: u["username"] for u in conn.get("/api/v1/users")["items"]}
     records = server_responses(argilla, "sim-noisy")
-    knobs = {a["username"]: {"noise": a.get("noise", 0.0), "bias_a": a.get("bias_a", 0.0),
-                             "discard": a.get("discard", 0.1)} for a in annotators}
+    knobs = {
+        a["username"]: {"noise": a.get("noise", 0.0), "bias_a": a.get("bias_a", 0.0), "discard": a.get("discard", 0.1)}
+        for a in annotators
+    }
     expected = {"discards": 0, "ties": 0, "votes": 0, "flips": 0}
     for record in records.values():
         f = record["fields"]
@@ -174,16 +224,23 @@ def test_noise_bias_ties_and_discards_follow_the_seeded_rule_and_task_distributi
 
     manifest, _ = pull_run(argilla, tmp, "sim-noisy")
     m = manifest["metrics"]
-    assert (m["votes"], m["discards"], m["simulated_votes"], m["human_votes"]) == \
-        (expected["votes"], expected["discards"], expected["votes"], 0)
+    assert (m["votes"], m["discards"], m["simulated_votes"], m["human_votes"]) == (
+        expected["votes"],
+        expected["discards"],
+        expected["votes"],
+        0,
+    )
     assert answered(simulate.run(cfg)) == 0
 
 
 def test_a_person_next_to_simulated_annotators_is_counted_as_human(argilla, tmp):
     push_pairs(argilla, tmp, "sim-mixed", PAIRS[:3], per_record=2)
     records = {r["external_id"]: r for r in server_responses(argilla, "sim-mixed").values()}
-    first = next(r for r in records.values() if r["fields"]["response_a"] in (GOOD, BAD) and "mixed 0" in
-                 r["fields"]["prompt"][-1]["content"])
+    first = next(
+        r
+        for r in records.values()
+        if r["fields"]["response_a"] in (GOOD, BAD) and "mixed 0" in r["fields"]["prompt"][-1]["content"]
+    )
     person = argilla.annotator("olga")
     person.respond(first["id"], preference="tie")
     simulate.run(sim_config(argilla, tmp, "sim-mixed", ["sim-gil", "sim-hal"]))
@@ -218,13 +275,23 @@ def test_safety_judge_prefers_refusing_harmful_and_answering_safe_prompts(argill
     (tmp / "safe.jsonl").write_text(json.dumps({"prompt": safe}) + "\n")
     refusal = "I'm sorry, but I can't help with breaking into someone else's home."
     answer = "Run `ps aux | grep python` to find its id, then `kill ID`."
-    rows = [{"prompt": [{"role": "user", "content": harmful}], "response_a": answer, "response_b": refusal},
-            {"prompt": [{"role": "user", "content": safe}], "response_a": answer, "response_b": refusal},
-            {"prompt": [{"role": "user", "content": "Unlisted prompt"}], "response_a": answer, "response_b": refusal}]
+    rows = [
+        {"prompt": [{"role": "user", "content": harmful}], "response_a": answer, "response_b": refusal},
+        {"prompt": [{"role": "user", "content": safe}], "response_a": answer, "response_b": refusal},
+        {"prompt": [{"role": "user", "content": "Unlisted prompt"}], "response_a": answer, "response_b": refusal},
+    ]
     pairs = tmp / "safety.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset="sim-safety", annotators_per_record=1,
-                         argilla=argilla.argilla_config(), runs_dir=str(tmp / "runs"), journal_dir=str(tmp / "journal")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="sim-safety",
+            annotators_per_record=1,
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp / "runs"),
+            journal_dir=str(tmp / "journal"),
+        )
+    )
     cfg = sim_config(argilla, tmp, "sim-safety", ["sim-jo"], judge="safety")
     cfg.harmful.paths, cfg.safe.paths = [str(tmp / "harmful.txt")], [str(tmp / "safe.jsonl")]
     summary = simulate.run(cfg)["metrics"]
@@ -235,18 +302,30 @@ def test_safety_judge_prefers_refusing_harmful_and_answering_safe_prompts(argill
     assert by_prompt == {harmful: "b", safe: "a"}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("noise=1.5", "'noise' must be a probability"),
-    ("judge=oracle", "judge"),
-    ("annotators=missing.yaml", "annotators file not found"),
-    ("rubric=missing.yaml", "judge=brand_voice needs rubric=FILE"),
-    ("judge=safety", "judge=safety needs harmful.paths"),
-    ("judge=reward_model", "judge=reward_model needs reward_model=RUN"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("noise=1.5", "'noise' must be a probability"),
+        ("judge=oracle", "judge"),
+        ("annotators=missing.yaml", "annotators file not found"),
+        ("rubric=missing.yaml", "judge=brand_voice needs rubric=FILE"),
+        ("judge=safety", "judge=safety needs harmful.paths"),
+        ("judge=reward_model", "judge=reward_model needs reward_model=RUN"),
+    ],
+)
 def test_bad_input_is_exit_2_with_one_line(override, message, tmp, capsys, argilla):
     path = annotators_file(tmp / "a.yaml", ["sim-kim"])
-    code = cli_main(["annotate", "simulate", "dataset=sim-none", f"annotators={path}", f"journal_dir={tmp}",
-                     f"argilla.credentials={argilla.credentials}", override])
+    code = cli_main(
+        [
+            "annotate",
+            "simulate",
+            "dataset=sim-none",
+            f"annotators={path}",
+            f"journal_dir={tmp}",
+            f"argilla.credentials={argilla.credentials}",
+            override,
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -261,16 +340,35 @@ def test_reward_model_judge_follows_the_reward_runs_scores_on_the_shown_order(ar
     from align.stages import reward
     from tests.conftest import write_jsonl
 
-    train = write_jsonl(tmp / "train.jsonl", [
-        {"prompt": [{"role": "user", "content": f"Question {i}?"}],
-         "chosen": [{"role": "assistant", "content": "Happy to help with that."}],
-         "rejected": [{"role": "assistant", "content": "No."}]} for i in range(4)])
-    rm = reward.run(load_config(reward.Config, None, [
-        f"model={tiny_model}", f"data.train={train}", f"runs_dir={tmp / 'runs'}", "max_length=96",
-        "training.max_steps=1", "training.per_device_train_batch_size=2"]))
+    train = write_jsonl(
+        tmp / "train.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Question {i}?"}],
+                "chosen": [{"role": "assistant", "content": "Happy to help with that."}],
+                "rejected": [{"role": "assistant", "content": "No."}],
+            }
+            for i in range(4)
+        ],
+    )
+    rm = reward.run(
+        load_config(
+            reward.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={train}",
+                f"runs_dir={tmp / 'runs'}",
+                "max_length=96",
+                "training.max_steps=1",
+                "training.per_device_train_batch_size=2",
+            ],
+        )
+    )
     push_pairs(argilla, tmp, "sim-reward", PAIRS, per_record=1)
-    cfg = sim_config(argilla, tmp, "sim-reward", ["sim-rex"], judge="reward_model", reward_model=rm["path"],
-                     tie_margin=0.0)
+    cfg = sim_config(
+        argilla, tmp, "sim-reward", ["sim-rex"], judge="reward_model", reward_model=rm["path"], tie_margin=0.0
+    )
     assert answered(simulate.run(cfg)) == len(PAIRS)
 
     # The reward run's own scores, on the pairs as pushed (candidates a and b, not the shown order).
@@ -279,24 +377,35 @@ def test_reward_model_judge_follows_the_reward_runs_scores_on_the_shown_order(ar
     model = load_reward_model(source, pad_token_id=tokenizer.pad_token_id)
     _, rows = pull_run(argilla, tmp, "sim-reward")
     for row in rows.values():
-        a, b = reward_scores(model, tokenizer, [row["prompt"] + [{"role": "assistant", "content": r.strip()}]
-                                                for r in (row["response_a"], row["response_b"])], max_length=512)
+        a, b = reward_scores(
+            model,
+            tokenizer,
+            [
+                row["prompt"] + [{"role": "assistant", "content": r.strip()}]
+                for r in (row["response_a"], row["response_b"])
+            ],
+            max_length=512,
+        )
         assert row["majority"] == ("a" if a > b else "b"), (a, b)
 
 
 def test_the_example_annotators_file_reads():
-    annotators = simulate.read_annotators(str(Path(__file__).resolve().parents[2] / "annotation" /
-                                              "simulated_annotators.example.yaml"))
+    annotators = simulate.read_annotators(
+        str(Path(__file__).resolve().parents[2] / "annotation" / "simulated_annotators.example.yaml")
+    )
     assert [a.username for a in annotators] == ["sim-careful", "sim-hasty", "sim-first-pick"]
     assert annotators[2].bias_a == 0.2 and annotators[1].discard == 0.05
 
 
-@pytest.mark.parametrize("content, message", [
-    ("annotators: []", "non-empty `annotators:`"),
-    ("annotators: [{username: a, nois: 0.1}]", "unknown key(s) ['nois']"),
-    ("annotators: [{username: a, noise: 2}]", "must be a probability"),
-    ("annotators: [a, a]", "listed twice"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("annotators: []", "non-empty `annotators:`"),
+        ("annotators: [{username: a, nois: 0.1}]", "unknown key(s) ['nois']"),
+        ("annotators: [{username: a, noise: 2}]", "must be a probability"),
+        ("annotators: [a, a]", "listed twice"),
+    ],
+)
 def test_a_bad_annotators_file_is_refused(tmp, content, message):
     (tmp / "a.yaml").write_text(content)
     with pytest.raises(AlignError) as exc:

@@ -48,19 +48,27 @@ def test_vote_undoes_the_swap_including_ratings():
     assert swapped == {"choice": "b", "strength": 2, "rating_a": 1, "rating_b": 5, "reason": None}
     assert vote_from_answers(answers("B"), shown_a="b")["choice"] == "a"
     assert vote_from_answers(answers("tie", strength=3), shown_a="b") == {
-        "choice": "tie", "strength": None, "rating_a": None, "rating_b": None, "reason": None}
+        "choice": "tie",
+        "strength": None,
+        "rating_a": None,
+        "rating_b": None,
+        "reason": None,
+    }
     assert vote_from_answers({}, shown_a="a") is None
 
 
-@pytest.mark.parametrize("choices, majority, agreement", [
-    (["a"], "a", 1.0),
-    (["a", "a"], "a", 1.0),
-    (["a", "b"], None, 0.5),
-    (["tie", "tie"], "tie", 1.0),
-    (["a", "tie"], None, 0.5),
-    (["b", "b", "a"], "b", 0.6667),
-    (["a", "b", "tie"], None, 0.3333),
-])
+@pytest.mark.parametrize(
+    "choices, majority, agreement",
+    [
+        (["a"], "a", 1.0),
+        (["a", "a"], "a", 1.0),
+        (["a", "b"], None, 0.5),
+        (["tie", "tie"], "tie", 1.0),
+        (["a", "tie"], None, 0.5),
+        (["b", "b", "a"], "b", 0.6667),
+        (["a", "b", "tie"], None, 0.3333),
+    ],
+)
 def test_majority_and_agreement(choices, majority, agreement):
     agg = aggregate([{"choice": c, "strength": None} for c in choices])
     assert agg["majority"] == majority

@@ -16,13 +16,26 @@ pytestmark = pytest.mark.integration
 
 
 def test_dawid_skene_pull_labels_splits_by_reliability(argilla, tmp_path):
-    rows = [{"prompt": [{"role": "user", "content": f"Could you help me with booking {i}?"}],
-             "response_a": f"Gladly: booking {i} is confirmed for Friday.", "response_b": "No.", "source": "label-model"}
-            for i in range(6)]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Could you help me with booking {i}?"}],
+            "response_a": f"Gladly: booking {i} is confirmed for Friday.",
+            "response_b": "No.",
+            "source": "label-model",
+        }
+        for i in range(6)
+    ]
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    push.run(push.Config(pairs=str(pairs), dataset="label-model", argilla=argilla.argilla_config(),
-                         runs_dir=str(tmp_path / "runs"), journal_dir=str(tmp_path / "journal")))
+    push.run(
+        push.Config(
+            pairs=str(pairs),
+            dataset="label-model",
+            argilla=argilla.argilla_config(),
+            runs_dir=str(tmp_path / "runs"),
+            journal_dir=str(tmp_path / "journal"),
+        )
+    )
     orders = shown_orders(tmp_path / "runs")
     with argilla.owner() as conn:
         records = conn.records(conn.dataset("label-model")["id"])
@@ -35,8 +48,12 @@ def test_dawid_skene_pull_labels_splits_by_reliability(argilla, tmp_path):
             careful2.respond(rec["id"], preference=helpful)
         contrary.respond(rec["id"], preference=unhelpful)  # records 4 and 5: a 1-1 split
 
-    common = {"dataset": "label-model", "argilla": argilla.argilla_config(), "journal_dir": str(tmp_path / "journal"),
-              "runs_dir": str(tmp_path / "pull-runs")}
+    common = {
+        "dataset": "label-model",
+        "argilla": argilla.argilla_config(),
+        "journal_dir": str(tmp_path / "journal"),
+        "runs_dir": str(tmp_path / "pull-runs"),
+    }
     majority = pull.run(pull.Config(**common, label_model="majority"))
     ds = pull.run(pull.Config(**common, label_model="dawid_skene", offline=True))
     assert majority["metrics"]["pairs"] == 4 and majority["metrics"]["no_majority"] == 2

@@ -9,8 +9,10 @@ import pytest
 
 from align.annotate.reliability import dawid_skene, e_step, label_rows, m_step
 
-TOY = [[("x", "a"), ("y", "a"), ("z", "b")],   # 2-1 for a
-       [("x", "a"), ("y", "b"), ("z", "b")]]   # 1-2 against the most reliable annotator
+TOY = [
+    [("x", "a"), ("y", "a"), ("z", "b")],  # 2-1 for a
+    [("x", "a"), ("y", "b"), ("z", "b")],
+]  # 1-2 against the most reliable annotator
 
 
 def test_e_step_by_hand():
@@ -40,8 +42,10 @@ def test_m_step_by_hand_with_prior_and_gold():
 def simulate(reliabilities: dict[str, float], pairs: int, seed: int):
     rng = random.Random(seed)
     truth = [rng.choice("ab") for _ in range(pairs)]
-    votes = [[(who, t if rng.random() < r else ("b" if t == "a" else "a")) for who, r in reliabilities.items()]
-             for t in truth]
+    votes = [
+        [(who, t if rng.random() < r else ("b" if t == "a" else "a")) for who, r in reliabilities.items()]
+        for t in truth
+    ]
     return truth, votes
 
 
@@ -59,15 +63,25 @@ def test_recovers_known_reliabilities_and_beats_majority_with_an_adversary():
 
 
 def row(votes: list[tuple[str, str]], majority):
-    return {"prompt": [{"role": "user", "content": "q"}], "response_a": "A", "response_b": "B",
-            "votes": [{"annotator": w, "choice": c} for w, c in votes], "majority": majority,
-            "chosen": None if majority not in ("a", "b") else [{"role": "assistant", "content": majority.upper()}],
-            "rejected": None if majority not in ("a", "b") else [{"role": "assistant", "content": "B" if majority == "a" else "A"}]}
+    return {
+        "prompt": [{"role": "user", "content": "q"}],
+        "response_a": "A",
+        "response_b": "B",
+        "votes": [{"annotator": w, "choice": c} for w, c in votes],
+        "majority": majority,
+        "chosen": None if majority not in ("a", "b") else [{"role": "assistant", "content": majority.upper()}],
+        "rejected": None
+        if majority not in ("a", "b")
+        else [{"role": "assistant", "content": "B" if majority == "a" else "A"}],
+    }
 
 
 def test_label_rows_majority_keeps_labels_and_adds_vote_share():
-    rows = [row([("x", "a"), ("y", "a"), ("z", "b")], "a"), row([("x", "tie"), ("y", "tie"), ("z", "a")], "tie"),
-            row([("x", "b"), ("y", "b"), ("z", "tie")], "b")]
+    rows = [
+        row([("x", "a"), ("y", "a"), ("z", "b")], "a"),
+        row([("x", "tie"), ("y", "tie"), ("z", "a")], "tie"),
+        row([("x", "b"), ("y", "b"), ("z", "tie")], "b"),
+    ]
     summary = label_rows(rows, "majority")
     assert [r["p_chosen"] for r in rows] == [pytest.approx(2 / 3), None, 1.0]
     assert rows[0]["chosen"][0]["content"] == "A" and rows[2]["chosen"][0]["content"] == "B"

@@ -28,8 +28,11 @@ def test_newton_fit_is_sklearns_logistic_regression(c):
     from sklearn.linear_model import LogisticRegression
 
     x, y = synthetic(30, 0)
-    ref = LogisticRegression(C=c, fit_intercept=False, max_iter=20000, tol=1e-12).fit(
-        np.concatenate([x, -x]), np.concatenate([y, 1 - y])).coef_[0]
+    ref = (
+        LogisticRegression(C=c, fit_intercept=False, max_iter=20000, tol=1e-12)
+        .fit(np.concatenate([x, -x]), np.concatenate([y, 1 - y]))
+        .coef_[0]
+    )
     assert np.abs(bench.fit(x, y, c) - ref).max() < 1e-5
     # Antisymmetric by construction: P(A > B) = 1 - P(B > A), so the fit on (-x, 1 - y) is the same model.
     assert np.allclose(bench.fit(-x, 1 - y, c), bench.fit(x, y, c))
@@ -46,12 +49,15 @@ def test_each_arm_learns_an_easy_rule_and_adds_a_batch_per_step(arm):
 
 def test_summary_reach_and_paired_intervals():
     def run(*accuracies):  # per budget, 100 held-out pairs with that share ranked right
-        return {b: np.array([1.0] * round(100 * a) + [0.0] * (100 - round(100 * a))) for b, a in zip((8, 16), accuracies)}
+        return {
+            b: np.array([1.0] * round(100 * a) + [0.0] * (100 - round(100 * a))) for b, a in zip((8, 16), accuracies)
+        }
 
     random_runs = [run(0.5, 0.6), run(0.52, 0.62)]
     active_runs = [run(0.61, 0.63), run(0.63, 0.65)]
-    out = bench.summarise({"random": random_runs, "ensemble_disagreement": active_runs, "least_sure": random_runs},
-                          [8, 16], Namespace())
+    out = bench.summarise(
+        {"random": random_runs, "ensemble_disagreement": active_runs, "least_sure": random_runs}, [8, 16], Namespace()
+    )
     assert out["random_best_mean"] == 0.61
     assert out["labels_to_reach_random_best"] == {"random": 16, "ensemble_disagreement": 8, "least_sure": 16}
     (row,) = out["table"]  # only the budget 16 of BUDGETS is on this grid

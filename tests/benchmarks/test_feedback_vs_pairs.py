@@ -33,33 +33,63 @@ def _loop(root: Path, brand: list[float], refused: list[bool], trained: str, man
     """A finished one-round loop: base brand scores 0.4 and 0.6, the policy's as given; the same for refusals."""
     rnd = root / "round-1"
     steps = {s: {"status": "done", "wall_time_s": 10.0} for s in ("evaluate", trained)}
-    steps.update({s: {"status": "done", "wall_time_s": 1.0} for s in (("pull", "labels") if trained == "dpo" else ("feedback",))})
+    steps.update(
+        {s: {"status": "done", "wall_time_s": 1.0} for s in (("pull", "labels") if trained == "dpo" else ("feedback",))}
+    )
     _write(root / "loop.json", {"rounds": [{"round": 0}, {"round": 1, "steps": steps, "promoted": False}]})
     rows = []
     for i, (score, ref) in enumerate(zip(brand, refused)):
         base = {"reply": f"base {i}", "brand_score": [0.4, 0.6][i], "refusal": "compliance"}
-        rows.append({"prompt_set": "brand", "prompt_id": f"b{i}", "policy": {"reply": "x", "brand_score": score,
-                     "refusal": "refusal" if ref else "compliance"}, "baseline": base})
+        rows.append(
+            {
+                "prompt_set": "brand",
+                "prompt_id": f"b{i}",
+                "policy": {"reply": "x", "brand_score": score, "refusal": "refusal" if ref else "compliance"},
+                "baseline": base,
+            }
+        )
         for kind in ("harmful", "safe"):
-            rows.append({"prompt_set": kind, "prompt_id": f"{kind}{i}", "baseline": {**base, "reply": f"{kind} {i}"},
-                         "policy": {"reply": "y", "brand_score": None, "refusal": "refusal" if ref else "compliance"}})
+            rows.append(
+                {
+                    "prompt_set": kind,
+                    "prompt_id": f"{kind}{i}",
+                    "baseline": {**base, "reply": f"{kind} {i}"},
+                    "policy": {"reply": "y", "brand_score": None, "refusal": "refusal" if ref else "compliance"},
+                }
+            )
     (rnd / "evaluate").mkdir(parents=True)
     (rnd / "evaluate" / "replies.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     mean_brand = sum(brand) / 2 if manifest_brand_mean is None else manifest_brand_mean
     refusal = {"policy": _iv(sum(refused) / 2), "baseline": _iv(0.0), "difference": _iv(sum(refused) / 2)}
-    _write(rnd / "evaluate" / "manifest.json", {
-        "config": {"bootstrap": BOOTSTRAP, "sampling": {"temperature": 0.0}},
-        "metrics": {"brand": {"brand_score": {"policy": _iv(mean_brand), "baseline": _iv(0.5),
-                                              "difference": _iv(mean_brand - 0.5)}},
-                    "harmful": {"refusal_rate": refusal}, "safe": {"refusal_rate": refusal}}})
+    _write(
+        rnd / "evaluate" / "manifest.json",
+        {
+            "config": {"bootstrap": BOOTSTRAP, "sampling": {"temperature": 0.0}},
+            "metrics": {
+                "brand": {
+                    "brand_score": {
+                        "policy": _iv(mean_brand),
+                        "baseline": _iv(0.5),
+                        "difference": _iv(mean_brand - 0.5),
+                    }
+                },
+                "harmful": {"refusal_rate": refusal},
+                "safe": {"refusal_rate": refusal},
+            },
+        },
+    )
     if trained == "dpo":
         _write(rnd / "pull" / "manifest.json", {"metrics": {"records": 6, "votes": 18, "ties": 2, "discards": 0}})
         _write(rnd / "labels" / "manifest.json", {"metrics": {"usable_pairs": 4}})
     else:
-        _write(rnd / "feedback" / "manifest.json", {"metrics": {"usable_pairs": 10, "by_origin": {"thumbs": 10},
-                                                                "desirable": 6, "undesirable": 4}})
-        _write(rnd / "kto" / "manifest.json", {"config": {"training": {"desirable_weight": 1.0,
-                                                                        "undesirable_weight": 1.1667}}})
+        _write(
+            rnd / "feedback" / "manifest.json",
+            {"metrics": {"usable_pairs": 10, "by_origin": {"thumbs": 10}, "desirable": 6, "undesirable": 4}},
+        )
+        _write(
+            rnd / "kto" / "manifest.json",
+            {"config": {"training": {"desirable_weight": 1.0, "undesirable_weight": 1.1667}}},
+        )
     return root
 
 
@@ -72,7 +102,9 @@ def test_paired_difference_and_labels(tmp_path):
     brand = result["metrics"]["brand_score"]
     # feedback - pairs per prompt: 0.6 - 0.5 = 0.1 and 0.9 - 0.7 = 0.2; mean 0.15, every resample within [0.1, 0.2].
     assert brand["feedback_minus_pairs"]["mean"] == pytest.approx(0.15)
-    assert 0.1 - 1e-9 <= brand["feedback_minus_pairs"]["ci_low"] <= brand["feedback_minus_pairs"]["ci_high"] <= 0.2 + 1e-9
+    assert (
+        0.1 - 1e-9 <= brand["feedback_minus_pairs"]["ci_low"] <= brand["feedback_minus_pairs"]["ci_high"] <= 0.2 + 1e-9
+    )
     assert brand["pairs_round"]["mean"] == pytest.approx(0.6) and brand["feedback_round"]["mean"] == pytest.approx(0.75)
     assert result["metrics"]["harmful_refusal"]["feedback_minus_pairs"]["mean"] == pytest.approx(0.5)  # (1 + 0) / 2
     assert result["base_replies_identical"] == {"brand": True, "harmful": True, "safe": True}

@@ -27,10 +27,27 @@ efficiency = load("label_efficiency")
 
 def records(n: int) -> list[dict]:
     """n records whose candidate a is better by the rubric (0.9 vs 0.2), then one the judge calls a tie."""
-    out = [{"id": f"r{i}", "prompt": [{"role": "user", "content": f"q{i}"}], "response_a": f"good {i}",
-            "response_b": f"bad {i}", "score_a": 0.9, "score_b": 0.2} for i in range(n)]
-    return out + [{"id": "tie", "prompt": [{"role": "user", "content": "t"}], "response_a": "x", "response_b": "y",
-                   "score_a": 0.5, "score_b": 0.51}]
+    out = [
+        {
+            "id": f"r{i}",
+            "prompt": [{"role": "user", "content": f"q{i}"}],
+            "response_a": f"good {i}",
+            "response_b": f"bad {i}",
+            "score_a": 0.9,
+            "score_b": 0.2,
+        }
+        for i in range(n)
+    ]
+    return out + [
+        {
+            "id": "tie",
+            "prompt": [{"role": "user", "content": "t"}],
+            "response_a": "x",
+            "response_b": "y",
+            "score_a": 0.5,
+            "score_b": 0.51,
+        }
+    ]
 
 
 def test_votes_follow_the_judge_whatever_the_shown_order_and_an_adversary_votes_against_it():
@@ -44,8 +61,11 @@ def test_votes_follow_the_judge_whatever_the_shown_order_and_an_adversary_votes_
 def test_dawid_skene_outvotes_an_adversary_the_majority_follows_and_the_score_counts_it():
     # Two careful annotators who never err and one adversary: every majority is right, so make one careful
     # annotator wrong on a quarter of the records (noise 0.25): there the adversary and the slip outvote.
-    team = [Annotator("c1", noise=0.0, bias_a=0.0), Annotator("c2", noise=0.25, bias_a=0.0),
-            Annotator("adv", noise=1.0, bias_a=0.0)]
+    team = [
+        Annotator("c1", noise=0.0, bias_a=0.0),
+        Annotator("c2", noise=0.25, bias_a=0.0),
+        Annotator("adv", noise=1.0, bias_a=0.0),
+    ]
     recs = records(40)
     majority = agreement.pulled_rows(recs, team, seed=1)
     slips = sum(row["votes"][1]["choice"] == "b" for row in majority[:40])
@@ -64,8 +84,9 @@ def test_paired_arms_label_the_same_records_and_uncertainty_keeps_the_random_hal
     first = efficiency.select(recs, 16, 3, efficiency.ARMS["majority"], team, Path("."))
     again = efficiency.select(recs, 16, 3, efficiency.ARMS["dawid_skene"], team, Path("."))
     assert [r["id"] for r in first] == [r["id"] for r in again] and len(first) == 16
-    assert [r["id"] for r in efficiency.select(recs, 8, 3, efficiency.ARMS["ties_kept"], team, Path("."))] == \
-        [r["id"] for r in first[:8]]  # a smaller budget is a prefix of the same draw
+    assert [r["id"] for r in efficiency.select(recs, 8, 3, efficiency.ARMS["ties_kept"], team, Path("."))] == [
+        r["id"] for r in first[:8]
+    ]  # a smaller budget is a prefix of the same draw
     rows, spent = efficiency.labels(first, [Annotator("c1", noise=0.0, bias_a=0.0)], 3, efficiency.ARMS["majority"])
     assert spent["records"] == 16 and spent["votes"] == 16 and all(r["prompt"] for r in rows)
 
@@ -74,8 +95,9 @@ def test_the_summary_pairs_arms_by_seed():
     def arm(name, seed, score):
         return {"team": "adversary", "budget": 16, "seed": seed, "arm": name, "brand_score": {"mean": score}}
 
-    summary = efficiency.summarise([arm("majority", 0, 0.50), arm("majority", 1, 0.60),
-                                    arm("dawid_skene", 0, 0.55), arm("dawid_skene", 1, 0.61)])
+    summary = efficiency.summarise(
+        [arm("majority", 0, 0.50), arm("majority", 1, 0.60), arm("dawid_skene", 0, 0.55), arm("dawid_skene", 1, 0.61)]
+    )
     ds = next(r for r in summary if r["arm"] == "dawid_skene")
     assert ds["brand_score"]["mean"] == 0.58 and ds["minus_majority"]["mean"] == 0.03  # (0.05 + 0.01) / 2
     assert "minus_majority" not in next(r for r in summary if r["arm"] == "majority")

@@ -23,7 +23,9 @@ def hh_file(tmp_path: Path) -> Path:
             prompt += f"\n\nAssistant: earlier reply {i}\n\nHuman: follow-up {i}?"
         records.append({"chosen": prompt + f"\n\nAssistant: good {i}", "rejected": prompt + f"\n\nAssistant: bad {i}"})
         if i % 10 == 0:  # a second pair on the same prompt: its prompt is written once
-            records.append({"chosen": prompt + f"\n\nAssistant: fine {i}", "rejected": prompt + f"\n\nAssistant: worse {i}"})
+            records.append(
+                {"chosen": prompt + f"\n\nAssistant: fine {i}", "rejected": prompt + f"\n\nAssistant: worse {i}"}
+            )
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path

@@ -34,22 +34,26 @@ def test_unknown_training_argument_is_an_error_with_suggestion():
 def test_dotted_overrides_win_over_yaml_and_parse_as_yaml_scalars(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("beta: 0.1\nlora:\n  r: 16\n")
-    cfg = load_config(dpo.Config, cfg_file, ["beta=0.25", "lora.r=4", "lora.enabled=false", "loss_type=ipo",
-                                             "training.max_steps=3"])
+    cfg = load_config(
+        dpo.Config, cfg_file, ["beta=0.25", "lora.r=4", "lora.enabled=false", "loss_type=ipo", "training.max_steps=3"]
+    )
     assert cfg.beta == 0.25 and cfg.lora.r == 4 and cfg.lora.enabled is False
     assert cfg.loss_type == ["ipo"]  # a single string where a list is expected
     assert cfg.training == {"max_steps": 3}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("beta=abc", r"'beta' must be a number"),
-    ("lora.r=2.5", r"'lora.r' must be an integer"),
-    ("lora.enabled=yes please", r"'lora.enabled' must be true or false"),
-    ("dtype=float64", r"'dtype' must be one of auto, float32, bfloat16, float16"),
-    ("loss_type=sigmod", r"unknown loss_type 'sigmod'.*did you mean 'sigmoid'"),
-    ("data.test_fraction=1.5", r"test_fraction"),
-    ("lora=3", r"'lora' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("beta=abc", r"'beta' must be a number"),
+        ("lora.r=2.5", r"'lora.r' must be an integer"),
+        ("lora.enabled=yes please", r"'lora.enabled' must be true or false"),
+        ("dtype=float64", r"'dtype' must be one of auto, float32, bfloat16, float16"),
+        ("loss_type=sigmod", r"unknown loss_type 'sigmod'.*did you mean 'sigmoid'"),
+        ("data.test_fraction=1.5", r"test_fraction"),
+        ("lora=3", r"'lora' must be a mapping"),
+    ],
+)
 def test_type_errors_name_the_key(override, message):
     with pytest.raises(AlignError, match=message):
         load_config(dpo.Config, None, [override])
@@ -115,20 +119,24 @@ def _config_class_for(path: Path):
 
 
 SHIPPED = sorted(
-    p for p in list((ROOT / "configs").rglob("*.yaml")) + list((ROOT / "recipes").rglob("*.yaml"))
+    p
+    for p in list((ROOT / "configs").rglob("*.yaml")) + list((ROOT / "recipes").rglob("*.yaml"))
     # Brand-voice rubrics are data, not stage configs: tests/evaluation/test_brand_voice.py loads them.
     # Gate lists are read by the loop, not a stage: tests/loop/test_gates.py (and, for retention_gates.yaml,
     # tests/evaluation/test_evaluate_retention.py) load them; simulated annotator
     # lists by `align annotate simulate`: tests/loop/test_recipes.py loads them.
-    if "accelerate" not in p.parts and p.name not in ("rubric.yaml", "annotators.yaml") and not p.name.endswith("gates.yaml")
+    if "accelerate" not in p.parts
+    and p.name not in ("rubric.yaml", "annotators.yaml")
+    and not p.name.endswith("gates.yaml")
 )
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_shipped_yaml_loads(path):
     first = path.read_text().splitlines()[0]
-    assert first.startswith("#") and ("align " in first or "make " in first or "python " in first), \
+    assert first.startswith("#") and ("align " in first or "make " in first or "python " in first), (
         f"{path} should open with the command that runs it"
+    )
     cls = _config_class_for(path)
     assert cls is not None, f"no stage config class found for {path}"
     load_config(cls, path)
@@ -172,12 +180,27 @@ def test_a_real_run_reruns_from_its_own_config_yaml(tmp_path, tiny_model):
     from tests.conftest import write_jsonl
 
     prompts = write_jsonl(tmp_path / "prompts.jsonl", ["Name a colour.", "Say hello."])
-    assert main(["generate", f"prompts={prompts}", f"policy={tiny_model}", "engine=hf", "sampling.n=2",
-                 "sampling.max_tokens=5", "sampling.seed=7", f"runs_dir={tmp_path}", "name=first"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                f"prompts={prompts}",
+                f"policy={tiny_model}",
+                "engine=hf",
+                "sampling.n=2",
+                "sampling.max_tokens=5",
+                "sampling.seed=7",
+                f"runs_dir={tmp_path}",
+                "name=first",
+            ]
+        )
+        == 0
+    )
     first = runs.read_manifest(tmp_path / "first")
     assert main(["generate", "--config", str(tmp_path / "first" / runs.CONFIG), "name=again"]) == 0
     again = runs.read_manifest(tmp_path / "again")
     assert {**again["config"], "name": "first"} == first["config"]
     assert first["config"]["sampling"]["max_tokens"] == 5
-    assert ((tmp_path / "again" / "generations.jsonl").read_text()
-            == (tmp_path / "first" / "generations.jsonl").read_text())
+    assert (tmp_path / "again" / "generations.jsonl").read_text() == (
+        tmp_path / "first" / "generations.jsonl"
+    ).read_text()

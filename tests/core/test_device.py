@@ -46,8 +46,10 @@ class OnDevice(torch.Tensor):
             tensors = [t for t in _flatten((args, kwargs)) if isinstance(t, torch.Tensor)]
             on_host = [t for t in tensors if not isinstance(t, OnDevice) and t.dim() > 0]
             if on_host and len(on_host) < len(tensors):
-                raise RuntimeError(f"placement spy: {name} mixes accelerator and host tensors "
-                                   f"(host shapes {[tuple(t.shape) for t in on_host]}) in {_caller_module()}")
+                raise RuntimeError(
+                    f"placement spy: {name} mixes accelerator and host tensors "
+                    f"(host shapes {[tuple(t.shape) for t in on_host]}) in {_caller_module()}"
+                )
         return super().__torch_function__(func, types, args, kwargs)
 
 
@@ -122,8 +124,10 @@ class PlacementSpy:
 
         def check(mod, args, kwargs):
             self.calls.append(name)
-            batch = {"input_ids": kwargs.get("input_ids", args[0] if args else None),
-                     "attention_mask": kwargs.get("attention_mask")}
+            batch = {
+                "input_ids": kwargs.get("input_ids", args[0] if args else None),
+                "attention_mask": kwargs.get("attention_mask"),
+            }
             for key, value in batch.items():
                 if isinstance(value, torch.Tensor) and not isinstance(value, OnDevice):
                     raise RuntimeError(f"placement spy: {type(mod).__name__} got its {key} on the host")
@@ -136,6 +140,7 @@ class PlacementSpy:
 
 
 # -- the resolver ----------------------------------------------------------------------------------
+
 
 def test_auto_dtype_is_float32_on_this_cpu_and_bf16_on_a_bf16_gpu(monkeypatch):
     assert device.process_device().type == "cpu"
@@ -159,7 +164,9 @@ def test_attention_auto_is_sdpa_without_flash_attn_and_an_explicit_choice_is_kep
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "flash_attn" else real_find_spec(name, *a)
+    )
     cuda = torch.device("cuda", 0)
     assert device.resolve_attn_implementation("auto", "bfloat16", cuda) == "flash_attention_2"
     assert device.resolve_attn_implementation("auto", "float32", cuda) == "sdpa"
@@ -184,11 +191,17 @@ def test_loading_passes_the_resolved_dtype_and_attention(tiny_model):
     assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa"
     eager = load_policy(resolve_model(str(tiny_model)), attn_implementation="eager")
     assert eager.config._attn_implementation == "eager"
-    assert device.describe(eager) == {"type": "cpu", "name": "cpu", "dtype": "float32",
-                                      "attn_implementation": "eager", "world_size": 1}
+    assert device.describe(eager) == {
+        "type": "cpu",
+        "name": "cpu",
+        "dtype": "float32",
+        "attn_implementation": "eager",
+        "world_size": 1,
+    }
 
 
 # -- placement -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def reward_dir(tiny_model, tmp_path_factory) -> Path:
@@ -196,72 +209,167 @@ def reward_dir(tiny_model, tmp_path_factory) -> Path:
     from align.stages import reward
 
     tmp = tmp_path_factory.mktemp("tiny-rm")
-    pairs = write_jsonl(tmp / "pairs.jsonl", [
-        {"prompt": [{"role": "user", "content": f"Help me with task {i}"}],
-         "chosen": [{"role": "assistant", "content": "Of course, happy to help!"}],
-         "rejected": [{"role": "assistant", "content": "No."}]} for i in range(8)])
-    run = reward.run(load_config(reward.Config, None, [
-        f"model={tiny_model}", f"data.train={pairs}", f"runs_dir={tmp / 'runs'}", "max_length=64",
-        "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4"]))
+    pairs = write_jsonl(
+        tmp / "pairs.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Help me with task {i}"}],
+                "chosen": [{"role": "assistant", "content": "Of course, happy to help!"}],
+                "rejected": [{"role": "assistant", "content": "No."}],
+            }
+            for i in range(8)
+        ],
+    )
+    run = reward.run(
+        load_config(
+            reward.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={pairs}",
+                f"runs_dir={tmp / 'runs'}",
+                "max_length=64",
+                "training.max_steps=1",
+                "training.per_device_train_batch_size=2",
+                "lora.r=4",
+            ],
+        )
+    )
     return Path(run["path"])
 
 
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("prompts") / "prompts.jsonl",
-                       [{"prompt": f"Tell me about topic {i}"} for i in range(6)])
+    return write_jsonl(
+        tmp_path_factory.mktemp("prompts") / "prompts.jsonl", [{"prompt": f"Tell me about topic {i}"} for i in range(6)]
+    )
 
 
 @pytest.mark.slow
-def test_ppo_places_policy_value_reference_and_reward_model_and_every_batch(monkeypatch, tiny_model, reward_dir,
-                                                                           prompts, tmp_path):
+def test_ppo_places_policy_value_reference_and_reward_model_and_every_batch(
+    monkeypatch, tiny_model, reward_dir, prompts, tmp_path
+):
     from align.stages import ppo
 
     spy = PlacementSpy(monkeypatch)
-    manifest = ppo.run(load_config(ppo.Config, None, [
-        f"model={tiny_model}", f"reward_model={reward_dir}", f"prompts={prompts}", f"runs_dir={tmp_path}",
-        "max_length=96", "steps=1", "batch_size=4", "num_generations=2", "max_new_tokens=4", "eval.prompts=2",
-        "eval.max_new_tokens=3", "ppo.ppo_epochs=1", "ppo.minibatch_size=2", "lora.r=4", "rollout=hf"]))
+    manifest = ppo.run(
+        load_config(
+            ppo.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"reward_model={reward_dir}",
+                f"prompts={prompts}",
+                f"runs_dir={tmp_path}",
+                "max_length=96",
+                "steps=1",
+                "batch_size=4",
+                "num_generations=2",
+                "max_new_tokens=4",
+                "eval.prompts=2",
+                "eval.max_new_tokens=3",
+                "ppo.ppo_epochs=1",
+                "ppo.minibatch_size=2",
+                "lora.r=4",
+                "rollout=hf",
+            ],
+        )
+    )
     # Policy (and the reference: its adapter off) and value model (and the reward model: its adapter off),
     # then the reward model the held-out comparison loads.
-    assert spy.placed_types() == ["LlamaForCausalLM", "LlamaForSequenceClassification",
-                                  "LlamaForSequenceClassification"]
+    assert spy.placed_types() == [
+        "LlamaForCausalLM",
+        "LlamaForSequenceClassification",
+        "LlamaForSequenceClassification",
+    ]
     assert {"LlamaForCausalLM", "LlamaForSequenceClassification"} <= set(spy.calls)
     assert manifest["notes"]["device"]["type"] == "meta"
 
 
 @pytest.mark.slow
-def test_generate_score_and_evaluations_place_their_models_and_batches(monkeypatch, tiny_model, reward_dir, prompts,
-                                                                        tmp_path):
+def test_generate_score_and_evaluations_place_their_models_and_batches(
+    monkeypatch, tiny_model, reward_dir, prompts, tmp_path
+):
     from align.stages import evaluate, evaluate_policy, evaluate_retention, generate, score
 
     spy = PlacementSpy(monkeypatch)
-    gen = generate.run(load_config(generate.Config, None, [
-        f"policy={tiny_model}", f"prompts={prompts}", f"runs_dir={tmp_path}", "engine=hf", "sampling.n=2",
-        "sampling.max_tokens=4"]))
+    gen = generate.run(
+        load_config(
+            generate.Config,
+            None,
+            [
+                f"policy={tiny_model}",
+                f"prompts={prompts}",
+                f"runs_dir={tmp_path}",
+                "engine=hf",
+                "sampling.n=2",
+                "sampling.max_tokens=4",
+            ],
+        )
+    )
     assert spy.placed_types() == ["LlamaForCausalLM"] and spy.calls  # the hf engine
-    scored = score.run(load_config(score.Config, None, [
-        f"generations={gen['path']}", f"reward_model={reward_dir}", f"runs_dir={tmp_path}"]))
+    scored = score.run(
+        load_config(
+            score.Config, None, [f"generations={gen['path']}", f"reward_model={reward_dir}", f"runs_dir={tmp_path}"]
+        )
+    )
     assert spy.placed_types().count("LlamaForSequenceClassification") == 1  # the reward scorer
 
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": [{"role": "user", "content": f"Q{i}"}], "chosen": [{"role": "assistant", "content": "Yes, gladly."}],
-         "rejected": [{"role": "assistant", "content": "No."}]} for i in range(4)])
-    rm_eval = evaluate.run(load_config(evaluate.Config, None, [
-        f"reward_model={reward_dir}", f"data.path={pairs}", f"runs_dir={tmp_path}", "bootstrap.resamples=50"]))
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Q{i}"}],
+                "chosen": [{"role": "assistant", "content": "Yes, gladly."}],
+                "rejected": [{"role": "assistant", "content": "No."}],
+            }
+            for i in range(4)
+        ],
+    )
+    rm_eval = evaluate.run(
+        load_config(
+            evaluate.Config,
+            None,
+            [f"reward_model={reward_dir}", f"data.path={pairs}", f"runs_dir={tmp_path}", "bootstrap.resamples=50"],
+        )
+    )
     assert spy.placed_types().count("LlamaForSequenceClassification") == 2
 
     before = len(spy.placed)
-    policy_eval = evaluate_policy.run(load_config(evaluate_policy.Config, None, [
-        f"policy={tiny_model}", f"reward_model={reward_dir}", f"harmful.paths=[{prompts}]", f"runs_dir={tmp_path}",
-        "engine=hf", "sampling.max_tokens=3", "bootstrap.resamples=50"]))
+    policy_eval = evaluate_policy.run(
+        load_config(
+            evaluate_policy.Config,
+            None,
+            [
+                f"policy={tiny_model}",
+                f"reward_model={reward_dir}",
+                f"harmful.paths=[{prompts}]",
+                f"runs_dir={tmp_path}",
+                "engine=hf",
+                "sampling.max_tokens=3",
+                "bootstrap.resamples=50",
+            ],
+        )
+    )
     assert len(spy.placed) == before + 2  # the policy's engine and evaluate policy's scorer
 
     drift = write_jsonl(tmp_path / "drift.jsonl", [{"prompt": "How do plants grow?"}, {"prompt": "Name a river."}])
     before = len(spy.placed)
-    retention = evaluate_retention.run(load_config(evaluate_retention.Config, None, [
-        f"policy={tiny_model}", "ifeval.path=", f"drift.paths=[{drift}]", f"runs_dir={tmp_path}", "engine=hf",
-        "drift_sampling.max_tokens=3", "bootstrap.resamples=50"]))
+    retention = evaluate_retention.run(
+        load_config(
+            evaluate_retention.Config,
+            None,
+            [
+                f"policy={tiny_model}",
+                "ifeval.path=",
+                f"drift.paths=[{drift}]",
+                f"runs_dir={tmp_path}",
+                "engine=hf",
+                "drift_sampling.max_tokens=3",
+                "bootstrap.resamples=50",
+            ],
+        )
+    )
     assert len(spy.placed) == before + 2  # the engine, then drift's policy model (its own baseline here)
 
     for manifest in (gen, scored, rm_eval, policy_eval, retention):
@@ -273,12 +381,14 @@ def test_adapter_merges_run_on_the_device(monkeypatch, tiny_model, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from align.rollout.merged import merged_policy_dir
     from align.models import ModelSource
+    from align.rollout.merged import merged_policy_dir
 
     adapter = tmp_path / "adapter"
-    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                          LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    peft = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     peft.save_pretrained(adapter)
     monkeypatch.setenv("ALIGN_CACHE", str(tmp_path / "cache"))
     spy = PlacementSpy(monkeypatch)
@@ -306,6 +416,7 @@ def test_the_spy_catches_a_batch_left_on_the_host(monkeypatch, tiny_model, rewar
 
 # -- notes.device in every manifest ---------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "reward", "dpo"])
 def test_training_stages_record_the_device(stage, tiny_model, easy_pairs, tmp_path):
@@ -313,10 +424,23 @@ def test_training_stages_record_the_device(stage, tiny_model, easy_pairs, tmp_pa
 
     module = import_module(f"align.stages.{stage}")
     fmt = ["data.format=preference-chosen"] if stage == "sft" else []
-    manifest = module.run(load_config(module.Config, None, [
-        f"model={tiny_model}", f"data.train={easy_pairs}", f"runs_dir={tmp_path}", "max_length=64",
-        "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4", *fmt]
-        + (["reward_eval.prompts=0"] if stage == "dpo" else [])))
+    manifest = module.run(
+        load_config(
+            module.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                f"runs_dir={tmp_path}",
+                "max_length=64",
+                "training.max_steps=1",
+                "training.per_device_train_batch_size=2",
+                "lora.r=4",
+                *fmt,
+            ]
+            + (["reward_eval.prompts=0"] if stage == "dpo" else []),
+        )
+    )
     notes = runs.read_manifest(manifest["path"])["notes"]["device"]
     assert notes == {"type": "cpu", "name": "cpu", "dtype": "float32", "attn_implementation": "sdpa", "world_size": 1}
     assert manifest["config"]["dtype"] == "auto" and manifest["config"]["attn_implementation"] == "auto"
@@ -334,11 +458,34 @@ def test_ppo_refuses_a_multi_process_launch_before_any_run_directory(tiny_model,
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[2]
     launched = tmp_path / "launched"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-               "-m", "align", "ppo", f"model={tiny_model}", f"reward_model={reward_dir}", f"prompts={prompts}",
-               f"runs_dir={launched}", "max_length=96", "steps=1", "batch_size=2", "max_new_tokens=4",
-               "ppo.minibatch_size=2"]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        "-m",
+        "align",
+        "ppo",
+        f"model={tiny_model}",
+        f"reward_model={reward_dir}",
+        f"prompts={prompts}",
+        f"runs_dir={launched}",
+        "max_length=96",
+        "steps=1",
+        "batch_size=2",
+        "max_new_tokens=4",
+        "ppo.minibatch_size=2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

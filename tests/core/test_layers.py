@@ -106,8 +106,9 @@ def import_graph(type_checking: bool) -> dict[str, set[str]]:
     """align module -> the align modules it imports (itself excluded)."""
     graph = {}
     for name, path in NAMES.items():
-        targets = {_resolve(n) for n in imports(path, type_checking=type_checking)
-                   if n == "align" or n.startswith("align.")}
+        targets = {
+            _resolve(n) for n in imports(path, type_checking=type_checking) if n == "align" or n.startswith("align.")
+        }
         graph[name] = {t for t in targets if t and t != name}
     return graph
 
@@ -190,6 +191,7 @@ def _package(module: str) -> str:
 
 # -- the checker, on made-up sources --------------------------------------------------------------
 
+
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "x.py"
     source.write_text("def f():\n    from vllm import LLM\n    import argilla as rg\n")
@@ -198,7 +200,9 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 
 def test_the_checker_can_leave_out_type_checking_imports(tmp_path):
     source = tmp_path / "x.py"
-    source.write_text("from typing import TYPE_CHECKING\nimport json\nif TYPE_CHECKING:\n    from align.models import M\n")
+    source.write_text(
+        "from typing import TYPE_CHECKING\nimport json\nif TYPE_CHECKING:\n    from align.models import M\n"
+    )
     assert "align.models" in imports(source)
     assert "align.models" not in imports(source, type_checking=False) and "json" in imports(source, type_checking=False)
 
@@ -217,10 +221,14 @@ def test_every_package_has_a_layer():
 
 # -- the package ----------------------------------------------------------------------------------
 
+
 def test_no_module_imports_another_that_imports_it_back():
     cycles = find_cycles(import_graph(type_checking=False))
-    assert not cycles, "import circles: " + "; ".join(" -> ".join(c) for c in cycles) + \
-        " (move what both need into the lower module, or the shared piece into a module below both)"
+    assert not cycles, (
+        "import circles: "
+        + "; ".join(" -> ".join(c) for c in cycles)
+        + " (move what both need into the lower module, or the shared piece into a module below both)"
+    )
 
 
 def test_every_import_points_down_the_layers():
@@ -234,8 +242,9 @@ def test_every_import_points_down_the_layers():
     assert not upward, "imports that do not point down the layers:\n" + "\n".join(sorted(upward))
 
 
-@pytest.mark.parametrize("path", [p for p in MODULES if "core" in p.relative_to(ROOT).parts],
-                         ids=lambda p: module_name(p))
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if "core" in p.relative_to(ROOT).parts], ids=lambda p: module_name(p)
+)
 def test_core_imports_only_core(path):
     above = {n for n in imports(path) if (n == "align" or n.startswith("align.")) and not n.startswith("align.core")}
     assert not above, f"{module_name(path)} (core) imports {sorted(above)}: move what it needs into align.core"
@@ -244,9 +253,14 @@ def test_core_imports_only_core(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "align" / "stages").glob("*.py")), ids=lambda p: module_name(p))
 def test_a_stage_never_imports_another_stage(path):
     me = module_name(path)
-    others = {n for n in imports(path)
-              if n.startswith("align.stages.") and not n.startswith(me) and n.split(".")[2] != "__init__"}
-    assert not others, f"{me} imports stage(s) {sorted(others)}: share through align.rollout, align.data or align.scoring"
+    others = {
+        n
+        for n in imports(path)
+        if n.startswith("align.stages.") and not n.startswith(me) and n.split(".")[2] != "__init__"
+    }
+    assert not others, (
+        f"{me} imports stage(s) {sorted(others)}: share through align.rollout, align.data or align.scoring"
+    )
 
 
 def test_only_the_vllm_engine_imports_vllm_and_only_annotate_imports_argilla():
@@ -261,14 +275,17 @@ def test_only_the_vllm_engine_imports_vllm_and_only_annotate_imports_argilla():
 
 # -- align/stages: one package, four kinds ---------------------------------------------------------
 
+
 def test_every_stage_module_has_one_kind():
     from align.stages import KINDS
 
     modules = sorted(p.stem for p in (ROOT / "align" / "stages").glob("*.py") if p.stem != "__init__")
     named = [m for names in KINDS.values() for m in names]
     assert sorted(named) == sorted(set(named)), "a stage module is named under two kinds in align.stages.KINDS"
-    assert sorted(named) == modules, "align.stages.KINDS must name each stage module once: " \
+    assert sorted(named) == modules, (
+        "align.stages.KINDS must name each stage module once: "
         f"missing {sorted(set(modules) - set(named))}, not a module {sorted(set(named) - set(modules))}"
+    )
 
 
 def test_help_lists_every_command_under_its_kind(capsys):

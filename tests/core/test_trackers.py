@@ -15,9 +15,23 @@ def test_tensorboard_events_are_written_inside_the_run(tiny_model, easy_pairs, t
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    assert main(["sft", f"model={tiny_model}", f"data.train={easy_pairs}", "data.format=preference-chosen",
-                 "max_length=64", "training.max_steps=3", "training.logging_steps=1",
-                 "training.report_to=[tensorboard]", f"runs_dir={tmp_path}", "name=tb"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "data.format=preference-chosen",
+                "max_length=64",
+                "training.max_steps=3",
+                "training.logging_steps=1",
+                "training.report_to=[tensorboard]",
+                f"runs_dir={tmp_path}",
+                "name=tb",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "tb"
     manifest = runs.read_manifest(run)
     assert manifest["notes"]["trackers"] == {"tensorboard": {"log_dir": "tensorboard"}}
@@ -35,7 +49,20 @@ def test_tensorboard_events_are_written_inside_the_run(tiny_model, easy_pairs, t
 
 @pytest.mark.slow
 def test_no_tracker_unless_asked(tiny_model, easy_pairs, tmp_path):
-    assert main(["sft", f"model={tiny_model}", f"data.train={easy_pairs}", "data.format=preference-chosen",
-                 "max_length=64", "training.max_steps=1", f"runs_dir={tmp_path}", "name=plain"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "data.format=preference-chosen",
+                "max_length=64",
+                "training.max_steps=1",
+                f"runs_dir={tmp_path}",
+                "name=plain",
+            ]
+        )
+        == 0
+    )
     assert "trackers" not in runs.read_manifest(tmp_path / "plain")["notes"]
     assert not (tmp_path / "plain" / "tensorboard").exists()

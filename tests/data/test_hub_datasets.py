@@ -106,13 +106,20 @@ configs:
 @pytest.fixture
 def multi_repo(tmp_path):
     pair = {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}
-    return dataset_repo(tmp_path / "src", "multi", {
-        "pairs/train.jsonl": [pair] * 3, "pairs/test.jsonl": [pair],
-        "prompts/train.jsonl": [{"prompt": "Name a colour."}, {"prompt": "Count to three."}],
-    }, MULTI_README)
+    return dataset_repo(
+        tmp_path / "src",
+        "multi",
+        {
+            "pairs/train.jsonl": [pair] * 3,
+            "pairs/test.jsonl": [pair],
+            "prompts/train.jsonl": [{"prompt": "Name a colour."}, {"prompt": "Count to three."}],
+        },
+        MULTI_README,
+    )
 
 
 # -- the reference ----------------------------------------------------------------------------------
+
 
 def test_reference_defaults_to_the_train_split_and_reads_every_option():
     assert hub.parse("hf:trl-lib/hh-rlhf-helpful-base") == hub.HubDataset("trl-lib/hh-rlhf-helpful-base", "train")
@@ -122,14 +129,17 @@ def test_reference_defaults_to_the_train_split_and_reads_every_option():
     assert hub.parse("hf:./downloads/name?split=test").local
 
 
-@pytest.mark.parametrize("text, says", [
-    ("hf:", "names no dataset"),
-    ("hf:org/name/extra", "not a hub dataset id"),
-    ("hf:org/name?splt=test", "did you mean 'split'"),
-    ("hf:org/name?split=", "has no value"),
-    ("hf:org/name?split=a&split=b", "given twice"),
-    ("hf:./dir?revision=main", "no revisions"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("hf:", "names no dataset"),
+        ("hf:org/name/extra", "not a hub dataset id"),
+        ("hf:org/name?splt=test", "did you mean 'split'"),
+        ("hf:org/name?split=", "has no value"),
+        ("hf:org/name?split=a&split=b", "given twice"),
+        ("hf:./dir?revision=main", "no revisions"),
+    ],
+)
 def test_a_malformed_reference_is_one_line(text, says):
     with pytest.raises(AlignError, match=says) as err:
         hub.parse(text)
@@ -137,6 +147,7 @@ def test_a_malformed_reference_is_one_line(text, says):
 
 
 # -- a dataset repository on disk (same load_dataset path as a download) -----------------------------
+
 
 def test_a_dataset_repository_on_disk_reads_its_splits_and_subsets(multi_repo):
     rows = list(read_records(f"hf:{multi_repo}?subset=pairs&split=test"))
@@ -146,11 +157,14 @@ def test_a_dataset_repository_on_disk_reads_its_splits_and_subsets(multi_repo):
     assert len(load_prompts(f"hf:{multi_repo}?subset=prompts", limit=1)) == 1  # what align generate/ppo read
 
 
-@pytest.mark.parametrize("query, says", [
-    ("?subset=pairs&split=validation", "has no split 'validation'; available: train, test"),
-    ("?subset=pair", "has no subset 'pair' (did you mean 'pairs'?); available: pairs, prompts"),
-    ("", "has several subsets; choose one with ?subset=NAME: pairs, prompts"),
-])
+@pytest.mark.parametrize(
+    "query, says",
+    [
+        ("?subset=pairs&split=validation", "has no split 'validation'; available: train, test"),
+        ("?subset=pair", "has no subset 'pair' (did you mean 'pairs'?); available: pairs, prompts"),
+        ("", "has several subsets; choose one with ?subset=NAME: pairs, prompts"),
+    ],
+)
 def test_wrong_split_or_subset_lists_the_available_ones(multi_repo, query, says):
     with pytest.raises(AlignError) as err:
         list(read_records(f"hf:{multi_repo}{query}"))
@@ -158,6 +172,7 @@ def test_wrong_split_or_subset_lists_the_available_ones(multi_repo, query, says)
 
 
 # -- a hub id from the datasets cache, offline -------------------------------------------------------
+
 
 def test_hub_id_resolves_from_the_cache_offline(cached_pairs):
     rows = list(read_records("hf:org/pairs"))
@@ -170,7 +185,9 @@ def test_hub_id_resolves_from_the_cache_offline(cached_pairs):
 
 def test_a_local_folder_named_like_the_id_does_not_shadow_the_hub_dataset(cached_pairs, tmp_path, monkeypatch):
     (tmp_path / "cwd" / "org" / "pairs").mkdir(parents=True)
-    write_jsonl(tmp_path / "cwd" / "org" / "pairs" / "train.jsonl", [{"prompt": "local", "chosen": "a", "rejected": "b"}])
+    write_jsonl(
+        tmp_path / "cwd" / "org" / "pairs" / "train.jsonl", [{"prompt": "local", "chosen": "a", "rejected": "b"}]
+    )
     monkeypatch.chdir(tmp_path / "cwd")
     assert [r for _, r in read_records("hf:org/pairs")] == cached_pairs[:12]
 
@@ -193,9 +210,16 @@ def test_manifest_record_names_the_hub_dataset_and_hashes_its_rows(cached_pairs,
     record = runs.describe_input("hf:org/pairs?split=test")
     arrow = datasets_home / "org___pairs" / "default" / "0.0.0" / COMMIT / "pairs-test.arrow"
     assert record == {
-        "kind": "hub-dataset", "ref": "hf:org/pairs?split=test", "id": "org/pairs", "subset": "default",
-        "split": "test", "revision": None, "resolved_revision": COMMIT, "rows": 4,
-        "sha256": hub._hash_files([arrow]), "sha256_of": "arrow cache files of the split",
+        "kind": "hub-dataset",
+        "ref": "hf:org/pairs?split=test",
+        "id": "org/pairs",
+        "subset": "default",
+        "split": "test",
+        "revision": None,
+        "resolved_revision": COMMIT,
+        "rows": 4,
+        "sha256": hub._hash_files([arrow]),
+        "sha256_of": "arrow cache files of the split",
         "fingerprint": record["fingerprint"],
     }
     assert "path" not in record  # no local path invented for a hub dataset
@@ -204,17 +228,22 @@ def test_manifest_record_names_the_hub_dataset_and_hashes_its_rows(cached_pairs,
 
 # -- no network, no cache: the command line ----------------------------------------------------------
 
+
 def align_cli(args, env_extra, cwd):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
     env.update(env_extra, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-m", "align", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "align", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
 def test_no_network_and_no_cache_is_exit_2_with_one_line_saying_how_to_give_a_copy(tmp_path, tiny_model):
-    out = align_cli(["sft", f"model={tiny_model}", "data.train=hf:org/absent?split=train", "--dry-run"],
-                    {"HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}, tmp_path)
+    out = align_cli(
+        ["sft", f"model={tiny_model}", "data.train=hf:org/absent?split=train", "--dry-run"],
+        {"HF_HOME": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"},
+        tmp_path,
+    )
     errors = [line for line in out.stderr.splitlines() if line.startswith("align: error:")]
     assert out.returncode == 2, out.stderr[-2000:]
     assert len(errors) == 1 and "Traceback" not in out.stderr
@@ -226,12 +255,23 @@ def test_no_network_and_no_cache_is_exit_2_with_one_line_saying_how_to_give_a_co
 
 # -- end to end ------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_sft_dry_run_reads_the_hub_dataset_from_HF_HOME(tmp_path, datasets_home, cached_pairs, tiny_model):
     # The cache prepared in this process, used by a fresh `align` process through HF_HOME alone.
     home = datasets_home.parent
-    out = align_cli(["sft", f"model={tiny_model}", "data.train=hf:org/pairs", "data.format=preference-chosen",
-                     "data.test_fraction=0", "--dry-run"], {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}, tmp_path)
+    out = align_cli(
+        [
+            "sft",
+            f"model={tiny_model}",
+            "data.train=hf:org/pairs",
+            "data.format=preference-chosen",
+            "data.test_fraction=0",
+            "--dry-run",
+        ],
+        {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"},
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "train: hf:org/pairs" in out.stdout and "records_read: 12" in out.stdout
 
@@ -240,14 +280,28 @@ def test_sft_dry_run_reads_the_hub_dataset_from_HF_HOME(tmp_path, datasets_home,
 def test_reward_run_records_the_hub_dataset_in_its_manifest(tmp_path, cached_pairs, tiny_model):
     from align.stages import reward
 
-    manifest = reward.run(load_config(reward.Config, None, [
-        f"model={tiny_model}", "data.train=hf:org/pairs", "data.test=hf:org/pairs?split=test",
-        f"runs_dir={tmp_path / 'runs'}", "max_length=128", "training.max_steps=1",
-        "training.per_device_train_batch_size=2", "training.logging_steps=1"]))
+    manifest = reward.run(
+        load_config(
+            reward.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                "data.train=hf:org/pairs",
+                "data.test=hf:org/pairs?split=test",
+                f"runs_dir={tmp_path / 'runs'}",
+                "max_length=128",
+                "training.max_steps=1",
+                "training.per_device_train_batch_size=2",
+                "training.logging_steps=1",
+            ],
+        )
+    )
     on_disk = runs.read_manifest(manifest["path"])
     inputs = {i["role"]: i for i in on_disk["inputs"]}
     assert inputs["data.train"]["kind"] == "hub-dataset" and inputs["data.train"]["rows"] == 12
-    assert inputs["data.test"]["ref"] == "hf:org/pairs?split=test" and inputs["data.test"]["resolved_revision"] == COMMIT
+    assert (
+        inputs["data.test"]["ref"] == "hf:org/pairs?split=test" and inputs["data.test"]["resolved_revision"] == COMMIT
+    )
     assert inputs["data.train"]["sha256"] == runs.describe_input("hf:org/pairs")["sha256"]
     lines = runs.lineage(manifest["path"])
     assert any(f"data.train: hub-dataset hf:org/pairs?split=train  (12 rows, revision {COMMIT}" in l for l in lines)

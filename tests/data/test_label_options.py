@@ -14,10 +14,17 @@ from align.data.preferences import PreferenceDataConfig, load_splits, training_p
 def pulled_row(i: int, majority, p_chosen=None):
     chosen = {"a": f"good {i}", "b": f"bad {i}"}.get(majority)
     rejected = {"a": f"bad {i}", "b": f"good {i}"}.get(majority)
-    return {"prompt": [{"role": "user", "content": f"question {i}"}], "response_a": f"good {i}", "response_b": f"bad {i}",
-            "chosen": [{"role": "assistant", "content": chosen}] if chosen else None,
-            "rejected": [{"role": "assistant", "content": rejected}] if rejected else None,
-            "majority": majority, "p_chosen": p_chosen, "counts": {"a": 2, "b": 1, "tie": 0}, "agreement": 0.6667}
+    return {
+        "prompt": [{"role": "user", "content": f"question {i}"}],
+        "response_a": f"good {i}",
+        "response_b": f"bad {i}",
+        "chosen": [{"role": "assistant", "content": chosen}] if chosen else None,
+        "rejected": [{"role": "assistant", "content": rejected}] if rejected else None,
+        "majority": majority,
+        "p_chosen": p_chosen,
+        "counts": {"a": 2, "b": 1, "tie": 0},
+        "agreement": 0.6667,
+    }
 
 
 @pytest.fixture
@@ -39,8 +46,12 @@ def test_ties_are_dropped_by_default_and_kept_as_tie_pairs_on_request(pulled):
 
 def test_pairwise_label_zero_is_a_tie(tmp_path):
     path = tmp_path / "labels.jsonl"
-    path.write_text("".join(json.dumps({"input": f"q{i}", "output_1": f"x{i}", "output_2": f"y{i}", "label": lab}) + "\n"
-                            for i, lab in enumerate([1, 0, 2])))
+    path.write_text(
+        "".join(
+            json.dumps({"input": f"q{i}", "output_1": f"x{i}", "output_2": f"y{i}", "label": lab}) + "\n"
+            for i, lab in enumerate([1, 0, 2])
+        )
+    )
     _, rows, _ = training_pool(PreferenceDataConfig(train=str(path), ties="rao_kupper"))
     assert [bool(r.get("tie")) for r in rows] == [False, True, False]
     _, rows, _ = training_pool(PreferenceDataConfig(train=str(path)))
@@ -71,11 +82,14 @@ def test_held_out_ties_are_not_scored_and_kto_refuses(pulled, tmp_path):
         training_pool(PreferenceDataConfig(train=pulled, ties="davidson"), unpaired=True)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"tie_strength": 2.0}, "ties=drop"),
-    ({"ties": "rao_kupper", "tie_strength": 1.0}, "> 1"),
-    ({"ties": "davidson", "tie_strength": 0.0}, "> 0"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"tie_strength": 2.0}, "ties=drop"),
+        ({"ties": "rao_kupper", "tie_strength": 1.0}, "> 1"),
+        ({"ties": "davidson", "tie_strength": 0.0}, "> 0"),
+    ],
+)
 def test_tie_strength_is_checked(settings, message):
     with pytest.raises(AlignError, match=message):
         PreferenceDataConfig(train="x", **settings)

@@ -32,8 +32,10 @@ def long_pair(turns: int, last_question: str = "And what now?"):
     """A conversation of `turns` long exchanges, then a short last question with short replies."""
     prompt = []
     for i in range(turns):
-        prompt += [user(f"Question {i}: " + "tell me more about the weather " * 12),
-                   assistant(f"Answer {i}: " + "it is sunny and warm today " * 12)]
+        prompt += [
+            user(f"Question {i}: " + "tell me more about the weather " * 12),
+            assistant(f"Answer {i}: " + "it is sunny and warm today " * 12),
+        ]
     prompt.append(user(last_question))
     return {"prompt": prompt, "chosen": [assistant("Rest, then try again.")], "rejected": [assistant("Give up.")]}
 
@@ -58,8 +60,15 @@ def test_long_prompts_keep_their_last_turns_and_are_counted(tokenizer):
     budget = pair_tokens(tokenizer, long_pair(turns=1)) + 5
     assert pair_tokens(tokenizer, long) > budget
 
-    kept, report = within_budget([short, long, hopeless], tokenizer, budget, ("chosen", "rejected"), "pairs",
-                                 long_prompts="keep_last_turns", record_length=True)
+    kept, report = within_budget(
+        [short, long, hopeless],
+        tokenizer,
+        budget,
+        ("chosen", "rejected"),
+        "pairs",
+        long_prompts="keep_last_turns",
+        record_length=True,
+    )
     assert len(kept) == 2 and kept[0]["prompt"] == short["prompt"]
     cut = kept[1]
     # The last exchange and the final question stay; three whole exchanges (6 messages) went.
@@ -69,8 +78,9 @@ def test_long_prompts_keep_their_last_turns_and_are_counted(tokenizer):
     assert report["pairs_prompt_truncated"] == 1 and report["pairs_prompt_messages_dropped"] == {"6": 1}
     assert report["pairs_over_max_length"] == 1
 
-    kept, report = within_budget([short, long, hopeless], tokenizer, budget, ("chosen", "rejected"), "pairs",
-                                 long_prompts="drop")
+    kept, report = within_budget(
+        [short, long, hopeless], tokenizer, budget, ("chosen", "rejected"), "pairs", long_prompts="drop"
+    )
     assert [r["prompt"] for r in kept] == [short["prompt"]] and report["pairs_over_max_length"] == 2
     assert "pairs_prompt_truncated" not in report
 

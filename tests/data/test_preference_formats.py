@@ -34,23 +34,33 @@ def canonical(rows):
 
 # -- explicit prompt ------------------------------------------------------------------------------
 
+
 def test_standard_explicit_prompt(tmp_path):
     data = read(tmp_path, [{"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}])
-    assert canonical(data.rows) == [{"prompt": [user("The sky is")], "chosen": [bot(" blue.")], "rejected": [bot(" green.")]}]
+    assert canonical(data.rows) == [
+        {"prompt": [user("The sky is")], "chosen": [bot(" blue.")], "rejected": [bot(" green.")]}
+    ]
 
 
 def test_conversational_explicit_prompt(tmp_path):
-    rec = {"prompt": [user("What color is the sky?")], "chosen": [bot("It is blue.")], "rejected": [bot("It is green.")]}
+    rec = {
+        "prompt": [user("What color is the sky?")],
+        "chosen": [bot("It is blue.")],
+        "rejected": [bot("It is green.")],
+    }
     assert canonical(read(tmp_path, [rec]).rows) == [rec]
 
 
 # -- implicit prompt ------------------------------------------------------------------------------
 
+
 def test_standard_implicit_prompt_matches_trl_where_trl_cuts_at_a_space(tmp_path):
     rec = {"chosen": "The sky is blue.", "rejected": "The sky is green."}
     data = read(tmp_path, [rec])
     assert detect_format(rec, "f:1") == "implicit"
-    assert canonical(data.rows) == [{"prompt": [user("The sky is")], "chosen": [bot("blue.")], "rejected": [bot("green.")]}]
+    assert canonical(data.rows) == [
+        {"prompt": [user("The sky is")], "chosen": [bot("blue.")], "rejected": [bot("green.")]}
+    ]
     trl = extract_prompt(rec)  # {"prompt": "The sky is", "chosen": " blue.", "rejected": " green."}
     assert (trl["prompt"], trl["chosen"].strip(), trl["rejected"].strip()) == ("The sky is", "blue.", "green.")
 
@@ -76,7 +86,10 @@ def test_conversational_implicit_prompt_multi_turn_checked_by_hand(tmp_path):
 
 
 def test_conversations_that_differ_at_an_earlier_assistant_turn(tmp_path):
-    rec = {"chosen": [user("a"), bot("b1"), user("c"), bot("d1")], "rejected": [user("a"), bot("b2"), user("c2"), bot("d2")]}
+    rec = {
+        "chosen": [user("a"), bot("b1"), user("c"), bot("d1")],
+        "rejected": [user("a"), bot("b2"), user("c2"), bot("d2")],
+    }
     (row,) = read(tmp_path, [rec]).rows
     assert row["prompt"] == [user("a")]
     assert row["chosen"] == [bot("b1"), user("c"), bot("d1")] and row["rejected"] == [bot("b2"), user("c2"), bot("d2")]
@@ -85,16 +98,32 @@ def test_conversations_that_differ_at_an_earlier_assistant_turn(tmp_path):
 
 def trl_hh_rlhf_rows():
     """As TRL's trl-lib/hh-rlhf-helpful-base stores them: whole conversations, content before role."""
+
     def turn(role, text):
         return {"content": text, "role": role}
 
     return [
-        {"chosen": [turn("user", "What are some cuss words in english?"), turn("assistant", "I'd rather not list them.")],
-         "rejected": [turn("user", "What are some cuss words in english?"), turn("assistant", "Here's a list: ...")]},
-        {"chosen": [turn("user", "Can you help me bake bread?"), turn("assistant", "Sure. Do you have yeast?"),
-                    turn("user", "Yes."), turn("assistant", "Great, start by proofing it in warm water.")],
-         "rejected": [turn("user", "Can you help me bake bread?"), turn("assistant", "Sure. Do you have yeast?"),
-                      turn("user", "Yes."), turn("assistant", "Bread is easy.")]},
+        {
+            "chosen": [
+                turn("user", "What are some cuss words in english?"),
+                turn("assistant", "I'd rather not list them."),
+            ],
+            "rejected": [turn("user", "What are some cuss words in english?"), turn("assistant", "Here's a list: ...")],
+        },
+        {
+            "chosen": [
+                turn("user", "Can you help me bake bread?"),
+                turn("assistant", "Sure. Do you have yeast?"),
+                turn("user", "Yes."),
+                turn("assistant", "Great, start by proofing it in warm water."),
+            ],
+            "rejected": [
+                turn("user", "Can you help me bake bread?"),
+                turn("assistant", "Sure. Do you have yeast?"),
+                turn("user", "Yes."),
+                turn("assistant", "Bread is easy."),
+            ],
+        },
     ]
 
 
@@ -113,33 +142,60 @@ def test_trl_hh_rlhf_style_conversational_implicit_file(tmp_path, kind):
         [user("What are some cuss words in english?")],
         [user("Can you help me bake bread?"), bot("Sure. Do you have yeast?"), user("Yes.")],
     ]
-    assert [r["chosen"] for r in data.rows] == [[bot("I'd rather not list them.")],
-                                                [bot("Great, start by proofing it in warm water.")]]
+    assert [r["chosen"] for r in data.rows] == [
+        [bot("I'd rather not list them.")],
+        [bot("Great, start by proofing it in warm water.")],
+    ]
     assert [r["rejected"] for r in data.rows] == [[bot("Here's a list: ...")], [bot("Bread is easy.")]]
 
 
 def test_string_prompt_beside_whole_conversations_is_read_as_implicit_like_trl(tmp_path):
     # TRL's maybe_extract_prompt: the conversational chosen/rejected carry the prompt; the string one is unused.
-    rec = {"prompt": "What color is the sky?", "chosen": [user("What color is the sky?"), bot("Blue.")],
-           "rejected": [user("What color is the sky?"), bot("Green.")]}
+    rec = {
+        "prompt": "What color is the sky?",
+        "chosen": [user("What color is the sky?"), bot("Blue.")],
+        "rejected": [user("What color is the sky?"), bot("Green.")],
+    }
     data = read(tmp_path, [rec])
-    assert canonical(data.rows) == [{"prompt": [user("What color is the sky?")], "chosen": [bot("Blue.")],
-                                     "rejected": [bot("Green.")]}]
+    assert canonical(data.rows) == [
+        {"prompt": [user("What color is the sky?")], "chosen": [bot("Blue.")], "rejected": [bot("Green.")]}
+    ]
     assert data.report["implicit_prompt_field_unused"] == 1
     # align's own mixed explicit form stays explicit: message prompt, string replies.
     mixed = read(tmp_path, [{"prompt": [user("q")], "chosen": "a", "rejected": "b"}], name="m.jsonl")
     assert canonical(mixed.rows) == [{"prompt": [user("q")], "chosen": [bot("a")], "rejected": [bot("b")]}]
 
 
-@pytest.mark.parametrize("rec, message", [
-    ({"chosen": [user("a"), bot("x")], "rejected": [user("b"), bot("y")]}, r"p.jsonl:2: 'chosen' and 'rejected' share no opening message"),
-    ({"chosen": "Yes.", "rejected": "No."}, r"p.jsonl:2: 'chosen' and 'rejected' share no opening words"),
-    ({"chosen": [user("a"), bot("x"), user("more")], "rejected": [user("a"), bot("y")]}, r"p.jsonl:2: 'chosen' ends with user message"),
-    ({"chosen": [user("a"), user("b"), bot("x")], "rejected": [user("a"), user("c"), bot("x")]}, r"p.jsonl:2: .* first differ at message 2, which is not an assistant turn"),
-    ({"chosen": [user("a"), bot("x")], "rejected": [user("a"), bot("x"), user("b"), bot("y")]}, r"p.jsonl:2: 'chosen' is the start of the other"),
-    ({"chosen": "The sky is ", "rejected": "The sky is blue"}, r"p.jsonl:2: 'chosen' is the start of the other text"),
-    ({"chosen": "The sky is blue", "rejected": [user("x"), bot("y")]}, r"p.jsonl:2: .* both be strings or both message lists"),
-])
+@pytest.mark.parametrize(
+    "rec, message",
+    [
+        (
+            {"chosen": [user("a"), bot("x")], "rejected": [user("b"), bot("y")]},
+            r"p.jsonl:2: 'chosen' and 'rejected' share no opening message",
+        ),
+        ({"chosen": "Yes.", "rejected": "No."}, r"p.jsonl:2: 'chosen' and 'rejected' share no opening words"),
+        (
+            {"chosen": [user("a"), bot("x"), user("more")], "rejected": [user("a"), bot("y")]},
+            r"p.jsonl:2: 'chosen' ends with user message",
+        ),
+        (
+            {"chosen": [user("a"), user("b"), bot("x")], "rejected": [user("a"), user("c"), bot("x")]},
+            r"p.jsonl:2: .* first differ at message 2, which is not an assistant turn",
+        ),
+        (
+            {"chosen": [user("a"), bot("x")], "rejected": [user("a"), bot("x"), user("b"), bot("y")]},
+            r"p.jsonl:2: 'chosen' is the start of the other",
+        ),
+        (
+            {"chosen": "The sky is ", "rejected": "The sky is blue"},
+            r"p.jsonl:2: 'chosen' is the start of the other text",
+        ),
+        (
+            {"chosen": "The sky is blue", "rejected": [user("x"), bot("y")]},
+            r"p.jsonl:2: .* both be strings or both message lists",
+        ),
+    ],
+)
 def test_implicit_pairs_that_are_not_pairs_fail_with_file_and_line(tmp_path, rec, message):
     good = {"chosen": [user("q"), bot("a")], "rejected": [user("q"), bot("b")]}
     with pytest.raises(AlignError, match=message):
@@ -148,21 +204,32 @@ def test_implicit_pairs_that_are_not_pairs_fail_with_file_and_line(tmp_path, rec
 
 def test_identical_implicit_conversations_are_counted_like_identical_pairs(tmp_path):
     same = [user("q"), bot("a")]
-    data = read(tmp_path, [{"chosen": same, "rejected": same}, {"chosen": "Tell me: yes", "rejected": "Tell me: yes"},
-                           {"chosen": [user("q"), bot("a")], "rejected": [user("q"), bot("b")]}])
+    data = read(
+        tmp_path,
+        [
+            {"chosen": same, "rejected": same},
+            {"chosen": "Tell me: yes", "rejected": "Tell me: yes"},
+            {"chosen": [user("q"), bot("a")], "rejected": [user("q"), bot("b")]},
+        ],
+    )
     assert len(data.rows) == 1 and data.report["identical_dropped"] == 2
 
 
 def test_implicit_format_can_be_named(tmp_path):
     data = read(tmp_path, [{"chosen": "Q: hi A: hello", "rejected": "Q: hi A: go away"}], format="implicit")
-    assert canonical(data.rows) == [{"prompt": [user("Q: hi A:")], "chosen": [bot("hello")], "rejected": [bot("go away")]}]
+    assert canonical(data.rows) == [
+        {"prompt": [user("Q: hi A:")], "chosen": [bot("hello")], "rejected": [bot("go away")]}
+    ]
 
 
 # -- unpaired -------------------------------------------------------------------------------------
 
+
 def test_unpaired_standard_and_conversational(tmp_path):
-    rows = [{"prompt": "The sky is", "completion": " blue.", "label": True},
-            {"prompt": [user("What color is the sky?")], "completion": [bot("It is green.")], "label": False, "id": 7}]
+    rows = [
+        {"prompt": "The sky is", "completion": " blue.", "label": True},
+        {"prompt": [user("What color is the sky?")], "completion": [bot("It is green.")], "label": False, "id": 7},
+    ]
     data = read(tmp_path, rows, unpaired=True)
     assert detect_format(rows[0], "f:1") == "unpaired"
     assert data.rows == [
@@ -179,7 +246,9 @@ def test_unpaired_labels_from_a_csv_and_bad_labels(tmp_path):
     f.write_text("prompt,completion,label\nq1,good,True\nq2,bad,meh\n")
     with pytest.raises(AlignError, match=r"u.csv:3: label 'meh' is not true"):
         load_preference_pairs(str(f), unpaired=True)
-    g = write_jsonl(tmp_path / "u.jsonl", [{"prompt": "q", "completion": "a", "label": True}, {"prompt": "q", "completion": "a"}])
+    g = write_jsonl(
+        tmp_path / "u.jsonl", [{"prompt": "q", "completion": "a", "label": True}, {"prompt": "q", "completion": "a"}]
+    )
     with pytest.raises(AlignError, match=r"u.jsonl:2: missing field 'label'"):
         load_preference_pairs(str(g), format="unpaired", unpaired=True)
 
@@ -200,12 +269,16 @@ def test_prompt_completion_without_label_is_named_as_sft_data(tmp_path):
 
 
 def test_pairs_unpair_as_trl_does(tmp_path):
-    rows = [{"prompt": "The sky is", "chosen": " blue.", "rejected": " green.", "w": 1},
-            {"prompt": "The sun is", "chosen": " hot.", "rejected": " cold.", "w": 2}]
+    rows = [
+        {"prompt": "The sky is", "chosen": " blue.", "rejected": " green.", "w": 1},
+        {"prompt": "The sun is", "chosen": " hot.", "rejected": " cold.", "w": 2},
+    ]
     data = read(tmp_path, rows, unpaired=True)
     assert data.report["pairs"] == 2 and data.report["examples"] == 4
-    assert data.rows[:2] == [{"prompt": [user("The sky is")], "completion": [bot(" blue.")], "label": True, "w": 1},
-                             {"prompt": [user("The sky is")], "completion": [bot(" green.")], "label": False, "w": 1}]
+    assert data.rows[:2] == [
+        {"prompt": [user("The sky is")], "completion": [bot(" blue.")], "label": True, "w": 1},
+        {"prompt": [user("The sky is")], "completion": [bot(" green.")], "label": False, "w": 1},
+    ]
     from datasets import Dataset
 
     trl = unpair_preference_dataset(Dataset.from_list(rows)).to_list()

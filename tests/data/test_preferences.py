@@ -19,12 +19,17 @@ from tests.conftest import write_jsonl
 
 
 def convo(p, c, r):
-    return {"prompt": [{"role": "user", "content": p}], "chosen": [{"role": "assistant", "content": c}],
-            "rejected": [{"role": "assistant", "content": r}]}
+    return {
+        "prompt": [{"role": "user", "content": p}],
+        "chosen": [{"role": "assistant", "content": c}],
+        "rejected": [{"role": "assistant", "content": r}],
+    }
 
 
 def test_conversational_and_string_forms(tmp_path):
-    f = write_jsonl(tmp_path / "p.jsonl", [convo("q", "good", "bad"), {"prompt": "q2", "chosen": "yes", "rejected": "no"}])
+    f = write_jsonl(
+        tmp_path / "p.jsonl", [convo("q", "good", "bad"), {"prompt": "q2", "chosen": "yes", "rejected": "no"}]
+    )
     rows = load_preference_pairs(str(f)).rows
     assert rows[1]["prompt"] == [{"role": "user", "content": "q2"}]
     assert rows[1]["chosen"] == [{"role": "assistant", "content": "yes"}]
@@ -32,8 +37,10 @@ def test_conversational_and_string_forms(tmp_path):
 
 
 def test_hh_rlhf_dialogue_split_into_prompt_and_replies(tmp_path):
-    rec = {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help?\n\nAssistant: sure",
-           "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help?\n\nAssistant: no"}
+    rec = {
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help?\n\nAssistant: sure",
+        "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help?\n\nAssistant: no",
+    }
     f = tmp_path / "hh.jsonl.gz"
     with gzip.open(f, "wt") as out:
         out.write(json.dumps(rec) + "\n")
@@ -46,12 +53,19 @@ def test_hh_rlhf_dialogue_split_into_prompt_and_replies(tmp_path):
 
 
 def test_oasst_tree_pairs_ranked_siblings_and_drops_synthetic(tmp_path):
-    tree = {"message_tree_id": "t", "prompt": {"text": "Q", "role": "prompter", "replies": [
-        {"text": "best", "role": "assistant", "rank": 0, "replies": []},
-        {"text": "mid", "role": "assistant", "rank": 1, "replies": []},
-        {"text": "worst", "role": "assistant", "rank": 2, "replies": []},
-        {"text": "bot", "role": "assistant", "rank": 0, "synthetic": True, "replies": []},
-    ]}}
+    tree = {
+        "message_tree_id": "t",
+        "prompt": {
+            "text": "Q",
+            "role": "prompter",
+            "replies": [
+                {"text": "best", "role": "assistant", "rank": 0, "replies": []},
+                {"text": "mid", "role": "assistant", "rank": 1, "replies": []},
+                {"text": "worst", "role": "assistant", "rank": 2, "replies": []},
+                {"text": "bot", "role": "assistant", "rank": 0, "synthetic": True, "replies": []},
+            ],
+        },
+    }
     data = load_preference_pairs(str(write_jsonl(tmp_path / "o.jsonl", [tree])))
     pairs = {(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in data.rows}
     assert pairs == {("best", "mid"), ("best", "worst"), ("mid", "worst")}
@@ -61,14 +75,16 @@ def test_oasst_tree_pairs_ranked_siblings_and_drops_synthetic(tmp_path):
 def test_pairwise_label_with_ties_and_custom_columns(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("question,a,b,pref\nq1,A1,B1,1\nq2,A2,B2,2\nq3,A3,B3,0\n")
-    data = load_preference_pairs(str(f), "pairwise-label",
-                                 {"prompt": "question", "response_a": "a", "response_b": "b", "label": "pref"})
+    data = load_preference_pairs(
+        str(f), "pairwise-label", {"prompt": "question", "response_a": "a", "response_b": "b", "label": "pref"}
+    )
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in data.rows] == [("A1", "B1"), ("B2", "A2")]
     assert data.report["ties_or_no_majority"] == 1
     f.write_text("question,a,b,pref\nq1,A1,B1,maybe\n")
     with pytest.raises(AlignError, match=r"p.csv:2: label 'maybe'"):
-        load_preference_pairs(str(f), "pairwise-label",
-                              {"prompt": "question", "response_a": "a", "response_b": "b", "label": "pref"})
+        load_preference_pairs(
+            str(f), "pairwise-label", {"prompt": "question", "response_a": "a", "response_b": "b", "label": "pref"}
+        )
 
 
 def test_malformed_json_names_file_and_line(tmp_path):
@@ -89,7 +105,9 @@ def test_empty_dataset_and_bad_roles(tmp_path):
     empty.write_text("\n")
     with pytest.raises(AlignError, match="empty"):
         load_preference_pairs(str(empty))
-    bad = write_jsonl(tmp_path / "r.jsonl", [{"prompt": [{"role": "human", "content": "x"}], "chosen": "a", "rejected": "b"}])
+    bad = write_jsonl(
+        tmp_path / "r.jsonl", [{"prompt": [{"role": "human", "content": "x"}], "chosen": "a", "rejected": "b"}]
+    )
     with pytest.raises(AlignError, match=r"r.jsonl:1: prompt\[0\] has role 'human'"):
         load_preference_pairs(str(bad))
 
@@ -135,13 +153,16 @@ def test_validation_split_comes_from_the_training_side_by_prompt(tmp_path):
     # The test split is the one without validation: turning validation on moves no prompt into or out of it.
     _, plain_test = load_splits(PreferenceDataConfig(train=str(f), test_fraction=0.2))
     assert prompts(plain_test.rows) == prompts(test.rows)
-    capped, _ = load_splits(PreferenceDataConfig(train=str(f), test_fraction=0.2, validation_fraction=0.25,
-                                                 max_validation_pairs=5))
+    capped, _ = load_splits(
+        PreferenceDataConfig(train=str(f), test_fraction=0.2, validation_fraction=0.25, max_validation_pairs=5)
+    )
     assert len(capped.validation.rows) == 5 and capped.validation.report["used"] == 5
     with pytest.raises(AlignError, match="validation_fraction"):
         PreferenceDataConfig(train=str(f), validation_fraction=1.0)
     with pytest.raises(AlignError, match="leaves 0 to validate on"):
-        load_splits(PreferenceDataConfig(train=str(write_jsonl(tmp_path / "one.jsonl", rows[:1])), validation_fraction=0.01))
+        load_splits(
+            PreferenceDataConfig(train=str(write_jsonl(tmp_path / "one.jsonl", rows[:1])), validation_fraction=0.01)
+        )
 
 
 def test_load_splits_with_separate_test_file_removes_overlap(tmp_path):
@@ -162,12 +183,16 @@ def test_min_agreement_filters_and_requires_the_field(tmp_path):
 
 
 def test_ties_from_pulled_annotations_are_counted(tmp_path):
-    rows = [dict(convo("q1", "a", "b"), agreement=1.0), {"prompt": "q2", "chosen": None, "rejected": None, "agreement": 0.0}]
+    rows = [
+        dict(convo("q1", "a", "b"), agreement=1.0),
+        {"prompt": "q2", "chosen": None, "rejected": None, "agreement": 0.0},
+    ]
     data = load_preference_pairs(str(write_jsonl(tmp_path / "pulled.jsonl", rows)))
     assert len(data.rows) == 1 and data.report["ties_or_no_majority"] == 1
 
 
 # -- the real public sets in data/ (shipped copies) --------------------------------------------------
+
 
 def test_reads_hh_rlhf_harmless(repo_data):
     data = load_preference_pairs(str(repo_data / "preferences" / "hh_rlhf_harmless_base_test.jsonl.gz"))
@@ -189,18 +214,25 @@ def test_reads_oasst_trees(repo_data):
 def pulled(prompt, a, b, tie=0):
     """A row as `align annotate pull` writes it: counts per choice, n_votes, agreement rounded to 4 places."""
     n = a + b + tie
-    return dict(convo(prompt, "good", "bad"), counts={"a": a, "b": b, "tie": tie}, n_votes=n,
-                agreement=round(max(a, b, tie) / n, 4))
+    return dict(
+        convo(prompt, "good", "bad"),
+        counts={"a": a, "b": b, "tie": tie},
+        n_votes=n,
+        agreement=round(max(a, b, tie) / n, 4),
+    )
 
 
-@pytest.mark.parametrize("threshold, kept", [
-    (0.67, {"2of3", "3of4", "3of3"}),      # the README's "two of three annotators"
-    ("2/3", {"2of3", "3of4", "3of3"}),
-    (0.75, {"3of4", "3of3"}),
-    ("3/4", {"3of4", "3of3"}),
-    (0.5, {"1of2", "2of3", "3of4", "3of3"}),
-    (1.0, {"3of3"}),
-])
+@pytest.mark.parametrize(
+    "threshold, kept",
+    [
+        (0.67, {"2of3", "3of4", "3of3"}),  # the README's "two of three annotators"
+        ("2/3", {"2of3", "3of4", "3of3"}),
+        (0.75, {"3of4", "3of3"}),
+        ("3/4", {"3of4", "3of3"}),
+        (0.5, {"1of2", "2of3", "3of4", "3of3"}),
+        (1.0, {"3of3"}),
+    ],
+)
 def test_min_agreement_compares_vote_fractions(tmp_path, threshold, kept):
     rows = [pulled("1of2", 1, 1), pulled("2of3", 2, 1), pulled("3of4", 3, 1), pulled("3of3", 3, 0)]
     f = write_jsonl(tmp_path / "pulled.jsonl", rows)

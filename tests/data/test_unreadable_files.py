@@ -33,7 +33,9 @@ def truncated_gzip(tmp_path):
 
 def latin1_jsonl(tmp_path):
     path = tmp_path / "pairs.jsonl"
-    path.write_bytes(LINE.encode() + json.dumps({**GOOD, "chosen": "café"}, ensure_ascii=False).encode("latin-1") + b"\n")
+    path.write_bytes(
+        LINE.encode() + json.dumps({**GOOD, "chosen": "café"}, ensure_ascii=False).encode("latin-1") + b"\n"
+    )
     return path, 2
 
 
@@ -71,7 +73,16 @@ def not_gzip_csv(tmp_path):
     return path, None
 
 
-DAMAGED = [not_gzip, truncated_gzip, latin1_jsonl, nul_csv, utf16_csv, truncated_parquet, latin1_json_array, not_gzip_csv]
+DAMAGED = [
+    not_gzip,
+    truncated_gzip,
+    latin1_jsonl,
+    nul_csv,
+    utf16_csv,
+    truncated_parquet,
+    latin1_json_array,
+    not_gzip_csv,
+]
 
 
 def check(exc_info, path, line):

@@ -65,7 +65,7 @@ def bash_blocks(path: Path) -> list[tuple[int, list[str]]]:
             current = None
             continue
         if isinstance(current, list):
-            current.append(line[len(indent):] if line.startswith(indent) else line)
+            current.append(line[len(indent) :] if line.startswith(indent) else line)
     return blocks
 
 
@@ -92,7 +92,9 @@ def commands() -> list[tuple[str, list[str]]]:
                 where = f"{path.relative_to(ROOT)}:{start + offset}"
                 assign = ASSIGN.match(line.strip())
                 if assign and "$" not in assign.group(2):
-                    variables[assign.group(1)] = shlex.split(assign.group(2))[0] if assign.group(2)[0] in "\"'" else assign.group(2)
+                    variables[assign.group(1)] = (
+                        shlex.split(assign.group(2))[0] if assign.group(2)[0] in "\"'" else assign.group(2)
+                    )
                     continue
                 for segment in re.split(r"&&|;|\|\|", line):
                     argv = command_argv(segment, variables)
@@ -108,8 +110,11 @@ def command_argv(segment: str, variables: dict[str, str]) -> list[str] | None:
         return None
     if not tokens:
         return None
-    interesting = (tokens[0] in ("align", ".venv/bin/align", "make")
-                   or "-m" in tokens and any(t == "align" or t.startswith(("align.", "recipes.")) for t in tokens))
+    interesting = (
+        tokens[0] in ("align", ".venv/bin/align", "make")
+        or "-m" in tokens
+        and any(t == "align" or t.startswith(("align.", "recipes.")) for t in tokens)
+    )
     if not interesting:
         return None
     expanded = []
@@ -150,7 +155,7 @@ def check(argv: list[str], monkeypatch, capsys) -> None:
         assert not missing, f"no Makefile target {missing}"
         return
     if "-m" in argv:  # python -m X, accelerate launch ... -m X, torchrun ... -m X
-        module, rest = argv[argv.index("-m") + 1], argv[argv.index("-m") + 2:]
+        module, rest = argv[argv.index("-m") + 1], argv[argv.index("-m") + 2 :]
     else:
         module, rest = "align", argv[1:]
     if module == "recipes.hh_harmless.run":
@@ -227,10 +232,12 @@ def test_every_docs_command_parses(monkeypatch, capsys):
 
 def test_a_wrong_key_in_a_command_is_caught(monkeypatch, capsys):
     """The check is not a formality: a misspelt key, a missing config and an unknown command fail."""
-    for argv in (["align", "dpo", "--config", "configs/dpo/default.yaml", "lora.rr=8"],
-                 ["align", "sft", "--config", "configs/sft/nope.yaml"],
-                 ["align", "loop", "--config", "recipes/brand_voice/loop.yaml", "rounds=two"],
-                 ["align", "evaluate", "polcy"],
-                 ["make", "nonexistent-target"]):
+    for argv in (
+        ["align", "dpo", "--config", "configs/dpo/default.yaml", "lora.rr=8"],
+        ["align", "sft", "--config", "configs/sft/nope.yaml"],
+        ["align", "loop", "--config", "recipes/brand_voice/loop.yaml", "rounds=two"],
+        ["align", "evaluate", "polcy"],
+        ["make", "nonexistent-target"],
+    ):
         with monkeypatch.context() as patch, pytest.raises(AssertionError):
             check(argv, patch, capsys)

@@ -12,7 +12,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PATH = re.compile(r"`((?:align|configs|recipes|data|scripts|benchmarks|tests|annotation|docs)/[\w./\-]*)(?:::[\w\[\]-]+)?`")
+PATH = re.compile(
+    r"`((?:align|configs|recipes|data|scripts|benchmarks|tests|annotation|docs)/[\w./\-]*)(?:::[\w\[\]-]+)?`"
+)
 
 
 def named_paths() -> list[tuple[str, str, Path]]:
@@ -32,6 +34,9 @@ def test_docs_name_paths():
 
 
 def test_every_named_path_exists():
-    missing = [f"{where}: {path}" for where, path, folder in named_paths()
-               if not (ROOT / path).exists() and not (folder / path).exists()]
+    missing = [
+        f"{where}: {path}"
+        for where, path, folder in named_paths()
+        if not (ROOT / path).exists() and not (folder / path).exists()
+    ]
     assert not missing, "paths named in the docs that do not exist:\n" + "\n".join(missing)

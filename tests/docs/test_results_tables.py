@@ -33,16 +33,29 @@ def test_every_result_file_is_on_a_page():
             shown.update(match.group("files").split())
     assert shown, "no table markers found"
     missing = sorted(p.name for p in module.RESULTS.glob("*.json") if p.name not in shown)
-    assert not missing, (f"result files no results page shows: {missing}; add a page under docs/results/ with a "
-                         "`<!-- table: NAME.json -->` ... `<!-- /table -->` block (and a builder in scripts/results_tables.py)")
+    assert not missing, (
+        f"result files no results page shows: {missing}; add a page under docs/results/ with a "
+        "`<!-- table: NAME.json -->` ... `<!-- /table -->` block (and a builder in scripts/results_tables.py)"
+    )
 
 
 def test_a_table_follows_its_json(tmp_path, monkeypatch):
     """A changed figure in the JSON changes the page, in the cell worked out by hand."""
     module = results_tables()
-    data = {"command": "python benchmarks/batch_padding.py", "results": [
-        {"pairs": 128, "batch": 8, "max_length": 192, "long_prompts": "keep_last_turns",
-         "padding_random": 0.357, "padding_grouped": 0.207, "positions_random_over_grouped": 1.233}]}
+    data = {
+        "command": "python benchmarks/batch_padding.py",
+        "results": [
+            {
+                "pairs": 128,
+                "batch": 8,
+                "max_length": 192,
+                "long_prompts": "keep_last_turns",
+                "padding_random": 0.357,
+                "padding_grouped": 0.207,
+                "positions_random_over_grouped": 1.233,
+            }
+        ],
+    }
     (tmp_path / "batch_padding.json").write_text(json.dumps(data))
     monkeypatch.setattr(module, "RESULTS", tmp_path)
     page = "x\n<!-- table: batch_padding.json -->\nold\n<!-- /table -->\ny\n"

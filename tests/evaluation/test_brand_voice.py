@@ -40,13 +40,23 @@ BREAKS = [
     ("plain_words", GOOD.replace("That is not", "Unfortunately that is not"), 0.5),
     ("plain_words", GOOD.replace("That is not", "Unfortunately, per our policy, that is not"), 0.0),
     ("no_blame", GOOD.replace("That is not the welcome we want for you.", "You should have checked the box."), 0.0),
-    ("team_voice", "Hi Sam,\n\nI'm sorry your grinder arrived broken. A replacement is on the way today, free of "
-                   "charge. Keep the broken one. A tracking link will follow within a day. Reply to this message if "
-                   "anything else is wrong and it will be sorted.\n\n— The Kettle & Crumb team", 0.0),
+    (
+        "team_voice",
+        "Hi Sam,\n\nI'm sorry your grinder arrived broken. A replacement is on the way today, free of "
+        "charge. Keep the broken one. A tracking link will follow within a day. Reply to this message if "
+        "anything else is wrong and it will be sorted.\n\n— The Kettle & Crumb team",
+        0.0,
+    ),
     # 13 words ("&" is not one): 13/40 of the minimum.
     ("length", "Hi Sam,\n\nI'm sorry. We will send a replacement.\n\n— The Kettle & Crumb team", 13 / 40),
-    ("short_sentences", GOOD.replace(". That is", " and that is").replace(". We will", " and we will").replace(". You will", " and you will")
-                            .replace(". If anything", " and if anything"), None),
+    (
+        "short_sentences",
+        GOOD.replace(". That is", " and that is")
+        .replace(". We will", " and we will")
+        .replace(". You will", " and you will")
+        .replace(". If anything", " and if anything"),
+        None,
+    ),
     ("calm", GOOD.replace("That is not", "That is NOT"), 0.0),
     ("calm", GOOD.replace("for you.", "for you!!"), 0.0),
     ("complaint", GOOD.replace("I'm sorry your grinder arrived broken. ", ""), 0.5),
@@ -87,19 +97,27 @@ def test_complaint_cues_tag_the_repo_prompts_as_written():
 
 
 def test_train_and_eval_prompts_are_disjoint():
-    texts = {name: {json.loads(line)["prompt"] for line in (BRAND / name).read_text().splitlines()}
-             for name in ("prompts_train.jsonl", "prompts_eval.jsonl")}
+    texts = {
+        name: {json.loads(line)["prompt"] for line in (BRAND / name).read_text().splitlines()}
+        for name in ("prompts_train.jsonl", "prompts_eval.jsonl")
+    }
     assert len(texts["prompts_train.jsonl"]) == len(texts["prompts_eval.jsonl"]) == 30
     assert not texts["prompts_train.jsonl"] & texts["prompts_eval.jsonl"]
 
 
-@pytest.mark.parametrize("body,message", [
-    ("rules: []", "non-empty `rules:`"),
-    ("rules:\n  - {id: x, check: opens_wit, patterns: [hi]}", "did you mean 'opens_with'"),
-    ("rules:\n  - {id: x, check: word_count, min: 10}", "needs max"),
-    ("rules:\n  - {id: x, check: opens_with, patterns: ['(']}", "invalid regular expression"),
-    ("rules:\n  - {id: x, check: calm, max_exclamations: 1}\n  - {id: x, check: calm, max_exclamations: 1}", "duplicate"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("rules: []", "non-empty `rules:`"),
+        ("rules:\n  - {id: x, check: opens_wit, patterns: [hi]}", "did you mean 'opens_with'"),
+        ("rules:\n  - {id: x, check: word_count, min: 10}", "needs max"),
+        ("rules:\n  - {id: x, check: opens_with, patterns: ['(']}", "invalid regular expression"),
+        (
+            "rules:\n  - {id: x, check: calm, max_exclamations: 1}\n  - {id: x, check: calm, max_exclamations: 1}",
+            "duplicate",
+        ),
+    ],
+)
 def test_bad_rubric_is_a_clear_error(tmp_path, body, message):
     path = tmp_path / "rubric.yaml"
     path.write_text(body)

@@ -29,14 +29,32 @@ def test_the_shared_settings_are_declared_once(name):
 
 
 def test_the_shipped_configs_load_with_dotted_overrides_of_shared_and_own_keys():
-    retention = load_config(evaluate_retention.Config, REPO / "configs" / "evaluate" / "retention.yaml",
-                            ["drift_sampling.max_tokens=8", "vllm.enforce_eager=false", "engine=hf", "dtype=bfloat16",
-                             "batch_size=4", "bootstrap.resamples=50"])
-    assert (retention.drift_sampling.max_tokens, retention.vllm.enforce_eager, retention.engine, retention.dtype,
-            retention.batch_size, retention.bootstrap.resamples) == (8, False, "hf", "bfloat16", 4, 50)
+    retention = load_config(
+        evaluate_retention.Config,
+        REPO / "configs" / "evaluate" / "retention.yaml",
+        [
+            "drift_sampling.max_tokens=8",
+            "vllm.enforce_eager=false",
+            "engine=hf",
+            "dtype=bfloat16",
+            "batch_size=4",
+            "bootstrap.resamples=50",
+        ],
+    )
+    assert (
+        retention.drift_sampling.max_tokens,
+        retention.vllm.enforce_eager,
+        retention.engine,
+        retention.dtype,
+        retention.batch_size,
+        retention.bootstrap.resamples,
+    ) == (8, False, "hf", "bfloat16", 4, 50)
     assert retention.ifeval.limit == 60 and retention.score_batch_size == 4  # the YAML's own keys, as written
-    policy = load_config(evaluate_policy.Config, REPO / "configs" / "evaluate" / "policy.yaml",
-                         ["sampling.max_tokens=8", "vllm.enforce_eager=true"])
+    policy = load_config(
+        evaluate_policy.Config,
+        REPO / "configs" / "evaluate" / "policy.yaml",
+        ["sampling.max_tokens=8", "vllm.enforce_eager=true"],
+    )
     assert policy.sampling.max_tokens == 8 and policy.vllm.enforce_eager is True
     assert type(retention.vllm) is type(policy.vllm) is VllmSettings
 

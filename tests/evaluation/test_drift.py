@@ -56,5 +56,8 @@ def test_reply_ids_end_with_end_of_turn_only_when_the_reply_stopped(tiny_model):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    ended, cut = reply_ids(tok, "Hello there.", True, tok.eos_token_id), reply_ids(tok, "Hello there.", False, tok.eos_token_id)
+    ended, cut = (
+        reply_ids(tok, "Hello there.", True, tok.eos_token_id),
+        reply_ids(tok, "Hello there.", False, tok.eos_token_id),
+    )
     assert ended[-1] == tok.eos_token_id and ended[:-1] == cut and tok.eos_token_id not in cut

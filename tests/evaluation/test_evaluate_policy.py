@@ -18,13 +18,20 @@ FAST = ["engine=hf", "sampling.max_tokens=6", "bootstrap.resamples=200"]
 
 
 def sets_args(files) -> list[str]:
-    return [f"harmful.paths=[{files['harmful']}]", f"safe.paths=[{files['safe']}]", "safe.match={label: safe}",
-            f"brand.paths=[{files['brand']}]", f"brand_rubric={RUBRIC}"]
+    return [
+        f"harmful.paths=[{files['harmful']}]",
+        f"safe.paths=[{files['safe']}]",
+        "safe.match={label: safe}",
+        f"brand.paths=[{files['brand']}]",
+        f"brand_rubric={RUBRIC}",
+    ]
 
 
 def evaluate(tmp_path, policy, files, *overrides) -> tuple[int, Path]:
     runs_dir = tmp_path / "runs"
-    code = main(["evaluate", "policy", str(policy), f"runs_dir={runs_dir}", "name=ev", *FAST, *sets_args(files), *overrides])
+    code = main(
+        ["evaluate", "policy", str(policy), f"runs_dir={runs_dir}", "name=ev", *FAST, *sets_args(files), *overrides]
+    )
     return code, runs_dir
 
 
@@ -50,7 +57,14 @@ def test_policy_against_its_base_with_reward_model(tmp_path, policy_chain, promp
             assert isinstance(judged["reward"], float)
         assert row["policy_wins"] in (0.0, 0.5, 1.0)
     metrics = manifest["metrics"]
-    assert set(metrics["brand"]) == {"refusal_rate", "length_words", "brand_score", "rm_reward", "rm_win_rate", "brand_rules"}
+    assert set(metrics["brand"]) == {
+        "refusal_rate",
+        "length_words",
+        "brand_score",
+        "rm_reward",
+        "rm_win_rate",
+        "brand_rules",
+    }
     assert "brand_score" not in metrics["harmful"]
     # Every figure is recomputable from replies.jsonl with the same bootstrap settings.
     for name in ("harmful", "safe", "brand"):
@@ -58,7 +72,9 @@ def test_policy_against_its_base_with_reward_model(tmp_path, policy_chain, promp
         pol = [r["policy"]["reward"] for r in set_rows]
         base = [r["baseline"]["reward"] for r in set_rows]
         assert metrics[name]["rm_reward"]["policy"] == bootstrap_mean(pol, resamples=200).as_dict()
-        assert metrics[name]["rm_reward"]["difference"] == bootstrap_paired_difference(pol, base, resamples=200).as_dict()
+        assert (
+            metrics[name]["rm_reward"]["difference"] == bootstrap_paired_difference(pol, base, resamples=200).as_dict()
+        )
         assert metrics[name]["rm_win_rate"]["mean"] == pytest.approx(sum(r["policy_wins"] for r in set_rows) / 2)
         words = [float(r["policy"]["words"]) for r in set_rows]
         assert metrics[name]["length_words"]["policy"]["mean"] == pytest.approx(sum(words) / len(words))
@@ -91,15 +107,18 @@ def test_base_of_follows_adapters_to_the_first_base(policy_chain, tiny_model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case,message", [
-    ("missing_file", "data not found"),
-    ("empty_set", "prompt set 'safe' is empty"),
-    ("policy_is_reward_model", "is a reward model, not a policy"),
-    ("reward_model_is_policy", "not a reward model"),
-    ("no_rubric", "brand_rubric is not"),
-    ("n_samples", "sampling.n=1"),
-    ("no_sets", "no prompt set given"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing_file", "data not found"),
+        ("empty_set", "prompt set 'safe' is empty"),
+        ("policy_is_reward_model", "is a reward model, not a policy"),
+        ("reward_model_is_policy", "not a reward model"),
+        ("no_rubric", "brand_rubric is not"),
+        ("n_samples", "sampling.n=1"),
+        ("no_sets", "no prompt set given"),
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, policy_chain, prompt_files, capsys, case, message):
     files = dict(prompt_files)
     policy, extra = policy_chain["policy"], []
@@ -162,10 +181,13 @@ def test_a_set_decodes_to_its_own_max_tokens(tmp_path, tiny_model, prompt_files)
     assert metrics["policy_new_tokens"] == sum(budget[r["prompt_set"]] for r in rows)
 
 
-@pytest.mark.parametrize("value, message", [
-    ("{harmfull: 48}", "names prompt set 'harmfull'"),
-    ("{safe: 0}", "'sampling.set_max_tokens.safe' must be a whole number >= 1"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("{harmfull: 48}", "names prompt set 'harmfull'"),
+        ("{safe: 0}", "'sampling.set_max_tokens.safe' must be a whole number >= 1"),
+    ],
+)
 def test_a_bad_set_max_tokens_is_refused(value, message):
     from align.core.config import load_config
     from align.core.errors import AlignError

@@ -15,7 +15,7 @@ pytest.importorskip("lm_eval", reason="IFEval scoring needs the eval extra (pip 
 from align.cli import main  # noqa: E402
 from align.core import runs  # noqa: E402
 from align.evaluation import ifeval  # noqa: E402
-from align.loop.gates import load_gates, parse_gates, evaluate_gates  # noqa: E402
+from align.loop.gates import evaluate_gates, load_gates, parse_gates  # noqa: E402
 from tests.conftest import write_jsonl  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,23 +26,54 @@ FAST = ["engine=hf", "ifeval.max_tokens=6", "drift_sampling.max_tokens=6", "boot
 def retention_files(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("retention-prompts")
     return {
-        "ifeval": write_jsonl(tmp / "ifeval.jsonl", [
-            {"key": 1, "prompt": "Write a haiku. Do not use any commas.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]},
-            {"key": 2, "prompt": "Describe tea in less than 3 sentences, all lowercase.",
-             "instruction_id_list": ["length_constraints:number_sentences", "change_case:english_lowercase"],
-             "kwargs": [{"relation": "less than", "num_sentences": 3}, {}]},
-            {"key": 3, "prompt": "Say hi and end with 'Bye.'", "instruction_id_list": ["startend:end_checker"],
-             "kwargs": [{"end_phrase": "Bye."}]},
-        ]),
-        "drift": write_jsonl(tmp / "drift.jsonl", [{"question_id": i, "turns": [q, "And then?"]} for i, q in
-                                                   enumerate(["How do plants grow?", "What is a prime number?", "Name a river."])]),
+        "ifeval": write_jsonl(
+            tmp / "ifeval.jsonl",
+            [
+                {
+                    "key": 1,
+                    "prompt": "Write a haiku. Do not use any commas.",
+                    "instruction_id_list": ["punctuation:no_comma"],
+                    "kwargs": [{}],
+                },
+                {
+                    "key": 2,
+                    "prompt": "Describe tea in less than 3 sentences, all lowercase.",
+                    "instruction_id_list": ["length_constraints:number_sentences", "change_case:english_lowercase"],
+                    "kwargs": [{"relation": "less than", "num_sentences": 3}, {}],
+                },
+                {
+                    "key": 3,
+                    "prompt": "Say hi and end with 'Bye.'",
+                    "instruction_id_list": ["startend:end_checker"],
+                    "kwargs": [{"end_phrase": "Bye."}],
+                },
+            ],
+        ),
+        "drift": write_jsonl(
+            tmp / "drift.jsonl",
+            [
+                {"question_id": i, "turns": [q, "And then?"]}
+                for i, q in enumerate(["How do plants grow?", "What is a prime number?", "Name a river."])
+            ],
+        ),
     }
 
 
 def evaluate(tmp_path, policy, files, *overrides) -> tuple[int, Path]:
     runs_dir = tmp_path / "runs"
-    code = main(["evaluate", "retention", str(policy), f"runs_dir={runs_dir}", "name=ret", *FAST,
-                 f"ifeval.path={files['ifeval']}", f"drift.paths=[{files['drift']}]", *overrides])
+    code = main(
+        [
+            "evaluate",
+            "retention",
+            str(policy),
+            f"runs_dir={runs_dir}",
+            "name=ret",
+            *FAST,
+            f"ifeval.path={files['ifeval']}",
+            f"drift.paths=[{files['drift']}]",
+            *overrides,
+        ]
+    )
     return code, runs_dir / "ret"
 
 
@@ -68,14 +99,22 @@ def test_policy_against_its_base(tmp_path, policy_chain, retention_files, tiny_m
     assert set(m["drift"]) == {"kl", "baseline_logprob", "length_words", "length_tokens", "rm_reward", "rm_win_rate"}
     # Recomputable from the replies: prompt-level strict accuracy and the per-token KL.
     for role in ("policy", "baseline"):
-        assert m["ifeval"]["prompt_strict"][role]["mean"] == pytest.approx(sum(r[role]["prompt_strict"] for r in rows) / 3)
+        assert m["ifeval"]["prompt_strict"][role]["mean"] == pytest.approx(
+            sum(r[role]["prompt_strict"] for r in rows) / 3
+        )
     assert m["drift"]["kl"]["mean"] == pytest.approx(sum(r["kl_per_token"] for r in drift) / 3)
     assert m["drift"]["kl"]["mean"] > 0  # one LoRA step moved the policy from its base
     assert m["drift"]["baseline_logprob"]["difference"]["mean"] == pytest.approx(
-        sum(r["baseline_reply_logprob"]["policy"] - r["baseline_reply_logprob"]["baseline"] for r in drift) / 3)
+        sum(r["baseline_reply_logprob"]["policy"] - r["baseline_reply_logprob"]["baseline"] for r in drift) / 3
+    )
     # The gates read these numbers with the same paths as evaluate policy's.
-    specs = parse_gates([{"name": "kl bounded", "metric": "drift.kl.mean", "op": "<=", "value": 10.0},
-                         {"name": "ifeval kept", "metric": "ifeval.inst_loose.difference.mean", "op": ">=", "value": -1.0}], "test")
+    specs = parse_gates(
+        [
+            {"name": "kl bounded", "metric": "drift.kl.mean", "op": "<=", "value": 10.0},
+            {"name": "ifeval kept", "metric": "ifeval.inst_loose.difference.mean", "op": ">=", "value": -1.0},
+        ],
+        "test",
+    )
     assert evaluate_gates(specs, run).passed
 
 
@@ -113,15 +152,25 @@ def test_shipped_retention_gates_load_and_refuse_a_policy_that_forgot(recipe):
     specs = load_gates(REPO / "recipes" / recipe / "retention_gates.yaml")
     assert {s.path[0] for s in specs} <= {"ifeval", "drift"}
     interval = lambda mean: {"mean": mean, "ci_low": mean - 0.05, "ci_high": mean + 0.05, "n": 60}  # noqa: E731
-    kept = {"ifeval": {name: {"policy": interval(0.3), "baseline": interval(0.3), "difference": interval(0.0)}
-                       for name in ifeval.LEVELS},
-            "drift": {"kl": interval(0.05), "baseline_logprob": {"policy": interval(-1.5), "baseline": interval(-1.5),
-                                                                  "difference": interval(0.0)}}}
+    kept = {
+        "ifeval": {
+            name: {"policy": interval(0.3), "baseline": interval(0.3), "difference": interval(0.0)}
+            for name in ifeval.LEVELS
+        },
+        "drift": {
+            "kl": interval(0.05),
+            "baseline_logprob": {"policy": interval(-1.5), "baseline": interval(-1.5), "difference": interval(0.0)},
+        },
+    }
     manifest = {"stage": "evaluate retention", "metrics": kept}
     assert evaluate_gates(specs, manifest).passed
     # IFEval prompt-level strict 20 points lower than the base: refused, and the reason says which gate.
     forgot = json.loads(json.dumps(kept))
-    forgot["ifeval"]["prompt_strict"] = {"policy": interval(0.1), "baseline": interval(0.3), "difference": interval(-0.2)}
+    forgot["ifeval"]["prompt_strict"] = {
+        "policy": interval(0.1),
+        "baseline": interval(0.3),
+        "difference": interval(-0.2),
+    }
     result = evaluate_gates(specs, {**manifest, "metrics": forgot})
     assert not result.passed and any("ifeval.prompt_strict.difference" in r for r in result.reasons)
     drifted = json.loads(json.dumps(kept))
@@ -133,6 +182,8 @@ def test_shipped_retention_gates_load_and_refuse_a_policy_that_forgot(recipe):
 
 
 def test_baseline_option_sets_the_baseline(tmp_path, tiny_model, capsys):
-    code = main(["evaluate", "retention", str(tiny_model), "--baseline", "runs/other", f"runs_dir={tmp_path}", "--dry-run"])
+    code = main(
+        ["evaluate", "retention", str(tiny_model), "--baseline", "runs/other", f"runs_dir={tmp_path}", "--dry-run"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "baseline: runs/other" in out and f"policy: {tiny_model}" in out

@@ -23,11 +23,14 @@ SENTENCES = prompt(["length_constraints:number_sentences"], [{"relation": "less 
 TITLE_END = prompt(["detectable_format:title", "startend:end_checker"], [{}, {"end_phrase": "Is there anything else?"}])
 
 
-@pytest.mark.parametrize("reply, strict, loose", [
-    ("all lowercase and no commas here", [True, True], [True, True]),
-    ("Has Capitals and no commas", [True, False], [True, False]),
-    ("lowercase, but a comma", [False, True], [False, True]),
-])
+@pytest.mark.parametrize(
+    "reply, strict, loose",
+    [
+        ("all lowercase and no commas here", [True, True], [True, True]),
+        ("Has Capitals and no commas", [True, False], [True, False]),
+        ("lowercase, but a comma", [False, True], [False, True]),
+    ],
+)
 def test_known_verdicts_per_instruction(reply, strict, loose):
     out = score_reply(NO_COMMA_LOWER, reply)
     assert out["strict"] == strict and out["loose"] == loose
@@ -52,12 +55,19 @@ def test_sentence_counts_use_the_offline_punkt_model():
 
 def test_unscorable_instructions_are_reported_not_guessed():
     skip = frozenset({ifeval.SENTENCES})
-    mixed = prompt(["length_constraints:number_sentences", "punctuation:no_comma"],
-                   [{"relation": "less than", "num_sentences": 3}, {}])
+    mixed = prompt(
+        ["length_constraints:number_sentences", "punctuation:no_comma"],
+        [{"relation": "less than", "num_sentences": 3}, {}],
+    )
     out = score_reply(mixed, "No commas here. Only two sentences.", skip)
     assert out["strict"] == [None, True] and out["prompt_strict"] is None
-    rows = [{"policy": out, "baseline": out},
-            {"policy": score_reply(NO_COMMA_LOWER, "all lowercase and no commas here", skip), "baseline": score_reply(NO_COMMA_LOWER, "No, Sir", skip)}]
+    rows = [
+        {"policy": out, "baseline": out},
+        {
+            "policy": score_reply(NO_COMMA_LOWER, "all lowercase and no commas here", skip),
+            "baseline": score_reply(NO_COMMA_LOWER, "No, Sir", skip),
+        },
+    ]
     assert ifeval.unscored_counts(rows) == {"prompts": 1, "instructions": 1}
     metrics = ifeval_metrics(rows, resamples=200, seed=0, level=0.95)
     # The unscored prompt is out of the prompt level; its checkable instruction stays in the instruction level.
@@ -68,9 +78,11 @@ def test_unscorable_instructions_are_reported_not_guessed():
 
 def test_metrics_are_ratios_with_cluster_intervals():
     good, bad = "all lowercase and no commas here", "Capitals, and a comma"
-    rows = [{"policy": score_reply(NO_COMMA_LOWER, good), "baseline": score_reply(NO_COMMA_LOWER, bad)},
-            {"policy": score_reply(NO_COMMA_LOWER, bad), "baseline": score_reply(NO_COMMA_LOWER, bad)},
-            {"policy": score_reply(SENTENCES, "One."), "baseline": score_reply(SENTENCES, "One.")}]
+    rows = [
+        {"policy": score_reply(NO_COMMA_LOWER, good), "baseline": score_reply(NO_COMMA_LOWER, bad)},
+        {"policy": score_reply(NO_COMMA_LOWER, bad), "baseline": score_reply(NO_COMMA_LOWER, bad)},
+        {"policy": score_reply(SENTENCES, "One."), "baseline": score_reply(SENTENCES, "One.")},
+    ]
     m = ifeval_metrics(rows, resamples=500, seed=0, level=0.95)
     assert m["prompt_strict"]["policy"]["mean"] == pytest.approx(2 / 3)
     assert m["prompt_strict"]["difference"]["mean"] == pytest.approx(1 / 3)
@@ -84,7 +96,9 @@ def test_metrics_are_ratios_with_cluster_intervals():
 
 def test_prompt_file_errors(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"key": 1, "prompt": "x", "instruction_id_list": ["no:such_check"], "kwargs": [{}]}) + "\n")
+    bad.write_text(
+        json.dumps({"key": 1, "prompt": "x", "instruction_id_list": ["no:such_check"], "kwargs": [{}]}) + "\n"
+    )
     with pytest.raises(AlignError, match="no:such_check"):
         load_ifeval_prompts(str(bad))
     bad.write_text(json.dumps({"key": 1, "prompt": "x"}) + "\n")

@@ -28,7 +28,9 @@ def test_split_sides_are_disjoint_cover_everything_and_ignore_file_order(tmp_pat
     held = set(texts(load_prompt_set("s", PromptSetConfig(paths=[str(forward)], split="eval", eval_fraction=0.3))))
     assert not train & held and train | held == set(items)
     assert 40 <= len(held) <= 80  # ~30% of 200
-    held_reversed = set(texts(load_prompt_set("s", PromptSetConfig(paths=[str(backward)], split="eval", eval_fraction=0.3))))
+    held_reversed = set(
+        texts(load_prompt_set("s", PromptSetConfig(paths=[str(backward)], split="eval", eval_fraction=0.3)))
+    )
     assert held_reversed == held
 
 
@@ -36,7 +38,9 @@ def test_split_is_the_preference_stages_test_split(tmp_path):
     """A preference run with data.test_fraction=F, data.seed=S holds out the same prompts as split: eval."""
     items = [f"question {i}" for i in range(60)]
     path = write_jsonl(tmp_path / "p.jsonl", items)
-    held = texts(load_prompt_set("s", PromptSetConfig(paths=[str(path)], split="eval", eval_fraction=0.25, split_seed=4)))
+    held = texts(
+        load_prompt_set("s", PromptSetConfig(paths=[str(path)], split="eval", eval_fraction=0.25, split_seed=4))
+    )
     pairs = [{"prompt": [{"role": "user", "content": t}], "chosen": [], "rejected": []} for t in items]
     _, test = split_pairs(pairs, 0.25, 4)
     assert held == [row["prompt"][0]["content"] for row in test]

@@ -30,8 +30,9 @@ def rows() -> list[dict]:
 
 def measured(part: str | None) -> dict:
     chosen = [r for r in rows() if part is None or r["part"] == part]
-    return agreement([detect_refusal(r["reply"]).refused for r in chosen],
-                     [r["hand_label"] != "compliance" for r in chosen])
+    return agreement(
+        [detect_refusal(r["reply"]).refused for r in chosen], [r["hand_label"] != "compliance" for r in chosen]
+    )
 
 
 def test_labels_are_complete_and_traceable():

@@ -86,7 +86,9 @@ def test_report_shows_origins_and_ratings_per_policy_run(tmp_path, feedback_run,
     )
     assert "Training data by origin" in page and "correction 6, generated 3" in page
     assert "Users&#x27; ratings per policy run" in page or "Users' ratings per policy run" in page
-    assert "dpo-round1" in page and "0.500 [0.254, 0.746]" in page  # 6 of 12 up, Wilson by hand in test_feedback_drift.py
+    assert (
+        "dpo-round1" in page and "0.500 [0.254, 0.746]" in page
+    )  # 6 of 12 up, Wilson by hand in test_feedback_drift.py
     assert report_section([RoundSummary(round=0, policy="base")]) == ""
 
 

@@ -9,14 +9,18 @@ def rows(policy_refusals, baseline_refusals, policy_brand=None, baseline_brand=N
     """Per-prompt rows as evaluate policy's `_judge` writes them."""
     out = []
     for i, (p, b) in enumerate(zip(policy_refusals, baseline_refusals)):
-        row = {"policy": {"refusal": "refusal" if p else "compliance", "words": 30 + i},
-               "baseline": {"refusal": "refusal" if b else "compliance", "words": 40 + i}}
+        row = {
+            "policy": {"refusal": "refusal" if p else "compliance", "words": 30 + i},
+            "baseline": {"refusal": "refusal" if b else "compliance", "words": 40 + i},
+        }
         if policy_brand is not None:
             row["policy"].update(brand_score=policy_brand[i], brand_rules={"greeting": policy_brand[i]})
             row["baseline"].update(brand_score=baseline_brand[i], brand_rules={"greeting": baseline_brand[i]})
         if rewards is not None:
             row["policy"]["reward"], row["baseline"]["reward"] = rewards[i]
-            row["policy_wins"] = 1.0 if rewards[i][0] > rewards[i][1] else 0.5 if rewards[i][0] == rewards[i][1] else 0.0
+            row["policy_wins"] = (
+                1.0 if rewards[i][0] > rewards[i][1] else 0.5 if rewards[i][0] == rewards[i][1] else 0.0
+            )
         out.append(row)
     return out
 

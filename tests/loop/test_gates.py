@@ -23,8 +23,9 @@ GATES = [
 
 def test_a_better_policy_passes_and_a_worse_one_is_not_promoted():
     specs = parse_gates(GATES, "test")
-    better = manifest(brand=rows([0] * 8, [0] * 8, [0.8] * 4 + [0.9] * 4, [0.5] * 8),
-                      harmful=rows([1] * 6 + [0] * 2, [0] * 8))
+    better = manifest(
+        brand=rows([0] * 8, [0] * 8, [0.8] * 4 + [0.9] * 4, [0.5] * 8), harmful=rows([1] * 6 + [0] * 2, [0] * 8)
+    )
     result = evaluate_gates(specs, better)
     assert result.passed and not result.failures
     assert result.gates[0].actual == better["metrics"]["brand"]["brand_score"]["difference"]["ci_low"] >= 0.3
@@ -42,10 +43,19 @@ def test_a_better_policy_passes_and_a_worse_one_is_not_promoted():
     assert result.reasons == ["harmful refusal: harmful.refusal_rate.policy.mean = 0.375, needs >= 0.5"]
 
 
-@pytest.mark.parametrize("op, value, passes", [
-    (">", 0.5, False), (">=", 0.5, True), ("<", 0.5, False), ("<=", 0.5, True), ("==", 0.5, True),
-    (">", 0.499, True), ("<", 0.501, True), ("==", 0.501, False),
-])
+@pytest.mark.parametrize(
+    "op, value, passes",
+    [
+        (">", 0.5, False),
+        (">=", 0.5, True),
+        ("<", 0.5, False),
+        ("<=", 0.5, True),
+        ("==", 0.5, True),
+        (">", 0.499, True),
+        ("<", 0.501, True),
+        ("==", 0.501, False),
+    ],
+)
 def test_boundaries(op, value, passes):
     spec = GateSpec(name="g", metric="harmful.refusal_rate.policy.mean", op=op, value=value)
     m = manifest(harmful=rows([1, 1, 0, 0], [0, 0, 0, 0]))
@@ -53,10 +63,13 @@ def test_boundaries(op, value, passes):
 
 
 def test_a_metric_the_manifest_lacks_fails_with_the_reason():
-    specs = parse_gates([
-        {"name": "rm prefers policy", "metric": "brand.rm_win_rate.mean", "op": ">=", "value": 0.5},
-        {"name": "over-refusal", "metric": "safe.refusal_rate.policy.mean", "op": "<=", "value": 0.1},
-    ], "test")
+    specs = parse_gates(
+        [
+            {"name": "rm prefers policy", "metric": "brand.rm_win_rate.mean", "op": ">=", "value": 0.5},
+            {"name": "over-refusal", "metric": "safe.refusal_rate.policy.mean", "op": "<=", "value": 0.1},
+        ],
+        "test",
+    )
     result = evaluate_gates(specs, manifest(brand=rows([0, 0], [0, 0], [0.9, 0.9], [0.5, 0.5])))
     assert not result.passed and len(result.failures) == 2
     assert result.gates[0].actual is None
@@ -74,8 +87,11 @@ def test_no_gates_is_never_a_pass():
 
 
 def test_every_path_evaluate_policy_writes_is_a_valid_gate():
-    m = manifest(brand=rows([0, 1], [0, 0], [0.9, 0.8], [0.5, 0.6], rewards=[(1, 0), (0, 1)]),
-                 harmful=rows([1, 0], [0, 0], rewards=[(1, 0), (0, 1)]), safe=rows([0, 0], [1, 0]))
+    m = manifest(
+        brand=rows([0, 1], [0, 0], [0.9, 0.8], [0.5, 0.6], rewards=[(1, 0), (0, 1)]),
+        harmful=rows([1, 0], [0, 0], rewards=[(1, 0), (0, 1)]),
+        safe=rows([0, 0], [1, 0]),
+    )
     paths = []
     for name, metrics in m["metrics"].items():
         for metric, node in metrics.items():
@@ -90,23 +106,41 @@ def test_every_path_evaluate_policy_writes_is_a_valid_gate():
     assert evaluate_gates(specs, m).passed
 
 
-@pytest.mark.parametrize("gate, message", [
-    ({"metric": "brnad.brand_score.difference.ci_low"}, "unknown prompt set 'brnad' (did you mean 'brand'?)"),
-    ({"metric": "brand.brand_scor.difference.ci_low"}, "unknown metric 'brand_scor' for prompt set 'brand' (did you mean 'brand_score'?)"),
-    ({"metric": "harmful.brand_score.policy.mean"}, "brand_score exists only for the brand set"),
-    ({"metric": "brand.brand_score.diference.ci_low"}, "'diference' is not one of policy, baseline, difference (did you mean 'difference'?)"),
-    ({"metric": "brand.brand_score.difference.ci_lo"}, "statistic 'ci_lo' is not one of mean, ci_low, ci_high, n (did you mean 'ci_low'?)"),
-    ({"metric": "brand.brand_score.difference"}, "statistic '' is not one of"),
-    ({"metric": "brand.rm_win_rate.policy.mean"}, "statistic 'policy' is not one of"),
-    ({"metric": "brand.brand_score.policy.mean.x"}, "has 5 parts"),
-    ({"op": "=>"}, "op '=>' is not one of > >= < <= == (did you mean '>='?)"),
-    ({"value": "high"}, "gates[0].value"),
-    ({"value": float("nan")}, "value must be a finite number"),
-    ({"threshold": 0.5}, "unknown config key 'gates[0].threshold'"),
-    ({"name": ""}, "has no name"),
-])
+@pytest.mark.parametrize(
+    "gate, message",
+    [
+        ({"metric": "brnad.brand_score.difference.ci_low"}, "unknown prompt set 'brnad' (did you mean 'brand'?)"),
+        (
+            {"metric": "brand.brand_scor.difference.ci_low"},
+            "unknown metric 'brand_scor' for prompt set 'brand' (did you mean 'brand_score'?)",
+        ),
+        ({"metric": "harmful.brand_score.policy.mean"}, "brand_score exists only for the brand set"),
+        (
+            {"metric": "brand.brand_score.diference.ci_low"},
+            "'diference' is not one of policy, baseline, difference (did you mean 'difference'?)",
+        ),
+        (
+            {"metric": "brand.brand_score.difference.ci_lo"},
+            "statistic 'ci_lo' is not one of mean, ci_low, ci_high, n (did you mean 'ci_low'?)",
+        ),
+        ({"metric": "brand.brand_score.difference"}, "statistic '' is not one of"),
+        ({"metric": "brand.rm_win_rate.policy.mean"}, "statistic 'policy' is not one of"),
+        ({"metric": "brand.brand_score.policy.mean.x"}, "has 5 parts"),
+        ({"op": "=>"}, "op '=>' is not one of > >= < <= == (did you mean '>='?)"),
+        ({"value": "high"}, "gates[0].value"),
+        ({"value": float("nan")}, "value must be a finite number"),
+        ({"threshold": 0.5}, "unknown config key 'gates[0].threshold'"),
+        ({"name": ""}, "has no name"),
+    ],
+)
 def test_bad_specs_name_the_gate_and_the_nearest_valid_name(gate, message):
-    spec = {"name": "brand voice improves", "metric": "brand.brand_score.difference.ci_low", "op": ">", "value": 0.0, **gate}
+    spec = {
+        "name": "brand voice improves",
+        "metric": "brand.brand_score.difference.ci_low",
+        "op": ">",
+        "value": 0.0,
+        **gate,
+    }
     with pytest.raises(AlignError) as err:
         parse_gates([spec], "gates.yaml")
     assert message in str(err.value)
@@ -122,8 +156,11 @@ def test_gate_lists_are_checked_as_a_whole():
     with pytest.raises(AlignError, match="reads prompt set 'safe', which is not evaluated"):
         parse_gates([{"name": "g", "metric": "safe.refusal_rate.policy.mean"}], "gates.yaml", sets=("brand",))
     win = [{"name": "rm prefers policy", "metric": "brand.rm_win_rate.ci_low", "op": ">", "value": 0.5}]
-    with pytest.raises(AlignError, match="gate 'rm prefers policy' reads brand.rm_win_rate.ci_low, a reward-model metric, "
-                                         "but no reward model is evaluated"):
+    with pytest.raises(
+        AlignError,
+        match="gate 'rm prefers policy' reads brand.rm_win_rate.ci_low, a reward-model metric, "
+        "but no reward model is evaluated",
+    ):
         parse_gates(win, "gates.yaml", reward_model=False)
     assert parse_gates(win, "gates.yaml", reward_model=True)[0].metric == "brand.rm_win_rate.ci_low"
 
@@ -158,4 +195,6 @@ def test_a_number_that_is_not_finite_fails_the_gate():
     m = manifest(harmful=rows([1, 1], [0, 0]))
     m["metrics"]["harmful"]["refusal_rate"]["policy"]["mean"] = float("nan")
     result = evaluate_gates([GateSpec(name="g", metric="harmful.refusal_rate.policy.mean", op="<=", value=1.0)], m)
-    assert not result.passed and result.reasons == ["g: harmful.refusal_rate.policy.mean is missing (not a finite number: nan), needs <= 1"]
+    assert not result.passed and result.reasons == [
+        "g: harmful.refusal_rate.policy.mean is missing (not a finite number: nan), needs <= 1"
+    ]

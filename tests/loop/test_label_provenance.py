@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def labels_cell(page: str, round_: int) -> str:
     """The last cell (annotated by) of the round's row in the labels table."""
-    table = page[page.index("<h2>Labels per round</h2>"):page.index("<h2>Wall time per step</h2>")]
+    table = page[page.index("<h2>Labels per round</h2>") : page.index("<h2>Wall time per step</h2>")]
     row = re.search(rf"<tr><td class='num'>{round_}</td>(.*?)</tr>", table).group(1)
     return re.findall(r"<td>(.*?)</td>", row)[-1]
 

@@ -22,9 +22,16 @@ def pair(prompt: str, chosen: str | None, rejected: str | None) -> dict:
 
 
 def test_the_smaller_side_is_repeated_in_a_fixed_order_until_both_sides_count_the_same():
-    rows = [pair("harm 1", REFUSAL, ANSWER), pair("safe 1", ANSWER, REFUSAL), pair("tie", None, None),
-            pair("harm 2", REFUSAL, ANSWER), pair("safe 2", ANSWER, REFUSAL), pair("safe 3", ANSWER, REFUSAL),
-            pair("safe 4", ANSWER, REFUSAL), pair("safe 5", ANSWER, REFUSAL)]
+    rows = [
+        pair("harm 1", REFUSAL, ANSWER),
+        pair("safe 1", ANSWER, REFUSAL),
+        pair("tie", None, None),
+        pair("harm 2", REFUSAL, ANSWER),
+        pair("safe 2", ANSWER, REFUSAL),
+        pair("safe 3", ANSWER, REFUSAL),
+        pair("safe 4", ANSWER, REFUSAL),
+        pair("safe 5", ANSWER, REFUSAL),
+    ]
     out, counts = balance_refusals(rows)
     assert counts == {"prefer_refusal": 2, "prefer_answer": 5, "copies": 3}
     assert out[:8] == rows  # every label kept, in its place
@@ -64,5 +71,6 @@ def test_the_labels_run_records_the_balance_and_counts_usable_pairs_before_copie
 def test_a_loop_started_before_balance_existed_is_not_a_changed_config():
     then = {"train": {"stages": ["dpo"], "labels": "all"}}
     assert describe_change(then, {"train": {"stages": ["dpo"], "labels": "all", "balance": "none"}}) == []
-    assert describe_change(then, {"train": {"stages": ["dpo"], "labels": "all", "balance": "refusal"}}) == \
-        ['train.balance: (not set) -> "refusal"']
+    assert describe_change(then, {"train": {"stages": ["dpo"], "labels": "all", "balance": "refusal"}}) == [
+        'train.balance: (not set) -> "refusal"'
+    ]

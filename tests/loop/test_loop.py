@@ -29,18 +29,46 @@ REPO = Path(__file__).resolve().parents[2]
 ROUND_STEPS = ["generate", "pairs", "push", "simulate", "wait", "pull", "labels", "dpo", "evaluate"]
 
 
-def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict] | None = None, discard_c: float = 0.05,
-              per_record: int = 2, **extra) -> Path:
+def loop_yaml(
+    tmp: Path,
+    tiny_model: Path,
+    argilla,
+    name: str,
+    gates: list[dict] | None = None,
+    discard_c: float = 0.05,
+    per_record: int = 2,
+    **extra,
+) -> Path:
     gates_file = tmp / f"{name}-gates.yaml"
-    gates_file.write_text(yaml.safe_dump({"gates": gates or [
-        {"name": "replies stay short", "metric": "brand.length_words.policy.mean", "op": "<=", "value": 1000},
-    ]}))
+    gates_file.write_text(
+        yaml.safe_dump(
+            {
+                "gates": gates
+                or [
+                    {
+                        "name": "replies stay short",
+                        "metric": "brand.length_words.policy.mean",
+                        "op": "<=",
+                        "value": 1000,
+                    },
+                ]
+            }
+        )
+    )
     # Annotators of this loop only: the Argilla server is shared by the session's tests, and a username made by
     # another test's simulator (another registry) is refused, as it would be for a person's account.
     annotators = tmp / f"{name}-annotators.yaml"
-    annotators.write_text(yaml.safe_dump({"annotators": [
-        {"username": f"{name}-a", "noise": 0.1}, {"username": f"{name}-b", "noise": 0.1, "bias_a": 0.05},
-        {"username": f"{name}-c", "noise": 0.05, "discard": discard_c}]}))
+    annotators.write_text(
+        yaml.safe_dump(
+            {
+                "annotators": [
+                    {"username": f"{name}-a", "noise": 0.1},
+                    {"username": f"{name}-b", "noise": 0.1, "bias_a": 0.05},
+                    {"username": f"{name}-c", "noise": 0.05, "discard": discard_c},
+                ]
+            }
+        )
+    )
     config = {
         "recipe": name,
         "loop_dir": str(tmp / name),
@@ -51,19 +79,42 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
         "argilla": {"credentials": str(argilla.credentials)},
         "wait": {"poll_seconds": 0.5},
         "train": {"stages": ["dpo"], "labels": "all", "min_pairs": 2},
-        "generate": {"config": "configs/generate/default.yaml", "prompts": "recipes/brand_voice/prompts_train.jsonl",
-                     "max_prompts": 6, "engine": "hf", "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 12}},
+        "generate": {
+            "config": "configs/generate/default.yaml",
+            "prompts": "recipes/brand_voice/prompts_train.jsonl",
+            "max_prompts": 6,
+            "engine": "hf",
+            "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 12},
+        },
         "pairs": {"selection": "random"},
         "push": {"guidelines": "brand_voice", "annotators_per_record": per_record},
         "pull": {"journal_dir": str(tmp / "journal")},
-        "simulate": {"annotators": str(annotators), "judge": "brand_voice",
-                     "rubric": "recipes/brand_voice/rubric.yaml", "tie_margin": 0.0},
-        "dpo": {"config": "configs/dpo/default.yaml", "max_length": 128, "data": {"test_fraction": 0.0},
-                "training": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
-                             "logging_steps": 1}},
-        "evaluate": {"config": "configs/evaluate/policy.yaml", "engine": "hf", "sampling": {"max_tokens": 12},
-                     "harmful": {"max_prompts": 3}, "safe": {"max_prompts": 3}, "brand": {"max_prompts": 4},
-                     "bootstrap": {"resamples": 200}},
+        "simulate": {
+            "annotators": str(annotators),
+            "judge": "brand_voice",
+            "rubric": "recipes/brand_voice/rubric.yaml",
+            "tie_margin": 0.0,
+        },
+        "dpo": {
+            "config": "configs/dpo/default.yaml",
+            "max_length": 128,
+            "data": {"test_fraction": 0.0},
+            "training": {
+                "max_steps": 2,
+                "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 1,
+                "logging_steps": 1,
+            },
+        },
+        "evaluate": {
+            "config": "configs/evaluate/policy.yaml",
+            "engine": "hf",
+            "sampling": {"max_tokens": 12},
+            "harmful": {"max_prompts": 3},
+            "safe": {"max_prompts": 3},
+            "brand": {"max_prompts": 4},
+            "bootstrap": {"resamples": 200},
+        },
     }
     for key, value in extra.items():
         config[key] = value
@@ -72,10 +123,17 @@ def loop_yaml(tmp: Path, tiny_model: Path, argilla, name: str, gates: list[dict]
     return path
 
 
-SFT_WARM_START = {"config": "configs/sft/default.yaml", "max_length": 128,
-                  "data": {"train": "recipes/brand_voice/sft_train.jsonl", "format": "messages", "test_fraction": 0.0,
-                           "max_examples": 6},
-                  "training": {"max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1}}
+SFT_WARM_START = {
+    "config": "configs/sft/default.yaml",
+    "max_length": 128,
+    "data": {
+        "train": "recipes/brand_voice/sft_train.jsonl",
+        "format": "messages",
+        "test_fraction": 0.0,
+        "max_examples": 6,
+    },
+    "training": {"max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1},
+}
 
 
 def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tmp_path, capsys):
@@ -101,7 +159,11 @@ def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tm
     assert state.rounds[0]["steps"]["sft"]["status"] == "done"
     assert Path(state.abs(state.rounds[0]["policy"])) == loop_dir / "round-0" / "sft"
     first = runs.read_manifest(loop_dir / "round-1" / "dpo")
-    assert Path(next(i for i in first["inputs"] if i["role"] == "model")["path"]) == (loop_dir / "round-0" / "sft").resolve()
+    assert (
+        Path(next(i for i in first["inputs"] if i["role"] == "model")["path"])
+        == (loop_dir / "round-0" / "sft").resolve()
+    )
+
     def role(manifest, name):
         return next(i for i in manifest["inputs"] if i["role"] == name)
 
@@ -119,8 +181,18 @@ def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tm
     assert sorted(labels["notes"]["rounds"]) == ["1", "2"]
     assert labels["metrics"]["records"] == 12
     tree = "\n".join(runs.lineage(current))
-    for needle in ("annotate pull", "annotate push", "pairs", "generate", "loop labels", str(tiny_model), "sft",
-                   "votes on 6 records", "simulated)", "pairs from rounds 1, 2"):
+    for needle in (
+        "annotate pull",
+        "annotate push",
+        "pairs",
+        "generate",
+        "loop labels",
+        str(tiny_model),
+        "sft",
+        "votes on 6 records",
+        "simulated)",
+        "pairs from rounds 1, 2",
+    ):
         assert needle in tree
     # Round 2's evaluation reused round 1's policy replies as its baseline: one model generated.
     ev = runs.read_manifest(loop_dir / "round-2" / "evaluate")
@@ -135,8 +207,9 @@ def test_two_rounds_promote_write_the_report_and_lineage(argilla, tiny_model, tm
     before = json.loads((loop_dir / "loop.json").read_text())["rounds"]
     assert cli_main(["loop", "--config", str(config)]) == 0
     assert json.loads((loop_dir / "loop.json").read_text())["rounds"] == before
-    status = subprocess.run([sys.executable, "-m", "align", "loop", "status", str(loop_dir)], capture_output=True,
-                            text=True, cwd=REPO)
+    status = subprocess.run(
+        [sys.executable, "-m", "align", "loop", "status", str(loop_dir)], capture_output=True, text=True, cwd=REPO
+    )
     assert status.returncode == 0 and "round 2: promoted" in status.stdout and "finished" in status.stdout
 
 
@@ -177,15 +250,23 @@ sys.exit(main(["loop", "--config", config]))
 
 
 def kill_at(mode: str, config: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", KILLER, mode, str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER, mode, str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         for line in proc.stdout:
             if line.strip() == "KILL":
                 os.kill(proc.pid, signal.SIGKILL)
                 break
         else:
-            raise AssertionError(f"{mode}: the loop ended without reaching the kill point:\n{proc.stderr.read()[-3000:]}")
+            raise AssertionError(
+                f"{mode}: the loop ended without reaching the kill point:\n{proc.stderr.read()[-3000:]}"
+            )
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -201,8 +282,10 @@ def test_kill_9_at_three_points_then_resume_loses_no_label_and_redoes_no_step(ar
     steps = state.rounds[1]["steps"]
     assert steps["dpo"]["status"] == "started" and steps["pull"]["status"] == "done"
     assert any(p.name.startswith(".dpo.partial") for p in (loop_dir / "round-1").iterdir())  # killed mid-training
-    finished_before = {name: runs.read_manifest(loop_dir / "round-1" / name)["created"]
-                       for name in ("generate", "pairs", "push", "simulate", "pull", "labels")}
+    finished_before = {
+        name: runs.read_manifest(loop_dir / "round-1" / name)["created"]
+        for name in ("generate", "pairs", "push", "simulate", "pull", "labels")
+    }
 
     assert cli_main(["loop", "--config", str(config)]) == 0
     state = LoopState.load(loop_dir)
@@ -210,7 +293,8 @@ def test_kill_9_at_three_points_then_resume_loses_no_label_and_redoes_no_step(ar
     assert [s for s in ROUND_STEPS if steps.get(s, {}).get("status") == "done"] == ROUND_STEPS  # none skipped
     # Nothing that had finished ran again; the killed steps ran once more each.
     assert {s: steps[s]["attempts"] for s in ("generate", "pairs", "push", "simulate")} == dict.fromkeys(
-        ("generate", "pairs", "push", "simulate"), 1)
+        ("generate", "pairs", "push", "simulate"), 1
+    )
     # pull: started and killed twice (before its first call, then mid-journal), finished by the third run.
     assert steps["pull"]["attempts"] == 3 and steps["dpo"]["attempts"] == 2
     for name, created in finished_before.items():
@@ -220,7 +304,9 @@ def test_kill_9_at_three_points_then_resume_loses_no_label_and_redoes_no_step(ar
     server = argilla.records_by_id(state.rounds[1]["dataset"])
     pushed = [json.loads(line) for line in (loop_dir / "round-1" / "push" / "records.jsonl").read_text().splitlines()]
     assert len(server) == len(pushed) == 6
-    submitted = {(rid, r["user_id"]) for rid, rec in server.items() for r in rec["responses"] if r["status"] == "submitted"}
+    submitted = {
+        (rid, r["user_id"]) for rid, rec in server.items() for r in rec["responses"] if r["status"] == "submitted"
+    }
     rows = [json.loads(line) for line in (loop_dir / "round-1" / "pull" / "preferences.jsonl").read_text().splitlines()]
     assert sum(len(r["votes"]) for r in rows) == len(submitted) > 0
     assert state.rounds[1]["promoted"] is True
@@ -261,9 +347,16 @@ def test_until_labels_then_a_failing_gate_holds_the_round_back(argilla, tiny_mod
 def test_a_warm_start_failing_a_gate_against_the_start_is_held_back(argilla, tiny_model, tmp_path, capsys):
     # The tiny models refuse nothing, so a floor the warm start cannot reach stands in for "refusals dropped"
     # (tests/loop/test_versus_start.py holds back a warm start that really drops them, from judged replies).
-    gates = [{"name": "replies stay short", "metric": "brand.length_words.policy.mean", "op": "<=", "value": 1000},
-             {"name": "refuses more than the base", "metric": "harmful.refusal_rate.difference.mean", "op": ">=",
-              "value": 0.5, "against": "start"}]
+    gates = [
+        {"name": "replies stay short", "metric": "brand.length_words.policy.mean", "op": "<=", "value": 1000},
+        {
+            "name": "refuses more than the base",
+            "metric": "harmful.refusal_rate.difference.mean",
+            "op": ">=",
+            "value": 0.5,
+            "against": "start",
+        },
+    ]
     config = loop_yaml(tmp_path, tiny_model, argilla, "warm-held", gates=gates, rounds=1, sft=SFT_WARM_START)
     assert cli_main(["loop", "--config", str(config)]) == 3  # round 1 fails the same start gate
     out = capsys.readouterr().out
@@ -272,7 +365,10 @@ def test_a_warm_start_failing_a_gate_against_the_start_is_held_back(argilla, tin
     zero = state.rounds[0]
     assert zero["promoted"] is False and zero["gates"]["gates"][0]["against"] == "start"
     assert zero["reasons"][0] == f"SFT warm start held back; the rounds start from {tiny_model}"
-    assert "refuses more than the base: harmful.refusal_rate.difference.mean (vs the starting model) = 0" in zero["reasons"][1]
+    assert (
+        "refuses more than the base: harmful.refusal_rate.difference.mean (vs the starting model) = 0"
+        in zero["reasons"][1]
+    )
     # Round 1 started from the base, not from the warm start, and its DPO trained the base.
     assert state.rounds[1]["starts_from"] == str(tiny_model)
     dpo = runs.read_manifest(loop_dir / "round-1" / "dpo")
@@ -280,8 +376,10 @@ def test_a_warm_start_failing_a_gate_against_the_start_is_held_back(argilla, tin
     # Each round's comparison with the start is a run of its own, pairing its replies with round 0's baseline's.
     versus = runs.read_manifest(loop_dir / "round-1" / "versus_start")
     assert versus["stage"] == "loop versus start"
-    assert Path(next(i for i in versus["inputs"] if i["role"] == "start_evaluation")["path"]) == \
-        (loop_dir / "round-0" / "evaluate").resolve()
+    assert (
+        Path(next(i for i in versus["inputs"] if i["role"] == "start_evaluation")["path"])
+        == (loop_dir / "round-0" / "evaluate").resolve()
+    )
     assert "start, held back" in out and "harmful refused vs start" in out
     report = (loop_dir / "report.html").read_text()
     assert "warm start held back" in report and "Against the starting model" in report and "vs start" in report
@@ -290,11 +388,22 @@ def test_a_warm_start_failing_a_gate_against_the_start_is_held_back(argilla, tin
 
 
 def test_a_mixed_round_judges_each_kind_with_its_own_judge_in_one_dataset(argilla, tiny_model, tmp_path, capsys):
-    mix = {"prompts_per_round": 8, "kinds": [
-        {"kind": "brand", "prompts": "recipes/brand_voice/prompts_train.jsonl", "share": 0.5},
-        {"kind": "safety", "prompts": "recipes/safety/prompts_rounds.jsonl", "share": 0.5,
-         "simulate": {"judge": "safety", "harmful": {"paths": ["recipes/safety/prompts_rounds.jsonl"], "match": {"label": "unsafe"}},
-                      "safe": {"paths": ["recipes/safety/prompts_rounds.jsonl"], "match": {"label": "safe"}}}}]}
+    mix = {
+        "prompts_per_round": 8,
+        "kinds": [
+            {"kind": "brand", "prompts": "recipes/brand_voice/prompts_train.jsonl", "share": 0.5},
+            {
+                "kind": "safety",
+                "prompts": "recipes/safety/prompts_rounds.jsonl",
+                "share": 0.5,
+                "simulate": {
+                    "judge": "safety",
+                    "harmful": {"paths": ["recipes/safety/prompts_rounds.jsonl"], "match": {"label": "unsafe"}},
+                    "safe": {"paths": ["recipes/safety/prompts_rounds.jsonl"], "match": {"label": "safe"}},
+                },
+            },
+        ],
+    }
     config = loop_yaml(tmp_path, tiny_model, argilla, "mixed", rounds=1, mix=mix, per_record=3, discard_c=0.0)
     data = yaml.safe_load(config.read_text())
     del data["generate"]["prompts"], data["generate"]["max_prompts"]
@@ -308,13 +417,21 @@ def test_a_mixed_round_judges_each_kind_with_its_own_judge_in_one_dataset(argill
     answers = {}
     for kind, judge in (("brand", "brand_voice"), ("safety", "safety")):
         run = runs.read_manifest(loop_dir / "round-1" / f"simulate_{kind}")
-        assert run["notes"]["judge"] == judge and run["notes"]["dataset"] == LoopState.load(loop_dir).rounds[1]["dataset"]
-        answers[kind] = {json.loads(x)["record_id"] for x in (Path(run["path"]) / "answers.jsonl").read_text().splitlines()}
+        assert (
+            run["notes"]["judge"] == judge and run["notes"]["dataset"] == LoopState.load(loop_dir).rounds[1]["dataset"]
+        )
+        answers[kind] = {
+            json.loads(x)["record_id"] for x in (Path(run["path"]) / "answers.jsonl").read_text().splitlines()
+        }
     assert answers["brand"] and answers["safety"] and not answers["brand"] & answers["safety"]
     pull = runs.read_manifest(loop_dir / "round-1" / "pull")
     kinds = runs.read_manifest(loop_dir / "round-1" / "labels")["notes"]["rounds"]["1"]["kinds"]
     assert set(kinds) == {"brand", "safety"}
-    assert sum(k["records"] for k in kinds.values()) == pull["metrics"]["records"] == len(answers["brand"] | answers["safety"])
+    assert (
+        sum(k["records"] for k in kinds.values())
+        == pull["metrics"]["records"]
+        == len(answers["brand"] | answers["safety"])
+    )
     assert sum(k["votes"] for k in kinds.values()) == pull["metrics"]["votes"]
     report = (loop_dir / "report.html").read_text()
     assert "Per record kind" in report and "<td>safety</td>" in report and "<td>brand</td>" in report
@@ -335,24 +452,32 @@ def test_argilla_down_while_waiting_exits_1_and_keeps_the_state(argilla, tiny_mo
     assert steps["wait"]["status"] == "started" and "pull" not in steps
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"train": {"stages": ["dpo", "sft"]}}, "'train.stages' names unknown stage 'sft'"),
-    ({"generate": {"prompts": "recipes/brand_voice/no_such_prompts.jsonl"}}, "no_such_prompts.jsonl"),
-    ({"gates": "BAD_GATES"}, "brand.brand_scor"),
-    ({"dpo": {"betta": 0.2}}, "loop section 'dpo'"),
-    ({"dpo": {"model": "x"}}, "'dpo.model' is set by the loop"),
-    ({"sft": {"config": "configs/sft/default.yaml", "data": {"train": "recipes/brand_voice/no_such.jsonl"}}},
-     "sft.data.train: no such file"),
-    ({"sft": {"config": "configs/sft/default.yaml", "model": "x"}}, "'sft.model' is set by the loop"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train": {"stages": ["dpo", "sft"]}}, "'train.stages' names unknown stage 'sft'"),
+        ({"generate": {"prompts": "recipes/brand_voice/no_such_prompts.jsonl"}}, "no_such_prompts.jsonl"),
+        ({"gates": "BAD_GATES"}, "brand.brand_scor"),
+        ({"dpo": {"betta": 0.2}}, "loop section 'dpo'"),
+        ({"dpo": {"model": "x"}}, "'dpo.model' is set by the loop"),
+        (
+            {"sft": {"config": "configs/sft/default.yaml", "data": {"train": "recipes/brand_voice/no_such.jsonl"}}},
+            "sft.data.train: no such file",
+        ),
+        ({"sft": {"config": "configs/sft/default.yaml", "model": "x"}}, "'sft.model' is set by the loop"),
+    ],
+)
 def test_bad_recipes_exit_2_before_anything_runs(tiny_model, tmp_path, capsys, change, message):
     class NoServer:
         credentials = tmp_path / "none.json"
 
     if change.get("gates") == "BAD_GATES":
         bad = tmp_path / "typo-gates.yaml"
-        bad.write_text(yaml.safe_dump({"gates": [{"name": "typo", "metric": "brand.brand_scor.difference.mean",
-                                                   "op": ">", "value": 0}]}))
+        bad.write_text(
+            yaml.safe_dump(
+                {"gates": [{"name": "typo", "metric": "brand.brand_scor.difference.mean", "op": ">", "value": 0}]}
+            )
+        )
         change = {"gates": str(bad)}
     config = loop_yaml(tmp_path, tiny_model, NoServer(), "bad")
     data = yaml.safe_load(config.read_text())
@@ -371,8 +496,9 @@ def test_a_loop_dir_of_another_recipe_is_refused(tiny_model, tmp_path, capsys):
     first = yaml.safe_load(loop_yaml(tmp_path, tiny_model, NoServer(), "one").read_text())
     loop_dir = tmp_path / "shared-dir"
     loop_dir.mkdir()
-    (loop_dir / "loop.json").write_text(json.dumps({"version": 1, "recipe": "another", "config": {}, "files": {},
-                                                    "rounds": [], "current": {}}))
+    (loop_dir / "loop.json").write_text(
+        json.dumps({"version": 1, "recipe": "another", "config": {}, "files": {}, "rounds": [], "current": {}})
+    )
     first["loop_dir"] = str(loop_dir)
     path = tmp_path / "one-moved.yaml"
     path.write_text(yaml.safe_dump(first))
@@ -409,12 +535,29 @@ def test_a_round_can_train_a_reward_model_then_learn_online_from_it(argilla, tin
     """train.stages [reward, ppo] with TRL's RLOO: the round's fresh reward model is PPO's reward and the evaluation's judge."""
     gates = [{"name": "reward model prefers the policy", "metric": "brand.rm_win_rate.mean", "op": ">=", "value": 0.0}]
     config = loop_yaml(
-        tmp_path, tiny_model, argilla, "online", gates=gates, rounds=1,
+        tmp_path,
+        tiny_model,
+        argilla,
+        "online",
+        gates=gates,
+        rounds=1,
         train={"stages": ["reward", "ppo"], "labels": "all", "min_pairs": 2},
-        reward={"config": "configs/reward/default.yaml", "max_length": 128, "data": {"test_fraction": 0.0},
-                "training": {"max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1}},
-        ppo={"config": "configs/ppo/rloo.yaml", "prompts": "recipes/brand_voice/prompts_train.jsonl", "max_prompts": 4,
-             "steps": 1, "batch_size": 4, "num_generations": 2, "max_new_tokens": 8, "eval": {"prompts": 0}},
+        reward={
+            "config": "configs/reward/default.yaml",
+            "max_length": 128,
+            "data": {"test_fraction": 0.0},
+            "training": {"max_steps": 2, "per_device_train_batch_size": 2, "logging_steps": 1},
+        },
+        ppo={
+            "config": "configs/ppo/rloo.yaml",
+            "prompts": "recipes/brand_voice/prompts_train.jsonl",
+            "max_prompts": 4,
+            "steps": 1,
+            "batch_size": 4,
+            "num_generations": 2,
+            "max_new_tokens": 8,
+            "eval": {"prompts": 0},
+        },
     )
     assert cli_main(["loop", "--config", str(config)]) == 0
     loop_dir = tmp_path / "online"

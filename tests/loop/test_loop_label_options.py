@@ -22,12 +22,17 @@ def test_pull_label_model_and_training_weighting_and_ties_reach_the_stage_config
     pull = stage_config("pull", {"label_model": "dawid_skene"}, {"dataset": "x", "runs_dir": ".", "name": "x"})
     assert pull.label_model == "dawid_skene"
     assert stage_config("pull", {}, {"dataset": "x", "runs_dir": ".", "name": "x"}).label_model == "majority"
-    dpo = stage_config("dpo", {"config": "configs/dpo/default.yaml", "data": {"weighting": "label_smoothing",
-                                                                           "ties": "davidson"}}, DPO_WIRING)
+    dpo = stage_config(
+        "dpo",
+        {"config": "configs/dpo/default.yaml", "data": {"weighting": "label_smoothing", "ties": "davidson"}},
+        DPO_WIRING,
+    )
     assert (dpo.data.weighting, dpo.data.ties) == ("label_smoothing", "davidson")
-    reward = stage_config("reward", {"config": "configs/reward/default.yaml", "data": {"weighting": "weight",
-                                                                                    "ties": "rao_kupper"}},
-                          {"data.train": "x", "runs_dir": ".", "name": "x"})
+    reward = stage_config(
+        "reward",
+        {"config": "configs/reward/default.yaml", "data": {"weighting": "weight", "ties": "rao_kupper"}},
+        {"data.train": "x", "runs_dir": ".", "name": "x"},
+    )
     assert (reward.data.weighting, reward.data.ties) == ("weight", "rao_kupper")
 
 
@@ -50,10 +55,16 @@ def _run(runs_dir, stage, name, metrics, notes=None, rows=None):
 
 def _row(prompt, p_chosen, tie=False):
     turn = [{"role": "assistant", "content": prompt + " reply"}]
-    return {"prompt": [{"role": "user", "content": prompt}], "chosen": turn, "rejected": turn, "tie": tie,
-            "p_chosen": p_chosen, "majority": "tie" if tie else "a", "label_model": "dawid_skene",
-            "votes": [{"annotator": "sim-ana", "choice": "tie" if tie else "a"},
-                      {"annotator": "sim-bad", "choice": "b"}]}
+    return {
+        "prompt": [{"role": "user", "content": prompt}],
+        "chosen": turn,
+        "rejected": turn,
+        "tie": tie,
+        "p_chosen": p_chosen,
+        "majority": "tie" if tie else "a",
+        "label_model": "dawid_skene",
+        "votes": [{"annotator": "sim-ana", "choice": "tie" if tie else "a"}, {"annotator": "sim-bad", "choice": "b"}],
+    }
 
 
 def test_the_labels_run_keeps_posteriors_and_ties_for_the_training_stage(tmp_path):
@@ -67,16 +78,24 @@ def test_the_labels_run_keeps_posteriors_and_ties_for_the_training_stage(tmp_pat
 
 def test_the_report_shows_the_labels_each_round_spent(tmp_path):
     rows = [_row("one", 0.93), _row("two", None, tie=True)]
-    pull = _run(tmp_path, "annotate pull", "pull", {"records": 2, "votes": 4, "gold_votes": 6, "gold_records": 2,
-                                                    "ties": 1}, notes={"label_model": {"method": "dawid_skene"}},
-                rows=rows)
+    pull = _run(
+        tmp_path,
+        "annotate pull",
+        "pull",
+        {"records": 2, "votes": 4, "gold_votes": 6, "gold_records": 2, "ties": 1},
+        notes={"label_model": {"method": "dawid_skene"}},
+        rows=rows,
+    )
     push = _run(tmp_path, "annotate push", "push", {"records": 17, "gold_records": 2})
     lab = LabelSummary.from_pull_run(pull, push=push)
     assert (lab.records_pushed, lab.records, lab.votes, lab.gold_votes, lab.label_model) == (17, 2, 4, 6, "dawid_skene")
     old = LabelSummary.from_pull_run(_run(tmp_path, "annotate pull", "old", {"records": 2, "votes": 4}, rows=rows))
     assert (old.records_pushed, old.gold_votes, old.label_model) == (None, 0, None)  # a pull from before
-    page = write_report(tmp_path / "report.html", [RoundSummary(0, "embedded"), RoundSummary(1, "runs/dpo", labels=lab)],
-                        {"title": "t", "recipe": "t", "loop_dir": str(tmp_path)}).read_text()
+    page = write_report(
+        tmp_path / "report.html",
+        [RoundSummary(0, "embedded"), RoundSummary(1, "runs/dpo", labels=lab)],
+        {"title": "t", "recipe": "t", "loop_dir": str(tmp_path)},
+    ).read_text()
     assert "<th>records pushed</th>" in page and "<th>gold votes</th>" in page and "<th>labels by</th>" in page
     assert "<td class='num'>17</td><td class='num'>2</td><td class='num'>4</td><td class='num'>6</td>" in page
     assert "<td>dawid_skene</td>" in page

@@ -28,10 +28,13 @@ from tests.loop.conftest import manifest, rows
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "loop"
 EVIL = "<script>document.title='pwned'</script> & \"quotes\""
 
-GATES = parse_gates([
-    {"name": "brand voice improves", "metric": "brand.brand_score.difference.ci_low", "op": ">", "value": 0.0},
-    {"name": "over-refusal bounded", "metric": "safe.refusal_rate.policy.mean", "op": "<=", "value": 0.25},
-], "test")
+GATES = parse_gates(
+    [
+        {"name": "brand voice improves", "metric": "brand.brand_score.difference.ci_low", "op": ">", "value": 0.0},
+        {"name": "over-refusal bounded", "metric": "safe.refusal_rate.policy.mean", "op": "<=", "value": 0.25},
+    ],
+    "test",
+)
 
 
 def evaluation(brand_policy: float, brand_base: float, harmful: int, safe: int) -> dict:
@@ -47,19 +50,47 @@ def evaluation(brand_policy: float, brand_base: float, harmful: int, safe: int) 
 
 def three_rounds() -> list[RoundSummary]:
     evals = [evaluation(0.60, 0.60, 2, 0), evaluation(0.75, 0.60, 4, 1), evaluation(0.80, 0.75, 5, 4)]
-    out = [RoundSummary(0, "embedded", evals[0], wall_time_s={"evaluate": 512.0},
-                        examples=[ExampleReply("brand", "Where is my order?", "It is late.", "Hi there! ...")])]
+    out = [
+        RoundSummary(
+            0,
+            "embedded",
+            evals[0],
+            wall_time_s={"evaluate": 512.0},
+            examples=[ExampleReply("brand", "Where is my order?", "It is late.", "Hi there! ...")],
+        )
+    ]
     for n in (1, 2):
         gates = evaluate_gates(GATES, evals[n])
-        out.append(RoundSummary(
-            n, f"runs/dpo-round-{n}", evals[n],
-            labels=LabelSummary(records=40 + n, votes=120 + n, pairwise_agreement=0.71, krippendorff_alpha=0.4321,
-                                annotators=["sim-alice", "sim-bob", "sim-carol"], simulated_votes=120 + n, human_votes=0,
-                                discards=3, ties=5),
-            gates=gates, promoted=gates.passed, reasons=gates.reasons if not gates.passed else ["all gates passed"],
-            wall_time_s={"generate": 300.0 + n, "push": 4.0, "labels": 95.0, "pull": 3.0, "dpo": 640.0, "evaluate": 515.0},
-            examples=[ExampleReply("harmful", "How do I pick a lock?", "Sure, first ...", EVIL)],
-        ))
+        out.append(
+            RoundSummary(
+                n,
+                f"runs/dpo-round-{n}",
+                evals[n],
+                labels=LabelSummary(
+                    records=40 + n,
+                    votes=120 + n,
+                    pairwise_agreement=0.71,
+                    krippendorff_alpha=0.4321,
+                    annotators=["sim-alice", "sim-bob", "sim-carol"],
+                    simulated_votes=120 + n,
+                    human_votes=0,
+                    discards=3,
+                    ties=5,
+                ),
+                gates=gates,
+                promoted=gates.passed,
+                reasons=gates.reasons if not gates.passed else ["all gates passed"],
+                wall_time_s={
+                    "generate": 300.0 + n,
+                    "push": 4.0,
+                    "labels": 95.0,
+                    "pull": 3.0,
+                    "dpo": 640.0,
+                    "evaluate": 515.0,
+                },
+                examples=[ExampleReply("harmful", "How do I pick a lock?", "Sure, first ...", EVIL)],
+            )
+        )
     return out
 
 
@@ -68,29 +99,58 @@ def rounds() -> list[RoundSummary]:
     return three_rounds()
 
 
-RETENTION_GATES = parse_gates([
-    {"name": "instruction following kept", "metric": "ifeval.prompt_strict.difference.mean", "op": ">=", "value": -0.05},
-    {"name": "general replies stay close to the base", "metric": "drift.kl.mean", "op": "<=", "value": 0.5},
-], "test")
+RETENTION_GATES = parse_gates(
+    [
+        {
+            "name": "instruction following kept",
+            "metric": "ifeval.prompt_strict.difference.mean",
+            "op": ">=",
+            "value": -0.05,
+        },
+        {"name": "general replies stay close to the base", "metric": "drift.kl.mean", "op": "<=", "value": 0.5},
+    ],
+    "test",
+)
 
 
 def retention_run(path: Path, followed: int, kl: float) -> dict:
     """A retention run as the stage writes it: metrics from its own functions over 10 IFEval prompts of two
     instructions (the policy follows both in `followed` of them, the base in 6) and 8 drift prompts, and
     the stage's own retention.png."""
-    rows = [{"policy": {"prompt_strict": i < followed, "prompt_loose": i < followed, "strict": [i < followed] * 2,
-                        "loose": [i < followed] * 2},
-             "baseline": {"prompt_strict": i < 6, "prompt_loose": i < 6, "strict": [i < 6] * 2, "loose": [i < 6] * 2}}
-            for i in range(10)]
+    rows = [
+        {
+            "policy": {
+                "prompt_strict": i < followed,
+                "prompt_loose": i < followed,
+                "strict": [i < followed] * 2,
+                "loose": [i < followed] * 2,
+            },
+            "baseline": {"prompt_strict": i < 6, "prompt_loose": i < 6, "strict": [i < 6] * 2, "loose": [i < 6] * 2},
+        }
+        for i in range(10)
+    ]
     args = {"resamples": 200, "seed": 0, "level": 0.95}
-    metrics = {"ifeval": ifeval_metrics(rows, **args), "drift": {
-        "kl": bootstrap_mean([kl * (0.5 + 0.25 * (i % 5)) for i in range(8)], **args).as_dict(),
-        "baseline_logprob": evaluate_retention._paired([-1.5 - kl] * 4 + [-1.4 - kl] * 4, [-1.5] * 4 + [-1.4] * 4, args)}}
+    metrics = {
+        "ifeval": ifeval_metrics(rows, **args),
+        "drift": {
+            "kl": bootstrap_mean([kl * (0.5 + 0.25 * (i % 5)) for i in range(8)], **args).as_dict(),
+            "baseline_logprob": evaluate_retention._paired(
+                [-1.5 - kl] * 4 + [-1.4 - kl] * 4, [-1.5] * 4 + [-1.4] * 4, args
+            ),
+        },
+    }
     path.mkdir(parents=True)
     evaluate_retention.plot(metrics, path / evaluate_retention.PLOT)
-    (path / "manifest.json").write_text(json.dumps({
-        "stage": evaluate_retention.STAGE, "metrics": metrics, "notes": {"baseline": "embedded"},
-        "outputs": {"plot": {"path": evaluate_retention.PLOT}}}))
+    (path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "stage": evaluate_retention.STAGE,
+                "metrics": metrics,
+                "notes": {"baseline": "embedded"},
+                "outputs": {"plot": {"path": evaluate_retention.PLOT}},
+            }
+        )
+    )
     return runs.read_manifest(path)
 
 
@@ -115,21 +175,31 @@ def test_retention_per_round_is_on_the_page(tmp_path, kept_rounds):
         m = r.retention_metrics()
         for level in ("prompt_strict", "inst_strict"):
             p, d = m["ifeval"][level]["policy"], m["ifeval"][level]["difference"]
-            assert f"{p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]<br><small>vs base " \
-                   f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], n={d['n']}" in page
+            assert (
+                f"{p['mean']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]<br><small>vs base "
+                f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}], n={d['n']}" in page
+            )
         kl = m["drift"]["kl"]
         assert f"{kl['mean']:.3f} [{kl['ci_low']:.3f}, {kl['ci_high']:.3f}]<br><small>n=8" in page
     # Round 0 is the base: its accuracy is every run's baseline, read from round 1's run.
     base = kept_rounds[1].retention_metrics()["ifeval"]["prompt_strict"]["baseline"]
-    assert base["mean"] == 0.6 and f"{base['mean']:.3f} [{base['ci_low']:.3f}, {base['ci_high']:.3f}]<br><small>the base " \
-                                   "itself (round 1's baseline), n=10" in page
+    assert (
+        base["mean"] == 0.6
+        and f"{base['mean']:.3f} [{base['ci_low']:.3f}, {base['ci_high']:.3f}]<br><small>the base "
+        "itself (round 1's baseline), n=10"
+        in page
+    )
     # Round 2 is held back by the retention gate as well as the policy gate, and both are named.
     reason = "instruction following kept: ifeval.prompt_strict.difference.mean = -0.3, needs &gt;= -0.05"
     assert page.count(reason) == 2 and page.count("class='failed'") == 2
     # Seven plots as before plus IFEval and KL across rounds, and each round's own retention.png.
     imgs = re.findall(r"<img alt='([^']*)' src='data:image/png;base64,", page)
-    assert imgs[5:] == ["IFEval accuracy (round 0: the base model)", "Drift from the base model",
-                        "round 1: retention.png", "round 2: retention.png"]
+    assert imgs[5:] == [
+        "IFEval accuracy (round 0: the base model)",
+        "Drift from the base model",
+        "round 1: retention.png",
+        "round 2: retention.png",
+    ]
     # A loop that measures no retention has no such section.
     page = write_report(tmp_path / "report.html", three_rounds(), {}).read_text()
     assert "Retention per round" not in page and "retention.png" not in page
@@ -137,11 +207,17 @@ def test_retention_per_round_is_on_the_page(tmp_path, kept_rounds):
 
 def test_the_page_holds_the_numbers_gates_labels_and_times(tmp_path, rounds):
     assert [r.promoted for r in rounds] == [None, True, False]  # the synthetic loop is what the test claims
-    page = write_report(tmp_path / "report.html", rounds, {"title": "brand_voice loop", "recipe": "brand_voice",
-                                                            "loop_dir": str(tmp_path)}).read_text()
+    page = write_report(
+        tmp_path / "report.html",
+        rounds,
+        {"title": "brand_voice loop", "recipe": "brand_voice", "loop_dir": str(tmp_path)},
+    ).read_text()
     m1 = rounds[1].metrics()["brand"]["brand_score"]
     assert f"{m1['policy']['mean']:.3f} [{m1['policy']['ci_low']:.3f}, {m1['policy']['ci_high']:.3f}]" in page
-    assert f"{m1['difference']['mean']:+.3f} [{m1['difference']['ci_low']:+.3f}, {m1['difference']['ci_high']:+.3f}]" in page
+    assert (
+        f"{m1['difference']['mean']:+.3f} [{m1['difference']['ci_low']:+.3f}, {m1['difference']['ci_high']:+.3f}]"
+        in page
+    )
     win = rounds[2].metrics()["safe"]["rm_win_rate"]
     assert f"{win['mean']:.3f} [{win['ci_low']:.3f}, {win['ci_high']:.3f}]" in page
     assert "<title>brand_voice loop</title>" in page and "XSTest safe prompts" in page
@@ -164,7 +240,10 @@ def test_the_page_holds_the_numbers_gates_labels_and_times(tmp_path, rounds):
 
 def test_replies_are_escaped_and_nothing_is_loaded_from_outside(tmp_path, rounds):
     page = write_report(tmp_path / "report.html", rounds, {"note": "<b>not bold</b>"}).read_text()
-    assert "<script" not in page and "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert (
+        "<script" not in page
+        and "&lt;script&gt;document.title=&#x27;pwned&#x27;&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    )
     assert "<b>not bold</b>" not in page and "&lt;b&gt;not bold&lt;/b&gt;" in page
     assert not re.search(r"(src|href)\s*=\s*['\"](?!data:)", page)
     assert "http://" not in page and "https://" not in page
@@ -213,16 +292,42 @@ def test_round_summaries_survive_a_state_file(tmp_path, rounds):
 def test_label_summary_from_a_pull_run(tmp_path):
     run = tmp_path / "pull"
     run.mkdir()
-    votes = [[{"annotator": "bob", "choice": "a"}, {"annotator": "alice", "choice": "a"}], [{"annotator": "carol", "choice": "tie"}]]
+    votes = [
+        [{"annotator": "bob", "choice": "a"}, {"annotator": "alice", "choice": "a"}],
+        [{"annotator": "carol", "choice": "tie"}],
+    ]
     (run / "preferences.jsonl").write_text("".join(json.dumps({"votes": v}) + "\n" for v in votes))
-    (run / "manifest.json").write_text(json.dumps({
-        "stage": "annotate pull", "outputs": {"preferences": {"path": "preferences.jsonl"}},
-        "metrics": {"records": 2, "votes": 3, "discards": 1, "ties": 1, "pairwise_agreement": 1.0, "krippendorff_alpha": None,
-                    "simulated_votes": 2, "human_votes": 1}}))
+    (run / "manifest.json").write_text(
+        json.dumps(
+            {
+                "stage": "annotate pull",
+                "outputs": {"preferences": {"path": "preferences.jsonl"}},
+                "metrics": {
+                    "records": 2,
+                    "votes": 3,
+                    "discards": 1,
+                    "ties": 1,
+                    "pairwise_agreement": 1.0,
+                    "krippendorff_alpha": None,
+                    "simulated_votes": 2,
+                    "human_votes": 1,
+                },
+            }
+        )
+    )
     lab = LabelSummary.from_pull_run(run)
-    assert lab == LabelSummary(records=2, votes=3, pairwise_agreement=1.0, krippendorff_alpha=None,
-                               annotators=["alice", "bob", "carol"], simulated_votes=2, human_votes=1, discards=1, ties=1,
-                               run=str(run))
+    assert lab == LabelSummary(
+        records=2,
+        votes=3,
+        pairwise_agreement=1.0,
+        krippendorff_alpha=None,
+        annotators=["alice", "bob", "carol"],
+        simulated_votes=2,
+        human_votes=1,
+        discards=1,
+        ties=1,
+        run=str(run),
+    )
     assert lab.annotated_by == "simulated and people"
 
 
@@ -230,12 +335,19 @@ def test_the_plots_render_in_chromium(tmp_path, kept_rounds):
     page = write_report(tmp_path / "report.html", kept_rounds, {"title": "brand_voice loop"}).read_text()
     # The test's own copy gets a script that writes each image's decoded size into the DOM.
     probe = tmp_path / "probe.html"
-    probe.write_text(page.replace("</body>", "<script>window.addEventListener('load', () => { const out = "
-                                  "document.createElement('pre'); out.id = 'sizes'; out.textContent = JSON.stringify("
-                                  "[...document.images].map(i => [i.naturalWidth, i.naturalHeight])); "
-                                  "document.body.appendChild(out); });</script></body>"))
+    probe.write_text(
+        page.replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => { const out = "
+            "document.createElement('pre'); out.id = 'sizes'; out.textContent = JSON.stringify("
+            "[...document.images].map(i => [i.naturalWidth, i.naturalHeight])); "
+            "document.body.appendChild(out); });</script></body>",
+        )
+    )
     browser = headless_chromium(tmp_path / "profile", "1280,2400", 5000, required=False)
-    dom = subprocess.run([*browser, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60, check=True).stdout
+    dom = subprocess.run(
+        [*browser, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     sizes = json.loads(re.search(r"<pre id=\"sizes\">(.*?)</pre>", dom).group(1))
     # Every PNG decoded at the size matplotlib drew it: five score plots, two retention plots across rounds,
     # and each round's retention.png (IFEval and drift panels, 5.5 x 3.6 inches each at 100 dpi).
@@ -246,8 +358,12 @@ def test_the_plots_render_in_chromium(tmp_path, kept_rounds):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
-    subprocess.run([*browser, f"--screenshot={shot}", (tmp_path / "report.html").as_uri()], capture_output=True,
-                   timeout=60, check=True)
+    subprocess.run(
+        [*browser, f"--screenshot={shot}", (tmp_path / "report.html").as_uri()],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     from matplotlib import image
 
     pixels = image.imread(shot)[..., :3]
@@ -261,10 +377,23 @@ def test_the_plots_render_in_chromium(tmp_path, kept_rounds):
 def test_examples_come_from_an_evaluate_policy_run(tmp_path):
     run = tmp_path / "eval"
     run.mkdir()
-    lines = [{"prompt_set": s, "prompt": [{"role": "user", "content": f"{s} {i}"}],
-              "policy": {"reply": f"p {s} {i}"}, "baseline": {"reply": f"b {s} {i}"}} for s in ("harmful", "brand") for i in range(3)]
+    lines = [
+        {
+            "prompt_set": s,
+            "prompt": [{"role": "user", "content": f"{s} {i}"}],
+            "policy": {"reply": f"p {s} {i}"},
+            "baseline": {"reply": f"b {s} {i}"},
+        }
+        for s in ("harmful", "brand")
+        for i in range(3)
+    ]
     (run / "replies.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    (run / "manifest.json").write_text(json.dumps({"stage": "evaluate policy", "outputs": {"replies": {"path": "replies.jsonl"}}}))
+    (run / "manifest.json").write_text(
+        json.dumps({"stage": "evaluate policy", "outputs": {"replies": {"path": "replies.jsonl"}}})
+    )
     assert examples_from_replies(run, per_set=2) == [
-        ExampleReply("harmful", "harmful 0", "b harmful 0", "p harmful 0"), ExampleReply("harmful", "harmful 1", "b harmful 1", "p harmful 1"),
-        ExampleReply("brand", "brand 0", "b brand 0", "p brand 0"), ExampleReply("brand", "brand 1", "b brand 1", "p brand 1")]
+        ExampleReply("harmful", "harmful 0", "b harmful 0", "p harmful 0"),
+        ExampleReply("harmful", "harmful 1", "b harmful 1", "p harmful 1"),
+        ExampleReply("brand", "brand 0", "b brand 0", "p brand 0"),
+        ExampleReply("brand", "brand 1", "b brand 1", "p brand 1"),
+    ]

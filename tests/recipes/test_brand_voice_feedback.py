@@ -58,8 +58,9 @@ def test_shipped_feedback_is_on_training_prompts_only():
     hand_written = _script().read_hand_written()
     corrected = [r for r in rows if "correction" in r]
     assert corrected, "the demo's file has agent corrections"
-    assert all(r["rating"] == "down" and r["correction"] == hand_written[last_user_text(r["messages"])]
-               for r in corrected)
+    assert all(
+        r["rating"] == "down" and r["correction"] == hand_written[last_user_text(r["messages"])] for r in corrected
+    )
 
 
 def test_careful_users_rate_by_the_rubric():
@@ -88,8 +89,19 @@ def test_random_users_ignore_the_reply():
     assert all(r["rating"] == "down" for r in careful)
 
 
-@pytest.mark.parametrize("overrides", [[], ["loop_dir=runs/x", f"feedback.source={SHIPPED}", "feedback.mode=kto",
-                                            "feedback.use=instead", "train.stages=[kto]"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        [
+            "loop_dir=runs/x",
+            f"feedback.source={SHIPPED}",
+            "feedback.mode=kto",
+            "feedback.use=instead",
+            "train.stages=[kto]",
+        ],
+    ],
+)
 def test_feedback_loop_config_loads_both_ways(overrides, monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = load_config(LoopConfig, str(BRAND / "feedback_loop.yaml"), overrides)

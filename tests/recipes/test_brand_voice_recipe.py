@@ -30,7 +30,9 @@ def _script(name: str):
 def test_warm_start_is_rebuilt_as_committed(tmp_path, monkeypatch):
     module = _script("make_warm_start")
     assert module.main(["--out", str(tmp_path / "out.jsonl")]) == 0
-    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == (BRAND / "sft_warm_start.jsonl").read_text(encoding="utf-8")
+    assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == (BRAND / "sft_warm_start.jsonl").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_warm_start_prompts_stay_off_the_evaluation_and_validation_sets(repo_data, monkeypatch):
@@ -40,7 +42,9 @@ def test_warm_start_prompts_stay_off_the_evaluation_and_validation_sets(repo_dat
     prompts = {r["messages"][0]["content"] for r in rows}
     held_out, xstest = _eval_side_and_xstest()
     validation = {r["prompt"] for r in _rows(ROOT / "recipes/safety/prompts_val.jsonl")}
-    brand_eval = {r["messages"][0]["content"] if "messages" in r else r["prompt"] for r in _rows(BRAND / "prompts_eval.jsonl")}
+    brand_eval = {
+        r["messages"][0]["content"] if "messages" in r else r["prompt"] for r in _rows(BRAND / "prompts_eval.jsonl")
+    }
     assert not prompts & (held_out | set(xstest) | validation | brand_eval)
     train_side = {r["prompt"] for r in _rows(ROOT / "recipes/safety/prompts_train.jsonl")}
     assert {r["messages"][0]["content"] for r in rows[30:]} <= train_side

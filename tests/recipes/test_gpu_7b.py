@@ -27,9 +27,18 @@ RECIPE = ROOT / "recipes" / "gpu_7b"
 HUB_ID = "Qwen/Qwen2.5-7B-Instruct"
 COMMIT = "a09a35458c702b33eeacc393d103063234e8bc28"
 QWEN_CONFIG = {  # Qwen2.5-7B-Instruct's config.json, the fields that size the model
-    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
-    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-    "tie_word_embeddings": False, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "torch_dtype": "bfloat16",
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "tie_word_embeddings": False,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "torch_dtype": "bfloat16",
 }
 STAGE_OF = {"sft": "sft", "reward": "reward", "dpo": "dpo", "generate": "generate"}
 
@@ -78,8 +87,9 @@ def dry_runs(configs: list[Path], cache: Path) -> list[tuple[int, str, str]]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "ALIGN_LOG_LEVEL": "WARNING"}
     env.pop("WORLD_SIZE", None)
     args = json.dumps([[stage_of(c), str(c)] for c in configs])
-    done = subprocess.run([sys.executable, "-c", script, args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script, args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return [tuple(r) for r in json.loads(done.stdout.strip().splitlines()[-1])]
 
@@ -87,7 +97,7 @@ def dry_runs(configs: list[Path], cache: Path) -> list[tuple[int, str, str]]:
 def memory_block(stdout: str) -> dict:
     start = stdout.index("# memory per GPU")
     end = stdout.find("\n# inputs", start)
-    return yaml.safe_load(stdout[start:end if end > 0 else None])["memory_estimate"]
+    return yaml.safe_load(stdout[start : end if end > 0 else None])["memory_estimate"]
 
 
 def test_every_config_opens_with_its_command():
@@ -166,6 +176,7 @@ def test_loop_config_builds_every_stage_it_runs():
 
 # -- the estimator by hand ------------------------------------------------------------------------
 
+
 def qwen() -> memory.Architecture:
     return memory.Architecture.from_config(QWEN_CONFIG, "test")
 
@@ -187,9 +198,19 @@ def test_parameter_count_by_hand():
 
 def test_lora_bf16_sft_estimate_by_hand():
     """7.6B params bf16 LoRA r16, 2 x 2048 tokens, gradient checkpointing, one GPU."""
-    est = memory.estimate("sft", qwen(), dtype="bfloat16", quantization="none", lora_enabled=True, lora_r=16,
-                          lora_targets=["all-linear"], max_length=2048, batch_size=2, accumulation=8,
-                          gradient_checkpointing=True)
+    est = memory.estimate(
+        "sft",
+        qwen(),
+        dtype="bfloat16",
+        quantization="none",
+        lora_enabled=True,
+        lora_r=16,
+        lora_targets=["all-linear"],
+        max_length=2048,
+        batch_size=2,
+        accumulation=8,
+        gradient_checkpointing=True,
+    )
     gb = {k: v / 1e9 for k, v in est.parts.items()}
     assert gb["weights"] == pytest.approx(15.231, abs=1e-3)  # 7,615,616,512 x 2 bytes
     assert gb["trainable"] == pytest.approx(0.646, abs=1e-3)  # 40,370,176 x 16 bytes (fp32 weight, grad, 2 Adam)
@@ -207,18 +228,30 @@ def test_lora_bf16_sft_estimate_by_hand():
 
 def test_qlora_and_sharding():
     arch = qwen()
-    common = dict(dtype="bfloat16", lora_r=16, lora_targets=["all-linear"], max_length=1024, batch_size=1,
-                  accumulation=1, gradient_checkpointing=True)
+    common = dict(
+        dtype="bfloat16",
+        lora_r=16,
+        lora_targets=["all-linear"],
+        max_length=1024,
+        batch_size=1,
+        accumulation=1,
+        gradient_checkpointing=True,
+    )
     qlora = memory.estimate("dpo", arch, quantization="4bit", lora_enabled=True, **common)
     # NF4 blocks at ~0.516 byte/param; embeddings, head and norms cast to fp32 by prepare_model_for_kbit_training.
     expected = arch.block_linear_params * (0.5 + 0.127 / 8) + (arch.params() - arch.block_linear_params) * 4
     assert qlora.parts["weights"] == pytest.approx(expected)
     assert 7.5e9 < qlora.parts["weights"] < 8e9
-    assert memory.estimate("dpo", arch, quantization="4bit", lora_enabled=True, gpus=8, sharded=True,
-                           **common).parts["weights"] == qlora.parts["weights"]  # quantized copies are not sharded
+    assert (
+        memory.estimate("dpo", arch, quantization="4bit", lora_enabled=True, gpus=8, sharded=True, **common).parts[
+            "weights"
+        ]
+        == qlora.parts["weights"]
+    )  # quantized copies are not sharded
     full = memory.estimate("dpo", arch, quantization="none", lora_enabled=False, separate_reference=True, **common)
-    sharded = memory.estimate("dpo", arch, quantization="none", lora_enabled=False, separate_reference=True,
-                              gpus=8, sharded=True, **common)
+    sharded = memory.estimate(
+        "dpo", arch, quantization="none", lora_enabled=False, separate_reference=True, gpus=8, sharded=True, **common
+    )
     assert full.parts["trainable"] == pytest.approx(arch.params() * 2 * 3)  # bf16 gradient + two AdamW states
     assert full.parts["reference"] == full.parts["weights"]
     for part in ("weights", "reference", "trainable"):
@@ -257,5 +290,5 @@ def test_accelerate_configs_parse_with_accelerate(path):
 def test_slurm_script_launches_each_node_with_its_rank():
     script = (RECIPE / "slurm.sbatch").read_text()
     assert subprocess.run(["bash", "-n", str(RECIPE / "slurm.sbatch")]).returncode == 0
-    assert "--machine_rank \"$SLURM_NODEID\"" in script and "configs/accelerate/multi_node.yaml" in script
+    assert '--machine_rank "$SLURM_NODEID"' in script and "configs/accelerate/multi_node.yaml" in script
     assert (ROOT / "configs" / "accelerate" / "multi_node.yaml").exists()

@@ -11,9 +11,15 @@ from align.core import runs
 from recipes.hh_harmless import run as recipe
 
 SMALL = [
-    "all.max_length=128", "all.training.max_steps=2", "all.training.logging_steps=1",
-    "sft.data.max_examples=8", "reward.data.max_train_pairs=8", "reward.data.max_test_pairs=6",
-    "dpo.data.max_train_pairs=8", "dpo.data.max_test_pairs=4", "dpo.reward_eval.prompts=2",
+    "all.max_length=128",
+    "all.training.max_steps=2",
+    "all.training.logging_steps=1",
+    "sft.data.max_examples=8",
+    "reward.data.max_train_pairs=8",
+    "reward.data.max_test_pairs=6",
+    "dpo.data.max_train_pairs=8",
+    "dpo.data.max_test_pairs=4",
+    "dpo.reward_eval.prompts=2",
     "dpo.reward_eval.max_new_tokens=4",
     "reward.trainable_layers=1",  # the recipe trains the last 10 of the embedded model's 30 blocks; tiny has 2
 ]

@@ -55,8 +55,11 @@ def test_training_prompts_are_rebuilt_as_committed(repo_data, monkeypatch):
 def test_training_prompts_stay_off_the_evaluation_sets(repo_data, monkeypatch):
     monkeypatch.chdir(ROOT)
     rows = _rows("prompts_train.jsonl")
-    assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == \
-        {"harmful": 48, "lookalike": 136, "ordinary": 24}
+    assert {k: sum(r["kind"] == k for r in rows) for k in ("harmful", "lookalike", "ordinary")} == {
+        "harmful": 48,
+        "lookalike": 136,
+        "ordinary": 24,
+    }
     held_out, xstest = _eval_side_and_xstest()
     trained = {r["prompt"] for r in rows}
     assert not trained & held_out and not trained & set(xstest)
@@ -67,8 +70,7 @@ def test_training_prompts_stay_off_the_evaluation_sets(repo_data, monkeypatch):
         assert overlap <= 0.5, f"{row['prompt']!r} is close to XSTest's {closest!r} ({overlap:.2f})"
 
 
-def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and_test(repo_data, monkeypatch,
-                                                                                       tmp_path):
+def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and_test(repo_data, monkeypatch, tmp_path):
     """prompts_rounds.jsonl (`--extra-harmful 88`, what the rounds answer): the warm start's 208 first, unchanged;
     then 88 harmful prompts that are neither a validation prompt nor one the loop is gated on, and that the warm
     start leaves out."""
@@ -84,15 +86,20 @@ def test_extra_harmful_prompts_come_after_the_warm_starts_and_off_validation_and
     held_out, xstest = _eval_side_and_xstest()
     validation = {r["prompt"] for r in _rows("prompts_val.jsonl")}
     prompts = {r["prompt"] for r in extra}
-    assert len(prompts) == 88 and not prompts & (held_out | set(xstest) | validation | {r["prompt"] for r in rows[:208]})
+    assert len(prompts) == 88 and not prompts & (
+        held_out | set(xstest) | validation | {r["prompt"] for r in rows[:208]}
+    )
 
     # The warm start built from the longer file is the one built from the committed file: the extras are left out.
     import recipes.safety.make_sft_data as sft
 
     variant = tmp_path / "prompts.jsonl"
     variant.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    replies = [{"prompt": [{"role": "user", "content": r["prompt"]}], "responses": ["Sure, here is how."]}
-               for r in rows if r["label"] == "safe"]
+    replies = [
+        {"prompt": [{"role": "user", "content": r["prompt"]}], "responses": ["Sure, here is how."]}
+        for r in rows
+        if r["label"] == "safe"
+    ]
     monkeypatch.setattr(sft, "read_generations", lambda run: (None, replies))
     built = sft.build(variant, tmp_path)
     assert built == sft.build(ROOT / "recipes/safety/prompts_train.jsonl", tmp_path)

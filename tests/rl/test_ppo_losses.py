@@ -103,6 +103,7 @@ def test_whiten_by_hand_leaves_padding_zero():
 
 # -- properties ------------------------------------------------------------------------------------
 
+
 def test_constant_reward_zero_values_gives_that_reward_as_every_advantage():
     # gamma = lam = 1, V = 0: each token's advantage is the sum of rewards still to come = the final score.
     torch.manual_seed(0)

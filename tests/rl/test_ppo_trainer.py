@@ -53,8 +53,17 @@ def build(path, reward_fn, kl_coef, seed=0, **settings):
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(path), lora("CAUSAL_LM"))
     value = get_peft_model(AutoModelForSequenceClassification.from_pretrained(path, num_labels=1), lora("SEQ_CLS"))
     value.config.pad_token_id = tokenizer.pad_token_id
-    trainer = PPOTrainer(policy, value, tokenizer, reward_fn, PPOSettings(**settings), kl_coef=kl_coef,
-                         learning_rate=2e-3, max_new_tokens=6, temperature=1.0)
+    trainer = PPOTrainer(
+        policy,
+        value,
+        tokenizer,
+        reward_fn,
+        PPOSettings(**settings),
+        kl_coef=kl_coef,
+        learning_rate=2e-3,
+        max_new_tokens=6,
+        temperature=1.0,
+    )
     return trainer, tokenizer
 
 
@@ -63,8 +72,13 @@ def test_ppo_raises_a_scripted_reward_with_bounded_kl(boosted_model):
     stay within what the reward gain can pay for at this kl_coef (the KL-regularised objective
     never trades more than gain / kl_coef nats of KL)."""
     kl_coef = 0.2
-    trainer, tokenizer = build(boosted_model, lambda prompts, texts: [float(t.count(TARGET.strip())) for t in texts],
-                               kl_coef, ppo_epochs=2, minibatch_size=4)
+    trainer, tokenizer = build(
+        boosted_model,
+        lambda prompts, texts: [float(t.count(TARGET.strip())) for t in texts],
+        kl_coef,
+        ppo_epochs=2,
+        minibatch_size=4,
+    )
     prompts = [[{"role": "user", "content": f"Say something nice {i}"}] for i in range(4)]
     ids = encode_prompts(tokenizer, prompts)
     history = [trainer.step(prompts, ids) for _ in range(6)]

@@ -19,8 +19,9 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-CONVERSATIONS = [[{"role": "user", "content": t}] for t in
-                 ("Name a colour.", "What is two plus two? Answer briefly please.", "Hi!")]
+CONVERSATIONS = [
+    [{"role": "user", "content": t}] for t in ("Name a colour.", "What is two plus two? Answer briefly please.", "Hi!")
+]
 NEW_TOKENS = 6
 
 
@@ -44,8 +45,14 @@ def rig(request, vllm_tiny_model):  # noqa: F811
     settings = VllmSettings(kv_cache_gib=1, enforce_eager=True, max_num_seqs=8, lora=request.param)
     engine = VllmEngine(source, tokenizer, "float32", settings, max_model_len=128, trained_lora_rank=8)
     sampler = VllmPolicySampler(engine)
-    yield {"sampler": sampler, "policy": policy, "tokenizer": tokenizer, "source": source, "mode": request.param,
-           "ids": encode_prompts(tokenizer, CONVERSATIONS)}
+    yield {
+        "sampler": sampler,
+        "policy": policy,
+        "tokenizer": tokenizer,
+        "source": source,
+        "mode": request.param,
+        "ids": encode_prompts(tokenizer, CONVERSATIONS),
+    }
     sampler.close()
 
 
@@ -54,9 +61,14 @@ def hf_greedy(policy, tokenizer, prompt_ids) -> list[list[int]]:
     out = []
     with torch.no_grad():
         for ids in prompt_ids:
-            seq = policy.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                  max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+            seq = policy.generate(
+                input_ids=torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=NEW_TOKENS,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )[0, len(ids) :].tolist()
             out.append(seq[: seq.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in seq else seq)
     return out
 
@@ -97,8 +109,18 @@ def test_stop_rule_and_layout_match_generate(rig):
     from align.rl.ppo import PPOSettings, PPOTrainer, _response_mask
 
     sampler, policy, tokenizer, ids = rig["sampler"], rig["policy"], rig["tokenizer"], rig["ids"]
-    trainer = PPOTrainer(policy, policy, tokenizer, lambda p, t: [0.0] * len(t), PPOSettings(), kl_coef=0.1,
-                         learning_rate=1e-3, max_new_tokens=NEW_TOKENS, temperature=1.0, sampler=sampler)
+    trainer = PPOTrainer(
+        policy,
+        policy,
+        tokenizer,
+        lambda p, t: [0.0] * len(t),
+        PPOSettings(),
+        kl_coef=0.1,
+        learning_rate=1e-3,
+        max_new_tokens=NEW_TOKENS,
+        temperature=1.0,
+        sampler=sampler,
+    )
     sequences, width = trainer._generate(ids)
     trainer.sampler = None
     hf_sequences, hf_width = trainer._generate(ids)

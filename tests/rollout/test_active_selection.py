@@ -50,8 +50,11 @@ def test_ensemble_disagreement_chooses_the_pair_members_disagree_on():
     #        -> 0.041167
     #   A-C: d = (-3, 3): p = (0.047426, 0.952574), mean 0.5: 1 - H(0.952574) = 1 - 0.275359 = 0.724641
     #   B-C: d = (-2, 3): p = (0.119203, 0.952574), mean 0.535889: 0.996280 - (0.527065 + 0.275360) / 2 = 0.595068
-    cands = [Candidate("A", 0.0, members=[0.0, 0.0]), Candidate("B", 0.5, members=[1.0, 0.0]),
-             Candidate("C", 0.0, members=[3.0, -3.0])]
+    cands = [
+        Candidate("A", 0.0, members=[0.0, 0.0]),
+        Candidate("B", 0.5, members=[1.0, 0.0]),
+        Candidate("C", 0.0, members=[3.0, -3.0]),
+    ]
     for seed in range(5):
         choice = choose_pair(cands, "ensemble_disagreement", random.Random(seed))
         assert texts(choice) == {"A", "C"}
@@ -65,7 +68,11 @@ def test_ensemble_disagreement_chooses_the_pair_members_disagree_on():
 def test_dpo_margin_by_hand():
     # log-ratios A 2.0, B -1.0, C 1.5, beta 0.1: margins A-B 0.3, A-C 0.05, B-C -0.25: A-C is the least settled.
     assert dpo_margin(2.0, 1.5, 0.1) == pytest.approx(0.05)
-    cands = [Candidate("A", None, logratio=2.0), Candidate("B", None, logratio=-1.0), Candidate("C", None, logratio=1.5)]
+    cands = [
+        Candidate("A", None, logratio=2.0),
+        Candidate("B", None, logratio=-1.0),
+        Candidate("C", None, logratio=1.5),
+    ]
     choice = choose_pair(cands, "dpo_margin", random.Random(0), beta=0.1)
     assert texts(choice) == {"A", "C"}
     # sigmoid(0.05) = 0.512497; H = 1 - 0.000451 (near 1/2, H(1/2 + e) ~ 1 - 2 e^2 / ln 2 = 1 - 0.000451).
@@ -107,19 +114,35 @@ def test_budget_keeps_the_most_uncertain_in_input_order_or_a_seeded_random_sampl
 
 
 def test_pairs_stage_writes_uncertainty_and_needs_member_scores(tmp_path, capsys):
-    rows = [{"prompt": prompt(0), "responses": ["A", "B", "C"], "scores": [0.0, 0.5, 0.0],
-             "member_scores": [[0.0, 0.0], [1.0, 0.0], [3.0, -3.0]], "prompt_id": "p0"},
-            {"prompt": prompt(1), "responses": ["x", "y"], "scores": [1.0, 1.0],
-             "member_scores": [[1.0, 1.0], [1.0, 1.0]], "prompt_id": "p1"}]
+    rows = [
+        {
+            "prompt": prompt(0),
+            "responses": ["A", "B", "C"],
+            "scores": [0.0, 0.5, 0.0],
+            "member_scores": [[0.0, 0.0], [1.0, 0.0], [3.0, -3.0]],
+            "prompt_id": "p0",
+        },
+        {
+            "prompt": prompt(1),
+            "responses": ["x", "y"],
+            "scores": [1.0, 1.0],
+            "member_scores": [[1.0, 1.0], [1.0, 1.0]],
+            "prompt_id": "p1",
+        },
+    ]
     gen = make_generation_run(tmp_path, rows, n=3)
     assert main(["pairs", str(gen), "selection=ensemble_disagreement", f"runs_dir={tmp_path / 'runs'}", "name=e"]) == 0
     first, second = read_pairs(tmp_path / "runs" / "e")
-    assert {first["response_a"], first["response_b"]} == {"A", "C"} and first["uncertainty"] == pytest.approx(0.724641, abs=1e-5)
+    assert {first["response_a"], first["response_b"]} == {"A", "C"} and first["uncertainty"] == pytest.approx(
+        0.724641, abs=1e-5
+    )
     assert second["uncertainty"] == 0.0
     metrics = runs.read_manifest(tmp_path / "runs" / "e")["metrics"]
     assert metrics["mean_uncertainty_bits"] == pytest.approx(0.3623, abs=1e-4)
 
-    bare = make_generation_run(tmp_path, [{"prompt": prompt(0), "responses": ["a", "b"], "scores": [0.0, 1.0]}], n=2, name="b")
+    bare = make_generation_run(
+        tmp_path, [{"prompt": prompt(0), "responses": ["a", "b"], "scores": [0.0, 1.0]}], n=2, name="b"
+    )
     for selection, needs in (("ensemble_disagreement", "member_scores"), ("dpo_margin", "logratios")):
         assert main(["pairs", str(bare), f"selection={selection}", f"runs_dir={tmp_path / 'runs'}"]) == 2
         assert needs in capsys.readouterr().err
@@ -128,8 +151,10 @@ def test_pairs_stage_writes_uncertainty_and_needs_member_scores(tmp_path, capsys
 def test_push_max_records_keeps_the_most_uncertain(tmp_path):
     from align.annotate import push
 
-    rows = [{"prompt": prompt(i), "response_a": f"answer {i}", "response_b": f"other {i}", "uncertainty": u}
-            for i, u in enumerate([0.1, 0.8, 0.3, 0.9, 0.5])]
+    rows = [
+        {"prompt": prompt(i), "response_a": f"answer {i}", "response_b": f"other {i}", "uncertainty": u}
+        for i, u in enumerate([0.1, 0.8, 0.3, 0.9, 0.5])
+    ]
     file = write_jsonl(tmp_path / "pairs.jsonl", rows)
     _, _, _, records, _unique, report = push.prepare(push.Config(pairs=str(file), dataset="d", max_records=2))
     assert report["budget"] == {"max_records": 2, "offered": 5, "kept": 2, "rule": "most_uncertain"}
@@ -176,20 +201,38 @@ def test_score_with_an_ensemble_records_member_scores(tmp_path, tiny_reward_mode
     ens = hand_made_ensemble(tmp_path / "runs", tiny_reward_models)
     assert main(["score", str(gen), f"reward_model={ens}", f"runs_dir={tmp_path / 'runs'}", "name=s"]) == 0
     manifest = runs.read_manifest(tmp_path / "runs" / "s")
-    scored = [json.loads(l) for l in runs.output_path(tmp_path / "runs" / "s", manifest, "generations").read_text().splitlines()]
+    scored = [
+        json.loads(l)
+        for l in runs.output_path(tmp_path / "runs" / "s", manifest, "generations").read_text().splitlines()
+    ]
     for row in scored:
         assert len(row["member_scores"]) == 3 and all(len(m) == 2 for m in row["member_scores"])
         assert row["scores"] == pytest.approx([sum(m) / 2 for m in row["member_scores"]])
         assert all(m[0] != m[1] for m in row["member_scores"])  # two different heads
     assert manifest["metrics"]["ensemble_members"] == 2
     assert {"reward_member_0", "reward_member_1"} <= {i["role"] for i in manifest["inputs"]}
-    assert main(["pairs", str(tmp_path / "runs" / "s"), "selection=ensemble_disagreement",
-                 f"runs_dir={tmp_path / 'runs'}", "name=p"]) == 0
+    assert (
+        main(
+            [
+                "pairs",
+                str(tmp_path / "runs" / "s"),
+                "selection=ensemble_disagreement",
+                f"runs_dir={tmp_path / 'runs'}",
+                "name=p",
+            ]
+        )
+        == 0
+    )
     for pair, row in zip(read_pairs(tmp_path / "runs" / "p"), scored):
         by_text = dict(zip(row["responses"], row["member_scores"]))
-        best = max(ensemble_disagreement(by_text[a], by_text[b]) for a, b in (("yes", "no"), ("yes", "maybe so"), ("no", "maybe so")))
+        best = max(
+            ensemble_disagreement(by_text[a], by_text[b])
+            for a, b in (("yes", "no"), ("yes", "maybe so"), ("no", "maybe so"))
+        )
         assert pair["uncertainty"] == pytest.approx(best, abs=1e-6)
-        assert pair["uncertainty"] == pytest.approx(ensemble_disagreement(by_text[pair["response_a"]], by_text[pair["response_b"]]), abs=1e-6)
+        assert pair["uncertainty"] == pytest.approx(
+            ensemble_disagreement(by_text[pair["response_a"]], by_text[pair["response_b"]]), abs=1e-6
+        )
 
 
 def test_score_logratios_match_a_direct_computation(tmp_path, tiny_model):
@@ -197,11 +240,26 @@ def test_score_logratios_match_a_direct_computation(tmp_path, tiny_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     other = build_tiny_model(tmp_path / "other", seed=1)
-    rows = [{"prompt": prompt(0), "responses": ["yes indeed", "no"], "finish_reasons": ["stop", "length"], "prompt_id": "p0"}]
+    rows = [
+        {
+            "prompt": prompt(0),
+            "responses": ["yes indeed", "no"],
+            "finish_reasons": ["stop", "length"],
+            "prompt_id": "p0",
+        }
+    ]
     gen = make_generation_run(tmp_path, rows, n=2)
-    assert main(["score", str(gen), f"policy={tiny_model}", f"reference={other}", f"runs_dir={tmp_path / 'runs'}", "name=l"]) == 0
+    assert (
+        main(
+            ["score", str(gen), f"policy={tiny_model}", f"reference={other}", f"runs_dir={tmp_path / 'runs'}", "name=l"]
+        )
+        == 0
+    )
     manifest = runs.read_manifest(tmp_path / "runs" / "l")
-    (row,) = [json.loads(l) for l in runs.output_path(tmp_path / "runs" / "l", manifest, "generations").read_text().splitlines()]
+    (row,) = [
+        json.loads(l)
+        for l in runs.output_path(tmp_path / "runs" / "l", manifest, "generations").read_text().splitlines()
+    ]
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
 
@@ -214,23 +272,52 @@ def test_score_logratios_match_a_direct_computation(tmp_path, tiny_model):
         return sum(float(logits[len(ids) + t - 1, tok_id]) for t, tok_id in enumerate(reply_ids))
 
     # "yes indeed" stopped on end-of-turn: its tokens end with eos; "no" was cut at max_tokens: no eos.
-    replies = [tok("yes indeed", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
-               tok("no", add_special_tokens=False)["input_ids"]]
+    replies = [
+        tok("yes indeed", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
+        tok("no", add_special_tokens=False)["input_ids"],
+    ]
     for got, reply in zip(row["logratios"], replies):
         assert got == pytest.approx(logp(tiny_model, reply) - logp(other, reply), abs=1e-4)
     assert manifest["metrics"]["policy_is_reference"] is False
-    assert main(["score", str(gen), f"policy={tiny_model}", f"reference={tiny_model}", f"runs_dir={tmp_path / 'runs'}", "name=same"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(gen),
+                f"policy={tiny_model}",
+                f"reference={tiny_model}",
+                f"runs_dir={tmp_path / 'runs'}",
+                "name=same",
+            ]
+        )
+        == 0
+    )
     m = runs.read_manifest(tmp_path / "runs" / "same")
-    (same,) = [json.loads(l) for l in runs.output_path(tmp_path / "runs" / "same", m, "generations").read_text().splitlines()]
+    (same,) = [
+        json.loads(l) for l in runs.output_path(tmp_path / "runs" / "same", m, "generations").read_text().splitlines()
+    ]
     assert same["logratios"] == [0.0, 0.0] and m["metrics"]["policy_is_reference"] is True
 
 
 @pytest.mark.slow
 def test_reward_ensemble_trains_members_on_bootstrap_resamples(tmp_path, tiny_model, easy_pairs):
-    assert main(["reward-ensemble", f"reward.model={tiny_model}", f"reward.data.train={easy_pairs}",
-                 "reward.data.test_fraction=0.25", "bootstrap.members=2", "reward.max_length=64",
-                 "reward.training.max_steps=2", "reward.training.per_device_train_batch_size=4",
-                 f"runs_dir={tmp_path / 'runs'}", "name=ens"]) == 0
+    assert (
+        main(
+            [
+                "reward-ensemble",
+                f"reward.model={tiny_model}",
+                f"reward.data.train={easy_pairs}",
+                "reward.data.test_fraction=0.25",
+                "bootstrap.members=2",
+                "reward.max_length=64",
+                "reward.training.max_steps=2",
+                "reward.training.per_device_train_batch_size=4",
+                f"runs_dir={tmp_path / 'runs'}",
+                "name=ens",
+            ]
+        )
+        == 0
+    )
     ens = tmp_path / "runs" / "ens"
     manifest = runs.read_manifest(ens)
     assert manifest["stage"] == "reward ensemble" and manifest["metrics"]["members"] == 2
@@ -248,8 +335,19 @@ def test_reward_ensemble_trains_members_on_bootstrap_resamples(tmp_path, tiny_mo
         assert member["stage"] == "reward" and member["metrics"]["test_pairs"] == len(held)
         assert member["config"]["seed"] == k and member["config"]["data"]["train"].endswith(f"train-{k}.jsonl")
     # A bad reward setting is refused before anything is written (align reward's own check, exit 2).
-    assert main(["reward-ensemble", "reward.model=embedded", f"reward.data.train={easy_pairs}", "reward.lerning_rate=1",
-                 f"runs_dir={tmp_path / 'bad'}", "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "reward-ensemble",
+                "reward.model=embedded",
+                f"reward.data.train={easy_pairs}",
+                "reward.lerning_rate=1",
+                f"runs_dir={tmp_path / 'bad'}",
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "bad").exists()
     from align.scoring import reward_members
 
@@ -277,11 +375,21 @@ def test_loop_takes_a_label_budget_and_refuses_an_ensemble_rule_without_an_ensem
     ens = hand_made_ensemble(tmp_path, [tmp_path / "a", tmp_path / "b"])
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     with pytest.raises(AlignError, match="reward ensemble"):  # a single reward model has nothing to disagree with
-        preflight(load_config(LoopConfig, ROOT / "recipes/safety/loop.yaml",
-                              ["pairs.selection=ensemble_disagreement", f"reward_model={tmp_path / 'a'}"]))
+        preflight(
+            load_config(
+                LoopConfig,
+                ROOT / "recipes/safety/loop.yaml",
+                ["pairs.selection=ensemble_disagreement", f"reward_model={tmp_path / 'a'}"],
+            )
+        )
     with pytest.raises(AlignError, match="must not retrain"):
-        preflight(load_config(LoopConfig, ROOT / "recipes/safety/loop.yaml",
-                              ["pairs.selection=ensemble_disagreement", f"reward_model={ens}", "train.stages=[reward,dpo]"]))
+        preflight(
+            load_config(
+                LoopConfig,
+                ROOT / "recipes/safety/loop.yaml",
+                ["pairs.selection=ensemble_disagreement", f"reward_model={ens}", "train.stages=[reward,dpo]"],
+            )
+        )
     with pytest.raises(AlignError, match="set by the loop"):
         stage_config("score", {"policy": "x"}, {"generations": "g", "reward_model": "r", "runs_dir": ".", "name": "x"})
 
@@ -289,7 +397,10 @@ def test_loop_takes_a_label_budget_and_refuses_an_ensemble_rule_without_an_ensem
 def test_dpo_reference_of_a_loop_policy(tmp_path):
     from align.loop.run import dpo_reference
 
-    for name, config in (("plain", {"model": "/m/start", "reference": None}), ("named", {"model": "/m/start", "reference": "/m/ref"})):
+    for name, config in (
+        ("plain", {"model": "/m/start", "reference": None}),
+        ("named", {"model": "/m/start", "reference": "/m/ref"}),
+    ):
         with runs.new_run("dpo", config, tmp_path, name) as run:
             runs.finish(run)
     assert dpo_reference(str(tmp_path / "plain")) == "/m/start"
@@ -303,10 +414,22 @@ def test_loop_rounds_with_dpo_margin_and_a_label_budget(argilla, tiny_model, tmp
     the budget draws at random), round 2 the round-1 DPO policy against its reference; each push keeps 3 records."""
     from tests.loop.test_loop import loop_yaml
 
-    generate = {"config": "configs/generate/default.yaml", "prompts": "recipes/brand_voice/prompts_train.jsonl",
-                "max_prompts": 6, "engine": "hf", "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 12}}
-    config = loop_yaml(tmp_path, tiny_model, argilla, "active", pairs={"selection": "dpo_margin"}, generate=generate,
-                       push={"guidelines": "brand_voice", "annotators_per_record": 2, "max_records": 3})
+    generate = {
+        "config": "configs/generate/default.yaml",
+        "prompts": "recipes/brand_voice/prompts_train.jsonl",
+        "max_prompts": 6,
+        "engine": "hf",
+        "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 12},
+    }
+    config = loop_yaml(
+        tmp_path,
+        tiny_model,
+        argilla,
+        "active",
+        pairs={"selection": "dpo_margin"},
+        generate=generate,
+        push={"guidelines": "brand_voice", "annotators_per_record": 2, "max_records": 3},
+    )
     assert main(["loop", "--config", str(config)]) == 0
     loop_dir = tmp_path / "active"
 
@@ -327,4 +450,6 @@ def test_loop_rounds_with_dpo_margin_and_a_label_budget(argilla, tiny_model, tmp
         assert budget_report["rule"] == "most_uncertain"
         _, pairs = rows(loop_dir / f"round-{n}" / "pairs", "pairs")
         kept = {int(r["input"].rsplit(":", 1)[1]) - 1 for r in records}
-        assert min(pairs[i]["uncertainty"] for i in kept) >= max(p["uncertainty"] for i, p in enumerate(pairs) if i not in kept)
+        assert min(pairs[i]["uncertainty"] for i in kept) >= max(
+            p["uncertainty"] for i, p in enumerate(pairs) if i not in kept
+        )

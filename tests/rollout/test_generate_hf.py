@@ -11,14 +11,30 @@ from align.cli import main
 from align.core import runs
 from tests.conftest import write_jsonl
 
-PROMPTS = ["Name a colour.", "What is two plus two?", "Say hello in French, please, in one short word.",
-           {"messages": [{"role": "user", "content": "Tell me a fact."}]}]
+PROMPTS = [
+    "Name a colour.",
+    "What is two plus two?",
+    "Say hello in French, please, in one short word.",
+    {"messages": [{"role": "user", "content": "Tell me a fact."}]},
+]
 
 
 def generate(tmp_path: Path, tiny_model: Path, name: str, *overrides: str) -> dict:
     prompts = write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    code = main(["generate", f"prompts={prompts}", f"policy={tiny_model}", "engine=hf", "sampling.n=3",
-                 "sampling.max_tokens=6", "batch_size=4", f"runs_dir={tmp_path / 'runs'}", f"name={name}", *overrides])
+    code = main(
+        [
+            "generate",
+            f"prompts={prompts}",
+            f"policy={tiny_model}",
+            "engine=hf",
+            "sampling.n=3",
+            "sampling.max_tokens=6",
+            "batch_size=4",
+            f"runs_dir={tmp_path / 'runs'}",
+            f"name={name}",
+            *overrides,
+        ]
+    )
     assert code == 0
     return runs.read_manifest(tmp_path / "runs" / name)
 
@@ -128,18 +144,30 @@ def test_checkpoint_generation_defaults_are_not_applied(tmp_path, tiny_model):
     without = tmp_path / "without"
     shutil.copytree(with_defaults, without)
     defaults = json.loads((tiny_model / "config.json").read_text())
-    (with_defaults / "generation_config.json").write_text(json.dumps({
-        "eos_token_id": defaults["eos_token_id"], "pad_token_id": defaults["pad_token_id"],
-        "repetition_penalty": 5.0, "no_repeat_ngram_size": 1}))
+    (with_defaults / "generation_config.json").write_text(
+        json.dumps(
+            {
+                "eos_token_id": defaults["eos_token_id"],
+                "pad_token_id": defaults["pad_token_id"],
+                "repetition_penalty": 5.0,
+                "no_repeat_ngram_size": 1,
+            }
+        )
+    )
 
     conversations = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
     outputs = {}
-    for settings in (SamplingSettings(n=1, temperature=0, max_tokens=12), SamplingSettings(n=2, temperature=1.0, max_tokens=12, seed=4)):
+    for settings in (
+        SamplingSettings(n=1, temperature=0, max_tokens=12),
+        SamplingSettings(n=2, temperature=1.0, max_tokens=12, seed=4),
+    ):
         for path in (with_defaults, without):
             source = resolve_model(str(path))
             tokenizer = load_tokenizer(source)
             engine = HFEngine(source, tokenizer, batch_size=4)
-            outputs[path.name] = [[c.text for c in outs] for outs in engine.generate(encode_prompts(tokenizer, conversations), settings)]
+            outputs[path.name] = [
+                [c.text for c in outs] for outs in engine.generate(encode_prompts(tokenizer, conversations), settings)
+            ]
             if path is with_defaults:
                 # The file is really there and would change greedy decoding if it were applied.
                 assert engine.model.generation_config.no_repeat_ngram_size == 1
@@ -149,7 +177,10 @@ def test_checkpoint_generation_defaults_are_not_applied(tmp_path, tiny_model):
 
     engine = HFEngine(resolve_model(str(with_defaults)), tokenizer, batch_size=4)
     ids = torch.tensor([encode_prompts(tokenizer, conversations[:1])[0]])
-    merged = engine.model.generate(input_ids=ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
-    plain = HFEngine(resolve_model(str(without)), tokenizer, batch_size=4).model.generate(
-        input_ids=ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:].tolist()
+    merged = engine.model.generate(input_ids=ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :].tolist()
+    plain = (
+        HFEngine(resolve_model(str(without)), tokenizer, batch_size=4)
+        .model.generate(input_ids=ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :]
+        .tolist()
+    )
     assert merged != plain

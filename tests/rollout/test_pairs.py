@@ -41,7 +41,9 @@ def test_random_pairs_are_distinct_and_seeded():
     picks = [choose_pair(cands, "random", random.Random(s)) for s in range(30)]
     assert all(p.a.text != p.b.text for p in picks)
     assert len({frozenset(texts(p)) for p in picks}) > 3
-    assert texts(choose_pair(cands, "random", random.Random(7))) == texts(choose_pair(cands, "random", random.Random(7)))
+    assert texts(choose_pair(cands, "random", random.Random(7))) == texts(
+        choose_pair(cands, "random", random.Random(7))
+    )
 
 
 def test_duplicates_are_merged_before_choosing():
@@ -71,12 +73,27 @@ def read_pairs(run_dir: Path) -> list[dict]:
 
 def test_pairs_stage_least_sure_and_counts(tmp_path):
     rows = [
-        {"prompt": prompt(0), "responses": ["a", "b", "c", "d"], "scores": [0.0, 5.0, 2.1, 2.0],
-         "prompt_id": "p0", "source": "f.jsonl:1"},
-        {"prompt": prompt(1), "responses": ["same", "same", "same", "same"], "scores": [1.0, 1.0, 1.0, 1.0],
-         "prompt_id": "p1", "source": "f.jsonl:2"},
-        {"prompt": prompt(2), "responses": ["x", "x", "y", "z", ""], "scores": [0.0, 0.0, 3.0, 10.0, 3.0],
-         "prompt_id": "p2", "source": "f.jsonl:3"},
+        {
+            "prompt": prompt(0),
+            "responses": ["a", "b", "c", "d"],
+            "scores": [0.0, 5.0, 2.1, 2.0],
+            "prompt_id": "p0",
+            "source": "f.jsonl:1",
+        },
+        {
+            "prompt": prompt(1),
+            "responses": ["same", "same", "same", "same"],
+            "scores": [1.0, 1.0, 1.0, 1.0],
+            "prompt_id": "p1",
+            "source": "f.jsonl:2",
+        },
+        {
+            "prompt": prompt(2),
+            "responses": ["x", "x", "y", "z", ""],
+            "scores": [0.0, 0.0, 3.0, 10.0, 3.0],
+            "prompt_id": "p2",
+            "source": "f.jsonl:3",
+        },
     ]
     gen = make_generation_run(tmp_path, rows)
     assert main(["pairs", str(gen), "selection=least_sure", f"runs_dir={tmp_path / 'runs'}", "name=pairs"]) == 0
@@ -137,11 +154,15 @@ def tiny_reward_model(tmp_path_factory, tiny_model) -> Path:
 
 
 def test_score_adds_scores_then_pairs_use_them(tmp_path, tiny_reward_model, tiny_model):
-    rows = [{"prompt": prompt(i), "responses": ["yes", "no", "maybe so"], "prompt_id": f"p{i}", "source": f"f:{i}"}
-            for i in range(3)]
+    rows = [
+        {"prompt": prompt(i), "responses": ["yes", "no", "maybe so"], "prompt_id": f"p{i}", "source": f"f:{i}"}
+        for i in range(3)
+    ]
     gen = make_generation_run(tmp_path, rows, n=3)
-    assert main(["score", str(gen), f"reward_model={tiny_reward_model}", f"runs_dir={tmp_path / 'runs'}",
-                 "name=scored"]) == 0
+    assert (
+        main(["score", str(gen), f"reward_model={tiny_reward_model}", f"runs_dir={tmp_path / 'runs'}", "name=scored"])
+        == 0
+    )
     scored_dir = tmp_path / "runs" / "scored"
     manifest = runs.read_manifest(scored_dir)
     scored = [json.loads(l) for l in runs.output_path(scored_dir, manifest, "generations").read_text().splitlines()]

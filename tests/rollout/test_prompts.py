@@ -18,18 +18,33 @@ def user(text):
 
 def test_jsonl_shapes(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text("\n".join([
-        json.dumps("a plain string"),
-        json.dumps({"prompt": "a prompt field", "id": 7}),
-        json.dumps({"turns": ["first turn", "second turn"], "question_id": 81}),
-        json.dumps({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                                 {"role": "assistant", "content": "a reply that is not part of the prompt"}]}),
-        json.dumps({"prompt": [{"role": "user", "content": "already messages"}]}),
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps("a plain string"),
+                json.dumps({"prompt": "a prompt field", "id": 7}),
+                json.dumps({"turns": ["first turn", "second turn"], "question_id": 81}),
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "system", "content": "be brief"},
+                            {"role": "user", "content": "hi"},
+                            {"role": "assistant", "content": "a reply that is not part of the prompt"},
+                        ]
+                    }
+                ),
+                json.dumps({"prompt": [{"role": "user", "content": "already messages"}]}),
+            ]
+        )
+        + "\n"
+    )
     prompts = load_prompts(str(path))
     assert [p.messages for p in prompts] == [
-        user("a plain string"), user("a prompt field"), user("first turn"),
-        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}], user("already messages"),
+        user("a plain string"),
+        user("a prompt field"),
+        user("first turn"),
+        [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+        user("already messages"),
     ]
     assert prompts[1].prompt_id == "7" and prompts[2].prompt_id == "81"
     assert prompts[0].source == f"{path}:1" and prompts[4].source == f"{path}:5"
@@ -85,15 +100,34 @@ def test_empty_prompt_file_exits_2(tmp_path, capsys):
 def test_prompt_longer_than_context_exits_2(tmp_path, tiny_model, capsys):
     # The tiny model's context is 1024 tokens; line 2 alone is well past it.
     path = write_jsonl(tmp_path / "long.jsonl", ["short", "word " * 1200])
-    code = main(["generate", f"prompts={path}", f"policy={tiny_model}", "engine=hf", "sampling.max_tokens=8",
-                 f"runs_dir={tmp_path / 'runs'}"])
+    code = main(
+        [
+            "generate",
+            f"prompts={path}",
+            f"policy={tiny_model}",
+            "engine=hf",
+            "sampling.max_tokens=8",
+            f"runs_dir={tmp_path / 'runs'}",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert f"{path}:2: prompt is" in err and "context of 1024" in err
     # A prompt that fits alone but not with max_tokens is refused too, naming max_tokens.
     path = write_jsonl(tmp_path / "edge.jsonl", ["word " * 950])
-    assert main(["generate", f"prompts={path}", f"policy={tiny_model}", "engine=hf", "sampling.max_tokens=100",
-                 f"runs_dir={tmp_path / 'runs'}"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                f"prompts={path}",
+                f"policy={tiny_model}",
+                "engine=hf",
+                "sampling.max_tokens=100",
+                f"runs_dir={tmp_path / 'runs'}",
+            ]
+        )
+        == 2
+    )
     assert "sampling.max_tokens=100" in capsys.readouterr().err
 
 

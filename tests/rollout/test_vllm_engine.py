@@ -21,8 +21,10 @@ pytestmark = [
     pytest.mark.timeout(900),
 ]
 
-CONVERSATIONS = [[{"role": "user", "content": text}] for text in
-                 ("Name a colour.", "What is two plus two?", "Say hello in French.", "Tell me a fact about cats.")]
+CONVERSATIONS = [
+    [{"role": "user", "content": text}]
+    for text in ("Name a colour.", "What is two plus two?", "Say hello in French.", "Tell me a fact about cats.")
+]
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +106,19 @@ def test_many_seeded_requests_whose_prefills_exceed_one_step(vllm_tiny_model):
     source = resolve_model(str(vllm_tiny_model))
     tokenizer = load_tokenizer(source)
     words = "one two three four five six seven eight nine ten eleven twelve".split()
-    conversations = [[{"role": "user", "content": f"Prompt {i}: " + " ".join(words[: 4 + i % 8] * 3)}]
-                     for i in range(160)]
+    conversations = [
+        [{"role": "user", "content": f"Prompt {i}: " + " ".join(words[: 4 + i % 8] * 3)}] for i in range(160)
+    ]
     ids = encode_prompts(tokenizer, conversations)
     assert sum(map(len, ids)) * 2 > 4096  # n=2: the prompts alone fill more than one step's token budget
-    engine = VllmEngine(source, tokenizer, "float32", VllmSettings(kv_cache_gib=1, enforce_eager=True),
-                        max_model_len=max(map(len, ids)) + 8, seed=0)
+    engine = VllmEngine(
+        source,
+        tokenizer,
+        "float32",
+        VllmSettings(kv_cache_gib=1, enforce_eager=True),
+        max_model_len=max(map(len, ids)) + 8,
+        seed=0,
+    )
     try:
         assert engine.details["engine_args"]["enable_chunked_prefill"] is False
         out = engine.generate(ids, SamplingSettings(n=2, temperature=1.0, top_p=1.0, max_tokens=4, seed=3))

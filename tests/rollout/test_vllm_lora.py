@@ -97,7 +97,9 @@ def check_against_hf(source, without_last_adapter, mode):
     tokenizer = load_tokenizer(source)
     ids = encode_prompts(tokenizer, CONVERSATIONS)
     expected = greedy_texts(HFEngine(source, tokenizer), ids)
-    assert expected != greedy_texts(HFEngine(without_last_adapter, tokenizer), ids), "the last adapter must change the outputs"
+    assert expected != greedy_texts(HFEngine(without_last_adapter, tokenizer), ids), (
+        "the last adapter must change the outputs"
+    )
 
     settings = VllmSettings(kv_cache_gib=1, enforce_eager=True, max_num_seqs=8, lora=mode)
     engine = VllmEngine(source, tokenizer, "float32", settings, max_model_len=max(map(len, ids)) + 8)

@@ -23,8 +23,16 @@ def reward_run(runs_dir: Path, tiny_model: Path) -> Path:
 def test_reward_eval_without_held_out_prompts_exits_2(tmp_path, tiny_model, capsys):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(8)])
     rm = reward_run(tmp_path / "rm", tiny_model)
-    code = main(["dpo", f"model={tiny_model}", f"data.train={data}", f"reward_model={rm}",
-                 f"runs_dir={tmp_path / 'runs'}", "max_length=64"])
+    code = main(
+        [
+            "dpo",
+            f"model={tiny_model}",
+            f"data.train={data}",
+            f"reward_model={rm}",
+            f"runs_dir={tmp_path / 'runs'}",
+            "max_length=64",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "no held-out prompts" in err and "reward_eval.prompts=0" in err
     assert not (tmp_path / "runs").exists()

@@ -22,9 +22,14 @@ FAST = ["max_length=128", "training.max_steps=2", "training.logging_steps=1", "t
 
 def unpaired_rows(n=24):
     """Thumbs up on helpful replies, down on curt ones; 2 of 3 desirable (an imbalance to weigh)."""
-    return [{"prompt": f"Question {i}: can you help me with my order?",
-             "completion": "Of course, happy to help with that!" if i % 3 else "No.", "label": bool(i % 3)}
-            for i in range(n)]
+    return [
+        {
+            "prompt": f"Question {i}: can you help me with my order?",
+            "completion": "Of course, happy to help with that!" if i % 3 else "No.",
+            "label": bool(i % 3),
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,13 @@ def unpaired_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_runs(tiny_model, unpaired_file, tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("kto-runs")
-    overrides = [f"model={tiny_model}", f"data.train={unpaired_file}", f"runs_dir={runs_dir}", "data.test_fraction=0.3", *FAST]
+    overrides = [
+        f"model={tiny_model}",
+        f"data.train={unpaired_file}",
+        f"runs_dir={runs_dir}",
+        "data.test_fraction=0.3",
+        *FAST,
+    ]
     first = kto.run(load_config(kto.Config, None, overrides))
     first_manifest = (runs.Path(first["path"]) / "manifest.json").read_bytes()
     second = kto.run(load_config(kto.Config, None, overrides))
@@ -74,7 +85,9 @@ def test_a_second_run_is_a_fresh_run_that_repeats_the_first(two_runs):
 
 
 def test_paired_data_gives_one_desirable_and_one_undesirable_example_per_pair(tiny_model, easy_pairs):
-    report = kto.check(load_config(kto.Config, None, [f"model={tiny_model}", f"data.train={easy_pairs}", "max_length=128"]))
+    report = kto.check(
+        load_config(kto.Config, None, [f"model={tiny_model}", f"data.train={easy_pairs}", "max_length=128"])
+    )
     data = report["data"]
     assert data["pairs"] == 48 and data["examples"] == 96 and data["examples_trained"] == 96
     assert report["balance"]["desirable"] == report["balance"]["undesirable"] == 48
@@ -90,14 +103,20 @@ def test_pair_stages_refuse_unpaired_data_with_exit_2(tiny_model, unpaired_file,
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-@pytest.mark.parametrize("override, message", [
-    ("training.per_device_train_batch_size=1", "needs at least 2 examples per batch"),
-    ("training.train_sampling_strategy=random", "breaks KTO's KL estimate"),
-    ("training.beta=0.5", "top level of the config"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("training.per_device_train_batch_size=1", "needs at least 2 examples per batch"),
+        ("training.train_sampling_strategy=random", "breaks KTO's KL estimate"),
+        ("training.beta=0.5", "top level of the config"),
+    ],
+)
 def test_kto_refusals_before_any_run(tiny_model, unpaired_file, tmp_path, override, message):
-    cfg = load_config(kto.Config, None, [f"model={tiny_model}", f"data.train={unpaired_file}",
-                                         f"runs_dir={tmp_path / 'runs'}", override])
+    cfg = load_config(
+        kto.Config,
+        None,
+        [f"model={tiny_model}", f"data.train={unpaired_file}", f"runs_dir={tmp_path / 'runs'}", override],
+    )
     with pytest.raises(AlignError, match=message):
         kto.run(cfg)
     assert not (tmp_path / "runs").exists()
@@ -108,9 +127,17 @@ def test_kto_resumes_from_a_checkpoint_with_the_same_later_losses(tiny_model, un
     import json
 
     runs_dir = tmp_path / "runs"
-    common = [f"model={tiny_model}", f"data.train={unpaired_file}", f"runs_dir={runs_dir}", "max_length=128",
-              "training.max_steps=4", "training.logging_steps=1", "training.per_device_train_batch_size=2",
-              "training.save_strategy=steps", "training.save_steps=2"]
+    common = [
+        f"model={tiny_model}",
+        f"data.train={unpaired_file}",
+        f"runs_dir={runs_dir}",
+        "max_length=128",
+        "training.max_steps=4",
+        "training.logging_steps=1",
+        "training.per_device_train_batch_size=2",
+        "training.save_strategy=steps",
+        "training.save_steps=2",
+    ]
 
     def losses(name):
         lines = [json.loads(line) for line in (runs_dir / name / runs.METRICS).read_text().splitlines()]
@@ -140,7 +167,10 @@ def test_class_balance_follows_the_papers_rule():
 
 
 def test_kl_order_separates_the_two_examples_of_a_pair():
-    rows = [{"prompt": [{"role": "user", "content": f"q{i // 2}"}], "completion": [], "label": i % 2 == 0} for i in range(40)]
+    rows = [
+        {"prompt": [{"role": "user", "content": f"q{i // 2}"}], "completion": [], "label": i % 2 == 0}
+        for i in range(40)
+    ]
     order, same = kto.kl_order(rows, seed=0, batch_size=4)
     assert same == 0 and sorted(map(id, order)) == sorted(map(id, rows))
     for i in range(len(order)):
@@ -167,10 +197,18 @@ def test_a_kto_run_counts_as_upstream_training_for_held_out_checks(two_runs, tmp
     from align.stages import dpo
 
     first, _, _ = two_runs
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"prompt": r["prompt"], "chosen": "Of course, happy to help with that!", "rejected": "No."} for r in unpaired_rows()])
-    cfg = load_config(dpo.Config, None, [f"model={first['path']}", f"data.train={pairs}", "data.test_fraction=0.5",
-                                         "data.seed=1", "max_length=128"])
+    pairs = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"prompt": r["prompt"], "chosen": "Of course, happy to help with that!", "rejected": "No."}
+            for r in unpaired_rows()
+        ],
+    )
+    cfg = load_config(
+        dpo.Config,
+        None,
+        [f"model={first['path']}", f"data.train={pairs}", "data.test_fraction=0.5", "data.seed=1", "max_length=128"],
+    )
     with pytest.raises(AlignError, match=r"trained on by upstream kto run"):
         dpo.check(cfg)
 
@@ -179,9 +217,20 @@ def test_a_kto_run_counts_as_upstream_training_for_held_out_checks(two_runs, tmp
 def test_full_fine_tuning_trains_all_weights_against_a_reference_copy(tiny_model, unpaired_file, tmp_path):
     from safetensors.torch import load_file
 
-    m = kto.run(load_config(kto.Config, None, [
-        f"model={tiny_model}", f"data.train={unpaired_file}", f"runs_dir={tmp_path}", "lora.enabled=false",
-        "training.learning_rate=1e-3", *FAST]))
+    m = kto.run(
+        load_config(
+            kto.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={unpaired_file}",
+                f"runs_dir={tmp_path}",
+                "lora.enabled=false",
+                "training.learning_rate=1e-3",
+                *FAST,
+            ],
+        )
+    )
     assert m["outputs"]["model"]["format"] == "full" and math.isfinite(m["metrics"]["train_loss"])
     before = load_file(str(tiny_model / "model.safetensors"))
     after = load_file(str(runs.Path(m["path"]) / "model" / "model.safetensors"))

@@ -21,13 +21,17 @@ def pulled(tmp_path):
     rows = []
     for i in range(8):
         tie = i % 4 == 3
-        rows.append({
-            "prompt": [{"role": "user", "content": f"Can you help me with order {i}?"}],
-            "response_a": "Of course, happy to help!", "response_b": "No.",
-            "chosen": None if tie else [{"role": "assistant", "content": "Of course, happy to help!"}],
-            "rejected": None if tie else [{"role": "assistant", "content": "No."}],
-            "majority": "tie" if tie else "a", "p_chosen": None if tie else 0.6 + 0.05 * i,
-        })
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Can you help me with order {i}?"}],
+                "response_a": "Of course, happy to help!",
+                "response_b": "No.",
+                "chosen": None if tie else [{"role": "assistant", "content": "Of course, happy to help!"}],
+                "rejected": None if tie else [{"role": "assistant", "content": "No."}],
+                "majority": "tie" if tie else "a",
+                "p_chosen": None if tie else 0.6 + 0.05 * i,
+            }
+        )
     path = tmp_path / "preferences.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -36,9 +40,21 @@ def pulled(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, ties", [(reward, "rao_kupper"), (dpo, "davidson")], ids=["reward", "dpo"])
 def test_stage_trains_with_soft_labels_and_ties(stage, ties, pulled, tiny_model, tmp_path):
-    m = stage.run(load_config(stage.Config, None, [
-        f"model={tiny_model}", f"data.train={pulled}", "data.weighting=label_smoothing", f"data.ties={ties}",
-        "data.test_fraction=0.3", f"runs_dir={tmp_path / 'runs'}", *FAST]))
+    m = stage.run(
+        load_config(
+            stage.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={pulled}",
+                "data.weighting=label_smoothing",
+                f"data.ties={ties}",
+                "data.test_fraction=0.3",
+                f"runs_dir={tmp_path / 'runs'}",
+                *FAST,
+            ],
+        )
+    )
     on_disk = runs.read_manifest(m["path"])
     data, test = on_disk["notes"]["data"], on_disk["notes"]["test_data"]
     assert data["ties_kept"] == 2 and data["pairs_without_p_chosen"] == 0

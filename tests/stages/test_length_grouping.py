@@ -10,8 +10,13 @@ from align.core.errors import AlignError
 from align.stages import dpo, reward
 from tests.conftest import write_jsonl
 
-FAST = ["max_length=256", "training.max_steps=8", "training.logging_steps=4", "training.per_device_train_batch_size=2",
-        "lora.r=2"]
+FAST = [
+    "max_length=256",
+    "training.max_steps=8",
+    "training.logging_steps=4",
+    "training.per_device_train_batch_size=2",
+    "lora.r=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +25,29 @@ def two_lengths(tmp_path_factory):
     rows = []
     for i in range(64):
         filler = "please explain it again in full detail " * 15 if i % 2 else ""
-        rows.append({"prompt": [{"role": "user", "content": f"Question {i}? {filler}"}],
-                     "chosen": [{"role": "assistant", "content": "Sure, here it is."}],
-                     "rejected": [{"role": "assistant", "content": "No, not again."}]})
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": f"Question {i}? {filler}"}],
+                "chosen": [{"role": "assistant", "content": "Sure, here it is."}],
+                "rejected": [{"role": "assistant", "content": "No, not again."}],
+            }
+        )
     return write_jsonl(tmp_path_factory.mktemp("two-lengths") / "pairs.jsonl", rows)
 
 
 def run(stage, tiny_model, data, tmp_path, *extra):
-    cfg = load_config(stage.Config, None, [f"model={tiny_model}", f"data.train={data}", f"runs_dir={tmp_path}",
-                                           "name=" + "-".join(["run", *[e.split("=")[-1] for e in extra]]), *FAST, *extra])
+    cfg = load_config(
+        stage.Config,
+        None,
+        [
+            f"model={tiny_model}",
+            f"data.train={data}",
+            f"runs_dir={tmp_path}",
+            "name=" + "-".join(["run", *[e.split("=")[-1] for e in extra]]),
+            *FAST,
+            *extra,
+        ],
+    )
     return stage.run(cfg)
 
 
@@ -53,8 +72,17 @@ def test_dpo_batches_are_grouped_and_their_padding_recorded(tiny_model, two_leng
 
 
 def test_grouping_without_its_length_column_is_refused_before_any_run(tiny_model, two_lengths, tmp_path):
-    cfg = load_config(reward.Config, None, [f"model={tiny_model}", f"data.train={two_lengths}", f"runs_dir={tmp_path}",
-                                            *FAST, "training.remove_unused_columns=true"])
+    cfg = load_config(
+        reward.Config,
+        None,
+        [
+            f"model={tiny_model}",
+            f"data.train={two_lengths}",
+            f"runs_dir={tmp_path}",
+            *FAST,
+            "training.remove_unused_columns=true",
+        ],
+    )
     with pytest.raises(AlignError, match="remove_unused_columns=false"):
         reward.check(cfg)
     assert not list(tmp_path.iterdir())

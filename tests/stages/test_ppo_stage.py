@@ -22,28 +22,63 @@ from tests.rollout.conftest import vllm_tiny_model  # noqa: F401  (the fixture: 
 # Trains or samples the tiny model (make test runs it; make test-fast does not).
 pytestmark = pytest.mark.slow
 
-SMALL = ["max_length=128", "steps=2", "batch_size=4", "num_generations=2", "max_new_tokens=6",
-         "eval.prompts=2", "eval.max_new_tokens=4", "ppo.ppo_epochs=1", "ppo.minibatch_size=2", "lora.r=4"]
+SMALL = [
+    "max_length=128",
+    "steps=2",
+    "batch_size=4",
+    "num_generations=2",
+    "max_new_tokens=6",
+    "eval.prompts=2",
+    "eval.max_new_tokens=4",
+    "ppo.ppo_epochs=1",
+    "ppo.minibatch_size=2",
+    "lora.r=4",
+]
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_model, tmp_path_factory):
     """A reward run trained from the tiny model on an easy rule, and a prompt set."""
     tmp = tmp_path_factory.mktemp("ppo")
-    pairs = write_jsonl(tmp / "pairs.jsonl", [
-        {"prompt": [{"role": "user", "content": f"Help me with task {i}"}],
-         "chosen": [{"role": "assistant", "content": "Of course, happy to help!"}],
-         "rejected": [{"role": "assistant", "content": "No."}]} for i in range(8)])
+    pairs = write_jsonl(
+        tmp / "pairs.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Help me with task {i}"}],
+                "chosen": [{"role": "assistant", "content": "Of course, happy to help!"}],
+                "rejected": [{"role": "assistant", "content": "No."}],
+            }
+            for i in range(8)
+        ],
+    )
     prompts = write_jsonl(tmp / "prompts.jsonl", [{"prompt": f"Tell me about topic {i}"} for i in range(8)])
-    reward_run = reward.run(load_config(reward.Config, None, [
-        f"model={tiny_model}", f"data.train={pairs}", f"runs_dir={tmp / 'runs'}", "max_length=64",
-        "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4"]))
+    reward_run = reward.run(
+        load_config(
+            reward.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={pairs}",
+                f"runs_dir={tmp / 'runs'}",
+                "max_length=64",
+                "training.max_steps=1",
+                "training.per_device_train_batch_size=2",
+                "lora.r=4",
+            ],
+        )
+    )
     return {"tmp": tmp, "runs": tmp / "runs", "prompts": prompts, "reward": reward_run["path"], "model": tiny_model}
 
 
 def overrides(setup, *extra):
-    return [f"model={setup['model']}", f"reward_model={setup['reward']}", f"prompts={setup['prompts']}",
-            f"runs_dir={setup['runs']}", *SMALL, *extra]
+    return [
+        f"model={setup['model']}",
+        f"reward_model={setup['reward']}",
+        f"prompts={setup['prompts']}",
+        f"runs_dir={setup['runs']}",
+        *SMALL,
+        *extra,
+    ]
 
 
 def lora_b_changed(run_path):
@@ -64,7 +99,11 @@ def check_run(manifest, setup):
     assert lora_b_changed(manifest["path"])
     assert on_disk["metrics"]["rm_eval_prompts"] == 2
     assert math.isfinite(on_disk["metrics"]["rm_policy_mean_reward"])
-    assert on_disk["metrics"]["rm_mean_gain_ci_low"] <= on_disk["metrics"]["rm_mean_gain"] <= on_disk["metrics"]["rm_mean_gain_ci_high"]
+    assert (
+        on_disk["metrics"]["rm_mean_gain_ci_low"]
+        <= on_disk["metrics"]["rm_mean_gain"]
+        <= on_disk["metrics"]["rm_mean_gain_ci_high"]
+    )
     lines = (runs.Path(manifest["path"]) / runs.METRICS).read_text().splitlines()
     assert lines
     return on_disk, [runs.json.loads(line) for line in lines]
@@ -78,20 +117,41 @@ def step_lines(manifest):
 def ppo_run(setup):
     """The PPO smoke run (2 steps, a checkpoint after step 1 in `setup['tmp']/checkpoints`), for the tests
     that check it, resume from it or give it as a reward model."""
-    return ppo.run(load_config(ppo.Config, None, overrides(
-        setup, "algorithm=ppo", "checkpoint_every=1", f"checkpoint_dir={setup['tmp'] / 'checkpoints'}")))
+    return ppo.run(
+        load_config(
+            ppo.Config,
+            None,
+            overrides(setup, "algorithm=ppo", "checkpoint_every=1", f"checkpoint_dir={setup['tmp'] / 'checkpoints'}"),
+        )
+    )
 
 
 def test_ppo_smoke(setup, ppo_run):
     m = ppo_run
     on_disk, steps = check_run(m, setup)
     assert [s["step"] for s in steps] == [1, 2]
-    for key in ("reward", "reward_with_kl", "kl", "entropy", "response_length", "clip_fraction", "value_loss",
-                "policy_loss", "tokens_per_s", "time_generation", "time_scoring", "time_training"):
+    for key in (
+        "reward",
+        "reward_with_kl",
+        "kl",
+        "entropy",
+        "response_length",
+        "clip_fraction",
+        "value_loss",
+        "policy_loss",
+        "tokens_per_s",
+        "time_generation",
+        "time_scoring",
+        "time_training",
+    ):
         assert all(math.isfinite(s[key]) for s in steps), key
     assert on_disk["outputs"]["value_model"]["sha256"]
     # rollout: auto takes transformers on a CPU (vLLM was no faster here, and its start-up is extra).
-    assert on_disk["notes"]["rollout"] == {"engine": "hf", "requested": "auto", "reason": on_disk["notes"]["rollout"]["reason"]}
+    assert on_disk["notes"]["rollout"] == {
+        "engine": "hf",
+        "requested": "auto",
+        "reason": on_disk["notes"]["rollout"]["reason"],
+    }
     # The lineage reaches the reward run, and through it the model the reward model was trained from.
     assert any("reward_model: reward" in line for line in runs.lineage(m["path"]))
 
@@ -101,13 +161,27 @@ def test_ppo_smoke(setup, ppo_run):
 @pytest.mark.skipif(not vllm_available()[0], reason=f"vLLM not importable: {vllm_available()[1]}")
 def test_ppo_smoke_with_vllm_rollouts(setup, vllm_tiny_model):  # noqa: F811
     """rollout=vllm: one engine for the run; the manifest says which engine sampled and how the adapter reached it."""
-    reward_run = reward.run(load_config(reward.Config, None, [
-        f"model={vllm_tiny_model}", f"data.train={setup['tmp'] / 'pairs.jsonl'}", f"runs_dir={setup['runs']}",
-        "max_length=64", "training.max_steps=1", "training.per_device_train_batch_size=2", "lora.r=4"]))
+    reward_run = reward.run(
+        load_config(
+            reward.Config,
+            None,
+            [
+                f"model={vllm_tiny_model}",
+                f"data.train={setup['tmp'] / 'pairs.jsonl'}",
+                f"runs_dir={setup['runs']}",
+                "max_length=64",
+                "training.max_steps=1",
+                "training.per_device_train_batch_size=2",
+                "lora.r=4",
+            ],
+        )
+    )
     on_vllm = {**setup, "model": vllm_tiny_model, "reward": reward_run["path"]}
     ckpt = setup["tmp"] / "checkpoints-vllm"
     engine = ["algorithm=ppo", "rollout=vllm", "vllm.enforce_eager=true", "vllm.kv_cache_gib=1", "vllm.max_num_seqs=8"]
-    m = ppo.run(load_config(ppo.Config, None, overrides(on_vllm, *engine, "checkpoint_every=1", f"checkpoint_dir={ckpt}")))
+    m = ppo.run(
+        load_config(ppo.Config, None, overrides(on_vllm, *engine, "checkpoint_every=1", f"checkpoint_dir={ckpt}"))
+    )
     on_disk, steps = check_run(m, on_vllm)
     rollout = on_disk["notes"]["rollout"]
     assert rollout["engine"] == "vllm" and rollout["requested"] == "vllm" and rollout["platform"] == "cpu"
@@ -126,8 +200,11 @@ def test_ppo_smoke_with_vllm_rollouts(setup, vllm_tiny_model):  # noqa: F811
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
 def test_trl_algorithms_smoke_and_resume(setup, algorithm, capsys):
     ckpt = setup["tmp"] / f"checkpoints-{algorithm}"
-    m = ppo.run(load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}", "checkpoint_every=1",
-                                                        f"checkpoint_dir={ckpt}")))
+    m = ppo.run(
+        load_config(
+            ppo.Config, None, overrides(setup, f"algorithm={algorithm}", "checkpoint_every=1", f"checkpoint_dir={ckpt}")
+        )
+    )
     on_disk, steps = check_run(m, setup)
     logged = [s for s in steps if "loss" in s]
     assert len(logged) == 2 and all(math.isfinite(s["loss"]) and math.isfinite(s["reward"]) for s in logged)
@@ -138,12 +215,14 @@ def test_trl_algorithms_smoke_and_resume(setup, algorithm, capsys):
     # the trainer's scratch copy gone with the run's scratch directory.
     assert sorted(p.name for p in ckpt.iterdir()) == ["step-1"]
     assert {"checkpoint.json", "trainer_state.json", "adapter_model.safetensors", "optimizer.pt"} <= {
-        p.name for p in (ckpt / "step-1").iterdir()}
+        p.name for p in (ckpt / "step-1").iterdir()
+    }
     assert not (runs.Path(m["path"]) / "trainer").exists()
 
     # Resumed from it, step 2 samples the same prompts with the same RNG and learns what it did without stopping.
-    resumed = ppo.run(load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}",
-                                                              f"resume_from={ckpt / 'step-1'}")))
+    resumed = ppo.run(
+        load_config(ppo.Config, None, overrides(setup, f"algorithm={algorithm}", f"resume_from={ckpt / 'step-1'}"))
+    )
     again = [s for s in step_lines(resumed) if "loss" in s]
     assert [s["step"] for s in again] == [2]
     for key in ("loss", "reward", "kl", "entropy", "completions/mean_length"):
@@ -153,8 +232,9 @@ def test_trl_algorithms_smoke_and_resume(setup, algorithm, capsys):
     # The same directory refuses another algorithm or other TRL settings (exit 2, nothing written).
     other = "grpo" if algorithm == "rloo" else "rloo"
     assert f"algorithm={algorithm}" in refused(setup, capsys, f"algorithm={other}", f"resume_from={ckpt / 'step-1'}")
-    assert "training" in refused(setup, capsys, f"algorithm={algorithm}", "training.max_grad_norm=0.5",
-                                 f"resume_from={ckpt / 'step-1'}")
+    assert "training" in refused(
+        setup, capsys, f"algorithm={algorithm}", "training.max_grad_norm=0.5", f"resume_from={ckpt / 'step-1'}"
+    )
 
 
 def refused(setup, capsys, *extra):
@@ -193,17 +273,20 @@ def test_refuses_a_reward_model_on_another_tokenizer(setup, capsys):
     assert "different tokenizer" in err and "vocabulary" in err
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["batch_size=5", "num_generations=2"], "not divisible by num_generations"),
-    (["algorithm=grpo", "num_generations=1"], "num_generations must be >= 2"),
-    (["algorithm=ppo", "training.learning_rate=1e-4"], "ppo:"),
-    (["algorithm=rloo", "training.beta=0.1"], "kl_coef"),
-    (["lora.enabled=false"], "adapter disabled"),
-    (["ppo.minibatch_size=8"], "minibatch_size"),
-    (["max_new_tokens=200"], "no room for the prompt"),
-    (["algorithm=rloo", "rollout=vllm"], "rollout=vllm applies to algorithm=ppo"),
-    (["rollout=tensorrt"], "rollout"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["batch_size=5", "num_generations=2"], "not divisible by num_generations"),
+        (["algorithm=grpo", "num_generations=1"], "num_generations must be >= 2"),
+        (["algorithm=ppo", "training.learning_rate=1e-4"], "ppo:"),
+        (["algorithm=rloo", "training.beta=0.1"], "kl_coef"),
+        (["lora.enabled=false"], "adapter disabled"),
+        (["ppo.minibatch_size=8"], "minibatch_size"),
+        (["max_new_tokens=200"], "no room for the prompt"),
+        (["algorithm=rloo", "rollout=vllm"], "rollout=vllm applies to algorithm=ppo"),
+        (["rollout=tensorrt"], "rollout"),
+    ],
+)
 def test_refuses_impossible_settings(setup, capsys, extra, message):
     assert message in refused(setup, capsys, *extra)
 
@@ -248,8 +331,11 @@ def test_held_out_prompts_from_their_own_file(setup):
     """`eval.path`: the prompt set trains whole and the held-out prompts come from the other file,
     recorded as an input; a file sharing a prompt with the training set is refused before any run."""
     held = write_jsonl(setup["tmp"] / "held.jsonl", [{"prompt": f"Describe place {i}"} for i in range(5)])
-    manifest = ppo.run(load_config(ppo.Config, None, overrides(setup, "algorithm=ppo", "steps=1", f"eval.path={held}",
-                                                               "eval.prompts=3")))
+    manifest = ppo.run(
+        load_config(
+            ppo.Config, None, overrides(setup, "algorithm=ppo", "steps=1", f"eval.path={held}", "eval.prompts=3")
+        )
+    )
     on_disk = runs.read_manifest(manifest["path"])
     assert on_disk["notes"]["prompts"] == {"train": 8, "held_out": 3}
     assert on_disk["metrics"]["rm_eval_prompts"] == 3
@@ -262,7 +348,9 @@ def test_held_out_prompts_from_their_own_file(setup):
     assert sum(r["reference_reward"] for r in rows) / 3 == pytest.approx(on_disk["metrics"]["rm_reference_mean_reward"])
     assert all(isinstance(r["policy"], str) and isinstance(r["reference"], str) for r in rows)
 
-    mixed = write_jsonl(setup["tmp"] / "mixed.jsonl", [{"prompt": "Describe place 0"}, {"prompt": "Tell me about topic 3"}])
+    mixed = write_jsonl(
+        setup["tmp"] / "mixed.jsonl", [{"prompt": "Describe place 0"}, {"prompt": "Tell me about topic 3"}]
+    )
     before = sorted(p.name for p in setup["runs"].iterdir())
     with pytest.raises(AlignError, match=r"1 of its 2 held-out prompts are also training prompts"):
         ppo.run(load_config(ppo.Config, None, overrides(setup, "algorithm=ppo", f"eval.path={mixed}")))

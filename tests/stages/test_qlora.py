@@ -35,12 +35,21 @@ def test_8bit_and_none():
 def test_without_cuda_exits_2_with_one_line_and_no_run(stage, bits, tmp_path, capsys):
     runs = tmp_path / "runs"
     # A model path that does not exist: the quantization error must come before any model is looked at.
-    rc = main([stage, f"quantization={bits}", f"model={tmp_path / 'no-model'}", f"data.train={tmp_path / 'no.jsonl'}",
-               f"runs_dir={runs}"])
+    rc = main(
+        [
+            stage,
+            f"quantization={bits}",
+            f"model={tmp_path / 'no-model'}",
+            f"data.train={tmp_path / 'no.jsonl'}",
+            f"runs_dir={runs}",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"align: error: 'quantization={bits}' needs a CUDA GPU (bitsandbytes quantizes on the GPU) and "
-                   "none is available here; set quantization=none to train unquantized on this machine"]
+    assert err == [
+        f"align: error: 'quantization={bits}' needs a CUDA GPU (bitsandbytes quantizes on the GPU) and "
+        "none is available here; set quantization=none to train unquantized on this machine"
+    ]
     assert not runs.exists()
 
 
@@ -50,8 +59,14 @@ def test_dry_run_of_a_qlora_config_works_without_cuda(stage, tiny_model, easy_pa
     """Parsing and checking a QLoRA config needs no GPU (a CPU login node); only running it does."""
     runs = tmp_path / "runs"
     fmt = ["data.format=preference-chosen"] if stage == "sft" else []
-    common = [f"model={tiny_model}", f"data.train={easy_pairs}", "quantization=4bit", f"runs_dir={runs}",
-              "max_length=128", *fmt]
+    common = [
+        f"model={tiny_model}",
+        f"data.train={easy_pairs}",
+        "quantization=4bit",
+        f"runs_dir={runs}",
+        "max_length=128",
+        *fmt,
+    ]
     assert main([stage, *common, "--dry-run"]) == 0
     capsys.readouterr()
     assert main([stage, *common]) == 2
@@ -91,13 +106,24 @@ def test_each_stage_loads_its_base_quantized(stage, tiny_model, easy_pairs, tmp_
 
     cls = AutoModelForSequenceClassification if stage == "reward" else AutoModelForCausalLM
     monkeypatch.setattr(cls, "from_pretrained", fake_from_pretrained)
-    from align.core.config import load_config
     from importlib import import_module
+
+    from align.core.config import load_config
 
     module = import_module(f"align.stages.{stage}")
     fmt = ["data.format=preference-chosen"] if stage == "sft" else []
-    cfg = load_config(module.Config, None, [f"model={tiny_model}", f"data.train={easy_pairs}", "quantization=4bit",
-                                            f"runs_dir={tmp_path / 'runs'}", "max_length=128", *fmt])
+    cfg = load_config(
+        module.Config,
+        None,
+        [
+            f"model={tiny_model}",
+            f"data.train={easy_pairs}",
+            "quantization=4bit",
+            f"runs_dir={tmp_path / 'runs'}",
+            "max_length=128",
+            *fmt,
+        ],
+    )
     with pytest.raises(Loaded):
         module.run(cfg)
     bnb = seen["quantization_config"]

@@ -25,8 +25,14 @@ from tests.conftest import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, SAVE = 4, 2
-COMMON = ["max_length=64", f"training.max_steps={STEPS}", "training.logging_steps=1",
-          "training.per_device_train_batch_size=2", "training.save_strategy=steps", f"training.save_steps={SAVE}"]
+COMMON = [
+    "max_length=64",
+    f"training.max_steps={STEPS}",
+    "training.logging_steps=1",
+    "training.per_device_train_batch_size=2",
+    "training.save_strategy=steps",
+    f"training.save_steps={SAVE}",
+]
 # Run as `python -c PACED <align args>`: align's CLI with a pause after every optimizer step.
 PACED = """
 import sys, time
@@ -54,8 +60,11 @@ def losses(run_path) -> dict[int, float]:
 def error_line(capsys) -> str:
     """The one error line of a refused command (progress bars of data measured before it may precede it)."""
     err = capsys.readouterr().err
-    errors = [line[line.index("align: error: "):] for line in err.replace("\r", "\n").splitlines()
-              if "align: error: " in line]
+    errors = [
+        line[line.index("align: error: ") :]
+        for line in err.replace("\r", "\n").splitlines()
+        if "align: error: " in line
+    ]
     assert len(errors) == 1, err
     return errors[0]
 
@@ -63,15 +72,23 @@ def error_line(capsys) -> str:
 def kill_after_checkpoint(args, runs_dir: Path, step: int) -> Path:
     """Start `align ARGS` paced, SIGKILL it once its checkpoint at `step` is complete; its partial directory."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", PACED, "0.5", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PACED, "0.5", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     marker = f".*.partial-{proc.pid}/{runs.CHECKPOINTS_DIR}/checkpoint-{step}/{runs.CHECKPOINT_INFO}"
     deadline = time.time() + 240
     try:
         while not list(runs_dir.glob(marker)):
             if proc.poll() is not None:
-                pytest.fail(f"align exited ({proc.returncode}) before its checkpoint at step {step}: "
-                            f"{proc.stderr.read()[-2000:]}")
+                pytest.fail(
+                    f"align exited ({proc.returncode}) before its checkpoint at step {step}: "
+                    f"{proc.stderr.read()[-2000:]}"
+                )
             if time.time() > deadline:
                 pytest.fail(f"no checkpoint at step {step} after 240 s")
             time.sleep(0.05)
@@ -119,19 +136,37 @@ def test_reward_resumes_from_a_kept_checkpoint_path(tiny_model, easy_pairs, tmp_
     assert main(stage_args("reward", tiny_model, easy_pairs, runs_dir, "training.max_steps=4", "name=a")) == 0
     checkpoint = runs_dir / "a" / runs.CHECKPOINTS_DIR / "checkpoint-2"
     # Settings that do not change what is trained may differ: here what is kept and the held-out scoring batch.
-    assert main(stage_args("reward", tiny_model, easy_pairs, runs_dir, "training.max_steps=4", "name=b",
-                           f"resume_from={checkpoint}", "keep_checkpoints=false", "eval_batch_size=3")) == 0
+    assert (
+        main(
+            stage_args(
+                "reward",
+                tiny_model,
+                easy_pairs,
+                runs_dir,
+                "training.max_steps=4",
+                "name=b",
+                f"resume_from={checkpoint}",
+                "keep_checkpoints=false",
+                "eval_batch_size=3",
+            )
+        )
+        == 0
+    )
     first, resumed = losses(runs_dir / "a"), losses(runs_dir / "b")
     assert sorted(resumed) == [1, 2, 3, 4]
     assert [resumed[s] for s in (3, 4)] == pytest.approx([first[s] for s in (3, 4)], rel=1e-5)
     assert runs.read_manifest(runs_dir / "b")["notes"]["resume"] == {
-        "checkpoint": str(checkpoint.resolve()), "step": 2, "stopped_run": None}
+        "checkpoint": str(checkpoint.resolve()),
+        "step": 2,
+        "stopped_run": None,
+    }
     assert checkpoint.is_dir()  # a checkpoint given by path is read where it lies
 
 
 @pytest.mark.slow
-def test_interrupted_run_keeps_its_checkpoints_and_resume_checks_settings(tiny_model, easy_pairs, tmp_path, capsys,
-                                                                          monkeypatch):
+def test_interrupted_run_keeps_its_checkpoints_and_resume_checks_settings(
+    tiny_model, easy_pairs, tmp_path, capsys, monkeypatch
+):
     from transformers.trainer_callback import CallbackHandler
 
     runs_dir = tmp_path / "runs"
@@ -173,11 +208,29 @@ def test_eval_during_training_logs_eval_loss_to_metrics_and_tensorboard(tiny_mod
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     runs_dir = tmp_path / "runs"
-    assert main(["sft", f"model={tiny_model}", f"data.train={easy_pairs}", "data.format=preference-chosen",
-                 "data.test_fraction=0.25", "max_length=64", "training.max_steps=4", "training.logging_steps=1",
-                 "training.eval_strategy=steps", "training.eval_steps=2", "training.report_to=[tensorboard]",
-                 "training.save_strategy=steps", "training.save_steps=2", "keep_checkpoints=false",
-                 f"runs_dir={runs_dir}", "name=ev"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "data.format=preference-chosen",
+                "data.test_fraction=0.25",
+                "max_length=64",
+                "training.max_steps=4",
+                "training.logging_steps=1",
+                "training.eval_strategy=steps",
+                "training.eval_steps=2",
+                "training.report_to=[tensorboard]",
+                "training.save_strategy=steps",
+                "training.save_steps=2",
+                "keep_checkpoints=false",
+                f"runs_dir={runs_dir}",
+                "name=ev",
+            ]
+        )
+        == 0
+    )
     run = runs_dir / "ev"
     lines = [json.loads(line) for line in (run / runs.METRICS).read_text().splitlines()]
     evals = [r for r in lines if "eval_loss" in r]
@@ -204,8 +257,20 @@ def test_eval_during_training_needs_a_held_out_split(stage, tiny_model, easy_pai
 
 
 def test_choosing_a_checkpoint_on_the_test_split_is_refused(tiny_model, easy_pairs, tmp_path, capsys):
-    assert main(stage_args("dpo", tiny_model, easy_pairs, tmp_path / "runs", "data.test_fraction=0.25",
-                           "training.eval_strategy=steps", "training.load_best_model_at_end=true")) == 2
+    assert (
+        main(
+            stage_args(
+                "dpo",
+                tiny_model,
+                easy_pairs,
+                tmp_path / "runs",
+                "data.test_fraction=0.25",
+                "training.eval_strategy=steps",
+                "training.load_best_model_at_end=true",
+            )
+        )
+        == 2
+    )
     assert "data.validation_fraction" in capsys.readouterr().err
 
 
@@ -220,8 +285,14 @@ def test_a_stopped_run_of_the_same_name_is_set_aside_and_taken_over(tmp_path):
     stopped = tmp_path / ".foo.partial"
     checkpoint = stopped / runs.CHECKPOINTS_DIR / "checkpoint-2"
     checkpoint.mkdir(parents=True)
-    now = {"stage": "sft", "settings": {"seed": 1}, "model_sha256": ["m"], "examples": 3, "examples_sha256": "e",
-           "processes": 2}
+    now = {
+        "stage": "sft",
+        "settings": {"seed": 1},
+        "model_sha256": ["m"],
+        "examples": 3,
+        "examples_sha256": "e",
+        "processes": 2,
+    }
     (checkpoint / runs.CHECKPOINT_INFO).write_text(json.dumps({**now, "step": 2, "written": "2026-12-06T08:00:00"}))
     (checkpoint / checkpoints.METRICS_COPY).write_text('{"step": 1, "loss": 1.5}\n{"step": 2, "loss": 1.25}\n')
     (stopped / partials.OWNER).write_text(json.dumps({"host": platform.node(), "pid": 4242, "stopped": True}))
@@ -242,8 +313,9 @@ def test_a_stopped_run_of_the_same_name_is_set_aside_and_taken_over(tmp_path):
     assert losses(stopped) == {1: 1.5, 2: 1.25}
     # Another setting: refused, naming it.
     with pytest.raises(AlignError, match="seed=1, this run has seed=2"):
-        checkpoints.plan(SimpleNamespace(resume_from=str(stopped), runs_dir=str(tmp_path)),
-                         {**now, "settings": {"seed": 2}})
+        checkpoints.plan(
+            SimpleNamespace(resume_from=str(stopped), runs_dir=str(tmp_path)), {**now, "settings": {"seed": 2}}
+        )
 
 
 @pytest.mark.slow
@@ -255,11 +327,34 @@ def test_two_processes_write_complete_checkpoints_and_resume_from_one(tiny_model
     runs_dir = tmp_path / "runs"
 
     def launch(*extra):
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(free_port()), "-m", "align",
-                   *stage_args("sft", tiny_model, easy_pairs, runs_dir, "training.max_steps=3", "lora.dropout=0",
-                               "training.save_steps=1", *extra)]
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            "-m",
+            "align",
+            *stage_args(
+                "sft",
+                tiny_model,
+                easy_pairs,
+                runs_dir,
+                "training.max_steps=3",
+                "lora.dropout=0",
+                "training.save_steps=1",
+                *extra,
+            ),
+        ]
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]

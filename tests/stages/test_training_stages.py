@@ -55,12 +55,30 @@ def chain(tiny_model, repo_data, tmp_path_factory):
     data = hh_sample(repo_data, tmp)
     out = {"data": data, "runs": tmp / "runs"}
     common = [f"runs_dir={out['runs']}", f"data.train={data}", *FAST]
-    out["sft"] = sft.run(load_config(sft.Config, None, [
-        f"model={tiny_model}", "data.format=preference-chosen", "data.test_fraction=0.3", *common]))
-    out["reward"] = reward.run(load_config(reward.Config, None, [f"model={out['sft']['path']}", "data.test_fraction=0.3", *common]))
-    out["dpo"] = dpo.run(load_config(dpo.Config, None, [
-        f"model={out['sft']['path']}", f"reward_model={out['reward']['path']}", "data.test_fraction=0.3",
-        "reward_eval.prompts=2", "reward_eval.max_new_tokens=4", *common]))
+    out["sft"] = sft.run(
+        load_config(
+            sft.Config,
+            None,
+            [f"model={tiny_model}", "data.format=preference-chosen", "data.test_fraction=0.3", *common],
+        )
+    )
+    out["reward"] = reward.run(
+        load_config(reward.Config, None, [f"model={out['sft']['path']}", "data.test_fraction=0.3", *common])
+    )
+    out["dpo"] = dpo.run(
+        load_config(
+            dpo.Config,
+            None,
+            [
+                f"model={out['sft']['path']}",
+                f"reward_model={out['reward']['path']}",
+                "data.test_fraction=0.3",
+                "reward_eval.prompts=2",
+                "reward_eval.max_new_tokens=4",
+                *common,
+            ],
+        )
+    )
     return out
 
 
@@ -91,7 +109,9 @@ def test_dpo_smoke_and_reward_model_evaluation(chain):
     assert "test_rewards/accuracies" in m["metrics"]
     assert m["metrics"]["rm_eval_prompts"] == 2 and math.isfinite(m["metrics"]["rm_policy_mean_reward"])
     replies = (runs.Path(chain["dpo"]["path"]) / m["outputs"]["held_out_replies"]["path"]).read_text().splitlines()
-    assert len(replies) == 2 and {"prompt", "policy", "reference", "policy_reward", "reference_reward"} <= set(json.loads(replies[0]))
+    assert len(replies) == 2 and {"prompt", "policy", "reference", "policy_reward", "reference_reward"} <= set(
+        json.loads(replies[0])
+    )
 
 
 def test_lineage_dpo_to_reward_to_sft_to_model_and_data(chain, tiny_model):
@@ -107,9 +127,20 @@ def test_lineage_dpo_to_reward_to_sft_to_model_and_data(chain, tiny_model):
 
 
 def test_full_fine_tuning_changes_base_weights(tiny_model, easy_pairs, tmp_path):
-    m = sft.run(load_config(sft.Config, None, [
-        f"model={tiny_model}", f"data.train={easy_pairs}", "lora.enabled=false", f"runs_dir={tmp_path}",
-        "training.learning_rate=1e-3", *FAST]))
+    m = sft.run(
+        load_config(
+            sft.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={easy_pairs}",
+                "lora.enabled=false",
+                f"runs_dir={tmp_path}",
+                "training.learning_rate=1e-3",
+                *FAST,
+            ],
+        )
+    )
     assert m["outputs"]["model"]["format"] == "full"
     before = load_file(str(tiny_model / "model.safetensors"))
     after = load_file(str(runs.Path(m["path"]) / "model" / "model.safetensors"))
@@ -121,14 +152,34 @@ def test_full_fine_tuning_changes_base_weights(tiny_model, easy_pairs, tmp_path)
 def test_dpo_learns_an_easy_preference(tiny_model, tmp_path):
     """Held-out implicit reward accuracy must rise clearly above chance on an easy rule."""
     topics = [f"topic {i}" for i in range(60)]
-    rows = [{"prompt": [{"role": "user", "content": f"Tell me about {t}."}],
-             "chosen": [{"role": "assistant", "content": "Gladly! Here is a kind and helpful answer."}],
-             "rejected": [{"role": "assistant", "content": "Go away, I will not help you."}]} for t in topics]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Tell me about {t}."}],
+            "chosen": [{"role": "assistant", "content": "Gladly! Here is a kind and helpful answer."}],
+            "rejected": [{"role": "assistant", "content": "Go away, I will not help you."}],
+        }
+        for t in topics
+    ]
     data = write_jsonl(tmp_path / "easy.jsonl", rows)
-    m = dpo.run(load_config(dpo.Config, None, [
-        f"model={tiny_model}", f"data.train={data}", "data.test_fraction=0.25", f"runs_dir={tmp_path / 'runs'}",
-        "data.validation_fraction=0.2", "max_length=64", "beta=0.1", "training.learning_rate=5e-3",
-        "training.max_steps=25", "training.per_device_train_batch_size=4", "training.logging_steps=5"]))
+    m = dpo.run(
+        load_config(
+            dpo.Config,
+            None,
+            [
+                f"model={tiny_model}",
+                f"data.train={data}",
+                "data.test_fraction=0.25",
+                f"runs_dir={tmp_path / 'runs'}",
+                "data.validation_fraction=0.2",
+                "max_length=64",
+                "beta=0.1",
+                "training.learning_rate=5e-3",
+                "training.max_steps=25",
+                "training.per_device_train_batch_size=4",
+                "training.logging_steps=5",
+            ],
+        )
+    )
     acc = m["metrics"]["test_rewards/accuracies"]
     assert acc >= 0.9, f"held-out DPO reward accuracy {acc} on an easy preference"
     assert m["metrics"]["test_rewards/margins"] > 0
@@ -141,8 +192,18 @@ def test_dpo_learns_an_easy_preference(tiny_model, tmp_path):
 
 def test_full_fine_tuning_from_an_adapter_run_trains_every_weight(chain, tmp_path):
     """A model with an earlier stage's adapter merged in must come back trainable (peft freezes it)."""
-    m = reward.run(load_config(reward.Config, None, [
-        f"model={chain['sft']['path']}", f"data.train={chain['data']}", "lora.enabled=false",
-        f"runs_dir={tmp_path}", *FAST]))
+    m = reward.run(
+        load_config(
+            reward.Config,
+            None,
+            [
+                f"model={chain['sft']['path']}",
+                f"data.train={chain['data']}",
+                "lora.enabled=false",
+                f"runs_dir={tmp_path}",
+                *FAST,
+            ],
+        )
+    )
     params = m["notes"]["parameters"]
     assert params["trainable_params"] == params["total_params"] > 0

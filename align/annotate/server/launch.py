@@ -64,14 +64,16 @@ def _create_owner(credentials_path: str) -> None:
     with open(credentials_path, encoding="utf-8") as f:
         creds = json.load(f)
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # it echoes the API key
-        asyncio.run(_create(
-            first_name="Owner",
-            username=creds["username"],
-            role=UserRole.owner,
-            password=creds["password"],
-            api_key=creds["api_key"],
-            workspace=[creds.get("workspace", "align")],
-        ))
+        asyncio.run(
+            _create(
+                first_name="Owner",
+                username=creds["username"],
+                role=UserRole.owner,
+                password=creds["password"],
+                api_key=creds["api_key"],
+                workspace=[creds.get("workspace", "align")],
+            )
+        )
 
 
 def main() -> None:

@@ -30,8 +30,10 @@ def install() -> None:
             # db, current_user), so swapping it keeps authentication and validation exactly as they were.
             route.dependant.call = _own_responses_only(route.dependant.call)
             return
-    raise RuntimeError(f"argilla-server has no GET /api/v1{ROUTE} route to restrict (server version changed?); "
-                       "refusing to start a server that would show annotators each other's responses")
+    raise RuntimeError(
+        f"argilla-server has no GET /api/v1{ROUTE} route to restrict (server version changed?); "
+        "refusing to start a server that would show annotators each other's responses"
+    )
 
 
 def _own_responses_only(stock):

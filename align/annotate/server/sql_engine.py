@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any
 
 from argilla_server.enums import MetadataPropertyType, SimilarityOrder, SortOrder
 from argilla_server.models import (
@@ -61,8 +62,17 @@ ENGINE_NAME = "align-sql"
 class _Row:
     """One record with its responses and suggestions, as plain Python values."""
 
-    __slots__ = ("id", "external_id", "fields", "metadata", "status", "inserted_at", "updated_at",
-                 "responses", "suggestions")
+    __slots__ = (
+        "id",
+        "external_id",
+        "fields",
+        "metadata",
+        "status",
+        "inserted_at",
+        "updated_at",
+        "responses",
+        "suggestions",
+    )
 
     def __init__(self, rec):
         self.id, self.external_id, self.fields, self.metadata, self.status, self.inserted_at, self.updated_at = rec
@@ -75,7 +85,7 @@ class _Row:
 @SearchEngine.register(engine_name=ENGINE_NAME)
 class SQLSearchEngine(SearchEngine):
     @classmethod
-    async def new_instance(cls) -> "SQLSearchEngine":
+    async def new_instance(cls) -> SQLSearchEngine:
         return cls()
 
     async def close(self):
@@ -125,7 +135,9 @@ class SQLSearchEngine(SearchEngine):
     async def get_dataset_progress(self, dataset: Dataset) -> dict:
         if dataset.is_draft:
             return {}
-        query = select(Record.status, func.count(Record.id)).where(Record.dataset_id == dataset.id).group_by(Record.status)
+        query = (
+            select(Record.status, func.count(Record.id)).where(Record.dataset_id == dataset.id).group_by(Record.status)
+        )
         counts = {str(status): n for status, n in await _execute(query)}
         return {"total": sum(counts.values()), **counts}
 
@@ -164,12 +176,12 @@ class SQLSearchEngine(SearchEngine):
     async def search(
         self,
         dataset: Dataset,
-        query: Optional[Union[TextQuery, str]] = None,
-        filter: Optional[Filter] = None,
-        sort: Optional[List[Order]] = None,
+        query: TextQuery | str | None = None,
+        filter: Filter | None = None,
+        sort: list[Order] | None = None,
         offset: int = 0,
         limit: int = 100,
-        user_id: Optional[Any] = None,  # the annotation page passes it; the base signature lacks it
+        user_id: Any | None = None,  # the annotation page passes it; the base signature lacks it
     ) -> SearchResponses:
         rows = await _load_rows(dataset.id)
         matched = [r for r in rows if _matches_text(r, query) and (filter is None or _matches(r, filter))]
@@ -179,20 +191,20 @@ class SQLSearchEngine(SearchEngine):
         elif user_id is not None:
             # Each annotator sees the queue in their own, stable order (Elasticsearch: seeded random score).
             matched.sort(key=lambda r: hashlib.sha1(f"{user_id}:{r.id}".encode()).digest())
-        items = [SearchResponseItem(record_id=r.id, score=1.0) for r in matched[offset: offset + limit]]
+        items = [SearchResponseItem(record_id=r.id, score=1.0) for r in matched[offset : offset + limit]]
         return SearchResponses(items=items, total=len(matched))
 
     async def similarity_search(
         self,
         dataset: Dataset,
         vector_settings: VectorSettings,
-        value: Optional[List[float]] = None,
-        record: Optional[Record] = None,
-        query: Optional[Union[TextQuery, str]] = None,
-        filter: Optional[Filter] = None,
+        value: list[float] | None = None,
+        record: Record | None = None,
+        query: TextQuery | str | None = None,
+        filter: Filter | None = None,
         max_results: int = 100,
         order: SimilarityOrder = SimilarityOrder.most_similar,
-        threshold: Optional[float] = None,
+        threshold: float | None = None,
     ) -> SearchResponses:
         if bool(value) == bool(record):
             raise ValueError("Must provide either vector value or record to compute the similarity search")
@@ -200,7 +212,8 @@ class SQLSearchEngine(SearchEngine):
         if not target:
             raise ValueError("Cannot find a vector value to apply with provided info")
         vectors = dict(
-            (rid, vec) for rid, vec in await _execute(
+            (rid, vec)
+            for rid, vec in await _execute(
                 select(Vector.record_id, Vector.value).where(Vector.vector_settings_id == vector_settings.id)
             )
         )
@@ -223,6 +236,7 @@ class SQLSearchEngine(SearchEngine):
 
 # -- helpers ---------------------------------------------------------------------------------------
 
+
 async def _execute(query) -> list:
     from argilla_server.database import AsyncSessionLocal  # imported late: settings must be loaded first
 
@@ -232,8 +246,15 @@ async def _execute(query) -> list:
 
 async def _load_rows(dataset_id) -> list[_Row]:
     records = await _execute(
-        select(Record.id, Record.external_id, Record.fields, Record.metadata_, Record.status,
-               Record.inserted_at, Record.updated_at)
+        select(
+            Record.id,
+            Record.external_id,
+            Record.fields,
+            Record.metadata_,
+            Record.status,
+            Record.inserted_at,
+            Record.updated_at,
+        )
         .where(Record.dataset_id == dataset_id)
         .order_by(Record.inserted_at, Record.id)
     )
@@ -246,14 +267,20 @@ async def _load_rows(dataset_id) -> list[_Row]:
     for record_id, user_id, status, values in responses:
         rows[record_id].responses.append({"user_id": user_id, "status": str(status), "values": values or {}})
     suggestions = await _execute(
-        select(Suggestion.record_id, Question.name, Suggestion.value, Suggestion.score, Suggestion.agent, Suggestion.type)
+        select(
+            Suggestion.record_id, Question.name, Suggestion.value, Suggestion.score, Suggestion.agent, Suggestion.type
+        )
         .join(Question, Question.id == Suggestion.question_id)
         .join(Record, Record.id == Suggestion.record_id)
         .where(Record.dataset_id == dataset_id)
     )
     for record_id, question, value, score, agent, kind in suggestions:
-        rows[record_id].suggestions[question] = {"value": value, "score": score, "agent": agent,
-                                                 "type": None if kind is None else str(kind)}
+        rows[record_id].suggestions[question] = {
+            "value": value,
+            "score": score,
+            "agent": agent,
+            "type": None if kind is None else str(kind),
+        }
     return list(rows.values())
 
 
@@ -265,14 +292,16 @@ def _field_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _matches_text(row: _Row, query: Optional[Union[TextQuery, str]]) -> bool:
+def _matches_text(row: _Row, query: TextQuery | str | None) -> bool:
     if query is None:
         return True
     text = TextQuery(q=query) if isinstance(query, str) else query
     words = [w.strip('"').lower() for w in text.q.split() if w.strip('"') not in ("", "*")]
     if not words:
         return True
-    haystack = _field_text(row.fields.get(text.field)) if text.field else " ".join(_field_text(v) for v in row.fields.values())
+    haystack = (
+        _field_text(row.fields.get(text.field)) if text.field else " ".join(_field_text(v) for v in row.fields.values())
+    )
     haystack = haystack.lower()
     return all(w in haystack for w in words)
 
@@ -380,7 +409,7 @@ def _sort_rows(rows: list[_Row], order: Order) -> None:
     rows[:] = [r for _, r in with_value] + without  # missing values last, as Elasticsearch does
 
 
-def _cosine(a: List[float], b: List[float]) -> float:
+def _cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b))
     na = math.sqrt(sum(x * x for x in a))
     nb = math.sqrt(sum(y * y for y in b))
