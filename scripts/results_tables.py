@@ -659,6 +659,49 @@ def label_efficiency(files: list[tuple[str, dict]]) -> str:
     return text
 
 
+def loop_results(files: list[tuple[str, dict]]) -> str:
+    """benchmarks/loop_results.py: the score table `align loop` prints, then labels and wall time per round."""
+    rows = []
+    for _, data in files:
+        with_start = any(m.get("vs_start") for r in data["rounds"] for m in r["metrics"].values())
+        for r in data["rounds"]:
+            m = r["metrics"]
+            outcome = r["outcome"] + (f" ({'; '.join(r['failed_gates'])})" if r["failed_gates"] else "")
+            cells = [r["round"], outcome]
+            cells += [
+                stat(m[k]["policy"]) if k in m else "-" for k in ("brand_score", "harmful_refusal", "over_refusal")
+            ]
+            cells.append(num(m["words"]["policy"]["mean"], 1) if "words" in m else "-")
+            if with_start:
+                cells += [
+                    stat(m[k]["vs_start"], sign=True) if m.get(k, {}).get("vs_start") else "-"
+                    for k in ("brand_score", "harmful_refusal", "over_refusal")
+                ]
+            labels = r["labels"]
+            cells.append(
+                f"{labels['records']} records, {labels['votes']} votes ({labels['simulated_votes']} simulated, "
+                f"{labels['human_votes']} human)"
+                if labels
+                else ""
+            )
+            cells.append(minutes(sum(r["wall_time_s"].values())))
+            rows.append(cells)
+    header = ["round", "outcome (failed gates)", "brand score", "harmful refused", "over-refusal", "words"]
+    if with_start:
+        header += ["brand vs start", "harmful refused vs start", "over-refusal vs start"]
+    text = table(header + ["labels", "round wall time"], rows)
+    for _, data in files:
+        steps = "; ".join(
+            f"round {r['round']}: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["wall_time_s"].items())
+            for r in data["rounds"]
+        )
+        text += (
+            f"\n`{data['config'] or data['recipe']}`, loop {data['loop_id']} started {data['started'][:16]}: "
+            f"{minutes(data['total_wall_time_s'])} of steps in all ({steps}); commit {(data['git_commit'] or '?')[:7]}.\n"
+        )
+    return text
+
+
 def builder(name: str, data: dict):
     """The table kind of a result file: its `benchmark` key, else its name."""
     kind = data.get("benchmark") or name
@@ -676,6 +719,7 @@ def builder(name: str, data: dict):
         ("pii_redaction", pii_redaction),
         ("feedback_vs_pairs", feedback_vs_pairs),
         ("brand_voice_warm_start", brand_voice_warm_start),
+        ("loop_results", loop_results),
     ):
         if kind.startswith(prefix):
             return build
