@@ -28,7 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 PAGES = ROOT / "docs" / "results"
-BLOCK = re.compile(r"(<!-- table: (?P<files>[^>]+?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+# A marker may be indented (a table inside a list item): the generated lines take its indentation.
+BLOCK = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<open><!-- table: (?P<files>[^>]+?) -->\n)(?P<body>.*?)[ \t]*<!-- /table -->", re.S | re.M
+)
 
 
 # -- formatting ------------------------------------------------------------------------------------
@@ -702,6 +705,22 @@ def loop_results(files: list[tuple[str, dict]]) -> str:
     return text
 
 
+def transcribed(files: list[tuple[str, dict]]) -> str:
+    """A table transcribed from a run's printed output (`*_transcribed.json`, for runs that wrote no result file):
+    the cells as they were printed, chosen by the marker's `FILE.json#TABLE`; the file's `source` says so."""
+    text = ""
+    for name, data in files:
+        key = name.partition("#")[2]
+        if key not in data["tables"]:
+            raise SystemExit(f"results_tables: {name}: no table '{key}' (the file has: {', '.join(data['tables'])})")
+        t = data["tables"][key]
+        text += table(t["header"], t["rows"])
+        if t.get("note"):
+            text += f"\n{t['note']}\n"
+    sources = sorted({d["source"] for _, d in files})
+    return text + "\n" + " ".join(f"<small>{s}</small>" for s in sources) + "\n"
+
+
 def builder(name: str, data: dict):
     """The table kind of a result file: its `benchmark` key, else its name."""
     kind = data.get("benchmark") or name
@@ -720,6 +739,7 @@ def builder(name: str, data: dict):
         ("feedback_vs_pairs", feedback_vs_pairs),
         ("brand_voice_warm_start", brand_voice_warm_start),
         ("loop_results", loop_results),
+        ("transcribed", transcribed),
     ):
         if kind.startswith(prefix):
             return build
@@ -737,7 +757,7 @@ def builder(name: str, data: dict):
 def render(names: list[str]) -> str:
     files = []
     for name in names:
-        path = RESULTS / name
+        path = RESULTS / name.partition("#")[0]  # FILE.json#TABLE picks one table of a file that holds several
         if not path.is_file():
             raise SystemExit(f"results_tables: {path} named in a table marker does not exist")
         files.append((name, json.loads(path.read_text())))
@@ -756,7 +776,14 @@ def render(names: list[str]) -> str:
 
 
 def regenerate(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("files").split()) + m.group(4), text)
+    def block(m: re.Match) -> str:
+        indent = m.group("indent")
+        body = "".join(
+            indent + line if line.strip() else line for line in render(m.group("files").split()).splitlines(True)
+        )
+        return indent + m.group("open") + body + indent + "<!-- /table -->"
+
+    return BLOCK.sub(block, text)
 
 
 def main(argv: list[str] | None = None) -> int:

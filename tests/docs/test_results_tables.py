@@ -30,7 +30,7 @@ def test_every_result_file_is_on_a_page():
     shown = set()
     for page in module.PAGES.glob("*.md"):
         for match in module.BLOCK.finditer(page.read_text()):
-            shown.update(match.group("files").split())
+            shown.update(name.partition("#")[0] for name in match.group("files").split())
     assert shown, "no table markers found"
     missing = sorted(p.name for p in module.RESULTS.glob("*.json") if p.name not in shown)
     assert not missing, (
@@ -74,3 +74,25 @@ def test_a_marker_naming_a_missing_file_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "RESULTS", tmp_path)
     with pytest.raises(SystemExit, match="does not exist"):
         module.regenerate("<!-- table: nothing.json -->\n<!-- /table -->\n")
+
+
+def test_a_transcribed_table_inside_a_list_item(tmp_path, monkeypatch):
+    """FILE.json#TABLE picks one table of a transcribed file; an indented marker indents every generated line."""
+    module = results_tables()
+    data = {
+        "benchmark": "transcribed",
+        "source": "transcribed from the printed output of the runs of 2026-12-01; figures not re-measured",
+        "tables": {"a": {"header": ["policy", "refused"], "rows": [["base", "0.183 [0.100, 0.283]"]]}, "b": {}},
+    }
+    (tmp_path / "s_transcribed.json").write_text(json.dumps(data))
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    page = "1. run\n\n   <!-- table: s_transcribed.json#a -->\n   <!-- /table -->\n"
+    text = module.regenerate(page)
+    assert "\n   | policy | refused |\n   |---|---|\n   | base | 0.183 [0.100, 0.283] |\n" in text
+    assert (
+        "   <small>transcribed from the printed output of the runs of 2026-12-01; figures not re-measured</small>"
+        in text
+    )
+    assert text.endswith("\n   <!-- /table -->\n") and module.regenerate(text) == text
+    with pytest.raises(SystemExit, match="no table 'c'"):
+        module.regenerate("<!-- table: s_transcribed.json#c -->\n<!-- /table -->\n")
