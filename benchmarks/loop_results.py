@@ -44,7 +44,7 @@ METRICS = (
 )
 
 
-def loop_results(loop_dir: Path, config: str | None = None) -> dict:
+def loop_results(loop_dir: Path, config: str | None = None, command: str | None = None) -> dict:
     state = LoopState.load(loop_dir)
     if state is None:
         raise AlignError(f"{loop_dir} holds no loop.json; give the loop_dir of a finished `align loop`")
@@ -56,7 +56,7 @@ def loop_results(loop_dir: Path, config: str | None = None) -> dict:
     versions = runs.read_manifest(evaluation).get("versions", {}) if evaluation else {}
     return {
         "benchmark": "loop_results",
-        "command": "python benchmarks/loop_results.py " + " ".join(sys.argv[1:]),
+        "command": command,
         "loop_dir": str(loop_dir),
         "loop_id": state.data["loop_id"],
         "recipe": state.data["recipe"],
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the loop config the run used (recorded as given; loop.json has no path)")
     args = parser.parse_args(argv)
     try:
-        data = loop_results(args.loop_dir, args.config)
+        argv = sys.argv[1:] if argv is None else argv
+        data = loop_results(args.loop_dir, args.config, "python benchmarks/loop_results.py " + " ".join(argv))
     except AlignError as exc:
         print(f"loop_results: {exc}", file=sys.stderr)
         return 2

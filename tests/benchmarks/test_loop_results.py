@@ -123,6 +123,7 @@ def test_a_finished_loop_becomes_a_result_file_and_a_table(tmp_path):
     # 244 + 164 + 0.5 + 100 + 1.5 + 120 + 0 = 630 s
     assert data["total_wall_time_s"] == 630.0
     assert data["config"] == "recipes/safety/loop.yaml" and data["machine"]["platform"] == "Linux-test"
+    assert data["command"].startswith("python benchmarks/loop_results.py ") and data["command"].endswith(str(out))
 
     tables = load("results_tables", ROOT / "scripts" / "results_tables.py")
     text = tables.loop_results([("x.json", data)])
