@@ -63,7 +63,7 @@ def loop_results(loop_dir: Path, config: str | None = None, command: str | None 
         "config": config,
         "started": state.data["created"],
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": _git_commit(loop_dir),
         "machine": {"cpus": os.cpu_count(), "processor": _processor(), "platform": host.get("platform")},
         "versions": {k: versions[k] for k in ("torch", "transformers", "trl") if k in versions},
         "current_policy_round": state.data["current"]["round"],
@@ -109,9 +109,10 @@ def _round(state: LoopState, rnd: dict) -> dict:
     }
 
 
-def _git_commit() -> str | None:
+def _git_commit(loop_dir) -> str | None:
+    """The commit of the checkout the loop ran in (its run directory lies inside it), not this script's."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=loop_dir, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip()
