@@ -37,6 +37,7 @@ POSITIONAL = {
     "score": ["generations={generations}"],
     "pairs": ["generations={scored}"],
     "redact": ["input=data/instructions/oasst_prompts_en_250.jsonl"],
+    "feedback import": ["inputs=[recipes/brand_voice/feedback_simulated.jsonl]"],
 }
 
 

@@ -39,7 +39,12 @@ def test_dawid_skene_pull_labels_splits_by_reliability(argilla, tmp_path):
     orders = shown_orders(tmp_path / "runs")
     with argilla.owner() as conn:
         records = conn.records(conn.dataset("label-model")["id"])
-    careful1, careful2, contrary = argilla.annotator("hana"), argilla.annotator("ivan"), argilla.annotator("jude")
+    # Names no other test uses: `annotate team` in the roundtrip tests creates "hana" with a generated password.
+    careful1, careful2, contrary = (
+        argilla.annotator("dscareful1"),
+        argilla.annotator("dscareful2"),
+        argilla.annotator("dscontrary"),
+    )
     for i, rec in enumerate(records):
         helpful = "A" if orders[rec["external_id"]] == "a" else "B"  # candidate a is the helpful reply
         unhelpful = "B" if helpful == "A" else "A"
@@ -59,7 +64,7 @@ def test_dawid_skene_pull_labels_splits_by_reliability(argilla, tmp_path):
     assert majority["metrics"]["pairs"] == 4 and majority["metrics"]["no_majority"] == 2
     assert ds["metrics"]["pairs"] == 6 and ds["metrics"]["no_majority"] == 0
     reliability = ds["notes"]["label_model"]["reliability"]
-    assert reliability["jude"] < 0.3 < 0.7 < min(reliability["hana"], reliability["ivan"])
+    assert reliability["dscontrary"] < 0.3 < 0.7 < min(reliability["dscareful1"], reliability["dscareful2"])
     assert ds["notes"]["label_model"]["method"] == "dawid_skene"
     labelled = [json.loads(line) for line in (Path(ds["path"]) / "preferences.jsonl").read_text().splitlines()]
     assert all(r["chosen"][0]["content"].startswith("Gladly") and r["p_chosen"] > 0.8 for r in labelled)
