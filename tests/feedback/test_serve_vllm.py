@@ -23,6 +23,7 @@ import pytest
 
 from align.core import runs
 from align.models import resolve_model
+from tests.rollout.conftest import vllm_tiny_model  # noqa: F401  (the fixture: the tiny Llama vLLM's CPU attention accepts)
 
 pytestmark = [
     pytest.mark.slow,
@@ -35,32 +36,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def lora_policy(tmp_path_factory) -> Path:
-    """A policy run holding a LoRA adapter (random, non-zero) on a tiny Llama vLLM's CPU attention accepts."""
+def lora_policy(tmp_path_factory, vllm_tiny_model) -> Path:  # noqa: F811
+    """A policy run holding a LoRA adapter (random, non-zero) on the tiny Llama vLLM's CPU attention accepts."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from align.model_cache import embedded_model_dir
-
-    base = tmp_path_factory.mktemp("tiny-llama-vllm")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    base = vllm_tiny_model
+    tokenizer = AutoTokenizer.from_pretrained(base)
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(base, safe_serialization=True)
-    tokenizer.save_pretrained(base)
     model = get_peft_model(
         LlamaForCausalLM.from_pretrained(base),
         LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM"),
