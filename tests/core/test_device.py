@@ -448,7 +448,11 @@ def test_training_stages_record_the_device(stage, tiny_model, easy_pairs, tmp_pa
 
 @pytest.mark.slow
 def test_ppo_refuses_a_multi_process_launch_before_any_run_directory(tiny_model, reward_dir, prompts, tmp_path):
-    """Two processes (accelerate launch, gloo on this CPU): both exit 2 with the one-line reason, nothing written."""
+    """Two processes (accelerate launch, gloo on this CPU): the launch fails with the one-line reason, nothing written.
+
+    Each rank refuses on its own, but torchrun stops the other ranks as soon as the first exits, so
+    the second rank's message may never be printed (CI saw it killed with 130): at least one is.
+    """
     import os
     import socket
     import subprocess
@@ -489,5 +493,6 @@ def test_ppo_refuses_a_multi_process_launch_before_any_run_directory(tiny_model,
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert result.stderr.count("algorithm=ppo runs in a single process") == 2, result.stderr[-2000:]
+    assert result.stderr.count("align: error: algorithm=ppo runs in a single process") >= 1, result.stderr[-2000:]
+    assert "exitcode  : 2" in result.stderr  # the first rank to stop stopped on our error, not a crash
     assert not launched.exists()
