@@ -24,7 +24,14 @@ Where this departs from Dawid & Skene (1979):
 - gold: an annotator's answers on known-answer pairs (`gold`, correct and total) enter the M-step as
   observed votes on pairs whose truth is known, as crowd-kit's DawidSkene does with `true_labels`;
 - tie votes are not part of the binary task: they are left out here (a pair most annotators call a
-  tie is a tie, decided by vote counts in pull.py, and trained on only with `data.ties`).
+  tie is a tie, decided by vote counts in pull.py, and trained on only with `data.ties`);
+- a reliability is estimated only from pairs with at least two a/b votes. Plain EM also counts a pair
+  where one annotator alone chose a or b, whose posterior is then that annotator's own vote: such votes
+  always "agree with the truth". Where most pairs are ties (a safety round in which both samples
+  usually refuse or both answer), an adversary who answers a or b on every tie then reached a
+  reliability near 1 and outvoted two careful annotators on the contested pairs
+  (benchmarks/label_efficiency_probe.py found it). With every pair voted a/b by everyone, as in the
+  crowd-kit check, nothing changes.
 
 crowd-kit's OneCoinDawidSkene computes the same EM without the prior and without gold; the benchmark
 (benchmarks/label_models.py) checks that with `prior_strength=0` the two agree.
@@ -86,19 +93,25 @@ def m_step(
     prior_reliability: float,
     prior_strength: float,
 ) -> tuple[dict[str, float], float]:
-    """(reliability per annotator, prior of a) from the posteriors: expected share of votes that are right."""
+    """(reliability per annotator, prior of a) from the posteriors: expected share of votes that are right.
+
+    Only pairs with at least two a/b votes count towards a reliability: on a pair where one annotator
+    alone chose a or b (the others said tie, or no one else answered), the posterior is that annotator's
+    own vote, so counting it would confirm them whatever they do.
+    """
     right: dict[str, float] = {}
     seen: dict[str, float] = {}
+    voters: set[str] = set()
     for votes, q in zip(pairs, p_a):
-        if q is None:
+        ab = [(who, v) for who, v in votes if v in ("a", "b")]
+        voters.update(who for who, _ in ab)
+        if q is None or len(ab) < 2:
             continue
-        for who, v in votes:
-            if v not in ("a", "b"):
-                continue
+        for who, v in ab:
             right[who] = right.get(who, 0.0) + (q if v == "a" else 1.0 - q)
             seen[who] = seen.get(who, 0.0) + 1.0
     reliability = {}
-    for who in sorted(set(seen) | set(gold)):
+    for who in sorted(voters | set(gold)):
         correct, total = gold.get(who, (0, 0))
         num = right.get(who, 0.0) + correct + prior_strength * prior_reliability
         den = seen.get(who, 0.0) + total + prior_strength

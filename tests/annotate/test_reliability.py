@@ -98,3 +98,20 @@ def test_label_rows_dawid_skene_decides_a_split_by_reliability():
     assert rows[-1]["chosen"][0]["content"] == "B" and rows[-1]["rejected"][0]["content"] == "A"
     assert rows[-1]["p_chosen"] > 0.9 and summary["labels_changed_from_majority"] == 1
     assert all(r["label_model"] == "dawid_skene" for r in rows)
+
+
+def test_a_vote_no_one_else_can_check_does_not_raise_its_author_s_reliability():
+    # 40 tie-heavy pairs: the careful annotators say tie, the adversary alone picks a. Then 6 contested pairs
+    # where both careful annotators vote a and the adversary b. Counting the lone votes would make the
+    # adversary right 40 times in 46 and let them outvote the careful pair; they are left out instead.
+    lone = [[("c1", "tie"), ("c2", "tie"), ("adv", "a")] for _ in range(40)]
+    contested = [[("c1", "a"), ("c2", "a"), ("adv", "b")] for _ in range(6)]
+    reliability, _ = m_step(lone + contested, [1.0] * 40 + [0.9] * 6, {}, 0.7, 2.0)
+    # adv: expected right on the contested pairs only, 6 * 0.1 = 0.6, plus the prior 1.4 of 2 -> 2.0 / 8
+    assert reliability["adv"] == pytest.approx(2.0 / 8)
+    assert reliability["c1"] == pytest.approx((6 * 0.9 + 1.4) / 8)
+    est = dawid_skene(lone + contested)
+    assert est.reliability["adv"] < 0.5 < est.reliability["c1"]
+    assert all(p > 0.5 for p in est.p_a[40:])  # the contested pairs follow the careful annotators
+    # An annotator seen only on lone votes keeps the prior (and still has an estimate for the E-step).
+    assert m_step([[("solo", "a")]], [1.0], {}, 0.7, 2.0)[0]["solo"] == pytest.approx(0.7)
