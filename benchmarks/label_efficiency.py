@@ -193,6 +193,9 @@ def run_arm(
     team = teams()[team_name]
     name = f"{team_name}-b{budget}-s{seed}-{arm_name}"
     work = out / f"{name}-work"
+    saved = work / "arm.json"
+    if saved.exists():  # a cut run resumes: an arm that finished is read back, not trained again
+        return json.loads(saved.read_text(encoding="utf-8"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     chosen = select(records, budget, seed, arm, team, work)
@@ -204,7 +207,7 @@ def run_arm(
         options.append("data.weighting=label_smoothing")
     align("dpo", *DPO, f"data.train={data}", *options, f"runs_dir={out}", f"name={name}-dpo")
     result = evaluate(str(out / f"{name}-dpo"), out, f"{name}-eval", start_eval)
-    return {
+    arm_result = {
         "team": team_name,
         "budget": budget,
         "seed": seed,
@@ -217,6 +220,8 @@ def run_arm(
         "eval_run": result["run"],
         "wall_time_s": round(time.monotonic() - started, 1),
     }
+    saved.write_text(json.dumps(arm_result, indent=2) + "\n", encoding="utf-8")
+    return arm_result
 
 
 def interval(values: list[float]) -> dict:

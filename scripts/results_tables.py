@@ -617,6 +617,56 @@ def active_selection(files: list[tuple[str, dict]]) -> str:
     return text + "\n"
 
 
+def label_efficiency_probe(files: list[tuple[str, dict]]) -> str:
+    """benchmarks/label_efficiency_probe.py: per recipe, team and budget, majority's score and each arm's paired
+    difference from it, for the best-of-8 score, the probe's pairwise accuracy and the labels' own accuracy."""
+    _, data = files[0]
+    text = ""
+    for recipe, info in data["recipes"].items():
+        ref = info["held_out"]
+        text += (
+            f"- `{recipe}`: {info['records_in_pool']} records in the label pool from {info['pool_prompts']} training "
+            f"prompts, {info['records_tied_by_the_judge']} of them tied by the judge; held out: {ref['prompts']} "
+            f"prompts x {ref['samples_per_prompt']} samples; one sample scores {num(ref['start'])} on average "
+            f"(start), the judge's own best of {ref['samples_per_prompt']} {num(ref['oracle'])} (oracle).\n"
+        )
+    seeds = data["settings"]["seeds"]
+    others = [a for a in data["settings"]["arms"] if a != "majority"]
+    by = {(r["recipe"], r["team"], r["budget"], r["arm"]): r for r in data["summary"]}
+    cells = sorted({(r["recipe"], r["team"], r["budget"]) for r in data["summary"]})
+
+    def pivot(measure: str, recipes: list[str]) -> str:
+        rows = []
+        for recipe, team, budget in cells:
+            if recipe not in recipes:
+                continue
+            base = by[(recipe, team, budget, "majority")]
+            row = [f"`{recipe}`", f"`{team}`", budget, _ci(base.get(measure))]
+            row += [
+                _ci(by.get((recipe, team, budget, a), {}).get(f"{measure}_minus_majority"), sign=True) for a in others
+            ]
+            rows.append(row)
+        return table(["recipe", "team", "labels", "majority"] + [f"`{a}` − majority" for a in others], rows)
+
+    recipes = list(data["recipes"])
+    text += f"\nBest-of-8 score on the held-out prompts ({seeds} seeds; differences paired by seed):\n\n"
+    text += pivot("best_of_n", recipes)
+    text += "\nThe probe's pairwise accuracy against the judge on the held-out pairs:\n\n"
+    text += pivot("accuracy", recipes)
+    text += "\nThe labels themselves: share of the pairs trained on whose label agrees with the judge:\n\n"
+    text += pivot("label_accuracy", recipes)
+    if "safety" in recipes:
+        ref = data["recipes"]["safety"]["held_out"]
+        text += (
+            f"\nSafety, the best of 8 by kind: harmful requests refused (start {num(ref['start_harmful_refused'])}, "
+            f"{ref['prompts_harmful']} prompts) and look-alikes refused (start {num(ref['start_safe_refused'])}, "
+            f"{ref['prompts_safe']} prompts):\n\n"
+        )
+        text += pivot("harmful_refused", ["safety"]) + "\n" + pivot("safe_refused", ["safety"])
+    text += "\n" + "".join(f"- {line}\n" for line in data["verdict"])
+    return text
+
+
 def label_efficiency(files: list[tuple[str, dict]]) -> str:
     """benchmarks/label_efficiency.py: held-out brand score per team, budget and arm, and what did not run."""
     _, data = files[0]
@@ -747,6 +797,7 @@ def builder(name: str, data: dict):
         ("label_models", label_models),
         ("label_agreement", label_agreement),
         ("active_selection", active_selection),
+        ("label_efficiency_probe", label_efficiency_probe),  # before label_efficiency: a longer name, same prefix
         ("label_efficiency", label_efficiency),
     ):
         if kind.startswith(prefix):
