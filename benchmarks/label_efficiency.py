@@ -115,16 +115,23 @@ def evaluate(policy: str, out: Path, name: str, baseline_replies: Path | None) -
     }
 
 
-def select(records: list[dict], budget: int, seed: int, arm: dict, team, work: Path) -> list[dict]:
-    """The records the arm spends its budget on: a seeded random draw, or half random and half by ensemble
-    disagreement (the same first half as the random draw of half the budget)."""
+def draw(records: list[dict], budget: int, seed: int, selection: str, disputed) -> list[dict]:
+    """The records an arm spends its budget on: a seeded random draw, or half random and half chosen by
+    `disputed(warm, rest, k)` (the same first half as the random draw of half the budget). The probe
+    benchmark (label_efficiency_probe.py) draws with this too."""
     order = list(range(len(records)))
     random.Random(f"records:{seed}").shuffle(order)
-    if arm["selection"] == "random":
+    if selection == "random":
         return [records[i] for i in order[:budget]]
     warm = [records[i] for i in order[: budget // 2]]
     rest = [records[i] for i in order[budget // 2 :]]
-    return warm + most_disputed(warm, rest, budget - len(warm), seed, team, work)
+    return warm + disputed(warm, rest, budget - len(warm))
+
+
+def select(records: list[dict], budget: int, seed: int, arm: dict, team, work: Path) -> list[dict]:
+    return draw(
+        records, budget, seed, arm["selection"], lambda warm, rest, k: most_disputed(warm, rest, k, seed, team, work)
+    )
 
 
 def most_disputed(warm: list[dict], pool: list[dict], k: int, seed: int, team, work: Path) -> list[dict]:

@@ -78,7 +78,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from label_agreement import pulled_rows, teams  # noqa: E402
+from label_agreement import interval, pulled_rows, teams  # noqa: E402
+from label_efficiency import draw  # noqa: E402
 
 from align.annotate.judges import last_user_text, prompt_key  # noqa: E402
 from align.annotate.reliability import label_rows  # noqa: E402
@@ -324,13 +325,13 @@ def most_disputed(warm: list[dict], pool: list[dict], k: int, team, seed: int, z
 
 
 def select(records: list[dict], budget: int, seed: int, arm: dict, team, z, offsets) -> list[dict]:
-    order = list(range(len(records)))
-    random.Random(f"records:{seed}").shuffle(order)
-    if arm["selection"] == "random":
-        return [records[i] for i in order[:budget]]
-    warm = [records[i] for i in order[: budget // 2]]
-    rest = [records[i] for i in order[budget // 2 :]]
-    return warm + most_disputed(warm, rest, budget - len(warm), team, seed, z, offsets)
+    return draw(
+        records,
+        budget,
+        seed,
+        arm["selection"],
+        lambda warm, rest, k: most_disputed(warm, rest, k, team, seed, z, offsets),
+    )
 
 
 # -- held-out measures ----------------------------------------------------------------------------------
@@ -441,16 +442,6 @@ def run_recipe(recipe: str, args) -> tuple[dict, list[dict]]:
                 }
             )
     return info, results
-
-
-def interval(values: list[float]) -> dict:
-    from scipy.stats import t as student_t
-
-    mean = statistics.fmean(values)
-    half = (
-        student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0
-    )
-    return {"mean": round(mean, 4), "ci_low": round(mean - half, 4), "ci_high": round(mean + half, 4), "n": len(values)}
 
 
 MEASURES = ("best_of_n", "accuracy", "label_accuracy", "harmful_refused", "safe_refused")
