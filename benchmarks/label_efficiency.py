@@ -319,6 +319,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "label_efficiency.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "label_efficiency.png")
     parser.add_argument("--replot", action="store_true", help="only redraw the plot from --out's JSON")
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="train nothing: write the JSON and plot from the arms of the grid that finished (a cut run)",
+    )
     args = parser.parse_args()
     if args.replot:
         data = json.loads(args.out.read_text(encoding="utf-8"))
@@ -341,6 +346,8 @@ def main() -> None:
     start = manifest(start_eval)["metrics"]["brand"]["brand_score"]["policy"]
     done: list[dict] = []
     data = {}
+    if args.finished_only:
+        grid = [c for c in grid if (args.runs_dir / f"{c[0]}-b{c[1]}-s{c[2]}-{c[3]}-work" / "arm.json").exists()]
     for i, (team, budget, seed, arm) in enumerate(grid):
         print(f"[{i + 1}/{len(grid)}] team {team}, budget {budget}, seed {seed}, arm {arm}", flush=True)
         done.append(run_arm(team, budget, seed, arm, records, args.runs_dir, start_eval))
@@ -355,7 +362,12 @@ def main() -> None:
 def result(args, grid, done: list[dict], start: dict, pool: int) -> dict:
     ran = {(a["team"], a["budget"], a["seed"], a["arm"]) for a in done}
     full = [(t, b, s, a) for t in TEAMS for b in BUDGETS for s in range(SEEDS) for a in ARMS]
-    command = "python benchmarks/label_efficiency.py" + (" --quick" if args.quick else "")
+    command = "python benchmarks/label_efficiency.py" + (
+        " --quick"
+        if args.quick
+        else f" --budgets {' '.join(map(str, args.budgets))} --seeds {args.seeds} --teams {' '.join(args.teams)} "
+        f"--arms {' '.join(args.arms)}"
+    )
     return {
         "question": "held-out brand score after one DPO round from the embedded model, per label budget, for majority "
         "vs reliability-weighted labels, random vs uncertainty selection, ties dropped vs kept",
