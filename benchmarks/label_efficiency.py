@@ -380,14 +380,19 @@ def result(args, grid, done: list[dict], start: dict, pool: int) -> dict:
         "summary": summarise(done),
         "complete": len(ran) == len(full),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "note": "shared machine, no GPU",
-        },
+        "machine": machine(note="shared machine, no GPU"),
     }
+
+
+def machine(note: str | None = None) -> dict:
+    """What the result JSON records of the machine it ran on (the probe benchmark uses it too)."""
+    out = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    return {**out, "note": note} if note else out
 
 
 if __name__ == "__main__":

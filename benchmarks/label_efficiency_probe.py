@@ -65,7 +65,6 @@ import hashlib
 import itertools
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -79,7 +78,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from label_agreement import interval, pulled_rows, teams  # noqa: E402
-from label_efficiency import draw  # noqa: E402
+from label_efficiency import draw, machine  # noqa: E402
 
 from align.annotate.judges import last_user_text, prompt_key  # noqa: E402
 from align.annotate.reliability import label_rows  # noqa: E402
@@ -590,12 +589,7 @@ def main() -> None:
         "verdict": verdicts(summary),
         "wall_time_s": round(time.monotonic() - began, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
     }
     args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     plot(data, args.plot)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,17 +11,9 @@ import pytest
 from align.annotate.simulate import Annotator
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))  # the probe imports label_agreement by name
+sys.path.insert(0, str(BENCHMARKS))  # the probe imports label_agreement and label_efficiency by name
 
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = load("label_efficiency_probe")
+import label_efficiency_probe as probe  # noqa: E402
 
 
 def rows_with_scores(scores: list[list[float]]) -> list[dict]:
